@@ -1,0 +1,305 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// AttachMode chooses how the probe hooks inet_sock_set_state.
+type AttachMode string
+
+const (
+	// AttachAuto tries tp_btf and falls back to raw_tp.
+	AttachAuto AttachMode = "auto"
+	// AttachTPBTF uses the BTF-typed tracepoint: direct reads, sk_storage.
+	AttachTPBTF AttachMode = "tp_btf"
+	// AttachRawTP uses the raw tracepoint with CO-RE probe reads and a hash
+	// map for per-socket state, for kernels without tp_btf.
+	AttachRawTP AttachMode = "raw_tp"
+)
+
+// Options tune the probe. The zero value is usable.
+type Options struct {
+	Mode AttachMode
+	// RingBufferBytes is the ring buffer size: a power of two, at least a page.
+	RingBufferBytes uint32
+	// WakeupBytes is how much data must be pending before the kernel wakes
+	// the reader; below it the reader finds records at its next poll.
+	WakeupBytes uint64
+	// PollInterval bounds how long a record waits in the ring buffer.
+	PollInterval time.Duration
+}
+
+// Default option values.
+const (
+	DefaultRingBufferBytes = 4 << 20
+	DefaultWakeupBytes     = 64 << 10
+	DefaultPollInterval    = 50 * time.Millisecond
+)
+
+func (o *Options) setDefaults() {
+	if o.Mode == "" {
+		o.Mode = AttachAuto
+	}
+	if o.RingBufferBytes == 0 {
+		o.RingBufferBytes = DefaultRingBufferBytes
+	}
+	if o.WakeupBytes == 0 {
+		o.WakeupBytes = DefaultWakeupBytes
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = DefaultPollInterval
+	}
+}
+
+// ErrNoData is returned by Read when no record arrived within the poll interval.
+var ErrNoData = errors.New("no record within the poll interval")
+
+// ErrStopped is returned by Read once Stop was called and every record
+// produced before it has been read.
+var ErrStopped = errors.New("probe stopped")
+
+// Stats are the probe's kernel-side counters, summed over CPUs.
+type Stats struct {
+	// Emitted records were committed to the ring buffer.
+	Emitted uint64
+	// Dropped records were lost because the ring buffer was full.
+	Dropped uint64
+	// NoState counts sockets whose per-socket state could not be allocated.
+	NoState uint64
+}
+
+// Probe is the loaded and attached eBPF program and its ring buffer reader.
+// Read is for one goroutine; Stop, Stats and Close may be called from any.
+type Probe struct {
+	mode    AttachMode
+	coll    *ebpf.Collection
+	link    link.Link
+	reader  *ringbuf.Reader
+	raw     ringbuf.Record
+	dec     decoder
+	poll    time.Duration
+	stopped atomic.Bool
+	stopMu  sync.Mutex
+	statsMu sync.Mutex
+	perCPU  []uint64
+	// fallback is why tp_btf was not used in auto mode.
+	fallback error
+}
+
+// Load checks the kernel and privileges, loads the probe and attaches it.
+// Every connection state change on the node is recorded from then on.
+func Load(opts Options) (*Probe, error) {
+	opts.setDefaults()
+	if err := Preflight(); err != nil {
+		return nil, err
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raise memlock rlimit: %w", err)
+	}
+	off, err := bootToWallOffset()
+	if err != nil {
+		return nil, err
+	}
+
+	p := &Probe{dec: decoder{bootToWall: off}, poll: opts.PollInterval}
+	switch opts.Mode {
+	case AttachTPBTF, AttachRawTP:
+		err = p.loadAndAttach(opts, opts.Mode)
+	case AttachAuto:
+		err = p.loadAndAttach(opts, AttachTPBTF)
+		if err != nil {
+			p.fallback = err
+			if err = p.loadAndAttach(opts, AttachRawTP); err != nil {
+				err = fmt.Errorf("%w (after tp_btf failed: %v)", err, p.fallback)
+			}
+		}
+	default:
+		return nil, fmt.Errorf("unknown attach mode %q", opts.Mode)
+	}
+	if err != nil {
+		return nil, err
+	}
+
+	p.reader, err = ringbuf.NewReader(p.coll.Maps["events"])
+	if err != nil {
+		_ = p.Close()
+		return nil, fmt.Errorf("open ring buffer reader: %w", err)
+	}
+	p.reader.SetDeadline(time.Now().Add(p.poll))
+	p.perCPU = make([]uint64, 0, 64)
+	return p, nil
+}
+
+// modeObjects names, per attach mode, the program to load and the
+// per-socket state map it uses; the other mode's are never created.
+var modeObjects = map[AttachMode]struct{ prog, state, unused string }{
+	AttachTPBTF: {prog: "tcpconn_btf", state: "sk_state", unused: "sk_state_hash"},
+	AttachRawTP: {prog: "tcpconn_raw", state: "sk_state_hash", unused: "sk_state"},
+}
+
+func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
+	spec, err := loadTcpconn()
+	if err != nil {
+		return fmt.Errorf("parse embedded probe: %w", err)
+	}
+	names := modeObjects[mode]
+	for name := range spec.Programs {
+		if name != names.prog {
+			delete(spec.Programs, name)
+		}
+	}
+	delete(spec.Maps, names.unused)
+	spec.Maps["events"].MaxEntries = opts.RingBufferBytes
+	if err := spec.Variables["wakeup_bytes"].Set(opts.WakeupBytes); err != nil {
+		return fmt.Errorf("set wakeup_bytes: %w", err)
+	}
+
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return fmt.Errorf("load %s program: %w\n%+v", mode, err, verr)
+		}
+		return fmt.Errorf("load %s program: %w", mode, err)
+	}
+	prog := coll.Programs[names.prog]
+
+	var l link.Link
+	if mode == AttachRawTP {
+		l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "inet_sock_set_state", Program: prog})
+	} else {
+		l, err = link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+	}
+	if err != nil {
+		coll.Close()
+		return fmt.Errorf("attach %s inet_sock_set_state: %w", mode, err)
+	}
+	p.coll, p.link, p.mode = coll, l, mode
+	return nil
+}
+
+// Mode reports the attach mode in use.
+func (p *Probe) Mode() AttachMode { return p.mode }
+
+// FallbackReason says why auto mode did not use tp_btf; nil if it did.
+func (p *Probe) FallbackReason() error { return p.fallback }
+
+// Read waits up to the poll interval for the next record and decodes it
+// into rec. It returns ErrNoData when none arrived, ErrStopped once Stop was
+// called and the ring buffer is drained, and never allocates per record.
+func (p *Probe) Read(rec *Record) error {
+	for {
+		err := p.reader.ReadInto(&p.raw)
+		switch {
+		case err == nil:
+			if p.dec.decode(p.raw.RawSample, rec) {
+				return nil
+			}
+			continue // not a full record: never written by this probe
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// The deadline only matters when the ring is empty: refresh it
+			// here, not per record.
+			p.reader.SetDeadline(time.Now().Add(p.poll))
+			if p.stopped.Load() {
+				return ErrStopped
+			}
+			return ErrNoData
+		case errors.Is(err, ringbuf.ErrFlushed):
+			if p.stopped.Load() {
+				return ErrStopped
+			}
+			continue
+		case errors.Is(err, ringbuf.ErrClosed):
+			return ErrStopped
+		default:
+			return fmt.Errorf("read ring buffer: %w", err)
+		}
+	}
+}
+
+// Stop detaches the program, so no new records are produced, and wakes the
+// reader: Read then returns what is left in the ring buffer, then ErrStopped.
+func (p *Probe) Stop() error {
+	p.stopMu.Lock()
+	defer p.stopMu.Unlock()
+	if p.stopped.Load() {
+		return nil
+	}
+	p.stopped.Store(true)
+	var errs []error
+	if p.link != nil {
+		if err := p.link.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach inet_sock_set_state: %w", err))
+		}
+	}
+	if p.reader != nil {
+		if err := p.reader.Flush(); err != nil {
+			errs = append(errs, fmt.Errorf("flush ring buffer: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close stops the probe and releases its maps and programs. Records not yet
+// read are lost: call Stop and drain Read first.
+func (p *Probe) Close() error {
+	err := p.Stop()
+	if p.reader != nil {
+		err = errors.Join(err, p.reader.Close())
+	}
+	if p.coll != nil {
+		p.coll.Close()
+	}
+	return err
+}
+
+// Stats reads the kernel-side counters.
+func (p *Probe) Stats() (Stats, error) {
+	p.statsMu.Lock()
+	defer p.statsMu.Unlock()
+	var s Stats
+	for key, dst := range map[uint32]*uint64{
+		statEmitted: &s.Emitted,
+		statDropped: &s.Dropped,
+		statNoState: &s.NoState,
+	} {
+		if err := p.coll.Maps["stats"].Lookup(key, &p.perCPU); err != nil {
+			return Stats{}, fmt.Errorf("read probe stats: %w", err)
+		}
+		for _, v := range p.perCPU {
+			*dst += v
+		}
+	}
+	return s, nil
+}
+
+// Stat keys; the probe's TCPCONN_STAT_* constants.
+const (
+	statEmitted uint32 = 0
+	statDropped uint32 = 1
+	statNoState uint32 = 2
+)
+
+// bootToWallOffset measures what to add to CLOCK_BOOTTIME (the probe's
+// clock) to get Unix time.
+func bootToWallOffset() (int64, error) {
+	var boot, wall unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot); err != nil {
+		return 0, fmt.Errorf("read CLOCK_BOOTTIME: %w", err)
+	}
+	if err := unix.ClockGettime(unix.CLOCK_REALTIME, &wall); err != nil {
+		return 0, fmt.Errorf("read CLOCK_REALTIME: %w", err)
+	}
+	return wall.Nano() - boot.Nano(), nil
+}

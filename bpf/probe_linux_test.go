@@ -1,0 +1,227 @@
+package bpf
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tcpconn/tcpconn/internal/netnstest"
+)
+
+// This package's tests use 10.201.0.0/16.
+const testOctet = 201
+
+// collector reads the probe on a goroutine and keeps the records whose
+// addresses belong to the test: the probe sees every connection on the host.
+type collector struct {
+	mu   sync.Mutex
+	recs []Record
+	done chan error
+}
+
+func collect(p *Probe, keep func(*Record) bool) *collector {
+	c := &collector{done: make(chan error, 1)}
+	go func() {
+		var rec Record
+		for {
+			err := p.Read(&rec)
+			switch {
+			case err == nil:
+				if keep(&rec) {
+					c.mu.Lock()
+					c.recs = append(c.recs, rec)
+					c.mu.Unlock()
+				}
+			case errors.Is(err, ErrNoData):
+			case errors.Is(err, ErrStopped):
+				c.done <- nil
+				return
+			default:
+				c.done <- err
+				return
+			}
+		}
+	}()
+	return c
+}
+
+func (c *collector) snapshot() []Record {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]Record(nil), c.recs...)
+}
+
+// waitFor polls until pred holds for the collected records.
+func (c *collector) waitFor(t *testing.T, what string, pred func([]Record) bool) []Record {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if recs := c.snapshot(); pred(recs) {
+			return recs
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s; have %d records", what, len(c.snapshot()))
+	return nil
+}
+
+func loadProbe(t *testing.T, mode AttachMode) *Probe {
+	t.Helper()
+	netnstest.RequireRoot(t)
+	p, err := Load(Options{Mode: mode})
+	require.NoError(t, err)
+	require.Equal(t, mode, p.Mode())
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+func TestProbeExactBytes(t *testing.T) {
+	for _, mode := range []AttachMode{AttachTPBTF, AttachRawTP} {
+		t.Run(string(mode), func(t *testing.T) { testExactBytes(t, mode) })
+	}
+}
+
+func testExactBytes(t *testing.T, mode AttachMode) {
+	const (
+		conns    = 4
+		request  = 100000
+		response = 5000
+		port     = 8080
+		closed   = 8081
+		dropped  = 8082
+	)
+	pair := netnstest.NewPair(t, testOctet)
+	p := loadProbe(t, mode)
+	before, err := p.Stats()
+	require.NoError(t, err)
+	ours := func(r *Record) bool {
+		for _, a := range []netip.Addr{pair.ClientIP, pair.ServerIP} {
+			if r.LocalAddr == a {
+				return true
+			}
+		}
+		return false
+	}
+	col := collect(p, ours)
+	srv := netnstest.StartServer(t, pair, port, request, response)
+
+	ctx := context.Background()
+	clientPorts := map[uint16]bool{}
+	for range conns {
+		cp, err := srv.Exchange(ctx, pair)
+		require.NoError(t, err)
+		clientPorts[cp] = true
+	}
+	require.NoError(t, netnstest.Refused(ctx, pair, closed))
+	start := time.Now()
+	require.NoError(t, netnstest.TimedOut(t, pair, dropped))
+	t.Logf("black-hole connect gave up after %v", time.Since(start))
+
+	// 4 records per exchange (open and close on both ends) and 2 failures.
+	recs := col.waitFor(t, "all records", func(rs []Record) bool { return len(rs) >= conns*4+2 })
+
+	var opens, closes, failures int
+	for _, r := range recs {
+		switch r.Kind {
+		case KindOpen:
+			opens++
+		case KindClose:
+			closes++
+			assertClose(t, pair, r, clientPorts, port, request, response)
+		case KindFailure:
+			failures++
+			assert.Equal(t, DirectionOutbound, r.Direction)
+			assert.Equal(t, pair.ClientIP, r.LocalAddr)
+			assert.Equal(t, StateSynSent, r.OldState)
+			switch r.PeerPort {
+			case closed:
+				assert.Equal(t, pair.ServerIP, r.PeerAddr)
+				assert.Equal(t, int32(syscall.ECONNREFUSED), r.Errno)
+			case dropped:
+				assert.Equal(t, pair.BlackHole, r.PeerAddr)
+				assert.Equal(t, int32(syscall.ETIMEDOUT), r.Errno)
+				assert.GreaterOrEqual(t, r.Duration(), 2*time.Second)
+			default:
+				t.Errorf("failure record for unexpected port %d", r.PeerPort)
+			}
+			assert.NotZero(t, r.PID)
+			assert.NotEmpty(t, r.CommString())
+		}
+	}
+	assert.Equal(t, conns*2, opens, "open records")
+	assert.Equal(t, conns*2, closes, "close records")
+	assert.Equal(t, 2, failures, "failure records")
+
+	after, err := p.Stats()
+	require.NoError(t, err)
+	assert.Equal(t, before.Dropped, after.Dropped, "records dropped in the kernel")
+	assert.Greater(t, after.Emitted, before.Emitted)
+}
+
+func assertClose(t *testing.T, pair *netnstest.Pair, r Record, clientPorts map[uint16]bool, port uint16, request, response uint64) {
+	t.Helper()
+	assert.Zero(t, r.Errno)
+	assert.Positive(t, r.Duration())
+	assert.NotZero(t, r.ConnID)
+	assert.NotZero(t, r.NetNS)
+	assert.Equal(t, FlagFinReceived, r.Flags&FlagFinReceived)
+	assert.Zero(t, r.Flags&FlagAdopted)
+	assert.Greater(t, r.SRTT, time.Duration(0))
+	assert.Greater(t, r.RTTMin, time.Duration(0))
+	switch r.Direction {
+	case DirectionOutbound:
+		assert.Equal(t, pair.ClientIP, r.LocalAddr)
+		assert.Equal(t, pair.ServerIP, r.PeerAddr)
+		assert.Equal(t, port, r.PeerPort)
+		assert.True(t, clientPorts[r.LocalPort], "client port %d", r.LocalPort)
+		assert.Equal(t, request, r.BytesSent, "client sent")
+		assert.Equal(t, response, r.BytesReceived, "client received")
+		assert.NotZero(t, r.PID)
+	case DirectionInbound:
+		assert.Equal(t, pair.ServerIP, r.LocalAddr)
+		assert.Equal(t, pair.ClientIP, r.PeerAddr)
+		assert.Equal(t, port, r.LocalPort)
+		assert.True(t, clientPorts[r.PeerPort], "client port %d", r.PeerPort)
+		assert.Equal(t, response, r.BytesSent, "server sent")
+		assert.Equal(t, request, r.BytesReceived, "server received")
+		assert.Zero(t, r.PID)
+	default:
+		t.Errorf("close record without direction: %+v", r)
+	}
+}
+
+func TestProbeStopDeliversPending(t *testing.T) {
+	pair := netnstest.NewPair(t, testOctet)
+	p, err := Load(Options{Mode: AttachAuto, PollInterval: time.Hour})
+	netnstest.RequireRoot(t)
+	require.NoError(t, err)
+	defer p.Close()
+	srv := netnstest.StartServer(t, pair, 9090, 10, 10)
+	_, err = srv.Exchange(context.Background(), pair)
+	require.NoError(t, err)
+	time.Sleep(100 * time.Millisecond) // let the close records be written
+
+	// The reader has not been woken (poll interval of an hour, no wakeup
+	// threshold reached): Stop must still hand over every record.
+	require.NoError(t, p.Stop())
+	var rec Record
+	var closes int
+	for {
+		err := p.Read(&rec)
+		if errors.Is(err, ErrStopped) {
+			break
+		}
+		require.NoError(t, err)
+		if rec.Kind == KindClose && (rec.LocalAddr == pair.ClientIP || rec.LocalAddr == pair.ServerIP) {
+			closes++
+		}
+	}
+	assert.Equal(t, 2, closes)
+}

@@ -1,0 +1,198 @@
+package bpf
+
+import (
+	"net/netip"
+	"time"
+	"unsafe"
+)
+
+// Kind says which moment of a connection's life a Record reports.
+type Kind uint8
+
+// Record kinds; the values are the probe's TCPCONN_KIND_* constants.
+const (
+	KindOpen    Kind = 1
+	KindClose   Kind = 2
+	KindFailure Kind = 3
+	KindUpdate  Kind = 4
+)
+
+// String returns the kind as used in event names (tcp.connection.<kind>).
+func (k Kind) String() string {
+	switch k {
+	case KindOpen:
+		return "open"
+	case KindClose:
+		return "close"
+	case KindFailure:
+		return "failure"
+	case KindUpdate:
+		return "update"
+	}
+	return "unknown"
+}
+
+// Direction says which end of the connection is on this node: the client
+// (outbound) or the server (inbound).
+type Direction uint8
+
+// Directions; the values are the probe's TCPCONN_DIR_* constants.
+const (
+	DirectionUnknown  Direction = 0
+	DirectionOutbound Direction = 1
+	DirectionInbound  Direction = 2
+)
+
+// String returns "outbound", "inbound" or "unknown".
+func (d Direction) String() string {
+	switch d {
+	case DirectionOutbound:
+		return "outbound"
+	case DirectionInbound:
+		return "inbound"
+	}
+	return "unknown"
+}
+
+// Flags carry facts about a record that change how it is read.
+type Flags uint8
+
+// Flag bits; the values are the probe's TCPCONN_F_* constants.
+const (
+	// FlagAdopted marks a connection whose handshake the probe did not see:
+	// its start time, direction and process are unknown.
+	FlagAdopted Flags = 1
+	// FlagFinReceived marks a connection whose peer sent a FIN.
+	FlagFinReceived Flags = 2
+)
+
+// Record is one decoded probe event. It holds no pointers into the ring
+// buffer, so a caller may keep it after the next Read.
+type Record struct {
+	Kind      Kind
+	Direction Direction
+	Flags     Flags
+	OldState  State
+	NewState  State
+
+	// Time is when the event happened; Start when the handshake began
+	// (zero for adopted connections).
+	Time  time.Time
+	Start time.Time
+	// ConnID joins the records of one connection (0 if the probe could not
+	// keep state for it).
+	ConnID uint64
+
+	LocalAddr netip.Addr
+	PeerAddr  netip.Addr
+	LocalPort uint16
+	PeerPort  uint16
+
+	// Exact payload bytes: retransmissions and SYN/FIN sequence numbers are
+	// already taken out by the probe.
+	BytesSent     uint64
+	BytesReceived uint64
+	BytesRetrans  uint64
+	Retransmits   uint64
+	Lost          uint64
+	SegsIn        uint64
+	SegsOut       uint64
+
+	SRTT   time.Duration
+	RTTMin time.Duration
+	RTTVar time.Duration
+
+	NetNS uint32
+	PID   uint32
+	Comm  [16]byte
+	// Errno is the socket error at the event (ECONNREFUSED, ETIMEDOUT, ...).
+	Errno int32
+}
+
+// Duration is how long the connection has lived at this record, or 0 when
+// its start is unknown.
+func (r *Record) Duration() time.Duration {
+	if r.Start.IsZero() {
+		return 0
+	}
+	return r.Time.Sub(r.Start)
+}
+
+// CommString returns the command name without its NUL padding.
+func (r *Record) CommString() string {
+	n := 0
+	for n < len(r.Comm) && r.Comm[n] != 0 {
+		n++
+	}
+	return string(r.Comm[:n])
+}
+
+// rawEventSize is the size of the C struct tcpconn_event.
+const rawEventSize = int(unsafe.Sizeof(tcpconnTcpconnEvent{}))
+
+const (
+	afInet  = 2
+	afInet6 = 10
+)
+
+// decoder turns raw ring buffer samples into Records without allocating.
+type decoder struct {
+	// bootToWall is added to CLOCK_BOOTTIME nanoseconds to get Unix time.
+	bootToWall int64
+}
+
+// decode fills rec from raw; it reports false when raw is not a full event.
+func (d *decoder) decode(raw []byte, rec *Record) bool {
+	if len(raw) < rawEventSize {
+		return false
+	}
+	ev := (*tcpconnTcpconnEvent)(unsafe.Pointer(&raw[0]))
+
+	rec.Kind = Kind(ev.Kind)
+	rec.Direction = Direction(ev.Direction)
+	rec.Flags = Flags(ev.Flags)
+	rec.OldState = State(ev.OldState)
+	rec.NewState = State(ev.NewState)
+	rec.Time = d.wall(ev.TsNs)
+	rec.Start = time.Time{}
+	if ev.StartNs != 0 {
+		rec.Start = d.wall(ev.StartNs)
+	}
+	rec.ConnID = ev.ConnId
+
+	switch ev.Family {
+	case afInet:
+		rec.LocalAddr = netip.AddrFrom4([4]byte(ev.Saddr[:4]))
+		rec.PeerAddr = netip.AddrFrom4([4]byte(ev.Daddr[:4]))
+	case afInet6:
+		// v4-mapped addresses of dual-stack sockets are reported as IPv4.
+		rec.LocalAddr = netip.AddrFrom16(ev.Saddr).Unmap()
+		rec.PeerAddr = netip.AddrFrom16(ev.Daddr).Unmap()
+	default:
+		rec.LocalAddr, rec.PeerAddr = netip.Addr{}, netip.Addr{}
+	}
+	rec.LocalPort = ev.Sport
+	rec.PeerPort = ev.Dport
+
+	rec.BytesSent = ev.BytesSent
+	rec.BytesReceived = ev.BytesReceived
+	rec.BytesRetrans = ev.BytesRetrans
+	rec.Retransmits = ev.TotalRetrans
+	rec.Lost = ev.Lost
+	rec.SegsIn = ev.SegsIn
+	rec.SegsOut = ev.SegsOut
+	rec.SRTT = time.Duration(ev.SrttUs) * time.Microsecond
+	rec.RTTMin = time.Duration(ev.RttMinUs) * time.Microsecond
+	rec.RTTVar = time.Duration(ev.RttvarUs) * time.Microsecond
+	rec.NetNS = ev.NetnsIno
+	rec.PID = ev.Pid
+	for i, c := range ev.Comm {
+		rec.Comm[i] = byte(c)
+	}
+	rec.Errno = ev.SkErr
+	return true
+}
+
+func (d *decoder) wall(bootNs uint64) time.Time {
+	return time.Unix(0, int64(bootNs)+d.bootToWall)
+}
