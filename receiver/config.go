@@ -1,0 +1,121 @@
+package receiver
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.opentelemetry.io/collector/confmap"
+
+	"github.com/tcpconn/tcpconn/bpf"
+	"github.com/tcpconn/tcpconn/receiver/internal/metadata"
+)
+
+// Config is the tcpconn receiver's configuration.
+type Config struct {
+	// FlushInterval is how often aggregated metrics are emitted.
+	FlushInterval time.Duration `mapstructure:"flush_interval"`
+	// Probe tunes the eBPF probe and its ring buffer.
+	Probe ProbeConfig `mapstructure:"probe"`
+	// Logs chooses which access-log records are emitted and how they are batched.
+	Logs LogsConfig `mapstructure:"logs"`
+
+	metadata.MetricsBuilderConfig `mapstructure:",squash"`
+
+	// prevent unkeyed literal initialization
+	_ struct{}
+}
+
+// ProbeConfig tunes the eBPF probe.
+type ProbeConfig struct {
+	// AttachMode is auto (tp_btf, falling back to raw_tp), tp_btf or raw_tp.
+	AttachMode string `mapstructure:"attach_mode"`
+	// RingBufferSize is the kernel ring buffer size in bytes: a power of two
+	// of at least 4096. Records that do not fit are counted as dropped.
+	RingBufferSize int `mapstructure:"ring_buffer_size"`
+	// WakeupBytes is how much pending data wakes the reader early; below it
+	// records wait at most PollInterval.
+	WakeupBytes int `mapstructure:"wakeup_bytes"`
+	// PollInterval bounds how long a record waits in the ring buffer.
+	PollInterval time.Duration `mapstructure:"poll_interval"`
+}
+
+// LogsConfig chooses the access-log records.
+type LogsConfig struct {
+	// Open emits a record when a connection is established.
+	Open bool `mapstructure:"open"`
+	// Close emits a record when an established connection ends.
+	Close bool `mapstructure:"close"`
+	// Failure emits a record when a handshake fails.
+	Failure bool `mapstructure:"failure"`
+	// MaxBatchSize is the most records put in one pdata batch.
+	MaxBatchSize int `mapstructure:"max_batch_size"`
+	// FlushInterval is the longest a record waits for its batch to fill.
+	FlushInterval time.Duration `mapstructure:"flush_interval"`
+	// QueueSize is how many batches may wait for a slow logs consumer
+	// before new batches are dropped (and counted).
+	QueueSize int `mapstructure:"queue_size"`
+}
+
+var _ confmap.Validator = (*Config)(nil)
+
+func createDefaultConfig() *Config {
+	return &Config{
+		FlushInterval: 5 * time.Second,
+		Probe: ProbeConfig{
+			AttachMode:     string(bpf.AttachAuto),
+			RingBufferSize: bpf.DefaultRingBufferBytes,
+			WakeupBytes:    bpf.DefaultWakeupBytes,
+			PollInterval:   bpf.DefaultPollInterval,
+		},
+		Logs: LogsConfig{
+			Close:         true,
+			Failure:       true,
+			MaxBatchSize:  1000,
+			FlushInterval: time.Second,
+			QueueSize:     100,
+		},
+		MetricsBuilderConfig: metadata.DefaultMetricsBuilderConfig(),
+	}
+}
+
+// Validate reports every invalid field, each by its YAML name.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.FlushInterval <= 0 {
+		errs = append(errs, fmt.Errorf("flush_interval: must be positive, got %v", c.FlushInterval))
+	}
+	switch bpf.AttachMode(c.Probe.AttachMode) {
+	case bpf.AttachAuto, bpf.AttachTPBTF, bpf.AttachRawTP:
+	default:
+		errs = append(errs, fmt.Errorf("probe.attach_mode: must be auto, tp_btf or raw_tp, got %q", c.Probe.AttachMode))
+	}
+	if n := c.Probe.RingBufferSize; n < 4096 || n&(n-1) != 0 || n > 1<<30 {
+		errs = append(errs, fmt.Errorf("probe.ring_buffer_size: must be a power of two between 4096 and 1073741824, got %d", n))
+	}
+	if c.Probe.WakeupBytes <= 0 || c.Probe.WakeupBytes > c.Probe.RingBufferSize {
+		errs = append(errs, fmt.Errorf("probe.wakeup_bytes: must be positive and at most probe.ring_buffer_size, got %d", c.Probe.WakeupBytes))
+	}
+	if c.Probe.PollInterval < time.Millisecond || c.Probe.PollInterval > time.Minute {
+		errs = append(errs, fmt.Errorf("probe.poll_interval: must be between 1ms and 1m, got %v", c.Probe.PollInterval))
+	}
+	if c.Logs.MaxBatchSize <= 0 {
+		errs = append(errs, fmt.Errorf("logs.max_batch_size: must be positive, got %d", c.Logs.MaxBatchSize))
+	}
+	if c.Logs.FlushInterval <= 0 {
+		errs = append(errs, fmt.Errorf("logs.flush_interval: must be positive, got %v", c.Logs.FlushInterval))
+	}
+	if c.Logs.QueueSize <= 0 {
+		errs = append(errs, fmt.Errorf("logs.queue_size: must be positive, got %d", c.Logs.QueueSize))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) probeOptions() bpf.Options {
+	return bpf.Options{
+		Mode:            bpf.AttachMode(c.Probe.AttachMode),
+		RingBufferBytes: uint32(c.Probe.RingBufferSize),
+		WakeupBytes:     uint64(c.Probe.WakeupBytes),
+		PollInterval:    c.Probe.PollInterval,
+	}
+}

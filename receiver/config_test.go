@@ -1,0 +1,76 @@
+package receiver
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/confmap/confmaptest"
+
+	"github.com/tcpconn/tcpconn/receiver/internal/metadata"
+)
+
+func TestLoadConfig(t *testing.T) {
+	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
+	require.NoError(t, err)
+
+	custom := createDefaultConfig()
+	custom.FlushInterval = 10 * time.Second
+	custom.Probe = ProbeConfig{AttachMode: "raw_tp", RingBufferSize: 1 << 20, WakeupBytes: 4096, PollInterval: 20 * time.Millisecond}
+	custom.Logs = LogsConfig{Open: true, Close: true, Failure: false, MaxBatchSize: 50, FlushInterval: 200 * time.Millisecond, QueueSize: 8}
+	require.NoError(t, confmap.NewFromStringMap(map[string]any{
+		"metrics": map[string]any{"tcp.bytes.sent": map[string]any{"enabled": false}},
+	}).Unmarshal(&custom.MetricsBuilderConfig))
+
+	tests := []struct {
+		id       component.ID
+		expected *Config
+		// errs are the fragments the validation error must name.
+		errs []string
+	}{
+		{id: component.NewID(metadata.Type), expected: createDefaultConfig()},
+		{id: component.NewIDWithName(metadata.Type, "custom"), expected: custom},
+		{id: component.NewIDWithName(metadata.Type, "bad_flush_interval"), errs: []string{"flush_interval: must be positive"}},
+		{id: component.NewIDWithName(metadata.Type, "bad_attach_mode"), errs: []string{`probe.attach_mode: must be auto, tp_btf or raw_tp, got "kprobe"`}},
+		{id: component.NewIDWithName(metadata.Type, "bad_ring_buffer_size"), errs: []string{"probe.ring_buffer_size: must be a power of two"}},
+		{id: component.NewIDWithName(metadata.Type, "bad_wakeup_bytes"), errs: []string{"probe.wakeup_bytes: must be positive and at most probe.ring_buffer_size"}},
+		{id: component.NewIDWithName(metadata.Type, "bad_poll_interval"), errs: []string{"probe.poll_interval: must be between 1ms and 1m"}},
+		{id: component.NewIDWithName(metadata.Type, "bad_logs"), errs: []string{
+			"logs.max_batch_size: must be positive",
+			"logs.flush_interval: must be positive",
+			"logs.queue_size: must be positive",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.id.String(), func(t *testing.T) {
+			cfg := NewFactory().CreateDefaultConfig()
+			sub, err := cm.Sub(tt.id.String())
+			require.NoError(t, err)
+			require.NoError(t, sub.Unmarshal(cfg))
+			err = confmap.Validate(cfg)
+			if len(tt.errs) == 0 {
+				require.NoError(t, err)
+				assert.Equal(t, tt.expected, cfg)
+				return
+			}
+			require.Error(t, err)
+			for _, want := range tt.errs {
+				assert.Contains(t, err.Error(), want)
+			}
+		})
+	}
+}
+
+func TestUnknownFieldRejected(t *testing.T) {
+	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
+	require.NoError(t, err)
+	sub, err := cm.Sub("tcpconn/unknown_field")
+	require.NoError(t, err)
+	err = sub.Unmarshal(NewFactory().CreateDefaultConfig())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "flush_intervall")
+}

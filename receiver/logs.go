@@ -1,0 +1,184 @@
+package receiver
+
+import (
+	"net/netip"
+	"strconv"
+	"syscall"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+
+	"github.com/tcpconn/tcpconn/bpf"
+	"github.com/tcpconn/tcpconn/identity"
+)
+
+// Access-log attribute names. Semantic-convention names where one exists.
+const (
+	attrNetworkTransport  = "network.transport"
+	attrNetworkType       = "network.type"
+	attrSourceAddress     = "source.address"
+	attrSourcePort        = "source.port"
+	attrDestAddress       = "destination.address"
+	attrDestPort          = "destination.port"
+	attrPeerAddress       = "network.peer.address"
+	attrPeerPort          = "network.peer.port"
+	attrDirection         = "tcpconn.direction"
+	attrConnID            = "tcpconn.connection.id"
+	attrState             = "tcp.state"
+	attrPrevState         = "tcp.state.previous"
+	attrBytesSent         = "tcp.bytes.sent"
+	attrBytesReceived     = "tcp.bytes.received"
+	attrRetransmits       = "tcp.retransmits"
+	attrLost              = "tcp.packets.lost"
+	attrSRTT              = "tcp.rtt.smoothed_us"
+	attrRTTMin            = "tcp.rtt.min_us"
+	attrDuration          = "tcp.connection.duration"
+	attrStartTime         = "tcp.connection.start_time"
+	attrAdopted           = "tcpconn.adopted"
+	attrErrorType         = "error.type"
+	attrErrno             = "tcp.errno"
+	attrPID               = "process.pid"
+	attrExecutable        = "process.executable.name"
+	attrSourceWorkload    = "source.workload"
+	attrSourceNamespace   = "source.namespace"
+	attrDestWorkload      = "destination.workload"
+	attrDestNamespace     = "destination.namespace"
+	attrDestService       = "destination.service"
+	attrNetNS             = "tcpconn.netns"
+	eventNamePrefix       = "tcp.connection."
+	severityTextInfo      = "INFO"
+	severityTextWarn      = "WARN"
+	durationMillisDecimal = 3
+)
+
+// ends orders a record's two ends as client (source) and server
+// (destination), whichever of them is on this node.
+type ends struct {
+	srcAddr, dstAddr netip.Addr
+	srcPort, dstPort uint16
+	src, dst         *identity.Identity
+}
+
+func endsOf(rec *bpf.Record, local, peer *identity.Identity) ends {
+	if rec.Direction == bpf.DirectionInbound {
+		return ends{rec.PeerAddr, rec.LocalAddr, rec.PeerPort, rec.LocalPort, peer, local}
+	}
+	return ends{rec.LocalAddr, rec.PeerAddr, rec.LocalPort, rec.PeerPort, local, peer}
+}
+
+// logConverter turns records into access-log records. It reuses one byte
+// buffer for the body line; it is owned by the reader goroutine.
+type logConverter struct {
+	buf []byte
+}
+
+// fill writes rec into lr: the one-line body in the Kmesh / ztunnel field
+// order and the same values as typed attributes.
+func (c *logConverter) fill(lr plog.LogRecord, rec *bpf.Record, local, peer *identity.Identity, observed time.Time) {
+	e := endsOf(rec, local, peer)
+	failed := rec.Kind == bpf.KindFailure
+	reset := rec.Kind == bpf.KindClose && (rec.Errno == int32(syscall.ECONNRESET) || rec.Errno == int32(syscall.EPIPE))
+
+	lr.SetTimestamp(pcommon.NewTimestampFromTime(rec.Time))
+	lr.SetObservedTimestamp(pcommon.NewTimestampFromTime(observed))
+	lr.SetEventName(eventNamePrefix + rec.Kind.String())
+	if failed || reset {
+		lr.SetSeverityNumber(plog.SeverityNumberWarn)
+		lr.SetSeverityText(severityTextWarn)
+	} else {
+		lr.SetSeverityNumber(plog.SeverityNumberInfo)
+		lr.SetSeverityText(severityTextInfo)
+	}
+	lr.Body().SetStr(c.body(rec, e, failed || reset))
+
+	a := lr.Attributes()
+	a.EnsureCapacity(32)
+	a.PutStr(attrNetworkTransport, "tcp")
+	a.PutStr(attrNetworkType, networkTypeAttr(rec).String())
+	a.PutStr(attrSourceAddress, e.srcAddr.String())
+	a.PutInt(attrSourcePort, int64(e.srcPort))
+	a.PutStr(attrDestAddress, e.dstAddr.String())
+	a.PutInt(attrDestPort, int64(e.dstPort))
+	a.PutStr(attrPeerAddress, rec.PeerAddr.String())
+	a.PutInt(attrPeerPort, int64(rec.PeerPort))
+	a.PutStr(attrDirection, rec.Direction.String())
+	a.PutInt(attrConnID, int64(rec.ConnID))
+	a.PutInt(attrNetNS, int64(rec.NetNS))
+	a.PutStr(attrState, rec.NewState.String())
+	a.PutStr(attrPrevState, rec.OldState.String())
+	a.PutInt(attrBytesSent, int64(rec.BytesSent))
+	a.PutInt(attrBytesReceived, int64(rec.BytesReceived))
+	a.PutInt(attrRetransmits, int64(rec.Retransmits))
+	a.PutInt(attrLost, int64(rec.Lost))
+	a.PutInt(attrSRTT, rec.SRTT.Microseconds())
+	a.PutInt(attrRTTMin, rec.RTTMin.Microseconds())
+	if rec.Flags&bpf.FlagAdopted != 0 {
+		a.PutBool(attrAdopted, true)
+	} else {
+		a.PutDouble(attrDuration, rec.Duration().Seconds())
+		a.PutStr(attrStartTime, rec.Start.UTC().Format(time.RFC3339Nano))
+	}
+	if failed || reset {
+		a.PutStr(attrErrorType, errorName(rec))
+		a.PutInt(attrErrno, int64(rec.Errno))
+	}
+	if rec.PID != 0 {
+		a.PutInt(attrPID, int64(rec.PID))
+		a.PutStr(attrExecutable, rec.CommString())
+	}
+	putIdentity(a, attrSourceWorkload, e.src.Workload)
+	putIdentity(a, attrSourceNamespace, e.src.Namespace)
+	putIdentity(a, attrDestWorkload, e.dst.Workload)
+	putIdentity(a, attrDestNamespace, e.dst.Namespace)
+	putIdentity(a, attrDestService, e.dst.Service)
+}
+
+func putIdentity(a pcommon.Map, key, v string) {
+	if v != "" {
+		a.PutStr(key, v)
+	}
+}
+
+func errorName(rec *bpf.Record) string {
+	if rec.Kind == bpf.KindClose {
+		return "reset"
+	}
+	return errorTypeAttr(rec.Errno).String()
+}
+
+// body renders the access-log line:
+// src.addr=IP:PORT src.workload=W dst.addr=IP:PORT dst.service=S
+// direction=D state=S sent_bytes=N received_bytes=N duration=Xms [error=E]
+func (c *logConverter) body(rec *bpf.Record, e ends, withError bool) string {
+	b := c.buf[:0]
+	b = append(b, "src.addr="...)
+	b = netip.AddrPortFrom(e.srcAddr, e.srcPort).AppendTo(b)
+	b = append(b, " src.workload="...)
+	b = append(b, identity.OrDash(e.src.Workload)...)
+	b = append(b, " dst.addr="...)
+	b = netip.AddrPortFrom(e.dstAddr, e.dstPort).AppendTo(b)
+	b = append(b, " dst.service="...)
+	b = append(b, identity.OrDash(e.dst.Service)...)
+	b = append(b, " direction="...)
+	b = append(b, rec.Direction.String()...)
+	b = append(b, " state="...)
+	b = append(b, rec.NewState.String()...)
+	b = append(b, " sent_bytes="...)
+	b = strconv.AppendUint(b, rec.BytesSent, 10)
+	b = append(b, " received_bytes="...)
+	b = strconv.AppendUint(b, rec.BytesReceived, 10)
+	b = append(b, " duration="...)
+	if rec.Flags&bpf.FlagAdopted != 0 {
+		b = append(b, '-')
+	} else {
+		b = strconv.AppendFloat(b, float64(rec.Duration())/float64(time.Millisecond), 'f', durationMillisDecimal, 64)
+		b = append(b, "ms"...)
+	}
+	if withError {
+		b = append(b, " error="...)
+		b = append(b, errorName(rec)...)
+	}
+	c.buf = b
+	return string(b)
+}

@@ -1,0 +1,249 @@
+package receiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/receiver"
+	"go.uber.org/zap"
+
+	"github.com/tcpconn/tcpconn/bpf"
+	"github.com/tcpconn/tcpconn/identity"
+	"github.com/tcpconn/tcpconn/receiver/internal/metadata"
+)
+
+// recordSource is what the receiver needs of the probe; tests substitute
+// a scripted source to drive the receiver without a kernel.
+type recordSource interface {
+	Read(*bpf.Record) error
+	Stop() error
+	Close() error
+	Stats() (bpf.Stats, error)
+}
+
+type tcpconnReceiver struct {
+	set      receiver.Settings
+	cfg      *Config
+	open     func(bpf.Options) (recordSource, error)
+	resolver identity.Resolver
+	release  func()
+
+	metrics consumer.Metrics
+	logs    consumer.Logs
+
+	startOnce    sync.Once
+	startErr     error
+	shutdownOnce sync.Once
+	src          recordSource
+	agg          *aggregator
+	batcher      *logBatcher
+	mb           *metadata.MetricsBuilder
+	resource     pcommon.Resource
+	recordsRead  atomic.Int64
+	cancel       context.CancelFunc
+	readerDone   chan struct{}
+	wg           sync.WaitGroup
+}
+
+func newReceiver(set receiver.Settings, cfg *Config, release func()) *tcpconnReceiver {
+	return &tcpconnReceiver{
+		set:      set,
+		cfg:      cfg,
+		open:     openProbe,
+		resolver: identity.AddressOnly{},
+		release:  release,
+	}
+}
+
+func openProbe(opts bpf.Options) (recordSource, error) {
+	p, err := bpf.Load(opts)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (r *tcpconnReceiver) setMetrics(next consumer.Metrics) { r.metrics = next }
+func (r *tcpconnReceiver) setLogs(next consumer.Logs)       { r.logs = next }
+
+// Start loads the probe and starts the reader, the metrics flusher and the
+// logs sender. It runs once however many pipelines share the receiver.
+func (r *tcpconnReceiver) Start(_ context.Context, _ component.Host) error {
+	r.startOnce.Do(func() { r.startErr = r.start() })
+	return r.startErr
+}
+
+func (r *tcpconnReceiver) start() error {
+	src, err := r.open(r.cfg.probeOptions())
+	if err != nil {
+		return fmt.Errorf("start tcpconn probe: %w", err)
+	}
+	r.src = src
+	if p, ok := src.(*bpf.Probe); ok {
+		fields := []zap.Field{zap.String("attach_mode", string(p.Mode()))}
+		if reason := p.FallbackReason(); reason != nil {
+			fields = append(fields, zap.NamedError("tp_btf_error", reason))
+		}
+		r.set.Logger.Info("tcpconn probe attached", fields...)
+	}
+
+	rb := metadata.NewResourceBuilder(r.cfg.ResourceAttributes)
+	if host, err := os.Hostname(); err == nil {
+		rb.SetHostName(host)
+	}
+	r.resource = rb.Emit()
+	r.agg = newAggregator()
+	if r.logs != nil {
+		r.batcher = newLogBatcher(r.cfg.Logs, r.resource)
+	}
+	if r.metrics != nil {
+		r.mb = metadata.NewMetricsBuilder(r.cfg.MetricsBuilderConfig, r.set, metadata.WithStartTime(pcommon.NewTimestampFromTime(time.Now())))
+	}
+
+	// Background work outlives Start's context: derive from Background.
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	r.readerDone = make(chan struct{})
+	r.wg.Add(1)
+	go r.readLoop()
+	if r.metrics != nil {
+		r.wg.Add(1)
+		go r.flushLoop(ctx)
+	}
+	if r.batcher != nil {
+		r.wg.Add(1)
+		go r.sendLoop(ctx)
+	}
+	return nil
+}
+
+// readLoop is the only reader of the probe; it ends when the probe is
+// stopped and drained, so records produced before Shutdown are delivered.
+func (r *tcpconnReceiver) readLoop() {
+	defer r.wg.Done()
+	defer close(r.readerDone)
+	var rec bpf.Record
+	for {
+		err := r.src.Read(&rec)
+		switch {
+		case err == nil:
+			r.recordsRead.Add(1)
+			r.handle(&rec)
+		case errors.Is(err, bpf.ErrNoData):
+			if r.batcher != nil {
+				r.batcher.tick(time.Now())
+			}
+		case errors.Is(err, bpf.ErrStopped):
+			if r.batcher != nil {
+				r.batcher.close()
+			}
+			return
+		default:
+			r.set.Logger.Error("tcpconn probe reader stopped", zap.Error(err))
+			if r.batcher != nil {
+				r.batcher.close()
+			}
+			return
+		}
+	}
+}
+
+func (r *tcpconnReceiver) handle(rec *bpf.Record) {
+	at := rec.Start
+	if at.IsZero() {
+		at = rec.Time
+	}
+	local := r.resolver.Resolve(rec.LocalAddr, rec.LocalPort, at)
+	peer := r.resolver.Resolve(rec.PeerAddr, rec.PeerPort, at)
+	if r.mb != nil {
+		r.agg.add(rec, local, peer)
+	}
+	if r.batcher != nil && r.batcher.wants(rec) {
+		r.batcher.add(rec, local, peer, rec.Time)
+	}
+}
+
+func (r *tcpconnReceiver) flushLoop(ctx context.Context) {
+	defer r.wg.Done()
+	t := time.NewTicker(r.cfg.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			r.flushMetrics(ctx)
+		case <-r.readerDone:
+			// Everything the probe produced has been aggregated.
+			r.flushMetrics(ctx)
+			return
+		}
+	}
+}
+
+func (r *tcpconnReceiver) flushMetrics(ctx context.Context) {
+	now := pcommon.NewTimestampFromTime(time.Now())
+	r.agg.record(r.mb, now)
+	r.mb.RecordTcpconnProbeRecordsDataPoint(now, r.recordsRead.Load())
+	if st, err := r.src.Stats(); err == nil {
+		r.mb.RecordTcpconnProbeRecordsDroppedDataPoint(now, int64(st.Dropped))
+	} else {
+		r.set.Logger.Warn("read probe stats", zap.Error(err))
+	}
+	if r.batcher != nil {
+		r.mb.RecordTcpconnLogsDroppedDataPoint(now, r.batcher.dropped.Load())
+	}
+	res := pcommon.NewResource()
+	r.resource.CopyTo(res)
+	md := r.mb.Emit(metadata.WithResource(res))
+	if err := r.metrics.ConsumeMetrics(ctx, md); err != nil {
+		r.set.Logger.Warn("metrics consumer refused a flush", zap.Error(err))
+	}
+}
+
+func (r *tcpconnReceiver) sendLoop(ctx context.Context) {
+	defer r.wg.Done()
+	for ld := range r.batcher.queue {
+		if err := r.logs.ConsumeLogs(ctx, ld); err != nil {
+			r.set.Logger.Warn("logs consumer refused a batch", zap.Int("records", ld.LogRecordCount()), zap.Error(err))
+		}
+	}
+}
+
+// Shutdown detaches the probe, delivers every record it had produced, and
+// waits for all goroutines. It runs once however many pipelines share the
+// receiver.
+func (r *tcpconnReceiver) Shutdown(ctx context.Context) error {
+	var err error
+	r.shutdownOnce.Do(func() { err = r.shutdown(ctx) })
+	return err
+}
+
+func (r *tcpconnReceiver) shutdown(ctx context.Context) error {
+	if r.release != nil {
+		r.release()
+	}
+	if r.src == nil {
+		return nil
+	}
+	err := r.src.Stop()
+	done := make(chan struct{})
+	go func() {
+		r.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		r.cancel()
+		<-done
+	}
+	r.cancel()
+	return errors.Join(err, r.src.Close())
+}
