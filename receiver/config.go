@@ -3,6 +3,7 @@ package receiver
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"go.opentelemetry.io/collector/confmap"
@@ -19,6 +20,9 @@ type Config struct {
 	Probe ProbeConfig `mapstructure:"probe"`
 	// Logs chooses which access-log records are emitted and how they are batched.
 	Logs LogsConfig `mapstructure:"logs"`
+	// Filter keeps or drops connections by address before anything is
+	// counted or logged.
+	Filter FilterConfig `mapstructure:"filter"`
 
 	metadata.MetricsBuilderConfig `mapstructure:",squash"`
 
@@ -38,6 +42,15 @@ type ProbeConfig struct {
 	WakeupBytes int `mapstructure:"wakeup_bytes"`
 	// PollInterval bounds how long a record waits in the ring buffer.
 	PollInterval time.Duration `mapstructure:"poll_interval"`
+}
+
+// FilterConfig selects connections by the addresses of their two ends.
+type FilterConfig struct {
+	// IncludeCIDRs, when set, keeps only connections with at least one end
+	// in one of these prefixes.
+	IncludeCIDRs []string `mapstructure:"include_cidrs"`
+	// ExcludeCIDRs drops connections with either end in one of these prefixes.
+	ExcludeCIDRs []string `mapstructure:"exclude_cidrs"`
 }
 
 // LogsConfig chooses the access-log records.
@@ -98,6 +111,16 @@ func (c *Config) Validate() error {
 	}
 	if c.Probe.PollInterval < time.Millisecond || c.Probe.PollInterval > time.Minute {
 		errs = append(errs, fmt.Errorf("probe.poll_interval: must be between 1ms and 1m, got %v", c.Probe.PollInterval))
+	}
+	for i, c := range c.Filter.IncludeCIDRs {
+		if _, err := netip.ParsePrefix(c); err != nil {
+			errs = append(errs, fmt.Errorf("filter.include_cidrs[%d]: %w", i, err))
+		}
+	}
+	for i, c := range c.Filter.ExcludeCIDRs {
+		if _, err := netip.ParsePrefix(c); err != nil {
+			errs = append(errs, fmt.Errorf("filter.exclude_cidrs[%d]: %w", i, err))
+		}
 	}
 	if c.Logs.MaxBatchSize <= 0 {
 		errs = append(errs, fmt.Errorf("logs.max_batch_size: must be positive, got %d", c.Logs.MaxBatchSize))

@@ -22,6 +22,7 @@ func TestLoadConfig(t *testing.T) {
 	custom.FlushInterval = 10 * time.Second
 	custom.Probe = ProbeConfig{AttachMode: "raw_tp", RingBufferSize: 1 << 20, WakeupBytes: 4096, PollInterval: 20 * time.Millisecond}
 	custom.Logs = LogsConfig{Open: true, Close: true, Failure: false, MaxBatchSize: 50, FlushInterval: 200 * time.Millisecond, QueueSize: 8}
+	custom.Filter = FilterConfig{IncludeCIDRs: []string{"10.0.0.0/8", "fd00::/8"}, ExcludeCIDRs: []string{"10.0.0.1/32"}}
 	require.NoError(t, confmap.NewFromStringMap(map[string]any{
 		"metrics": map[string]any{"tcp.bytes.sent": map[string]any{"enabled": false}},
 	}).Unmarshal(&custom.MetricsBuilderConfig))
@@ -39,6 +40,10 @@ func TestLoadConfig(t *testing.T) {
 		{id: component.NewIDWithName(metadata.Type, "bad_ring_buffer_size"), errs: []string{"probe.ring_buffer_size: must be a power of two"}},
 		{id: component.NewIDWithName(metadata.Type, "bad_wakeup_bytes"), errs: []string{"probe.wakeup_bytes: must be positive and at most probe.ring_buffer_size"}},
 		{id: component.NewIDWithName(metadata.Type, "bad_poll_interval"), errs: []string{"probe.poll_interval: must be between 1ms and 1m"}},
+		{id: component.NewIDWithName(metadata.Type, "bad_cidrs"), errs: []string{
+			`filter.include_cidrs[1]: netip.ParsePrefix("not-a-cidr")`,
+			`filter.exclude_cidrs[0]: netip.ParsePrefix("10.0.0.1"): no '/'`,
+		}},
 		{id: component.NewIDWithName(metadata.Type, "bad_logs"), errs: []string{
 			"logs.max_batch_size: must be positive",
 			"logs.flush_interval: must be positive",

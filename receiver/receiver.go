@@ -48,6 +48,8 @@ type tcpconnReceiver struct {
 	mb           *metadata.MetricsBuilder
 	resource     pcommon.Resource
 	recordsRead  atomic.Int64
+	filtered     atomic.Int64
+	filter       addrFilter
 	cancel       context.CancelFunc
 	readerDone   chan struct{}
 	wg           sync.WaitGroup
@@ -101,6 +103,7 @@ func (r *tcpconnReceiver) start() error {
 	}
 	r.resource = rb.Emit()
 	r.agg = newAggregator()
+	r.filter = newAddrFilter(r.cfg.Filter)
 	if r.logs != nil {
 		r.batcher = newLogBatcher(r.cfg.Logs, r.resource)
 	}
@@ -157,6 +160,10 @@ func (r *tcpconnReceiver) readLoop() {
 }
 
 func (r *tcpconnReceiver) handle(rec *bpf.Record) {
+	if !r.filter.keep(rec) {
+		r.filtered.Add(1)
+		return
+	}
 	at := rec.Start
 	if at.IsZero() {
 		at = rec.Time
@@ -191,6 +198,7 @@ func (r *tcpconnReceiver) flushMetrics(ctx context.Context) {
 	now := pcommon.NewTimestampFromTime(time.Now())
 	r.agg.record(r.mb, now)
 	r.mb.RecordTcpconnProbeRecordsDataPoint(now, r.recordsRead.Load())
+	r.mb.RecordTcpconnRecordsFilteredDataPoint(now, r.filtered.Load())
 	if st, err := r.src.Stats(); err == nil {
 		r.mb.RecordTcpconnProbeRecordsDroppedDataPoint(now, int64(st.Dropped))
 	} else {

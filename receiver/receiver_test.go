@@ -2,6 +2,7 @@ package receiver
 
 import (
 	"flag"
+	"net/netip"
 	"path/filepath"
 	"testing"
 	"time"
@@ -20,8 +21,15 @@ func TestGoldenMetricsAndLogs(t *testing.T) {
 	cfg := createDefaultConfig()
 	cfg.FlushInterval = time.Hour // only the final flush at shutdown
 	cfg.Logs.Open = true
+	cfg.Filter.IncludeCIDRs = []string{"10.1.0.0/16", "fd00::/8"}
+	cfg.Filter.ExcludeCIDRs = []string{"10.1.0.99/32"}
 	p := startScripted(t, cfg)
 	p.src.push(fixedRecords()...)
+	loopback := fixedRecords()[2]
+	loopback.LocalAddr, loopback.PeerAddr = netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.1")
+	excluded := fixedRecords()[2]
+	excluded.PeerAddr = netip.MustParseAddr("10.1.0.99")
+	p.src.push(loopback, excluded)
 	p.src.stats.Dropped = 3
 	p.shutdown(t)
 
@@ -41,6 +49,8 @@ func TestGoldenMetricsAndLogs(t *testing.T) {
 		pmetrictest.IgnoreTimestamp(), pmetrictest.IgnoreStartTimestamp(),
 		pmetrictest.IgnoreResourceAttributeValue("host.name"),
 		pmetrictest.IgnoreMetricsOrder(), pmetrictest.IgnoreMetricDataPointsOrder()))
+
+	assert.Equal(t, int64(2), findSum(t, gotMetrics, "tcpconn.records.filtered"))
 
 	wantLogs, err := golden.ReadLogs(logsFile)
 	require.NoError(t, err)

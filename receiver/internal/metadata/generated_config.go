@@ -335,6 +335,26 @@ func (ms *TcpconnProbeRecordsDroppedMetricConfig) Unmarshal(parser *confmap.Conf
 	return nil
 }
 
+// TcpconnRecordsFilteredMetricConfig provides config for the tcpconn.records.filtered metric.
+type TcpconnRecordsFilteredMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *TcpconnRecordsFilteredMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
 // MetricsConfig provides config for tcpconn metrics.
 type MetricsConfig struct {
 	TCPBytesReceived           TCPBytesReceivedMetricConfig           `mapstructure:"tcp.bytes.received"`
@@ -345,6 +365,7 @@ type MetricsConfig struct {
 	TcpconnLogsDropped         TcpconnLogsDroppedMetricConfig         `mapstructure:"tcpconn.logs.dropped"`
 	TcpconnProbeRecords        TcpconnProbeRecordsMetricConfig        `mapstructure:"tcpconn.probe.records"`
 	TcpconnProbeRecordsDropped TcpconnProbeRecordsDroppedMetricConfig `mapstructure:"tcpconn.probe.records.dropped"`
+	TcpconnRecordsFiltered     TcpconnRecordsFilteredMetricConfig     `mapstructure:"tcpconn.records.filtered"`
 }
 
 func DefaultMetricsConfig() MetricsConfig {
@@ -381,6 +402,9 @@ func DefaultMetricsConfig() MetricsConfig {
 			Enabled: true,
 		},
 		TcpconnProbeRecordsDropped: TcpconnProbeRecordsDroppedMetricConfig{
+			Enabled: true,
+		},
+		TcpconnRecordsFiltered: TcpconnRecordsFilteredMetricConfig{
 			Enabled: true,
 		},
 	}

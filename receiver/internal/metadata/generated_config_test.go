@@ -60,6 +60,9 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					TcpconnProbeRecordsDropped: TcpconnProbeRecordsDroppedMetricConfig{
 						Enabled: true,
 					},
+					TcpconnRecordsFiltered: TcpconnRecordsFilteredMetricConfig{
+						Enabled: true,
+					},
 				},
 				ResourceAttributes: ResourceAttributesConfig{
 					HostName: ResourceAttributeConfig{Enabled: true},
@@ -104,6 +107,9 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					TcpconnProbeRecordsDropped: TcpconnProbeRecordsDroppedMetricConfig{
 						Enabled: false,
 					},
+					TcpconnRecordsFiltered: TcpconnRecordsFilteredMetricConfig{
+						Enabled: false,
+					},
 				},
 				ResourceAttributes: ResourceAttributesConfig{
 					HostName: ResourceAttributeConfig{Enabled: false},
@@ -114,7 +120,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(TCPBytesReceivedMetricConfig{}, TCPBytesSentMetricConfig{}, TCPConnectionsClosedMetricConfig{}, TCPConnectionsFailedMetricConfig{}, TCPConnectionsOpenedMetricConfig{}, TcpconnLogsDroppedMetricConfig{}, TcpconnProbeRecordsMetricConfig{}, TcpconnProbeRecordsDroppedMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(TCPBytesReceivedMetricConfig{}, TCPBytesSentMetricConfig{}, TCPConnectionsClosedMetricConfig{}, TCPConnectionsFailedMetricConfig{}, TCPConnectionsOpenedMetricConfig{}, TcpconnLogsDroppedMetricConfig{}, TcpconnProbeRecordsMetricConfig{}, TcpconnProbeRecordsDroppedMetricConfig{}, TcpconnRecordsFilteredMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}

@@ -147,6 +147,9 @@ var MetricsInfo = metricsInfo{
 	TcpconnProbeRecordsDropped: metricInfo{
 		Name: "tcpconn.probe.records.dropped",
 	},
+	TcpconnRecordsFiltered: metricInfo{
+		Name: "tcpconn.records.filtered",
+	},
 }
 
 type metricsInfo struct {
@@ -158,6 +161,7 @@ type metricsInfo struct {
 	TcpconnLogsDropped         metricInfo
 	TcpconnProbeRecords        metricInfo
 	TcpconnProbeRecordsDropped metricInfo
+	TcpconnRecordsFiltered     metricInfo
 }
 
 type metricInfo struct {
@@ -854,6 +858,58 @@ func newMetricTcpconnProbeRecordsDropped(cfg TcpconnProbeRecordsDroppedMetricCon
 	return m
 }
 
+type metricTcpconnRecordsFiltered struct {
+	data     pmetric.Metric                     // data buffer for generated metric.
+	config   TcpconnRecordsFilteredMetricConfig // metric config provided by user.
+	capacity int                                // max observed number of data points added to the metric.
+}
+
+// init fills tcpconn.records.filtered metric with initial data.
+func (m *metricTcpconnRecordsFiltered) init() {
+	m.data.SetName("tcpconn.records.filtered")
+	m.data.SetDescription("Records dropped by the receiver's filter (filter.include_cidrs / filter.exclude_cidrs) before counting or logging.")
+	m.data.SetUnit("{record}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+}
+
+func (m *metricTcpconnRecordsFiltered) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Sum().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricTcpconnRecordsFiltered) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricTcpconnRecordsFiltered) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricTcpconnRecordsFiltered(cfg TcpconnRecordsFilteredMetricConfig) metricTcpconnRecordsFiltered {
+	m := metricTcpconnRecordsFiltered{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 // MetricsBuilder provides an interface for scrapers to report metrics while taking care of all the transformations
 // required to produce metric representation defined in metadata and user config.
 type MetricsBuilder struct {
@@ -872,6 +928,7 @@ type MetricsBuilder struct {
 	metricTcpconnLogsDropped         metricTcpconnLogsDropped
 	metricTcpconnProbeRecords        metricTcpconnProbeRecords
 	metricTcpconnProbeRecordsDropped metricTcpconnProbeRecordsDropped
+	metricTcpconnRecordsFiltered     metricTcpconnRecordsFiltered
 }
 
 // MetricBuilderOption applies changes to default metrics builder.
@@ -905,6 +962,7 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricTcpconnLogsDropped:         newMetricTcpconnLogsDropped(mbc.Metrics.TcpconnLogsDropped),
 		metricTcpconnProbeRecords:        newMetricTcpconnProbeRecords(mbc.Metrics.TcpconnProbeRecords),
 		metricTcpconnProbeRecordsDropped: newMetricTcpconnProbeRecordsDropped(mbc.Metrics.TcpconnProbeRecordsDropped),
+		metricTcpconnRecordsFiltered:     newMetricTcpconnRecordsFiltered(mbc.Metrics.TcpconnRecordsFiltered),
 		resourceAttributeIncludeFilter:   make(map[string]filter.Filter),
 		resourceAttributeExcludeFilter:   make(map[string]filter.Filter),
 	}
@@ -991,6 +1049,7 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricTcpconnLogsDropped.emit(ils.Metrics())
 	mb.metricTcpconnProbeRecords.emit(ils.Metrics())
 	mb.metricTcpconnProbeRecordsDropped.emit(ils.Metrics())
+	mb.metricTcpconnRecordsFiltered.emit(ils.Metrics())
 
 	for _, op := range options {
 		op.apply(rm)
@@ -1060,6 +1119,11 @@ func (mb *MetricsBuilder) RecordTcpconnProbeRecordsDataPoint(ts pcommon.Timestam
 // RecordTcpconnProbeRecordsDroppedDataPoint adds a data point to tcpconn.probe.records.dropped metric.
 func (mb *MetricsBuilder) RecordTcpconnProbeRecordsDroppedDataPoint(ts pcommon.Timestamp, val int64) {
 	mb.metricTcpconnProbeRecordsDropped.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordTcpconnRecordsFilteredDataPoint adds a data point to tcpconn.records.filtered metric.
+func (mb *MetricsBuilder) RecordTcpconnRecordsFilteredDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricTcpconnRecordsFiltered.recordDataPoint(mb.startTime, ts, val)
 }
 
 // Reset resets metrics builder to its initial state. It should be used when external metrics source is restarted,
