@@ -121,7 +121,7 @@ func TestPipelineExactValues(t *testing.T) {
 		assert.Equal(t, 1, n, "close records for %s", k)
 	}
 	assert.Equal(t, map[string]int{
-		fmt.Sprintf("refused/%s:%d", pair.ServerIP, closed):    1,
+		fmt.Sprintf("refused/%s:%d", pair.ServerIP, closed):     1,
 		fmt.Sprintf("timed_out/%s:%d", pair.BlackHole, dropped): 1,
 	}, failures)
 
