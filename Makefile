@@ -11,7 +11,7 @@ CONFIG    ?= config/otelcol-tcpconn.yaml
 CORE_VERSION    := v1.67.0
 CORE_VERSION_X  := v0.161.0
 
-.PHONY: all generate vmlinux build run test test-unit bench lint check-generated check-versions clean
+.PHONY: all generate vmlinux build run test test-unit bench overhead lint check-generated check-versions clean
 
 all: build
 
@@ -46,7 +46,7 @@ test-unit:
 
 ## bench: Go benchmarks of decode and aggregation (compare runs with benchstat)
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./bpf/ ./receiver/
+	$(GO) test -run '^$$' -bench 'Decode|Aggregate' -benchmem -count 6 ./bpf/ ./receiver/
 
 ## lint: go vet and gofmt
 lint:
@@ -67,3 +67,7 @@ check-versions:
 
 clean:
 	rm -rf _build bin
+
+## overhead: probe overhead on a connect/close storm run by a separate process (as root)
+overhead:
+	$(GO) test -run '^$$' -bench Overhead -benchtime 1x -v ./bpf/

@@ -28,6 +28,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
  * reader's short poll deadline picks the records up. Set by the loader. */
 volatile const __u64 wakeup_bytes = 64 * 1024;
 
+/* Ring buffer space one record takes: its 8-byte header and the record. */
+#define RECORD_FOOTPRINT (sizeof(struct tcpconn_event) + 8)
+
 /* Per-socket state, kept from the handshake to the close. */
 struct sock_state {
 	__u64 start_ns;
@@ -234,8 +237,13 @@ static __always_inline void emit(bool btf, struct sock *sk, struct tcp_sock *tp,
 	e->rttvar_us = RD(btf, tp, mdev_us) >> 2;
 	e->rtt_min_us = RD(btf, tp, rtt_min.s[0].v);
 
+	/* Wake the reader only when this record carries the pending data across
+	 * the threshold. Waking on every record past it costs an IPI each while
+	 * the reader waits for a CPU; the reader's poll deadline is the backstop
+	 * when concurrent producers step over the crossing. */
 	__u64 flags = BPF_RB_NO_WAKEUP;
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	if (avail >= wakeup_bytes && avail < wakeup_bytes + RECORD_FOOTPRINT)
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(e, flags);
 	stat_inc(TCPCONN_STAT_EMITTED);

@@ -163,3 +163,16 @@ func run(tb testing.TB, args ...string) {
 		tb.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
 	}
 }
+
+// Attach opens an existing namespace by name, for a child process that
+// works inside namespaces its parent created. The caller closes it.
+func Attach(name string) (*NS, error) {
+	fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open netns %s: %w", name, err)
+	}
+	return &NS{Name: name, fd: fd}, nil
+}
+
+// Close releases a namespace opened with Attach.
+func (ns *NS) Close() error { return unix.Close(ns.fd) }

@@ -1,0 +1,76 @@
+package bpf
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func rawEvent(ev tcpconnTcpconnEvent) []byte {
+	b := make([]byte, rawEventSize)
+	*(*tcpconnTcpconnEvent)(unsafe.Pointer(&b[0])) = ev
+	return b
+}
+
+func TestDecode(t *testing.T) {
+	d := decoder{bootToWall: 1_700_000_000_000_000_000}
+	ev := tcpconnTcpconnEvent{
+		TsNs: 5_000_000_000, StartNs: 2_000_000_000, ConnId: 9,
+		BytesSent: 1 << 40, BytesReceived: 5000, BytesRetrans: 3, TotalRetrans: 2, Lost: 1,
+		SegsIn: 10, SegsOut: 11, SrttUs: 120, RttMinUs: 80, RttvarUs: 30,
+		NetnsIno: 4026531840, Pid: 77, SkErr: 0,
+		Sport: 40000, Dport: 8080, Family: afInet,
+		Kind: uint8(KindClose), Direction: uint8(DirectionOutbound), OldState: uint8(StateFinWait2), NewState: uint8(StateClose),
+		Flags: uint8(FlagFinReceived),
+	}
+	copy(ev.Saddr[:], []byte{10, 0, 0, 2})
+	copy(ev.Daddr[:], []byte{10, 0, 0, 1})
+	for i, c := range "curl" {
+		ev.Comm[i] = int8(c)
+	}
+	var rec Record
+	require.True(t, d.decode(rawEvent(ev), &rec))
+	assert.Equal(t, KindClose, rec.Kind)
+	assert.Equal(t, DirectionOutbound, rec.Direction)
+	assert.Equal(t, netip.MustParseAddr("10.0.0.2"), rec.LocalAddr)
+	assert.Equal(t, netip.MustParseAddr("10.0.0.1"), rec.PeerAddr)
+	assert.Equal(t, uint16(40000), rec.LocalPort)
+	assert.Equal(t, uint16(8080), rec.PeerPort)
+	assert.Equal(t, uint64(1<<40), rec.BytesSent, "64-bit counters do not wrap at 4 GiB")
+	assert.Equal(t, 3*time.Second, rec.Duration())
+	assert.Equal(t, time.Unix(0, 1_700_000_005_000_000_000), rec.Time)
+	assert.Equal(t, 120*time.Microsecond, rec.SRTT)
+	assert.Equal(t, "curl", rec.CommString())
+	assert.Equal(t, FlagFinReceived, rec.Flags)
+
+	// A dual-stack socket's v4-mapped address is reported as IPv4.
+	ev.Family = afInet6
+	copy(ev.Saddr[:], netip.MustParseAddr("::ffff:10.0.0.2").AsSlice())
+	copy(ev.Daddr[:], netip.MustParseAddr("fd00::1").AsSlice())
+	require.True(t, d.decode(rawEvent(ev), &rec))
+	assert.Equal(t, netip.MustParseAddr("10.0.0.2"), rec.LocalAddr)
+	assert.Equal(t, netip.MustParseAddr("fd00::1"), rec.PeerAddr)
+
+	// An adopted connection has no start.
+	ev.StartNs = 0
+	require.True(t, d.decode(rawEvent(ev), &rec))
+	assert.True(t, rec.Start.IsZero())
+	assert.Zero(t, rec.Duration())
+
+	assert.False(t, d.decode(make([]byte, rawEventSize-1), &rec), "short sample")
+}
+
+func BenchmarkDecode(b *testing.B) {
+	d := decoder{}
+	ev := tcpconnTcpconnEvent{Family: afInet6, Kind: uint8(KindClose), Sport: 1, Dport: 2, BytesSent: 100}
+	raw := rawEvent(ev)
+	var rec Record
+	b.ReportAllocs()
+	for b.Loop() {
+		d.decode(raw, &rec)
+	}
+}

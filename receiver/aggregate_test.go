@@ -1,0 +1,59 @@
+package receiver
+
+import (
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+
+	"github.com/tcpconn/tcpconn/identity"
+	"github.com/tcpconn/tcpconn/receiver/internal/metadata"
+)
+
+func TestErrorTypes(t *testing.T) {
+	for errno, want := range map[syscall.Errno]metadata.AttributeErrorType{
+		syscall.ECONNREFUSED: metadata.AttributeErrorTypeRefused,
+		syscall.ETIMEDOUT:    metadata.AttributeErrorTypeTimedOut,
+		syscall.ECONNRESET:   metadata.AttributeErrorTypeReset,
+		syscall.EHOSTUNREACH: metadata.AttributeErrorTypeUnreachable,
+		syscall.ENETUNREACH:  metadata.AttributeErrorTypeUnreachable,
+		0:                    metadata.AttributeErrorTypeAborted,
+		syscall.EPERM:        metadata.AttributeErrorTypeOther,
+	} {
+		assert.Equal(t, want, errorTypeAttr(int32(errno)), "errno %d", errno)
+	}
+}
+
+func TestAggregatorSumsPerSeries(t *testing.T) {
+	a := newAggregator()
+	none := &identity.Identity{}
+	recs := fixedRecords()
+	for range 3 {
+		for i := range recs {
+			a.add(&recs[i], none, none)
+		}
+	}
+	out := keyOf(&recs[2], none, none)
+	assert.Equal(t, seriesValue{opened: 3, closed: 3, sent: 300000, received: 15000}, *a.series[out])
+	refused := failureKey{seriesKey: out, errorType: metadata.AttributeErrorTypeRefused}
+	assert.Equal(t, int64(3), a.failures[refused])
+}
+
+// BenchmarkAggregate is the metrics hot path per record: filter, identity
+// lookup of both ends, series update. It must not allocate.
+func BenchmarkAggregate(b *testing.B) {
+	r := &tcpconnReceiver{
+		agg:      newAggregator(),
+		resolver: identity.AddressOnly{},
+		filter:   newAddrFilter(FilterConfig{IncludeCIDRs: []string{"10.0.0.0/8"}}),
+		mb:       &metadata.MetricsBuilder{},
+	}
+	recs := fixedRecords()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		r.handle(&recs[i%len(recs)])
+		i++
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
