@@ -1,0 +1,48 @@
+package e2e
+
+import (
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Every configuration shipped in config/ (the default config of `make
+// run` and the README's example) is accepted by the built collector, and a
+// bad receiver field is rejected with its name.
+func TestShippedConfigsValidate(t *testing.T) {
+	bin := collectorBinary(t)
+	configs, err := filepath.Glob(filepath.Join("..", "config", "*.yaml"))
+	if err != nil || len(configs) < 2 {
+		t.Fatalf("expected the shipped configs in ../config, got %v (%v)", configs, err)
+	}
+	for _, cfg := range configs {
+		t.Run(filepath.Base(cfg), func(t *testing.T) {
+			out, err := exec.Command(bin, "validate", "--config", cfg).CombinedOutput()
+			if err != nil {
+				t.Fatalf("validate %s: %v\n%s", cfg, err, out)
+			}
+		})
+	}
+}
+
+func TestInvalidReceiverConfigNamesField(t *testing.T) {
+	bin := collectorBinary(t)
+	cfg := `yaml:
+receivers:
+  tcpconn:
+    probe: {ring_buffer_size: 5000}
+exporters:
+  debug: {}
+service:
+  pipelines:
+    metrics: {receivers: [tcpconn], exporters: [debug]}
+`
+	out, err := exec.Command(bin, "validate", "--config", cfg).CombinedOutput()
+	if err == nil {
+		t.Fatalf("invalid config accepted:\n%s", out)
+	}
+	if !strings.Contains(string(out), "probe.ring_buffer_size: must be a power of two") {
+		t.Fatalf("error does not name the field:\n%s", out)
+	}
+}
