@@ -1,7 +1,8 @@
 // Package identity is the seam between connection records and whatever
-// knows who owns an address (Kubernetes, later). It knows nothing of eBPF or
-// pdata: the receiver asks it about each end of a connection once, when the
-// connection is first seen, and keeps the answer with the connection.
+// knows who owns an address (Kubernetes, in package identity/kube). It knows
+// nothing of eBPF or pdata: the receiver asks it about each end of a
+// connection once, when the connection is first seen, and keeps the answer
+// with the connection.
 package identity
 
 import (
@@ -13,34 +14,60 @@ import (
 // as Istio and Kmesh report it.
 const Unknown = "unknown"
 
+// Role says which end of a connection is being resolved. A server end may
+// resolve to a service; a client end never does.
+type Role uint8
+
+const (
+	// RoleClient is the end that connected.
+	RoleClient Role = iota
+	// RoleServer is the end that accepted.
+	RoleServer
+)
+
 // Identity describes one end of a connection. Empty fields are unknown.
 // Resolvers return shared values: callers must not modify them.
 type Identity struct {
-	Workload     string
-	WorkloadKind string
-	Namespace    string
 	Pod          string
 	PodUID       string
+	Namespace    string
 	Node         string
-	// Service is the destination service's FQDN, for the server end only.
-	Service string
+	HostNetwork  bool
+	Workload     string
+	WorkloadKind string
+	// ServiceAccount and Principal (spiffe://<trust domain>/ns/<ns>/sa/<sa>).
+	ServiceAccount string
+	Principal      string
+	App            string
+	Version        string
+	// CanonicalService and CanonicalRevision follow Istio: the
+	// service.istio.io/canonical-* labels, then the app labels, then the
+	// workload name and "latest".
+	CanonicalService  string
+	CanonicalRevision string
+	Cluster           string
+	// Service is the destination service of a server end: FQDN
+	// (name.namespace.svc.<domain>), name and namespace.
+	Service          string
+	ServiceName      string
+	ServiceNamespace string
 }
 
 // Resolver answers who held an address and port at a time. Implementations
 // must be safe for concurrent use and should not allocate per call: the
 // receiver calls Resolve for both ends of every new connection.
 type Resolver interface {
-	Resolve(addr netip.Addr, port uint16, at time.Time) *Identity
+	Resolve(addr netip.Addr, port uint16, at time.Time, role Role) *Identity
 }
 
 // AddressOnly resolves nothing: every end is known only by its address.
-// The receiver uses it when Kubernetes identity is off or unavailable.
+// The receiver uses it when Kubernetes identity is off.
 type AddressOnly struct{}
 
 var empty = &Identity{}
 
 // Resolve returns the empty identity.
-func (AddressOnly) Resolve(netip.Addr, uint16, time.Time) *Identity { return empty }
+func (AddressOnly) Resolve(netip.Addr, uint16, time.Time, Role) *Identity { return empty }
 
 // OrUnknown returns v, or Unknown when v is empty.
 func OrUnknown(v string) string {

@@ -43,10 +43,10 @@ func TestAggregatorSumsPerSeries(t *testing.T) {
 // lookup of both ends, series update. It must not allocate.
 func BenchmarkAggregate(b *testing.B) {
 	r := &tcpconnReceiver{
-		agg:      newAggregator(),
-		resolver: identity.AddressOnly{},
-		filter:   newAddrFilter(FilterConfig{IncludeCIDRs: []string{"10.0.0.0/8"}}),
-		mb:       &metadata.MetricsBuilder{},
+		agg:    newAggregator(),
+		ids:    newIdentities(identity.AddressOnly{}),
+		filter: newAddrFilter(FilterConfig{IncludeCIDRs: []string{"10.0.0.0/8"}}),
+		mb:     &metadata.MetricsBuilder{},
 	}
 	recs := fixedRecords()
 	b.ReportAllocs()

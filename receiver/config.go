@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/collector/confmap"
 
 	"github.com/tcpconn/tcpconn/bpf"
+	"github.com/tcpconn/tcpconn/identity/kube"
 	"github.com/tcpconn/tcpconn/receiver/internal/metadata"
 )
 
@@ -23,6 +24,9 @@ type Config struct {
 	// Filter keeps or drops connections by address before anything is
 	// counted or logged.
 	Filter FilterConfig `mapstructure:"filter"`
+	// Kubernetes resolves both ends of each connection to pods, workloads
+	// and services.
+	Kubernetes kube.Config `mapstructure:"kubernetes"`
 
 	metadata.MetricsBuilderConfig `mapstructure:",squash"`
 
@@ -88,6 +92,7 @@ func createDefaultConfig() *Config {
 			FlushInterval: time.Second,
 			QueueSize:     100,
 		},
+		Kubernetes:           kube.DefaultConfig(),
 		MetricsBuilderConfig: metadata.DefaultMetricsBuilderConfig(),
 	}
 }
@@ -130,6 +135,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Logs.QueueSize <= 0 {
 		errs = append(errs, fmt.Errorf("logs.queue_size: must be positive, got %d", c.Logs.QueueSize))
+	}
+	if err := c.Kubernetes.Validate("kubernetes."); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 
+	"github.com/tcpconn/tcpconn/identity/kube"
 	"github.com/tcpconn/tcpconn/receiver/internal/metadata"
 )
 
@@ -27,6 +28,10 @@ func TestLoadConfig(t *testing.T) {
 		"metrics": map[string]any{"tcp.bytes.sent": map[string]any{"enabled": false}},
 	}).Unmarshal(&custom.MetricsBuilderConfig))
 
+	withKube := createDefaultConfig()
+	withKube.Kubernetes = kube.Config{Enabled: true, AuthType: kube.AuthKubeConfig, Context: "prod", NodeName: "node-a",
+		TrustDomain: "example.org", ClusterName: "prod-eu", ClusterDomain: "corp.local", PodGracePeriod: 10 * time.Minute}
+
 	tests := []struct {
 		id       component.ID
 		expected *Config
@@ -35,6 +40,14 @@ func TestLoadConfig(t *testing.T) {
 	}{
 		{id: component.NewID(metadata.Type), expected: createDefaultConfig()},
 		{id: component.NewIDWithName(metadata.Type, "custom"), expected: custom},
+		{id: component.NewIDWithName(metadata.Type, "kubernetes"), expected: withKube},
+		{id: component.NewIDWithName(metadata.Type, "bad_kubernetes"), errs: []string{
+			`kubernetes.auth_type: must be serviceAccount, kubeConfig or none, got "token"`,
+			"kubernetes.trust_domain: must not be empty",
+			"kubernetes.cluster_name: must not be empty",
+			"kubernetes.cluster_domain: must not be empty",
+			"kubernetes.pod_grace_period: must not be negative",
+		}},
 		{id: component.NewIDWithName(metadata.Type, "bad_flush_interval"), errs: []string{"flush_interval: must be positive"}},
 		{id: component.NewIDWithName(metadata.Type, "bad_attach_mode"), errs: []string{`probe.attach_mode: must be auto, tp_btf or raw_tp, got "kprobe"`}},
 		{id: component.NewIDWithName(metadata.Type, "bad_ring_buffer_size"), errs: []string{"probe.ring_buffer_size: must be a power of two"}},

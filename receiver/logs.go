@@ -40,11 +40,6 @@ const (
 	attrErrno             = "tcp.errno"
 	attrPID               = "process.pid"
 	attrExecutable        = "process.executable.name"
-	attrSourceWorkload    = "source.workload"
-	attrSourceNamespace   = "source.namespace"
-	attrDestWorkload      = "destination.workload"
-	attrDestNamespace     = "destination.namespace"
-	attrDestService       = "destination.service"
 	attrNetNS             = "tcpconn.netns"
 	eventNamePrefix       = "tcp.connection."
 	severityTextInfo      = "INFO"
@@ -127,16 +122,42 @@ func (c *logConverter) fill(lr plog.LogRecord, rec *bpf.Record, local, peer *ide
 		a.PutInt(attrPID, int64(rec.PID))
 		a.PutStr(attrExecutable, rec.CommString())
 	}
-	putIdentity(a, attrSourceWorkload, e.src.Workload)
-	putIdentity(a, attrSourceNamespace, e.src.Namespace)
-	putIdentity(a, attrDestWorkload, e.dst.Workload)
-	putIdentity(a, attrDestNamespace, e.dst.Namespace)
-	putIdentity(a, attrDestService, e.dst.Service)
+	putEnd(a, &sourceKeys, e.src)
+	putEnd(a, &destinationKeys, e.dst)
 }
 
-func putIdentity(a pcommon.Map, key, v string) {
-	if v != "" {
-		a.PutStr(key, v)
+// endKeys are the attribute names of one end's identity.
+type endKeys struct {
+	pod, podUID, namespace, node, workload, workloadKind, serviceAccount, principal,
+	app, version, canonicalService, canonicalRevision, cluster, serviceHost, serviceName, serviceNamespace string
+}
+
+func keysFor(prefix string) endKeys {
+	return endKeys{
+		pod: prefix + ".k8s.pod.name", podUID: prefix + ".k8s.pod.uid", namespace: prefix + ".k8s.namespace.name",
+		node: prefix + ".k8s.node.name", workload: prefix + ".workload.name", workloadKind: prefix + ".workload.kind",
+		serviceAccount: prefix + ".service_account", principal: prefix + ".principal", app: prefix + ".app",
+		version: prefix + ".version", canonicalService: prefix + ".canonical_service",
+		canonicalRevision: prefix + ".canonical_revision", cluster: prefix + ".cluster",
+		serviceHost: prefix + ".service.host", serviceName: prefix + ".service.name", serviceNamespace: prefix + ".service.namespace",
+	}
+}
+
+var sourceKeys, destinationKeys = keysFor("source"), keysFor("destination")
+
+// putEnd writes the known identity fields of one end; unknown ones are
+// left out rather than written empty.
+func putEnd(a pcommon.Map, k *endKeys, id *identity.Identity) {
+	for _, kv := range [...]struct{ key, val string }{
+		{k.pod, id.Pod}, {k.podUID, id.PodUID}, {k.namespace, id.Namespace}, {k.node, id.Node},
+		{k.workload, id.Workload}, {k.workloadKind, id.WorkloadKind}, {k.serviceAccount, id.ServiceAccount},
+		{k.principal, id.Principal}, {k.app, id.App}, {k.version, id.Version},
+		{k.canonicalService, id.CanonicalService}, {k.canonicalRevision, id.CanonicalRevision}, {k.cluster, id.Cluster},
+		{k.serviceHost, id.Service}, {k.serviceName, id.ServiceName}, {k.serviceNamespace, id.ServiceNamespace},
+	} {
+		if kv.val != "" {
+			a.PutStr(kv.key, kv.val)
+		}
 	}
 }
 
@@ -147,19 +168,26 @@ func errorName(rec *bpf.Record) string {
 	return errorTypeAttr(rec.Errno).String()
 }
 
-// body renders the access-log line:
-// src.addr=IP:PORT src.workload=W dst.addr=IP:PORT dst.service=S
-// direction=D state=S sent_bytes=N received_bytes=N duration=Xms [error=E]
+// body renders the access-log line, in the Kmesh / ztunnel field order:
+// src.addr=IP:PORT src.workload=W src.namespace=N dst.addr=IP:PORT
+// dst.service=S dst.workload=W dst.namespace=N direction=D state=S
+// sent_bytes=N received_bytes=N duration=Xms [error=E]
 func (c *logConverter) body(rec *bpf.Record, e ends, withError bool) string {
 	b := c.buf[:0]
 	b = append(b, "src.addr="...)
 	b = netip.AddrPortFrom(e.srcAddr, e.srcPort).AppendTo(b)
 	b = append(b, " src.workload="...)
 	b = append(b, identity.OrDash(e.src.Workload)...)
+	b = append(b, " src.namespace="...)
+	b = append(b, identity.OrDash(e.src.Namespace)...)
 	b = append(b, " dst.addr="...)
 	b = netip.AddrPortFrom(e.dstAddr, e.dstPort).AppendTo(b)
 	b = append(b, " dst.service="...)
 	b = append(b, identity.OrDash(e.dst.Service)...)
+	b = append(b, " dst.workload="...)
+	b = append(b, identity.OrDash(e.dst.Workload)...)
+	b = append(b, " dst.namespace="...)
+	b = append(b, identity.OrDash(e.dst.Namespace)...)
 	b = append(b, " direction="...)
 	b = append(b, rec.Direction.String()...)
 	b = append(b, " state="...)

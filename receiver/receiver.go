@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componentstatus"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/receiver"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/tcpconn/tcpconn/bpf"
 	"github.com/tcpconn/tcpconn/identity"
+	"github.com/tcpconn/tcpconn/identity/kube"
 	"github.com/tcpconn/tcpconn/receiver/internal/metadata"
 )
 
@@ -34,6 +36,9 @@ type tcpconnReceiver struct {
 	cfg      *Config
 	open     func(bpf.Options) (recordSource, error)
 	resolver identity.Resolver
+	kube     *kube.Resolver
+	ids      *identities
+	host     component.Host
 	release  func()
 
 	metrics consumer.Metrics
@@ -78,8 +83,11 @@ func (r *tcpconnReceiver) setLogs(next consumer.Logs)       { r.logs = next }
 
 // Start loads the probe and starts the reader, the metrics flusher and the
 // logs sender. It runs once however many pipelines share the receiver.
-func (r *tcpconnReceiver) Start(_ context.Context, _ component.Host) error {
-	r.startOnce.Do(func() { r.startErr = r.start() })
+func (r *tcpconnReceiver) Start(_ context.Context, host component.Host) error {
+	r.startOnce.Do(func() {
+		r.host = host
+		r.startErr = r.start()
+	})
 	return r.startErr
 }
 
@@ -104,6 +112,10 @@ func (r *tcpconnReceiver) start() error {
 	r.resource = rb.Emit()
 	r.agg = newAggregator()
 	r.filter = newAddrFilter(r.cfg.Filter)
+	if r.cfg.Kubernetes.Enabled {
+		r.startKubernetes()
+	}
+	r.ids = newIdentities(r.resolver)
 	if r.logs != nil {
 		r.batcher = newLogBatcher(r.cfg.Logs, r.resource)
 	}
@@ -126,6 +138,31 @@ func (r *tcpconnReceiver) start() error {
 		go r.sendLoop(ctx)
 	}
 	return nil
+}
+
+// startKubernetes starts the identity resolver. Without API access the
+// receiver keeps running with address-only identity and reports a
+// recoverable error through component status until the API answers.
+func (r *tcpconnReceiver) startKubernetes() {
+	client, err := kube.NewClient(r.cfg.Kubernetes)
+	if err != nil {
+		r.set.Logger.Warn("Kubernetes identity unavailable, reporting addresses only", zap.Error(err))
+		componentstatus.ReportStatus(r.host, componentstatus.NewRecoverableErrorEvent(err))
+		return
+	}
+	r.kube = kube.New(client, r.cfg.Kubernetes, kube.Options{OnHealth: r.kubeHealth})
+	r.resolver = r.kube
+	r.kube.Start()
+}
+
+func (r *tcpconnReceiver) kubeHealth(err error) {
+	if err != nil {
+		r.set.Logger.Warn("Kubernetes identity degraded: known identities are kept, new pods are unknown until the API server answers", zap.Error(err))
+		componentstatus.ReportStatus(r.host, componentstatus.NewRecoverableErrorEvent(err))
+		return
+	}
+	r.set.Logger.Info("Kubernetes identity synchronised")
+	componentstatus.ReportStatus(r.host, componentstatus.NewEvent(componentstatus.StatusOK))
 }
 
 // readLoop is the only reader of the probe; it ends when the probe is
@@ -164,12 +201,7 @@ func (r *tcpconnReceiver) handle(rec *bpf.Record) {
 		r.filtered.Add(1)
 		return
 	}
-	at := rec.Start
-	if at.IsZero() {
-		at = rec.Time
-	}
-	local := r.resolver.Resolve(rec.LocalAddr, rec.LocalPort, at)
-	peer := r.resolver.Resolve(rec.PeerAddr, rec.PeerPort, at)
+	local, peer := r.ids.ends(rec)
 	if r.mb != nil {
 		r.agg.add(rec, local, peer)
 	}
@@ -253,5 +285,8 @@ func (r *tcpconnReceiver) shutdown(ctx context.Context) error {
 		<-done
 	}
 	r.cancel()
+	if r.kube != nil {
+		r.kube.Stop()
+	}
 	return errors.Join(err, r.src.Close())
 }

@@ -12,18 +12,29 @@ import (
 	"github.com/open-telemetry/opentelemetry-collector-contrib/pkg/pdatatest/pmetrictest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/tcpconn/tcpconn/identity"
 	"go.opentelemetry.io/collector/pdata/plog"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
 func TestGoldenMetricsAndLogs(t *testing.T) {
+	t.Run("address only", func(t *testing.T) { testGolden(t, "", nil) })
+	t.Run("with identities", func(t *testing.T) { testGolden(t, "_identity", fixedResolver()) })
+}
+
+func testGolden(t *testing.T, suffix string, resolver identity.Resolver) {
 	cfg := createDefaultConfig()
 	cfg.FlushInterval = time.Hour // only the final flush at shutdown
 	cfg.Logs.Open = true
 	cfg.Filter.IncludeCIDRs = []string{"10.1.0.0/16", "fd00::/8"}
 	cfg.Filter.ExcludeCIDRs = []string{"10.1.0.99/32"}
-	p := startScripted(t, cfg)
+	var p *pipelines
+	if resolver != nil {
+		p = startScripted(t, cfg, resolver)
+	} else {
+		p = startScripted(t, cfg)
+	}
 	p.src.push(fixedRecords()...)
 	loopback := fixedRecords()[2]
 	loopback.LocalAddr, loopback.PeerAddr = netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.1")
@@ -37,8 +48,8 @@ func TestGoldenMetricsAndLogs(t *testing.T) {
 	gotMetrics := p.metrics.AllMetrics()[0]
 	gotLogs := mergeLogs(p.logs.AllLogs())
 
-	metricsFile := filepath.Join("testdata", "golden", "metrics.yaml")
-	logsFile := filepath.Join("testdata", "golden", "logs.yaml")
+	metricsFile := filepath.Join("testdata", "golden", "metrics"+suffix+".yaml")
+	logsFile := filepath.Join("testdata", "golden", "logs"+suffix+".yaml")
 	if *update {
 		require.NoError(t, golden.WriteMetrics(t, metricsFile, gotMetrics))
 		require.NoError(t, golden.WriteLogs(t, logsFile, gotLogs))

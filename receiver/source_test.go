@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/tcpconn/tcpconn/bpf"
+	"github.com/tcpconn/tcpconn/identity"
 	"github.com/tcpconn/tcpconn/receiver/internal/metadata"
 )
 
@@ -81,7 +82,7 @@ type pipelines struct {
 
 // startScripted creates the receiver through its factory for both signals,
 // with the scripted source in place of the probe, and starts it.
-func startScripted(t *testing.T, cfg *Config) *pipelines {
+func startScripted(t *testing.T, cfg *Config, resolver ...identity.Resolver) *pipelines {
 	t.Helper()
 	f := NewFactory()
 	set := receivertest.NewNopSettings(metadata.Type)
@@ -93,6 +94,9 @@ func startScripted(t *testing.T, cfg *Config) *pipelines {
 	require.Same(t, mr, lr, "metrics and logs must share one receiver")
 	p.rcv = mr.(*tcpconnReceiver)
 	p.rcv.open = func(bpf.Options) (recordSource, error) { return p.src, nil }
+	if len(resolver) > 0 {
+		p.rcv.resolver = resolver[0]
+	}
 	require.NoError(t, mr.Start(context.Background(), componenttest.NewNopHost()))
 	require.NoError(t, lr.Start(context.Background(), componenttest.NewNopHost()))
 	return p
@@ -167,4 +171,35 @@ func fixedRecords() []bpf.Record {
 	adopted.Time, adopted.BytesSent, adopted.BytesReceived = t0.Add(7*time.Second), 7, 9
 
 	return []bpf.Record{openOut, openIn, closeOut, closeIn, refused, timedOut, reset, v6, adopted}
+}
+
+// staticResolver knows a fixed set of pods; server ends on port 8080 of
+// the server pod are also the destination of a service.
+type staticResolver map[netip.Addr]*identity.Identity
+
+func (s staticResolver) Resolve(addr netip.Addr, port uint16, _ time.Time, role identity.Role) *identity.Identity {
+	id := s[addr]
+	if id == nil || role != identity.RoleServer || port != 8080 {
+		return id
+	}
+	withSvc := *id
+	withSvc.Service, withSvc.ServiceName, withSvc.ServiceNamespace = "checkout.shop.svc.cluster.local", "checkout", "shop"
+	return &withSvc
+}
+
+func fixedResolver() staticResolver {
+	return staticResolver{
+		clientAddr: {
+			Pod: "frontend-7c9d-abcde", PodUID: "uid-frontend", Namespace: "web", Node: "node-a",
+			Workload: "frontend", WorkloadKind: "Deployment", ServiceAccount: "frontend",
+			Principal: "spiffe://cluster.local/ns/web/sa/frontend", App: "frontend", Version: "v1",
+			CanonicalService: "frontend", CanonicalRevision: "v1", Cluster: "Kubernetes",
+		},
+		serverAddr: {
+			Pod: "checkout-5d8f-xyz12", PodUID: "uid-checkout", Namespace: "shop", Node: "node-b",
+			Workload: "checkout", WorkloadKind: "Deployment", ServiceAccount: "checkout",
+			Principal: "spiffe://cluster.local/ns/shop/sa/checkout", App: "checkout", Version: "v2",
+			CanonicalService: "checkout", CanonicalRevision: "v2", Cluster: "Kubernetes",
+		},
+	}
 }

@@ -1,0 +1,75 @@
+package kube
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// AuthType says how the resolver authenticates to the API server, with the
+// same values as the contrib Kubernetes components.
+type AuthType string
+
+// Auth types.
+const (
+	AuthNone           AuthType = "none"
+	AuthServiceAccount AuthType = "serviceAccount"
+	AuthKubeConfig     AuthType = "kubeConfig"
+)
+
+// Config is the `kubernetes` block of the receiver's configuration.
+type Config struct {
+	// Enabled turns on identity resolution through the API server.
+	Enabled bool `mapstructure:"enabled"`
+	// AuthType is serviceAccount (in a pod), kubeConfig (KUBECONFIG or
+	// ~/.kube/config) or none (no credentials).
+	AuthType AuthType `mapstructure:"auth_type"`
+	// Context selects a kubeconfig context; empty is the current one.
+	Context string `mapstructure:"context"`
+	// NodeName is this node's name, from the downward API (spec.nodeName).
+	NodeName string `mapstructure:"node_name"`
+	// TrustDomain is the SPIFFE trust domain of principals.
+	TrustDomain string `mapstructure:"trust_domain"`
+	// ClusterName is reported as the cluster of both ends.
+	ClusterName string `mapstructure:"cluster_name"`
+	// ClusterDomain is the DNS suffix of service names (name.ns.svc.<domain>).
+	ClusterDomain string `mapstructure:"cluster_domain"`
+	// PodGracePeriod is how long a deleted pod is remembered, so that
+	// connections it made are still attributed to it after its IP is reused.
+	PodGracePeriod time.Duration `mapstructure:"pod_grace_period"`
+}
+
+// DefaultConfig returns the defaults: off, service account auth, Istio's
+// default trust domain and cluster name.
+func DefaultConfig() Config {
+	return Config{
+		AuthType:       AuthServiceAccount,
+		TrustDomain:    "cluster.local",
+		ClusterName:    "Kubernetes",
+		ClusterDomain:  "cluster.local",
+		PodGracePeriod: 5 * time.Minute,
+	}
+}
+
+// Validate reports every invalid field under the given YAML prefix.
+func (c *Config) Validate(prefix string) error {
+	var errs []error
+	switch c.AuthType {
+	case AuthNone, AuthServiceAccount, AuthKubeConfig:
+	default:
+		errs = append(errs, fmt.Errorf("%sauth_type: must be serviceAccount, kubeConfig or none, got %q", prefix, c.AuthType))
+	}
+	if c.TrustDomain == "" {
+		errs = append(errs, fmt.Errorf("%strust_domain: must not be empty", prefix))
+	}
+	if c.ClusterName == "" {
+		errs = append(errs, fmt.Errorf("%scluster_name: must not be empty", prefix))
+	}
+	if c.ClusterDomain == "" {
+		errs = append(errs, fmt.Errorf("%scluster_domain: must not be empty", prefix))
+	}
+	if c.PodGracePeriod < 0 {
+		errs = append(errs, fmt.Errorf("%spod_grace_period: must not be negative, got %v", prefix, c.PodGracePeriod))
+	}
+	return errors.Join(errs...)
+}

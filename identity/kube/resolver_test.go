@@ -1,0 +1,193 @@
+package kube
+
+import (
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tcpconn/tcpconn/identity"
+	"github.com/tcpconn/tcpconn/internal/kubetest"
+)
+
+// health records the resolver's OnHealth calls.
+type health struct {
+	mu   sync.Mutex
+	last error
+	n    int
+}
+
+func (h *health) set(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.last, h.n = err, h.n+1
+}
+
+func (h *health) get() (error, int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.last, h.n
+}
+
+// TestResolverAgainstAPIServer runs the resolver on a real kube-apiserver
+// and etcd and checks every identity field, IP reuse, host-network pods,
+// pods in several services, headless services and an API server restart.
+func TestResolverAgainstAPIServer(t *testing.T) {
+	srv := kubetest.Start(t)
+	client := srv.Client(t)
+	obj := kubetest.Objects{TB: t, Client: client}
+	obj.Namespace("shop", "checkout-sa", "worker-sa")
+	obj.Node("node-a", "198.51.100.200")
+
+	cfg := DefaultConfig()
+	cfg.Enabled, cfg.TrustDomain, cfg.ClusterName = true, "example.org", "prod-eu"
+	h := &health{}
+	r := New(client, cfg, Options{Debounce: 5 * time.Millisecond, HealthInterval: 100 * time.Millisecond, OnHealth: h.set})
+	r.Start()
+	defer r.Stop()
+
+	checkout := obj.Pod(kubetest.PodSpec{
+		Namespace: "shop", Name: "checkout-5d8f7c9b4-x2x9q", Node: "node-a", ServiceAccount: "checkout-sa", IP: "198.51.100.10",
+		Labels: map[string]string{"app.kubernetes.io/name": "checkout", "app.kubernetes.io/version": "v2", "service.istio.io/canonical-name": "checkout-svc"},
+		Owner:  ptr(obj.Deployment("shop", "checkout")),
+	})
+	batch := obj.Pod(kubetest.PodSpec{Namespace: "shop", Name: "report-29000000-abcde", Node: "node-a", ServiceAccount: "worker-sa", IP: "198.51.100.11",
+		Labels: map[string]string{"app": "report", "version": "7"}, Owner: ptr(obj.CronJob("shop", "report"))})
+	sts := obj.Pod(kubetest.PodSpec{Namespace: "shop", Name: "db-0", Node: "node-a", IP: "198.51.100.12",
+		Owner: ptr(ownerRef("apps/v1", "StatefulSet", "db"))})
+	ds := obj.Pod(kubetest.PodSpec{Namespace: "shop", Name: "agent-7xk2p", Node: "node-a", IP: "198.51.100.13",
+		Owner: ptr(ownerRef("apps/v1", "DaemonSet", "agent"))})
+	bare := obj.Pod(kubetest.PodSpec{Namespace: "shop", Name: "debug", Node: "node-a", IP: "198.51.100.14"})
+	host := obj.Pod(kubetest.PodSpec{Namespace: "shop", Name: "exporter-node-a", Node: "node-a", IP: "198.51.100.200", HostNetwork: true, Ports: []int32{9100},
+		Owner: ptr(ownerRef("apps/v1", "DaemonSet", "node-exporter"))})
+
+	clusterIP := obj.Service("shop", "checkout", "", 80, 8080, checkout)
+	obj.Service("shop", "payments", "", 81, 8080, checkout) // a second service on the same pod port
+	obj.Service("shop", "checkout-admin", "", 90, 9090, checkout)
+	obj.Service("shop", "db", "None", 5432, 5432, sts) // headless
+	_ = []any{batch, ds, bare, host}
+
+	resolve := func(ip string, port uint16, role identity.Role) *identity.Identity {
+		return r.Resolve(netip.MustParseAddr(ip), port, time.Now(), role)
+	}
+	require.Eventually(t, func() bool {
+		id := resolve("198.51.100.12", 5432, identity.RoleServer)
+		return id != nil && id.Service != "" && resolve("198.51.100.200", 9100, identity.RoleServer) != nil
+	}, 30*time.Second, 20*time.Millisecond, "resolver never indexed the objects")
+
+	t.Run("deployment pod as client", func(t *testing.T) {
+		id := resolve("198.51.100.10", 41000, identity.RoleClient)
+		require.NotNil(t, id)
+		assert.Equal(t, identity.Identity{
+			Pod: "checkout-5d8f7c9b4-x2x9q", PodUID: string(checkout.UID), Namespace: "shop", Node: "node-a",
+			Workload: "checkout", WorkloadKind: "Deployment",
+			ServiceAccount: "checkout-sa", Principal: "spiffe://example.org/ns/shop/sa/checkout-sa",
+			App: "checkout", Version: "v2", CanonicalService: "checkout-svc", CanonicalRevision: "v2", Cluster: "prod-eu",
+		}, *id)
+	})
+	t.Run("pod in two services on one port gets the first by name", func(t *testing.T) {
+		id := resolve("198.51.100.10", 8080, identity.RoleServer)
+		require.NotNil(t, id)
+		assert.Equal(t, "checkout.shop.svc.cluster.local", id.Service)
+		assert.Equal(t, "checkout", id.ServiceName)
+		assert.Equal(t, "shop", id.ServiceNamespace)
+		assert.Equal(t, "checkout", id.Workload)
+	})
+	t.Run("each service port maps to its own service", func(t *testing.T) {
+		id := resolve("198.51.100.10", 9090, identity.RoleServer)
+		require.NotNil(t, id)
+		assert.Equal(t, "checkout-admin.shop.svc.cluster.local", id.Service)
+	})
+	t.Run("cluster IP resolves to the service", func(t *testing.T) {
+		id := resolve(clusterIP, 80, identity.RoleServer)
+		require.NotNil(t, id)
+		assert.Equal(t, "checkout.shop.svc.cluster.local", id.Service)
+		assert.Empty(t, id.Pod)
+		assert.Nil(t, resolve(clusterIP, 80, identity.RoleClient), "a client end is never a service")
+	})
+	t.Run("cronjob pod", func(t *testing.T) {
+		id := resolve("198.51.100.11", 40000, identity.RoleClient)
+		require.NotNil(t, id)
+		assert.Equal(t, "report", id.Workload)
+		assert.Equal(t, "CronJob", id.WorkloadKind)
+		assert.Equal(t, "report", id.App)
+		assert.Equal(t, "7", id.Version)
+		assert.Equal(t, "report", id.CanonicalService)
+		assert.Equal(t, "7", id.CanonicalRevision)
+		assert.Equal(t, "spiffe://example.org/ns/shop/sa/worker-sa", id.Principal)
+	})
+	t.Run("statefulset pod behind a headless service", func(t *testing.T) {
+		id := resolve("198.51.100.12", 5432, identity.RoleServer)
+		require.NotNil(t, id)
+		assert.Equal(t, "db", id.Workload)
+		assert.Equal(t, "StatefulSet", id.WorkloadKind)
+		assert.Equal(t, "db.shop.svc.cluster.local", id.Service)
+		assert.Equal(t, "default", id.ServiceAccount)
+		assert.Equal(t, "db", id.CanonicalService, "no labels: the workload name")
+		assert.Equal(t, "latest", id.CanonicalRevision)
+	})
+	t.Run("daemonset and bare pods", func(t *testing.T) {
+		id := resolve("198.51.100.13", 1, identity.RoleClient)
+		require.NotNil(t, id)
+		assert.Equal(t, "agent", id.Workload)
+		assert.Equal(t, "DaemonSet", id.WorkloadKind)
+		id = resolve("198.51.100.14", 1, identity.RoleClient)
+		require.NotNil(t, id)
+		assert.Equal(t, "debug", id.Workload)
+		assert.Equal(t, "Pod", id.WorkloadKind)
+	})
+	t.Run("host network pod by port, else the node", func(t *testing.T) {
+		id := resolve("198.51.100.200", 9100, identity.RoleServer)
+		require.NotNil(t, id)
+		assert.Equal(t, "exporter-node-a", id.Pod)
+		assert.Equal(t, "node-exporter", id.Workload)
+		assert.True(t, id.HostNetwork)
+		id = resolve("198.51.100.200", 45000, identity.RoleClient)
+		require.NotNil(t, id)
+		assert.Equal(t, "node-a", id.Node)
+		assert.Equal(t, "Node", id.WorkloadKind)
+		assert.Empty(t, id.Pod)
+	})
+	t.Run("unknown address", func(t *testing.T) {
+		assert.Nil(t, resolve("198.51.100.99", 80, identity.RoleServer))
+	})
+
+	t.Run("deleted pod keeps its connections, its IP's next pod gets new ones", func(t *testing.T) {
+		before := time.Now()
+		time.Sleep(1100 * time.Millisecond) // creationTimestamp has one-second precision
+		obj.DeletePod("shop", "debug")
+		require.Eventually(t, func() bool {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return len(r.tombstones) == 1
+		}, 10*time.Second, 10*time.Millisecond)
+		reused := obj.Pod(kubetest.PodSpec{Namespace: "shop", Name: "debug-2", Node: "node-a", IP: "198.51.100.14"})
+		require.Eventually(t, func() bool {
+			id := resolve("198.51.100.14", 1, identity.RoleClient)
+			return id != nil && id.Pod == "debug-2"
+		}, 10*time.Second, 10*time.Millisecond)
+		old := r.Resolve(netip.MustParseAddr("198.51.100.14"), 1, before, identity.RoleClient)
+		require.NotNil(t, old)
+		assert.Equal(t, "debug", old.Pod, "a connection that started before the delete keeps the old pod")
+		assert.Equal(t, string(bare.UID), old.PodUID)
+		assert.Equal(t, string(reused.UID), resolve("198.51.100.14", 1, identity.RoleClient).PodUID)
+	})
+
+	t.Run("API server stopped and restarted", func(t *testing.T) {
+		require.Eventually(t, func() bool { err, n := h.get(); return n > 0 && err == nil }, 10*time.Second, 10*time.Millisecond, "never healthy")
+		srv.StopAPIServer()
+		require.Eventually(t, func() bool { err, _ := h.get(); return err != nil }, 20*time.Second, 20*time.Millisecond, "outage not reported")
+		// Lookups keep answering from what is known.
+		assert.NotNil(t, resolve("198.51.100.10", 41000, identity.RoleClient))
+		require.NoError(t, srv.StartAPIServer())
+		require.Eventually(t, func() bool { err, _ := h.get(); return err == nil }, 30*time.Second, 20*time.Millisecond, "recovery not reported")
+		obj.Pod(kubetest.PodSpec{Namespace: "shop", Name: "after-restart", Node: "node-a", IP: "198.51.100.15"})
+		require.Eventually(t, func() bool {
+			id := resolve("198.51.100.15", 1, identity.RoleClient)
+			return id != nil && id.Pod == "after-restart"
+		}, 60*time.Second, 20*time.Millisecond, "changes after the restart never arrived")
+	})
+}

@@ -1,0 +1,258 @@
+package kube
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/tcpconn/tcpconn/identity"
+)
+
+// podEntry is one pod's hold on its addresses: from its creation to its
+// deletion (end is zero while it lives).
+type podEntry struct {
+	uid   types.UID
+	start time.Time
+	end   time.Time
+	id    *identity.Identity
+	// byPort is the pod's identity as the destination of each service
+	// port that selects it, keyed by target port.
+	byPort map[uint16]*identity.Identity
+	ips    []netip.Addr
+	// ports declared by a host-network pod, which shares its node's IP.
+	ports []uint16
+}
+
+// covers reports whether the pod held its addresses at t.
+func (e *podEntry) covers(t time.Time) bool {
+	return !t.Before(e.start) && (e.end.IsZero() || t.Before(e.end))
+}
+
+// snapshot is an immutable index of the cluster built from the informer
+// caches. Lookups read it without locks or allocation; changes build a new
+// one that replaces it atomically.
+type snapshot struct {
+	pods      map[netip.Addr][]*podEntry
+	hostPorts map[netip.AddrPort]*podEntry
+	nodes     map[netip.Addr]*identity.Identity
+	services  map[netip.Addr]*identity.Identity
+	byUID     map[types.UID]*podEntry
+}
+
+// sources are the inputs of a snapshot.
+type sources struct {
+	pods       []*corev1.Pod
+	services   []*corev1.Service
+	slices     []*discoveryv1.EndpointSlice
+	nodes      []*corev1.Node
+	tombstones []*podEntry
+	owners     owners
+}
+
+func buildSnapshot(src sources, cfg *Config) *snapshot {
+	s := &snapshot{
+		pods:      make(map[netip.Addr][]*podEntry, len(src.pods)),
+		hostPorts: map[netip.AddrPort]*podEntry{},
+		nodes:     make(map[netip.Addr]*identity.Identity, len(src.nodes)),
+		services:  make(map[netip.Addr]*identity.Identity, len(src.services)),
+		byUID:     make(map[types.UID]*podEntry, len(src.pods)),
+	}
+	svcByKey := make(map[string]*identity.Identity, len(src.services))
+	for _, svc := range src.services {
+		id := serviceIdentity(svc, cfg)
+		svcByKey[svc.Namespace+"/"+svc.Name] = id
+		for _, ip := range svc.Spec.ClusterIPs {
+			if a, err := netip.ParseAddr(ip); err == nil {
+				s.services[a] = id
+			}
+		}
+	}
+	for _, n := range src.nodes {
+		id := nodeIdentity(n, cfg)
+		for _, a := range n.Status.Addresses {
+			if ip, err := netip.ParseAddr(a.Address); err == nil {
+				s.nodes[ip] = id
+			}
+		}
+	}
+	served := servedPorts(src.slices, svcByKey)
+
+	for _, p := range src.pods {
+		ips := podIPs(p)
+		if len(ips) == 0 {
+			continue
+		}
+		e := &podEntry{uid: p.UID, start: p.CreationTimestamp.Time, id: podIdentity(p, src.owners, cfg), ips: ips}
+		if p.Spec.HostNetwork {
+			e.ports = declaredPorts(p)
+			for _, ip := range ips {
+				for _, port := range e.ports {
+					s.hostPorts[netip.AddrPortFrom(ip, port)] = e
+				}
+			}
+		} else {
+			for _, ip := range ips {
+				s.pods[ip] = append(s.pods[ip], e)
+			}
+		}
+		for _, ip := range ips {
+			for ap, svc := range served[ip] {
+				if e.byPort == nil {
+					e.byPort = map[uint16]*identity.Identity{}
+				}
+				e.byPort[ap] = withService(e.id, svc)
+			}
+		}
+		s.byUID[p.UID] = e
+	}
+	for _, t := range src.tombstones {
+		if _, alive := s.byUID[t.uid]; alive {
+			continue
+		}
+		for _, ip := range t.ips {
+			if len(t.ports) == 0 {
+				s.pods[ip] = append(s.pods[ip], t)
+			}
+		}
+	}
+	return s
+}
+
+// servedPorts maps each endpoint address to its ports and the service
+// behind each. A pod in several services on one port gets the first by
+// namespace/name, so the choice is stable.
+func servedPorts(eps []*discoveryv1.EndpointSlice, svcByKey map[string]*identity.Identity) map[netip.Addr]map[uint16]*identity.Identity {
+	out := map[netip.Addr]map[uint16]*identity.Identity{}
+	keys := make([]string, 0, len(eps))
+	byKey := make(map[string][]*discoveryv1.EndpointSlice, len(eps))
+	for _, es := range eps {
+		k := es.Namespace + "/" + es.Labels[discoveryv1.LabelServiceName]
+		if _, ok := byKey[k]; !ok {
+			keys = append(keys, k)
+		}
+		byKey[k] = append(byKey[k], es)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		svc := svcByKey[k]
+		if svc == nil {
+			continue
+		}
+		for _, es := range byKey[k] {
+			for _, ep := range es.Endpoints {
+				for _, addr := range ep.Addresses {
+					ip, err := netip.ParseAddr(addr)
+					if err != nil {
+						continue
+					}
+					for _, port := range es.Ports {
+						if port.Port == nil || (port.Protocol != nil && *port.Protocol != corev1.ProtocolTCP) {
+							continue
+						}
+						m := out[ip]
+						if m == nil {
+							m = map[uint16]*identity.Identity{}
+							out[ip] = m
+						}
+						if _, taken := m[uint16(*port.Port)]; !taken {
+							m[uint16(*port.Port)] = svc
+						}
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+func podIPs(p *corev1.Pod) []netip.Addr {
+	var out []netip.Addr
+	add := func(s string) {
+		if a, err := netip.ParseAddr(s); err == nil && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	add(p.Status.PodIP)
+	for _, ip := range p.Status.PodIPs {
+		add(ip.IP)
+	}
+	return out
+}
+
+func declaredPorts(p *corev1.Pod) []uint16 {
+	var out []uint16
+	for _, c := range p.Spec.Containers {
+		for _, cp := range c.Ports {
+			if cp.Protocol != "" && cp.Protocol != corev1.ProtocolTCP {
+				continue
+			}
+			for _, port := range []int32{cp.ContainerPort, cp.HostPort} {
+				if port > 0 && !slices.Contains(out, uint16(port)) {
+					out = append(out, uint16(port))
+				}
+			}
+		}
+	}
+	return out
+}
+
+// resolve finds the identity of addr:port at time t. It does not allocate.
+func (s *snapshot) resolve(addr netip.Addr, port uint16, t time.Time, role identity.Role) *identity.Identity {
+	if e := pickEntry(s.pods[addr], t); e != nil {
+		if role == identity.RoleServer {
+			if id := e.byPort[port]; id != nil {
+				return id
+			}
+		}
+		return e.id
+	}
+	if e := s.hostPorts[netip.AddrPortFrom(addr, port)]; e != nil && role == identity.RoleServer {
+		if id := e.byPort[port]; id != nil {
+			return id
+		}
+		return e.id
+	}
+	if id := s.nodes[addr]; id != nil {
+		return id
+	}
+	if role == identity.RoleServer {
+		if id := s.services[addr]; id != nil {
+			return id
+		}
+	}
+	return nil
+}
+
+// pickEntry chooses the pod that held the address at t: among those whose
+// lifetime covers t, the one that ended first (a pod that was deleted after
+// t certainly held the address then; its successor's creation time has only
+// second precision); else the living pod.
+func pickEntry(entries []*podEntry, t time.Time) *podEntry {
+	var best, alive *podEntry
+	for _, e := range entries {
+		if e.end.IsZero() && alive == nil {
+			alive = e
+		}
+		if !e.covers(t) {
+			continue
+		}
+		if best == nil || endsBefore(e, best) {
+			best = e
+		}
+	}
+	if best != nil {
+		return best
+	}
+	return alive
+}
+
+func endsBefore(a, b *podEntry) bool {
+	if a.end.IsZero() {
+		return false
+	}
+	return b.end.IsZero() || a.end.Before(b.end)
+}
