@@ -8,10 +8,13 @@ TOOLS     := $(GO) tool -modfile=$(CURDIR)/tools/go.mod
 OCB       := $(TOOLS) builder
 BIN       := bin/otelcol-tcpconn
 CONFIG    ?= config/otelcol-tcpconn.yaml
+KUBE_VERSION    := 1.34.4
+KUBE_BIN_DIR    ?= $(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME),$(HOME)/.cache)/tcpconn/kube-$(KUBE_VERSION)
+export KUBE_BIN_DIR
 CORE_VERSION    := v1.67.0
 CORE_VERSION_X  := v0.161.0
 
-.PHONY: all generate vmlinux build run test test-unit bench overhead lint check-generated check-versions clean
+.PHONY: all generate vmlinux build kube-bin run test test-unit bench bench-kube overhead lint check-generated check-versions clean
 
 all: build
 
@@ -31,13 +34,23 @@ build:
 	cp _build/otelcol-tcpconn $(BIN)
 	@$(MAKE) --no-print-directory check-versions
 
+## kube-bin: build kube-apiserver and etcd for the identity tests from Go modules (cached in KUBE_BIN_DIR)
+kube-bin:
+	@if [ -x "$(KUBE_BIN_DIR)/kube-apiserver" ] && [ -x "$(KUBE_BIN_DIR)/etcd" ]; then \
+	  echo "kube-apiserver and etcd $(KUBE_VERSION) cached in $(KUBE_BIN_DIR)"; \
+	else \
+	  mkdir -p "$(KUBE_BIN_DIR)" && cd hack/kube-bin && \
+	  $(GO) build -trimpath -o "$(KUBE_BIN_DIR)/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver && \
+	  $(GO) build -trimpath -o "$(KUBE_BIN_DIR)/etcd" go.etcd.io/etcd/server/v3; \
+	fi
+
 ## run: build, then run the collector with the default config (as root)
 run: build
 	@if [ "$$(id -u)" != 0 ]; then echo "make run loads an eBPF probe: run it as root (sudo make run)" >&2; exit 1; fi
 	./$(BIN) --config $(CONFIG)
 
-## test: build the collector, then run every test (as root: kernel and pipeline tests load the probe)
-test: build
+## test: build the collector and the API server, then run every test (as root: kernel and pipeline tests load the probe)
+test: build kube-bin
 	$(GO) test -count=1 -race ./...
 
 ## test-unit: tests that need neither root nor the collector binary

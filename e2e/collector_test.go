@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -50,7 +51,7 @@ func freePort(t *testing.T) int {
 // collector is one running otelcol-tcpconn process.
 type collector struct {
 	cmd    *exec.Cmd
-	out    *bytes.Buffer
+	out    *syncBuffer
 	health int
 	waited chan error
 }
@@ -59,7 +60,7 @@ type collector struct {
 // health check reports ready.
 func startCollector(t *testing.T, config string, env map[string]string) *collector {
 	t.Helper()
-	c := &collector{out: new(bytes.Buffer), waited: make(chan error, 1)}
+	c := &collector{out: new(syncBuffer), waited: make(chan error, 1)}
 	c.cmd = exec.Command(collectorBinary(t), "--config", config)
 	c.cmd.Env = os.Environ()
 	for k, v := range env {
@@ -98,6 +99,27 @@ func startCollector(t *testing.T, config string, env map[string]string) *collect
 	}
 	t.Fatalf("collector not ready after 30s:\n%s", c.out.String())
 	return nil
+}
+
+// output is what the collector has printed so far.
+func (c *collector) output() string { return c.out.String() }
+
+// syncBuffer is a bytes.Buffer safe for the process's writers and readers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // stop sends SIGTERM and waits for a clean exit.

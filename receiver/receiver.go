@@ -109,6 +109,9 @@ func (r *tcpconnReceiver) start() error {
 	if host, err := os.Hostname(); err == nil {
 		rb.SetHostName(host)
 	}
+	if node := r.cfg.Kubernetes.NodeName; node != "" {
+		rb.SetK8sNodeName(node)
+	}
 	r.resource = rb.Emit()
 	r.agg = newAggregator()
 	r.filter = newAddrFilter(r.cfg.Filter)

@@ -276,8 +276,6 @@ func (r *Resolver) healthLoop(ctx context.Context) {
 	defer r.wg.Done()
 	var last error
 	first := true
-	t := time.NewTicker(r.opts.HealthInterval)
-	defer t.Stop()
 	for {
 		err := r.check(ctx)
 		if ctx.Err() != nil {
@@ -290,10 +288,15 @@ func (r *Resolver) healthLoop(ctx context.Context) {
 			}
 		}
 		first, last = false, err
+		// While unhealthy, look again soon: recovery is news worth having.
+		wait := r.opts.HealthInterval
+		if err != nil {
+			wait = min(wait, 250*time.Millisecond)
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(wait):
 		}
 	}
 }

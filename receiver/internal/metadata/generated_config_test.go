@@ -65,7 +65,8 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					},
 				},
 				ResourceAttributes: ResourceAttributesConfig{
-					HostName: ResourceAttributeConfig{Enabled: true},
+					HostName:    ResourceAttributeConfig{Enabled: true},
+					K8sNodeName: ResourceAttributeConfig{Enabled: true},
 				},
 			},
 		},
@@ -112,7 +113,8 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					},
 				},
 				ResourceAttributes: ResourceAttributesConfig{
-					HostName: ResourceAttributeConfig{Enabled: false},
+					HostName:    ResourceAttributeConfig{Enabled: false},
+					K8sNodeName: ResourceAttributeConfig{Enabled: false},
 				},
 			},
 		},
@@ -207,13 +209,15 @@ func TestResourceAttributesConfig(t *testing.T) {
 		{
 			name: "all_set",
 			want: ResourceAttributesConfig{
-				HostName: ResourceAttributeConfig{Enabled: true},
+				HostName:    ResourceAttributeConfig{Enabled: true},
+				K8sNodeName: ResourceAttributeConfig{Enabled: true},
 			},
 		},
 		{
 			name: "none_set",
 			want: ResourceAttributesConfig{
-				HostName: ResourceAttributeConfig{Enabled: false},
+				HostName:    ResourceAttributeConfig{Enabled: false},
+				K8sNodeName: ResourceAttributeConfig{Enabled: false},
 			},
 		},
 	}

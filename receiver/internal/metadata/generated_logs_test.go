@@ -21,6 +21,7 @@ func TestLogsBuilderAppendLogRecord(t *testing.T) {
 
 	rb := lb.NewResourceBuilder()
 	rb.SetHostName("host.name-val")
+	rb.SetK8sNodeName("k8s.node.name-val")
 	res := rb.Emit()
 
 	// append the first log record
