@@ -84,3 +84,8 @@ clean:
 ## overhead: probe overhead on a connect/close storm run by a separate process (as root)
 overhead:
 	$(GO) test -run '^$$' -bench Overhead -benchtime 1x -v ./bpf/
+
+## bench-kube: resolver lookup cost and informer memory for 3000 pods on a real API server
+bench-kube: kube-bin
+	$(GO) test -run '^$$' -bench 'Resolve' -benchmem ./identity/kube/
+	$(GO) test -run '^$$' -bench 'InformerMemory' -benchtime 1x ./identity/kube/
