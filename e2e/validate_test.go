@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -18,7 +19,10 @@ func TestShippedConfigsValidate(t *testing.T) {
 	}
 	for _, cfg := range configs {
 		t.Run(filepath.Base(cfg), func(t *testing.T) {
-			out, err := exec.Command(bin, "validate", "--config", cfg).CombinedOutput()
+			cmd := exec.Command(bin, "validate", "--config", cfg)
+			// What the DaemonSet would inject.
+			cmd.Env = append(os.Environ(), "K8S_NODE_NAME=node-a", "OTLP_ENDPOINT=127.0.0.1:4317")
+			out, err := cmd.CombinedOutput()
 			if err != nil {
 				t.Fatalf("validate %s: %v\n%s", cfg, err, out)
 			}
