@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,6 +96,11 @@ type Probe struct {
 	perCPU  []uint64
 	// fallback is why tp_btf was not used in auto mode.
 	fallback error
+
+	report, adopt *link.Iter
+	iterErr       error
+	walkBuf       []byte
+	walkRec       Record
 }
 
 // Load checks the kernel and privileges, loads the probe and attaches it.
@@ -143,8 +149,11 @@ func Load(opts Options) (*Probe, error) {
 
 // modeObjects names, per attach mode, the program to load and the
 // per-socket state map it uses; the other mode's are never created.
-var modeObjects = map[AttachMode]struct{ prog, state, unused string }{
-	AttachTPBTF: {prog: "tcpconn_btf", state: "sk_state", unused: "sk_state_hash"},
+var modeObjects = map[AttachMode]struct {
+	prog, state, unused string
+	iterators           []string
+}{
+	AttachTPBTF: {prog: "tcpconn_btf", state: "sk_state", unused: "sk_state_hash", iterators: []string{"tcpconn_report", "tcpconn_adopt"}},
 	AttachRawTP: {prog: "tcpconn_raw", state: "sk_state_hash", unused: "sk_state"},
 }
 
@@ -155,7 +164,7 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 	}
 	names := modeObjects[mode]
 	for name := range spec.Programs {
-		if name != names.prog {
+		if name != names.prog && !slices.Contains(names.iterators, name) {
 			delete(spec.Programs, name)
 		}
 	}
@@ -186,6 +195,11 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 		return fmt.Errorf("attach %s inet_sock_set_state: %w", mode, err)
 	}
 	p.coll, p.link, p.mode = coll, l, mode
+	if len(names.iterators) > 0 {
+		p.iterErr = p.attachIterators()
+	} else {
+		p.iterErr = fmt.Errorf("%w: periodic reports and adoption need tp_btf mode", ErrNotSupported)
+	}
 	return nil
 }
 
@@ -257,6 +271,11 @@ func (p *Probe) Close() error {
 	err := p.Stop()
 	if p.reader != nil {
 		err = errors.Join(err, p.reader.Close())
+	}
+	for _, it := range []*link.Iter{p.report, p.adopt} {
+		if it != nil {
+			err = errors.Join(err, it.Close())
+		}
 	}
 	if p.coll != nil {
 		p.coll.Close()

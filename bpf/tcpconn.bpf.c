@@ -167,15 +167,10 @@ static __always_inline void copy_addr(bool btf, __u8 *dst, const void *src, __u3
 	}
 }
 
-static __always_inline void emit(bool btf, struct sock *sk, struct tcp_sock *tp, struct sock_state *st,
-				 __u8 kind, int oldstate, int newstate, __u16 family, __u64 now)
+/* fill writes one record of the socket's current counters into e. */
+static __always_inline void fill(bool btf, struct tcpconn_event *e, struct sock *sk, struct tcp_sock *tp,
+				 struct sock_state *st, __u8 kind, int oldstate, int newstate, __u16 family, __u64 now)
 {
-	struct tcpconn_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		stat_inc(TCPCONN_STAT_DROPPED);
-		return;
-	}
-
 	e->ts_ns = now;
 	e->kind = kind;
 	e->old_state = oldstate;
@@ -193,7 +188,7 @@ static __always_inline void emit(bool btf, struct sock *sk, struct tcp_sock *tp,
 		e->start_ns = st->start_ns;
 		e->conn_id = st->conn_id;
 		e->direction = st->direction;
-		e->flags = st->flags;
+		e->flags = st->flags & TCPCONN_F_RECORD_MASK;
 		e->pid = st->pid;
 		__builtin_memcpy(e->comm, st->comm, sizeof(e->comm));
 	} else {
@@ -236,6 +231,17 @@ static __always_inline void emit(bool btf, struct sock *sk, struct tcp_sock *tp,
 	e->srtt_us = RD(btf, tp, srtt_us) >> 3;
 	e->rttvar_us = RD(btf, tp, mdev_us) >> 2;
 	e->rtt_min_us = RD(btf, tp, rtt_min.s[0].v);
+}
+
+static __always_inline void emit(bool btf, struct sock *sk, struct tcp_sock *tp, struct sock_state *st,
+				 __u8 kind, int oldstate, int newstate, __u16 family, __u64 now)
+{
+	struct tcpconn_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		stat_inc(TCPCONN_STAT_DROPPED);
+		return;
+	}
+	fill(btf, e, sk, tp, st, kind, oldstate, newstate, family, now);
 
 	/* Wake the reader only when this record carries the pending data across
 	 * the threshold. Waking on every record past it costs an IPI each while
@@ -287,6 +293,10 @@ static __always_inline int handle(bool btf, struct sock *sk, struct tcp_sock *tp
 		return 0;
 	case TCP_CLOSE:
 		st = state_get(btf, sk, false);
+		/* The report walk skips a closing socket: its close record carries
+		 * the rest, and must not race an update for the same counters. */
+		if (st)
+			st->flags |= TCPCONN_F_CLOSING;
 		emit(btf, sk, tp, st,
 		     (oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV) ? TCPCONN_KIND_FAILURE
 									    : TCPCONN_KIND_CLOSE,
@@ -316,4 +326,62 @@ int BPF_PROG(tcpconn_raw, struct sock *sk, int oldstate, int newstate)
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
 	return handle(false, sk, (struct tcp_sock *)sk, oldstate, newstate);
+}
+
+/* Every report_interval the loader walks the per-socket storage: one update
+ * record per tracked connection, idle or not, written to the iterator's
+ * seq_file rather than the ring buffer. */
+SEC("iter/bpf_sk_storage_map")
+int tcpconn_report(struct bpf_iter__bpf_sk_storage_map *ctx)
+{
+	struct sock *sk = ctx->sk;
+	struct sock_state *st = ctx->value;
+	struct tcpconn_event e;
+
+	if (!sk || !st || (st->flags & TCPCONN_F_CLOSING) || st->conn_id == 0)
+		return 0;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 0;
+	int state = sk->__sk_common.skc_state;
+	/* Handshakes in progress are reported by their open or failure. */
+	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_LISTEN || state == TCP_CLOSE)
+		return 0;
+	__u16 family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	fill(true, &e, sk, tp, st, TCPCONN_KIND_UPDATE, state, state, family, bpf_ktime_get_boot_ns());
+	bpf_seq_write(ctx->meta->seq, &e, sizeof(e));
+	return 0;
+}
+
+/* At start, the loader runs this over the TCP sockets of every network
+ * namespace: established connections the probe never saw get per-socket
+ * state (flagged adopted) and are reported from then on. */
+SEC("iter/tcp")
+int tcpconn_adopt(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	if (!skc)
+		return 0;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0; /* request and time-wait sockets */
+	int state = skc->skc_state;
+	if (state == TCP_LISTEN || state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_CLOSE)
+		return 0;
+	struct sock_state *st = bpf_sk_storage_get(&sk_state, tp, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st) {
+		stat_inc(TCPCONN_STAT_NO_STATE);
+		return 0;
+	}
+	if (st->conn_id == 0) {
+		st->conn_id = new_conn_id();
+		st->flags = TCPCONN_F_ADOPTED;
+		st->direction = TCPCONN_DIR_UNKNOWN;
+		st->start_ns = 0;
+		__u32 one = 1;
+		bpf_seq_write(ctx->meta->seq, &one, sizeof(one));
+	}
+	return 0;
 }

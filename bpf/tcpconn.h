@@ -21,6 +21,8 @@
 /* Flags. */
 #define TCPCONN_F_ADOPTED 1  /* first seen after its handshake: start time unknown */
 #define TCPCONN_F_FIN_RCVD 2 /* the peer's FIN arrived (and was taken off bytes_received) */
+#define TCPCONN_F_CLOSING 4  /* internal: the close record is being written */
+#define TCPCONN_F_RECORD_MASK (TCPCONN_F_ADOPTED | TCPCONN_F_FIN_RCVD)
 
 /* Per-CPU counters in the stats map. */
 #define TCPCONN_STAT_EMITTED 0      /* records committed to the ring buffer */

@@ -61,15 +61,17 @@ type tcpconnTcpconnEvent struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	tcpconnMapEvents      = "events"
-	tcpconnMapNextId      = "next_id"
-	tcpconnMapSkState     = "sk_state"
-	tcpconnMapSkStateHash = "sk_state_hash"
-	tcpconnMapStats       = "stats"
-	tcpconnProgTcpconnBtf = "tcpconn_btf"
-	tcpconnProgTcpconnRaw = "tcpconn_raw"
-	tcpconnVarUnusedEvent = "unused_event"
-	tcpconnVarWakeupBytes = "wakeup_bytes"
+	tcpconnMapEvents         = "events"
+	tcpconnMapNextId         = "next_id"
+	tcpconnMapSkState        = "sk_state"
+	tcpconnMapSkStateHash    = "sk_state_hash"
+	tcpconnMapStats          = "stats"
+	tcpconnProgTcpconnAdopt  = "tcpconn_adopt"
+	tcpconnProgTcpconnBtf    = "tcpconn_btf"
+	tcpconnProgTcpconnRaw    = "tcpconn_raw"
+	tcpconnProgTcpconnReport = "tcpconn_report"
+	tcpconnVarUnusedEvent    = "unused_event"
+	tcpconnVarWakeupBytes    = "wakeup_bytes"
 )
 
 // loadTcpconn returns the embedded CollectionSpec for tcpconn.
@@ -114,8 +116,10 @@ type tcpconnSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpconnProgramSpecs struct {
-	TcpconnBtf *ebpf.ProgramSpec `ebpf:"tcpconn_btf"`
-	TcpconnRaw *ebpf.ProgramSpec `ebpf:"tcpconn_raw"`
+	TcpconnAdopt  *ebpf.ProgramSpec `ebpf:"tcpconn_adopt"`
+	TcpconnBtf    *ebpf.ProgramSpec `ebpf:"tcpconn_btf"`
+	TcpconnRaw    *ebpf.ProgramSpec `ebpf:"tcpconn_raw"`
+	TcpconnReport *ebpf.ProgramSpec `ebpf:"tcpconn_report"`
 }
 
 // tcpconnMapSpecs contains maps before they are loaded into the kernel.
@@ -186,14 +190,18 @@ type tcpconnVariables struct {
 //
 // It can be passed to loadTcpconnObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpconnPrograms struct {
-	TcpconnBtf *ebpf.Program `ebpf:"tcpconn_btf"`
-	TcpconnRaw *ebpf.Program `ebpf:"tcpconn_raw"`
+	TcpconnAdopt  *ebpf.Program `ebpf:"tcpconn_adopt"`
+	TcpconnBtf    *ebpf.Program `ebpf:"tcpconn_btf"`
+	TcpconnRaw    *ebpf.Program `ebpf:"tcpconn_raw"`
+	TcpconnReport *ebpf.Program `ebpf:"tcpconn_report"`
 }
 
 func (p *tcpconnPrograms) Close() error {
 	return _TcpconnClose(
+		p.TcpconnAdopt,
 		p.TcpconnBtf,
 		p.TcpconnRaw,
+		p.TcpconnReport,
 	)
 }
 
