@@ -25,7 +25,7 @@ type seriesKey struct {
 }
 
 type seriesValue struct {
-	opened, closed, sent, received int64
+	opened, closed, open, sent, received, retrans, lost int64
 }
 
 type failureKey struct {
@@ -57,28 +57,47 @@ func keyOf(rec *bpf.Record, local, peer *identity.Identity) seriesKey {
 	}
 }
 
-// add counts one record. Bytes are counted from close records, which carry
-// each connection's exact totals.
-func (a *aggregator) add(rec *bpf.Record, local, peer *identity.Identity) {
-	k := keyOf(rec, local, peer)
+// add counts one record: its event, and the counters it adds since the
+// connection's previous record (reports during its life, the rest at
+// close), so the sum over a connection is exactly its total.
+func (a *aggregator) add(rec *bpf.Record, o *observation) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if rec.Kind == bpf.KindFailure {
-		a.failures[failureKey{seriesKey: k, errorType: errorTypeAttr(rec.Errno)}]++
+		a.failures[failureKey{seriesKey: o.key, errorType: errorTypeAttr(rec.Errno)}]++
 		return
 	}
-	v := a.series[k]
+	v := a.series[o.key]
 	if v == nil {
 		v = &seriesValue{}
-		a.series[k] = v
+		a.series[o.key] = v
 	}
 	switch rec.Kind {
 	case bpf.KindOpen:
 		v.opened++
 	case bpf.KindClose:
 		v.closed++
-		v.sent += int64(rec.BytesSent)
-		v.received += int64(rec.BytesReceived)
+	}
+	if o.becameOpen {
+		v.open++
+	}
+	if o.wasOpen {
+		v.open--
+	}
+	v.sent += int64(o.delta.sent)
+	v.received += int64(o.delta.received)
+	v.retrans += int64(o.delta.retrans)
+	v.lost += int64(o.delta.lost)
+}
+
+// forget takes connections whose close was lost off the open count.
+func (a *aggregator) forget(keys []seriesKey) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, k := range keys {
+		if v := a.series[k]; v != nil {
+			v.open--
+		}
 	}
 }
 
@@ -91,6 +110,9 @@ func (a *aggregator) record(mb *metadata.MetricsBuilder, now pcommon.Timestamp) 
 		mb.RecordTCPConnectionsClosedDataPoint(now, v.closed, k.direction, k.networkType, k.localWorkload, k.localNamespace, k.peerWorkload, k.peerNamespace)
 		mb.RecordTCPBytesSentDataPoint(now, v.sent, k.direction, k.networkType, k.localWorkload, k.localNamespace, k.peerWorkload, k.peerNamespace)
 		mb.RecordTCPBytesReceivedDataPoint(now, v.received, k.direction, k.networkType, k.localWorkload, k.localNamespace, k.peerWorkload, k.peerNamespace)
+		mb.RecordTCPConnectionsOpenDataPoint(now, v.open, k.direction, k.networkType, k.localWorkload, k.localNamespace, k.peerWorkload, k.peerNamespace)
+		mb.RecordTCPRetransmitsDataPoint(now, v.retrans, k.direction, k.networkType, k.localWorkload, k.localNamespace, k.peerWorkload, k.peerNamespace)
+		mb.RecordTCPPacketsLostDataPoint(now, v.lost, k.direction, k.networkType, k.localWorkload, k.localNamespace, k.peerWorkload, k.peerNamespace)
 	}
 	for k, n := range a.failures {
 		mb.RecordTCPConnectionsFailedDataPoint(now, n, k.direction, k.networkType, k.localWorkload, k.localNamespace, k.peerWorkload, k.peerNamespace, k.errorType)

@@ -29,12 +29,14 @@ func TestAggregatorSumsPerSeries(t *testing.T) {
 	none := &identity.Identity{}
 	recs := fixedRecords()
 	for range 3 {
+		tr := newTracker(identity.AddressOnly{}, false)
 		for i := range recs {
-			a.add(&recs[i], none, none)
+			o, _ := tr.observe(&recs[i])
+			a.add(&recs[i], &o)
 		}
 	}
 	out := keyOf(&recs[2], none, none)
-	assert.Equal(t, seriesValue{opened: 3, closed: 3, sent: 300000, received: 15000}, *a.series[out])
+	assert.Equal(t, seriesValue{opened: 3, closed: 3, sent: 300000, received: 15000, retrans: 6, lost: 3}, *a.series[out])
 	refused := failureKey{seriesKey: out, errorType: metadata.AttributeErrorTypeRefused}
 	assert.Equal(t, int64(3), a.failures[refused])
 }
@@ -44,7 +46,7 @@ func TestAggregatorSumsPerSeries(t *testing.T) {
 func BenchmarkAggregate(b *testing.B) {
 	r := &tcpconnReceiver{
 		agg:    newAggregator(),
-		ids:    newIdentities(identity.AddressOnly{}),
+		track:  newTracker(identity.AddressOnly{}, false),
 		filter: newAddrFilter(FilterConfig{IncludeCIDRs: []string{"10.0.0.0/8"}}),
 		mb:     &metadata.MetricsBuilder{},
 	}

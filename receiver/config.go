@@ -17,6 +17,16 @@ import (
 type Config struct {
 	// FlushInterval is how often aggregated metrics are emitted.
 	FlushInterval time.Duration `mapstructure:"flush_interval"`
+	// ReportInterval is how often every open connection is reported, idle
+	// or not: counters rise while it lives. 0 turns reports off (then
+	// counters move at close only).
+	ReportInterval time.Duration `mapstructure:"report_interval"`
+	// AdoptExisting tracks the connections already open when the receiver
+	// starts (in every network namespace).
+	AdoptExisting bool `mapstructure:"adopt_existing"`
+	// CountAdoptedBytes counts what adopted connections had carried before
+	// the receiver started as if it were new traffic.
+	CountAdoptedBytes bool `mapstructure:"count_adopted_bytes"`
 	// Probe tunes the eBPF probe and its ring buffer.
 	Probe ProbeConfig `mapstructure:"probe"`
 	// Logs chooses which access-log records are emitted and how they are batched.
@@ -65,6 +75,8 @@ type LogsConfig struct {
 	Close bool `mapstructure:"close"`
 	// Failure emits a record when a handshake fails.
 	Failure bool `mapstructure:"failure"`
+	// Update emits a record for every open connection at each report.
+	Update bool `mapstructure:"update"`
 	// MaxBatchSize is the most records put in one pdata batch.
 	MaxBatchSize int `mapstructure:"max_batch_size"`
 	// FlushInterval is the longest a record waits for its batch to fill.
@@ -78,7 +90,9 @@ var _ confmap.Validator = (*Config)(nil)
 
 func createDefaultConfig() *Config {
 	return &Config{
-		FlushInterval: 5 * time.Second,
+		FlushInterval:  5 * time.Second,
+		ReportInterval: 10 * time.Second,
+		AdoptExisting:  true,
 		Probe: ProbeConfig{
 			AttachMode:     string(bpf.AttachAuto),
 			RingBufferSize: bpf.DefaultRingBufferBytes,
@@ -102,6 +116,9 @@ func (c *Config) Validate() error {
 	var errs []error
 	if c.FlushInterval <= 0 {
 		errs = append(errs, fmt.Errorf("flush_interval: must be positive, got %v", c.FlushInterval))
+	}
+	if c.ReportInterval < 0 || (c.ReportInterval > 0 && c.ReportInterval < 100*time.Millisecond) {
+		errs = append(errs, fmt.Errorf("report_interval: must be 0 (off) or at least 100ms, got %v", c.ReportInterval))
 	}
 	switch bpf.AttachMode(c.Probe.AttachMode) {
 	case bpf.AttachAuto, bpf.AttachTPBTF, bpf.AttachRawTP:

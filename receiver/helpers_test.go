@@ -47,3 +47,28 @@ func findSum(t *testing.T, md pmetric.Metrics, name string) int64 {
 	}
 	return total
 }
+
+// sumWhere sums a metric's points whose attribute key has value val.
+func sumWhere(t *testing.T, md pmetric.Metrics, name, key, val string) int64 {
+	t.Helper()
+	var total int64
+	rms := md.ResourceMetrics()
+	for i := range rms.Len() {
+		sms := rms.At(i).ScopeMetrics()
+		for j := range sms.Len() {
+			ms := sms.At(j).Metrics()
+			for k := range ms.Len() {
+				if ms.At(k).Name() != name {
+					continue
+				}
+				dps := ms.At(k).Sum().DataPoints()
+				for d := range dps.Len() {
+					if v, ok := dps.At(d).Attributes().Get(key); ok && v.Str() == val {
+						total += dps.At(d).IntValue()
+					}
+				}
+			}
+		}
+	}
+	return total
+}

@@ -8,7 +8,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
-	"github.com/tcpconn/tcpconn/bpf"
 	"github.com/tcpconn/tcpconn/identity"
 )
 
@@ -27,47 +26,38 @@ func TestIdentityResolvedOncePerConnection(t *testing.T) {
 	res := &countingResolver{}
 	known := fixedResolver()
 	res.ids.Store(&known)
-	ids := newIdentities(res)
+	tr := newTracker(res, false)
 	recs := fixedRecords()
 	open, closeRec := recs[0], recs[2] // outbound open and close of connection 1
 
-	local, peer := ids.ends(&open)
-	assert.Equal(t, "frontend", local.Workload)
-	assert.Equal(t, "checkout.shop.svc.cluster.local", peer.Service)
+	o, _ := tr.observe(&open)
+	assert.Equal(t, "frontend", o.local.Workload)
+	assert.Equal(t, "checkout.shop.svc.cluster.local", o.peer.Service)
 	assert.Equal(t, int64(2), res.calls.Load())
 
 	// The pods change (the server pod is gone from the resolver): the
 	// connection keeps what it was resolved to at open.
 	empty := staticResolver{}
 	res.ids.Store(&empty)
-	local, peer = ids.ends(&closeRec)
-	assert.Equal(t, "frontend", local.Workload)
-	assert.Equal(t, "checkout", peer.Workload)
+	o, _ = tr.observe(&closeRec)
+	assert.Equal(t, "frontend", o.local.Workload)
+	assert.Equal(t, "checkout", o.peer.Workload)
 	assert.Equal(t, int64(2), res.calls.Load(), "no lookup at close")
-	assert.Empty(t, ids.conns, "closed connections leave the cache")
+	assert.Empty(t, tr.conns, "closed connections leave the table")
 }
 
 func TestUnresolvedEndIsRetried(t *testing.T) {
 	res := &countingResolver{}
 	empty := staticResolver{}
 	res.ids.Store(&empty)
-	ids := newIdentities(res)
+	tr := newTracker(res, false)
 	recs := fixedRecords()
-	local, _ := ids.ends(&recs[0])
-	assert.Empty(t, local.Workload)
+	o, _ := tr.observe(&recs[0])
+	assert.Empty(t, o.local.Workload)
 
 	known := fixedResolver()
 	res.ids.Store(&known) // the informer caught up
-	local, peer := ids.ends(&recs[2])
-	assert.Equal(t, "frontend", local.Workload)
-	assert.Equal(t, "checkout", peer.Workload)
-}
-
-func TestAddressOnlyNeedsNoCache(t *testing.T) {
-	ids := newIdentities(identity.AddressOnly{})
-	rec := bpf.Record{Kind: bpf.KindOpen, ConnID: 1}
-	local, peer := ids.ends(&rec)
-	assert.Empty(t, local.Workload)
-	assert.Empty(t, peer.Workload)
-	assert.Empty(t, ids.conns)
+	o, _ = tr.observe(&recs[2])
+	assert.Equal(t, "frontend", o.local.Workload)
+	assert.Equal(t, "checkout", o.peer.Workload)
 }

@@ -8,7 +8,6 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 
 	"github.com/tcpconn/tcpconn/bpf"
-	"github.com/tcpconn/tcpconn/identity"
 	"github.com/tcpconn/tcpconn/receiver/internal/metadata"
 )
 
@@ -42,11 +41,13 @@ func (b *logBatcher) wants(rec *bpf.Record) bool {
 		return b.cfg.Close
 	case bpf.KindFailure:
 		return b.cfg.Failure
+	case bpf.KindUpdate:
+		return b.cfg.Update
 	}
 	return false
 }
 
-func (b *logBatcher) add(rec *bpf.Record, local, peer *identity.Identity, now time.Time) {
+func (b *logBatcher) add(rec *bpf.Record, o *observation, now time.Time) {
 	if b.n == 0 {
 		b.cur = plog.NewLogs()
 		rl := b.cur.ResourceLogs().AppendEmpty()
@@ -57,7 +58,7 @@ func (b *logBatcher) add(rec *bpf.Record, local, peer *identity.Identity, now ti
 		b.records.EnsureCapacity(min(b.cfg.MaxBatchSize, 256))
 		b.first = now
 	}
-	b.conv.fill(b.records.AppendEmpty(), rec, local, peer, now)
+	b.conv.fill(b.records.AppendEmpty(), rec, o, now)
 	b.n++
 	if b.n >= b.cfg.MaxBatchSize || now.Sub(b.first) >= b.cfg.FlushInterval {
 		b.send()

@@ -41,6 +41,10 @@ const (
 	attrPID               = "process.pid"
 	attrExecutable        = "process.executable.name"
 	attrNetNS             = "tcpconn.netns"
+	attrIntervalSent      = "tcpconn.interval.bytes.sent"
+	attrIntervalReceived  = "tcpconn.interval.bytes.received"
+	attrIntervalRetrans   = "tcpconn.interval.retransmits"
+	attrIntervalLost      = "tcpconn.interval.packets.lost"
 	eventNamePrefix       = "tcp.connection."
 	severityTextInfo      = "INFO"
 	severityTextWarn      = "WARN"
@@ -70,8 +74,8 @@ type logConverter struct {
 
 // fill writes rec into lr: the one-line body in the Kmesh / ztunnel field
 // order and the same values as typed attributes.
-func (c *logConverter) fill(lr plog.LogRecord, rec *bpf.Record, local, peer *identity.Identity, observed time.Time) {
-	e := endsOf(rec, local, peer)
+func (c *logConverter) fill(lr plog.LogRecord, rec *bpf.Record, o *observation, observed time.Time) {
+	e := endsOf(rec, o.local, o.peer)
 	failed := rec.Kind == bpf.KindFailure
 	reset := rec.Kind == bpf.KindClose && (rec.Errno == int32(syscall.ECONNRESET) || rec.Errno == int32(syscall.EPIPE))
 
@@ -85,7 +89,7 @@ func (c *logConverter) fill(lr plog.LogRecord, rec *bpf.Record, local, peer *ide
 		lr.SetSeverityNumber(plog.SeverityNumberInfo)
 		lr.SetSeverityText(severityTextInfo)
 	}
-	lr.Body().SetStr(c.body(rec, e, failed || reset))
+	lr.Body().SetStr(c.body(rec, e, o, failed || reset))
 
 	a := lr.Attributes()
 	a.EnsureCapacity(32)
@@ -106,6 +110,12 @@ func (c *logConverter) fill(lr plog.LogRecord, rec *bpf.Record, local, peer *ide
 	a.PutInt(attrBytesReceived, int64(rec.BytesReceived))
 	a.PutInt(attrRetransmits, int64(rec.Retransmits))
 	a.PutInt(attrLost, int64(rec.Lost))
+	if rec.Kind == bpf.KindUpdate {
+		a.PutInt(attrIntervalSent, int64(o.delta.sent))
+		a.PutInt(attrIntervalReceived, int64(o.delta.received))
+		a.PutInt(attrIntervalRetrans, int64(o.delta.retrans))
+		a.PutInt(attrIntervalLost, int64(o.delta.lost))
+	}
 	a.PutInt(attrSRTT, rec.SRTT.Microseconds())
 	a.PutInt(attrRTTMin, rec.RTTMin.Microseconds())
 	if rec.Flags&bpf.FlagAdopted != 0 {
@@ -171,8 +181,9 @@ func errorName(rec *bpf.Record) string {
 // body renders the access-log line, in the Kmesh / ztunnel field order:
 // src.addr=IP:PORT src.workload=W src.namespace=N dst.addr=IP:PORT
 // dst.service=S dst.workload=W dst.namespace=N direction=D state=S
-// sent_bytes=N received_bytes=N duration=Xms [error=E]
-func (c *logConverter) body(rec *bpf.Record, e ends, withError bool) string {
+// sent_bytes=N received_bytes=N duration=Xms
+// [interval_sent_bytes=N interval_received_bytes=N] [error=E]
+func (c *logConverter) body(rec *bpf.Record, e ends, o *observation, withError bool) string {
 	b := c.buf[:0]
 	b = append(b, "src.addr="...)
 	b = netip.AddrPortFrom(e.srcAddr, e.srcPort).AppendTo(b)
@@ -202,6 +213,12 @@ func (c *logConverter) body(rec *bpf.Record, e ends, withError bool) string {
 	} else {
 		b = strconv.AppendFloat(b, float64(rec.Duration())/float64(time.Millisecond), 'f', durationMillisDecimal, 64)
 		b = append(b, "ms"...)
+	}
+	if rec.Kind == bpf.KindUpdate {
+		b = append(b, " interval_sent_bytes="...)
+		b = strconv.AppendUint(b, o.delta.sent, 10)
+		b = append(b, " interval_received_bytes="...)
+		b = strconv.AppendUint(b, o.delta.received, 10)
 	}
 	if withError {
 		b = append(b, " error="...)

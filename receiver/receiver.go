@@ -26,6 +26,9 @@ import (
 // a scripted source to drive the receiver without a kernel.
 type recordSource interface {
 	Read(*bpf.Record) error
+	Walk(func(*bpf.Record)) (int, error)
+	Adopt() (int, error)
+	CanWalk() error
 	Stop() error
 	Close() error
 	Stats() (bpf.Stats, error)
@@ -37,7 +40,7 @@ type tcpconnReceiver struct {
 	open     func(bpf.Options) (recordSource, error)
 	resolver identity.Resolver
 	kube     *kube.Resolver
-	ids      *identities
+	track    *tracker
 	host     component.Host
 	release  func()
 
@@ -53,6 +56,9 @@ type tcpconnReceiver struct {
 	mb           *metadata.MetricsBuilder
 	resource     pcommon.Resource
 	recordsRead  atomic.Int64
+	walks        atomic.Int64
+	walkNanos    atomic.Int64
+	lostConns    atomic.Int64
 	filtered     atomic.Int64
 	filter       addrFilter
 	cancel       context.CancelFunc
@@ -118,7 +124,7 @@ func (r *tcpconnReceiver) start() error {
 	if r.cfg.Kubernetes.Enabled {
 		r.startKubernetes()
 	}
-	r.ids = newIdentities(r.resolver)
+	r.track = newTracker(r.resolver, r.cfg.CountAdoptedBytes)
 	if r.logs != nil {
 		r.batcher = newLogBatcher(r.cfg.Logs, r.resource)
 	}
@@ -170,9 +176,13 @@ func (r *tcpconnReceiver) kubeHealth(err error) {
 
 // readLoop is the only reader of the probe; it ends when the probe is
 // stopped and drained, so records produced before Shutdown are delivered.
+// It also runs the report walks, so that updates and closes of one
+// connection are handled in order.
 func (r *tcpconnReceiver) readLoop() {
 	defer r.wg.Done()
 	defer close(r.readerDone)
+	reports := r.startReports()
+	next := time.Now().Add(r.cfg.ReportInterval)
 	var rec bpf.Record
 	for {
 		err := r.src.Read(&rec)
@@ -180,9 +190,16 @@ func (r *tcpconnReceiver) readLoop() {
 		case err == nil:
 			r.recordsRead.Add(1)
 			r.handle(&rec)
+			if reports && !rec.Time.Before(next) {
+				next = r.report(next, rec.Time)
+			}
 		case errors.Is(err, bpf.ErrNoData):
+			now := time.Now()
 			if r.batcher != nil {
-				r.batcher.tick(time.Now())
+				r.batcher.tick(now)
+			}
+			if reports && !now.Before(next) {
+				next = r.report(next, now)
 			}
 		case errors.Is(err, bpf.ErrStopped):
 			if r.batcher != nil {
@@ -199,17 +216,68 @@ func (r *tcpconnReceiver) readLoop() {
 	}
 }
 
+// startReports adopts the connections that were open before the receiver
+// started and takes their counters as the baseline. It reports whether
+// periodic reports will run.
+func (r *tcpconnReceiver) startReports() bool {
+	if r.cfg.ReportInterval <= 0 {
+		return false
+	}
+	if err := r.src.CanWalk(); err != nil {
+		r.set.Logger.Warn("periodic reports of open connections are off", zap.Error(err))
+		return false
+	}
+	if r.cfg.AdoptExisting {
+		n, err := r.src.Adopt()
+		if err != nil {
+			r.set.Logger.Warn("adopting existing connections failed in part", zap.Error(err))
+		}
+		r.set.Logger.Info("adopted connections open before start", zap.Int("sockets", n))
+	}
+	r.track.beginWalk(true)
+	if _, err := r.src.Walk(r.handle); err != nil {
+		r.set.Logger.Warn("start-up report walk failed", zap.Error(err))
+	}
+	r.agg.forget(r.track.endWalk())
+	return true
+}
+
+// report walks every tracked connection: update records for the metrics
+// (and the logs, if enabled), and the open count made exact. It returns
+// when the next report is due: on a fixed schedule, so intervals do not
+// drift by the poll delay; after a stall it starts again from now.
+func (r *tcpconnReceiver) report(due, now time.Time) time.Time {
+	start := time.Now()
+	r.track.beginWalk(false)
+	n, err := r.src.Walk(r.handle)
+	if err != nil {
+		r.set.Logger.Warn("report walk failed", zap.Error(err))
+	}
+	r.agg.forget(r.track.endWalk())
+	r.lostConns.Store(r.track.lost)
+	r.walks.Add(1)
+	r.walkNanos.Add(time.Since(start).Nanoseconds())
+	r.set.Logger.Debug("report walk", zap.Int("connections", n), zap.Duration("took", time.Since(start)))
+	if next := due.Add(r.cfg.ReportInterval); next.After(now) {
+		return next
+	}
+	return now.Add(r.cfg.ReportInterval)
+}
+
 func (r *tcpconnReceiver) handle(rec *bpf.Record) {
 	if !r.filter.keep(rec) {
 		r.filtered.Add(1)
 		return
 	}
-	local, peer := r.ids.ends(rec)
+	o, keep := r.track.observe(rec)
+	if !keep {
+		return
+	}
 	if r.mb != nil {
-		r.agg.add(rec, local, peer)
+		r.agg.add(rec, &o)
 	}
 	if r.batcher != nil && r.batcher.wants(rec) {
-		r.batcher.add(rec, local, peer, rec.Time)
+		r.batcher.add(rec, &o, rec.Time)
 	}
 }
 
@@ -234,6 +302,7 @@ func (r *tcpconnReceiver) flushMetrics(ctx context.Context) {
 	r.agg.record(r.mb, now)
 	r.mb.RecordTcpconnProbeRecordsDataPoint(now, r.recordsRead.Load())
 	r.mb.RecordTcpconnRecordsFilteredDataPoint(now, r.filtered.Load())
+	r.mb.RecordTcpconnConnectionsLostDataPoint(now, r.lostConns.Load())
 	if st, err := r.src.Stats(); err == nil {
 		r.mb.RecordTcpconnProbeRecordsDroppedDataPoint(now, int64(st.Dropped))
 	} else {

@@ -26,6 +26,49 @@ type scriptedSource struct {
 	stopped bool
 	closed  bool
 	stats   bpf.Stats
+	// live, when not nil, is what a report walk sees; walks counts them.
+	live    []bpf.Record
+	walks   int
+	adopted int
+}
+
+func (s *scriptedSource) setLive(recs ...bpf.Record) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.live = append([]bpf.Record{}, recs...)
+}
+
+func (s *scriptedSource) CanWalk() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.live == nil {
+		return bpf.ErrNotSupported
+	}
+	return nil
+}
+
+func (s *scriptedSource) Walk(visit func(*bpf.Record)) (int, error) {
+	s.mu.Lock()
+	live := append([]bpf.Record{}, s.live...)
+	s.walks++
+	s.mu.Unlock()
+	for i := range live {
+		visit(&live[i])
+	}
+	return len(live), nil
+}
+
+func (s *scriptedSource) Adopt() (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.adopted++
+	return 0, nil
+}
+
+func (s *scriptedSource) walkCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.walks
 }
 
 func (s *scriptedSource) push(recs ...bpf.Record) {
@@ -84,9 +127,14 @@ type pipelines struct {
 // with the scripted source in place of the probe, and starts it.
 func startScripted(t *testing.T, cfg *Config, resolver ...identity.Resolver) *pipelines {
 	t.Helper()
+	return startScriptedSource(t, cfg, &scriptedSource{}, resolver...)
+}
+
+func startScriptedSource(t *testing.T, cfg *Config, src *scriptedSource, resolver ...identity.Resolver) *pipelines {
+	t.Helper()
 	f := NewFactory()
 	set := receivertest.NewNopSettings(metadata.Type)
-	p := &pipelines{src: &scriptedSource{}, metrics: new(consumertest.MetricsSink), logs: new(consumertest.LogsSink)}
+	p := &pipelines{src: src, metrics: new(consumertest.MetricsSink), logs: new(consumertest.LogsSink)}
 	mr, err := f.CreateMetrics(context.Background(), set, cfg, p.metrics)
 	require.NoError(t, err)
 	lr, err := f.CreateLogs(context.Background(), set, cfg, p.logs)

@@ -222,6 +222,59 @@ func (ms *TCPConnectionsFailedMetricConfig) Validate() error {
 	return nil
 }
 
+// TCPConnectionsOpenMetricAttributeKey specifies the key of an attribute for the tcp.connections.open metric.
+type TCPConnectionsOpenMetricAttributeKey string
+
+const (
+	TCPConnectionsOpenMetricAttributeKeyDirection      TCPConnectionsOpenMetricAttributeKey = "direction"
+	TCPConnectionsOpenMetricAttributeKeyNetworkType    TCPConnectionsOpenMetricAttributeKey = "network.type"
+	TCPConnectionsOpenMetricAttributeKeyLocalWorkload  TCPConnectionsOpenMetricAttributeKey = "local.workload"
+	TCPConnectionsOpenMetricAttributeKeyLocalNamespace TCPConnectionsOpenMetricAttributeKey = "local.namespace"
+	TCPConnectionsOpenMetricAttributeKeyPeerWorkload   TCPConnectionsOpenMetricAttributeKey = "peer.workload"
+	TCPConnectionsOpenMetricAttributeKeyPeerNamespace  TCPConnectionsOpenMetricAttributeKey = "peer.namespace"
+)
+
+// TCPConnectionsOpenMetricConfig provides config for the tcp.connections.open metric.
+type TCPConnectionsOpenMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                 `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []TCPConnectionsOpenMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *TCPConnectionsOpenMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *TCPConnectionsOpenMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case TCPConnectionsOpenMetricAttributeKeyDirection, TCPConnectionsOpenMetricAttributeKeyNetworkType, TCPConnectionsOpenMetricAttributeKeyLocalWorkload, TCPConnectionsOpenMetricAttributeKeyLocalNamespace, TCPConnectionsOpenMetricAttributeKeyPeerWorkload, TCPConnectionsOpenMetricAttributeKeyPeerNamespace:
+		default:
+			return fmt.Errorf("metric tcp.connections.open doesn't have an attribute %v, valid attributes: [direction, network.type, local.workload, local.namespace, peer.workload, peer.namespace]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
 // TCPConnectionsOpenedMetricAttributeKey specifies the key of an attribute for the tcp.connections.opened metric.
 type TCPConnectionsOpenedMetricAttributeKey string
 
@@ -272,6 +325,132 @@ func (ms *TCPConnectionsOpenedMetricConfig) Validate() error {
 		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
 	}
 
+	return nil
+}
+
+// TCPPacketsLostMetricAttributeKey specifies the key of an attribute for the tcp.packets.lost metric.
+type TCPPacketsLostMetricAttributeKey string
+
+const (
+	TCPPacketsLostMetricAttributeKeyDirection      TCPPacketsLostMetricAttributeKey = "direction"
+	TCPPacketsLostMetricAttributeKeyNetworkType    TCPPacketsLostMetricAttributeKey = "network.type"
+	TCPPacketsLostMetricAttributeKeyLocalWorkload  TCPPacketsLostMetricAttributeKey = "local.workload"
+	TCPPacketsLostMetricAttributeKeyLocalNamespace TCPPacketsLostMetricAttributeKey = "local.namespace"
+	TCPPacketsLostMetricAttributeKeyPeerWorkload   TCPPacketsLostMetricAttributeKey = "peer.workload"
+	TCPPacketsLostMetricAttributeKeyPeerNamespace  TCPPacketsLostMetricAttributeKey = "peer.namespace"
+)
+
+// TCPPacketsLostMetricConfig provides config for the tcp.packets.lost metric.
+type TCPPacketsLostMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                             `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []TCPPacketsLostMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *TCPPacketsLostMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *TCPPacketsLostMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case TCPPacketsLostMetricAttributeKeyDirection, TCPPacketsLostMetricAttributeKeyNetworkType, TCPPacketsLostMetricAttributeKeyLocalWorkload, TCPPacketsLostMetricAttributeKeyLocalNamespace, TCPPacketsLostMetricAttributeKeyPeerWorkload, TCPPacketsLostMetricAttributeKeyPeerNamespace:
+		default:
+			return fmt.Errorf("metric tcp.packets.lost doesn't have an attribute %v, valid attributes: [direction, network.type, local.workload, local.namespace, peer.workload, peer.namespace]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// TCPRetransmitsMetricAttributeKey specifies the key of an attribute for the tcp.retransmits metric.
+type TCPRetransmitsMetricAttributeKey string
+
+const (
+	TCPRetransmitsMetricAttributeKeyDirection      TCPRetransmitsMetricAttributeKey = "direction"
+	TCPRetransmitsMetricAttributeKeyNetworkType    TCPRetransmitsMetricAttributeKey = "network.type"
+	TCPRetransmitsMetricAttributeKeyLocalWorkload  TCPRetransmitsMetricAttributeKey = "local.workload"
+	TCPRetransmitsMetricAttributeKeyLocalNamespace TCPRetransmitsMetricAttributeKey = "local.namespace"
+	TCPRetransmitsMetricAttributeKeyPeerWorkload   TCPRetransmitsMetricAttributeKey = "peer.workload"
+	TCPRetransmitsMetricAttributeKeyPeerNamespace  TCPRetransmitsMetricAttributeKey = "peer.namespace"
+)
+
+// TCPRetransmitsMetricConfig provides config for the tcp.retransmits metric.
+type TCPRetransmitsMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                             `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []TCPRetransmitsMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *TCPRetransmitsMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *TCPRetransmitsMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case TCPRetransmitsMetricAttributeKeyDirection, TCPRetransmitsMetricAttributeKeyNetworkType, TCPRetransmitsMetricAttributeKeyLocalWorkload, TCPRetransmitsMetricAttributeKeyLocalNamespace, TCPRetransmitsMetricAttributeKeyPeerWorkload, TCPRetransmitsMetricAttributeKeyPeerNamespace:
+		default:
+			return fmt.Errorf("metric tcp.retransmits doesn't have an attribute %v, valid attributes: [direction, network.type, local.workload, local.namespace, peer.workload, peer.namespace]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// TcpconnConnectionsLostMetricConfig provides config for the tcpconn.connections.lost metric.
+type TcpconnConnectionsLostMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *TcpconnConnectionsLostMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
 	return nil
 }
 
@@ -361,7 +540,11 @@ type MetricsConfig struct {
 	TCPBytesSent               TCPBytesSentMetricConfig               `mapstructure:"tcp.bytes.sent"`
 	TCPConnectionsClosed       TCPConnectionsClosedMetricConfig       `mapstructure:"tcp.connections.closed"`
 	TCPConnectionsFailed       TCPConnectionsFailedMetricConfig       `mapstructure:"tcp.connections.failed"`
+	TCPConnectionsOpen         TCPConnectionsOpenMetricConfig         `mapstructure:"tcp.connections.open"`
 	TCPConnectionsOpened       TCPConnectionsOpenedMetricConfig       `mapstructure:"tcp.connections.opened"`
+	TCPPacketsLost             TCPPacketsLostMetricConfig             `mapstructure:"tcp.packets.lost"`
+	TCPRetransmits             TCPRetransmitsMetricConfig             `mapstructure:"tcp.retransmits"`
+	TcpconnConnectionsLost     TcpconnConnectionsLostMetricConfig     `mapstructure:"tcpconn.connections.lost"`
 	TcpconnLogsDropped         TcpconnLogsDroppedMetricConfig         `mapstructure:"tcpconn.logs.dropped"`
 	TcpconnProbeRecords        TcpconnProbeRecordsMetricConfig        `mapstructure:"tcpconn.probe.records"`
 	TcpconnProbeRecordsDropped TcpconnProbeRecordsDroppedMetricConfig `mapstructure:"tcpconn.probe.records.dropped"`
@@ -390,10 +573,28 @@ func DefaultMetricsConfig() MetricsConfig {
 			AggregationStrategy: AggregationStrategySum,
 			EnabledAttributes:   []TCPConnectionsFailedMetricAttributeKey{TCPConnectionsFailedMetricAttributeKeyDirection, TCPConnectionsFailedMetricAttributeKeyNetworkType, TCPConnectionsFailedMetricAttributeKeyLocalWorkload, TCPConnectionsFailedMetricAttributeKeyLocalNamespace, TCPConnectionsFailedMetricAttributeKeyPeerWorkload, TCPConnectionsFailedMetricAttributeKeyPeerNamespace, TCPConnectionsFailedMetricAttributeKeyErrorType},
 		},
+		TCPConnectionsOpen: TCPConnectionsOpenMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []TCPConnectionsOpenMetricAttributeKey{TCPConnectionsOpenMetricAttributeKeyDirection, TCPConnectionsOpenMetricAttributeKeyNetworkType, TCPConnectionsOpenMetricAttributeKeyLocalWorkload, TCPConnectionsOpenMetricAttributeKeyLocalNamespace, TCPConnectionsOpenMetricAttributeKeyPeerWorkload, TCPConnectionsOpenMetricAttributeKeyPeerNamespace},
+		},
 		TCPConnectionsOpened: TCPConnectionsOpenedMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
 			EnabledAttributes:   []TCPConnectionsOpenedMetricAttributeKey{TCPConnectionsOpenedMetricAttributeKeyDirection, TCPConnectionsOpenedMetricAttributeKeyNetworkType, TCPConnectionsOpenedMetricAttributeKeyLocalWorkload, TCPConnectionsOpenedMetricAttributeKeyLocalNamespace, TCPConnectionsOpenedMetricAttributeKeyPeerWorkload, TCPConnectionsOpenedMetricAttributeKeyPeerNamespace},
+		},
+		TCPPacketsLost: TCPPacketsLostMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []TCPPacketsLostMetricAttributeKey{TCPPacketsLostMetricAttributeKeyDirection, TCPPacketsLostMetricAttributeKeyNetworkType, TCPPacketsLostMetricAttributeKeyLocalWorkload, TCPPacketsLostMetricAttributeKeyLocalNamespace, TCPPacketsLostMetricAttributeKeyPeerWorkload, TCPPacketsLostMetricAttributeKeyPeerNamespace},
+		},
+		TCPRetransmits: TCPRetransmitsMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []TCPRetransmitsMetricAttributeKey{TCPRetransmitsMetricAttributeKeyDirection, TCPRetransmitsMetricAttributeKeyNetworkType, TCPRetransmitsMetricAttributeKeyLocalWorkload, TCPRetransmitsMetricAttributeKeyLocalNamespace, TCPRetransmitsMetricAttributeKeyPeerWorkload, TCPRetransmitsMetricAttributeKeyPeerNamespace},
+		},
+		TcpconnConnectionsLost: TcpconnConnectionsLostMetricConfig{
+			Enabled: true,
 		},
 		TcpconnLogsDropped: TcpconnLogsDroppedMetricConfig{
 			Enabled: true,

@@ -46,10 +46,28 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []TCPConnectionsFailedMetricAttributeKey{TCPConnectionsFailedMetricAttributeKeyDirection, TCPConnectionsFailedMetricAttributeKeyNetworkType, TCPConnectionsFailedMetricAttributeKeyLocalWorkload, TCPConnectionsFailedMetricAttributeKeyLocalNamespace, TCPConnectionsFailedMetricAttributeKeyPeerWorkload, TCPConnectionsFailedMetricAttributeKeyPeerNamespace, TCPConnectionsFailedMetricAttributeKeyErrorType},
 					},
+					TCPConnectionsOpen: TCPConnectionsOpenMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []TCPConnectionsOpenMetricAttributeKey{TCPConnectionsOpenMetricAttributeKeyDirection, TCPConnectionsOpenMetricAttributeKeyNetworkType, TCPConnectionsOpenMetricAttributeKeyLocalWorkload, TCPConnectionsOpenMetricAttributeKeyLocalNamespace, TCPConnectionsOpenMetricAttributeKeyPeerWorkload, TCPConnectionsOpenMetricAttributeKeyPeerNamespace},
+					},
 					TCPConnectionsOpened: TCPConnectionsOpenedMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []TCPConnectionsOpenedMetricAttributeKey{TCPConnectionsOpenedMetricAttributeKeyDirection, TCPConnectionsOpenedMetricAttributeKeyNetworkType, TCPConnectionsOpenedMetricAttributeKeyLocalWorkload, TCPConnectionsOpenedMetricAttributeKeyLocalNamespace, TCPConnectionsOpenedMetricAttributeKeyPeerWorkload, TCPConnectionsOpenedMetricAttributeKeyPeerNamespace},
+					},
+					TCPPacketsLost: TCPPacketsLostMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []TCPPacketsLostMetricAttributeKey{TCPPacketsLostMetricAttributeKeyDirection, TCPPacketsLostMetricAttributeKeyNetworkType, TCPPacketsLostMetricAttributeKeyLocalWorkload, TCPPacketsLostMetricAttributeKeyLocalNamespace, TCPPacketsLostMetricAttributeKeyPeerWorkload, TCPPacketsLostMetricAttributeKeyPeerNamespace},
+					},
+					TCPRetransmits: TCPRetransmitsMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []TCPRetransmitsMetricAttributeKey{TCPRetransmitsMetricAttributeKeyDirection, TCPRetransmitsMetricAttributeKeyNetworkType, TCPRetransmitsMetricAttributeKeyLocalWorkload, TCPRetransmitsMetricAttributeKeyLocalNamespace, TCPRetransmitsMetricAttributeKeyPeerWorkload, TCPRetransmitsMetricAttributeKeyPeerNamespace},
+					},
+					TcpconnConnectionsLost: TcpconnConnectionsLostMetricConfig{
+						Enabled: true,
 					},
 					TcpconnLogsDropped: TcpconnLogsDroppedMetricConfig{
 						Enabled: true,
@@ -94,10 +112,28 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []TCPConnectionsFailedMetricAttributeKey{TCPConnectionsFailedMetricAttributeKeyDirection, TCPConnectionsFailedMetricAttributeKeyNetworkType, TCPConnectionsFailedMetricAttributeKeyLocalWorkload, TCPConnectionsFailedMetricAttributeKeyLocalNamespace, TCPConnectionsFailedMetricAttributeKeyPeerWorkload, TCPConnectionsFailedMetricAttributeKeyPeerNamespace, TCPConnectionsFailedMetricAttributeKeyErrorType},
 					},
+					TCPConnectionsOpen: TCPConnectionsOpenMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []TCPConnectionsOpenMetricAttributeKey{TCPConnectionsOpenMetricAttributeKeyDirection, TCPConnectionsOpenMetricAttributeKeyNetworkType, TCPConnectionsOpenMetricAttributeKeyLocalWorkload, TCPConnectionsOpenMetricAttributeKeyLocalNamespace, TCPConnectionsOpenMetricAttributeKeyPeerWorkload, TCPConnectionsOpenMetricAttributeKeyPeerNamespace},
+					},
 					TCPConnectionsOpened: TCPConnectionsOpenedMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []TCPConnectionsOpenedMetricAttributeKey{TCPConnectionsOpenedMetricAttributeKeyDirection, TCPConnectionsOpenedMetricAttributeKeyNetworkType, TCPConnectionsOpenedMetricAttributeKeyLocalWorkload, TCPConnectionsOpenedMetricAttributeKeyLocalNamespace, TCPConnectionsOpenedMetricAttributeKeyPeerWorkload, TCPConnectionsOpenedMetricAttributeKeyPeerNamespace},
+					},
+					TCPPacketsLost: TCPPacketsLostMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []TCPPacketsLostMetricAttributeKey{TCPPacketsLostMetricAttributeKeyDirection, TCPPacketsLostMetricAttributeKeyNetworkType, TCPPacketsLostMetricAttributeKeyLocalWorkload, TCPPacketsLostMetricAttributeKeyLocalNamespace, TCPPacketsLostMetricAttributeKeyPeerWorkload, TCPPacketsLostMetricAttributeKeyPeerNamespace},
+					},
+					TCPRetransmits: TCPRetransmitsMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []TCPRetransmitsMetricAttributeKey{TCPRetransmitsMetricAttributeKeyDirection, TCPRetransmitsMetricAttributeKeyNetworkType, TCPRetransmitsMetricAttributeKeyLocalWorkload, TCPRetransmitsMetricAttributeKeyLocalNamespace, TCPRetransmitsMetricAttributeKeyPeerWorkload, TCPRetransmitsMetricAttributeKeyPeerNamespace},
+					},
+					TcpconnConnectionsLost: TcpconnConnectionsLostMetricConfig{
+						Enabled: false,
 					},
 					TcpconnLogsDropped: TcpconnLogsDroppedMetricConfig{
 						Enabled: false,
@@ -122,7 +158,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(TCPBytesReceivedMetricConfig{}, TCPBytesSentMetricConfig{}, TCPConnectionsClosedMetricConfig{}, TCPConnectionsFailedMetricConfig{}, TCPConnectionsOpenedMetricConfig{}, TcpconnLogsDroppedMetricConfig{}, TcpconnProbeRecordsMetricConfig{}, TcpconnProbeRecordsDroppedMetricConfig{}, TcpconnRecordsFilteredMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(TCPBytesReceivedMetricConfig{}, TCPBytesSentMetricConfig{}, TCPConnectionsClosedMetricConfig{}, TCPConnectionsFailedMetricConfig{}, TCPConnectionsOpenMetricConfig{}, TCPConnectionsOpenedMetricConfig{}, TCPPacketsLostMetricConfig{}, TCPRetransmitsMetricConfig{}, TcpconnConnectionsLostMetricConfig{}, TcpconnLogsDroppedMetricConfig{}, TcpconnProbeRecordsMetricConfig{}, TcpconnProbeRecordsDroppedMetricConfig{}, TcpconnRecordsFilteredMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}
@@ -175,6 +211,18 @@ func TestTCPConnectionsFailedMetricsConfig_Validate(t *testing.T) {
 	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
 }
 
+func TestTCPConnectionsOpenMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().TCPConnectionsOpen
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []TCPConnectionsOpenMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric tcp.connections.open doesn't have an attribute invalid, valid attributes: [direction, network.type, local.workload, local.namespace, peer.workload, peer.namespace]")
+
+	cfg = DefaultMetricsConfig().TCPConnectionsOpen
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
 func TestTCPConnectionsOpenedMetricsConfig_Validate(t *testing.T) {
 	cfg := DefaultMetricsConfig().TCPConnectionsOpened
 	require.NoError(t, cfg.Validate())
@@ -183,6 +231,30 @@ func TestTCPConnectionsOpenedMetricsConfig_Validate(t *testing.T) {
 	require.ErrorContains(t, cfg.Validate(), "metric tcp.connections.opened doesn't have an attribute invalid, valid attributes: [direction, network.type, local.workload, local.namespace, peer.workload, peer.namespace]")
 
 	cfg = DefaultMetricsConfig().TCPConnectionsOpened
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
+func TestTCPPacketsLostMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().TCPPacketsLost
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []TCPPacketsLostMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric tcp.packets.lost doesn't have an attribute invalid, valid attributes: [direction, network.type, local.workload, local.namespace, peer.workload, peer.namespace]")
+
+	cfg = DefaultMetricsConfig().TCPPacketsLost
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
+func TestTCPRetransmitsMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().TCPRetransmits
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []TCPRetransmitsMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric tcp.retransmits doesn't have an attribute invalid, valid attributes: [direction, network.type, local.workload, local.namespace, peer.workload, peer.namespace]")
+
+	cfg = DefaultMetricsConfig().TCPRetransmits
 	cfg.AggregationStrategy = "invalid"
 	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
 }

@@ -134,9 +134,24 @@ var MetricsInfo = metricsInfo{
 		Name:       "tcp.connections.failed",
 		Attributes: []string{"direction", "network.type", "local.workload", "local.namespace", "peer.workload", "peer.namespace", "error.type"},
 	},
+	TCPConnectionsOpen: metricInfo{
+		Name:       "tcp.connections.open",
+		Attributes: []string{"direction", "network.type", "local.workload", "local.namespace", "peer.workload", "peer.namespace"},
+	},
 	TCPConnectionsOpened: metricInfo{
 		Name:       "tcp.connections.opened",
 		Attributes: []string{"direction", "network.type", "local.workload", "local.namespace", "peer.workload", "peer.namespace"},
+	},
+	TCPPacketsLost: metricInfo{
+		Name:       "tcp.packets.lost",
+		Attributes: []string{"direction", "network.type", "local.workload", "local.namespace", "peer.workload", "peer.namespace"},
+	},
+	TCPRetransmits: metricInfo{
+		Name:       "tcp.retransmits",
+		Attributes: []string{"direction", "network.type", "local.workload", "local.namespace", "peer.workload", "peer.namespace"},
+	},
+	TcpconnConnectionsLost: metricInfo{
+		Name: "tcpconn.connections.lost",
 	},
 	TcpconnLogsDropped: metricInfo{
 		Name: "tcpconn.logs.dropped",
@@ -157,7 +172,11 @@ type metricsInfo struct {
 	TCPBytesSent               metricInfo
 	TCPConnectionsClosed       metricInfo
 	TCPConnectionsFailed       metricInfo
+	TCPConnectionsOpen         metricInfo
 	TCPConnectionsOpened       metricInfo
+	TCPPacketsLost             metricInfo
+	TCPRetransmits             metricInfo
+	TcpconnConnectionsLost     metricInfo
 	TcpconnLogsDropped         metricInfo
 	TcpconnProbeRecords        metricInfo
 	TcpconnProbeRecordsDropped metricInfo
@@ -179,7 +198,7 @@ type metricTCPBytesReceived struct {
 // init fills tcp.bytes.received metric with initial data.
 func (m *metricTCPBytesReceived) init() {
 	m.data.SetName("tcp.bytes.received")
-	m.data.SetDescription("Payload bytes received by the end on this node, counted at close; the peer's FIN is not counted.")
+	m.data.SetDescription("Payload bytes received by the end on this node, counted at each report (report_interval) and at close; the peer's FIN is not counted.")
 	m.data.SetUnit("By")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)
@@ -285,7 +304,7 @@ type metricTCPBytesSent struct {
 // init fills tcp.bytes.sent metric with initial data.
 func (m *metricTCPBytesSent) init() {
 	m.data.SetName("tcp.bytes.sent")
-	m.data.SetDescription("Payload bytes sent by the end on this node, counted at close; retransmissions are counted once.")
+	m.data.SetDescription("Payload bytes sent by the end on this node, counted at each report (report_interval) and at close; retransmissions are counted once.")
 	m.data.SetUnit("By")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)
@@ -596,6 +615,112 @@ func newMetricTCPConnectionsFailed(cfg TCPConnectionsFailedMetricConfig) metricT
 	return m
 }
 
+type metricTCPConnectionsOpen struct {
+	data          pmetric.Metric                 // data buffer for generated metric.
+	config        TCPConnectionsOpenMetricConfig // metric config provided by user.
+	capacity      int                            // max observed number of data points added to the metric.
+	aggDataPoints []int64                        // slice containing number of aggregated datapoints at each index
+}
+
+// init fills tcp.connections.open metric with initial data.
+func (m *metricTCPConnectionsOpen) init() {
+	m.data.SetName("tcp.connections.open")
+	m.data.SetDescription("Established connections being tracked now, adopted ones included; exact at every report (report_interval).")
+	m.data.SetUnit("{connection}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(false)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricTCPConnectionsOpen) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, localWorkloadAttributeValue string, localNamespaceAttributeValue string, peerWorkloadAttributeValue string, peerNamespaceAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsOpenMetricAttributeKeyDirection) {
+		dp.Attributes().PutStr("direction", directionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsOpenMetricAttributeKeyNetworkType) {
+		dp.Attributes().PutStr("network.type", networkTypeAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsOpenMetricAttributeKeyLocalWorkload) {
+		dp.Attributes().PutStr("local.workload", localWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsOpenMetricAttributeKeyLocalNamespace) {
+		dp.Attributes().PutStr("local.namespace", localNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsOpenMetricAttributeKeyPeerWorkload) {
+		dp.Attributes().PutStr("peer.workload", peerWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsOpenMetricAttributeKeyPeerNamespace) {
+		dp.Attributes().PutStr("peer.namespace", peerNamespaceAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricTCPConnectionsOpen) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricTCPConnectionsOpen) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricTCPConnectionsOpen(cfg TCPConnectionsOpenMetricConfig) metricTCPConnectionsOpen {
+	m := metricTCPConnectionsOpen{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricTCPConnectionsOpened struct {
 	data          pmetric.Metric                   // data buffer for generated metric.
 	config        TCPConnectionsOpenedMetricConfig // metric config provided by user.
@@ -694,6 +819,270 @@ func (m *metricTCPConnectionsOpened) emit(metrics pmetric.MetricSlice) {
 
 func newMetricTCPConnectionsOpened(cfg TCPConnectionsOpenedMetricConfig) metricTCPConnectionsOpened {
 	m := metricTCPConnectionsOpened{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricTCPPacketsLost struct {
+	data          pmetric.Metric             // data buffer for generated metric.
+	config        TCPPacketsLostMetricConfig // metric config provided by user.
+	capacity      int                        // max observed number of data points added to the metric.
+	aggDataPoints []int64                    // slice containing number of aggregated datapoints at each index
+}
+
+// init fills tcp.packets.lost metric with initial data.
+func (m *metricTCPPacketsLost) init() {
+	m.data.SetName("tcp.packets.lost")
+	m.data.SetDescription("Segments the kernel marked lost (tcp_sock.lost), counted as they happen at each report and at close.")
+	m.data.SetUnit("{packet}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricTCPPacketsLost) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, localWorkloadAttributeValue string, localNamespaceAttributeValue string, peerWorkloadAttributeValue string, peerNamespaceAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, TCPPacketsLostMetricAttributeKeyDirection) {
+		dp.Attributes().PutStr("direction", directionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPPacketsLostMetricAttributeKeyNetworkType) {
+		dp.Attributes().PutStr("network.type", networkTypeAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPPacketsLostMetricAttributeKeyLocalWorkload) {
+		dp.Attributes().PutStr("local.workload", localWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPPacketsLostMetricAttributeKeyLocalNamespace) {
+		dp.Attributes().PutStr("local.namespace", localNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPPacketsLostMetricAttributeKeyPeerWorkload) {
+		dp.Attributes().PutStr("peer.workload", peerWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPPacketsLostMetricAttributeKeyPeerNamespace) {
+		dp.Attributes().PutStr("peer.namespace", peerNamespaceAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricTCPPacketsLost) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricTCPPacketsLost) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricTCPPacketsLost(cfg TCPPacketsLostMetricConfig) metricTCPPacketsLost {
+	m := metricTCPPacketsLost{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricTCPRetransmits struct {
+	data          pmetric.Metric             // data buffer for generated metric.
+	config        TCPRetransmitsMetricConfig // metric config provided by user.
+	capacity      int                        // max observed number of data points added to the metric.
+	aggDataPoints []int64                    // slice containing number of aggregated datapoints at each index
+}
+
+// init fills tcp.retransmits metric with initial data.
+func (m *metricTCPRetransmits) init() {
+	m.data.SetName("tcp.retransmits")
+	m.data.SetDescription("Segments retransmitted (tcp_sock.total_retrans), counted as they happen at each report and at close.")
+	m.data.SetUnit("{segment}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricTCPRetransmits) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, localWorkloadAttributeValue string, localNamespaceAttributeValue string, peerWorkloadAttributeValue string, peerNamespaceAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, TCPRetransmitsMetricAttributeKeyDirection) {
+		dp.Attributes().PutStr("direction", directionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPRetransmitsMetricAttributeKeyNetworkType) {
+		dp.Attributes().PutStr("network.type", networkTypeAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPRetransmitsMetricAttributeKeyLocalWorkload) {
+		dp.Attributes().PutStr("local.workload", localWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPRetransmitsMetricAttributeKeyLocalNamespace) {
+		dp.Attributes().PutStr("local.namespace", localNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPRetransmitsMetricAttributeKeyPeerWorkload) {
+		dp.Attributes().PutStr("peer.workload", peerWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPRetransmitsMetricAttributeKeyPeerNamespace) {
+		dp.Attributes().PutStr("peer.namespace", peerNamespaceAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricTCPRetransmits) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricTCPRetransmits) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricTCPRetransmits(cfg TCPRetransmitsMetricConfig) metricTCPRetransmits {
+	m := metricTCPRetransmits{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricTcpconnConnectionsLost struct {
+	data     pmetric.Metric                     // data buffer for generated metric.
+	config   TcpconnConnectionsLostMetricConfig // metric config provided by user.
+	capacity int                                // max observed number of data points added to the metric.
+}
+
+// init fills tcpconn.connections.lost metric with initial data.
+func (m *metricTcpconnConnectionsLost) init() {
+	m.data.SetName("tcpconn.connections.lost")
+	m.data.SetDescription("Tracked connections whose close record never arrived (dropped in the kernel), removed after two report walks without them.")
+	m.data.SetUnit("{connection}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+}
+
+func (m *metricTcpconnConnectionsLost) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Sum().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricTcpconnConnectionsLost) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricTcpconnConnectionsLost) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricTcpconnConnectionsLost(cfg TcpconnConnectionsLostMetricConfig) metricTcpconnConnectionsLost {
+	m := metricTcpconnConnectionsLost{config: cfg}
 
 	if cfg.Enabled {
 		m.data = pmetric.NewMetric()
@@ -924,7 +1313,11 @@ type MetricsBuilder struct {
 	metricTCPBytesSent               metricTCPBytesSent
 	metricTCPConnectionsClosed       metricTCPConnectionsClosed
 	metricTCPConnectionsFailed       metricTCPConnectionsFailed
+	metricTCPConnectionsOpen         metricTCPConnectionsOpen
 	metricTCPConnectionsOpened       metricTCPConnectionsOpened
+	metricTCPPacketsLost             metricTCPPacketsLost
+	metricTCPRetransmits             metricTCPRetransmits
+	metricTcpconnConnectionsLost     metricTcpconnConnectionsLost
 	metricTcpconnLogsDropped         metricTcpconnLogsDropped
 	metricTcpconnProbeRecords        metricTcpconnProbeRecords
 	metricTcpconnProbeRecordsDropped metricTcpconnProbeRecordsDropped
@@ -958,7 +1351,11 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricTCPBytesSent:               newMetricTCPBytesSent(mbc.Metrics.TCPBytesSent),
 		metricTCPConnectionsClosed:       newMetricTCPConnectionsClosed(mbc.Metrics.TCPConnectionsClosed),
 		metricTCPConnectionsFailed:       newMetricTCPConnectionsFailed(mbc.Metrics.TCPConnectionsFailed),
+		metricTCPConnectionsOpen:         newMetricTCPConnectionsOpen(mbc.Metrics.TCPConnectionsOpen),
 		metricTCPConnectionsOpened:       newMetricTCPConnectionsOpened(mbc.Metrics.TCPConnectionsOpened),
+		metricTCPPacketsLost:             newMetricTCPPacketsLost(mbc.Metrics.TCPPacketsLost),
+		metricTCPRetransmits:             newMetricTCPRetransmits(mbc.Metrics.TCPRetransmits),
+		metricTcpconnConnectionsLost:     newMetricTcpconnConnectionsLost(mbc.Metrics.TcpconnConnectionsLost),
 		metricTcpconnLogsDropped:         newMetricTcpconnLogsDropped(mbc.Metrics.TcpconnLogsDropped),
 		metricTcpconnProbeRecords:        newMetricTcpconnProbeRecords(mbc.Metrics.TcpconnProbeRecords),
 		metricTcpconnProbeRecordsDropped: newMetricTcpconnProbeRecordsDropped(mbc.Metrics.TcpconnProbeRecordsDropped),
@@ -1051,7 +1448,11 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricTCPBytesSent.emit(ils.Metrics())
 	mb.metricTCPConnectionsClosed.emit(ils.Metrics())
 	mb.metricTCPConnectionsFailed.emit(ils.Metrics())
+	mb.metricTCPConnectionsOpen.emit(ils.Metrics())
 	mb.metricTCPConnectionsOpened.emit(ils.Metrics())
+	mb.metricTCPPacketsLost.emit(ils.Metrics())
+	mb.metricTCPRetransmits.emit(ils.Metrics())
+	mb.metricTcpconnConnectionsLost.emit(ils.Metrics())
 	mb.metricTcpconnLogsDropped.emit(ils.Metrics())
 	mb.metricTcpconnProbeRecords.emit(ils.Metrics())
 	mb.metricTcpconnProbeRecordsDropped.emit(ils.Metrics())
@@ -1107,9 +1508,29 @@ func (mb *MetricsBuilder) RecordTCPConnectionsFailedDataPoint(ts pcommon.Timesta
 	mb.metricTCPConnectionsFailed.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), localWorkloadAttributeValue, localNamespaceAttributeValue, peerWorkloadAttributeValue, peerNamespaceAttributeValue, errorTypeAttributeValue.String())
 }
 
+// RecordTCPConnectionsOpenDataPoint adds a data point to tcp.connections.open metric.
+func (mb *MetricsBuilder) RecordTCPConnectionsOpenDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, localWorkloadAttributeValue string, localNamespaceAttributeValue string, peerWorkloadAttributeValue string, peerNamespaceAttributeValue string) {
+	mb.metricTCPConnectionsOpen.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), localWorkloadAttributeValue, localNamespaceAttributeValue, peerWorkloadAttributeValue, peerNamespaceAttributeValue)
+}
+
 // RecordTCPConnectionsOpenedDataPoint adds a data point to tcp.connections.opened metric.
 func (mb *MetricsBuilder) RecordTCPConnectionsOpenedDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, localWorkloadAttributeValue string, localNamespaceAttributeValue string, peerWorkloadAttributeValue string, peerNamespaceAttributeValue string) {
 	mb.metricTCPConnectionsOpened.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), localWorkloadAttributeValue, localNamespaceAttributeValue, peerWorkloadAttributeValue, peerNamespaceAttributeValue)
+}
+
+// RecordTCPPacketsLostDataPoint adds a data point to tcp.packets.lost metric.
+func (mb *MetricsBuilder) RecordTCPPacketsLostDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, localWorkloadAttributeValue string, localNamespaceAttributeValue string, peerWorkloadAttributeValue string, peerNamespaceAttributeValue string) {
+	mb.metricTCPPacketsLost.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), localWorkloadAttributeValue, localNamespaceAttributeValue, peerWorkloadAttributeValue, peerNamespaceAttributeValue)
+}
+
+// RecordTCPRetransmitsDataPoint adds a data point to tcp.retransmits metric.
+func (mb *MetricsBuilder) RecordTCPRetransmitsDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, localWorkloadAttributeValue string, localNamespaceAttributeValue string, peerWorkloadAttributeValue string, peerNamespaceAttributeValue string) {
+	mb.metricTCPRetransmits.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), localWorkloadAttributeValue, localNamespaceAttributeValue, peerWorkloadAttributeValue, peerNamespaceAttributeValue)
+}
+
+// RecordTcpconnConnectionsLostDataPoint adds a data point to tcpconn.connections.lost metric.
+func (mb *MetricsBuilder) RecordTcpconnConnectionsLostDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricTcpconnConnectionsLost.recordDataPoint(mb.startTime, ts, val)
 }
 
 // RecordTcpconnLogsDroppedDataPoint adds a data point to tcpconn.logs.dropped metric.

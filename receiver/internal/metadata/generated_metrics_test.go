@@ -71,7 +71,10 @@ func TestMetricsBuilder(t *testing.T) {
 			aggMap["tcp.bytes.sent"] = mb.metricTCPBytesSent.config.AggregationStrategy
 			aggMap["tcp.connections.closed"] = mb.metricTCPConnectionsClosed.config.AggregationStrategy
 			aggMap["tcp.connections.failed"] = mb.metricTCPConnectionsFailed.config.AggregationStrategy
+			aggMap["tcp.connections.open"] = mb.metricTCPConnectionsOpen.config.AggregationStrategy
 			aggMap["tcp.connections.opened"] = mb.metricTCPConnectionsOpened.config.AggregationStrategy
+			aggMap["tcp.packets.lost"] = mb.metricTCPPacketsLost.config.AggregationStrategy
+			aggMap["tcp.retransmits"] = mb.metricTCPRetransmits.config.AggregationStrategy
 
 			expectedWarnings := 0
 			if tt.metricsSet != testDataSetReag {
@@ -106,10 +109,31 @@ func TestMetricsBuilder(t *testing.T) {
 			}
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordTCPConnectionsOpenDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "local.workload-val", "local.namespace-val", "peer.workload-val", "peer.namespace-val")
+			if tt.name == "reaggregate_set" {
+				mb.RecordTCPConnectionsOpenDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "local.workload-val-2", "local.namespace-val-2", "peer.workload-val-2", "peer.namespace-val-2")
+			}
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordTCPConnectionsOpenedDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "local.workload-val", "local.namespace-val", "peer.workload-val", "peer.namespace-val")
 			if tt.name == "reaggregate_set" {
 				mb.RecordTCPConnectionsOpenedDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "local.workload-val-2", "local.namespace-val-2", "peer.workload-val-2", "peer.namespace-val-2")
 			}
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordTCPPacketsLostDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "local.workload-val", "local.namespace-val", "peer.workload-val", "peer.namespace-val")
+			if tt.name == "reaggregate_set" {
+				mb.RecordTCPPacketsLostDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "local.workload-val-2", "local.namespace-val-2", "peer.workload-val-2", "peer.namespace-val-2")
+			}
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordTCPRetransmitsDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "local.workload-val", "local.namespace-val", "peer.workload-val", "peer.namespace-val")
+			if tt.name == "reaggregate_set" {
+				mb.RecordTCPRetransmitsDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "local.workload-val-2", "local.namespace-val-2", "peer.workload-val-2", "peer.namespace-val-2")
+			}
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordTcpconnConnectionsLostDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
 			mb.RecordTcpconnLogsDroppedDataPoint(ts, 1)
@@ -133,7 +157,10 @@ func TestMetricsBuilder(t *testing.T) {
 				assert.Empty(t, mb.metricTCPBytesSent.aggDataPoints)
 				assert.Empty(t, mb.metricTCPConnectionsClosed.aggDataPoints)
 				assert.Empty(t, mb.metricTCPConnectionsFailed.aggDataPoints)
+				assert.Empty(t, mb.metricTCPConnectionsOpen.aggDataPoints)
 				assert.Empty(t, mb.metricTCPConnectionsOpened.aggDataPoints)
+				assert.Empty(t, mb.metricTCPPacketsLost.aggDataPoints)
+				assert.Empty(t, mb.metricTCPRetransmits.aggDataPoints)
 			}
 
 			if tt.expectEmpty {
@@ -167,7 +194,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["tcp.bytes.received"] = true
 						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-						assert.Equal(t, "Payload bytes received by the end on this node, counted at close; the peer's FIN is not counted.", mi.Description())
+						assert.Equal(t, "Payload bytes received by the end on this node, counted at each report (report_interval) and at close; the peer's FIN is not counted.", mi.Description())
 						assert.Equal(t, "By", mi.Unit())
 						assert.True(t, mi.Sum().IsMonotonic())
 						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
@@ -199,7 +226,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["tcp.bytes.received"] = true
 						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-						assert.Equal(t, "Payload bytes received by the end on this node, counted at close; the peer's FIN is not counted.", mi.Description())
+						assert.Equal(t, "Payload bytes received by the end on this node, counted at each report (report_interval) and at close; the peer's FIN is not counted.", mi.Description())
 						assert.Equal(t, "By", mi.Unit())
 						assert.True(t, mi.Sum().IsMonotonic())
 						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
@@ -236,7 +263,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["tcp.bytes.sent"] = true
 						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-						assert.Equal(t, "Payload bytes sent by the end on this node, counted at close; retransmissions are counted once.", mi.Description())
+						assert.Equal(t, "Payload bytes sent by the end on this node, counted at each report (report_interval) and at close; retransmissions are counted once.", mi.Description())
 						assert.Equal(t, "By", mi.Unit())
 						assert.True(t, mi.Sum().IsMonotonic())
 						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
@@ -268,7 +295,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["tcp.bytes.sent"] = true
 						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-						assert.Equal(t, "Payload bytes sent by the end on this node, counted at close; retransmissions are counted once.", mi.Description())
+						assert.Equal(t, "Payload bytes sent by the end on this node, counted at each report (report_interval) and at close; retransmissions are counted once.", mi.Description())
 						assert.Equal(t, "By", mi.Unit())
 						assert.True(t, mi.Sum().IsMonotonic())
 						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
@@ -442,6 +469,75 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("error.type")
 						assert.False(t, ok)
 					}
+				case "tcp.connections.open":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["tcp.connections.open"], "Found a duplicate in the metrics slice: tcp.connections.open")
+						validatedMetrics["tcp.connections.open"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "Established connections being tracked now, adopted ones included; exact at every report (report_interval).", mi.Description())
+						assert.Equal(t, "{connection}", mi.Unit())
+						assert.False(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						assert.Equal(t, int64(1), dp.IntValue())
+						directionAttrVal, ok := dp.Attributes().Get("direction")
+						assert.True(t, ok)
+						assert.Equal(t, "outbound", directionAttrVal.Str())
+						networkTypeAttrVal, ok := dp.Attributes().Get("network.type")
+						assert.True(t, ok)
+						assert.Equal(t, "ipv4", networkTypeAttrVal.Str())
+						localWorkloadAttrVal, ok := dp.Attributes().Get("local.workload")
+						assert.True(t, ok)
+						assert.Equal(t, "local.workload-val", localWorkloadAttrVal.Str())
+						localNamespaceAttrVal, ok := dp.Attributes().Get("local.namespace")
+						assert.True(t, ok)
+						assert.Equal(t, "local.namespace-val", localNamespaceAttrVal.Str())
+						peerWorkloadAttrVal, ok := dp.Attributes().Get("peer.workload")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.workload-val", peerWorkloadAttrVal.Str())
+						peerNamespaceAttrVal, ok := dp.Attributes().Get("peer.namespace")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.namespace-val", peerNamespaceAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["tcp.connections.open"], "Found a duplicate in the metrics slice: tcp.connections.open")
+						validatedMetrics["tcp.connections.open"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "Established connections being tracked now, adopted ones included; exact at every report (report_interval).", mi.Description())
+						assert.Equal(t, "{connection}", mi.Unit())
+						assert.False(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						switch aggMap["tcp.connections.open"] {
+						case "sum":
+							assert.Equal(t, int64(4), dp.IntValue())
+						case "avg":
+							assert.Equal(t, int64(2), dp.IntValue())
+						case "min":
+							assert.Equal(t, int64(1), dp.IntValue())
+						case "max":
+							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("direction")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("network.type")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("local.workload")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("local.namespace")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.workload")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.namespace")
+						assert.False(t, ok)
+					}
 				case "tcp.connections.opened":
 					if tt.name != "reaggregate_set" {
 						assert.False(t, validatedMetrics["tcp.connections.opened"], "Found a duplicate in the metrics slice: tcp.connections.opened")
@@ -511,6 +607,158 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("peer.namespace")
 						assert.False(t, ok)
 					}
+				case "tcp.packets.lost":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["tcp.packets.lost"], "Found a duplicate in the metrics slice: tcp.packets.lost")
+						validatedMetrics["tcp.packets.lost"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "Segments the kernel marked lost (tcp_sock.lost), counted as they happen at each report and at close.", mi.Description())
+						assert.Equal(t, "{packet}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						assert.Equal(t, int64(1), dp.IntValue())
+						directionAttrVal, ok := dp.Attributes().Get("direction")
+						assert.True(t, ok)
+						assert.Equal(t, "outbound", directionAttrVal.Str())
+						networkTypeAttrVal, ok := dp.Attributes().Get("network.type")
+						assert.True(t, ok)
+						assert.Equal(t, "ipv4", networkTypeAttrVal.Str())
+						localWorkloadAttrVal, ok := dp.Attributes().Get("local.workload")
+						assert.True(t, ok)
+						assert.Equal(t, "local.workload-val", localWorkloadAttrVal.Str())
+						localNamespaceAttrVal, ok := dp.Attributes().Get("local.namespace")
+						assert.True(t, ok)
+						assert.Equal(t, "local.namespace-val", localNamespaceAttrVal.Str())
+						peerWorkloadAttrVal, ok := dp.Attributes().Get("peer.workload")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.workload-val", peerWorkloadAttrVal.Str())
+						peerNamespaceAttrVal, ok := dp.Attributes().Get("peer.namespace")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.namespace-val", peerNamespaceAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["tcp.packets.lost"], "Found a duplicate in the metrics slice: tcp.packets.lost")
+						validatedMetrics["tcp.packets.lost"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "Segments the kernel marked lost (tcp_sock.lost), counted as they happen at each report and at close.", mi.Description())
+						assert.Equal(t, "{packet}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						switch aggMap["tcp.packets.lost"] {
+						case "sum":
+							assert.Equal(t, int64(4), dp.IntValue())
+						case "avg":
+							assert.Equal(t, int64(2), dp.IntValue())
+						case "min":
+							assert.Equal(t, int64(1), dp.IntValue())
+						case "max":
+							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("direction")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("network.type")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("local.workload")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("local.namespace")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.workload")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.namespace")
+						assert.False(t, ok)
+					}
+				case "tcp.retransmits":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["tcp.retransmits"], "Found a duplicate in the metrics slice: tcp.retransmits")
+						validatedMetrics["tcp.retransmits"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "Segments retransmitted (tcp_sock.total_retrans), counted as they happen at each report and at close.", mi.Description())
+						assert.Equal(t, "{segment}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						assert.Equal(t, int64(1), dp.IntValue())
+						directionAttrVal, ok := dp.Attributes().Get("direction")
+						assert.True(t, ok)
+						assert.Equal(t, "outbound", directionAttrVal.Str())
+						networkTypeAttrVal, ok := dp.Attributes().Get("network.type")
+						assert.True(t, ok)
+						assert.Equal(t, "ipv4", networkTypeAttrVal.Str())
+						localWorkloadAttrVal, ok := dp.Attributes().Get("local.workload")
+						assert.True(t, ok)
+						assert.Equal(t, "local.workload-val", localWorkloadAttrVal.Str())
+						localNamespaceAttrVal, ok := dp.Attributes().Get("local.namespace")
+						assert.True(t, ok)
+						assert.Equal(t, "local.namespace-val", localNamespaceAttrVal.Str())
+						peerWorkloadAttrVal, ok := dp.Attributes().Get("peer.workload")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.workload-val", peerWorkloadAttrVal.Str())
+						peerNamespaceAttrVal, ok := dp.Attributes().Get("peer.namespace")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.namespace-val", peerNamespaceAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["tcp.retransmits"], "Found a duplicate in the metrics slice: tcp.retransmits")
+						validatedMetrics["tcp.retransmits"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "Segments retransmitted (tcp_sock.total_retrans), counted as they happen at each report and at close.", mi.Description())
+						assert.Equal(t, "{segment}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						switch aggMap["tcp.retransmits"] {
+						case "sum":
+							assert.Equal(t, int64(4), dp.IntValue())
+						case "avg":
+							assert.Equal(t, int64(2), dp.IntValue())
+						case "min":
+							assert.Equal(t, int64(1), dp.IntValue())
+						case "max":
+							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("direction")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("network.type")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("local.workload")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("local.namespace")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.workload")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.namespace")
+						assert.False(t, ok)
+					}
+				case "tcpconn.connections.lost":
+					assert.False(t, validatedMetrics["tcpconn.connections.lost"], "Found a duplicate in the metrics slice: tcpconn.connections.lost")
+					validatedMetrics["tcpconn.connections.lost"] = true
+					assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+					assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+					assert.Equal(t, "Tracked connections whose close record never arrived (dropped in the kernel), removed after two report walks without them.", mi.Description())
+					assert.Equal(t, "{connection}", mi.Unit())
+					assert.True(t, mi.Sum().IsMonotonic())
+					assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+					dp := mi.Sum().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
 				case "tcpconn.logs.dropped":
 					assert.False(t, validatedMetrics["tcpconn.logs.dropped"], "Found a duplicate in the metrics slice: tcpconn.logs.dropped")
 					validatedMetrics["tcpconn.logs.dropped"] = true
