@@ -14,7 +14,7 @@ export KUBE_BIN_DIR
 CORE_VERSION    := v1.67.0
 CORE_VERSION_X  := v0.161.0
 
-.PHONY: all generate vmlinux build kube-bin run test test-unit bench bench-kube overhead lint check-generated check-versions clean
+.PHONY: all generate vmlinux build kube-bin run test test-unit bench bench-kube bench-walk overhead lint check-generated check-versions clean
 
 all: build
 
@@ -89,3 +89,7 @@ overhead:
 bench-kube: kube-bin
 	$(GO) test -run '^$$' -bench 'Resolve' -benchmem ./identity/kube/
 	$(GO) test -run '^$$' -bench 'InformerMemory' -benchtime 1x ./identity/kube/
+
+## bench-walk: one report walk at 10k and 100k open connections (as root)
+bench-walk:
+	$(GO) test -run '^$$' -bench Walk -benchtime 5x -timeout 20m ./bpf/

@@ -328,26 +328,32 @@ int BPF_PROG(tcpconn_raw, struct sock *sk, int oldstate, int newstate)
 	return handle(false, sk, (struct tcp_sock *)sk, oldstate, newstate);
 }
 
-/* Every report_interval the loader walks the per-socket storage: one update
- * record per tracked connection, idle or not, written to the iterator's
- * seq_file rather than the ring buffer. */
-SEC("iter/bpf_sk_storage_map")
-int tcpconn_report(struct bpf_iter__bpf_sk_storage_map *ctx)
+/* Every report_interval the loader runs this over the TCP sockets of every
+ * network namespace: one update record per tracked connection, idle or not,
+ * written to the iterator's seq_file rather than the ring buffer. (A walk
+ * of the sk_storage map itself is quadratic on hosts with few CPUs: its
+ * hash has one bucket per CPU, and every read of the seq_file restarts the
+ * bucket from its head.) */
+SEC("iter/tcp")
+int tcpconn_report(struct bpf_iter__tcp *ctx)
 {
-	struct sock *sk = ctx->sk;
-	struct sock_state *st = ctx->value;
+	struct sock_common *skc = ctx->sk_common;
 	struct tcpconn_event e;
 
-	if (!sk || !st || (st->flags & TCPCONN_F_CLOSING) || st->conn_id == 0)
+	if (!skc)
 		return 0;
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
 	if (!tp)
 		return 0;
-	int state = sk->__sk_common.skc_state;
+	struct sock *sk = &tp->inet_conn.icsk_inet.sk;
+	struct sock_state *st = bpf_sk_storage_get(&sk_state, sk, 0, 0);
+	if (!st || (st->flags & TCPCONN_F_CLOSING) || st->conn_id == 0)
+		return 0;
+	int state = skc->skc_state;
 	/* Handshakes in progress are reported by their open or failure. */
 	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_LISTEN || state == TCP_CLOSE)
 		return 0;
-	__u16 family = sk->__sk_common.skc_family;
+	__u16 family = skc->skc_family;
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
 	fill(true, &e, sk, tp, st, TCPCONN_KIND_UPDATE, state, state, family, bpf_ktime_get_boot_ns());

@@ -18,113 +18,122 @@ import (
 var ErrNotSupported = errors.New("not supported")
 
 func (p *Probe) attachIterators() error {
-	report, err := link.AttachIter(link.IterOptions{Program: p.coll.Programs["tcpconn_report"], Map: p.coll.Maps["sk_state"]})
+	report, err := link.AttachIter(link.IterOptions{Program: p.coll.Programs["tcpconn_report"]})
 	if err != nil {
-		return fmt.Errorf("attach iter/bpf_sk_storage_map: %w", err)
+		return fmt.Errorf("attach iter/tcp (report): %w", err)
 	}
 	adopt, err := link.AttachIter(link.IterOptions{Program: p.coll.Programs["tcpconn_adopt"]})
 	if err != nil {
 		report.Close()
-		return fmt.Errorf("attach iter/tcp: %w", err)
+		return fmt.Errorf("attach iter/tcp (adopt): %w", err)
 	}
 	p.report, p.adopt = report, adopt
-	p.walkBuf = make([]byte, 0, 256*rawEventSize)
 	return nil
 }
 
 // CanWalk reports why Walk and Adopt cannot run, or nil when they can.
 func (p *Probe) CanWalk() error { return p.iterErr }
 
-// Walk reads the live counters of every tracked connection in one pass
-// over the per-socket storage, idle connections included, and calls visit
-// with an update record for each. The record is reused between calls. Walk
-// is for the goroutine that calls Read: records it reads after Walk
-// returns were produced after the walk saw their connection, or for
-// connections it skipped, so updates and closes stay in order.
+// Walk reads the live counters of every tracked connection, idle ones
+// included, in every network namespace on the host, and calls visit with
+// an update record for each. The record is reused between calls. Walk is
+// for the goroutine that calls Read: records Read returns after Walk were
+// produced after the walk saw their connection, or belong to connections
+// it skipped because they were closing, so updates and closes of a
+// connection stay in order.
 func (p *Probe) Walk(visit func(*Record)) (int, error) {
 	if p.iterErr != nil {
 		return 0, p.iterErr
 	}
-	rd, err := p.report.Open()
-	if err != nil {
-		return 0, fmt.Errorf("open report iterator: %w", err)
-	}
-	defer rd.Close()
 	n := 0
-	buf := p.walkBuf[:cap(p.walkBuf)]
-	have := 0
-	for {
-		m, err := rd.Read(buf[have:])
-		have += m
-		off := 0
-		for have-off >= rawEventSize {
+	err := inEachNetns(func(ns string) error {
+		buf, err := readAll(p.report, p.walkBuf[:0])
+		p.walkBuf = buf
+		for off := 0; off+rawEventSize <= len(buf); off += rawEventSize {
 			if p.dec.decode(buf[off:off+rawEventSize], &p.walkRec) {
 				visit(&p.walkRec)
 				n++
 			}
-			off += rawEventSize
-		}
-		have = copy(buf, buf[off:have])
-		if errors.Is(err, io.EOF) || (m == 0 && err == nil) {
-			return n, nil
 		}
 		if err != nil {
-			return n, fmt.Errorf("read report iterator: %w", err)
+			return fmt.Errorf("report walk in %s: %w", ns, err)
 		}
-	}
+		return nil
+	})
+	return n, err
 }
 
 // Adopt gives per-socket state to the established TCP connections of every
 // network namespace on the host that the probe has not seen open: Walk
-// reports them from then on, flagged FlagAdopted. It returns how many it
-// adopted. Namespaces are found through /proc/*/ns/net and /run/netns.
+// reports them from then on, flagged FlagAdopted. It returns how many
+// sockets it adopted.
 func (p *Probe) Adopt() (int, error) {
 	if p.iterErr != nil {
 		return 0, p.iterErr
 	}
 	total := 0
-	var errs []error
-	for _, path := range netnsPaths() {
-		n, err := p.adoptIn(path)
-		total += n
-		if err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ESRCH) {
-			errs = append(errs, err)
+	var buf []byte
+	err := inEachNetns(func(ns string) error {
+		var err error
+		buf, err = readAll(p.adopt, buf[:0])
+		total += len(buf) / 4
+		if err != nil {
+			return fmt.Errorf("adopt in %s: %w", ns, err)
 		}
-	}
-	return total, errors.Join(errs...)
+		return nil
+	})
+	return total, err
 }
 
-// adoptIn runs the adoption iterator inside one network namespace, on an
-// OS thread that is discarded afterwards.
-func (p *Probe) adoptIn(nsPath string) (int, error) {
-	type result struct {
-		n   int
-		err error
+// readAll runs an iterator in the calling thread's network namespace and
+// appends its output to buf.
+func readAll(it *link.Iter, buf []byte) ([]byte, error) {
+	rd, err := it.Open()
+	if err != nil {
+		return buf, err
 	}
-	done := make(chan result, 1)
+	defer rd.Close()
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, make([]byte, max(64<<10, cap(buf)))...)[:len(buf)]
+		}
+		m, err := rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if errors.Is(err, io.EOF) || (m == 0 && err == nil) {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+// inEachNetns calls fn once inside every network namespace on the host
+// (found through /proc/*/ns/net and /run/netns), on one OS thread that is
+// discarded afterwards. A namespace that vanishes meanwhile is skipped.
+func inEachNetns(fn func(ns string) error) error {
+	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		fd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			done <- result{err: err}
-			return
+		var errs []error
+		for _, path := range netnsPaths() {
+			fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				continue // the process or namespace is gone
+			}
+			err = unix.Setns(fd, unix.CLONE_NEWNET)
+			unix.Close(fd)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("enter %s: %w", path, err))
+				continue
+			}
+			if err := fn(path); err != nil {
+				errs = append(errs, err)
+			}
 		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			done <- result{err: fmt.Errorf("enter %s: %w", nsPath, err)}
-			return
-		}
-		rd, err := p.adopt.Open()
-		if err != nil {
-			done <- result{err: fmt.Errorf("open adoption iterator in %s: %w", nsPath, err)}
-			return
-		}
-		defer rd.Close()
-		b, err := io.ReadAll(rd)
-		done <- result{n: len(b) / 4, err: err}
+		done <- errors.Join(errs...)
 	}()
-	r := <-done
-	return r.n, r.err
+	return <-done
 }
 
 // netnsPaths lists one path per distinct network namespace.

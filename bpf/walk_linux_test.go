@@ -110,7 +110,9 @@ func TestWalkReportsIdleAndAdoptedConnections(t *testing.T) {
 	assert.Zero(t, n)
 
 	// Its close record belongs to the same connection.
-	col := collect(p, func(r *Record) bool { return r.Kind == KindClose && netip.AddrPortFrom(r.LocalAddr, r.LocalPort) == beforeAddr })
+	col := collect(p, func(r *Record) bool {
+		return r.Kind == KindClose && netip.AddrPortFrom(r.LocalAddr, r.LocalPort) == beforeAddr
+	})
 	send(t, before, 500)
 	require.NoError(t, before.Close())
 	recs := col.waitFor(t, "the adopted connection's close", func(rs []Record) bool { return len(rs) == 1 })
