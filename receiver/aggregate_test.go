@@ -36,7 +36,9 @@ func TestAggregatorSumsPerSeries(t *testing.T) {
 		}
 	}
 	out := keyOf(&recs[2], none, none)
-	assert.Equal(t, seriesValue{opened: 3, closed: 3, sent: 300000, received: 15000, retrans: 6, lost: 3}, *a.series[out])
+	// Per round: connection 1 (100000 / 5000, 2 retransmits, 1 lost) and the
+	// live connection 8 (4096 / 1024, 1 retransmit), which stays open.
+	assert.Equal(t, seriesValue{opened: 3, closed: 3, open: 3, sent: 3 * (100000 + 4096), received: 3 * (5000 + 1024), retrans: 3 * (2 + 1), lost: 3}, *a.series[out])
 	refused := failureKey{seriesKey: out, errorType: metadata.AttributeErrorTypeRefused}
 	assert.Equal(t, int64(3), a.failures[refused])
 }

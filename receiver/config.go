@@ -84,6 +84,29 @@ type LogsConfig struct {
 	// QueueSize is how many batches may wait for a slow logs consumer
 	// before new batches are dropped (and counted).
 	QueueSize int `mapstructure:"queue_size"`
+	// Filter drops access-log records (never metrics) by content.
+	Filter LogFilterConfig `mapstructure:"filter"`
+	// SamplingRatio keeps this fraction of connections' records, chosen per
+	// connection so its open, updates and close stay together. Failures and
+	// resets are always kept.
+	SamplingRatio float64 `mapstructure:"sampling_ratio"`
+}
+
+// LogFilterConfig selects access-log records. Every record it drops is
+// counted in tcpconn.logs.filtered by reason.
+type LogFilterConfig struct {
+	// IncludeNamespaces keeps only records with an end in one of these
+	// Kubernetes namespaces.
+	IncludeNamespaces []string `mapstructure:"include_namespaces"`
+	// ExcludeNamespaces drops records with an end in one of these.
+	ExcludeNamespaces []string `mapstructure:"exclude_namespaces"`
+	// FailuresOnly keeps only failures and connections closed by a reset.
+	FailuresOnly bool `mapstructure:"failures_only"`
+	// MinDuration drops close records of shorter connections.
+	MinDuration time.Duration `mapstructure:"min_duration"`
+	// MinBytes drops close and update records of connections that carried
+	// fewer bytes, both ways together.
+	MinBytes uint64 `mapstructure:"min_bytes"`
 }
 
 var _ confmap.Validator = (*Config)(nil)
@@ -105,6 +128,7 @@ func createDefaultConfig() *Config {
 			MaxBatchSize:  1000,
 			FlushInterval: time.Second,
 			QueueSize:     100,
+			SamplingRatio: 1,
 		},
 		Kubernetes:           kube.DefaultConfig(),
 		MetricsBuilderConfig: metadata.DefaultMetricsBuilderConfig(),
@@ -149,6 +173,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Logs.FlushInterval <= 0 {
 		errs = append(errs, fmt.Errorf("logs.flush_interval: must be positive, got %v", c.Logs.FlushInterval))
+	}
+	if c.Logs.SamplingRatio < 0 || c.Logs.SamplingRatio > 1 {
+		errs = append(errs, fmt.Errorf("logs.sampling_ratio: must be between 0 and 1, got %v", c.Logs.SamplingRatio))
+	}
+	if c.Logs.Filter.MinDuration < 0 {
+		errs = append(errs, fmt.Errorf("logs.filter.min_duration: must not be negative, got %v", c.Logs.Filter.MinDuration))
 	}
 	if c.Logs.QueueSize <= 0 {
 		errs = append(errs, fmt.Errorf("logs.queue_size: must be positive, got %d", c.Logs.QueueSize))

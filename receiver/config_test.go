@@ -21,8 +21,11 @@ func TestLoadConfig(t *testing.T) {
 
 	custom := createDefaultConfig()
 	custom.FlushInterval = 10 * time.Second
+	custom.ReportInterval, custom.AdoptExisting, custom.CountAdoptedBytes = 30*time.Second, false, true
 	custom.Probe = ProbeConfig{AttachMode: "raw_tp", RingBufferSize: 1 << 20, WakeupBytes: 4096, PollInterval: 20 * time.Millisecond}
-	custom.Logs = LogsConfig{Open: true, Close: true, Failure: false, MaxBatchSize: 50, FlushInterval: 200 * time.Millisecond, QueueSize: 8}
+	custom.Logs = LogsConfig{Open: true, Close: true, Failure: false, Update: true, MaxBatchSize: 50, FlushInterval: 200 * time.Millisecond, QueueSize: 8,
+		SamplingRatio: 0.25, Filter: LogFilterConfig{IncludeNamespaces: []string{"shop"}, ExcludeNamespaces: []string{"kube-system"},
+			FailuresOnly: true, MinDuration: time.Second, MinBytes: 100}}
 	custom.Filter = FilterConfig{IncludeCIDRs: []string{"10.0.0.0/8", "fd00::/8"}, ExcludeCIDRs: []string{"10.0.0.1/32"}}
 	require.NoError(t, confmap.NewFromStringMap(map[string]any{
 		"metrics": map[string]any{"tcp.bytes.sent": map[string]any{"enabled": false}},
@@ -61,7 +64,10 @@ func TestLoadConfig(t *testing.T) {
 			"logs.max_batch_size: must be positive",
 			"logs.flush_interval: must be positive",
 			"logs.queue_size: must be positive",
+			"logs.sampling_ratio: must be between 0 and 1, got 1.5",
+			"logs.filter.min_duration: must not be negative",
 		}},
+		{id: component.NewIDWithName(metadata.Type, "bad_report_interval"), errs: []string{"report_interval: must be 0 (off) or at least 100ms, got 50ms"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.id.String(), func(t *testing.T) {

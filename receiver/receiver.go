@@ -59,6 +59,8 @@ type tcpconnReceiver struct {
 	walks        atomic.Int64
 	walkNanos    atomic.Int64
 	lostConns    atomic.Int64
+	logFilter    logFilter
+	logsFiltered [8]atomic.Int64 // by metadata.AttributeReason
 	filtered     atomic.Int64
 	filter       addrFilter
 	cancel       context.CancelFunc
@@ -127,6 +129,7 @@ func (r *tcpconnReceiver) start() error {
 	r.track = newTracker(r.resolver, r.cfg.CountAdoptedBytes)
 	if r.logs != nil {
 		r.batcher = newLogBatcher(r.cfg.Logs, r.resource)
+		r.logFilter = newLogFilter(r.cfg.Logs)
 	}
 	if r.metrics != nil {
 		r.mb = metadata.NewMetricsBuilder(r.cfg.MetricsBuilderConfig, r.set, metadata.WithStartTime(pcommon.NewTimestampFromTime(time.Now())))
@@ -277,6 +280,10 @@ func (r *tcpconnReceiver) handle(rec *bpf.Record) {
 		r.agg.add(rec, &o)
 	}
 	if r.batcher != nil && r.batcher.wants(rec) {
+		if reason, drop := r.logFilter.drop(rec, &o); drop {
+			r.logsFiltered[reason].Add(1)
+			return
+		}
 		r.batcher.add(rec, &o, rec.Time)
 	}
 }
@@ -310,6 +317,9 @@ func (r *tcpconnReceiver) flushMetrics(ctx context.Context) {
 	}
 	if r.batcher != nil {
 		r.mb.RecordTcpconnLogsDroppedDataPoint(now, r.batcher.dropped.Load())
+		for _, reason := range metadata.MapAttributeReason {
+			r.mb.RecordTcpconnLogsFilteredDataPoint(now, r.logsFiltered[reason].Load(), reason)
+		}
 	}
 	res := pcommon.NewResource()
 	r.resource.CopyTo(res)

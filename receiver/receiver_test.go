@@ -27,6 +27,7 @@ func testGolden(t *testing.T, suffix string, resolver identity.Resolver) {
 	cfg := createDefaultConfig()
 	cfg.FlushInterval = time.Hour // only the final flush at shutdown
 	cfg.Logs.Open = true
+	cfg.Logs.Update = true
 	cfg.Filter.IncludeCIDRs = []string{"10.1.0.0/16", "fd00::/8"}
 	cfg.Filter.ExcludeCIDRs = []string{"10.1.0.99/32"}
 	var p *pipelines
@@ -101,7 +102,7 @@ func TestLogKindsFollowConfig(t *testing.T) {
 		}
 	}
 	assert.NotContains(t, names, "tcp.connection.open")
-	assert.Len(t, names, 7)
+	assert.Len(t, names, 7, "close and failure records only")
 }
 
 // A batch the logs consumer has no room for is dropped and counted, and the

@@ -218,7 +218,14 @@ func fixedRecords() []bpf.Record {
 	adopted.Kind, adopted.OldState, adopted.NewState = bpf.KindClose, bpf.StateCloseWait, bpf.StateClose
 	adopted.Time, adopted.BytesSent, adopted.BytesReceived = t0.Add(7*time.Second), 7, 9
 
-	return []bpf.Record{openOut, openIn, closeOut, closeIn, refused, timedOut, reset, v6, adopted}
+	// A long-lived connection reported by a walk, still open.
+	live := out
+	live.ConnID, live.LocalPort = 8, 40005
+	live.Kind, live.OldState, live.NewState = bpf.KindUpdate, bpf.StateEstablished, bpf.StateEstablished
+	live.Time, live.BytesSent, live.BytesReceived, live.Retransmits = t0.Add(8*time.Second), 4096, 1024, 1
+	live.SRTT, live.RTTMin = 150*time.Microsecond, 90*time.Microsecond
+
+	return []bpf.Record{openOut, openIn, closeOut, closeIn, refused, timedOut, reset, v6, adopted, live}
 }
 
 // staticResolver knows a fixed set of pods; server ends on port 8080 of

@@ -474,6 +474,54 @@ func (ms *TcpconnLogsDroppedMetricConfig) Unmarshal(parser *confmap.Conf) error 
 	return nil
 }
 
+// TcpconnLogsFilteredMetricAttributeKey specifies the key of an attribute for the tcpconn.logs.filtered metric.
+type TcpconnLogsFilteredMetricAttributeKey string
+
+const (
+	TcpconnLogsFilteredMetricAttributeKeyReason TcpconnLogsFilteredMetricAttributeKey = "reason"
+)
+
+// TcpconnLogsFilteredMetricConfig provides config for the tcpconn.logs.filtered metric.
+type TcpconnLogsFilteredMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                  `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []TcpconnLogsFilteredMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *TcpconnLogsFilteredMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *TcpconnLogsFilteredMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case TcpconnLogsFilteredMetricAttributeKeyReason:
+		default:
+			return fmt.Errorf("metric tcpconn.logs.filtered doesn't have an attribute %v, valid attributes: [reason]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
 // TcpconnProbeRecordsMetricConfig provides config for the tcpconn.probe.records metric.
 type TcpconnProbeRecordsMetricConfig struct {
 	Enabled          bool `mapstructure:"enabled"`
@@ -546,6 +594,7 @@ type MetricsConfig struct {
 	TCPRetransmits             TCPRetransmitsMetricConfig             `mapstructure:"tcp.retransmits"`
 	TcpconnConnectionsLost     TcpconnConnectionsLostMetricConfig     `mapstructure:"tcpconn.connections.lost"`
 	TcpconnLogsDropped         TcpconnLogsDroppedMetricConfig         `mapstructure:"tcpconn.logs.dropped"`
+	TcpconnLogsFiltered        TcpconnLogsFilteredMetricConfig        `mapstructure:"tcpconn.logs.filtered"`
 	TcpconnProbeRecords        TcpconnProbeRecordsMetricConfig        `mapstructure:"tcpconn.probe.records"`
 	TcpconnProbeRecordsDropped TcpconnProbeRecordsDroppedMetricConfig `mapstructure:"tcpconn.probe.records.dropped"`
 	TcpconnRecordsFiltered     TcpconnRecordsFilteredMetricConfig     `mapstructure:"tcpconn.records.filtered"`
@@ -598,6 +647,11 @@ func DefaultMetricsConfig() MetricsConfig {
 		},
 		TcpconnLogsDropped: TcpconnLogsDroppedMetricConfig{
 			Enabled: true,
+		},
+		TcpconnLogsFiltered: TcpconnLogsFilteredMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []TcpconnLogsFilteredMetricAttributeKey{TcpconnLogsFilteredMetricAttributeKeyReason},
 		},
 		TcpconnProbeRecords: TcpconnProbeRecordsMetricConfig{
 			Enabled: true,

@@ -72,6 +72,11 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					TcpconnLogsDropped: TcpconnLogsDroppedMetricConfig{
 						Enabled: true,
 					},
+					TcpconnLogsFiltered: TcpconnLogsFilteredMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []TcpconnLogsFilteredMetricAttributeKey{TcpconnLogsFilteredMetricAttributeKeyReason},
+					},
 					TcpconnProbeRecords: TcpconnProbeRecordsMetricConfig{
 						Enabled: true,
 					},
@@ -138,6 +143,11 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					TcpconnLogsDropped: TcpconnLogsDroppedMetricConfig{
 						Enabled: false,
 					},
+					TcpconnLogsFiltered: TcpconnLogsFilteredMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []TcpconnLogsFilteredMetricAttributeKey{TcpconnLogsFilteredMetricAttributeKeyReason},
+					},
 					TcpconnProbeRecords: TcpconnProbeRecordsMetricConfig{
 						Enabled: false,
 					},
@@ -158,7 +168,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(TCPBytesReceivedMetricConfig{}, TCPBytesSentMetricConfig{}, TCPConnectionsClosedMetricConfig{}, TCPConnectionsFailedMetricConfig{}, TCPConnectionsOpenMetricConfig{}, TCPConnectionsOpenedMetricConfig{}, TCPPacketsLostMetricConfig{}, TCPRetransmitsMetricConfig{}, TcpconnConnectionsLostMetricConfig{}, TcpconnLogsDroppedMetricConfig{}, TcpconnProbeRecordsMetricConfig{}, TcpconnProbeRecordsDroppedMetricConfig{}, TcpconnRecordsFilteredMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(TCPBytesReceivedMetricConfig{}, TCPBytesSentMetricConfig{}, TCPConnectionsClosedMetricConfig{}, TCPConnectionsFailedMetricConfig{}, TCPConnectionsOpenMetricConfig{}, TCPConnectionsOpenedMetricConfig{}, TCPPacketsLostMetricConfig{}, TCPRetransmitsMetricConfig{}, TcpconnConnectionsLostMetricConfig{}, TcpconnLogsDroppedMetricConfig{}, TcpconnLogsFilteredMetricConfig{}, TcpconnProbeRecordsMetricConfig{}, TcpconnProbeRecordsDroppedMetricConfig{}, TcpconnRecordsFilteredMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}
@@ -255,6 +265,18 @@ func TestTCPRetransmitsMetricsConfig_Validate(t *testing.T) {
 	require.ErrorContains(t, cfg.Validate(), "metric tcp.retransmits doesn't have an attribute invalid, valid attributes: [direction, network.type, local.workload, local.namespace, peer.workload, peer.namespace]")
 
 	cfg = DefaultMetricsConfig().TCPRetransmits
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
+func TestTcpconnLogsFilteredMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().TcpconnLogsFiltered
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []TcpconnLogsFilteredMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric tcpconn.logs.filtered doesn't have an attribute invalid, valid attributes: [reason]")
+
+	cfg = DefaultMetricsConfig().TcpconnLogsFiltered
 	cfg.AggregationStrategy = "invalid"
 	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
 }

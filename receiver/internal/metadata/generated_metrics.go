@@ -117,6 +117,44 @@ var MapAttributeNetworkType = map[string]AttributeNetworkType{
 	"ipv6": AttributeNetworkTypeIpv6,
 }
 
+// AttributeReason specifies the value reason attribute.
+type AttributeReason int
+
+const (
+	_ AttributeReason = iota
+	AttributeReasonFailuresOnly
+	AttributeReasonNamespace
+	AttributeReasonMinDuration
+	AttributeReasonMinBytes
+	AttributeReasonSampling
+)
+
+// String returns the string representation of the AttributeReason.
+func (av AttributeReason) String() string {
+	switch av {
+	case AttributeReasonFailuresOnly:
+		return "failures_only"
+	case AttributeReasonNamespace:
+		return "namespace"
+	case AttributeReasonMinDuration:
+		return "min_duration"
+	case AttributeReasonMinBytes:
+		return "min_bytes"
+	case AttributeReasonSampling:
+		return "sampling"
+	}
+	return ""
+}
+
+// MapAttributeReason is a helper map of string to AttributeReason attribute value.
+var MapAttributeReason = map[string]AttributeReason{
+	"failures_only": AttributeReasonFailuresOnly,
+	"namespace":     AttributeReasonNamespace,
+	"min_duration":  AttributeReasonMinDuration,
+	"min_bytes":     AttributeReasonMinBytes,
+	"sampling":      AttributeReasonSampling,
+}
+
 var MetricsInfo = metricsInfo{
 	TCPBytesReceived: metricInfo{
 		Name:       "tcp.bytes.received",
@@ -156,6 +194,10 @@ var MetricsInfo = metricsInfo{
 	TcpconnLogsDropped: metricInfo{
 		Name: "tcpconn.logs.dropped",
 	},
+	TcpconnLogsFiltered: metricInfo{
+		Name:       "tcpconn.logs.filtered",
+		Attributes: []string{"reason"},
+	},
 	TcpconnProbeRecords: metricInfo{
 		Name: "tcpconn.probe.records",
 	},
@@ -178,6 +220,7 @@ type metricsInfo struct {
 	TCPRetransmits             metricInfo
 	TcpconnConnectionsLost     metricInfo
 	TcpconnLogsDropped         metricInfo
+	TcpconnLogsFiltered        metricInfo
 	TcpconnProbeRecords        metricInfo
 	TcpconnProbeRecordsDropped metricInfo
 	TcpconnRecordsFiltered     metricInfo
@@ -1143,6 +1186,97 @@ func newMetricTcpconnLogsDropped(cfg TcpconnLogsDroppedMetricConfig) metricTcpco
 	return m
 }
 
+type metricTcpconnLogsFiltered struct {
+	data          pmetric.Metric                  // data buffer for generated metric.
+	config        TcpconnLogsFilteredMetricConfig // metric config provided by user.
+	capacity      int                             // max observed number of data points added to the metric.
+	aggDataPoints []int64                         // slice containing number of aggregated datapoints at each index
+}
+
+// init fills tcpconn.logs.filtered metric with initial data.
+func (m *metricTcpconnLogsFiltered) init() {
+	m.data.SetName("tcpconn.logs.filtered")
+	m.data.SetDescription("Access-log records dropped by logs.filter or logs.sampling_ratio, by reason. Their connections are still counted in the metrics.")
+	m.data.SetUnit("{record}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricTcpconnLogsFiltered) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, reasonAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, TcpconnLogsFilteredMetricAttributeKeyReason) {
+		dp.Attributes().PutStr("reason", reasonAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricTcpconnLogsFiltered) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricTcpconnLogsFiltered) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricTcpconnLogsFiltered(cfg TcpconnLogsFilteredMetricConfig) metricTcpconnLogsFiltered {
+	m := metricTcpconnLogsFiltered{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricTcpconnProbeRecords struct {
 	data     pmetric.Metric                  // data buffer for generated metric.
 	config   TcpconnProbeRecordsMetricConfig // metric config provided by user.
@@ -1319,6 +1453,7 @@ type MetricsBuilder struct {
 	metricTCPRetransmits             metricTCPRetransmits
 	metricTcpconnConnectionsLost     metricTcpconnConnectionsLost
 	metricTcpconnLogsDropped         metricTcpconnLogsDropped
+	metricTcpconnLogsFiltered        metricTcpconnLogsFiltered
 	metricTcpconnProbeRecords        metricTcpconnProbeRecords
 	metricTcpconnProbeRecordsDropped metricTcpconnProbeRecordsDropped
 	metricTcpconnRecordsFiltered     metricTcpconnRecordsFiltered
@@ -1357,6 +1492,7 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricTCPRetransmits:             newMetricTCPRetransmits(mbc.Metrics.TCPRetransmits),
 		metricTcpconnConnectionsLost:     newMetricTcpconnConnectionsLost(mbc.Metrics.TcpconnConnectionsLost),
 		metricTcpconnLogsDropped:         newMetricTcpconnLogsDropped(mbc.Metrics.TcpconnLogsDropped),
+		metricTcpconnLogsFiltered:        newMetricTcpconnLogsFiltered(mbc.Metrics.TcpconnLogsFiltered),
 		metricTcpconnProbeRecords:        newMetricTcpconnProbeRecords(mbc.Metrics.TcpconnProbeRecords),
 		metricTcpconnProbeRecordsDropped: newMetricTcpconnProbeRecordsDropped(mbc.Metrics.TcpconnProbeRecordsDropped),
 		metricTcpconnRecordsFiltered:     newMetricTcpconnRecordsFiltered(mbc.Metrics.TcpconnRecordsFiltered),
@@ -1454,6 +1590,7 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricTCPRetransmits.emit(ils.Metrics())
 	mb.metricTcpconnConnectionsLost.emit(ils.Metrics())
 	mb.metricTcpconnLogsDropped.emit(ils.Metrics())
+	mb.metricTcpconnLogsFiltered.emit(ils.Metrics())
 	mb.metricTcpconnProbeRecords.emit(ils.Metrics())
 	mb.metricTcpconnProbeRecordsDropped.emit(ils.Metrics())
 	mb.metricTcpconnRecordsFiltered.emit(ils.Metrics())
@@ -1536,6 +1673,11 @@ func (mb *MetricsBuilder) RecordTcpconnConnectionsLostDataPoint(ts pcommon.Times
 // RecordTcpconnLogsDroppedDataPoint adds a data point to tcpconn.logs.dropped metric.
 func (mb *MetricsBuilder) RecordTcpconnLogsDroppedDataPoint(ts pcommon.Timestamp, val int64) {
 	mb.metricTcpconnLogsDropped.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordTcpconnLogsFilteredDataPoint adds a data point to tcpconn.logs.filtered metric.
+func (mb *MetricsBuilder) RecordTcpconnLogsFilteredDataPoint(ts pcommon.Timestamp, val int64, reasonAttributeValue AttributeReason) {
+	mb.metricTcpconnLogsFiltered.recordDataPoint(mb.startTime, ts, val, reasonAttributeValue.String())
 }
 
 // RecordTcpconnProbeRecordsDataPoint adds a data point to tcpconn.probe.records metric.

@@ -75,6 +75,7 @@ func TestMetricsBuilder(t *testing.T) {
 			aggMap["tcp.connections.opened"] = mb.metricTCPConnectionsOpened.config.AggregationStrategy
 			aggMap["tcp.packets.lost"] = mb.metricTCPPacketsLost.config.AggregationStrategy
 			aggMap["tcp.retransmits"] = mb.metricTCPRetransmits.config.AggregationStrategy
+			aggMap["tcpconn.logs.filtered"] = mb.metricTcpconnLogsFiltered.config.AggregationStrategy
 
 			expectedWarnings := 0
 			if tt.metricsSet != testDataSetReag {
@@ -139,6 +140,12 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordTcpconnLogsDroppedDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordTcpconnLogsFilteredDataPoint(ts, 1, AttributeReasonFailuresOnly)
+			if tt.name == "reaggregate_set" {
+				mb.RecordTcpconnLogsFilteredDataPoint(ts, 3, AttributeReasonNamespace)
+			}
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordTcpconnProbeRecordsDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
@@ -161,6 +168,7 @@ func TestMetricsBuilder(t *testing.T) {
 				assert.Empty(t, mb.metricTCPConnectionsOpened.aggDataPoints)
 				assert.Empty(t, mb.metricTCPPacketsLost.aggDataPoints)
 				assert.Empty(t, mb.metricTCPRetransmits.aggDataPoints)
+				assert.Empty(t, mb.metricTcpconnLogsFiltered.aggDataPoints)
 			}
 
 			if tt.expectEmpty {
@@ -773,6 +781,50 @@ func TestMetricsBuilder(t *testing.T) {
 					assert.Equal(t, ts, dp.Timestamp())
 					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
 					assert.Equal(t, int64(1), dp.IntValue())
+				case "tcpconn.logs.filtered":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["tcpconn.logs.filtered"], "Found a duplicate in the metrics slice: tcpconn.logs.filtered")
+						validatedMetrics["tcpconn.logs.filtered"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "Access-log records dropped by logs.filter or logs.sampling_ratio, by reason. Their connections are still counted in the metrics.", mi.Description())
+						assert.Equal(t, "{record}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						assert.Equal(t, int64(1), dp.IntValue())
+						reasonAttrVal, ok := dp.Attributes().Get("reason")
+						assert.True(t, ok)
+						assert.Equal(t, "failures_only", reasonAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["tcpconn.logs.filtered"], "Found a duplicate in the metrics slice: tcpconn.logs.filtered")
+						validatedMetrics["tcpconn.logs.filtered"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "Access-log records dropped by logs.filter or logs.sampling_ratio, by reason. Their connections are still counted in the metrics.", mi.Description())
+						assert.Equal(t, "{record}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						switch aggMap["tcpconn.logs.filtered"] {
+						case "sum":
+							assert.Equal(t, int64(4), dp.IntValue())
+						case "avg":
+							assert.Equal(t, int64(2), dp.IntValue())
+						case "min":
+							assert.Equal(t, int64(1), dp.IntValue())
+						case "max":
+							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("reason")
+						assert.False(t, ok)
+					}
 				case "tcpconn.probe.records":
 					assert.False(t, validatedMetrics["tcpconn.probe.records"], "Found a duplicate in the metrics slice: tcpconn.probe.records")
 					validatedMetrics["tcpconn.probe.records"] = true
