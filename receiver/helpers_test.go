@@ -18,40 +18,10 @@ func (b blockingLogs) ConsumeLogs(context.Context, plog.Logs) error {
 	return nil
 }
 
-// findSum returns the single data point of a metric with no attributes, or
-// the sum over its points.
-func findSum(t *testing.T, md pmetric.Metrics, name string) int64 {
-	t.Helper()
-	var total int64
+// forEachSumPoint calls fn for every data point of the named Sum metric
+// and reports whether the metric was found.
+func forEachSumPoint(md pmetric.Metrics, name string, fn func(pmetric.NumberDataPoint)) bool {
 	found := false
-	rms := md.ResourceMetrics()
-	for i := range rms.Len() {
-		sms := rms.At(i).ScopeMetrics()
-		for j := range sms.Len() {
-			ms := sms.At(j).Metrics()
-			for k := range ms.Len() {
-				m := ms.At(k)
-				if m.Name() != name {
-					continue
-				}
-				found = true
-				dps := m.Sum().DataPoints()
-				for d := range dps.Len() {
-					total += dps.At(d).IntValue()
-				}
-			}
-		}
-	}
-	if !found {
-		t.Fatalf("metric %s not found", name)
-	}
-	return total
-}
-
-// sumWhere sums a metric's points whose attribute key has value val.
-func sumWhere(t *testing.T, md pmetric.Metrics, name, key, val string) int64 {
-	t.Helper()
-	var total int64
 	rms := md.ResourceMetrics()
 	for i := range rms.Len() {
 		sms := rms.At(i).ScopeMetrics()
@@ -61,14 +31,35 @@ func sumWhere(t *testing.T, md pmetric.Metrics, name, key, val string) int64 {
 				if ms.At(k).Name() != name {
 					continue
 				}
+				found = true
 				dps := ms.At(k).Sum().DataPoints()
 				for d := range dps.Len() {
-					if v, ok := dps.At(d).Attributes().Get(key); ok && v.Str() == val {
-						total += dps.At(d).IntValue()
-					}
+					fn(dps.At(d))
 				}
 			}
 		}
 	}
+	return found
+}
+
+// findSum sums the points of a Sum metric, failing if it is absent.
+func findSum(t *testing.T, md pmetric.Metrics, name string) int64 {
+	t.Helper()
+	var total int64
+	if !forEachSumPoint(md, name, func(dp pmetric.NumberDataPoint) { total += dp.IntValue() }) {
+		t.Fatalf("metric %s not found", name)
+	}
+	return total
+}
+
+// sumWhere sums a metric's points whose attribute key has value val.
+func sumWhere(t *testing.T, md pmetric.Metrics, name, key, val string) int64 {
+	t.Helper()
+	var total int64
+	forEachSumPoint(md, name, func(dp pmetric.NumberDataPoint) {
+		if v, ok := dp.Attributes().Get(key); ok && v.Str() == val {
+			total += dp.IntValue()
+		}
+	})
 	return total
 }
