@@ -28,8 +28,10 @@ const (
 // Identity describes one end of a connection. Empty fields are unknown.
 // Resolvers return shared values: callers must not modify them.
 type Identity struct {
-	Pod          string
-	PodUID       string
+	Pod    string
+	PodUID string
+	// PodIP is the pod's primary IP, as a string (shared, not formatted per lookup).
+	PodIP        string
 	Namespace    string
 	Node         string
 	HostNetwork  bool

@@ -3,9 +3,14 @@ package receiver
 import (
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/receiver/receivertest"
 
+	"github.com/tcpconn/tcpconn/bpf"
 	"github.com/tcpconn/tcpconn/identity"
 	"github.com/tcpconn/tcpconn/receiver/internal/metadata"
 )
@@ -24,40 +29,75 @@ func TestErrorTypes(t *testing.T) {
 	}
 }
 
-func TestAggregatorSumsPerSeries(t *testing.T) {
-	a := newAggregator()
-	none := &identity.Identity{}
-	recs := fixedRecords()
-	for range 3 {
-		tr := newTracker(identity.AddressOnly{}, false)
-		for i := range recs {
-			o, _ := tr.observe(&recs[i])
-			a.add(&recs[i], &o)
+// aggHarness feeds records through a tracker into an aggregator and
+// emits them, as the receiver does, on a clock the test controls.
+type aggHarness struct {
+	cfg   *Config
+	track *tracker
+	agg   *aggregator
+	mb    *metadata.MetricsBuilder
+}
+
+func newAggHarness(cfg *Config, res identity.Resolver) *aggHarness {
+	return &aggHarness{
+		cfg: cfg, track: newTracker(res, false), agg: newAggregator(cfg, t0),
+		mb: metadata.NewMetricsBuilder(cfg.MetricsBuilderConfig, receivertest.NewNopSettings(metadata.Type), metadata.WithStartTime(pcommon.NewTimestampFromTime(t0))),
+	}
+}
+
+func (h *aggHarness) add(recs ...bpf.Record) {
+	for i := range recs {
+		if o, keep := h.track.observe(&recs[i]); keep {
+			h.agg.add(&recs[i], &o)
 		}
 	}
-	out := keyOf(&recs[2], none, none)
+}
+
+func (h *aggHarness) emit(at time.Time) pmetric.Metrics {
+	res := pcommon.NewResource()
+	res.Attributes().PutStr("host.name", "node-a")
+	return h.agg.emit(h.mb, at, res, func(pcommon.Timestamp) {})
+}
+
+func TestAggregatorSumsPerSeries(t *testing.T) {
+	h := newAggHarness(createDefaultConfig(), identity.AddressOnly{})
+	recs := fixedRecords()
+	for range 3 {
+		h.track = newTracker(identity.AddressOnly{}, false)
+		h.add(recs...)
+	}
+	md := h.emit(t0.Add(time.Minute))
 	// Per round: connection 1 (100000 / 5000, 2 retransmits, 1 lost) and the
 	// live connection 8 (4096 / 1024, 1 retransmit), which stays open.
-	assert.Equal(t, seriesValue{opened: 3, closed: 3, open: 3, sent: 3 * (100000 + 4096), received: 3 * (5000 + 1024), retrans: 3 * (2 + 1), lost: 3}, *a.series[out])
-	refused := failureKey{seriesKey: out, errorType: metadata.AttributeErrorTypeRefused}
-	assert.Equal(t, int64(3), a.failures[refused])
+	assert.Equal(t, int64(3*(100000+4096)), sumWhere(t, md, "tcp.bytes.sent", "direction", "outbound")-3*1, "the v6 connection sent 1 byte")
+	assert.Equal(t, int64(3), sumWhere(t, md, "tcp.connections.opened", "direction", "outbound"))
+	assert.Equal(t, int64(3), sumWhere(t, md, "tcp.connections.open", "direction", "outbound"))
+	assert.Equal(t, int64(9), sumWhere(t, md, "tcp.retransmits", "direction", "outbound"))
+	assert.Equal(t, int64(3), sumWhere(t, md, "tcp.connections.failed", "error.type", "refused"))
 }
 
 // BenchmarkAggregate is the metrics hot path per record: filter, identity
-// lookup of both ends, series update. It must not allocate.
+// of both ends (cached per connection), and the series of both views. It
+// must not allocate.
 func BenchmarkAggregate(b *testing.B) {
-	r := &tcpconnReceiver{
-		agg:    newAggregator(),
-		track:  newTracker(identity.AddressOnly{}, false),
-		filter: newAddrFilter(FilterConfig{IncludeCIDRs: []string{"10.0.0.0/8"}}),
-		mb:     &metadata.MetricsBuilder{},
+	for _, profile := range []string{ProfileOTel, ProfileIstio, ProfileKmesh} {
+		b.Run(profile, func(b *testing.B) {
+			cfg := createDefaultConfig()
+			cfg.Profile = profile
+			r := &tcpconnReceiver{
+				agg:    newAggregator(cfg, t0),
+				track:  newTracker(fixedResolver(), false),
+				filter: newAddrFilter(FilterConfig{IncludeCIDRs: []string{"10.0.0.0/8"}}),
+				mb:     &metadata.MetricsBuilder{},
+			}
+			recs := fixedRecords()
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				r.handle(&recs[i%len(recs)])
+				i++
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+		})
 	}
-	recs := fixedRecords()
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		r.handle(&recs[i%len(recs)])
-		i++
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 }

@@ -27,6 +27,22 @@ type Config struct {
 	// CountAdoptedBytes counts what adopted connections had carried before
 	// the receiver started as if it were new traffic.
 	CountAdoptedBytes bool `mapstructure:"count_adopted_bytes"`
+	// Profile names the metrics: otel (dotted OTel names, the local end on
+	// the Resource), istio (istio_tcp_* with Istio's labels) or kmesh
+	// (kmesh_tcp_* with Kmesh's labels).
+	Profile string `mapstructure:"profile"`
+	// Views turns the workload and service metric families on or off.
+	Views ViewsConfig `mapstructure:"views"`
+	// Temporality of the counting metrics: cumulative or delta.
+	Temporality string `mapstructure:"temporality"`
+	// SeriesLimit bounds each view's series; beyond it records go to one
+	// overflow series, counted in tcpconn.series.overflow.
+	SeriesLimit int `mapstructure:"series_limit"`
+	// SeriesExpiry drops series not updated for this long (and with no
+	// open connection); one that comes back starts anew. 0 keeps them.
+	SeriesExpiry time.Duration `mapstructure:"series_expiry"`
+	// Histograms adds connection duration and RTT histograms (otel profile).
+	Histograms bool `mapstructure:"histograms"`
 	// Probe tunes the eBPF probe and its ring buffer.
 	Probe ProbeConfig `mapstructure:"probe"`
 	// Logs chooses which access-log records are emitted and how they are batched.
@@ -43,6 +59,21 @@ type Config struct {
 	// prevent unkeyed literal initialization
 	_ struct{}
 }
+
+// ViewsConfig selects metric families.
+type ViewsConfig struct {
+	// Workload: local workload x peer workload x direction (the kmesh
+	// profile adds the destination pod).
+	Workload bool `mapstructure:"workload"`
+	// Service: per destination service.
+	Service bool `mapstructure:"service"`
+}
+
+// Temporalities of the counting metrics.
+const (
+	TemporalityCumulative = "cumulative"
+	TemporalityDelta      = "delta"
+)
 
 // ProbeConfig tunes the eBPF probe.
 type ProbeConfig struct {
@@ -116,6 +147,12 @@ func createDefaultConfig() *Config {
 		FlushInterval:  5 * time.Second,
 		ReportInterval: 10 * time.Second,
 		AdoptExisting:  true,
+		Profile:        ProfileOTel,
+		Views:          ViewsConfig{Workload: true, Service: true},
+		Temporality:    TemporalityCumulative,
+		SeriesLimit:    20000,
+		SeriesExpiry:   10 * time.Minute,
+		Histograms:     true,
 		Probe: ProbeConfig{
 			AttachMode:     string(bpf.AttachAuto),
 			RingBufferSize: bpf.DefaultRingBufferBytes,
@@ -143,6 +180,23 @@ func (c *Config) Validate() error {
 	}
 	if c.ReportInterval < 0 || (c.ReportInterval > 0 && c.ReportInterval < 100*time.Millisecond) {
 		errs = append(errs, fmt.Errorf("report_interval: must be 0 (off) or at least 100ms, got %v", c.ReportInterval))
+	}
+	switch c.Profile {
+	case ProfileOTel, ProfileIstio, ProfileKmesh:
+	default:
+		errs = append(errs, fmt.Errorf("profile: must be otel, istio or kmesh, got %q", c.Profile))
+	}
+	if c.Temporality != TemporalityCumulative && c.Temporality != TemporalityDelta {
+		errs = append(errs, fmt.Errorf("temporality: must be cumulative or delta, got %q", c.Temporality))
+	}
+	if !c.Views.Workload && !c.Views.Service && c.Profile != ProfileIstio {
+		errs = append(errs, errors.New("views: at least one of workload and service must be on"))
+	}
+	if c.SeriesLimit < 1 {
+		errs = append(errs, fmt.Errorf("series_limit: must be positive, got %d", c.SeriesLimit))
+	}
+	if c.SeriesExpiry < 0 || (c.SeriesExpiry > 0 && c.SeriesExpiry < 2*c.FlushInterval) {
+		errs = append(errs, fmt.Errorf("series_expiry: must be 0 (never) or at least twice flush_interval, got %v", c.SeriesExpiry))
 	}
 	switch bpf.AttachMode(c.Probe.AttachMode) {
 	case bpf.AttachAuto, bpf.AttachTPBTF, bpf.AttachRawTP:

@@ -33,8 +33,7 @@ func (c counters) sub(prev counters) counters {
 
 // connState is what the receiver remembers of one live connection.
 type connState struct {
-	local, peer *identity.Identity
-	key         seriesKey
+	ref         connRef
 	counted     counters
 	lastWalk    uint64
 	missed      uint8
@@ -44,7 +43,6 @@ type connState struct {
 // observation is what one record means for the metrics and the logs.
 type observation struct {
 	local, peer *identity.Identity
-	key         seriesKey
 	// delta is what the record adds to the counters since the connection's
 	// previous record: the sum over a connection's records is its total.
 	delta counters
@@ -83,18 +81,17 @@ func (t *tracker) observe(rec *bpf.Record) (o observation, keep bool) {
 			// walk: its open record is on its way and will count it.
 			return o, false
 		}
-		st.local, st.peer = t.resolve(rec, nil, nil)
-		st.key = keyOf(rec, st.local, st.peer)
+		local, peer := t.resolve(rec, nil, nil)
+		st.ref = refOf(rec, local, peer)
 		if rec.Kind == bpf.KindUpdate && rec.Flags&bpf.FlagAdopted != 0 && !t.countAdopted {
 			// Bytes that flowed before the receiver started are not new.
 			st.counted = countersOf(rec)
 		}
-	} else if st.local == unresolved || st.peer == unresolved {
-		st.local, st.peer = t.resolve(rec, st.local, st.peer)
-		st.key = keyOf(rec, st.local, st.peer)
+	} else if st.ref.local == unresolved || st.ref.peer == unresolved {
+		st.ref.local, st.ref.peer = t.resolve(rec, st.ref.local, st.ref.peer)
 	}
 	cur := countersOf(rec)
-	o = observation{local: st.local, peer: st.peer, key: st.key, delta: cur.sub(st.counted)}
+	o = observation{local: st.ref.local, peer: st.ref.peer, delta: cur.sub(st.counted)}
 	st.counted = cur
 
 	switch rec.Kind {
@@ -157,9 +154,9 @@ func (t *tracker) beginWalk(baseline bool) {
 // close record was lost. It returns their series so the open count can
 // follow. A connection that is closing is skipped by one walk at most, as
 // its close record is read before the next walk.
-func (t *tracker) endWalk() []seriesKey {
+func (t *tracker) endWalk() []connRef {
 	t.baseline = false
-	var gone []seriesKey
+	var gone []connRef
 	for id, st := range t.conns {
 		if st.lastWalk == t.walk {
 			continue
@@ -172,7 +169,7 @@ func (t *tracker) endWalk() []seriesKey {
 		delete(t.conns, id)
 		t.lost++
 		if st.open {
-			gone = append(gone, st.key)
+			gone = append(gone, st.ref)
 		}
 	}
 	return gone

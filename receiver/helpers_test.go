@@ -63,3 +63,19 @@ func sumWhere(t *testing.T, md pmetric.Metrics, name, key, val string) int64 {
 	})
 	return total
 }
+
+// sumForResource sums a metric's points under Resources whose attribute
+// key has value val.
+func sumForResource(md pmetric.Metrics, name, key, val string) int64 {
+	var total int64
+	rms := md.ResourceMetrics()
+	for i := range rms.Len() {
+		if v, ok := rms.At(i).Resource().Attributes().Get(key); !ok || v.Str() != val {
+			continue
+		}
+		one := pmetric.NewMetrics()
+		rms.At(i).CopyTo(one.ResourceMetrics().AppendEmpty())
+		forEachSumPoint(one, name, func(dp pmetric.NumberDataPoint) { total += dp.IntValue() })
+	}
+	return total
+}

@@ -94,7 +94,7 @@ func (c *logConverter) fill(lr plog.LogRecord, rec *bpf.Record, o *observation, 
 	a := lr.Attributes()
 	a.EnsureCapacity(32)
 	a.PutStr(attrNetworkTransport, "tcp")
-	a.PutStr(attrNetworkType, networkTypeAttr(rec).String())
+	a.PutStr(attrNetworkType, networkType(rec))
 	a.PutStr(attrSourceAddress, e.srcAddr.String())
 	a.PutInt(attrSourcePort, int64(e.srcPort))
 	a.PutStr(attrDestAddress, e.dstAddr.String())
@@ -226,4 +226,11 @@ func (c *logConverter) body(rec *bpf.Record, e ends, o *observation, withError b
 	}
 	c.buf = b
 	return string(b)
+}
+
+func networkType(rec *bpf.Record) string {
+	if rec.LocalAddr.Is6() && !rec.LocalAddr.Is4In6() {
+		return "ipv6"
+	}
+	return "ipv4"
 }

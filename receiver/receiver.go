@@ -121,7 +121,8 @@ func (r *tcpconnReceiver) start() error {
 		rb.SetK8sNodeName(node)
 	}
 	r.resource = rb.Emit()
-	r.agg = newAggregator()
+	started := time.Now()
+	r.agg = newAggregator(r.cfg, started)
 	r.filter = newAddrFilter(r.cfg.Filter)
 	if r.cfg.Kubernetes.Enabled {
 		r.startKubernetes()
@@ -132,7 +133,7 @@ func (r *tcpconnReceiver) start() error {
 		r.logFilter = newLogFilter(r.cfg.Logs)
 	}
 	if r.metrics != nil {
-		r.mb = metadata.NewMetricsBuilder(r.cfg.MetricsBuilderConfig, r.set, metadata.WithStartTime(pcommon.NewTimestampFromTime(time.Now())))
+		r.mb = metadata.NewMetricsBuilder(r.cfg.MetricsBuilderConfig, r.set, metadata.WithStartTime(pcommon.NewTimestampFromTime(started)))
 	}
 
 	// Background work outlives Start's context: derive from Background.
@@ -305,8 +306,18 @@ func (r *tcpconnReceiver) flushLoop(ctx context.Context) {
 }
 
 func (r *tcpconnReceiver) flushMetrics(ctx context.Context) {
-	now := pcommon.NewTimestampFromTime(time.Now())
-	r.agg.record(r.mb, now)
+	md := r.agg.emit(r.mb, time.Now(), r.resource, r.recordSelfMetrics)
+	if md.DataPointCount() == 0 {
+		return
+	}
+	if err := r.metrics.ConsumeMetrics(ctx, md); err != nil {
+		r.set.Logger.Warn("metrics consumer refused a flush", zap.Error(err))
+	}
+}
+
+// recordSelfMetrics writes the receiver's own counters: everything read,
+// dropped, filtered or lost is visible.
+func (r *tcpconnReceiver) recordSelfMetrics(now pcommon.Timestamp) {
 	r.mb.RecordTcpconnProbeRecordsDataPoint(now, r.recordsRead.Load())
 	r.mb.RecordTcpconnRecordsFilteredDataPoint(now, r.filtered.Load())
 	r.mb.RecordTcpconnConnectionsLostDataPoint(now, r.lostConns.Load())
@@ -320,12 +331,6 @@ func (r *tcpconnReceiver) flushMetrics(ctx context.Context) {
 		for _, reason := range metadata.MapAttributeReason {
 			r.mb.RecordTcpconnLogsFilteredDataPoint(now, r.logsFiltered[reason].Load(), reason)
 		}
-	}
-	res := pcommon.NewResource()
-	r.resource.CopyTo(res)
-	md := r.mb.Emit(metadata.WithResource(res))
-	if err := r.metrics.ConsumeMetrics(ctx, md); err != nil {
-		r.set.Logger.Warn("metrics consumer refused a flush", zap.Error(err))
 	}
 }
 

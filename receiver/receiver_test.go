@@ -60,7 +60,7 @@ func testGolden(t *testing.T, suffix string, resolver identity.Resolver) {
 	require.NoError(t, pmetrictest.CompareMetrics(wantMetrics, gotMetrics,
 		pmetrictest.IgnoreTimestamp(), pmetrictest.IgnoreStartTimestamp(),
 		pmetrictest.IgnoreResourceAttributeValue("host.name"),
-		pmetrictest.IgnoreMetricsOrder(), pmetrictest.IgnoreMetricDataPointsOrder()))
+		pmetrictest.IgnoreResourceMetricsOrder(), pmetrictest.IgnoreMetricsOrder(), pmetrictest.IgnoreMetricDataPointsOrder()))
 
 	assert.Equal(t, int64(2), findSum(t, gotMetrics, "tcpconn.records.filtered"))
 

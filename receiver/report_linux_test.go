@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -58,8 +59,8 @@ func TestKernelLongLivedConnections(t *testing.T) {
 	cfg.Logs.FlushInterval = 50 * time.Millisecond
 	cfg.Filter.IncludeCIDRs = []string{pair.ServerIP.String() + "/24"}
 	names := staticResolver{
-		pair.ClientIP: {Workload: "client", Namespace: "a"},
-		pair.ServerIP: {Workload: "server", Namespace: "b"},
+		netip.AddrPortFrom(pair.ClientIP, 0): {Workload: "client", WorkloadKind: "Deployment", Namespace: "a"},
+		netip.AddrPortFrom(pair.ServerIP, 0): {Workload: "server", WorkloadKind: "Deployment", Namespace: "b"},
 	}
 	metrics, logs := new(consumertest.MetricsSink), new(consumertest.LogsSink)
 	r := startKernelReceiver(t, cfg, names, metrics, logs)
@@ -148,7 +149,7 @@ func TestKernelLongLivedConnections(t *testing.T) {
 	assert.NotEmpty(t, deltas[earlyPort], "the adopted connection is reported while open")
 
 	md := metrics.AllMetrics()[len(metrics.AllMetrics())-1]
-	assert.Equal(t, int64(chunk*chunks+10+500), sumWhere(t, md, "tcp.bytes.sent", "local.workload", "client"),
+	assert.Equal(t, int64(chunk*chunks+10+500), sumForResource(md, "tcp.bytes.sent", "k8s.deployment.name", "client"),
 		"metrics: exact totals, adopted bytes from before the start left out")
 	assert.Equal(t, int64(0), findSum(t, md, "tcp.connections.open"))
 }

@@ -130,8 +130,11 @@ func startScripted(t *testing.T, cfg *Config, resolver ...identity.Resolver) *pi
 	return startScriptedSource(t, cfg, &scriptedSource{}, resolver...)
 }
 
+// The scripted records carry fixed past timestamps: series expiry, which
+// compares them with the wall clock, is turned off.
 func startScriptedSource(t *testing.T, cfg *Config, src *scriptedSource, resolver ...identity.Resolver) *pipelines {
 	t.Helper()
+	cfg.SeriesExpiry = 0
 	f := NewFactory()
 	set := receivertest.NewNopSettings(metadata.Type)
 	p := &pipelines{src: src, metrics: new(consumertest.MetricsSink), logs: new(consumertest.LogsSink)}
@@ -228,33 +231,42 @@ func fixedRecords() []bpf.Record {
 	return []bpf.Record{openOut, openIn, closeOut, closeIn, refused, timedOut, reset, v6, adopted, live}
 }
 
-// staticResolver knows a fixed set of pods; server ends on port 8080 of
-// the server pod are also the destination of a service.
-type staticResolver map[netip.Addr]*identity.Identity
+// staticResolver knows a fixed set of pods. A key with port 8080 holds the
+// identity of that pod as the destination of a service, used for server
+// ends on that port.
+type staticResolver map[netip.AddrPort]*identity.Identity
 
 func (s staticResolver) Resolve(addr netip.Addr, port uint16, _ time.Time, role identity.Role) *identity.Identity {
-	id := s[addr]
-	if id == nil || role != identity.RoleServer || port != 8080 {
-		return id
+	if role == identity.RoleServer {
+		if id := s[netip.AddrPortFrom(addr, port)]; id != nil {
+			return id
+		}
 	}
-	withSvc := *id
-	withSvc.Service, withSvc.ServiceName, withSvc.ServiceNamespace = "checkout.shop.svc.cluster.local", "checkout", "shop"
-	return &withSvc
+	return s[netip.AddrPortFrom(addr, 0)]
+}
+
+// withService adds the checkout service to a pod identity.
+func withService(id *identity.Identity) *identity.Identity {
+	c := *id
+	c.Service, c.ServiceName, c.ServiceNamespace = "checkout.shop.svc.cluster.local", "checkout", "shop"
+	return &c
 }
 
 func fixedResolver() staticResolver {
-	return staticResolver{
-		clientAddr: {
+	r := staticResolver{
+		netip.AddrPortFrom(clientAddr, 0): {
 			Pod: "frontend-7c9d-abcde", PodUID: "uid-frontend", Namespace: "web", Node: "node-a",
 			Workload: "frontend", WorkloadKind: "Deployment", ServiceAccount: "frontend",
 			Principal: "spiffe://cluster.local/ns/web/sa/frontend", App: "frontend", Version: "v1",
 			CanonicalService: "frontend", CanonicalRevision: "v1", Cluster: "Kubernetes",
 		},
-		serverAddr: {
+		netip.AddrPortFrom(serverAddr, 0): {
 			Pod: "checkout-5d8f-xyz12", PodUID: "uid-checkout", Namespace: "shop", Node: "node-b",
 			Workload: "checkout", WorkloadKind: "Deployment", ServiceAccount: "checkout",
 			Principal: "spiffe://cluster.local/ns/shop/sa/checkout", App: "checkout", Version: "v2",
 			CanonicalService: "checkout", CanonicalRevision: "v2", Cluster: "Kubernetes",
 		},
 	}
+	r[netip.AddrPortFrom(serverAddr, 8080)] = withService(r[netip.AddrPortFrom(serverAddr, 0)])
+	return r
 }

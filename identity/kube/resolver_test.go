@@ -82,7 +82,7 @@ func TestResolverAgainstAPIServer(t *testing.T) {
 		id := resolve("198.51.100.10", 41000, identity.RoleClient)
 		require.NotNil(t, id)
 		assert.Equal(t, identity.Identity{
-			Pod: "checkout-5d8f7c9b4-x2x9q", PodUID: string(checkout.UID), Namespace: "shop", Node: "node-a",
+			Pod: "checkout-5d8f7c9b4-x2x9q", PodUID: string(checkout.UID), PodIP: "198.51.100.10", Namespace: "shop", Node: "node-a",
 			Workload: "checkout", WorkloadKind: "Deployment",
 			ServiceAccount: "checkout-sa", Principal: "spiffe://example.org/ns/shop/sa/checkout-sa",
 			App: "checkout", Version: "v2", CanonicalService: "checkout-svc", CanonicalRevision: "v2", Cluster: "prod-eu",

@@ -40,6 +40,7 @@ func podIdentity(p *corev1.Pod, o owners, cfg *Config) *identity.Identity {
 	id := &identity.Identity{
 		Pod:         p.Name,
 		PodUID:      string(p.UID),
+		PodIP:       p.Status.PodIP,
 		Namespace:   p.Namespace,
 		Node:        p.Spec.NodeName,
 		HostNetwork: p.Spec.HostNetwork,

@@ -9,16 +9,1205 @@ import (
 	"go.opentelemetry.io/collector/filter"
 )
 
+// IstioTCPConnectionsClosedMetricAttributeKey specifies the key of an attribute for the istio_tcp_connections_closed metric.
+type IstioTCPConnectionsClosedMetricAttributeKey string
+
+const (
+	IstioTCPConnectionsClosedMetricAttributeKeyReporter                     IstioTCPConnectionsClosedMetricAttributeKey = "reporter"
+	IstioTCPConnectionsClosedMetricAttributeKeySourceWorkload               IstioTCPConnectionsClosedMetricAttributeKey = "source_workload"
+	IstioTCPConnectionsClosedMetricAttributeKeySourceCanonicalService       IstioTCPConnectionsClosedMetricAttributeKey = "source_canonical_service"
+	IstioTCPConnectionsClosedMetricAttributeKeySourceCanonicalRevision      IstioTCPConnectionsClosedMetricAttributeKey = "source_canonical_revision"
+	IstioTCPConnectionsClosedMetricAttributeKeySourceWorkloadNamespace      IstioTCPConnectionsClosedMetricAttributeKey = "source_workload_namespace"
+	IstioTCPConnectionsClosedMetricAttributeKeySourcePrincipal              IstioTCPConnectionsClosedMetricAttributeKey = "source_principal"
+	IstioTCPConnectionsClosedMetricAttributeKeySourceApp                    IstioTCPConnectionsClosedMetricAttributeKey = "source_app"
+	IstioTCPConnectionsClosedMetricAttributeKeySourceVersion                IstioTCPConnectionsClosedMetricAttributeKey = "source_version"
+	IstioTCPConnectionsClosedMetricAttributeKeySourceCluster                IstioTCPConnectionsClosedMetricAttributeKey = "source_cluster"
+	IstioTCPConnectionsClosedMetricAttributeKeyDestinationService           IstioTCPConnectionsClosedMetricAttributeKey = "destination_service"
+	IstioTCPConnectionsClosedMetricAttributeKeyDestinationServiceNamespace  IstioTCPConnectionsClosedMetricAttributeKey = "destination_service_namespace"
+	IstioTCPConnectionsClosedMetricAttributeKeyDestinationServiceName       IstioTCPConnectionsClosedMetricAttributeKey = "destination_service_name"
+	IstioTCPConnectionsClosedMetricAttributeKeyDestinationWorkload          IstioTCPConnectionsClosedMetricAttributeKey = "destination_workload"
+	IstioTCPConnectionsClosedMetricAttributeKeyDestinationCanonicalService  IstioTCPConnectionsClosedMetricAttributeKey = "destination_canonical_service"
+	IstioTCPConnectionsClosedMetricAttributeKeyDestinationCanonicalRevision IstioTCPConnectionsClosedMetricAttributeKey = "destination_canonical_revision"
+	IstioTCPConnectionsClosedMetricAttributeKeyDestinationWorkloadNamespace IstioTCPConnectionsClosedMetricAttributeKey = "destination_workload_namespace"
+	IstioTCPConnectionsClosedMetricAttributeKeyDestinationPrincipal         IstioTCPConnectionsClosedMetricAttributeKey = "destination_principal"
+	IstioTCPConnectionsClosedMetricAttributeKeyDestinationApp               IstioTCPConnectionsClosedMetricAttributeKey = "destination_app"
+	IstioTCPConnectionsClosedMetricAttributeKeyDestinationVersion           IstioTCPConnectionsClosedMetricAttributeKey = "destination_version"
+	IstioTCPConnectionsClosedMetricAttributeKeyDestinationCluster           IstioTCPConnectionsClosedMetricAttributeKey = "destination_cluster"
+	IstioTCPConnectionsClosedMetricAttributeKeyRequestProtocol              IstioTCPConnectionsClosedMetricAttributeKey = "request_protocol"
+	IstioTCPConnectionsClosedMetricAttributeKeyResponseFlags                IstioTCPConnectionsClosedMetricAttributeKey = "response_flags"
+	IstioTCPConnectionsClosedMetricAttributeKeyConnectionSecurityPolicy     IstioTCPConnectionsClosedMetricAttributeKey = "connection_security_policy"
+)
+
+// IstioTCPConnectionsClosedMetricConfig provides config for the istio_tcp_connections_closed metric.
+type IstioTCPConnectionsClosedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                        `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []IstioTCPConnectionsClosedMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *IstioTCPConnectionsClosedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *IstioTCPConnectionsClosedMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case IstioTCPConnectionsClosedMetricAttributeKeyReporter, IstioTCPConnectionsClosedMetricAttributeKeySourceWorkload, IstioTCPConnectionsClosedMetricAttributeKeySourceCanonicalService, IstioTCPConnectionsClosedMetricAttributeKeySourceCanonicalRevision, IstioTCPConnectionsClosedMetricAttributeKeySourceWorkloadNamespace, IstioTCPConnectionsClosedMetricAttributeKeySourcePrincipal, IstioTCPConnectionsClosedMetricAttributeKeySourceApp, IstioTCPConnectionsClosedMetricAttributeKeySourceVersion, IstioTCPConnectionsClosedMetricAttributeKeySourceCluster, IstioTCPConnectionsClosedMetricAttributeKeyDestinationService, IstioTCPConnectionsClosedMetricAttributeKeyDestinationServiceNamespace, IstioTCPConnectionsClosedMetricAttributeKeyDestinationServiceName, IstioTCPConnectionsClosedMetricAttributeKeyDestinationWorkload, IstioTCPConnectionsClosedMetricAttributeKeyDestinationCanonicalService, IstioTCPConnectionsClosedMetricAttributeKeyDestinationCanonicalRevision, IstioTCPConnectionsClosedMetricAttributeKeyDestinationWorkloadNamespace, IstioTCPConnectionsClosedMetricAttributeKeyDestinationPrincipal, IstioTCPConnectionsClosedMetricAttributeKeyDestinationApp, IstioTCPConnectionsClosedMetricAttributeKeyDestinationVersion, IstioTCPConnectionsClosedMetricAttributeKeyDestinationCluster, IstioTCPConnectionsClosedMetricAttributeKeyRequestProtocol, IstioTCPConnectionsClosedMetricAttributeKeyResponseFlags, IstioTCPConnectionsClosedMetricAttributeKeyConnectionSecurityPolicy:
+		default:
+			return fmt.Errorf("metric istio_tcp_connections_closed doesn't have an attribute %v, valid attributes: [reporter, source_workload, source_canonical_service, source_canonical_revision, source_workload_namespace, source_principal, source_app, source_version, source_cluster, destination_service, destination_service_namespace, destination_service_name, destination_workload, destination_canonical_service, destination_canonical_revision, destination_workload_namespace, destination_principal, destination_app, destination_version, destination_cluster, request_protocol, response_flags, connection_security_policy]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// IstioTCPConnectionsFailedMetricAttributeKey specifies the key of an attribute for the istio_tcp_connections_failed metric.
+type IstioTCPConnectionsFailedMetricAttributeKey string
+
+const (
+	IstioTCPConnectionsFailedMetricAttributeKeyReporter                     IstioTCPConnectionsFailedMetricAttributeKey = "reporter"
+	IstioTCPConnectionsFailedMetricAttributeKeySourceWorkload               IstioTCPConnectionsFailedMetricAttributeKey = "source_workload"
+	IstioTCPConnectionsFailedMetricAttributeKeySourceCanonicalService       IstioTCPConnectionsFailedMetricAttributeKey = "source_canonical_service"
+	IstioTCPConnectionsFailedMetricAttributeKeySourceCanonicalRevision      IstioTCPConnectionsFailedMetricAttributeKey = "source_canonical_revision"
+	IstioTCPConnectionsFailedMetricAttributeKeySourceWorkloadNamespace      IstioTCPConnectionsFailedMetricAttributeKey = "source_workload_namespace"
+	IstioTCPConnectionsFailedMetricAttributeKeySourcePrincipal              IstioTCPConnectionsFailedMetricAttributeKey = "source_principal"
+	IstioTCPConnectionsFailedMetricAttributeKeySourceApp                    IstioTCPConnectionsFailedMetricAttributeKey = "source_app"
+	IstioTCPConnectionsFailedMetricAttributeKeySourceVersion                IstioTCPConnectionsFailedMetricAttributeKey = "source_version"
+	IstioTCPConnectionsFailedMetricAttributeKeySourceCluster                IstioTCPConnectionsFailedMetricAttributeKey = "source_cluster"
+	IstioTCPConnectionsFailedMetricAttributeKeyDestinationService           IstioTCPConnectionsFailedMetricAttributeKey = "destination_service"
+	IstioTCPConnectionsFailedMetricAttributeKeyDestinationServiceNamespace  IstioTCPConnectionsFailedMetricAttributeKey = "destination_service_namespace"
+	IstioTCPConnectionsFailedMetricAttributeKeyDestinationServiceName       IstioTCPConnectionsFailedMetricAttributeKey = "destination_service_name"
+	IstioTCPConnectionsFailedMetricAttributeKeyDestinationWorkload          IstioTCPConnectionsFailedMetricAttributeKey = "destination_workload"
+	IstioTCPConnectionsFailedMetricAttributeKeyDestinationCanonicalService  IstioTCPConnectionsFailedMetricAttributeKey = "destination_canonical_service"
+	IstioTCPConnectionsFailedMetricAttributeKeyDestinationCanonicalRevision IstioTCPConnectionsFailedMetricAttributeKey = "destination_canonical_revision"
+	IstioTCPConnectionsFailedMetricAttributeKeyDestinationWorkloadNamespace IstioTCPConnectionsFailedMetricAttributeKey = "destination_workload_namespace"
+	IstioTCPConnectionsFailedMetricAttributeKeyDestinationPrincipal         IstioTCPConnectionsFailedMetricAttributeKey = "destination_principal"
+	IstioTCPConnectionsFailedMetricAttributeKeyDestinationApp               IstioTCPConnectionsFailedMetricAttributeKey = "destination_app"
+	IstioTCPConnectionsFailedMetricAttributeKeyDestinationVersion           IstioTCPConnectionsFailedMetricAttributeKey = "destination_version"
+	IstioTCPConnectionsFailedMetricAttributeKeyDestinationCluster           IstioTCPConnectionsFailedMetricAttributeKey = "destination_cluster"
+	IstioTCPConnectionsFailedMetricAttributeKeyRequestProtocol              IstioTCPConnectionsFailedMetricAttributeKey = "request_protocol"
+	IstioTCPConnectionsFailedMetricAttributeKeyResponseFlags                IstioTCPConnectionsFailedMetricAttributeKey = "response_flags"
+	IstioTCPConnectionsFailedMetricAttributeKeyConnectionSecurityPolicy     IstioTCPConnectionsFailedMetricAttributeKey = "connection_security_policy"
+)
+
+// IstioTCPConnectionsFailedMetricConfig provides config for the istio_tcp_connections_failed metric.
+type IstioTCPConnectionsFailedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                        `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []IstioTCPConnectionsFailedMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *IstioTCPConnectionsFailedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *IstioTCPConnectionsFailedMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case IstioTCPConnectionsFailedMetricAttributeKeyReporter, IstioTCPConnectionsFailedMetricAttributeKeySourceWorkload, IstioTCPConnectionsFailedMetricAttributeKeySourceCanonicalService, IstioTCPConnectionsFailedMetricAttributeKeySourceCanonicalRevision, IstioTCPConnectionsFailedMetricAttributeKeySourceWorkloadNamespace, IstioTCPConnectionsFailedMetricAttributeKeySourcePrincipal, IstioTCPConnectionsFailedMetricAttributeKeySourceApp, IstioTCPConnectionsFailedMetricAttributeKeySourceVersion, IstioTCPConnectionsFailedMetricAttributeKeySourceCluster, IstioTCPConnectionsFailedMetricAttributeKeyDestinationService, IstioTCPConnectionsFailedMetricAttributeKeyDestinationServiceNamespace, IstioTCPConnectionsFailedMetricAttributeKeyDestinationServiceName, IstioTCPConnectionsFailedMetricAttributeKeyDestinationWorkload, IstioTCPConnectionsFailedMetricAttributeKeyDestinationCanonicalService, IstioTCPConnectionsFailedMetricAttributeKeyDestinationCanonicalRevision, IstioTCPConnectionsFailedMetricAttributeKeyDestinationWorkloadNamespace, IstioTCPConnectionsFailedMetricAttributeKeyDestinationPrincipal, IstioTCPConnectionsFailedMetricAttributeKeyDestinationApp, IstioTCPConnectionsFailedMetricAttributeKeyDestinationVersion, IstioTCPConnectionsFailedMetricAttributeKeyDestinationCluster, IstioTCPConnectionsFailedMetricAttributeKeyRequestProtocol, IstioTCPConnectionsFailedMetricAttributeKeyResponseFlags, IstioTCPConnectionsFailedMetricAttributeKeyConnectionSecurityPolicy:
+		default:
+			return fmt.Errorf("metric istio_tcp_connections_failed doesn't have an attribute %v, valid attributes: [reporter, source_workload, source_canonical_service, source_canonical_revision, source_workload_namespace, source_principal, source_app, source_version, source_cluster, destination_service, destination_service_namespace, destination_service_name, destination_workload, destination_canonical_service, destination_canonical_revision, destination_workload_namespace, destination_principal, destination_app, destination_version, destination_cluster, request_protocol, response_flags, connection_security_policy]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// IstioTCPConnectionsOpenedMetricAttributeKey specifies the key of an attribute for the istio_tcp_connections_opened metric.
+type IstioTCPConnectionsOpenedMetricAttributeKey string
+
+const (
+	IstioTCPConnectionsOpenedMetricAttributeKeyReporter                     IstioTCPConnectionsOpenedMetricAttributeKey = "reporter"
+	IstioTCPConnectionsOpenedMetricAttributeKeySourceWorkload               IstioTCPConnectionsOpenedMetricAttributeKey = "source_workload"
+	IstioTCPConnectionsOpenedMetricAttributeKeySourceCanonicalService       IstioTCPConnectionsOpenedMetricAttributeKey = "source_canonical_service"
+	IstioTCPConnectionsOpenedMetricAttributeKeySourceCanonicalRevision      IstioTCPConnectionsOpenedMetricAttributeKey = "source_canonical_revision"
+	IstioTCPConnectionsOpenedMetricAttributeKeySourceWorkloadNamespace      IstioTCPConnectionsOpenedMetricAttributeKey = "source_workload_namespace"
+	IstioTCPConnectionsOpenedMetricAttributeKeySourcePrincipal              IstioTCPConnectionsOpenedMetricAttributeKey = "source_principal"
+	IstioTCPConnectionsOpenedMetricAttributeKeySourceApp                    IstioTCPConnectionsOpenedMetricAttributeKey = "source_app"
+	IstioTCPConnectionsOpenedMetricAttributeKeySourceVersion                IstioTCPConnectionsOpenedMetricAttributeKey = "source_version"
+	IstioTCPConnectionsOpenedMetricAttributeKeySourceCluster                IstioTCPConnectionsOpenedMetricAttributeKey = "source_cluster"
+	IstioTCPConnectionsOpenedMetricAttributeKeyDestinationService           IstioTCPConnectionsOpenedMetricAttributeKey = "destination_service"
+	IstioTCPConnectionsOpenedMetricAttributeKeyDestinationServiceNamespace  IstioTCPConnectionsOpenedMetricAttributeKey = "destination_service_namespace"
+	IstioTCPConnectionsOpenedMetricAttributeKeyDestinationServiceName       IstioTCPConnectionsOpenedMetricAttributeKey = "destination_service_name"
+	IstioTCPConnectionsOpenedMetricAttributeKeyDestinationWorkload          IstioTCPConnectionsOpenedMetricAttributeKey = "destination_workload"
+	IstioTCPConnectionsOpenedMetricAttributeKeyDestinationCanonicalService  IstioTCPConnectionsOpenedMetricAttributeKey = "destination_canonical_service"
+	IstioTCPConnectionsOpenedMetricAttributeKeyDestinationCanonicalRevision IstioTCPConnectionsOpenedMetricAttributeKey = "destination_canonical_revision"
+	IstioTCPConnectionsOpenedMetricAttributeKeyDestinationWorkloadNamespace IstioTCPConnectionsOpenedMetricAttributeKey = "destination_workload_namespace"
+	IstioTCPConnectionsOpenedMetricAttributeKeyDestinationPrincipal         IstioTCPConnectionsOpenedMetricAttributeKey = "destination_principal"
+	IstioTCPConnectionsOpenedMetricAttributeKeyDestinationApp               IstioTCPConnectionsOpenedMetricAttributeKey = "destination_app"
+	IstioTCPConnectionsOpenedMetricAttributeKeyDestinationVersion           IstioTCPConnectionsOpenedMetricAttributeKey = "destination_version"
+	IstioTCPConnectionsOpenedMetricAttributeKeyDestinationCluster           IstioTCPConnectionsOpenedMetricAttributeKey = "destination_cluster"
+	IstioTCPConnectionsOpenedMetricAttributeKeyRequestProtocol              IstioTCPConnectionsOpenedMetricAttributeKey = "request_protocol"
+	IstioTCPConnectionsOpenedMetricAttributeKeyResponseFlags                IstioTCPConnectionsOpenedMetricAttributeKey = "response_flags"
+	IstioTCPConnectionsOpenedMetricAttributeKeyConnectionSecurityPolicy     IstioTCPConnectionsOpenedMetricAttributeKey = "connection_security_policy"
+)
+
+// IstioTCPConnectionsOpenedMetricConfig provides config for the istio_tcp_connections_opened metric.
+type IstioTCPConnectionsOpenedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                        `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []IstioTCPConnectionsOpenedMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *IstioTCPConnectionsOpenedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *IstioTCPConnectionsOpenedMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case IstioTCPConnectionsOpenedMetricAttributeKeyReporter, IstioTCPConnectionsOpenedMetricAttributeKeySourceWorkload, IstioTCPConnectionsOpenedMetricAttributeKeySourceCanonicalService, IstioTCPConnectionsOpenedMetricAttributeKeySourceCanonicalRevision, IstioTCPConnectionsOpenedMetricAttributeKeySourceWorkloadNamespace, IstioTCPConnectionsOpenedMetricAttributeKeySourcePrincipal, IstioTCPConnectionsOpenedMetricAttributeKeySourceApp, IstioTCPConnectionsOpenedMetricAttributeKeySourceVersion, IstioTCPConnectionsOpenedMetricAttributeKeySourceCluster, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationService, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationServiceNamespace, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationServiceName, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationWorkload, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationCanonicalService, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationCanonicalRevision, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationWorkloadNamespace, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationPrincipal, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationApp, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationVersion, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationCluster, IstioTCPConnectionsOpenedMetricAttributeKeyRequestProtocol, IstioTCPConnectionsOpenedMetricAttributeKeyResponseFlags, IstioTCPConnectionsOpenedMetricAttributeKeyConnectionSecurityPolicy:
+		default:
+			return fmt.Errorf("metric istio_tcp_connections_opened doesn't have an attribute %v, valid attributes: [reporter, source_workload, source_canonical_service, source_canonical_revision, source_workload_namespace, source_principal, source_app, source_version, source_cluster, destination_service, destination_service_namespace, destination_service_name, destination_workload, destination_canonical_service, destination_canonical_revision, destination_workload_namespace, destination_principal, destination_app, destination_version, destination_cluster, request_protocol, response_flags, connection_security_policy]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// IstioTCPReceivedBytesMetricAttributeKey specifies the key of an attribute for the istio_tcp_received_bytes metric.
+type IstioTCPReceivedBytesMetricAttributeKey string
+
+const (
+	IstioTCPReceivedBytesMetricAttributeKeyReporter                     IstioTCPReceivedBytesMetricAttributeKey = "reporter"
+	IstioTCPReceivedBytesMetricAttributeKeySourceWorkload               IstioTCPReceivedBytesMetricAttributeKey = "source_workload"
+	IstioTCPReceivedBytesMetricAttributeKeySourceCanonicalService       IstioTCPReceivedBytesMetricAttributeKey = "source_canonical_service"
+	IstioTCPReceivedBytesMetricAttributeKeySourceCanonicalRevision      IstioTCPReceivedBytesMetricAttributeKey = "source_canonical_revision"
+	IstioTCPReceivedBytesMetricAttributeKeySourceWorkloadNamespace      IstioTCPReceivedBytesMetricAttributeKey = "source_workload_namespace"
+	IstioTCPReceivedBytesMetricAttributeKeySourcePrincipal              IstioTCPReceivedBytesMetricAttributeKey = "source_principal"
+	IstioTCPReceivedBytesMetricAttributeKeySourceApp                    IstioTCPReceivedBytesMetricAttributeKey = "source_app"
+	IstioTCPReceivedBytesMetricAttributeKeySourceVersion                IstioTCPReceivedBytesMetricAttributeKey = "source_version"
+	IstioTCPReceivedBytesMetricAttributeKeySourceCluster                IstioTCPReceivedBytesMetricAttributeKey = "source_cluster"
+	IstioTCPReceivedBytesMetricAttributeKeyDestinationService           IstioTCPReceivedBytesMetricAttributeKey = "destination_service"
+	IstioTCPReceivedBytesMetricAttributeKeyDestinationServiceNamespace  IstioTCPReceivedBytesMetricAttributeKey = "destination_service_namespace"
+	IstioTCPReceivedBytesMetricAttributeKeyDestinationServiceName       IstioTCPReceivedBytesMetricAttributeKey = "destination_service_name"
+	IstioTCPReceivedBytesMetricAttributeKeyDestinationWorkload          IstioTCPReceivedBytesMetricAttributeKey = "destination_workload"
+	IstioTCPReceivedBytesMetricAttributeKeyDestinationCanonicalService  IstioTCPReceivedBytesMetricAttributeKey = "destination_canonical_service"
+	IstioTCPReceivedBytesMetricAttributeKeyDestinationCanonicalRevision IstioTCPReceivedBytesMetricAttributeKey = "destination_canonical_revision"
+	IstioTCPReceivedBytesMetricAttributeKeyDestinationWorkloadNamespace IstioTCPReceivedBytesMetricAttributeKey = "destination_workload_namespace"
+	IstioTCPReceivedBytesMetricAttributeKeyDestinationPrincipal         IstioTCPReceivedBytesMetricAttributeKey = "destination_principal"
+	IstioTCPReceivedBytesMetricAttributeKeyDestinationApp               IstioTCPReceivedBytesMetricAttributeKey = "destination_app"
+	IstioTCPReceivedBytesMetricAttributeKeyDestinationVersion           IstioTCPReceivedBytesMetricAttributeKey = "destination_version"
+	IstioTCPReceivedBytesMetricAttributeKeyDestinationCluster           IstioTCPReceivedBytesMetricAttributeKey = "destination_cluster"
+	IstioTCPReceivedBytesMetricAttributeKeyRequestProtocol              IstioTCPReceivedBytesMetricAttributeKey = "request_protocol"
+	IstioTCPReceivedBytesMetricAttributeKeyResponseFlags                IstioTCPReceivedBytesMetricAttributeKey = "response_flags"
+	IstioTCPReceivedBytesMetricAttributeKeyConnectionSecurityPolicy     IstioTCPReceivedBytesMetricAttributeKey = "connection_security_policy"
+)
+
+// IstioTCPReceivedBytesMetricConfig provides config for the istio_tcp_received_bytes metric.
+type IstioTCPReceivedBytesMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                    `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []IstioTCPReceivedBytesMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *IstioTCPReceivedBytesMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *IstioTCPReceivedBytesMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case IstioTCPReceivedBytesMetricAttributeKeyReporter, IstioTCPReceivedBytesMetricAttributeKeySourceWorkload, IstioTCPReceivedBytesMetricAttributeKeySourceCanonicalService, IstioTCPReceivedBytesMetricAttributeKeySourceCanonicalRevision, IstioTCPReceivedBytesMetricAttributeKeySourceWorkloadNamespace, IstioTCPReceivedBytesMetricAttributeKeySourcePrincipal, IstioTCPReceivedBytesMetricAttributeKeySourceApp, IstioTCPReceivedBytesMetricAttributeKeySourceVersion, IstioTCPReceivedBytesMetricAttributeKeySourceCluster, IstioTCPReceivedBytesMetricAttributeKeyDestinationService, IstioTCPReceivedBytesMetricAttributeKeyDestinationServiceNamespace, IstioTCPReceivedBytesMetricAttributeKeyDestinationServiceName, IstioTCPReceivedBytesMetricAttributeKeyDestinationWorkload, IstioTCPReceivedBytesMetricAttributeKeyDestinationCanonicalService, IstioTCPReceivedBytesMetricAttributeKeyDestinationCanonicalRevision, IstioTCPReceivedBytesMetricAttributeKeyDestinationWorkloadNamespace, IstioTCPReceivedBytesMetricAttributeKeyDestinationPrincipal, IstioTCPReceivedBytesMetricAttributeKeyDestinationApp, IstioTCPReceivedBytesMetricAttributeKeyDestinationVersion, IstioTCPReceivedBytesMetricAttributeKeyDestinationCluster, IstioTCPReceivedBytesMetricAttributeKeyRequestProtocol, IstioTCPReceivedBytesMetricAttributeKeyResponseFlags, IstioTCPReceivedBytesMetricAttributeKeyConnectionSecurityPolicy:
+		default:
+			return fmt.Errorf("metric istio_tcp_received_bytes doesn't have an attribute %v, valid attributes: [reporter, source_workload, source_canonical_service, source_canonical_revision, source_workload_namespace, source_principal, source_app, source_version, source_cluster, destination_service, destination_service_namespace, destination_service_name, destination_workload, destination_canonical_service, destination_canonical_revision, destination_workload_namespace, destination_principal, destination_app, destination_version, destination_cluster, request_protocol, response_flags, connection_security_policy]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// IstioTCPSentBytesMetricAttributeKey specifies the key of an attribute for the istio_tcp_sent_bytes metric.
+type IstioTCPSentBytesMetricAttributeKey string
+
+const (
+	IstioTCPSentBytesMetricAttributeKeyReporter                     IstioTCPSentBytesMetricAttributeKey = "reporter"
+	IstioTCPSentBytesMetricAttributeKeySourceWorkload               IstioTCPSentBytesMetricAttributeKey = "source_workload"
+	IstioTCPSentBytesMetricAttributeKeySourceCanonicalService       IstioTCPSentBytesMetricAttributeKey = "source_canonical_service"
+	IstioTCPSentBytesMetricAttributeKeySourceCanonicalRevision      IstioTCPSentBytesMetricAttributeKey = "source_canonical_revision"
+	IstioTCPSentBytesMetricAttributeKeySourceWorkloadNamespace      IstioTCPSentBytesMetricAttributeKey = "source_workload_namespace"
+	IstioTCPSentBytesMetricAttributeKeySourcePrincipal              IstioTCPSentBytesMetricAttributeKey = "source_principal"
+	IstioTCPSentBytesMetricAttributeKeySourceApp                    IstioTCPSentBytesMetricAttributeKey = "source_app"
+	IstioTCPSentBytesMetricAttributeKeySourceVersion                IstioTCPSentBytesMetricAttributeKey = "source_version"
+	IstioTCPSentBytesMetricAttributeKeySourceCluster                IstioTCPSentBytesMetricAttributeKey = "source_cluster"
+	IstioTCPSentBytesMetricAttributeKeyDestinationService           IstioTCPSentBytesMetricAttributeKey = "destination_service"
+	IstioTCPSentBytesMetricAttributeKeyDestinationServiceNamespace  IstioTCPSentBytesMetricAttributeKey = "destination_service_namespace"
+	IstioTCPSentBytesMetricAttributeKeyDestinationServiceName       IstioTCPSentBytesMetricAttributeKey = "destination_service_name"
+	IstioTCPSentBytesMetricAttributeKeyDestinationWorkload          IstioTCPSentBytesMetricAttributeKey = "destination_workload"
+	IstioTCPSentBytesMetricAttributeKeyDestinationCanonicalService  IstioTCPSentBytesMetricAttributeKey = "destination_canonical_service"
+	IstioTCPSentBytesMetricAttributeKeyDestinationCanonicalRevision IstioTCPSentBytesMetricAttributeKey = "destination_canonical_revision"
+	IstioTCPSentBytesMetricAttributeKeyDestinationWorkloadNamespace IstioTCPSentBytesMetricAttributeKey = "destination_workload_namespace"
+	IstioTCPSentBytesMetricAttributeKeyDestinationPrincipal         IstioTCPSentBytesMetricAttributeKey = "destination_principal"
+	IstioTCPSentBytesMetricAttributeKeyDestinationApp               IstioTCPSentBytesMetricAttributeKey = "destination_app"
+	IstioTCPSentBytesMetricAttributeKeyDestinationVersion           IstioTCPSentBytesMetricAttributeKey = "destination_version"
+	IstioTCPSentBytesMetricAttributeKeyDestinationCluster           IstioTCPSentBytesMetricAttributeKey = "destination_cluster"
+	IstioTCPSentBytesMetricAttributeKeyRequestProtocol              IstioTCPSentBytesMetricAttributeKey = "request_protocol"
+	IstioTCPSentBytesMetricAttributeKeyResponseFlags                IstioTCPSentBytesMetricAttributeKey = "response_flags"
+	IstioTCPSentBytesMetricAttributeKeyConnectionSecurityPolicy     IstioTCPSentBytesMetricAttributeKey = "connection_security_policy"
+)
+
+// IstioTCPSentBytesMetricConfig provides config for the istio_tcp_sent_bytes metric.
+type IstioTCPSentBytesMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []IstioTCPSentBytesMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *IstioTCPSentBytesMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *IstioTCPSentBytesMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case IstioTCPSentBytesMetricAttributeKeyReporter, IstioTCPSentBytesMetricAttributeKeySourceWorkload, IstioTCPSentBytesMetricAttributeKeySourceCanonicalService, IstioTCPSentBytesMetricAttributeKeySourceCanonicalRevision, IstioTCPSentBytesMetricAttributeKeySourceWorkloadNamespace, IstioTCPSentBytesMetricAttributeKeySourcePrincipal, IstioTCPSentBytesMetricAttributeKeySourceApp, IstioTCPSentBytesMetricAttributeKeySourceVersion, IstioTCPSentBytesMetricAttributeKeySourceCluster, IstioTCPSentBytesMetricAttributeKeyDestinationService, IstioTCPSentBytesMetricAttributeKeyDestinationServiceNamespace, IstioTCPSentBytesMetricAttributeKeyDestinationServiceName, IstioTCPSentBytesMetricAttributeKeyDestinationWorkload, IstioTCPSentBytesMetricAttributeKeyDestinationCanonicalService, IstioTCPSentBytesMetricAttributeKeyDestinationCanonicalRevision, IstioTCPSentBytesMetricAttributeKeyDestinationWorkloadNamespace, IstioTCPSentBytesMetricAttributeKeyDestinationPrincipal, IstioTCPSentBytesMetricAttributeKeyDestinationApp, IstioTCPSentBytesMetricAttributeKeyDestinationVersion, IstioTCPSentBytesMetricAttributeKeyDestinationCluster, IstioTCPSentBytesMetricAttributeKeyRequestProtocol, IstioTCPSentBytesMetricAttributeKeyResponseFlags, IstioTCPSentBytesMetricAttributeKeyConnectionSecurityPolicy:
+		default:
+			return fmt.Errorf("metric istio_tcp_sent_bytes doesn't have an attribute %v, valid attributes: [reporter, source_workload, source_canonical_service, source_canonical_revision, source_workload_namespace, source_principal, source_app, source_version, source_cluster, destination_service, destination_service_namespace, destination_service_name, destination_workload, destination_canonical_service, destination_canonical_revision, destination_workload_namespace, destination_principal, destination_app, destination_version, destination_cluster, request_protocol, response_flags, connection_security_policy]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// KmeshTCPConnectionsClosedMetricAttributeKey specifies the key of an attribute for the kmesh_tcp_connections_closed metric.
+type KmeshTCPConnectionsClosedMetricAttributeKey string
+
+const (
+	KmeshTCPConnectionsClosedMetricAttributeKeyReporter                     KmeshTCPConnectionsClosedMetricAttributeKey = "reporter"
+	KmeshTCPConnectionsClosedMetricAttributeKeySourceWorkload               KmeshTCPConnectionsClosedMetricAttributeKey = "source_workload"
+	KmeshTCPConnectionsClosedMetricAttributeKeySourceCanonicalService       KmeshTCPConnectionsClosedMetricAttributeKey = "source_canonical_service"
+	KmeshTCPConnectionsClosedMetricAttributeKeySourceCanonicalRevision      KmeshTCPConnectionsClosedMetricAttributeKey = "source_canonical_revision"
+	KmeshTCPConnectionsClosedMetricAttributeKeySourceWorkloadNamespace      KmeshTCPConnectionsClosedMetricAttributeKey = "source_workload_namespace"
+	KmeshTCPConnectionsClosedMetricAttributeKeySourcePrincipal              KmeshTCPConnectionsClosedMetricAttributeKey = "source_principal"
+	KmeshTCPConnectionsClosedMetricAttributeKeySourceApp                    KmeshTCPConnectionsClosedMetricAttributeKey = "source_app"
+	KmeshTCPConnectionsClosedMetricAttributeKeySourceVersion                KmeshTCPConnectionsClosedMetricAttributeKey = "source_version"
+	KmeshTCPConnectionsClosedMetricAttributeKeySourceCluster                KmeshTCPConnectionsClosedMetricAttributeKey = "source_cluster"
+	KmeshTCPConnectionsClosedMetricAttributeKeyDestinationService           KmeshTCPConnectionsClosedMetricAttributeKey = "destination_service"
+	KmeshTCPConnectionsClosedMetricAttributeKeyDestinationServiceNamespace  KmeshTCPConnectionsClosedMetricAttributeKey = "destination_service_namespace"
+	KmeshTCPConnectionsClosedMetricAttributeKeyDestinationServiceName       KmeshTCPConnectionsClosedMetricAttributeKey = "destination_service_name"
+	KmeshTCPConnectionsClosedMetricAttributeKeyDestinationWorkload          KmeshTCPConnectionsClosedMetricAttributeKey = "destination_workload"
+	KmeshTCPConnectionsClosedMetricAttributeKeyDestinationCanonicalService  KmeshTCPConnectionsClosedMetricAttributeKey = "destination_canonical_service"
+	KmeshTCPConnectionsClosedMetricAttributeKeyDestinationCanonicalRevision KmeshTCPConnectionsClosedMetricAttributeKey = "destination_canonical_revision"
+	KmeshTCPConnectionsClosedMetricAttributeKeyDestinationWorkloadNamespace KmeshTCPConnectionsClosedMetricAttributeKey = "destination_workload_namespace"
+	KmeshTCPConnectionsClosedMetricAttributeKeyDestinationPrincipal         KmeshTCPConnectionsClosedMetricAttributeKey = "destination_principal"
+	KmeshTCPConnectionsClosedMetricAttributeKeyDestinationApp               KmeshTCPConnectionsClosedMetricAttributeKey = "destination_app"
+	KmeshTCPConnectionsClosedMetricAttributeKeyDestinationVersion           KmeshTCPConnectionsClosedMetricAttributeKey = "destination_version"
+	KmeshTCPConnectionsClosedMetricAttributeKeyDestinationCluster           KmeshTCPConnectionsClosedMetricAttributeKey = "destination_cluster"
+	KmeshTCPConnectionsClosedMetricAttributeKeyRequestProtocol              KmeshTCPConnectionsClosedMetricAttributeKey = "request_protocol"
+	KmeshTCPConnectionsClosedMetricAttributeKeyResponseFlags                KmeshTCPConnectionsClosedMetricAttributeKey = "response_flags"
+	KmeshTCPConnectionsClosedMetricAttributeKeyConnectionSecurityPolicy     KmeshTCPConnectionsClosedMetricAttributeKey = "connection_security_policy"
+)
+
+// KmeshTCPConnectionsClosedMetricConfig provides config for the kmesh_tcp_connections_closed metric.
+type KmeshTCPConnectionsClosedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                        `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []KmeshTCPConnectionsClosedMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *KmeshTCPConnectionsClosedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *KmeshTCPConnectionsClosedMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case KmeshTCPConnectionsClosedMetricAttributeKeyReporter, KmeshTCPConnectionsClosedMetricAttributeKeySourceWorkload, KmeshTCPConnectionsClosedMetricAttributeKeySourceCanonicalService, KmeshTCPConnectionsClosedMetricAttributeKeySourceCanonicalRevision, KmeshTCPConnectionsClosedMetricAttributeKeySourceWorkloadNamespace, KmeshTCPConnectionsClosedMetricAttributeKeySourcePrincipal, KmeshTCPConnectionsClosedMetricAttributeKeySourceApp, KmeshTCPConnectionsClosedMetricAttributeKeySourceVersion, KmeshTCPConnectionsClosedMetricAttributeKeySourceCluster, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationService, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationServiceNamespace, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationServiceName, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationWorkload, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationCanonicalService, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationPrincipal, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationApp, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationVersion, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationCluster, KmeshTCPConnectionsClosedMetricAttributeKeyRequestProtocol, KmeshTCPConnectionsClosedMetricAttributeKeyResponseFlags, KmeshTCPConnectionsClosedMetricAttributeKeyConnectionSecurityPolicy:
+		default:
+			return fmt.Errorf("metric kmesh_tcp_connections_closed doesn't have an attribute %v, valid attributes: [reporter, source_workload, source_canonical_service, source_canonical_revision, source_workload_namespace, source_principal, source_app, source_version, source_cluster, destination_service, destination_service_namespace, destination_service_name, destination_workload, destination_canonical_service, destination_canonical_revision, destination_workload_namespace, destination_principal, destination_app, destination_version, destination_cluster, request_protocol, response_flags, connection_security_policy]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// KmeshTCPConnectionsFailedMetricAttributeKey specifies the key of an attribute for the kmesh_tcp_connections_failed metric.
+type KmeshTCPConnectionsFailedMetricAttributeKey string
+
+const (
+	KmeshTCPConnectionsFailedMetricAttributeKeyReporter                     KmeshTCPConnectionsFailedMetricAttributeKey = "reporter"
+	KmeshTCPConnectionsFailedMetricAttributeKeySourceWorkload               KmeshTCPConnectionsFailedMetricAttributeKey = "source_workload"
+	KmeshTCPConnectionsFailedMetricAttributeKeySourceCanonicalService       KmeshTCPConnectionsFailedMetricAttributeKey = "source_canonical_service"
+	KmeshTCPConnectionsFailedMetricAttributeKeySourceCanonicalRevision      KmeshTCPConnectionsFailedMetricAttributeKey = "source_canonical_revision"
+	KmeshTCPConnectionsFailedMetricAttributeKeySourceWorkloadNamespace      KmeshTCPConnectionsFailedMetricAttributeKey = "source_workload_namespace"
+	KmeshTCPConnectionsFailedMetricAttributeKeySourcePrincipal              KmeshTCPConnectionsFailedMetricAttributeKey = "source_principal"
+	KmeshTCPConnectionsFailedMetricAttributeKeySourceApp                    KmeshTCPConnectionsFailedMetricAttributeKey = "source_app"
+	KmeshTCPConnectionsFailedMetricAttributeKeySourceVersion                KmeshTCPConnectionsFailedMetricAttributeKey = "source_version"
+	KmeshTCPConnectionsFailedMetricAttributeKeySourceCluster                KmeshTCPConnectionsFailedMetricAttributeKey = "source_cluster"
+	KmeshTCPConnectionsFailedMetricAttributeKeyDestinationService           KmeshTCPConnectionsFailedMetricAttributeKey = "destination_service"
+	KmeshTCPConnectionsFailedMetricAttributeKeyDestinationServiceNamespace  KmeshTCPConnectionsFailedMetricAttributeKey = "destination_service_namespace"
+	KmeshTCPConnectionsFailedMetricAttributeKeyDestinationServiceName       KmeshTCPConnectionsFailedMetricAttributeKey = "destination_service_name"
+	KmeshTCPConnectionsFailedMetricAttributeKeyDestinationWorkload          KmeshTCPConnectionsFailedMetricAttributeKey = "destination_workload"
+	KmeshTCPConnectionsFailedMetricAttributeKeyDestinationCanonicalService  KmeshTCPConnectionsFailedMetricAttributeKey = "destination_canonical_service"
+	KmeshTCPConnectionsFailedMetricAttributeKeyDestinationCanonicalRevision KmeshTCPConnectionsFailedMetricAttributeKey = "destination_canonical_revision"
+	KmeshTCPConnectionsFailedMetricAttributeKeyDestinationWorkloadNamespace KmeshTCPConnectionsFailedMetricAttributeKey = "destination_workload_namespace"
+	KmeshTCPConnectionsFailedMetricAttributeKeyDestinationPrincipal         KmeshTCPConnectionsFailedMetricAttributeKey = "destination_principal"
+	KmeshTCPConnectionsFailedMetricAttributeKeyDestinationApp               KmeshTCPConnectionsFailedMetricAttributeKey = "destination_app"
+	KmeshTCPConnectionsFailedMetricAttributeKeyDestinationVersion           KmeshTCPConnectionsFailedMetricAttributeKey = "destination_version"
+	KmeshTCPConnectionsFailedMetricAttributeKeyDestinationCluster           KmeshTCPConnectionsFailedMetricAttributeKey = "destination_cluster"
+	KmeshTCPConnectionsFailedMetricAttributeKeyRequestProtocol              KmeshTCPConnectionsFailedMetricAttributeKey = "request_protocol"
+	KmeshTCPConnectionsFailedMetricAttributeKeyResponseFlags                KmeshTCPConnectionsFailedMetricAttributeKey = "response_flags"
+	KmeshTCPConnectionsFailedMetricAttributeKeyConnectionSecurityPolicy     KmeshTCPConnectionsFailedMetricAttributeKey = "connection_security_policy"
+)
+
+// KmeshTCPConnectionsFailedMetricConfig provides config for the kmesh_tcp_connections_failed metric.
+type KmeshTCPConnectionsFailedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                        `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []KmeshTCPConnectionsFailedMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *KmeshTCPConnectionsFailedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *KmeshTCPConnectionsFailedMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case KmeshTCPConnectionsFailedMetricAttributeKeyReporter, KmeshTCPConnectionsFailedMetricAttributeKeySourceWorkload, KmeshTCPConnectionsFailedMetricAttributeKeySourceCanonicalService, KmeshTCPConnectionsFailedMetricAttributeKeySourceCanonicalRevision, KmeshTCPConnectionsFailedMetricAttributeKeySourceWorkloadNamespace, KmeshTCPConnectionsFailedMetricAttributeKeySourcePrincipal, KmeshTCPConnectionsFailedMetricAttributeKeySourceApp, KmeshTCPConnectionsFailedMetricAttributeKeySourceVersion, KmeshTCPConnectionsFailedMetricAttributeKeySourceCluster, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationService, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationServiceNamespace, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationServiceName, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationWorkload, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationCanonicalService, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationPrincipal, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationApp, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationVersion, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationCluster, KmeshTCPConnectionsFailedMetricAttributeKeyRequestProtocol, KmeshTCPConnectionsFailedMetricAttributeKeyResponseFlags, KmeshTCPConnectionsFailedMetricAttributeKeyConnectionSecurityPolicy:
+		default:
+			return fmt.Errorf("metric kmesh_tcp_connections_failed doesn't have an attribute %v, valid attributes: [reporter, source_workload, source_canonical_service, source_canonical_revision, source_workload_namespace, source_principal, source_app, source_version, source_cluster, destination_service, destination_service_namespace, destination_service_name, destination_workload, destination_canonical_service, destination_canonical_revision, destination_workload_namespace, destination_principal, destination_app, destination_version, destination_cluster, request_protocol, response_flags, connection_security_policy]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// KmeshTCPConnectionsOpenedMetricAttributeKey specifies the key of an attribute for the kmesh_tcp_connections_opened metric.
+type KmeshTCPConnectionsOpenedMetricAttributeKey string
+
+const (
+	KmeshTCPConnectionsOpenedMetricAttributeKeyReporter                     KmeshTCPConnectionsOpenedMetricAttributeKey = "reporter"
+	KmeshTCPConnectionsOpenedMetricAttributeKeySourceWorkload               KmeshTCPConnectionsOpenedMetricAttributeKey = "source_workload"
+	KmeshTCPConnectionsOpenedMetricAttributeKeySourceCanonicalService       KmeshTCPConnectionsOpenedMetricAttributeKey = "source_canonical_service"
+	KmeshTCPConnectionsOpenedMetricAttributeKeySourceCanonicalRevision      KmeshTCPConnectionsOpenedMetricAttributeKey = "source_canonical_revision"
+	KmeshTCPConnectionsOpenedMetricAttributeKeySourceWorkloadNamespace      KmeshTCPConnectionsOpenedMetricAttributeKey = "source_workload_namespace"
+	KmeshTCPConnectionsOpenedMetricAttributeKeySourcePrincipal              KmeshTCPConnectionsOpenedMetricAttributeKey = "source_principal"
+	KmeshTCPConnectionsOpenedMetricAttributeKeySourceApp                    KmeshTCPConnectionsOpenedMetricAttributeKey = "source_app"
+	KmeshTCPConnectionsOpenedMetricAttributeKeySourceVersion                KmeshTCPConnectionsOpenedMetricAttributeKey = "source_version"
+	KmeshTCPConnectionsOpenedMetricAttributeKeySourceCluster                KmeshTCPConnectionsOpenedMetricAttributeKey = "source_cluster"
+	KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationService           KmeshTCPConnectionsOpenedMetricAttributeKey = "destination_service"
+	KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationServiceNamespace  KmeshTCPConnectionsOpenedMetricAttributeKey = "destination_service_namespace"
+	KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationServiceName       KmeshTCPConnectionsOpenedMetricAttributeKey = "destination_service_name"
+	KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationWorkload          KmeshTCPConnectionsOpenedMetricAttributeKey = "destination_workload"
+	KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationCanonicalService  KmeshTCPConnectionsOpenedMetricAttributeKey = "destination_canonical_service"
+	KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationCanonicalRevision KmeshTCPConnectionsOpenedMetricAttributeKey = "destination_canonical_revision"
+	KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationWorkloadNamespace KmeshTCPConnectionsOpenedMetricAttributeKey = "destination_workload_namespace"
+	KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationPrincipal         KmeshTCPConnectionsOpenedMetricAttributeKey = "destination_principal"
+	KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationApp               KmeshTCPConnectionsOpenedMetricAttributeKey = "destination_app"
+	KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationVersion           KmeshTCPConnectionsOpenedMetricAttributeKey = "destination_version"
+	KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationCluster           KmeshTCPConnectionsOpenedMetricAttributeKey = "destination_cluster"
+	KmeshTCPConnectionsOpenedMetricAttributeKeyRequestProtocol              KmeshTCPConnectionsOpenedMetricAttributeKey = "request_protocol"
+	KmeshTCPConnectionsOpenedMetricAttributeKeyResponseFlags                KmeshTCPConnectionsOpenedMetricAttributeKey = "response_flags"
+	KmeshTCPConnectionsOpenedMetricAttributeKeyConnectionSecurityPolicy     KmeshTCPConnectionsOpenedMetricAttributeKey = "connection_security_policy"
+)
+
+// KmeshTCPConnectionsOpenedMetricConfig provides config for the kmesh_tcp_connections_opened metric.
+type KmeshTCPConnectionsOpenedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                        `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []KmeshTCPConnectionsOpenedMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *KmeshTCPConnectionsOpenedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *KmeshTCPConnectionsOpenedMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case KmeshTCPConnectionsOpenedMetricAttributeKeyReporter, KmeshTCPConnectionsOpenedMetricAttributeKeySourceWorkload, KmeshTCPConnectionsOpenedMetricAttributeKeySourceCanonicalService, KmeshTCPConnectionsOpenedMetricAttributeKeySourceCanonicalRevision, KmeshTCPConnectionsOpenedMetricAttributeKeySourceWorkloadNamespace, KmeshTCPConnectionsOpenedMetricAttributeKeySourcePrincipal, KmeshTCPConnectionsOpenedMetricAttributeKeySourceApp, KmeshTCPConnectionsOpenedMetricAttributeKeySourceVersion, KmeshTCPConnectionsOpenedMetricAttributeKeySourceCluster, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationService, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationServiceNamespace, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationServiceName, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationWorkload, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationCanonicalService, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationPrincipal, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationApp, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationVersion, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationCluster, KmeshTCPConnectionsOpenedMetricAttributeKeyRequestProtocol, KmeshTCPConnectionsOpenedMetricAttributeKeyResponseFlags, KmeshTCPConnectionsOpenedMetricAttributeKeyConnectionSecurityPolicy:
+		default:
+			return fmt.Errorf("metric kmesh_tcp_connections_opened doesn't have an attribute %v, valid attributes: [reporter, source_workload, source_canonical_service, source_canonical_revision, source_workload_namespace, source_principal, source_app, source_version, source_cluster, destination_service, destination_service_namespace, destination_service_name, destination_workload, destination_canonical_service, destination_canonical_revision, destination_workload_namespace, destination_principal, destination_app, destination_version, destination_cluster, request_protocol, response_flags, connection_security_policy]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// KmeshTCPPacketLossMetricAttributeKey specifies the key of an attribute for the kmesh_tcp_packet_loss metric.
+type KmeshTCPPacketLossMetricAttributeKey string
+
+const (
+	KmeshTCPPacketLossMetricAttributeKeyReporter                     KmeshTCPPacketLossMetricAttributeKey = "reporter"
+	KmeshTCPPacketLossMetricAttributeKeySourceWorkload               KmeshTCPPacketLossMetricAttributeKey = "source_workload"
+	KmeshTCPPacketLossMetricAttributeKeySourceCanonicalService       KmeshTCPPacketLossMetricAttributeKey = "source_canonical_service"
+	KmeshTCPPacketLossMetricAttributeKeySourceCanonicalRevision      KmeshTCPPacketLossMetricAttributeKey = "source_canonical_revision"
+	KmeshTCPPacketLossMetricAttributeKeySourceWorkloadNamespace      KmeshTCPPacketLossMetricAttributeKey = "source_workload_namespace"
+	KmeshTCPPacketLossMetricAttributeKeySourcePrincipal              KmeshTCPPacketLossMetricAttributeKey = "source_principal"
+	KmeshTCPPacketLossMetricAttributeKeySourceApp                    KmeshTCPPacketLossMetricAttributeKey = "source_app"
+	KmeshTCPPacketLossMetricAttributeKeySourceVersion                KmeshTCPPacketLossMetricAttributeKey = "source_version"
+	KmeshTCPPacketLossMetricAttributeKeySourceCluster                KmeshTCPPacketLossMetricAttributeKey = "source_cluster"
+	KmeshTCPPacketLossMetricAttributeKeyDestinationPodAddress        KmeshTCPPacketLossMetricAttributeKey = "destination_pod_address"
+	KmeshTCPPacketLossMetricAttributeKeyDestinationPodNamespace      KmeshTCPPacketLossMetricAttributeKey = "destination_pod_namespace"
+	KmeshTCPPacketLossMetricAttributeKeyDestinationPodName           KmeshTCPPacketLossMetricAttributeKey = "destination_pod_name"
+	KmeshTCPPacketLossMetricAttributeKeyDestinationWorkload          KmeshTCPPacketLossMetricAttributeKey = "destination_workload"
+	KmeshTCPPacketLossMetricAttributeKeyDestinationCanonicalService  KmeshTCPPacketLossMetricAttributeKey = "destination_canonical_service"
+	KmeshTCPPacketLossMetricAttributeKeyDestinationCanonicalRevision KmeshTCPPacketLossMetricAttributeKey = "destination_canonical_revision"
+	KmeshTCPPacketLossMetricAttributeKeyDestinationWorkloadNamespace KmeshTCPPacketLossMetricAttributeKey = "destination_workload_namespace"
+	KmeshTCPPacketLossMetricAttributeKeyDestinationPrincipal         KmeshTCPPacketLossMetricAttributeKey = "destination_principal"
+	KmeshTCPPacketLossMetricAttributeKeyDestinationApp               KmeshTCPPacketLossMetricAttributeKey = "destination_app"
+	KmeshTCPPacketLossMetricAttributeKeyDestinationVersion           KmeshTCPPacketLossMetricAttributeKey = "destination_version"
+	KmeshTCPPacketLossMetricAttributeKeyDestinationCluster           KmeshTCPPacketLossMetricAttributeKey = "destination_cluster"
+	KmeshTCPPacketLossMetricAttributeKeyRequestProtocol              KmeshTCPPacketLossMetricAttributeKey = "request_protocol"
+	KmeshTCPPacketLossMetricAttributeKeyResponseFlags                KmeshTCPPacketLossMetricAttributeKey = "response_flags"
+	KmeshTCPPacketLossMetricAttributeKeyConnectionSecurityPolicy     KmeshTCPPacketLossMetricAttributeKey = "connection_security_policy"
+)
+
+// KmeshTCPPacketLossMetricConfig provides config for the kmesh_tcp_packet_loss metric.
+type KmeshTCPPacketLossMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                 `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []KmeshTCPPacketLossMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *KmeshTCPPacketLossMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *KmeshTCPPacketLossMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case KmeshTCPPacketLossMetricAttributeKeyReporter, KmeshTCPPacketLossMetricAttributeKeySourceWorkload, KmeshTCPPacketLossMetricAttributeKeySourceCanonicalService, KmeshTCPPacketLossMetricAttributeKeySourceCanonicalRevision, KmeshTCPPacketLossMetricAttributeKeySourceWorkloadNamespace, KmeshTCPPacketLossMetricAttributeKeySourcePrincipal, KmeshTCPPacketLossMetricAttributeKeySourceApp, KmeshTCPPacketLossMetricAttributeKeySourceVersion, KmeshTCPPacketLossMetricAttributeKeySourceCluster, KmeshTCPPacketLossMetricAttributeKeyDestinationPodAddress, KmeshTCPPacketLossMetricAttributeKeyDestinationPodNamespace, KmeshTCPPacketLossMetricAttributeKeyDestinationPodName, KmeshTCPPacketLossMetricAttributeKeyDestinationWorkload, KmeshTCPPacketLossMetricAttributeKeyDestinationCanonicalService, KmeshTCPPacketLossMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPPacketLossMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPPacketLossMetricAttributeKeyDestinationPrincipal, KmeshTCPPacketLossMetricAttributeKeyDestinationApp, KmeshTCPPacketLossMetricAttributeKeyDestinationVersion, KmeshTCPPacketLossMetricAttributeKeyDestinationCluster, KmeshTCPPacketLossMetricAttributeKeyRequestProtocol, KmeshTCPPacketLossMetricAttributeKeyResponseFlags, KmeshTCPPacketLossMetricAttributeKeyConnectionSecurityPolicy:
+		default:
+			return fmt.Errorf("metric kmesh_tcp_packet_loss doesn't have an attribute %v, valid attributes: [reporter, source_workload, source_canonical_service, source_canonical_revision, source_workload_namespace, source_principal, source_app, source_version, source_cluster, destination_pod_address, destination_pod_namespace, destination_pod_name, destination_workload, destination_canonical_service, destination_canonical_revision, destination_workload_namespace, destination_principal, destination_app, destination_version, destination_cluster, request_protocol, response_flags, connection_security_policy]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// KmeshTCPReceivedBytesMetricAttributeKey specifies the key of an attribute for the kmesh_tcp_received_bytes metric.
+type KmeshTCPReceivedBytesMetricAttributeKey string
+
+const (
+	KmeshTCPReceivedBytesMetricAttributeKeyReporter                     KmeshTCPReceivedBytesMetricAttributeKey = "reporter"
+	KmeshTCPReceivedBytesMetricAttributeKeySourceWorkload               KmeshTCPReceivedBytesMetricAttributeKey = "source_workload"
+	KmeshTCPReceivedBytesMetricAttributeKeySourceCanonicalService       KmeshTCPReceivedBytesMetricAttributeKey = "source_canonical_service"
+	KmeshTCPReceivedBytesMetricAttributeKeySourceCanonicalRevision      KmeshTCPReceivedBytesMetricAttributeKey = "source_canonical_revision"
+	KmeshTCPReceivedBytesMetricAttributeKeySourceWorkloadNamespace      KmeshTCPReceivedBytesMetricAttributeKey = "source_workload_namespace"
+	KmeshTCPReceivedBytesMetricAttributeKeySourcePrincipal              KmeshTCPReceivedBytesMetricAttributeKey = "source_principal"
+	KmeshTCPReceivedBytesMetricAttributeKeySourceApp                    KmeshTCPReceivedBytesMetricAttributeKey = "source_app"
+	KmeshTCPReceivedBytesMetricAttributeKeySourceVersion                KmeshTCPReceivedBytesMetricAttributeKey = "source_version"
+	KmeshTCPReceivedBytesMetricAttributeKeySourceCluster                KmeshTCPReceivedBytesMetricAttributeKey = "source_cluster"
+	KmeshTCPReceivedBytesMetricAttributeKeyDestinationService           KmeshTCPReceivedBytesMetricAttributeKey = "destination_service"
+	KmeshTCPReceivedBytesMetricAttributeKeyDestinationServiceNamespace  KmeshTCPReceivedBytesMetricAttributeKey = "destination_service_namespace"
+	KmeshTCPReceivedBytesMetricAttributeKeyDestinationServiceName       KmeshTCPReceivedBytesMetricAttributeKey = "destination_service_name"
+	KmeshTCPReceivedBytesMetricAttributeKeyDestinationWorkload          KmeshTCPReceivedBytesMetricAttributeKey = "destination_workload"
+	KmeshTCPReceivedBytesMetricAttributeKeyDestinationCanonicalService  KmeshTCPReceivedBytesMetricAttributeKey = "destination_canonical_service"
+	KmeshTCPReceivedBytesMetricAttributeKeyDestinationCanonicalRevision KmeshTCPReceivedBytesMetricAttributeKey = "destination_canonical_revision"
+	KmeshTCPReceivedBytesMetricAttributeKeyDestinationWorkloadNamespace KmeshTCPReceivedBytesMetricAttributeKey = "destination_workload_namespace"
+	KmeshTCPReceivedBytesMetricAttributeKeyDestinationPrincipal         KmeshTCPReceivedBytesMetricAttributeKey = "destination_principal"
+	KmeshTCPReceivedBytesMetricAttributeKeyDestinationApp               KmeshTCPReceivedBytesMetricAttributeKey = "destination_app"
+	KmeshTCPReceivedBytesMetricAttributeKeyDestinationVersion           KmeshTCPReceivedBytesMetricAttributeKey = "destination_version"
+	KmeshTCPReceivedBytesMetricAttributeKeyDestinationCluster           KmeshTCPReceivedBytesMetricAttributeKey = "destination_cluster"
+	KmeshTCPReceivedBytesMetricAttributeKeyRequestProtocol              KmeshTCPReceivedBytesMetricAttributeKey = "request_protocol"
+	KmeshTCPReceivedBytesMetricAttributeKeyResponseFlags                KmeshTCPReceivedBytesMetricAttributeKey = "response_flags"
+	KmeshTCPReceivedBytesMetricAttributeKeyConnectionSecurityPolicy     KmeshTCPReceivedBytesMetricAttributeKey = "connection_security_policy"
+)
+
+// KmeshTCPReceivedBytesMetricConfig provides config for the kmesh_tcp_received_bytes metric.
+type KmeshTCPReceivedBytesMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                    `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []KmeshTCPReceivedBytesMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *KmeshTCPReceivedBytesMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *KmeshTCPReceivedBytesMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case KmeshTCPReceivedBytesMetricAttributeKeyReporter, KmeshTCPReceivedBytesMetricAttributeKeySourceWorkload, KmeshTCPReceivedBytesMetricAttributeKeySourceCanonicalService, KmeshTCPReceivedBytesMetricAttributeKeySourceCanonicalRevision, KmeshTCPReceivedBytesMetricAttributeKeySourceWorkloadNamespace, KmeshTCPReceivedBytesMetricAttributeKeySourcePrincipal, KmeshTCPReceivedBytesMetricAttributeKeySourceApp, KmeshTCPReceivedBytesMetricAttributeKeySourceVersion, KmeshTCPReceivedBytesMetricAttributeKeySourceCluster, KmeshTCPReceivedBytesMetricAttributeKeyDestinationService, KmeshTCPReceivedBytesMetricAttributeKeyDestinationServiceNamespace, KmeshTCPReceivedBytesMetricAttributeKeyDestinationServiceName, KmeshTCPReceivedBytesMetricAttributeKeyDestinationWorkload, KmeshTCPReceivedBytesMetricAttributeKeyDestinationCanonicalService, KmeshTCPReceivedBytesMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPReceivedBytesMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPReceivedBytesMetricAttributeKeyDestinationPrincipal, KmeshTCPReceivedBytesMetricAttributeKeyDestinationApp, KmeshTCPReceivedBytesMetricAttributeKeyDestinationVersion, KmeshTCPReceivedBytesMetricAttributeKeyDestinationCluster, KmeshTCPReceivedBytesMetricAttributeKeyRequestProtocol, KmeshTCPReceivedBytesMetricAttributeKeyResponseFlags, KmeshTCPReceivedBytesMetricAttributeKeyConnectionSecurityPolicy:
+		default:
+			return fmt.Errorf("metric kmesh_tcp_received_bytes doesn't have an attribute %v, valid attributes: [reporter, source_workload, source_canonical_service, source_canonical_revision, source_workload_namespace, source_principal, source_app, source_version, source_cluster, destination_service, destination_service_namespace, destination_service_name, destination_workload, destination_canonical_service, destination_canonical_revision, destination_workload_namespace, destination_principal, destination_app, destination_version, destination_cluster, request_protocol, response_flags, connection_security_policy]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// KmeshTCPRetransMetricAttributeKey specifies the key of an attribute for the kmesh_tcp_retrans metric.
+type KmeshTCPRetransMetricAttributeKey string
+
+const (
+	KmeshTCPRetransMetricAttributeKeyReporter                     KmeshTCPRetransMetricAttributeKey = "reporter"
+	KmeshTCPRetransMetricAttributeKeySourceWorkload               KmeshTCPRetransMetricAttributeKey = "source_workload"
+	KmeshTCPRetransMetricAttributeKeySourceCanonicalService       KmeshTCPRetransMetricAttributeKey = "source_canonical_service"
+	KmeshTCPRetransMetricAttributeKeySourceCanonicalRevision      KmeshTCPRetransMetricAttributeKey = "source_canonical_revision"
+	KmeshTCPRetransMetricAttributeKeySourceWorkloadNamespace      KmeshTCPRetransMetricAttributeKey = "source_workload_namespace"
+	KmeshTCPRetransMetricAttributeKeySourcePrincipal              KmeshTCPRetransMetricAttributeKey = "source_principal"
+	KmeshTCPRetransMetricAttributeKeySourceApp                    KmeshTCPRetransMetricAttributeKey = "source_app"
+	KmeshTCPRetransMetricAttributeKeySourceVersion                KmeshTCPRetransMetricAttributeKey = "source_version"
+	KmeshTCPRetransMetricAttributeKeySourceCluster                KmeshTCPRetransMetricAttributeKey = "source_cluster"
+	KmeshTCPRetransMetricAttributeKeyDestinationPodAddress        KmeshTCPRetransMetricAttributeKey = "destination_pod_address"
+	KmeshTCPRetransMetricAttributeKeyDestinationPodNamespace      KmeshTCPRetransMetricAttributeKey = "destination_pod_namespace"
+	KmeshTCPRetransMetricAttributeKeyDestinationPodName           KmeshTCPRetransMetricAttributeKey = "destination_pod_name"
+	KmeshTCPRetransMetricAttributeKeyDestinationWorkload          KmeshTCPRetransMetricAttributeKey = "destination_workload"
+	KmeshTCPRetransMetricAttributeKeyDestinationCanonicalService  KmeshTCPRetransMetricAttributeKey = "destination_canonical_service"
+	KmeshTCPRetransMetricAttributeKeyDestinationCanonicalRevision KmeshTCPRetransMetricAttributeKey = "destination_canonical_revision"
+	KmeshTCPRetransMetricAttributeKeyDestinationWorkloadNamespace KmeshTCPRetransMetricAttributeKey = "destination_workload_namespace"
+	KmeshTCPRetransMetricAttributeKeyDestinationPrincipal         KmeshTCPRetransMetricAttributeKey = "destination_principal"
+	KmeshTCPRetransMetricAttributeKeyDestinationApp               KmeshTCPRetransMetricAttributeKey = "destination_app"
+	KmeshTCPRetransMetricAttributeKeyDestinationVersion           KmeshTCPRetransMetricAttributeKey = "destination_version"
+	KmeshTCPRetransMetricAttributeKeyDestinationCluster           KmeshTCPRetransMetricAttributeKey = "destination_cluster"
+	KmeshTCPRetransMetricAttributeKeyRequestProtocol              KmeshTCPRetransMetricAttributeKey = "request_protocol"
+	KmeshTCPRetransMetricAttributeKeyResponseFlags                KmeshTCPRetransMetricAttributeKey = "response_flags"
+	KmeshTCPRetransMetricAttributeKeyConnectionSecurityPolicy     KmeshTCPRetransMetricAttributeKey = "connection_security_policy"
+)
+
+// KmeshTCPRetransMetricConfig provides config for the kmesh_tcp_retrans metric.
+type KmeshTCPRetransMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                              `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []KmeshTCPRetransMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *KmeshTCPRetransMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *KmeshTCPRetransMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case KmeshTCPRetransMetricAttributeKeyReporter, KmeshTCPRetransMetricAttributeKeySourceWorkload, KmeshTCPRetransMetricAttributeKeySourceCanonicalService, KmeshTCPRetransMetricAttributeKeySourceCanonicalRevision, KmeshTCPRetransMetricAttributeKeySourceWorkloadNamespace, KmeshTCPRetransMetricAttributeKeySourcePrincipal, KmeshTCPRetransMetricAttributeKeySourceApp, KmeshTCPRetransMetricAttributeKeySourceVersion, KmeshTCPRetransMetricAttributeKeySourceCluster, KmeshTCPRetransMetricAttributeKeyDestinationPodAddress, KmeshTCPRetransMetricAttributeKeyDestinationPodNamespace, KmeshTCPRetransMetricAttributeKeyDestinationPodName, KmeshTCPRetransMetricAttributeKeyDestinationWorkload, KmeshTCPRetransMetricAttributeKeyDestinationCanonicalService, KmeshTCPRetransMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPRetransMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPRetransMetricAttributeKeyDestinationPrincipal, KmeshTCPRetransMetricAttributeKeyDestinationApp, KmeshTCPRetransMetricAttributeKeyDestinationVersion, KmeshTCPRetransMetricAttributeKeyDestinationCluster, KmeshTCPRetransMetricAttributeKeyRequestProtocol, KmeshTCPRetransMetricAttributeKeyResponseFlags, KmeshTCPRetransMetricAttributeKeyConnectionSecurityPolicy:
+		default:
+			return fmt.Errorf("metric kmesh_tcp_retrans doesn't have an attribute %v, valid attributes: [reporter, source_workload, source_canonical_service, source_canonical_revision, source_workload_namespace, source_principal, source_app, source_version, source_cluster, destination_pod_address, destination_pod_namespace, destination_pod_name, destination_workload, destination_canonical_service, destination_canonical_revision, destination_workload_namespace, destination_principal, destination_app, destination_version, destination_cluster, request_protocol, response_flags, connection_security_policy]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// KmeshTCPSentBytesMetricAttributeKey specifies the key of an attribute for the kmesh_tcp_sent_bytes metric.
+type KmeshTCPSentBytesMetricAttributeKey string
+
+const (
+	KmeshTCPSentBytesMetricAttributeKeyReporter                     KmeshTCPSentBytesMetricAttributeKey = "reporter"
+	KmeshTCPSentBytesMetricAttributeKeySourceWorkload               KmeshTCPSentBytesMetricAttributeKey = "source_workload"
+	KmeshTCPSentBytesMetricAttributeKeySourceCanonicalService       KmeshTCPSentBytesMetricAttributeKey = "source_canonical_service"
+	KmeshTCPSentBytesMetricAttributeKeySourceCanonicalRevision      KmeshTCPSentBytesMetricAttributeKey = "source_canonical_revision"
+	KmeshTCPSentBytesMetricAttributeKeySourceWorkloadNamespace      KmeshTCPSentBytesMetricAttributeKey = "source_workload_namespace"
+	KmeshTCPSentBytesMetricAttributeKeySourcePrincipal              KmeshTCPSentBytesMetricAttributeKey = "source_principal"
+	KmeshTCPSentBytesMetricAttributeKeySourceApp                    KmeshTCPSentBytesMetricAttributeKey = "source_app"
+	KmeshTCPSentBytesMetricAttributeKeySourceVersion                KmeshTCPSentBytesMetricAttributeKey = "source_version"
+	KmeshTCPSentBytesMetricAttributeKeySourceCluster                KmeshTCPSentBytesMetricAttributeKey = "source_cluster"
+	KmeshTCPSentBytesMetricAttributeKeyDestinationService           KmeshTCPSentBytesMetricAttributeKey = "destination_service"
+	KmeshTCPSentBytesMetricAttributeKeyDestinationServiceNamespace  KmeshTCPSentBytesMetricAttributeKey = "destination_service_namespace"
+	KmeshTCPSentBytesMetricAttributeKeyDestinationServiceName       KmeshTCPSentBytesMetricAttributeKey = "destination_service_name"
+	KmeshTCPSentBytesMetricAttributeKeyDestinationWorkload          KmeshTCPSentBytesMetricAttributeKey = "destination_workload"
+	KmeshTCPSentBytesMetricAttributeKeyDestinationCanonicalService  KmeshTCPSentBytesMetricAttributeKey = "destination_canonical_service"
+	KmeshTCPSentBytesMetricAttributeKeyDestinationCanonicalRevision KmeshTCPSentBytesMetricAttributeKey = "destination_canonical_revision"
+	KmeshTCPSentBytesMetricAttributeKeyDestinationWorkloadNamespace KmeshTCPSentBytesMetricAttributeKey = "destination_workload_namespace"
+	KmeshTCPSentBytesMetricAttributeKeyDestinationPrincipal         KmeshTCPSentBytesMetricAttributeKey = "destination_principal"
+	KmeshTCPSentBytesMetricAttributeKeyDestinationApp               KmeshTCPSentBytesMetricAttributeKey = "destination_app"
+	KmeshTCPSentBytesMetricAttributeKeyDestinationVersion           KmeshTCPSentBytesMetricAttributeKey = "destination_version"
+	KmeshTCPSentBytesMetricAttributeKeyDestinationCluster           KmeshTCPSentBytesMetricAttributeKey = "destination_cluster"
+	KmeshTCPSentBytesMetricAttributeKeyRequestProtocol              KmeshTCPSentBytesMetricAttributeKey = "request_protocol"
+	KmeshTCPSentBytesMetricAttributeKeyResponseFlags                KmeshTCPSentBytesMetricAttributeKey = "response_flags"
+	KmeshTCPSentBytesMetricAttributeKeyConnectionSecurityPolicy     KmeshTCPSentBytesMetricAttributeKey = "connection_security_policy"
+)
+
+// KmeshTCPSentBytesMetricConfig provides config for the kmesh_tcp_sent_bytes metric.
+type KmeshTCPSentBytesMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []KmeshTCPSentBytesMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *KmeshTCPSentBytesMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *KmeshTCPSentBytesMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case KmeshTCPSentBytesMetricAttributeKeyReporter, KmeshTCPSentBytesMetricAttributeKeySourceWorkload, KmeshTCPSentBytesMetricAttributeKeySourceCanonicalService, KmeshTCPSentBytesMetricAttributeKeySourceCanonicalRevision, KmeshTCPSentBytesMetricAttributeKeySourceWorkloadNamespace, KmeshTCPSentBytesMetricAttributeKeySourcePrincipal, KmeshTCPSentBytesMetricAttributeKeySourceApp, KmeshTCPSentBytesMetricAttributeKeySourceVersion, KmeshTCPSentBytesMetricAttributeKeySourceCluster, KmeshTCPSentBytesMetricAttributeKeyDestinationService, KmeshTCPSentBytesMetricAttributeKeyDestinationServiceNamespace, KmeshTCPSentBytesMetricAttributeKeyDestinationServiceName, KmeshTCPSentBytesMetricAttributeKeyDestinationWorkload, KmeshTCPSentBytesMetricAttributeKeyDestinationCanonicalService, KmeshTCPSentBytesMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPSentBytesMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPSentBytesMetricAttributeKeyDestinationPrincipal, KmeshTCPSentBytesMetricAttributeKeyDestinationApp, KmeshTCPSentBytesMetricAttributeKeyDestinationVersion, KmeshTCPSentBytesMetricAttributeKeyDestinationCluster, KmeshTCPSentBytesMetricAttributeKeyRequestProtocol, KmeshTCPSentBytesMetricAttributeKeyResponseFlags, KmeshTCPSentBytesMetricAttributeKeyConnectionSecurityPolicy:
+		default:
+			return fmt.Errorf("metric kmesh_tcp_sent_bytes doesn't have an attribute %v, valid attributes: [reporter, source_workload, source_canonical_service, source_canonical_revision, source_workload_namespace, source_principal, source_app, source_version, source_cluster, destination_service, destination_service_namespace, destination_service_name, destination_workload, destination_canonical_service, destination_canonical_revision, destination_workload_namespace, destination_principal, destination_app, destination_version, destination_cluster, request_protocol, response_flags, connection_security_policy]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// KmeshTCPWorkloadConnectionsClosedMetricAttributeKey specifies the key of an attribute for the kmesh_tcp_workload_connections_closed metric.
+type KmeshTCPWorkloadConnectionsClosedMetricAttributeKey string
+
+const (
+	KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyReporter                     KmeshTCPWorkloadConnectionsClosedMetricAttributeKey = "reporter"
+	KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceWorkload               KmeshTCPWorkloadConnectionsClosedMetricAttributeKey = "source_workload"
+	KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceCanonicalService       KmeshTCPWorkloadConnectionsClosedMetricAttributeKey = "source_canonical_service"
+	KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceCanonicalRevision      KmeshTCPWorkloadConnectionsClosedMetricAttributeKey = "source_canonical_revision"
+	KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceWorkloadNamespace      KmeshTCPWorkloadConnectionsClosedMetricAttributeKey = "source_workload_namespace"
+	KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourcePrincipal              KmeshTCPWorkloadConnectionsClosedMetricAttributeKey = "source_principal"
+	KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceApp                    KmeshTCPWorkloadConnectionsClosedMetricAttributeKey = "source_app"
+	KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceVersion                KmeshTCPWorkloadConnectionsClosedMetricAttributeKey = "source_version"
+	KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceCluster                KmeshTCPWorkloadConnectionsClosedMetricAttributeKey = "source_cluster"
+	KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationPodAddress        KmeshTCPWorkloadConnectionsClosedMetricAttributeKey = "destination_pod_address"
+	KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationPodNamespace      KmeshTCPWorkloadConnectionsClosedMetricAttributeKey = "destination_pod_namespace"
+	KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationPodName           KmeshTCPWorkloadConnectionsClosedMetricAttributeKey = "destination_pod_name"
+	KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationWorkload          KmeshTCPWorkloadConnectionsClosedMetricAttributeKey = "destination_workload"
+	KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationCanonicalService  KmeshTCPWorkloadConnectionsClosedMetricAttributeKey = "destination_canonical_service"
+	KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationCanonicalRevision KmeshTCPWorkloadConnectionsClosedMetricAttributeKey = "destination_canonical_revision"
+	KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationWorkloadNamespace KmeshTCPWorkloadConnectionsClosedMetricAttributeKey = "destination_workload_namespace"
+	KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationPrincipal         KmeshTCPWorkloadConnectionsClosedMetricAttributeKey = "destination_principal"
+	KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationApp               KmeshTCPWorkloadConnectionsClosedMetricAttributeKey = "destination_app"
+	KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationVersion           KmeshTCPWorkloadConnectionsClosedMetricAttributeKey = "destination_version"
+	KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationCluster           KmeshTCPWorkloadConnectionsClosedMetricAttributeKey = "destination_cluster"
+	KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyRequestProtocol              KmeshTCPWorkloadConnectionsClosedMetricAttributeKey = "request_protocol"
+	KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyResponseFlags                KmeshTCPWorkloadConnectionsClosedMetricAttributeKey = "response_flags"
+	KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyConnectionSecurityPolicy     KmeshTCPWorkloadConnectionsClosedMetricAttributeKey = "connection_security_policy"
+)
+
+// KmeshTCPWorkloadConnectionsClosedMetricConfig provides config for the kmesh_tcp_workload_connections_closed metric.
+type KmeshTCPWorkloadConnectionsClosedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                                `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []KmeshTCPWorkloadConnectionsClosedMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *KmeshTCPWorkloadConnectionsClosedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *KmeshTCPWorkloadConnectionsClosedMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyReporter, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceWorkload, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceCanonicalService, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceCanonicalRevision, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceWorkloadNamespace, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourcePrincipal, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceApp, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceVersion, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceCluster, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationPodAddress, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationPodNamespace, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationPodName, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationWorkload, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationCanonicalService, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationPrincipal, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationApp, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationVersion, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationCluster, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyRequestProtocol, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyResponseFlags, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyConnectionSecurityPolicy:
+		default:
+			return fmt.Errorf("metric kmesh_tcp_workload_connections_closed doesn't have an attribute %v, valid attributes: [reporter, source_workload, source_canonical_service, source_canonical_revision, source_workload_namespace, source_principal, source_app, source_version, source_cluster, destination_pod_address, destination_pod_namespace, destination_pod_name, destination_workload, destination_canonical_service, destination_canonical_revision, destination_workload_namespace, destination_principal, destination_app, destination_version, destination_cluster, request_protocol, response_flags, connection_security_policy]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// KmeshTCPWorkloadConnectionsFailedMetricAttributeKey specifies the key of an attribute for the kmesh_tcp_workload_connections_failed metric.
+type KmeshTCPWorkloadConnectionsFailedMetricAttributeKey string
+
+const (
+	KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyReporter                     KmeshTCPWorkloadConnectionsFailedMetricAttributeKey = "reporter"
+	KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceWorkload               KmeshTCPWorkloadConnectionsFailedMetricAttributeKey = "source_workload"
+	KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceCanonicalService       KmeshTCPWorkloadConnectionsFailedMetricAttributeKey = "source_canonical_service"
+	KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceCanonicalRevision      KmeshTCPWorkloadConnectionsFailedMetricAttributeKey = "source_canonical_revision"
+	KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceWorkloadNamespace      KmeshTCPWorkloadConnectionsFailedMetricAttributeKey = "source_workload_namespace"
+	KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourcePrincipal              KmeshTCPWorkloadConnectionsFailedMetricAttributeKey = "source_principal"
+	KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceApp                    KmeshTCPWorkloadConnectionsFailedMetricAttributeKey = "source_app"
+	KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceVersion                KmeshTCPWorkloadConnectionsFailedMetricAttributeKey = "source_version"
+	KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceCluster                KmeshTCPWorkloadConnectionsFailedMetricAttributeKey = "source_cluster"
+	KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationPodAddress        KmeshTCPWorkloadConnectionsFailedMetricAttributeKey = "destination_pod_address"
+	KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationPodNamespace      KmeshTCPWorkloadConnectionsFailedMetricAttributeKey = "destination_pod_namespace"
+	KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationPodName           KmeshTCPWorkloadConnectionsFailedMetricAttributeKey = "destination_pod_name"
+	KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationWorkload          KmeshTCPWorkloadConnectionsFailedMetricAttributeKey = "destination_workload"
+	KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationCanonicalService  KmeshTCPWorkloadConnectionsFailedMetricAttributeKey = "destination_canonical_service"
+	KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationCanonicalRevision KmeshTCPWorkloadConnectionsFailedMetricAttributeKey = "destination_canonical_revision"
+	KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationWorkloadNamespace KmeshTCPWorkloadConnectionsFailedMetricAttributeKey = "destination_workload_namespace"
+	KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationPrincipal         KmeshTCPWorkloadConnectionsFailedMetricAttributeKey = "destination_principal"
+	KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationApp               KmeshTCPWorkloadConnectionsFailedMetricAttributeKey = "destination_app"
+	KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationVersion           KmeshTCPWorkloadConnectionsFailedMetricAttributeKey = "destination_version"
+	KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationCluster           KmeshTCPWorkloadConnectionsFailedMetricAttributeKey = "destination_cluster"
+	KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyRequestProtocol              KmeshTCPWorkloadConnectionsFailedMetricAttributeKey = "request_protocol"
+	KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyResponseFlags                KmeshTCPWorkloadConnectionsFailedMetricAttributeKey = "response_flags"
+	KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyConnectionSecurityPolicy     KmeshTCPWorkloadConnectionsFailedMetricAttributeKey = "connection_security_policy"
+)
+
+// KmeshTCPWorkloadConnectionsFailedMetricConfig provides config for the kmesh_tcp_workload_connections_failed metric.
+type KmeshTCPWorkloadConnectionsFailedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                                `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []KmeshTCPWorkloadConnectionsFailedMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *KmeshTCPWorkloadConnectionsFailedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *KmeshTCPWorkloadConnectionsFailedMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyReporter, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceWorkload, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceCanonicalService, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceCanonicalRevision, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceWorkloadNamespace, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourcePrincipal, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceApp, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceVersion, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceCluster, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationPodAddress, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationPodNamespace, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationPodName, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationWorkload, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationCanonicalService, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationPrincipal, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationApp, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationVersion, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationCluster, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyRequestProtocol, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyResponseFlags, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyConnectionSecurityPolicy:
+		default:
+			return fmt.Errorf("metric kmesh_tcp_workload_connections_failed doesn't have an attribute %v, valid attributes: [reporter, source_workload, source_canonical_service, source_canonical_revision, source_workload_namespace, source_principal, source_app, source_version, source_cluster, destination_pod_address, destination_pod_namespace, destination_pod_name, destination_workload, destination_canonical_service, destination_canonical_revision, destination_workload_namespace, destination_principal, destination_app, destination_version, destination_cluster, request_protocol, response_flags, connection_security_policy]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey specifies the key of an attribute for the kmesh_tcp_workload_connections_opened metric.
+type KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey string
+
+const (
+	KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyReporter                     KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey = "reporter"
+	KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceWorkload               KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey = "source_workload"
+	KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceCanonicalService       KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey = "source_canonical_service"
+	KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceCanonicalRevision      KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey = "source_canonical_revision"
+	KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceWorkloadNamespace      KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey = "source_workload_namespace"
+	KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourcePrincipal              KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey = "source_principal"
+	KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceApp                    KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey = "source_app"
+	KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceVersion                KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey = "source_version"
+	KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceCluster                KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey = "source_cluster"
+	KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationPodAddress        KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey = "destination_pod_address"
+	KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationPodNamespace      KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey = "destination_pod_namespace"
+	KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationPodName           KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey = "destination_pod_name"
+	KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationWorkload          KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey = "destination_workload"
+	KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationCanonicalService  KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey = "destination_canonical_service"
+	KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationCanonicalRevision KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey = "destination_canonical_revision"
+	KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationWorkloadNamespace KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey = "destination_workload_namespace"
+	KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationPrincipal         KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey = "destination_principal"
+	KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationApp               KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey = "destination_app"
+	KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationVersion           KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey = "destination_version"
+	KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationCluster           KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey = "destination_cluster"
+	KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyRequestProtocol              KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey = "request_protocol"
+	KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyResponseFlags                KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey = "response_flags"
+	KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyConnectionSecurityPolicy     KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey = "connection_security_policy"
+)
+
+// KmeshTCPWorkloadConnectionsOpenedMetricConfig provides config for the kmesh_tcp_workload_connections_opened metric.
+type KmeshTCPWorkloadConnectionsOpenedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                                `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *KmeshTCPWorkloadConnectionsOpenedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *KmeshTCPWorkloadConnectionsOpenedMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyReporter, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceWorkload, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceCanonicalService, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceCanonicalRevision, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceWorkloadNamespace, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourcePrincipal, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceApp, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceVersion, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceCluster, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationPodAddress, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationPodNamespace, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationPodName, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationWorkload, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationCanonicalService, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationPrincipal, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationApp, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationVersion, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationCluster, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyRequestProtocol, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyResponseFlags, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyConnectionSecurityPolicy:
+		default:
+			return fmt.Errorf("metric kmesh_tcp_workload_connections_opened doesn't have an attribute %v, valid attributes: [reporter, source_workload, source_canonical_service, source_canonical_revision, source_workload_namespace, source_principal, source_app, source_version, source_cluster, destination_pod_address, destination_pod_namespace, destination_pod_name, destination_workload, destination_canonical_service, destination_canonical_revision, destination_workload_namespace, destination_principal, destination_app, destination_version, destination_cluster, request_protocol, response_flags, connection_security_policy]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// KmeshTCPWorkloadReceivedBytesMetricAttributeKey specifies the key of an attribute for the kmesh_tcp_workload_received_bytes metric.
+type KmeshTCPWorkloadReceivedBytesMetricAttributeKey string
+
+const (
+	KmeshTCPWorkloadReceivedBytesMetricAttributeKeyReporter                     KmeshTCPWorkloadReceivedBytesMetricAttributeKey = "reporter"
+	KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceWorkload               KmeshTCPWorkloadReceivedBytesMetricAttributeKey = "source_workload"
+	KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceCanonicalService       KmeshTCPWorkloadReceivedBytesMetricAttributeKey = "source_canonical_service"
+	KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceCanonicalRevision      KmeshTCPWorkloadReceivedBytesMetricAttributeKey = "source_canonical_revision"
+	KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceWorkloadNamespace      KmeshTCPWorkloadReceivedBytesMetricAttributeKey = "source_workload_namespace"
+	KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourcePrincipal              KmeshTCPWorkloadReceivedBytesMetricAttributeKey = "source_principal"
+	KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceApp                    KmeshTCPWorkloadReceivedBytesMetricAttributeKey = "source_app"
+	KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceVersion                KmeshTCPWorkloadReceivedBytesMetricAttributeKey = "source_version"
+	KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceCluster                KmeshTCPWorkloadReceivedBytesMetricAttributeKey = "source_cluster"
+	KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationPodAddress        KmeshTCPWorkloadReceivedBytesMetricAttributeKey = "destination_pod_address"
+	KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationPodNamespace      KmeshTCPWorkloadReceivedBytesMetricAttributeKey = "destination_pod_namespace"
+	KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationPodName           KmeshTCPWorkloadReceivedBytesMetricAttributeKey = "destination_pod_name"
+	KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationWorkload          KmeshTCPWorkloadReceivedBytesMetricAttributeKey = "destination_workload"
+	KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationCanonicalService  KmeshTCPWorkloadReceivedBytesMetricAttributeKey = "destination_canonical_service"
+	KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationCanonicalRevision KmeshTCPWorkloadReceivedBytesMetricAttributeKey = "destination_canonical_revision"
+	KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationWorkloadNamespace KmeshTCPWorkloadReceivedBytesMetricAttributeKey = "destination_workload_namespace"
+	KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationPrincipal         KmeshTCPWorkloadReceivedBytesMetricAttributeKey = "destination_principal"
+	KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationApp               KmeshTCPWorkloadReceivedBytesMetricAttributeKey = "destination_app"
+	KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationVersion           KmeshTCPWorkloadReceivedBytesMetricAttributeKey = "destination_version"
+	KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationCluster           KmeshTCPWorkloadReceivedBytesMetricAttributeKey = "destination_cluster"
+	KmeshTCPWorkloadReceivedBytesMetricAttributeKeyRequestProtocol              KmeshTCPWorkloadReceivedBytesMetricAttributeKey = "request_protocol"
+	KmeshTCPWorkloadReceivedBytesMetricAttributeKeyResponseFlags                KmeshTCPWorkloadReceivedBytesMetricAttributeKey = "response_flags"
+	KmeshTCPWorkloadReceivedBytesMetricAttributeKeyConnectionSecurityPolicy     KmeshTCPWorkloadReceivedBytesMetricAttributeKey = "connection_security_policy"
+)
+
+// KmeshTCPWorkloadReceivedBytesMetricConfig provides config for the kmesh_tcp_workload_received_bytes metric.
+type KmeshTCPWorkloadReceivedBytesMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                            `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []KmeshTCPWorkloadReceivedBytesMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *KmeshTCPWorkloadReceivedBytesMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *KmeshTCPWorkloadReceivedBytesMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case KmeshTCPWorkloadReceivedBytesMetricAttributeKeyReporter, KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceWorkload, KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceCanonicalService, KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceCanonicalRevision, KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceWorkloadNamespace, KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourcePrincipal, KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceApp, KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceVersion, KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceCluster, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationPodAddress, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationPodNamespace, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationPodName, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationWorkload, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationCanonicalService, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationPrincipal, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationApp, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationVersion, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationCluster, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyRequestProtocol, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyResponseFlags, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyConnectionSecurityPolicy:
+		default:
+			return fmt.Errorf("metric kmesh_tcp_workload_received_bytes doesn't have an attribute %v, valid attributes: [reporter, source_workload, source_canonical_service, source_canonical_revision, source_workload_namespace, source_principal, source_app, source_version, source_cluster, destination_pod_address, destination_pod_namespace, destination_pod_name, destination_workload, destination_canonical_service, destination_canonical_revision, destination_workload_namespace, destination_principal, destination_app, destination_version, destination_cluster, request_protocol, response_flags, connection_security_policy]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// KmeshTCPWorkloadSentBytesMetricAttributeKey specifies the key of an attribute for the kmesh_tcp_workload_sent_bytes metric.
+type KmeshTCPWorkloadSentBytesMetricAttributeKey string
+
+const (
+	KmeshTCPWorkloadSentBytesMetricAttributeKeyReporter                     KmeshTCPWorkloadSentBytesMetricAttributeKey = "reporter"
+	KmeshTCPWorkloadSentBytesMetricAttributeKeySourceWorkload               KmeshTCPWorkloadSentBytesMetricAttributeKey = "source_workload"
+	KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCanonicalService       KmeshTCPWorkloadSentBytesMetricAttributeKey = "source_canonical_service"
+	KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCanonicalRevision      KmeshTCPWorkloadSentBytesMetricAttributeKey = "source_canonical_revision"
+	KmeshTCPWorkloadSentBytesMetricAttributeKeySourceWorkloadNamespace      KmeshTCPWorkloadSentBytesMetricAttributeKey = "source_workload_namespace"
+	KmeshTCPWorkloadSentBytesMetricAttributeKeySourcePrincipal              KmeshTCPWorkloadSentBytesMetricAttributeKey = "source_principal"
+	KmeshTCPWorkloadSentBytesMetricAttributeKeySourceApp                    KmeshTCPWorkloadSentBytesMetricAttributeKey = "source_app"
+	KmeshTCPWorkloadSentBytesMetricAttributeKeySourceVersion                KmeshTCPWorkloadSentBytesMetricAttributeKey = "source_version"
+	KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCluster                KmeshTCPWorkloadSentBytesMetricAttributeKey = "source_cluster"
+	KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodAddress        KmeshTCPWorkloadSentBytesMetricAttributeKey = "destination_pod_address"
+	KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodNamespace      KmeshTCPWorkloadSentBytesMetricAttributeKey = "destination_pod_namespace"
+	KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodName           KmeshTCPWorkloadSentBytesMetricAttributeKey = "destination_pod_name"
+	KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationWorkload          KmeshTCPWorkloadSentBytesMetricAttributeKey = "destination_workload"
+	KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCanonicalService  KmeshTCPWorkloadSentBytesMetricAttributeKey = "destination_canonical_service"
+	KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCanonicalRevision KmeshTCPWorkloadSentBytesMetricAttributeKey = "destination_canonical_revision"
+	KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationWorkloadNamespace KmeshTCPWorkloadSentBytesMetricAttributeKey = "destination_workload_namespace"
+	KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPrincipal         KmeshTCPWorkloadSentBytesMetricAttributeKey = "destination_principal"
+	KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationApp               KmeshTCPWorkloadSentBytesMetricAttributeKey = "destination_app"
+	KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationVersion           KmeshTCPWorkloadSentBytesMetricAttributeKey = "destination_version"
+	KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCluster           KmeshTCPWorkloadSentBytesMetricAttributeKey = "destination_cluster"
+	KmeshTCPWorkloadSentBytesMetricAttributeKeyRequestProtocol              KmeshTCPWorkloadSentBytesMetricAttributeKey = "request_protocol"
+	KmeshTCPWorkloadSentBytesMetricAttributeKeyResponseFlags                KmeshTCPWorkloadSentBytesMetricAttributeKey = "response_flags"
+	KmeshTCPWorkloadSentBytesMetricAttributeKeyConnectionSecurityPolicy     KmeshTCPWorkloadSentBytesMetricAttributeKey = "connection_security_policy"
+)
+
+// KmeshTCPWorkloadSentBytesMetricConfig provides config for the kmesh_tcp_workload_sent_bytes metric.
+type KmeshTCPWorkloadSentBytesMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                        `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []KmeshTCPWorkloadSentBytesMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *KmeshTCPWorkloadSentBytesMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *KmeshTCPWorkloadSentBytesMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case KmeshTCPWorkloadSentBytesMetricAttributeKeyReporter, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceWorkload, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCanonicalService, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCanonicalRevision, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceWorkloadNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeySourcePrincipal, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceApp, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceVersion, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCluster, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodAddress, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodName, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationWorkload, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCanonicalService, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPrincipal, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationApp, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationVersion, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCluster, KmeshTCPWorkloadSentBytesMetricAttributeKeyRequestProtocol, KmeshTCPWorkloadSentBytesMetricAttributeKeyResponseFlags, KmeshTCPWorkloadSentBytesMetricAttributeKeyConnectionSecurityPolicy:
+		default:
+			return fmt.Errorf("metric kmesh_tcp_workload_sent_bytes doesn't have an attribute %v, valid attributes: [reporter, source_workload, source_canonical_service, source_canonical_revision, source_workload_namespace, source_principal, source_app, source_version, source_cluster, destination_pod_address, destination_pod_namespace, destination_pod_name, destination_workload, destination_canonical_service, destination_canonical_revision, destination_workload_namespace, destination_principal, destination_app, destination_version, destination_cluster, request_protocol, response_flags, connection_security_policy]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
 // TCPBytesReceivedMetricAttributeKey specifies the key of an attribute for the tcp.bytes.received metric.
 type TCPBytesReceivedMetricAttributeKey string
 
 const (
-	TCPBytesReceivedMetricAttributeKeyDirection      TCPBytesReceivedMetricAttributeKey = "direction"
-	TCPBytesReceivedMetricAttributeKeyNetworkType    TCPBytesReceivedMetricAttributeKey = "network.type"
-	TCPBytesReceivedMetricAttributeKeyLocalWorkload  TCPBytesReceivedMetricAttributeKey = "local.workload"
-	TCPBytesReceivedMetricAttributeKeyLocalNamespace TCPBytesReceivedMetricAttributeKey = "local.namespace"
-	TCPBytesReceivedMetricAttributeKeyPeerWorkload   TCPBytesReceivedMetricAttributeKey = "peer.workload"
-	TCPBytesReceivedMetricAttributeKeyPeerNamespace  TCPBytesReceivedMetricAttributeKey = "peer.namespace"
+	TCPBytesReceivedMetricAttributeKeyDirection        TCPBytesReceivedMetricAttributeKey = "direction"
+	TCPBytesReceivedMetricAttributeKeyNetworkType      TCPBytesReceivedMetricAttributeKey = "network.type"
+	TCPBytesReceivedMetricAttributeKeyPeerWorkload     TCPBytesReceivedMetricAttributeKey = "peer.workload"
+	TCPBytesReceivedMetricAttributeKeyPeerWorkloadKind TCPBytesReceivedMetricAttributeKey = "peer.workload.kind"
+	TCPBytesReceivedMetricAttributeKeyPeerNamespace    TCPBytesReceivedMetricAttributeKey = "peer.namespace"
 )
 
 // TCPBytesReceivedMetricConfig provides config for the tcp.bytes.received metric.
@@ -47,9 +1236,9 @@ func (ms *TCPBytesReceivedMetricConfig) Unmarshal(parser *confmap.Conf) error {
 func (ms *TCPBytesReceivedMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case TCPBytesReceivedMetricAttributeKeyDirection, TCPBytesReceivedMetricAttributeKeyNetworkType, TCPBytesReceivedMetricAttributeKeyLocalWorkload, TCPBytesReceivedMetricAttributeKeyLocalNamespace, TCPBytesReceivedMetricAttributeKeyPeerWorkload, TCPBytesReceivedMetricAttributeKeyPeerNamespace:
+		case TCPBytesReceivedMetricAttributeKeyDirection, TCPBytesReceivedMetricAttributeKeyNetworkType, TCPBytesReceivedMetricAttributeKeyPeerWorkload, TCPBytesReceivedMetricAttributeKeyPeerWorkloadKind, TCPBytesReceivedMetricAttributeKeyPeerNamespace:
 		default:
-			return fmt.Errorf("metric tcp.bytes.received doesn't have an attribute %v, valid attributes: [direction, network.type, local.workload, local.namespace, peer.workload, peer.namespace]", val)
+			return fmt.Errorf("metric tcp.bytes.received doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace]", val)
 		}
 	}
 
@@ -66,12 +1255,11 @@ func (ms *TCPBytesReceivedMetricConfig) Validate() error {
 type TCPBytesSentMetricAttributeKey string
 
 const (
-	TCPBytesSentMetricAttributeKeyDirection      TCPBytesSentMetricAttributeKey = "direction"
-	TCPBytesSentMetricAttributeKeyNetworkType    TCPBytesSentMetricAttributeKey = "network.type"
-	TCPBytesSentMetricAttributeKeyLocalWorkload  TCPBytesSentMetricAttributeKey = "local.workload"
-	TCPBytesSentMetricAttributeKeyLocalNamespace TCPBytesSentMetricAttributeKey = "local.namespace"
-	TCPBytesSentMetricAttributeKeyPeerWorkload   TCPBytesSentMetricAttributeKey = "peer.workload"
-	TCPBytesSentMetricAttributeKeyPeerNamespace  TCPBytesSentMetricAttributeKey = "peer.namespace"
+	TCPBytesSentMetricAttributeKeyDirection        TCPBytesSentMetricAttributeKey = "direction"
+	TCPBytesSentMetricAttributeKeyNetworkType      TCPBytesSentMetricAttributeKey = "network.type"
+	TCPBytesSentMetricAttributeKeyPeerWorkload     TCPBytesSentMetricAttributeKey = "peer.workload"
+	TCPBytesSentMetricAttributeKeyPeerWorkloadKind TCPBytesSentMetricAttributeKey = "peer.workload.kind"
+	TCPBytesSentMetricAttributeKeyPeerNamespace    TCPBytesSentMetricAttributeKey = "peer.namespace"
 )
 
 // TCPBytesSentMetricConfig provides config for the tcp.bytes.sent metric.
@@ -100,9 +1288,9 @@ func (ms *TCPBytesSentMetricConfig) Unmarshal(parser *confmap.Conf) error {
 func (ms *TCPBytesSentMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case TCPBytesSentMetricAttributeKeyDirection, TCPBytesSentMetricAttributeKeyNetworkType, TCPBytesSentMetricAttributeKeyLocalWorkload, TCPBytesSentMetricAttributeKeyLocalNamespace, TCPBytesSentMetricAttributeKeyPeerWorkload, TCPBytesSentMetricAttributeKeyPeerNamespace:
+		case TCPBytesSentMetricAttributeKeyDirection, TCPBytesSentMetricAttributeKeyNetworkType, TCPBytesSentMetricAttributeKeyPeerWorkload, TCPBytesSentMetricAttributeKeyPeerWorkloadKind, TCPBytesSentMetricAttributeKeyPeerNamespace:
 		default:
-			return fmt.Errorf("metric tcp.bytes.sent doesn't have an attribute %v, valid attributes: [direction, network.type, local.workload, local.namespace, peer.workload, peer.namespace]", val)
+			return fmt.Errorf("metric tcp.bytes.sent doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace]", val)
 		}
 	}
 
@@ -119,12 +1307,11 @@ func (ms *TCPBytesSentMetricConfig) Validate() error {
 type TCPConnectionsClosedMetricAttributeKey string
 
 const (
-	TCPConnectionsClosedMetricAttributeKeyDirection      TCPConnectionsClosedMetricAttributeKey = "direction"
-	TCPConnectionsClosedMetricAttributeKeyNetworkType    TCPConnectionsClosedMetricAttributeKey = "network.type"
-	TCPConnectionsClosedMetricAttributeKeyLocalWorkload  TCPConnectionsClosedMetricAttributeKey = "local.workload"
-	TCPConnectionsClosedMetricAttributeKeyLocalNamespace TCPConnectionsClosedMetricAttributeKey = "local.namespace"
-	TCPConnectionsClosedMetricAttributeKeyPeerWorkload   TCPConnectionsClosedMetricAttributeKey = "peer.workload"
-	TCPConnectionsClosedMetricAttributeKeyPeerNamespace  TCPConnectionsClosedMetricAttributeKey = "peer.namespace"
+	TCPConnectionsClosedMetricAttributeKeyDirection        TCPConnectionsClosedMetricAttributeKey = "direction"
+	TCPConnectionsClosedMetricAttributeKeyNetworkType      TCPConnectionsClosedMetricAttributeKey = "network.type"
+	TCPConnectionsClosedMetricAttributeKeyPeerWorkload     TCPConnectionsClosedMetricAttributeKey = "peer.workload"
+	TCPConnectionsClosedMetricAttributeKeyPeerWorkloadKind TCPConnectionsClosedMetricAttributeKey = "peer.workload.kind"
+	TCPConnectionsClosedMetricAttributeKeyPeerNamespace    TCPConnectionsClosedMetricAttributeKey = "peer.namespace"
 )
 
 // TCPConnectionsClosedMetricConfig provides config for the tcp.connections.closed metric.
@@ -153,9 +1340,9 @@ func (ms *TCPConnectionsClosedMetricConfig) Unmarshal(parser *confmap.Conf) erro
 func (ms *TCPConnectionsClosedMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case TCPConnectionsClosedMetricAttributeKeyDirection, TCPConnectionsClosedMetricAttributeKeyNetworkType, TCPConnectionsClosedMetricAttributeKeyLocalWorkload, TCPConnectionsClosedMetricAttributeKeyLocalNamespace, TCPConnectionsClosedMetricAttributeKeyPeerWorkload, TCPConnectionsClosedMetricAttributeKeyPeerNamespace:
+		case TCPConnectionsClosedMetricAttributeKeyDirection, TCPConnectionsClosedMetricAttributeKeyNetworkType, TCPConnectionsClosedMetricAttributeKeyPeerWorkload, TCPConnectionsClosedMetricAttributeKeyPeerWorkloadKind, TCPConnectionsClosedMetricAttributeKeyPeerNamespace:
 		default:
-			return fmt.Errorf("metric tcp.connections.closed doesn't have an attribute %v, valid attributes: [direction, network.type, local.workload, local.namespace, peer.workload, peer.namespace]", val)
+			return fmt.Errorf("metric tcp.connections.closed doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace]", val)
 		}
 	}
 
@@ -172,13 +1359,12 @@ func (ms *TCPConnectionsClosedMetricConfig) Validate() error {
 type TCPConnectionsFailedMetricAttributeKey string
 
 const (
-	TCPConnectionsFailedMetricAttributeKeyDirection      TCPConnectionsFailedMetricAttributeKey = "direction"
-	TCPConnectionsFailedMetricAttributeKeyNetworkType    TCPConnectionsFailedMetricAttributeKey = "network.type"
-	TCPConnectionsFailedMetricAttributeKeyLocalWorkload  TCPConnectionsFailedMetricAttributeKey = "local.workload"
-	TCPConnectionsFailedMetricAttributeKeyLocalNamespace TCPConnectionsFailedMetricAttributeKey = "local.namespace"
-	TCPConnectionsFailedMetricAttributeKeyPeerWorkload   TCPConnectionsFailedMetricAttributeKey = "peer.workload"
-	TCPConnectionsFailedMetricAttributeKeyPeerNamespace  TCPConnectionsFailedMetricAttributeKey = "peer.namespace"
-	TCPConnectionsFailedMetricAttributeKeyErrorType      TCPConnectionsFailedMetricAttributeKey = "error.type"
+	TCPConnectionsFailedMetricAttributeKeyDirection        TCPConnectionsFailedMetricAttributeKey = "direction"
+	TCPConnectionsFailedMetricAttributeKeyNetworkType      TCPConnectionsFailedMetricAttributeKey = "network.type"
+	TCPConnectionsFailedMetricAttributeKeyPeerWorkload     TCPConnectionsFailedMetricAttributeKey = "peer.workload"
+	TCPConnectionsFailedMetricAttributeKeyPeerWorkloadKind TCPConnectionsFailedMetricAttributeKey = "peer.workload.kind"
+	TCPConnectionsFailedMetricAttributeKeyPeerNamespace    TCPConnectionsFailedMetricAttributeKey = "peer.namespace"
+	TCPConnectionsFailedMetricAttributeKeyErrorType        TCPConnectionsFailedMetricAttributeKey = "error.type"
 )
 
 // TCPConnectionsFailedMetricConfig provides config for the tcp.connections.failed metric.
@@ -207,9 +1393,9 @@ func (ms *TCPConnectionsFailedMetricConfig) Unmarshal(parser *confmap.Conf) erro
 func (ms *TCPConnectionsFailedMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case TCPConnectionsFailedMetricAttributeKeyDirection, TCPConnectionsFailedMetricAttributeKeyNetworkType, TCPConnectionsFailedMetricAttributeKeyLocalWorkload, TCPConnectionsFailedMetricAttributeKeyLocalNamespace, TCPConnectionsFailedMetricAttributeKeyPeerWorkload, TCPConnectionsFailedMetricAttributeKeyPeerNamespace, TCPConnectionsFailedMetricAttributeKeyErrorType:
+		case TCPConnectionsFailedMetricAttributeKeyDirection, TCPConnectionsFailedMetricAttributeKeyNetworkType, TCPConnectionsFailedMetricAttributeKeyPeerWorkload, TCPConnectionsFailedMetricAttributeKeyPeerWorkloadKind, TCPConnectionsFailedMetricAttributeKeyPeerNamespace, TCPConnectionsFailedMetricAttributeKeyErrorType:
 		default:
-			return fmt.Errorf("metric tcp.connections.failed doesn't have an attribute %v, valid attributes: [direction, network.type, local.workload, local.namespace, peer.workload, peer.namespace, error.type]", val)
+			return fmt.Errorf("metric tcp.connections.failed doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, error.type]", val)
 		}
 	}
 
@@ -226,12 +1412,11 @@ func (ms *TCPConnectionsFailedMetricConfig) Validate() error {
 type TCPConnectionsOpenMetricAttributeKey string
 
 const (
-	TCPConnectionsOpenMetricAttributeKeyDirection      TCPConnectionsOpenMetricAttributeKey = "direction"
-	TCPConnectionsOpenMetricAttributeKeyNetworkType    TCPConnectionsOpenMetricAttributeKey = "network.type"
-	TCPConnectionsOpenMetricAttributeKeyLocalWorkload  TCPConnectionsOpenMetricAttributeKey = "local.workload"
-	TCPConnectionsOpenMetricAttributeKeyLocalNamespace TCPConnectionsOpenMetricAttributeKey = "local.namespace"
-	TCPConnectionsOpenMetricAttributeKeyPeerWorkload   TCPConnectionsOpenMetricAttributeKey = "peer.workload"
-	TCPConnectionsOpenMetricAttributeKeyPeerNamespace  TCPConnectionsOpenMetricAttributeKey = "peer.namespace"
+	TCPConnectionsOpenMetricAttributeKeyDirection        TCPConnectionsOpenMetricAttributeKey = "direction"
+	TCPConnectionsOpenMetricAttributeKeyNetworkType      TCPConnectionsOpenMetricAttributeKey = "network.type"
+	TCPConnectionsOpenMetricAttributeKeyPeerWorkload     TCPConnectionsOpenMetricAttributeKey = "peer.workload"
+	TCPConnectionsOpenMetricAttributeKeyPeerWorkloadKind TCPConnectionsOpenMetricAttributeKey = "peer.workload.kind"
+	TCPConnectionsOpenMetricAttributeKeyPeerNamespace    TCPConnectionsOpenMetricAttributeKey = "peer.namespace"
 )
 
 // TCPConnectionsOpenMetricConfig provides config for the tcp.connections.open metric.
@@ -260,9 +1445,9 @@ func (ms *TCPConnectionsOpenMetricConfig) Unmarshal(parser *confmap.Conf) error 
 func (ms *TCPConnectionsOpenMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case TCPConnectionsOpenMetricAttributeKeyDirection, TCPConnectionsOpenMetricAttributeKeyNetworkType, TCPConnectionsOpenMetricAttributeKeyLocalWorkload, TCPConnectionsOpenMetricAttributeKeyLocalNamespace, TCPConnectionsOpenMetricAttributeKeyPeerWorkload, TCPConnectionsOpenMetricAttributeKeyPeerNamespace:
+		case TCPConnectionsOpenMetricAttributeKeyDirection, TCPConnectionsOpenMetricAttributeKeyNetworkType, TCPConnectionsOpenMetricAttributeKeyPeerWorkload, TCPConnectionsOpenMetricAttributeKeyPeerWorkloadKind, TCPConnectionsOpenMetricAttributeKeyPeerNamespace:
 		default:
-			return fmt.Errorf("metric tcp.connections.open doesn't have an attribute %v, valid attributes: [direction, network.type, local.workload, local.namespace, peer.workload, peer.namespace]", val)
+			return fmt.Errorf("metric tcp.connections.open doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace]", val)
 		}
 	}
 
@@ -279,12 +1464,11 @@ func (ms *TCPConnectionsOpenMetricConfig) Validate() error {
 type TCPConnectionsOpenedMetricAttributeKey string
 
 const (
-	TCPConnectionsOpenedMetricAttributeKeyDirection      TCPConnectionsOpenedMetricAttributeKey = "direction"
-	TCPConnectionsOpenedMetricAttributeKeyNetworkType    TCPConnectionsOpenedMetricAttributeKey = "network.type"
-	TCPConnectionsOpenedMetricAttributeKeyLocalWorkload  TCPConnectionsOpenedMetricAttributeKey = "local.workload"
-	TCPConnectionsOpenedMetricAttributeKeyLocalNamespace TCPConnectionsOpenedMetricAttributeKey = "local.namespace"
-	TCPConnectionsOpenedMetricAttributeKeyPeerWorkload   TCPConnectionsOpenedMetricAttributeKey = "peer.workload"
-	TCPConnectionsOpenedMetricAttributeKeyPeerNamespace  TCPConnectionsOpenedMetricAttributeKey = "peer.namespace"
+	TCPConnectionsOpenedMetricAttributeKeyDirection        TCPConnectionsOpenedMetricAttributeKey = "direction"
+	TCPConnectionsOpenedMetricAttributeKeyNetworkType      TCPConnectionsOpenedMetricAttributeKey = "network.type"
+	TCPConnectionsOpenedMetricAttributeKeyPeerWorkload     TCPConnectionsOpenedMetricAttributeKey = "peer.workload"
+	TCPConnectionsOpenedMetricAttributeKeyPeerWorkloadKind TCPConnectionsOpenedMetricAttributeKey = "peer.workload.kind"
+	TCPConnectionsOpenedMetricAttributeKeyPeerNamespace    TCPConnectionsOpenedMetricAttributeKey = "peer.namespace"
 )
 
 // TCPConnectionsOpenedMetricConfig provides config for the tcp.connections.opened metric.
@@ -313,9 +1497,9 @@ func (ms *TCPConnectionsOpenedMetricConfig) Unmarshal(parser *confmap.Conf) erro
 func (ms *TCPConnectionsOpenedMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case TCPConnectionsOpenedMetricAttributeKeyDirection, TCPConnectionsOpenedMetricAttributeKeyNetworkType, TCPConnectionsOpenedMetricAttributeKeyLocalWorkload, TCPConnectionsOpenedMetricAttributeKeyLocalNamespace, TCPConnectionsOpenedMetricAttributeKeyPeerWorkload, TCPConnectionsOpenedMetricAttributeKeyPeerNamespace:
+		case TCPConnectionsOpenedMetricAttributeKeyDirection, TCPConnectionsOpenedMetricAttributeKeyNetworkType, TCPConnectionsOpenedMetricAttributeKeyPeerWorkload, TCPConnectionsOpenedMetricAttributeKeyPeerWorkloadKind, TCPConnectionsOpenedMetricAttributeKeyPeerNamespace:
 		default:
-			return fmt.Errorf("metric tcp.connections.opened doesn't have an attribute %v, valid attributes: [direction, network.type, local.workload, local.namespace, peer.workload, peer.namespace]", val)
+			return fmt.Errorf("metric tcp.connections.opened doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace]", val)
 		}
 	}
 
@@ -332,12 +1516,11 @@ func (ms *TCPConnectionsOpenedMetricConfig) Validate() error {
 type TCPPacketsLostMetricAttributeKey string
 
 const (
-	TCPPacketsLostMetricAttributeKeyDirection      TCPPacketsLostMetricAttributeKey = "direction"
-	TCPPacketsLostMetricAttributeKeyNetworkType    TCPPacketsLostMetricAttributeKey = "network.type"
-	TCPPacketsLostMetricAttributeKeyLocalWorkload  TCPPacketsLostMetricAttributeKey = "local.workload"
-	TCPPacketsLostMetricAttributeKeyLocalNamespace TCPPacketsLostMetricAttributeKey = "local.namespace"
-	TCPPacketsLostMetricAttributeKeyPeerWorkload   TCPPacketsLostMetricAttributeKey = "peer.workload"
-	TCPPacketsLostMetricAttributeKeyPeerNamespace  TCPPacketsLostMetricAttributeKey = "peer.namespace"
+	TCPPacketsLostMetricAttributeKeyDirection        TCPPacketsLostMetricAttributeKey = "direction"
+	TCPPacketsLostMetricAttributeKeyNetworkType      TCPPacketsLostMetricAttributeKey = "network.type"
+	TCPPacketsLostMetricAttributeKeyPeerWorkload     TCPPacketsLostMetricAttributeKey = "peer.workload"
+	TCPPacketsLostMetricAttributeKeyPeerWorkloadKind TCPPacketsLostMetricAttributeKey = "peer.workload.kind"
+	TCPPacketsLostMetricAttributeKeyPeerNamespace    TCPPacketsLostMetricAttributeKey = "peer.namespace"
 )
 
 // TCPPacketsLostMetricConfig provides config for the tcp.packets.lost metric.
@@ -366,9 +1549,9 @@ func (ms *TCPPacketsLostMetricConfig) Unmarshal(parser *confmap.Conf) error {
 func (ms *TCPPacketsLostMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case TCPPacketsLostMetricAttributeKeyDirection, TCPPacketsLostMetricAttributeKeyNetworkType, TCPPacketsLostMetricAttributeKeyLocalWorkload, TCPPacketsLostMetricAttributeKeyLocalNamespace, TCPPacketsLostMetricAttributeKeyPeerWorkload, TCPPacketsLostMetricAttributeKeyPeerNamespace:
+		case TCPPacketsLostMetricAttributeKeyDirection, TCPPacketsLostMetricAttributeKeyNetworkType, TCPPacketsLostMetricAttributeKeyPeerWorkload, TCPPacketsLostMetricAttributeKeyPeerWorkloadKind, TCPPacketsLostMetricAttributeKeyPeerNamespace:
 		default:
-			return fmt.Errorf("metric tcp.packets.lost doesn't have an attribute %v, valid attributes: [direction, network.type, local.workload, local.namespace, peer.workload, peer.namespace]", val)
+			return fmt.Errorf("metric tcp.packets.lost doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace]", val)
 		}
 	}
 
@@ -385,12 +1568,11 @@ func (ms *TCPPacketsLostMetricConfig) Validate() error {
 type TCPRetransmitsMetricAttributeKey string
 
 const (
-	TCPRetransmitsMetricAttributeKeyDirection      TCPRetransmitsMetricAttributeKey = "direction"
-	TCPRetransmitsMetricAttributeKeyNetworkType    TCPRetransmitsMetricAttributeKey = "network.type"
-	TCPRetransmitsMetricAttributeKeyLocalWorkload  TCPRetransmitsMetricAttributeKey = "local.workload"
-	TCPRetransmitsMetricAttributeKeyLocalNamespace TCPRetransmitsMetricAttributeKey = "local.namespace"
-	TCPRetransmitsMetricAttributeKeyPeerWorkload   TCPRetransmitsMetricAttributeKey = "peer.workload"
-	TCPRetransmitsMetricAttributeKeyPeerNamespace  TCPRetransmitsMetricAttributeKey = "peer.namespace"
+	TCPRetransmitsMetricAttributeKeyDirection        TCPRetransmitsMetricAttributeKey = "direction"
+	TCPRetransmitsMetricAttributeKeyNetworkType      TCPRetransmitsMetricAttributeKey = "network.type"
+	TCPRetransmitsMetricAttributeKeyPeerWorkload     TCPRetransmitsMetricAttributeKey = "peer.workload"
+	TCPRetransmitsMetricAttributeKeyPeerWorkloadKind TCPRetransmitsMetricAttributeKey = "peer.workload.kind"
+	TCPRetransmitsMetricAttributeKeyPeerNamespace    TCPRetransmitsMetricAttributeKey = "peer.namespace"
 )
 
 // TCPRetransmitsMetricConfig provides config for the tcp.retransmits metric.
@@ -419,9 +1601,260 @@ func (ms *TCPRetransmitsMetricConfig) Unmarshal(parser *confmap.Conf) error {
 func (ms *TCPRetransmitsMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case TCPRetransmitsMetricAttributeKeyDirection, TCPRetransmitsMetricAttributeKeyNetworkType, TCPRetransmitsMetricAttributeKeyLocalWorkload, TCPRetransmitsMetricAttributeKeyLocalNamespace, TCPRetransmitsMetricAttributeKeyPeerWorkload, TCPRetransmitsMetricAttributeKeyPeerNamespace:
+		case TCPRetransmitsMetricAttributeKeyDirection, TCPRetransmitsMetricAttributeKeyNetworkType, TCPRetransmitsMetricAttributeKeyPeerWorkload, TCPRetransmitsMetricAttributeKeyPeerWorkloadKind, TCPRetransmitsMetricAttributeKeyPeerNamespace:
 		default:
-			return fmt.Errorf("metric tcp.retransmits doesn't have an attribute %v, valid attributes: [direction, network.type, local.workload, local.namespace, peer.workload, peer.namespace]", val)
+			return fmt.Errorf("metric tcp.retransmits doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// TCPServiceBytesReceivedMetricAttributeKey specifies the key of an attribute for the tcp.service.bytes.received metric.
+type TCPServiceBytesReceivedMetricAttributeKey string
+
+const (
+	TCPServiceBytesReceivedMetricAttributeKeyDirection                   TCPServiceBytesReceivedMetricAttributeKey = "direction"
+	TCPServiceBytesReceivedMetricAttributeKeyDestinationServiceName      TCPServiceBytesReceivedMetricAttributeKey = "destination.service.name"
+	TCPServiceBytesReceivedMetricAttributeKeyDestinationServiceNamespace TCPServiceBytesReceivedMetricAttributeKey = "destination.service.namespace"
+)
+
+// TCPServiceBytesReceivedMetricConfig provides config for the tcp.service.bytes.received metric.
+type TCPServiceBytesReceivedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                      `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []TCPServiceBytesReceivedMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *TCPServiceBytesReceivedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *TCPServiceBytesReceivedMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case TCPServiceBytesReceivedMetricAttributeKeyDirection, TCPServiceBytesReceivedMetricAttributeKeyDestinationServiceName, TCPServiceBytesReceivedMetricAttributeKeyDestinationServiceNamespace:
+		default:
+			return fmt.Errorf("metric tcp.service.bytes.received doesn't have an attribute %v, valid attributes: [direction, destination.service.name, destination.service.namespace]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// TCPServiceBytesSentMetricAttributeKey specifies the key of an attribute for the tcp.service.bytes.sent metric.
+type TCPServiceBytesSentMetricAttributeKey string
+
+const (
+	TCPServiceBytesSentMetricAttributeKeyDirection                   TCPServiceBytesSentMetricAttributeKey = "direction"
+	TCPServiceBytesSentMetricAttributeKeyDestinationServiceName      TCPServiceBytesSentMetricAttributeKey = "destination.service.name"
+	TCPServiceBytesSentMetricAttributeKeyDestinationServiceNamespace TCPServiceBytesSentMetricAttributeKey = "destination.service.namespace"
+)
+
+// TCPServiceBytesSentMetricConfig provides config for the tcp.service.bytes.sent metric.
+type TCPServiceBytesSentMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                  `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []TCPServiceBytesSentMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *TCPServiceBytesSentMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *TCPServiceBytesSentMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case TCPServiceBytesSentMetricAttributeKeyDirection, TCPServiceBytesSentMetricAttributeKeyDestinationServiceName, TCPServiceBytesSentMetricAttributeKeyDestinationServiceNamespace:
+		default:
+			return fmt.Errorf("metric tcp.service.bytes.sent doesn't have an attribute %v, valid attributes: [direction, destination.service.name, destination.service.namespace]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// TCPServiceConnectionsClosedMetricAttributeKey specifies the key of an attribute for the tcp.service.connections.closed metric.
+type TCPServiceConnectionsClosedMetricAttributeKey string
+
+const (
+	TCPServiceConnectionsClosedMetricAttributeKeyDirection                   TCPServiceConnectionsClosedMetricAttributeKey = "direction"
+	TCPServiceConnectionsClosedMetricAttributeKeyDestinationServiceName      TCPServiceConnectionsClosedMetricAttributeKey = "destination.service.name"
+	TCPServiceConnectionsClosedMetricAttributeKeyDestinationServiceNamespace TCPServiceConnectionsClosedMetricAttributeKey = "destination.service.namespace"
+)
+
+// TCPServiceConnectionsClosedMetricConfig provides config for the tcp.service.connections.closed metric.
+type TCPServiceConnectionsClosedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                          `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []TCPServiceConnectionsClosedMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *TCPServiceConnectionsClosedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *TCPServiceConnectionsClosedMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case TCPServiceConnectionsClosedMetricAttributeKeyDirection, TCPServiceConnectionsClosedMetricAttributeKeyDestinationServiceName, TCPServiceConnectionsClosedMetricAttributeKeyDestinationServiceNamespace:
+		default:
+			return fmt.Errorf("metric tcp.service.connections.closed doesn't have an attribute %v, valid attributes: [direction, destination.service.name, destination.service.namespace]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// TCPServiceConnectionsFailedMetricAttributeKey specifies the key of an attribute for the tcp.service.connections.failed metric.
+type TCPServiceConnectionsFailedMetricAttributeKey string
+
+const (
+	TCPServiceConnectionsFailedMetricAttributeKeyDirection                   TCPServiceConnectionsFailedMetricAttributeKey = "direction"
+	TCPServiceConnectionsFailedMetricAttributeKeyDestinationServiceName      TCPServiceConnectionsFailedMetricAttributeKey = "destination.service.name"
+	TCPServiceConnectionsFailedMetricAttributeKeyDestinationServiceNamespace TCPServiceConnectionsFailedMetricAttributeKey = "destination.service.namespace"
+	TCPServiceConnectionsFailedMetricAttributeKeyErrorType                   TCPServiceConnectionsFailedMetricAttributeKey = "error.type"
+)
+
+// TCPServiceConnectionsFailedMetricConfig provides config for the tcp.service.connections.failed metric.
+type TCPServiceConnectionsFailedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                          `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []TCPServiceConnectionsFailedMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *TCPServiceConnectionsFailedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *TCPServiceConnectionsFailedMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case TCPServiceConnectionsFailedMetricAttributeKeyDirection, TCPServiceConnectionsFailedMetricAttributeKeyDestinationServiceName, TCPServiceConnectionsFailedMetricAttributeKeyDestinationServiceNamespace, TCPServiceConnectionsFailedMetricAttributeKeyErrorType:
+		default:
+			return fmt.Errorf("metric tcp.service.connections.failed doesn't have an attribute %v, valid attributes: [direction, destination.service.name, destination.service.namespace, error.type]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// TCPServiceConnectionsOpenedMetricAttributeKey specifies the key of an attribute for the tcp.service.connections.opened metric.
+type TCPServiceConnectionsOpenedMetricAttributeKey string
+
+const (
+	TCPServiceConnectionsOpenedMetricAttributeKeyDirection                   TCPServiceConnectionsOpenedMetricAttributeKey = "direction"
+	TCPServiceConnectionsOpenedMetricAttributeKeyDestinationServiceName      TCPServiceConnectionsOpenedMetricAttributeKey = "destination.service.name"
+	TCPServiceConnectionsOpenedMetricAttributeKeyDestinationServiceNamespace TCPServiceConnectionsOpenedMetricAttributeKey = "destination.service.namespace"
+)
+
+// TCPServiceConnectionsOpenedMetricConfig provides config for the tcp.service.connections.opened metric.
+type TCPServiceConnectionsOpenedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                          `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []TCPServiceConnectionsOpenedMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *TCPServiceConnectionsOpenedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *TCPServiceConnectionsOpenedMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case TCPServiceConnectionsOpenedMetricAttributeKeyDirection, TCPServiceConnectionsOpenedMetricAttributeKeyDestinationServiceName, TCPServiceConnectionsOpenedMetricAttributeKeyDestinationServiceNamespace:
+		default:
+			return fmt.Errorf("metric tcp.service.connections.opened doesn't have an attribute %v, valid attributes: [direction, destination.service.name, destination.service.namespace]", val)
 		}
 	}
 
@@ -582,65 +2015,246 @@ func (ms *TcpconnRecordsFilteredMetricConfig) Unmarshal(parser *confmap.Conf) er
 	return nil
 }
 
+// TcpconnSeriesOverflowMetricAttributeKey specifies the key of an attribute for the tcpconn.series.overflow metric.
+type TcpconnSeriesOverflowMetricAttributeKey string
+
+const (
+	TcpconnSeriesOverflowMetricAttributeKeyView TcpconnSeriesOverflowMetricAttributeKey = "view"
+)
+
+// TcpconnSeriesOverflowMetricConfig provides config for the tcpconn.series.overflow metric.
+type TcpconnSeriesOverflowMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                    `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []TcpconnSeriesOverflowMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *TcpconnSeriesOverflowMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *TcpconnSeriesOverflowMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case TcpconnSeriesOverflowMetricAttributeKeyView:
+		default:
+			return fmt.Errorf("metric tcpconn.series.overflow doesn't have an attribute %v, valid attributes: [view]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
 // MetricsConfig provides config for tcpconn metrics.
 type MetricsConfig struct {
-	TCPBytesReceived           TCPBytesReceivedMetricConfig           `mapstructure:"tcp.bytes.received"`
-	TCPBytesSent               TCPBytesSentMetricConfig               `mapstructure:"tcp.bytes.sent"`
-	TCPConnectionsClosed       TCPConnectionsClosedMetricConfig       `mapstructure:"tcp.connections.closed"`
-	TCPConnectionsFailed       TCPConnectionsFailedMetricConfig       `mapstructure:"tcp.connections.failed"`
-	TCPConnectionsOpen         TCPConnectionsOpenMetricConfig         `mapstructure:"tcp.connections.open"`
-	TCPConnectionsOpened       TCPConnectionsOpenedMetricConfig       `mapstructure:"tcp.connections.opened"`
-	TCPPacketsLost             TCPPacketsLostMetricConfig             `mapstructure:"tcp.packets.lost"`
-	TCPRetransmits             TCPRetransmitsMetricConfig             `mapstructure:"tcp.retransmits"`
-	TcpconnConnectionsLost     TcpconnConnectionsLostMetricConfig     `mapstructure:"tcpconn.connections.lost"`
-	TcpconnLogsDropped         TcpconnLogsDroppedMetricConfig         `mapstructure:"tcpconn.logs.dropped"`
-	TcpconnLogsFiltered        TcpconnLogsFilteredMetricConfig        `mapstructure:"tcpconn.logs.filtered"`
-	TcpconnProbeRecords        TcpconnProbeRecordsMetricConfig        `mapstructure:"tcpconn.probe.records"`
-	TcpconnProbeRecordsDropped TcpconnProbeRecordsDroppedMetricConfig `mapstructure:"tcpconn.probe.records.dropped"`
-	TcpconnRecordsFiltered     TcpconnRecordsFilteredMetricConfig     `mapstructure:"tcpconn.records.filtered"`
+	IstioTCPConnectionsClosed         IstioTCPConnectionsClosedMetricConfig         `mapstructure:"istio_tcp_connections_closed"`
+	IstioTCPConnectionsFailed         IstioTCPConnectionsFailedMetricConfig         `mapstructure:"istio_tcp_connections_failed"`
+	IstioTCPConnectionsOpened         IstioTCPConnectionsOpenedMetricConfig         `mapstructure:"istio_tcp_connections_opened"`
+	IstioTCPReceivedBytes             IstioTCPReceivedBytesMetricConfig             `mapstructure:"istio_tcp_received_bytes"`
+	IstioTCPSentBytes                 IstioTCPSentBytesMetricConfig                 `mapstructure:"istio_tcp_sent_bytes"`
+	KmeshTCPConnectionsClosed         KmeshTCPConnectionsClosedMetricConfig         `mapstructure:"kmesh_tcp_connections_closed"`
+	KmeshTCPConnectionsFailed         KmeshTCPConnectionsFailedMetricConfig         `mapstructure:"kmesh_tcp_connections_failed"`
+	KmeshTCPConnectionsOpened         KmeshTCPConnectionsOpenedMetricConfig         `mapstructure:"kmesh_tcp_connections_opened"`
+	KmeshTCPPacketLoss                KmeshTCPPacketLossMetricConfig                `mapstructure:"kmesh_tcp_packet_loss"`
+	KmeshTCPReceivedBytes             KmeshTCPReceivedBytesMetricConfig             `mapstructure:"kmesh_tcp_received_bytes"`
+	KmeshTCPRetrans                   KmeshTCPRetransMetricConfig                   `mapstructure:"kmesh_tcp_retrans"`
+	KmeshTCPSentBytes                 KmeshTCPSentBytesMetricConfig                 `mapstructure:"kmesh_tcp_sent_bytes"`
+	KmeshTCPWorkloadConnectionsClosed KmeshTCPWorkloadConnectionsClosedMetricConfig `mapstructure:"kmesh_tcp_workload_connections_closed"`
+	KmeshTCPWorkloadConnectionsFailed KmeshTCPWorkloadConnectionsFailedMetricConfig `mapstructure:"kmesh_tcp_workload_connections_failed"`
+	KmeshTCPWorkloadConnectionsOpened KmeshTCPWorkloadConnectionsOpenedMetricConfig `mapstructure:"kmesh_tcp_workload_connections_opened"`
+	KmeshTCPWorkloadReceivedBytes     KmeshTCPWorkloadReceivedBytesMetricConfig     `mapstructure:"kmesh_tcp_workload_received_bytes"`
+	KmeshTCPWorkloadSentBytes         KmeshTCPWorkloadSentBytesMetricConfig         `mapstructure:"kmesh_tcp_workload_sent_bytes"`
+	TCPBytesReceived                  TCPBytesReceivedMetricConfig                  `mapstructure:"tcp.bytes.received"`
+	TCPBytesSent                      TCPBytesSentMetricConfig                      `mapstructure:"tcp.bytes.sent"`
+	TCPConnectionsClosed              TCPConnectionsClosedMetricConfig              `mapstructure:"tcp.connections.closed"`
+	TCPConnectionsFailed              TCPConnectionsFailedMetricConfig              `mapstructure:"tcp.connections.failed"`
+	TCPConnectionsOpen                TCPConnectionsOpenMetricConfig                `mapstructure:"tcp.connections.open"`
+	TCPConnectionsOpened              TCPConnectionsOpenedMetricConfig              `mapstructure:"tcp.connections.opened"`
+	TCPPacketsLost                    TCPPacketsLostMetricConfig                    `mapstructure:"tcp.packets.lost"`
+	TCPRetransmits                    TCPRetransmitsMetricConfig                    `mapstructure:"tcp.retransmits"`
+	TCPServiceBytesReceived           TCPServiceBytesReceivedMetricConfig           `mapstructure:"tcp.service.bytes.received"`
+	TCPServiceBytesSent               TCPServiceBytesSentMetricConfig               `mapstructure:"tcp.service.bytes.sent"`
+	TCPServiceConnectionsClosed       TCPServiceConnectionsClosedMetricConfig       `mapstructure:"tcp.service.connections.closed"`
+	TCPServiceConnectionsFailed       TCPServiceConnectionsFailedMetricConfig       `mapstructure:"tcp.service.connections.failed"`
+	TCPServiceConnectionsOpened       TCPServiceConnectionsOpenedMetricConfig       `mapstructure:"tcp.service.connections.opened"`
+	TcpconnConnectionsLost            TcpconnConnectionsLostMetricConfig            `mapstructure:"tcpconn.connections.lost"`
+	TcpconnLogsDropped                TcpconnLogsDroppedMetricConfig                `mapstructure:"tcpconn.logs.dropped"`
+	TcpconnLogsFiltered               TcpconnLogsFilteredMetricConfig               `mapstructure:"tcpconn.logs.filtered"`
+	TcpconnProbeRecords               TcpconnProbeRecordsMetricConfig               `mapstructure:"tcpconn.probe.records"`
+	TcpconnProbeRecordsDropped        TcpconnProbeRecordsDroppedMetricConfig        `mapstructure:"tcpconn.probe.records.dropped"`
+	TcpconnRecordsFiltered            TcpconnRecordsFilteredMetricConfig            `mapstructure:"tcpconn.records.filtered"`
+	TcpconnSeriesOverflow             TcpconnSeriesOverflowMetricConfig             `mapstructure:"tcpconn.series.overflow"`
 }
 
 func DefaultMetricsConfig() MetricsConfig {
 	return MetricsConfig{
+		IstioTCPConnectionsClosed: IstioTCPConnectionsClosedMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []IstioTCPConnectionsClosedMetricAttributeKey{IstioTCPConnectionsClosedMetricAttributeKeyReporter, IstioTCPConnectionsClosedMetricAttributeKeySourceWorkload, IstioTCPConnectionsClosedMetricAttributeKeySourceCanonicalService, IstioTCPConnectionsClosedMetricAttributeKeySourceCanonicalRevision, IstioTCPConnectionsClosedMetricAttributeKeySourceWorkloadNamespace, IstioTCPConnectionsClosedMetricAttributeKeySourcePrincipal, IstioTCPConnectionsClosedMetricAttributeKeySourceApp, IstioTCPConnectionsClosedMetricAttributeKeySourceVersion, IstioTCPConnectionsClosedMetricAttributeKeySourceCluster, IstioTCPConnectionsClosedMetricAttributeKeyDestinationService, IstioTCPConnectionsClosedMetricAttributeKeyDestinationServiceNamespace, IstioTCPConnectionsClosedMetricAttributeKeyDestinationServiceName, IstioTCPConnectionsClosedMetricAttributeKeyDestinationWorkload, IstioTCPConnectionsClosedMetricAttributeKeyDestinationCanonicalService, IstioTCPConnectionsClosedMetricAttributeKeyDestinationCanonicalRevision, IstioTCPConnectionsClosedMetricAttributeKeyDestinationWorkloadNamespace, IstioTCPConnectionsClosedMetricAttributeKeyDestinationPrincipal, IstioTCPConnectionsClosedMetricAttributeKeyDestinationApp, IstioTCPConnectionsClosedMetricAttributeKeyDestinationVersion, IstioTCPConnectionsClosedMetricAttributeKeyDestinationCluster, IstioTCPConnectionsClosedMetricAttributeKeyRequestProtocol, IstioTCPConnectionsClosedMetricAttributeKeyResponseFlags, IstioTCPConnectionsClosedMetricAttributeKeyConnectionSecurityPolicy},
+		},
+		IstioTCPConnectionsFailed: IstioTCPConnectionsFailedMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []IstioTCPConnectionsFailedMetricAttributeKey{IstioTCPConnectionsFailedMetricAttributeKeyReporter, IstioTCPConnectionsFailedMetricAttributeKeySourceWorkload, IstioTCPConnectionsFailedMetricAttributeKeySourceCanonicalService, IstioTCPConnectionsFailedMetricAttributeKeySourceCanonicalRevision, IstioTCPConnectionsFailedMetricAttributeKeySourceWorkloadNamespace, IstioTCPConnectionsFailedMetricAttributeKeySourcePrincipal, IstioTCPConnectionsFailedMetricAttributeKeySourceApp, IstioTCPConnectionsFailedMetricAttributeKeySourceVersion, IstioTCPConnectionsFailedMetricAttributeKeySourceCluster, IstioTCPConnectionsFailedMetricAttributeKeyDestinationService, IstioTCPConnectionsFailedMetricAttributeKeyDestinationServiceNamespace, IstioTCPConnectionsFailedMetricAttributeKeyDestinationServiceName, IstioTCPConnectionsFailedMetricAttributeKeyDestinationWorkload, IstioTCPConnectionsFailedMetricAttributeKeyDestinationCanonicalService, IstioTCPConnectionsFailedMetricAttributeKeyDestinationCanonicalRevision, IstioTCPConnectionsFailedMetricAttributeKeyDestinationWorkloadNamespace, IstioTCPConnectionsFailedMetricAttributeKeyDestinationPrincipal, IstioTCPConnectionsFailedMetricAttributeKeyDestinationApp, IstioTCPConnectionsFailedMetricAttributeKeyDestinationVersion, IstioTCPConnectionsFailedMetricAttributeKeyDestinationCluster, IstioTCPConnectionsFailedMetricAttributeKeyRequestProtocol, IstioTCPConnectionsFailedMetricAttributeKeyResponseFlags, IstioTCPConnectionsFailedMetricAttributeKeyConnectionSecurityPolicy},
+		},
+		IstioTCPConnectionsOpened: IstioTCPConnectionsOpenedMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []IstioTCPConnectionsOpenedMetricAttributeKey{IstioTCPConnectionsOpenedMetricAttributeKeyReporter, IstioTCPConnectionsOpenedMetricAttributeKeySourceWorkload, IstioTCPConnectionsOpenedMetricAttributeKeySourceCanonicalService, IstioTCPConnectionsOpenedMetricAttributeKeySourceCanonicalRevision, IstioTCPConnectionsOpenedMetricAttributeKeySourceWorkloadNamespace, IstioTCPConnectionsOpenedMetricAttributeKeySourcePrincipal, IstioTCPConnectionsOpenedMetricAttributeKeySourceApp, IstioTCPConnectionsOpenedMetricAttributeKeySourceVersion, IstioTCPConnectionsOpenedMetricAttributeKeySourceCluster, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationService, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationServiceNamespace, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationServiceName, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationWorkload, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationCanonicalService, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationCanonicalRevision, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationWorkloadNamespace, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationPrincipal, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationApp, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationVersion, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationCluster, IstioTCPConnectionsOpenedMetricAttributeKeyRequestProtocol, IstioTCPConnectionsOpenedMetricAttributeKeyResponseFlags, IstioTCPConnectionsOpenedMetricAttributeKeyConnectionSecurityPolicy},
+		},
+		IstioTCPReceivedBytes: IstioTCPReceivedBytesMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []IstioTCPReceivedBytesMetricAttributeKey{IstioTCPReceivedBytesMetricAttributeKeyReporter, IstioTCPReceivedBytesMetricAttributeKeySourceWorkload, IstioTCPReceivedBytesMetricAttributeKeySourceCanonicalService, IstioTCPReceivedBytesMetricAttributeKeySourceCanonicalRevision, IstioTCPReceivedBytesMetricAttributeKeySourceWorkloadNamespace, IstioTCPReceivedBytesMetricAttributeKeySourcePrincipal, IstioTCPReceivedBytesMetricAttributeKeySourceApp, IstioTCPReceivedBytesMetricAttributeKeySourceVersion, IstioTCPReceivedBytesMetricAttributeKeySourceCluster, IstioTCPReceivedBytesMetricAttributeKeyDestinationService, IstioTCPReceivedBytesMetricAttributeKeyDestinationServiceNamespace, IstioTCPReceivedBytesMetricAttributeKeyDestinationServiceName, IstioTCPReceivedBytesMetricAttributeKeyDestinationWorkload, IstioTCPReceivedBytesMetricAttributeKeyDestinationCanonicalService, IstioTCPReceivedBytesMetricAttributeKeyDestinationCanonicalRevision, IstioTCPReceivedBytesMetricAttributeKeyDestinationWorkloadNamespace, IstioTCPReceivedBytesMetricAttributeKeyDestinationPrincipal, IstioTCPReceivedBytesMetricAttributeKeyDestinationApp, IstioTCPReceivedBytesMetricAttributeKeyDestinationVersion, IstioTCPReceivedBytesMetricAttributeKeyDestinationCluster, IstioTCPReceivedBytesMetricAttributeKeyRequestProtocol, IstioTCPReceivedBytesMetricAttributeKeyResponseFlags, IstioTCPReceivedBytesMetricAttributeKeyConnectionSecurityPolicy},
+		},
+		IstioTCPSentBytes: IstioTCPSentBytesMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []IstioTCPSentBytesMetricAttributeKey{IstioTCPSentBytesMetricAttributeKeyReporter, IstioTCPSentBytesMetricAttributeKeySourceWorkload, IstioTCPSentBytesMetricAttributeKeySourceCanonicalService, IstioTCPSentBytesMetricAttributeKeySourceCanonicalRevision, IstioTCPSentBytesMetricAttributeKeySourceWorkloadNamespace, IstioTCPSentBytesMetricAttributeKeySourcePrincipal, IstioTCPSentBytesMetricAttributeKeySourceApp, IstioTCPSentBytesMetricAttributeKeySourceVersion, IstioTCPSentBytesMetricAttributeKeySourceCluster, IstioTCPSentBytesMetricAttributeKeyDestinationService, IstioTCPSentBytesMetricAttributeKeyDestinationServiceNamespace, IstioTCPSentBytesMetricAttributeKeyDestinationServiceName, IstioTCPSentBytesMetricAttributeKeyDestinationWorkload, IstioTCPSentBytesMetricAttributeKeyDestinationCanonicalService, IstioTCPSentBytesMetricAttributeKeyDestinationCanonicalRevision, IstioTCPSentBytesMetricAttributeKeyDestinationWorkloadNamespace, IstioTCPSentBytesMetricAttributeKeyDestinationPrincipal, IstioTCPSentBytesMetricAttributeKeyDestinationApp, IstioTCPSentBytesMetricAttributeKeyDestinationVersion, IstioTCPSentBytesMetricAttributeKeyDestinationCluster, IstioTCPSentBytesMetricAttributeKeyRequestProtocol, IstioTCPSentBytesMetricAttributeKeyResponseFlags, IstioTCPSentBytesMetricAttributeKeyConnectionSecurityPolicy},
+		},
+		KmeshTCPConnectionsClosed: KmeshTCPConnectionsClosedMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []KmeshTCPConnectionsClosedMetricAttributeKey{KmeshTCPConnectionsClosedMetricAttributeKeyReporter, KmeshTCPConnectionsClosedMetricAttributeKeySourceWorkload, KmeshTCPConnectionsClosedMetricAttributeKeySourceCanonicalService, KmeshTCPConnectionsClosedMetricAttributeKeySourceCanonicalRevision, KmeshTCPConnectionsClosedMetricAttributeKeySourceWorkloadNamespace, KmeshTCPConnectionsClosedMetricAttributeKeySourcePrincipal, KmeshTCPConnectionsClosedMetricAttributeKeySourceApp, KmeshTCPConnectionsClosedMetricAttributeKeySourceVersion, KmeshTCPConnectionsClosedMetricAttributeKeySourceCluster, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationService, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationServiceNamespace, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationServiceName, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationWorkload, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationCanonicalService, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationPrincipal, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationApp, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationVersion, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationCluster, KmeshTCPConnectionsClosedMetricAttributeKeyRequestProtocol, KmeshTCPConnectionsClosedMetricAttributeKeyResponseFlags, KmeshTCPConnectionsClosedMetricAttributeKeyConnectionSecurityPolicy},
+		},
+		KmeshTCPConnectionsFailed: KmeshTCPConnectionsFailedMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []KmeshTCPConnectionsFailedMetricAttributeKey{KmeshTCPConnectionsFailedMetricAttributeKeyReporter, KmeshTCPConnectionsFailedMetricAttributeKeySourceWorkload, KmeshTCPConnectionsFailedMetricAttributeKeySourceCanonicalService, KmeshTCPConnectionsFailedMetricAttributeKeySourceCanonicalRevision, KmeshTCPConnectionsFailedMetricAttributeKeySourceWorkloadNamespace, KmeshTCPConnectionsFailedMetricAttributeKeySourcePrincipal, KmeshTCPConnectionsFailedMetricAttributeKeySourceApp, KmeshTCPConnectionsFailedMetricAttributeKeySourceVersion, KmeshTCPConnectionsFailedMetricAttributeKeySourceCluster, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationService, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationServiceNamespace, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationServiceName, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationWorkload, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationCanonicalService, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationPrincipal, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationApp, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationVersion, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationCluster, KmeshTCPConnectionsFailedMetricAttributeKeyRequestProtocol, KmeshTCPConnectionsFailedMetricAttributeKeyResponseFlags, KmeshTCPConnectionsFailedMetricAttributeKeyConnectionSecurityPolicy},
+		},
+		KmeshTCPConnectionsOpened: KmeshTCPConnectionsOpenedMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []KmeshTCPConnectionsOpenedMetricAttributeKey{KmeshTCPConnectionsOpenedMetricAttributeKeyReporter, KmeshTCPConnectionsOpenedMetricAttributeKeySourceWorkload, KmeshTCPConnectionsOpenedMetricAttributeKeySourceCanonicalService, KmeshTCPConnectionsOpenedMetricAttributeKeySourceCanonicalRevision, KmeshTCPConnectionsOpenedMetricAttributeKeySourceWorkloadNamespace, KmeshTCPConnectionsOpenedMetricAttributeKeySourcePrincipal, KmeshTCPConnectionsOpenedMetricAttributeKeySourceApp, KmeshTCPConnectionsOpenedMetricAttributeKeySourceVersion, KmeshTCPConnectionsOpenedMetricAttributeKeySourceCluster, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationService, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationServiceNamespace, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationServiceName, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationWorkload, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationCanonicalService, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationPrincipal, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationApp, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationVersion, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationCluster, KmeshTCPConnectionsOpenedMetricAttributeKeyRequestProtocol, KmeshTCPConnectionsOpenedMetricAttributeKeyResponseFlags, KmeshTCPConnectionsOpenedMetricAttributeKeyConnectionSecurityPolicy},
+		},
+		KmeshTCPPacketLoss: KmeshTCPPacketLossMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []KmeshTCPPacketLossMetricAttributeKey{KmeshTCPPacketLossMetricAttributeKeyReporter, KmeshTCPPacketLossMetricAttributeKeySourceWorkload, KmeshTCPPacketLossMetricAttributeKeySourceCanonicalService, KmeshTCPPacketLossMetricAttributeKeySourceCanonicalRevision, KmeshTCPPacketLossMetricAttributeKeySourceWorkloadNamespace, KmeshTCPPacketLossMetricAttributeKeySourcePrincipal, KmeshTCPPacketLossMetricAttributeKeySourceApp, KmeshTCPPacketLossMetricAttributeKeySourceVersion, KmeshTCPPacketLossMetricAttributeKeySourceCluster, KmeshTCPPacketLossMetricAttributeKeyDestinationPodAddress, KmeshTCPPacketLossMetricAttributeKeyDestinationPodNamespace, KmeshTCPPacketLossMetricAttributeKeyDestinationPodName, KmeshTCPPacketLossMetricAttributeKeyDestinationWorkload, KmeshTCPPacketLossMetricAttributeKeyDestinationCanonicalService, KmeshTCPPacketLossMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPPacketLossMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPPacketLossMetricAttributeKeyDestinationPrincipal, KmeshTCPPacketLossMetricAttributeKeyDestinationApp, KmeshTCPPacketLossMetricAttributeKeyDestinationVersion, KmeshTCPPacketLossMetricAttributeKeyDestinationCluster, KmeshTCPPacketLossMetricAttributeKeyRequestProtocol, KmeshTCPPacketLossMetricAttributeKeyResponseFlags, KmeshTCPPacketLossMetricAttributeKeyConnectionSecurityPolicy},
+		},
+		KmeshTCPReceivedBytes: KmeshTCPReceivedBytesMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []KmeshTCPReceivedBytesMetricAttributeKey{KmeshTCPReceivedBytesMetricAttributeKeyReporter, KmeshTCPReceivedBytesMetricAttributeKeySourceWorkload, KmeshTCPReceivedBytesMetricAttributeKeySourceCanonicalService, KmeshTCPReceivedBytesMetricAttributeKeySourceCanonicalRevision, KmeshTCPReceivedBytesMetricAttributeKeySourceWorkloadNamespace, KmeshTCPReceivedBytesMetricAttributeKeySourcePrincipal, KmeshTCPReceivedBytesMetricAttributeKeySourceApp, KmeshTCPReceivedBytesMetricAttributeKeySourceVersion, KmeshTCPReceivedBytesMetricAttributeKeySourceCluster, KmeshTCPReceivedBytesMetricAttributeKeyDestinationService, KmeshTCPReceivedBytesMetricAttributeKeyDestinationServiceNamespace, KmeshTCPReceivedBytesMetricAttributeKeyDestinationServiceName, KmeshTCPReceivedBytesMetricAttributeKeyDestinationWorkload, KmeshTCPReceivedBytesMetricAttributeKeyDestinationCanonicalService, KmeshTCPReceivedBytesMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPReceivedBytesMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPReceivedBytesMetricAttributeKeyDestinationPrincipal, KmeshTCPReceivedBytesMetricAttributeKeyDestinationApp, KmeshTCPReceivedBytesMetricAttributeKeyDestinationVersion, KmeshTCPReceivedBytesMetricAttributeKeyDestinationCluster, KmeshTCPReceivedBytesMetricAttributeKeyRequestProtocol, KmeshTCPReceivedBytesMetricAttributeKeyResponseFlags, KmeshTCPReceivedBytesMetricAttributeKeyConnectionSecurityPolicy},
+		},
+		KmeshTCPRetrans: KmeshTCPRetransMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []KmeshTCPRetransMetricAttributeKey{KmeshTCPRetransMetricAttributeKeyReporter, KmeshTCPRetransMetricAttributeKeySourceWorkload, KmeshTCPRetransMetricAttributeKeySourceCanonicalService, KmeshTCPRetransMetricAttributeKeySourceCanonicalRevision, KmeshTCPRetransMetricAttributeKeySourceWorkloadNamespace, KmeshTCPRetransMetricAttributeKeySourcePrincipal, KmeshTCPRetransMetricAttributeKeySourceApp, KmeshTCPRetransMetricAttributeKeySourceVersion, KmeshTCPRetransMetricAttributeKeySourceCluster, KmeshTCPRetransMetricAttributeKeyDestinationPodAddress, KmeshTCPRetransMetricAttributeKeyDestinationPodNamespace, KmeshTCPRetransMetricAttributeKeyDestinationPodName, KmeshTCPRetransMetricAttributeKeyDestinationWorkload, KmeshTCPRetransMetricAttributeKeyDestinationCanonicalService, KmeshTCPRetransMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPRetransMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPRetransMetricAttributeKeyDestinationPrincipal, KmeshTCPRetransMetricAttributeKeyDestinationApp, KmeshTCPRetransMetricAttributeKeyDestinationVersion, KmeshTCPRetransMetricAttributeKeyDestinationCluster, KmeshTCPRetransMetricAttributeKeyRequestProtocol, KmeshTCPRetransMetricAttributeKeyResponseFlags, KmeshTCPRetransMetricAttributeKeyConnectionSecurityPolicy},
+		},
+		KmeshTCPSentBytes: KmeshTCPSentBytesMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []KmeshTCPSentBytesMetricAttributeKey{KmeshTCPSentBytesMetricAttributeKeyReporter, KmeshTCPSentBytesMetricAttributeKeySourceWorkload, KmeshTCPSentBytesMetricAttributeKeySourceCanonicalService, KmeshTCPSentBytesMetricAttributeKeySourceCanonicalRevision, KmeshTCPSentBytesMetricAttributeKeySourceWorkloadNamespace, KmeshTCPSentBytesMetricAttributeKeySourcePrincipal, KmeshTCPSentBytesMetricAttributeKeySourceApp, KmeshTCPSentBytesMetricAttributeKeySourceVersion, KmeshTCPSentBytesMetricAttributeKeySourceCluster, KmeshTCPSentBytesMetricAttributeKeyDestinationService, KmeshTCPSentBytesMetricAttributeKeyDestinationServiceNamespace, KmeshTCPSentBytesMetricAttributeKeyDestinationServiceName, KmeshTCPSentBytesMetricAttributeKeyDestinationWorkload, KmeshTCPSentBytesMetricAttributeKeyDestinationCanonicalService, KmeshTCPSentBytesMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPSentBytesMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPSentBytesMetricAttributeKeyDestinationPrincipal, KmeshTCPSentBytesMetricAttributeKeyDestinationApp, KmeshTCPSentBytesMetricAttributeKeyDestinationVersion, KmeshTCPSentBytesMetricAttributeKeyDestinationCluster, KmeshTCPSentBytesMetricAttributeKeyRequestProtocol, KmeshTCPSentBytesMetricAttributeKeyResponseFlags, KmeshTCPSentBytesMetricAttributeKeyConnectionSecurityPolicy},
+		},
+		KmeshTCPWorkloadConnectionsClosed: KmeshTCPWorkloadConnectionsClosedMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []KmeshTCPWorkloadConnectionsClosedMetricAttributeKey{KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyReporter, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceWorkload, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceCanonicalService, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceCanonicalRevision, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceWorkloadNamespace, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourcePrincipal, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceApp, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceVersion, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceCluster, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationPodAddress, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationPodNamespace, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationPodName, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationWorkload, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationCanonicalService, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationPrincipal, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationApp, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationVersion, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationCluster, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyRequestProtocol, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyResponseFlags, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyConnectionSecurityPolicy},
+		},
+		KmeshTCPWorkloadConnectionsFailed: KmeshTCPWorkloadConnectionsFailedMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []KmeshTCPWorkloadConnectionsFailedMetricAttributeKey{KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyReporter, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceWorkload, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceCanonicalService, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceCanonicalRevision, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceWorkloadNamespace, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourcePrincipal, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceApp, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceVersion, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceCluster, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationPodAddress, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationPodNamespace, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationPodName, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationWorkload, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationCanonicalService, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationPrincipal, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationApp, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationVersion, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationCluster, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyRequestProtocol, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyResponseFlags, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyConnectionSecurityPolicy},
+		},
+		KmeshTCPWorkloadConnectionsOpened: KmeshTCPWorkloadConnectionsOpenedMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []KmeshTCPWorkloadConnectionsOpenedMetricAttributeKey{KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyReporter, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceWorkload, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceCanonicalService, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceCanonicalRevision, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceWorkloadNamespace, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourcePrincipal, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceApp, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceVersion, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceCluster, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationPodAddress, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationPodNamespace, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationPodName, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationWorkload, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationCanonicalService, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationPrincipal, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationApp, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationVersion, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationCluster, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyRequestProtocol, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyResponseFlags, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyConnectionSecurityPolicy},
+		},
+		KmeshTCPWorkloadReceivedBytes: KmeshTCPWorkloadReceivedBytesMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []KmeshTCPWorkloadReceivedBytesMetricAttributeKey{KmeshTCPWorkloadReceivedBytesMetricAttributeKeyReporter, KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceWorkload, KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceCanonicalService, KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceCanonicalRevision, KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceWorkloadNamespace, KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourcePrincipal, KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceApp, KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceVersion, KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceCluster, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationPodAddress, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationPodNamespace, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationPodName, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationWorkload, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationCanonicalService, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationPrincipal, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationApp, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationVersion, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationCluster, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyRequestProtocol, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyResponseFlags, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyConnectionSecurityPolicy},
+		},
+		KmeshTCPWorkloadSentBytes: KmeshTCPWorkloadSentBytesMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []KmeshTCPWorkloadSentBytesMetricAttributeKey{KmeshTCPWorkloadSentBytesMetricAttributeKeyReporter, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceWorkload, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCanonicalService, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCanonicalRevision, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceWorkloadNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeySourcePrincipal, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceApp, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceVersion, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCluster, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodAddress, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodName, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationWorkload, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCanonicalService, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPrincipal, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationApp, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationVersion, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCluster, KmeshTCPWorkloadSentBytesMetricAttributeKeyRequestProtocol, KmeshTCPWorkloadSentBytesMetricAttributeKeyResponseFlags, KmeshTCPWorkloadSentBytesMetricAttributeKeyConnectionSecurityPolicy},
+		},
 		TCPBytesReceived: TCPBytesReceivedMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []TCPBytesReceivedMetricAttributeKey{TCPBytesReceivedMetricAttributeKeyDirection, TCPBytesReceivedMetricAttributeKeyNetworkType, TCPBytesReceivedMetricAttributeKeyLocalWorkload, TCPBytesReceivedMetricAttributeKeyLocalNamespace, TCPBytesReceivedMetricAttributeKeyPeerWorkload, TCPBytesReceivedMetricAttributeKeyPeerNamespace},
+			EnabledAttributes:   []TCPBytesReceivedMetricAttributeKey{TCPBytesReceivedMetricAttributeKeyDirection, TCPBytesReceivedMetricAttributeKeyNetworkType, TCPBytesReceivedMetricAttributeKeyPeerWorkload, TCPBytesReceivedMetricAttributeKeyPeerWorkloadKind, TCPBytesReceivedMetricAttributeKeyPeerNamespace},
 		},
 		TCPBytesSent: TCPBytesSentMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []TCPBytesSentMetricAttributeKey{TCPBytesSentMetricAttributeKeyDirection, TCPBytesSentMetricAttributeKeyNetworkType, TCPBytesSentMetricAttributeKeyLocalWorkload, TCPBytesSentMetricAttributeKeyLocalNamespace, TCPBytesSentMetricAttributeKeyPeerWorkload, TCPBytesSentMetricAttributeKeyPeerNamespace},
+			EnabledAttributes:   []TCPBytesSentMetricAttributeKey{TCPBytesSentMetricAttributeKeyDirection, TCPBytesSentMetricAttributeKeyNetworkType, TCPBytesSentMetricAttributeKeyPeerWorkload, TCPBytesSentMetricAttributeKeyPeerWorkloadKind, TCPBytesSentMetricAttributeKeyPeerNamespace},
 		},
 		TCPConnectionsClosed: TCPConnectionsClosedMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []TCPConnectionsClosedMetricAttributeKey{TCPConnectionsClosedMetricAttributeKeyDirection, TCPConnectionsClosedMetricAttributeKeyNetworkType, TCPConnectionsClosedMetricAttributeKeyLocalWorkload, TCPConnectionsClosedMetricAttributeKeyLocalNamespace, TCPConnectionsClosedMetricAttributeKeyPeerWorkload, TCPConnectionsClosedMetricAttributeKeyPeerNamespace},
+			EnabledAttributes:   []TCPConnectionsClosedMetricAttributeKey{TCPConnectionsClosedMetricAttributeKeyDirection, TCPConnectionsClosedMetricAttributeKeyNetworkType, TCPConnectionsClosedMetricAttributeKeyPeerWorkload, TCPConnectionsClosedMetricAttributeKeyPeerWorkloadKind, TCPConnectionsClosedMetricAttributeKeyPeerNamespace},
 		},
 		TCPConnectionsFailed: TCPConnectionsFailedMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []TCPConnectionsFailedMetricAttributeKey{TCPConnectionsFailedMetricAttributeKeyDirection, TCPConnectionsFailedMetricAttributeKeyNetworkType, TCPConnectionsFailedMetricAttributeKeyLocalWorkload, TCPConnectionsFailedMetricAttributeKeyLocalNamespace, TCPConnectionsFailedMetricAttributeKeyPeerWorkload, TCPConnectionsFailedMetricAttributeKeyPeerNamespace, TCPConnectionsFailedMetricAttributeKeyErrorType},
+			EnabledAttributes:   []TCPConnectionsFailedMetricAttributeKey{TCPConnectionsFailedMetricAttributeKeyDirection, TCPConnectionsFailedMetricAttributeKeyNetworkType, TCPConnectionsFailedMetricAttributeKeyPeerWorkload, TCPConnectionsFailedMetricAttributeKeyPeerWorkloadKind, TCPConnectionsFailedMetricAttributeKeyPeerNamespace, TCPConnectionsFailedMetricAttributeKeyErrorType},
 		},
 		TCPConnectionsOpen: TCPConnectionsOpenMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []TCPConnectionsOpenMetricAttributeKey{TCPConnectionsOpenMetricAttributeKeyDirection, TCPConnectionsOpenMetricAttributeKeyNetworkType, TCPConnectionsOpenMetricAttributeKeyLocalWorkload, TCPConnectionsOpenMetricAttributeKeyLocalNamespace, TCPConnectionsOpenMetricAttributeKeyPeerWorkload, TCPConnectionsOpenMetricAttributeKeyPeerNamespace},
+			EnabledAttributes:   []TCPConnectionsOpenMetricAttributeKey{TCPConnectionsOpenMetricAttributeKeyDirection, TCPConnectionsOpenMetricAttributeKeyNetworkType, TCPConnectionsOpenMetricAttributeKeyPeerWorkload, TCPConnectionsOpenMetricAttributeKeyPeerWorkloadKind, TCPConnectionsOpenMetricAttributeKeyPeerNamespace},
 		},
 		TCPConnectionsOpened: TCPConnectionsOpenedMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []TCPConnectionsOpenedMetricAttributeKey{TCPConnectionsOpenedMetricAttributeKeyDirection, TCPConnectionsOpenedMetricAttributeKeyNetworkType, TCPConnectionsOpenedMetricAttributeKeyLocalWorkload, TCPConnectionsOpenedMetricAttributeKeyLocalNamespace, TCPConnectionsOpenedMetricAttributeKeyPeerWorkload, TCPConnectionsOpenedMetricAttributeKeyPeerNamespace},
+			EnabledAttributes:   []TCPConnectionsOpenedMetricAttributeKey{TCPConnectionsOpenedMetricAttributeKeyDirection, TCPConnectionsOpenedMetricAttributeKeyNetworkType, TCPConnectionsOpenedMetricAttributeKeyPeerWorkload, TCPConnectionsOpenedMetricAttributeKeyPeerWorkloadKind, TCPConnectionsOpenedMetricAttributeKeyPeerNamespace},
 		},
 		TCPPacketsLost: TCPPacketsLostMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []TCPPacketsLostMetricAttributeKey{TCPPacketsLostMetricAttributeKeyDirection, TCPPacketsLostMetricAttributeKeyNetworkType, TCPPacketsLostMetricAttributeKeyLocalWorkload, TCPPacketsLostMetricAttributeKeyLocalNamespace, TCPPacketsLostMetricAttributeKeyPeerWorkload, TCPPacketsLostMetricAttributeKeyPeerNamespace},
+			EnabledAttributes:   []TCPPacketsLostMetricAttributeKey{TCPPacketsLostMetricAttributeKeyDirection, TCPPacketsLostMetricAttributeKeyNetworkType, TCPPacketsLostMetricAttributeKeyPeerWorkload, TCPPacketsLostMetricAttributeKeyPeerWorkloadKind, TCPPacketsLostMetricAttributeKeyPeerNamespace},
 		},
 		TCPRetransmits: TCPRetransmitsMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []TCPRetransmitsMetricAttributeKey{TCPRetransmitsMetricAttributeKeyDirection, TCPRetransmitsMetricAttributeKeyNetworkType, TCPRetransmitsMetricAttributeKeyLocalWorkload, TCPRetransmitsMetricAttributeKeyLocalNamespace, TCPRetransmitsMetricAttributeKeyPeerWorkload, TCPRetransmitsMetricAttributeKeyPeerNamespace},
+			EnabledAttributes:   []TCPRetransmitsMetricAttributeKey{TCPRetransmitsMetricAttributeKeyDirection, TCPRetransmitsMetricAttributeKeyNetworkType, TCPRetransmitsMetricAttributeKeyPeerWorkload, TCPRetransmitsMetricAttributeKeyPeerWorkloadKind, TCPRetransmitsMetricAttributeKeyPeerNamespace},
+		},
+		TCPServiceBytesReceived: TCPServiceBytesReceivedMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []TCPServiceBytesReceivedMetricAttributeKey{TCPServiceBytesReceivedMetricAttributeKeyDirection, TCPServiceBytesReceivedMetricAttributeKeyDestinationServiceName, TCPServiceBytesReceivedMetricAttributeKeyDestinationServiceNamespace},
+		},
+		TCPServiceBytesSent: TCPServiceBytesSentMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []TCPServiceBytesSentMetricAttributeKey{TCPServiceBytesSentMetricAttributeKeyDirection, TCPServiceBytesSentMetricAttributeKeyDestinationServiceName, TCPServiceBytesSentMetricAttributeKeyDestinationServiceNamespace},
+		},
+		TCPServiceConnectionsClosed: TCPServiceConnectionsClosedMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []TCPServiceConnectionsClosedMetricAttributeKey{TCPServiceConnectionsClosedMetricAttributeKeyDirection, TCPServiceConnectionsClosedMetricAttributeKeyDestinationServiceName, TCPServiceConnectionsClosedMetricAttributeKeyDestinationServiceNamespace},
+		},
+		TCPServiceConnectionsFailed: TCPServiceConnectionsFailedMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []TCPServiceConnectionsFailedMetricAttributeKey{TCPServiceConnectionsFailedMetricAttributeKeyDirection, TCPServiceConnectionsFailedMetricAttributeKeyDestinationServiceName, TCPServiceConnectionsFailedMetricAttributeKeyDestinationServiceNamespace, TCPServiceConnectionsFailedMetricAttributeKeyErrorType},
+		},
+		TCPServiceConnectionsOpened: TCPServiceConnectionsOpenedMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []TCPServiceConnectionsOpenedMetricAttributeKey{TCPServiceConnectionsOpenedMetricAttributeKeyDirection, TCPServiceConnectionsOpenedMetricAttributeKeyDestinationServiceName, TCPServiceConnectionsOpenedMetricAttributeKeyDestinationServiceNamespace},
 		},
 		TcpconnConnectionsLost: TcpconnConnectionsLostMetricConfig{
 			Enabled: true,
@@ -661,6 +2275,11 @@ func DefaultMetricsConfig() MetricsConfig {
 		},
 		TcpconnRecordsFiltered: TcpconnRecordsFilteredMetricConfig{
 			Enabled: true,
+		},
+		TcpconnSeriesOverflow: TcpconnSeriesOverflowMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []TcpconnSeriesOverflowMetricAttributeKey{TcpconnSeriesOverflowMetricAttributeKeyView},
 		},
 	}
 }
@@ -693,8 +2312,19 @@ func (rac *ResourceAttributeConfig) Unmarshal(parser *confmap.Conf) error {
 
 // ResourceAttributesConfig provides config for tcpconn resource attributes.
 type ResourceAttributesConfig struct {
-	HostName    ResourceAttributeConfig `mapstructure:"host.name"`
-	K8sNodeName ResourceAttributeConfig `mapstructure:"k8s.node.name"`
+	HostName           ResourceAttributeConfig `mapstructure:"host.name"`
+	K8sCronjobName     ResourceAttributeConfig `mapstructure:"k8s.cronjob.name"`
+	K8sDaemonsetName   ResourceAttributeConfig `mapstructure:"k8s.daemonset.name"`
+	K8sDeploymentName  ResourceAttributeConfig `mapstructure:"k8s.deployment.name"`
+	K8sJobName         ResourceAttributeConfig `mapstructure:"k8s.job.name"`
+	K8sNamespaceName   ResourceAttributeConfig `mapstructure:"k8s.namespace.name"`
+	K8sNodeName        ResourceAttributeConfig `mapstructure:"k8s.node.name"`
+	K8sPodName         ResourceAttributeConfig `mapstructure:"k8s.pod.name"`
+	K8sPodUID          ResourceAttributeConfig `mapstructure:"k8s.pod.uid"`
+	K8sReplicasetName  ResourceAttributeConfig `mapstructure:"k8s.replicaset.name"`
+	K8sStatefulsetName ResourceAttributeConfig `mapstructure:"k8s.statefulset.name"`
+	ServiceName        ResourceAttributeConfig `mapstructure:"service.name"`
+	ServiceVersion     ResourceAttributeConfig `mapstructure:"service.version"`
 }
 
 func DefaultResourceAttributesConfig() ResourceAttributesConfig {
@@ -702,7 +2332,40 @@ func DefaultResourceAttributesConfig() ResourceAttributesConfig {
 		HostName: ResourceAttributeConfig{
 			Enabled: true,
 		},
+		K8sCronjobName: ResourceAttributeConfig{
+			Enabled: true,
+		},
+		K8sDaemonsetName: ResourceAttributeConfig{
+			Enabled: true,
+		},
+		K8sDeploymentName: ResourceAttributeConfig{
+			Enabled: true,
+		},
+		K8sJobName: ResourceAttributeConfig{
+			Enabled: true,
+		},
+		K8sNamespaceName: ResourceAttributeConfig{
+			Enabled: true,
+		},
 		K8sNodeName: ResourceAttributeConfig{
+			Enabled: true,
+		},
+		K8sPodName: ResourceAttributeConfig{
+			Enabled: true,
+		},
+		K8sPodUID: ResourceAttributeConfig{
+			Enabled: true,
+		},
+		K8sReplicasetName: ResourceAttributeConfig{
+			Enabled: true,
+		},
+		K8sStatefulsetName: ResourceAttributeConfig{
+			Enabled: true,
+		},
+		ServiceName: ResourceAttributeConfig{
+			Enabled: true,
+		},
+		ServiceVersion: ResourceAttributeConfig{
 			Enabled: true,
 		},
 	}

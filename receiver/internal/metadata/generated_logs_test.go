@@ -21,7 +21,18 @@ func TestLogsBuilderAppendLogRecord(t *testing.T) {
 
 	rb := lb.NewResourceBuilder()
 	rb.SetHostName("host.name-val")
+	rb.SetK8sCronjobName("k8s.cronjob.name-val")
+	rb.SetK8sDaemonsetName("k8s.daemonset.name-val")
+	rb.SetK8sDeploymentName("k8s.deployment.name-val")
+	rb.SetK8sJobName("k8s.job.name-val")
+	rb.SetK8sNamespaceName("k8s.namespace.name-val")
 	rb.SetK8sNodeName("k8s.node.name-val")
+	rb.SetK8sPodName("k8s.pod.name-val")
+	rb.SetK8sPodUID("k8s.pod.uid-val")
+	rb.SetK8sReplicasetName("k8s.replicaset.name-val")
+	rb.SetK8sStatefulsetName("k8s.statefulset.name-val")
+	rb.SetServiceName("service.name-val")
+	rb.SetServiceVersion("service.version-val")
 	res := rb.Emit()
 
 	// append the first log record

@@ -155,38 +155,178 @@ var MapAttributeReason = map[string]AttributeReason{
 	"sampling":      AttributeReasonSampling,
 }
 
+// AttributeReporter specifies the value reporter attribute.
+type AttributeReporter int
+
+const (
+	_ AttributeReporter = iota
+	AttributeReporterSource
+	AttributeReporterDestination
+)
+
+// String returns the string representation of the AttributeReporter.
+func (av AttributeReporter) String() string {
+	switch av {
+	case AttributeReporterSource:
+		return "source"
+	case AttributeReporterDestination:
+		return "destination"
+	}
+	return ""
+}
+
+// MapAttributeReporter is a helper map of string to AttributeReporter attribute value.
+var MapAttributeReporter = map[string]AttributeReporter{
+	"source":      AttributeReporterSource,
+	"destination": AttributeReporterDestination,
+}
+
+// AttributeView specifies the value view attribute.
+type AttributeView int
+
+const (
+	_ AttributeView = iota
+	AttributeViewWorkload
+	AttributeViewService
+)
+
+// String returns the string representation of the AttributeView.
+func (av AttributeView) String() string {
+	switch av {
+	case AttributeViewWorkload:
+		return "workload"
+	case AttributeViewService:
+		return "service"
+	}
+	return ""
+}
+
+// MapAttributeView is a helper map of string to AttributeView attribute value.
+var MapAttributeView = map[string]AttributeView{
+	"workload": AttributeViewWorkload,
+	"service":  AttributeViewService,
+}
+
 var MetricsInfo = metricsInfo{
+	IstioTCPConnectionsClosed: metricInfo{
+		Name:       "istio_tcp_connections_closed",
+		Attributes: []string{"reporter", "source_workload", "source_canonical_service", "source_canonical_revision", "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster", "destination_service", "destination_service_namespace", "destination_service_name", "destination_workload", "destination_canonical_service", "destination_canonical_revision", "destination_workload_namespace", "destination_principal", "destination_app", "destination_version", "destination_cluster", "request_protocol", "response_flags", "connection_security_policy"},
+	},
+	IstioTCPConnectionsFailed: metricInfo{
+		Name:       "istio_tcp_connections_failed",
+		Attributes: []string{"reporter", "source_workload", "source_canonical_service", "source_canonical_revision", "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster", "destination_service", "destination_service_namespace", "destination_service_name", "destination_workload", "destination_canonical_service", "destination_canonical_revision", "destination_workload_namespace", "destination_principal", "destination_app", "destination_version", "destination_cluster", "request_protocol", "response_flags", "connection_security_policy"},
+	},
+	IstioTCPConnectionsOpened: metricInfo{
+		Name:       "istio_tcp_connections_opened",
+		Attributes: []string{"reporter", "source_workload", "source_canonical_service", "source_canonical_revision", "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster", "destination_service", "destination_service_namespace", "destination_service_name", "destination_workload", "destination_canonical_service", "destination_canonical_revision", "destination_workload_namespace", "destination_principal", "destination_app", "destination_version", "destination_cluster", "request_protocol", "response_flags", "connection_security_policy"},
+	},
+	IstioTCPReceivedBytes: metricInfo{
+		Name:       "istio_tcp_received_bytes",
+		Attributes: []string{"reporter", "source_workload", "source_canonical_service", "source_canonical_revision", "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster", "destination_service", "destination_service_namespace", "destination_service_name", "destination_workload", "destination_canonical_service", "destination_canonical_revision", "destination_workload_namespace", "destination_principal", "destination_app", "destination_version", "destination_cluster", "request_protocol", "response_flags", "connection_security_policy"},
+	},
+	IstioTCPSentBytes: metricInfo{
+		Name:       "istio_tcp_sent_bytes",
+		Attributes: []string{"reporter", "source_workload", "source_canonical_service", "source_canonical_revision", "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster", "destination_service", "destination_service_namespace", "destination_service_name", "destination_workload", "destination_canonical_service", "destination_canonical_revision", "destination_workload_namespace", "destination_principal", "destination_app", "destination_version", "destination_cluster", "request_protocol", "response_flags", "connection_security_policy"},
+	},
+	KmeshTCPConnectionsClosed: metricInfo{
+		Name:       "kmesh_tcp_connections_closed",
+		Attributes: []string{"reporter", "source_workload", "source_canonical_service", "source_canonical_revision", "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster", "destination_service", "destination_service_namespace", "destination_service_name", "destination_workload", "destination_canonical_service", "destination_canonical_revision", "destination_workload_namespace", "destination_principal", "destination_app", "destination_version", "destination_cluster", "request_protocol", "response_flags", "connection_security_policy"},
+	},
+	KmeshTCPConnectionsFailed: metricInfo{
+		Name:       "kmesh_tcp_connections_failed",
+		Attributes: []string{"reporter", "source_workload", "source_canonical_service", "source_canonical_revision", "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster", "destination_service", "destination_service_namespace", "destination_service_name", "destination_workload", "destination_canonical_service", "destination_canonical_revision", "destination_workload_namespace", "destination_principal", "destination_app", "destination_version", "destination_cluster", "request_protocol", "response_flags", "connection_security_policy"},
+	},
+	KmeshTCPConnectionsOpened: metricInfo{
+		Name:       "kmesh_tcp_connections_opened",
+		Attributes: []string{"reporter", "source_workload", "source_canonical_service", "source_canonical_revision", "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster", "destination_service", "destination_service_namespace", "destination_service_name", "destination_workload", "destination_canonical_service", "destination_canonical_revision", "destination_workload_namespace", "destination_principal", "destination_app", "destination_version", "destination_cluster", "request_protocol", "response_flags", "connection_security_policy"},
+	},
+	KmeshTCPPacketLoss: metricInfo{
+		Name:       "kmesh_tcp_packet_loss",
+		Attributes: []string{"reporter", "source_workload", "source_canonical_service", "source_canonical_revision", "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster", "destination_pod_address", "destination_pod_namespace", "destination_pod_name", "destination_workload", "destination_canonical_service", "destination_canonical_revision", "destination_workload_namespace", "destination_principal", "destination_app", "destination_version", "destination_cluster", "request_protocol", "response_flags", "connection_security_policy"},
+	},
+	KmeshTCPReceivedBytes: metricInfo{
+		Name:       "kmesh_tcp_received_bytes",
+		Attributes: []string{"reporter", "source_workload", "source_canonical_service", "source_canonical_revision", "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster", "destination_service", "destination_service_namespace", "destination_service_name", "destination_workload", "destination_canonical_service", "destination_canonical_revision", "destination_workload_namespace", "destination_principal", "destination_app", "destination_version", "destination_cluster", "request_protocol", "response_flags", "connection_security_policy"},
+	},
+	KmeshTCPRetrans: metricInfo{
+		Name:       "kmesh_tcp_retrans",
+		Attributes: []string{"reporter", "source_workload", "source_canonical_service", "source_canonical_revision", "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster", "destination_pod_address", "destination_pod_namespace", "destination_pod_name", "destination_workload", "destination_canonical_service", "destination_canonical_revision", "destination_workload_namespace", "destination_principal", "destination_app", "destination_version", "destination_cluster", "request_protocol", "response_flags", "connection_security_policy"},
+	},
+	KmeshTCPSentBytes: metricInfo{
+		Name:       "kmesh_tcp_sent_bytes",
+		Attributes: []string{"reporter", "source_workload", "source_canonical_service", "source_canonical_revision", "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster", "destination_service", "destination_service_namespace", "destination_service_name", "destination_workload", "destination_canonical_service", "destination_canonical_revision", "destination_workload_namespace", "destination_principal", "destination_app", "destination_version", "destination_cluster", "request_protocol", "response_flags", "connection_security_policy"},
+	},
+	KmeshTCPWorkloadConnectionsClosed: metricInfo{
+		Name:       "kmesh_tcp_workload_connections_closed",
+		Attributes: []string{"reporter", "source_workload", "source_canonical_service", "source_canonical_revision", "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster", "destination_pod_address", "destination_pod_namespace", "destination_pod_name", "destination_workload", "destination_canonical_service", "destination_canonical_revision", "destination_workload_namespace", "destination_principal", "destination_app", "destination_version", "destination_cluster", "request_protocol", "response_flags", "connection_security_policy"},
+	},
+	KmeshTCPWorkloadConnectionsFailed: metricInfo{
+		Name:       "kmesh_tcp_workload_connections_failed",
+		Attributes: []string{"reporter", "source_workload", "source_canonical_service", "source_canonical_revision", "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster", "destination_pod_address", "destination_pod_namespace", "destination_pod_name", "destination_workload", "destination_canonical_service", "destination_canonical_revision", "destination_workload_namespace", "destination_principal", "destination_app", "destination_version", "destination_cluster", "request_protocol", "response_flags", "connection_security_policy"},
+	},
+	KmeshTCPWorkloadConnectionsOpened: metricInfo{
+		Name:       "kmesh_tcp_workload_connections_opened",
+		Attributes: []string{"reporter", "source_workload", "source_canonical_service", "source_canonical_revision", "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster", "destination_pod_address", "destination_pod_namespace", "destination_pod_name", "destination_workload", "destination_canonical_service", "destination_canonical_revision", "destination_workload_namespace", "destination_principal", "destination_app", "destination_version", "destination_cluster", "request_protocol", "response_flags", "connection_security_policy"},
+	},
+	KmeshTCPWorkloadReceivedBytes: metricInfo{
+		Name:       "kmesh_tcp_workload_received_bytes",
+		Attributes: []string{"reporter", "source_workload", "source_canonical_service", "source_canonical_revision", "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster", "destination_pod_address", "destination_pod_namespace", "destination_pod_name", "destination_workload", "destination_canonical_service", "destination_canonical_revision", "destination_workload_namespace", "destination_principal", "destination_app", "destination_version", "destination_cluster", "request_protocol", "response_flags", "connection_security_policy"},
+	},
+	KmeshTCPWorkloadSentBytes: metricInfo{
+		Name:       "kmesh_tcp_workload_sent_bytes",
+		Attributes: []string{"reporter", "source_workload", "source_canonical_service", "source_canonical_revision", "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster", "destination_pod_address", "destination_pod_namespace", "destination_pod_name", "destination_workload", "destination_canonical_service", "destination_canonical_revision", "destination_workload_namespace", "destination_principal", "destination_app", "destination_version", "destination_cluster", "request_protocol", "response_flags", "connection_security_policy"},
+	},
 	TCPBytesReceived: metricInfo{
 		Name:       "tcp.bytes.received",
-		Attributes: []string{"direction", "network.type", "local.workload", "local.namespace", "peer.workload", "peer.namespace"},
+		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace"},
 	},
 	TCPBytesSent: metricInfo{
 		Name:       "tcp.bytes.sent",
-		Attributes: []string{"direction", "network.type", "local.workload", "local.namespace", "peer.workload", "peer.namespace"},
+		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace"},
 	},
 	TCPConnectionsClosed: metricInfo{
 		Name:       "tcp.connections.closed",
-		Attributes: []string{"direction", "network.type", "local.workload", "local.namespace", "peer.workload", "peer.namespace"},
+		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace"},
 	},
 	TCPConnectionsFailed: metricInfo{
 		Name:       "tcp.connections.failed",
-		Attributes: []string{"direction", "network.type", "local.workload", "local.namespace", "peer.workload", "peer.namespace", "error.type"},
+		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace", "error.type"},
 	},
 	TCPConnectionsOpen: metricInfo{
 		Name:       "tcp.connections.open",
-		Attributes: []string{"direction", "network.type", "local.workload", "local.namespace", "peer.workload", "peer.namespace"},
+		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace"},
 	},
 	TCPConnectionsOpened: metricInfo{
 		Name:       "tcp.connections.opened",
-		Attributes: []string{"direction", "network.type", "local.workload", "local.namespace", "peer.workload", "peer.namespace"},
+		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace"},
 	},
 	TCPPacketsLost: metricInfo{
 		Name:       "tcp.packets.lost",
-		Attributes: []string{"direction", "network.type", "local.workload", "local.namespace", "peer.workload", "peer.namespace"},
+		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace"},
 	},
 	TCPRetransmits: metricInfo{
 		Name:       "tcp.retransmits",
-		Attributes: []string{"direction", "network.type", "local.workload", "local.namespace", "peer.workload", "peer.namespace"},
+		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace"},
+	},
+	TCPServiceBytesReceived: metricInfo{
+		Name:       "tcp.service.bytes.received",
+		Attributes: []string{"direction", "destination.service.name", "destination.service.namespace"},
+	},
+	TCPServiceBytesSent: metricInfo{
+		Name:       "tcp.service.bytes.sent",
+		Attributes: []string{"direction", "destination.service.name", "destination.service.namespace"},
+	},
+	TCPServiceConnectionsClosed: metricInfo{
+		Name:       "tcp.service.connections.closed",
+		Attributes: []string{"direction", "destination.service.name", "destination.service.namespace"},
+	},
+	TCPServiceConnectionsFailed: metricInfo{
+		Name:       "tcp.service.connections.failed",
+		Attributes: []string{"direction", "destination.service.name", "destination.service.namespace", "error.type"},
+	},
+	TCPServiceConnectionsOpened: metricInfo{
+		Name:       "tcp.service.connections.opened",
+		Attributes: []string{"direction", "destination.service.name", "destination.service.namespace"},
 	},
 	TcpconnConnectionsLost: metricInfo{
 		Name: "tcpconn.connections.lost",
@@ -207,28 +347,2724 @@ var MetricsInfo = metricsInfo{
 	TcpconnRecordsFiltered: metricInfo{
 		Name: "tcpconn.records.filtered",
 	},
+	TcpconnSeriesOverflow: metricInfo{
+		Name:       "tcpconn.series.overflow",
+		Attributes: []string{"view"},
+	},
 }
 
 type metricsInfo struct {
-	TCPBytesReceived           metricInfo
-	TCPBytesSent               metricInfo
-	TCPConnectionsClosed       metricInfo
-	TCPConnectionsFailed       metricInfo
-	TCPConnectionsOpen         metricInfo
-	TCPConnectionsOpened       metricInfo
-	TCPPacketsLost             metricInfo
-	TCPRetransmits             metricInfo
-	TcpconnConnectionsLost     metricInfo
-	TcpconnLogsDropped         metricInfo
-	TcpconnLogsFiltered        metricInfo
-	TcpconnProbeRecords        metricInfo
-	TcpconnProbeRecordsDropped metricInfo
-	TcpconnRecordsFiltered     metricInfo
+	IstioTCPConnectionsClosed         metricInfo
+	IstioTCPConnectionsFailed         metricInfo
+	IstioTCPConnectionsOpened         metricInfo
+	IstioTCPReceivedBytes             metricInfo
+	IstioTCPSentBytes                 metricInfo
+	KmeshTCPConnectionsClosed         metricInfo
+	KmeshTCPConnectionsFailed         metricInfo
+	KmeshTCPConnectionsOpened         metricInfo
+	KmeshTCPPacketLoss                metricInfo
+	KmeshTCPReceivedBytes             metricInfo
+	KmeshTCPRetrans                   metricInfo
+	KmeshTCPSentBytes                 metricInfo
+	KmeshTCPWorkloadConnectionsClosed metricInfo
+	KmeshTCPWorkloadConnectionsFailed metricInfo
+	KmeshTCPWorkloadConnectionsOpened metricInfo
+	KmeshTCPWorkloadReceivedBytes     metricInfo
+	KmeshTCPWorkloadSentBytes         metricInfo
+	TCPBytesReceived                  metricInfo
+	TCPBytesSent                      metricInfo
+	TCPConnectionsClosed              metricInfo
+	TCPConnectionsFailed              metricInfo
+	TCPConnectionsOpen                metricInfo
+	TCPConnectionsOpened              metricInfo
+	TCPPacketsLost                    metricInfo
+	TCPRetransmits                    metricInfo
+	TCPServiceBytesReceived           metricInfo
+	TCPServiceBytesSent               metricInfo
+	TCPServiceConnectionsClosed       metricInfo
+	TCPServiceConnectionsFailed       metricInfo
+	TCPServiceConnectionsOpened       metricInfo
+	TcpconnConnectionsLost            metricInfo
+	TcpconnLogsDropped                metricInfo
+	TcpconnLogsFiltered               metricInfo
+	TcpconnProbeRecords               metricInfo
+	TcpconnProbeRecordsDropped        metricInfo
+	TcpconnRecordsFiltered            metricInfo
+	TcpconnSeriesOverflow             metricInfo
 }
 
 type metricInfo struct {
 	Name       string
 	Attributes []string
+}
+
+type metricIstioTCPConnectionsClosed struct {
+	data          pmetric.Metric                        // data buffer for generated metric.
+	config        IstioTCPConnectionsClosedMetricConfig // metric config provided by user.
+	capacity      int                                   // max observed number of data points added to the metric.
+	aggDataPoints []int64                               // slice containing number of aggregated datapoints at each index
+}
+
+// init fills istio_tcp_connections_closed metric with initial data.
+func (m *metricIstioTCPConnectionsClosed) init() {
+	m.data.SetName("istio_tcp_connections_closed")
+	m.data.SetDescription("istio profile (Istio / ztunnel names): TCP connections closed.")
+	m.data.SetUnit("{connection}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricIstioTCPConnectionsClosed) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, reporterAttributeValue string, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationServiceAttributeValue string, destinationServiceNamespaceAttributeValue string, destinationServiceNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsClosedMetricAttributeKeyReporter) {
+		dp.Attributes().PutStr("reporter", reporterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsClosedMetricAttributeKeySourceWorkload) {
+		dp.Attributes().PutStr("source_workload", sourceWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsClosedMetricAttributeKeySourceCanonicalService) {
+		dp.Attributes().PutStr("source_canonical_service", sourceCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsClosedMetricAttributeKeySourceCanonicalRevision) {
+		dp.Attributes().PutStr("source_canonical_revision", sourceCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsClosedMetricAttributeKeySourceWorkloadNamespace) {
+		dp.Attributes().PutStr("source_workload_namespace", sourceWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsClosedMetricAttributeKeySourcePrincipal) {
+		dp.Attributes().PutStr("source_principal", sourcePrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsClosedMetricAttributeKeySourceApp) {
+		dp.Attributes().PutStr("source_app", sourceAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsClosedMetricAttributeKeySourceVersion) {
+		dp.Attributes().PutStr("source_version", sourceVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsClosedMetricAttributeKeySourceCluster) {
+		dp.Attributes().PutStr("source_cluster", sourceClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsClosedMetricAttributeKeyDestinationService) {
+		dp.Attributes().PutStr("destination_service", destinationServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsClosedMetricAttributeKeyDestinationServiceNamespace) {
+		dp.Attributes().PutStr("destination_service_namespace", destinationServiceNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsClosedMetricAttributeKeyDestinationServiceName) {
+		dp.Attributes().PutStr("destination_service_name", destinationServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsClosedMetricAttributeKeyDestinationWorkload) {
+		dp.Attributes().PutStr("destination_workload", destinationWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsClosedMetricAttributeKeyDestinationCanonicalService) {
+		dp.Attributes().PutStr("destination_canonical_service", destinationCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsClosedMetricAttributeKeyDestinationCanonicalRevision) {
+		dp.Attributes().PutStr("destination_canonical_revision", destinationCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsClosedMetricAttributeKeyDestinationWorkloadNamespace) {
+		dp.Attributes().PutStr("destination_workload_namespace", destinationWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsClosedMetricAttributeKeyDestinationPrincipal) {
+		dp.Attributes().PutStr("destination_principal", destinationPrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsClosedMetricAttributeKeyDestinationApp) {
+		dp.Attributes().PutStr("destination_app", destinationAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsClosedMetricAttributeKeyDestinationVersion) {
+		dp.Attributes().PutStr("destination_version", destinationVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsClosedMetricAttributeKeyDestinationCluster) {
+		dp.Attributes().PutStr("destination_cluster", destinationClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsClosedMetricAttributeKeyRequestProtocol) {
+		dp.Attributes().PutStr("request_protocol", requestProtocolAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsClosedMetricAttributeKeyResponseFlags) {
+		dp.Attributes().PutStr("response_flags", responseFlagsAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsClosedMetricAttributeKeyConnectionSecurityPolicy) {
+		dp.Attributes().PutStr("connection_security_policy", connectionSecurityPolicyAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricIstioTCPConnectionsClosed) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricIstioTCPConnectionsClosed) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricIstioTCPConnectionsClosed(cfg IstioTCPConnectionsClosedMetricConfig) metricIstioTCPConnectionsClosed {
+	m := metricIstioTCPConnectionsClosed{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricIstioTCPConnectionsFailed struct {
+	data          pmetric.Metric                        // data buffer for generated metric.
+	config        IstioTCPConnectionsFailedMetricConfig // metric config provided by user.
+	capacity      int                                   // max observed number of data points added to the metric.
+	aggDataPoints []int64                               // slice containing number of aggregated datapoints at each index
+}
+
+// init fills istio_tcp_connections_failed metric with initial data.
+func (m *metricIstioTCPConnectionsFailed) init() {
+	m.data.SetName("istio_tcp_connections_failed")
+	m.data.SetDescription("istio profile (Istio / ztunnel names): TCP connections that failed to establish (response_flags UF). Istio has no such metric; it is emitted with its label set.")
+	m.data.SetUnit("{connection}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricIstioTCPConnectionsFailed) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, reporterAttributeValue string, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationServiceAttributeValue string, destinationServiceNamespaceAttributeValue string, destinationServiceNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsFailedMetricAttributeKeyReporter) {
+		dp.Attributes().PutStr("reporter", reporterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsFailedMetricAttributeKeySourceWorkload) {
+		dp.Attributes().PutStr("source_workload", sourceWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsFailedMetricAttributeKeySourceCanonicalService) {
+		dp.Attributes().PutStr("source_canonical_service", sourceCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsFailedMetricAttributeKeySourceCanonicalRevision) {
+		dp.Attributes().PutStr("source_canonical_revision", sourceCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsFailedMetricAttributeKeySourceWorkloadNamespace) {
+		dp.Attributes().PutStr("source_workload_namespace", sourceWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsFailedMetricAttributeKeySourcePrincipal) {
+		dp.Attributes().PutStr("source_principal", sourcePrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsFailedMetricAttributeKeySourceApp) {
+		dp.Attributes().PutStr("source_app", sourceAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsFailedMetricAttributeKeySourceVersion) {
+		dp.Attributes().PutStr("source_version", sourceVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsFailedMetricAttributeKeySourceCluster) {
+		dp.Attributes().PutStr("source_cluster", sourceClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsFailedMetricAttributeKeyDestinationService) {
+		dp.Attributes().PutStr("destination_service", destinationServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsFailedMetricAttributeKeyDestinationServiceNamespace) {
+		dp.Attributes().PutStr("destination_service_namespace", destinationServiceNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsFailedMetricAttributeKeyDestinationServiceName) {
+		dp.Attributes().PutStr("destination_service_name", destinationServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsFailedMetricAttributeKeyDestinationWorkload) {
+		dp.Attributes().PutStr("destination_workload", destinationWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsFailedMetricAttributeKeyDestinationCanonicalService) {
+		dp.Attributes().PutStr("destination_canonical_service", destinationCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsFailedMetricAttributeKeyDestinationCanonicalRevision) {
+		dp.Attributes().PutStr("destination_canonical_revision", destinationCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsFailedMetricAttributeKeyDestinationWorkloadNamespace) {
+		dp.Attributes().PutStr("destination_workload_namespace", destinationWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsFailedMetricAttributeKeyDestinationPrincipal) {
+		dp.Attributes().PutStr("destination_principal", destinationPrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsFailedMetricAttributeKeyDestinationApp) {
+		dp.Attributes().PutStr("destination_app", destinationAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsFailedMetricAttributeKeyDestinationVersion) {
+		dp.Attributes().PutStr("destination_version", destinationVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsFailedMetricAttributeKeyDestinationCluster) {
+		dp.Attributes().PutStr("destination_cluster", destinationClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsFailedMetricAttributeKeyRequestProtocol) {
+		dp.Attributes().PutStr("request_protocol", requestProtocolAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsFailedMetricAttributeKeyResponseFlags) {
+		dp.Attributes().PutStr("response_flags", responseFlagsAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsFailedMetricAttributeKeyConnectionSecurityPolicy) {
+		dp.Attributes().PutStr("connection_security_policy", connectionSecurityPolicyAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricIstioTCPConnectionsFailed) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricIstioTCPConnectionsFailed) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricIstioTCPConnectionsFailed(cfg IstioTCPConnectionsFailedMetricConfig) metricIstioTCPConnectionsFailed {
+	m := metricIstioTCPConnectionsFailed{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricIstioTCPConnectionsOpened struct {
+	data          pmetric.Metric                        // data buffer for generated metric.
+	config        IstioTCPConnectionsOpenedMetricConfig // metric config provided by user.
+	capacity      int                                   // max observed number of data points added to the metric.
+	aggDataPoints []int64                               // slice containing number of aggregated datapoints at each index
+}
+
+// init fills istio_tcp_connections_opened metric with initial data.
+func (m *metricIstioTCPConnectionsOpened) init() {
+	m.data.SetName("istio_tcp_connections_opened")
+	m.data.SetDescription("istio profile (Istio / ztunnel names): TCP connections opened.")
+	m.data.SetUnit("{connection}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricIstioTCPConnectionsOpened) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, reporterAttributeValue string, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationServiceAttributeValue string, destinationServiceNamespaceAttributeValue string, destinationServiceNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsOpenedMetricAttributeKeyReporter) {
+		dp.Attributes().PutStr("reporter", reporterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsOpenedMetricAttributeKeySourceWorkload) {
+		dp.Attributes().PutStr("source_workload", sourceWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsOpenedMetricAttributeKeySourceCanonicalService) {
+		dp.Attributes().PutStr("source_canonical_service", sourceCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsOpenedMetricAttributeKeySourceCanonicalRevision) {
+		dp.Attributes().PutStr("source_canonical_revision", sourceCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsOpenedMetricAttributeKeySourceWorkloadNamespace) {
+		dp.Attributes().PutStr("source_workload_namespace", sourceWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsOpenedMetricAttributeKeySourcePrincipal) {
+		dp.Attributes().PutStr("source_principal", sourcePrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsOpenedMetricAttributeKeySourceApp) {
+		dp.Attributes().PutStr("source_app", sourceAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsOpenedMetricAttributeKeySourceVersion) {
+		dp.Attributes().PutStr("source_version", sourceVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsOpenedMetricAttributeKeySourceCluster) {
+		dp.Attributes().PutStr("source_cluster", sourceClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationService) {
+		dp.Attributes().PutStr("destination_service", destinationServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationServiceNamespace) {
+		dp.Attributes().PutStr("destination_service_namespace", destinationServiceNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationServiceName) {
+		dp.Attributes().PutStr("destination_service_name", destinationServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationWorkload) {
+		dp.Attributes().PutStr("destination_workload", destinationWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationCanonicalService) {
+		dp.Attributes().PutStr("destination_canonical_service", destinationCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationCanonicalRevision) {
+		dp.Attributes().PutStr("destination_canonical_revision", destinationCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationWorkloadNamespace) {
+		dp.Attributes().PutStr("destination_workload_namespace", destinationWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationPrincipal) {
+		dp.Attributes().PutStr("destination_principal", destinationPrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationApp) {
+		dp.Attributes().PutStr("destination_app", destinationAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationVersion) {
+		dp.Attributes().PutStr("destination_version", destinationVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsOpenedMetricAttributeKeyDestinationCluster) {
+		dp.Attributes().PutStr("destination_cluster", destinationClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsOpenedMetricAttributeKeyRequestProtocol) {
+		dp.Attributes().PutStr("request_protocol", requestProtocolAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsOpenedMetricAttributeKeyResponseFlags) {
+		dp.Attributes().PutStr("response_flags", responseFlagsAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPConnectionsOpenedMetricAttributeKeyConnectionSecurityPolicy) {
+		dp.Attributes().PutStr("connection_security_policy", connectionSecurityPolicyAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricIstioTCPConnectionsOpened) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricIstioTCPConnectionsOpened) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricIstioTCPConnectionsOpened(cfg IstioTCPConnectionsOpenedMetricConfig) metricIstioTCPConnectionsOpened {
+	m := metricIstioTCPConnectionsOpened{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricIstioTCPReceivedBytes struct {
+	data          pmetric.Metric                    // data buffer for generated metric.
+	config        IstioTCPReceivedBytesMetricConfig // metric config provided by user.
+	capacity      int                               // max observed number of data points added to the metric.
+	aggDataPoints []int64                           // slice containing number of aggregated datapoints at each index
+}
+
+// init fills istio_tcp_received_bytes metric with initial data.
+func (m *metricIstioTCPReceivedBytes) init() {
+	m.data.SetName("istio_tcp_received_bytes")
+	m.data.SetDescription("istio profile (Istio / ztunnel names): bytes received during the connection. As in ztunnel, on reporter='source' series this counts the bytes the source sent.")
+	m.data.SetUnit("By")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricIstioTCPReceivedBytes) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, reporterAttributeValue string, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationServiceAttributeValue string, destinationServiceNamespaceAttributeValue string, destinationServiceNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPReceivedBytesMetricAttributeKeyReporter) {
+		dp.Attributes().PutStr("reporter", reporterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPReceivedBytesMetricAttributeKeySourceWorkload) {
+		dp.Attributes().PutStr("source_workload", sourceWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPReceivedBytesMetricAttributeKeySourceCanonicalService) {
+		dp.Attributes().PutStr("source_canonical_service", sourceCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPReceivedBytesMetricAttributeKeySourceCanonicalRevision) {
+		dp.Attributes().PutStr("source_canonical_revision", sourceCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPReceivedBytesMetricAttributeKeySourceWorkloadNamespace) {
+		dp.Attributes().PutStr("source_workload_namespace", sourceWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPReceivedBytesMetricAttributeKeySourcePrincipal) {
+		dp.Attributes().PutStr("source_principal", sourcePrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPReceivedBytesMetricAttributeKeySourceApp) {
+		dp.Attributes().PutStr("source_app", sourceAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPReceivedBytesMetricAttributeKeySourceVersion) {
+		dp.Attributes().PutStr("source_version", sourceVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPReceivedBytesMetricAttributeKeySourceCluster) {
+		dp.Attributes().PutStr("source_cluster", sourceClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPReceivedBytesMetricAttributeKeyDestinationService) {
+		dp.Attributes().PutStr("destination_service", destinationServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPReceivedBytesMetricAttributeKeyDestinationServiceNamespace) {
+		dp.Attributes().PutStr("destination_service_namespace", destinationServiceNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPReceivedBytesMetricAttributeKeyDestinationServiceName) {
+		dp.Attributes().PutStr("destination_service_name", destinationServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPReceivedBytesMetricAttributeKeyDestinationWorkload) {
+		dp.Attributes().PutStr("destination_workload", destinationWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPReceivedBytesMetricAttributeKeyDestinationCanonicalService) {
+		dp.Attributes().PutStr("destination_canonical_service", destinationCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPReceivedBytesMetricAttributeKeyDestinationCanonicalRevision) {
+		dp.Attributes().PutStr("destination_canonical_revision", destinationCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPReceivedBytesMetricAttributeKeyDestinationWorkloadNamespace) {
+		dp.Attributes().PutStr("destination_workload_namespace", destinationWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPReceivedBytesMetricAttributeKeyDestinationPrincipal) {
+		dp.Attributes().PutStr("destination_principal", destinationPrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPReceivedBytesMetricAttributeKeyDestinationApp) {
+		dp.Attributes().PutStr("destination_app", destinationAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPReceivedBytesMetricAttributeKeyDestinationVersion) {
+		dp.Attributes().PutStr("destination_version", destinationVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPReceivedBytesMetricAttributeKeyDestinationCluster) {
+		dp.Attributes().PutStr("destination_cluster", destinationClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPReceivedBytesMetricAttributeKeyRequestProtocol) {
+		dp.Attributes().PutStr("request_protocol", requestProtocolAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPReceivedBytesMetricAttributeKeyResponseFlags) {
+		dp.Attributes().PutStr("response_flags", responseFlagsAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPReceivedBytesMetricAttributeKeyConnectionSecurityPolicy) {
+		dp.Attributes().PutStr("connection_security_policy", connectionSecurityPolicyAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricIstioTCPReceivedBytes) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricIstioTCPReceivedBytes) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricIstioTCPReceivedBytes(cfg IstioTCPReceivedBytesMetricConfig) metricIstioTCPReceivedBytes {
+	m := metricIstioTCPReceivedBytes{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricIstioTCPSentBytes struct {
+	data          pmetric.Metric                // data buffer for generated metric.
+	config        IstioTCPSentBytesMetricConfig // metric config provided by user.
+	capacity      int                           // max observed number of data points added to the metric.
+	aggDataPoints []int64                       // slice containing number of aggregated datapoints at each index
+}
+
+// init fills istio_tcp_sent_bytes metric with initial data.
+func (m *metricIstioTCPSentBytes) init() {
+	m.data.SetName("istio_tcp_sent_bytes")
+	m.data.SetDescription("istio profile (Istio / ztunnel names): bytes sent during the connection. As in ztunnel, on reporter='source' series this counts the bytes the destination sent (istio/istio#32399).")
+	m.data.SetUnit("By")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricIstioTCPSentBytes) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, reporterAttributeValue string, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationServiceAttributeValue string, destinationServiceNamespaceAttributeValue string, destinationServiceNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPSentBytesMetricAttributeKeyReporter) {
+		dp.Attributes().PutStr("reporter", reporterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPSentBytesMetricAttributeKeySourceWorkload) {
+		dp.Attributes().PutStr("source_workload", sourceWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPSentBytesMetricAttributeKeySourceCanonicalService) {
+		dp.Attributes().PutStr("source_canonical_service", sourceCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPSentBytesMetricAttributeKeySourceCanonicalRevision) {
+		dp.Attributes().PutStr("source_canonical_revision", sourceCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPSentBytesMetricAttributeKeySourceWorkloadNamespace) {
+		dp.Attributes().PutStr("source_workload_namespace", sourceWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPSentBytesMetricAttributeKeySourcePrincipal) {
+		dp.Attributes().PutStr("source_principal", sourcePrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPSentBytesMetricAttributeKeySourceApp) {
+		dp.Attributes().PutStr("source_app", sourceAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPSentBytesMetricAttributeKeySourceVersion) {
+		dp.Attributes().PutStr("source_version", sourceVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPSentBytesMetricAttributeKeySourceCluster) {
+		dp.Attributes().PutStr("source_cluster", sourceClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPSentBytesMetricAttributeKeyDestinationService) {
+		dp.Attributes().PutStr("destination_service", destinationServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPSentBytesMetricAttributeKeyDestinationServiceNamespace) {
+		dp.Attributes().PutStr("destination_service_namespace", destinationServiceNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPSentBytesMetricAttributeKeyDestinationServiceName) {
+		dp.Attributes().PutStr("destination_service_name", destinationServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPSentBytesMetricAttributeKeyDestinationWorkload) {
+		dp.Attributes().PutStr("destination_workload", destinationWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPSentBytesMetricAttributeKeyDestinationCanonicalService) {
+		dp.Attributes().PutStr("destination_canonical_service", destinationCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPSentBytesMetricAttributeKeyDestinationCanonicalRevision) {
+		dp.Attributes().PutStr("destination_canonical_revision", destinationCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPSentBytesMetricAttributeKeyDestinationWorkloadNamespace) {
+		dp.Attributes().PutStr("destination_workload_namespace", destinationWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPSentBytesMetricAttributeKeyDestinationPrincipal) {
+		dp.Attributes().PutStr("destination_principal", destinationPrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPSentBytesMetricAttributeKeyDestinationApp) {
+		dp.Attributes().PutStr("destination_app", destinationAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPSentBytesMetricAttributeKeyDestinationVersion) {
+		dp.Attributes().PutStr("destination_version", destinationVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPSentBytesMetricAttributeKeyDestinationCluster) {
+		dp.Attributes().PutStr("destination_cluster", destinationClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPSentBytesMetricAttributeKeyRequestProtocol) {
+		dp.Attributes().PutStr("request_protocol", requestProtocolAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPSentBytesMetricAttributeKeyResponseFlags) {
+		dp.Attributes().PutStr("response_flags", responseFlagsAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, IstioTCPSentBytesMetricAttributeKeyConnectionSecurityPolicy) {
+		dp.Attributes().PutStr("connection_security_policy", connectionSecurityPolicyAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricIstioTCPSentBytes) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricIstioTCPSentBytes) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricIstioTCPSentBytes(cfg IstioTCPSentBytesMetricConfig) metricIstioTCPSentBytes {
+	m := metricIstioTCPSentBytes{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricKmeshTCPConnectionsClosed struct {
+	data          pmetric.Metric                        // data buffer for generated metric.
+	config        KmeshTCPConnectionsClosedMetricConfig // metric config provided by user.
+	capacity      int                                   // max observed number of data points added to the metric.
+	aggDataPoints []int64                               // slice containing number of aggregated datapoints at each index
+}
+
+// init fills kmesh_tcp_connections_closed metric with initial data.
+func (m *metricKmeshTCPConnectionsClosed) init() {
+	m.data.SetName("kmesh_tcp_connections_closed")
+	m.data.SetDescription("kmesh profile, service view: TCP connections closed.")
+	m.data.SetUnit("{connection}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricKmeshTCPConnectionsClosed) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, reporterAttributeValue string, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationServiceAttributeValue string, destinationServiceNamespaceAttributeValue string, destinationServiceNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsClosedMetricAttributeKeyReporter) {
+		dp.Attributes().PutStr("reporter", reporterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsClosedMetricAttributeKeySourceWorkload) {
+		dp.Attributes().PutStr("source_workload", sourceWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsClosedMetricAttributeKeySourceCanonicalService) {
+		dp.Attributes().PutStr("source_canonical_service", sourceCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsClosedMetricAttributeKeySourceCanonicalRevision) {
+		dp.Attributes().PutStr("source_canonical_revision", sourceCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsClosedMetricAttributeKeySourceWorkloadNamespace) {
+		dp.Attributes().PutStr("source_workload_namespace", sourceWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsClosedMetricAttributeKeySourcePrincipal) {
+		dp.Attributes().PutStr("source_principal", sourcePrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsClosedMetricAttributeKeySourceApp) {
+		dp.Attributes().PutStr("source_app", sourceAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsClosedMetricAttributeKeySourceVersion) {
+		dp.Attributes().PutStr("source_version", sourceVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsClosedMetricAttributeKeySourceCluster) {
+		dp.Attributes().PutStr("source_cluster", sourceClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationService) {
+		dp.Attributes().PutStr("destination_service", destinationServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationServiceNamespace) {
+		dp.Attributes().PutStr("destination_service_namespace", destinationServiceNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationServiceName) {
+		dp.Attributes().PutStr("destination_service_name", destinationServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationWorkload) {
+		dp.Attributes().PutStr("destination_workload", destinationWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationCanonicalService) {
+		dp.Attributes().PutStr("destination_canonical_service", destinationCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationCanonicalRevision) {
+		dp.Attributes().PutStr("destination_canonical_revision", destinationCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationWorkloadNamespace) {
+		dp.Attributes().PutStr("destination_workload_namespace", destinationWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationPrincipal) {
+		dp.Attributes().PutStr("destination_principal", destinationPrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationApp) {
+		dp.Attributes().PutStr("destination_app", destinationAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationVersion) {
+		dp.Attributes().PutStr("destination_version", destinationVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsClosedMetricAttributeKeyDestinationCluster) {
+		dp.Attributes().PutStr("destination_cluster", destinationClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsClosedMetricAttributeKeyRequestProtocol) {
+		dp.Attributes().PutStr("request_protocol", requestProtocolAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsClosedMetricAttributeKeyResponseFlags) {
+		dp.Attributes().PutStr("response_flags", responseFlagsAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsClosedMetricAttributeKeyConnectionSecurityPolicy) {
+		dp.Attributes().PutStr("connection_security_policy", connectionSecurityPolicyAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKmeshTCPConnectionsClosed) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKmeshTCPConnectionsClosed) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKmeshTCPConnectionsClosed(cfg KmeshTCPConnectionsClosedMetricConfig) metricKmeshTCPConnectionsClosed {
+	m := metricKmeshTCPConnectionsClosed{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricKmeshTCPConnectionsFailed struct {
+	data          pmetric.Metric                        // data buffer for generated metric.
+	config        KmeshTCPConnectionsFailedMetricConfig // metric config provided by user.
+	capacity      int                                   // max observed number of data points added to the metric.
+	aggDataPoints []int64                               // slice containing number of aggregated datapoints at each index
+}
+
+// init fills kmesh_tcp_connections_failed metric with initial data.
+func (m *metricKmeshTCPConnectionsFailed) init() {
+	m.data.SetName("kmesh_tcp_connections_failed")
+	m.data.SetDescription("kmesh profile, service view: TCP connections that failed to establish (response_flags UF). Kmesh spells it conntections and never registers it; this is the correct spelling.")
+	m.data.SetUnit("{connection}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricKmeshTCPConnectionsFailed) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, reporterAttributeValue string, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationServiceAttributeValue string, destinationServiceNamespaceAttributeValue string, destinationServiceNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsFailedMetricAttributeKeyReporter) {
+		dp.Attributes().PutStr("reporter", reporterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsFailedMetricAttributeKeySourceWorkload) {
+		dp.Attributes().PutStr("source_workload", sourceWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsFailedMetricAttributeKeySourceCanonicalService) {
+		dp.Attributes().PutStr("source_canonical_service", sourceCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsFailedMetricAttributeKeySourceCanonicalRevision) {
+		dp.Attributes().PutStr("source_canonical_revision", sourceCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsFailedMetricAttributeKeySourceWorkloadNamespace) {
+		dp.Attributes().PutStr("source_workload_namespace", sourceWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsFailedMetricAttributeKeySourcePrincipal) {
+		dp.Attributes().PutStr("source_principal", sourcePrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsFailedMetricAttributeKeySourceApp) {
+		dp.Attributes().PutStr("source_app", sourceAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsFailedMetricAttributeKeySourceVersion) {
+		dp.Attributes().PutStr("source_version", sourceVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsFailedMetricAttributeKeySourceCluster) {
+		dp.Attributes().PutStr("source_cluster", sourceClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationService) {
+		dp.Attributes().PutStr("destination_service", destinationServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationServiceNamespace) {
+		dp.Attributes().PutStr("destination_service_namespace", destinationServiceNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationServiceName) {
+		dp.Attributes().PutStr("destination_service_name", destinationServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationWorkload) {
+		dp.Attributes().PutStr("destination_workload", destinationWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationCanonicalService) {
+		dp.Attributes().PutStr("destination_canonical_service", destinationCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationCanonicalRevision) {
+		dp.Attributes().PutStr("destination_canonical_revision", destinationCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationWorkloadNamespace) {
+		dp.Attributes().PutStr("destination_workload_namespace", destinationWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationPrincipal) {
+		dp.Attributes().PutStr("destination_principal", destinationPrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationApp) {
+		dp.Attributes().PutStr("destination_app", destinationAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationVersion) {
+		dp.Attributes().PutStr("destination_version", destinationVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsFailedMetricAttributeKeyDestinationCluster) {
+		dp.Attributes().PutStr("destination_cluster", destinationClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsFailedMetricAttributeKeyRequestProtocol) {
+		dp.Attributes().PutStr("request_protocol", requestProtocolAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsFailedMetricAttributeKeyResponseFlags) {
+		dp.Attributes().PutStr("response_flags", responseFlagsAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsFailedMetricAttributeKeyConnectionSecurityPolicy) {
+		dp.Attributes().PutStr("connection_security_policy", connectionSecurityPolicyAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKmeshTCPConnectionsFailed) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKmeshTCPConnectionsFailed) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKmeshTCPConnectionsFailed(cfg KmeshTCPConnectionsFailedMetricConfig) metricKmeshTCPConnectionsFailed {
+	m := metricKmeshTCPConnectionsFailed{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricKmeshTCPConnectionsOpened struct {
+	data          pmetric.Metric                        // data buffer for generated metric.
+	config        KmeshTCPConnectionsOpenedMetricConfig // metric config provided by user.
+	capacity      int                                   // max observed number of data points added to the metric.
+	aggDataPoints []int64                               // slice containing number of aggregated datapoints at each index
+}
+
+// init fills kmesh_tcp_connections_opened metric with initial data.
+func (m *metricKmeshTCPConnectionsOpened) init() {
+	m.data.SetName("kmesh_tcp_connections_opened")
+	m.data.SetDescription("kmesh profile, service view: TCP connections opened.")
+	m.data.SetUnit("{connection}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricKmeshTCPConnectionsOpened) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, reporterAttributeValue string, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationServiceAttributeValue string, destinationServiceNamespaceAttributeValue string, destinationServiceNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsOpenedMetricAttributeKeyReporter) {
+		dp.Attributes().PutStr("reporter", reporterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsOpenedMetricAttributeKeySourceWorkload) {
+		dp.Attributes().PutStr("source_workload", sourceWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsOpenedMetricAttributeKeySourceCanonicalService) {
+		dp.Attributes().PutStr("source_canonical_service", sourceCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsOpenedMetricAttributeKeySourceCanonicalRevision) {
+		dp.Attributes().PutStr("source_canonical_revision", sourceCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsOpenedMetricAttributeKeySourceWorkloadNamespace) {
+		dp.Attributes().PutStr("source_workload_namespace", sourceWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsOpenedMetricAttributeKeySourcePrincipal) {
+		dp.Attributes().PutStr("source_principal", sourcePrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsOpenedMetricAttributeKeySourceApp) {
+		dp.Attributes().PutStr("source_app", sourceAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsOpenedMetricAttributeKeySourceVersion) {
+		dp.Attributes().PutStr("source_version", sourceVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsOpenedMetricAttributeKeySourceCluster) {
+		dp.Attributes().PutStr("source_cluster", sourceClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationService) {
+		dp.Attributes().PutStr("destination_service", destinationServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationServiceNamespace) {
+		dp.Attributes().PutStr("destination_service_namespace", destinationServiceNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationServiceName) {
+		dp.Attributes().PutStr("destination_service_name", destinationServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationWorkload) {
+		dp.Attributes().PutStr("destination_workload", destinationWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationCanonicalService) {
+		dp.Attributes().PutStr("destination_canonical_service", destinationCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationCanonicalRevision) {
+		dp.Attributes().PutStr("destination_canonical_revision", destinationCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationWorkloadNamespace) {
+		dp.Attributes().PutStr("destination_workload_namespace", destinationWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationPrincipal) {
+		dp.Attributes().PutStr("destination_principal", destinationPrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationApp) {
+		dp.Attributes().PutStr("destination_app", destinationAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationVersion) {
+		dp.Attributes().PutStr("destination_version", destinationVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsOpenedMetricAttributeKeyDestinationCluster) {
+		dp.Attributes().PutStr("destination_cluster", destinationClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsOpenedMetricAttributeKeyRequestProtocol) {
+		dp.Attributes().PutStr("request_protocol", requestProtocolAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsOpenedMetricAttributeKeyResponseFlags) {
+		dp.Attributes().PutStr("response_flags", responseFlagsAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPConnectionsOpenedMetricAttributeKeyConnectionSecurityPolicy) {
+		dp.Attributes().PutStr("connection_security_policy", connectionSecurityPolicyAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKmeshTCPConnectionsOpened) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKmeshTCPConnectionsOpened) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKmeshTCPConnectionsOpened(cfg KmeshTCPConnectionsOpenedMetricConfig) metricKmeshTCPConnectionsOpened {
+	m := metricKmeshTCPConnectionsOpened{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricKmeshTCPPacketLoss struct {
+	data          pmetric.Metric                 // data buffer for generated metric.
+	config        KmeshTCPPacketLossMetricConfig // metric config provided by user.
+	capacity      int                            // max observed number of data points added to the metric.
+	aggDataPoints []int64                        // slice containing number of aggregated datapoints at each index
+}
+
+// init fills kmesh_tcp_packet_loss metric with initial data.
+func (m *metricKmeshTCPPacketLoss) init() {
+	m.data.SetName("kmesh_tcp_packet_loss")
+	m.data.SetDescription("kmesh profile, workload view: segments lost.")
+	m.data.SetUnit("{packet}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricKmeshTCPPacketLoss) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, reporterAttributeValue string, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationPodAddressAttributeValue string, destinationPodNamespaceAttributeValue string, destinationPodNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPPacketLossMetricAttributeKeyReporter) {
+		dp.Attributes().PutStr("reporter", reporterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPPacketLossMetricAttributeKeySourceWorkload) {
+		dp.Attributes().PutStr("source_workload", sourceWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPPacketLossMetricAttributeKeySourceCanonicalService) {
+		dp.Attributes().PutStr("source_canonical_service", sourceCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPPacketLossMetricAttributeKeySourceCanonicalRevision) {
+		dp.Attributes().PutStr("source_canonical_revision", sourceCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPPacketLossMetricAttributeKeySourceWorkloadNamespace) {
+		dp.Attributes().PutStr("source_workload_namespace", sourceWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPPacketLossMetricAttributeKeySourcePrincipal) {
+		dp.Attributes().PutStr("source_principal", sourcePrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPPacketLossMetricAttributeKeySourceApp) {
+		dp.Attributes().PutStr("source_app", sourceAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPPacketLossMetricAttributeKeySourceVersion) {
+		dp.Attributes().PutStr("source_version", sourceVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPPacketLossMetricAttributeKeySourceCluster) {
+		dp.Attributes().PutStr("source_cluster", sourceClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPPacketLossMetricAttributeKeyDestinationPodAddress) {
+		dp.Attributes().PutStr("destination_pod_address", destinationPodAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPPacketLossMetricAttributeKeyDestinationPodNamespace) {
+		dp.Attributes().PutStr("destination_pod_namespace", destinationPodNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPPacketLossMetricAttributeKeyDestinationPodName) {
+		dp.Attributes().PutStr("destination_pod_name", destinationPodNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPPacketLossMetricAttributeKeyDestinationWorkload) {
+		dp.Attributes().PutStr("destination_workload", destinationWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPPacketLossMetricAttributeKeyDestinationCanonicalService) {
+		dp.Attributes().PutStr("destination_canonical_service", destinationCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPPacketLossMetricAttributeKeyDestinationCanonicalRevision) {
+		dp.Attributes().PutStr("destination_canonical_revision", destinationCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPPacketLossMetricAttributeKeyDestinationWorkloadNamespace) {
+		dp.Attributes().PutStr("destination_workload_namespace", destinationWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPPacketLossMetricAttributeKeyDestinationPrincipal) {
+		dp.Attributes().PutStr("destination_principal", destinationPrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPPacketLossMetricAttributeKeyDestinationApp) {
+		dp.Attributes().PutStr("destination_app", destinationAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPPacketLossMetricAttributeKeyDestinationVersion) {
+		dp.Attributes().PutStr("destination_version", destinationVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPPacketLossMetricAttributeKeyDestinationCluster) {
+		dp.Attributes().PutStr("destination_cluster", destinationClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPPacketLossMetricAttributeKeyRequestProtocol) {
+		dp.Attributes().PutStr("request_protocol", requestProtocolAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPPacketLossMetricAttributeKeyResponseFlags) {
+		dp.Attributes().PutStr("response_flags", responseFlagsAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPPacketLossMetricAttributeKeyConnectionSecurityPolicy) {
+		dp.Attributes().PutStr("connection_security_policy", connectionSecurityPolicyAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKmeshTCPPacketLoss) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKmeshTCPPacketLoss) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKmeshTCPPacketLoss(cfg KmeshTCPPacketLossMetricConfig) metricKmeshTCPPacketLoss {
+	m := metricKmeshTCPPacketLoss{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricKmeshTCPReceivedBytes struct {
+	data          pmetric.Metric                    // data buffer for generated metric.
+	config        KmeshTCPReceivedBytesMetricConfig // metric config provided by user.
+	capacity      int                               // max observed number of data points added to the metric.
+	aggDataPoints []int64                           // slice containing number of aggregated datapoints at each index
+}
+
+// init fills kmesh_tcp_received_bytes metric with initial data.
+func (m *metricKmeshTCPReceivedBytes) init() {
+	m.data.SetName("kmesh_tcp_received_bytes")
+	m.data.SetDescription("kmesh profile, service view: bytes received during the connection. As in ztunnel, on reporter='source' series this counts the bytes the source sent.")
+	m.data.SetUnit("By")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricKmeshTCPReceivedBytes) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, reporterAttributeValue string, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationServiceAttributeValue string, destinationServiceNamespaceAttributeValue string, destinationServiceNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPReceivedBytesMetricAttributeKeyReporter) {
+		dp.Attributes().PutStr("reporter", reporterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPReceivedBytesMetricAttributeKeySourceWorkload) {
+		dp.Attributes().PutStr("source_workload", sourceWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPReceivedBytesMetricAttributeKeySourceCanonicalService) {
+		dp.Attributes().PutStr("source_canonical_service", sourceCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPReceivedBytesMetricAttributeKeySourceCanonicalRevision) {
+		dp.Attributes().PutStr("source_canonical_revision", sourceCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPReceivedBytesMetricAttributeKeySourceWorkloadNamespace) {
+		dp.Attributes().PutStr("source_workload_namespace", sourceWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPReceivedBytesMetricAttributeKeySourcePrincipal) {
+		dp.Attributes().PutStr("source_principal", sourcePrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPReceivedBytesMetricAttributeKeySourceApp) {
+		dp.Attributes().PutStr("source_app", sourceAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPReceivedBytesMetricAttributeKeySourceVersion) {
+		dp.Attributes().PutStr("source_version", sourceVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPReceivedBytesMetricAttributeKeySourceCluster) {
+		dp.Attributes().PutStr("source_cluster", sourceClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPReceivedBytesMetricAttributeKeyDestinationService) {
+		dp.Attributes().PutStr("destination_service", destinationServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPReceivedBytesMetricAttributeKeyDestinationServiceNamespace) {
+		dp.Attributes().PutStr("destination_service_namespace", destinationServiceNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPReceivedBytesMetricAttributeKeyDestinationServiceName) {
+		dp.Attributes().PutStr("destination_service_name", destinationServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPReceivedBytesMetricAttributeKeyDestinationWorkload) {
+		dp.Attributes().PutStr("destination_workload", destinationWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPReceivedBytesMetricAttributeKeyDestinationCanonicalService) {
+		dp.Attributes().PutStr("destination_canonical_service", destinationCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPReceivedBytesMetricAttributeKeyDestinationCanonicalRevision) {
+		dp.Attributes().PutStr("destination_canonical_revision", destinationCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPReceivedBytesMetricAttributeKeyDestinationWorkloadNamespace) {
+		dp.Attributes().PutStr("destination_workload_namespace", destinationWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPReceivedBytesMetricAttributeKeyDestinationPrincipal) {
+		dp.Attributes().PutStr("destination_principal", destinationPrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPReceivedBytesMetricAttributeKeyDestinationApp) {
+		dp.Attributes().PutStr("destination_app", destinationAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPReceivedBytesMetricAttributeKeyDestinationVersion) {
+		dp.Attributes().PutStr("destination_version", destinationVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPReceivedBytesMetricAttributeKeyDestinationCluster) {
+		dp.Attributes().PutStr("destination_cluster", destinationClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPReceivedBytesMetricAttributeKeyRequestProtocol) {
+		dp.Attributes().PutStr("request_protocol", requestProtocolAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPReceivedBytesMetricAttributeKeyResponseFlags) {
+		dp.Attributes().PutStr("response_flags", responseFlagsAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPReceivedBytesMetricAttributeKeyConnectionSecurityPolicy) {
+		dp.Attributes().PutStr("connection_security_policy", connectionSecurityPolicyAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKmeshTCPReceivedBytes) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKmeshTCPReceivedBytes) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKmeshTCPReceivedBytes(cfg KmeshTCPReceivedBytesMetricConfig) metricKmeshTCPReceivedBytes {
+	m := metricKmeshTCPReceivedBytes{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricKmeshTCPRetrans struct {
+	data          pmetric.Metric              // data buffer for generated metric.
+	config        KmeshTCPRetransMetricConfig // metric config provided by user.
+	capacity      int                         // max observed number of data points added to the metric.
+	aggDataPoints []int64                     // slice containing number of aggregated datapoints at each index
+}
+
+// init fills kmesh_tcp_retrans metric with initial data.
+func (m *metricKmeshTCPRetrans) init() {
+	m.data.SetName("kmesh_tcp_retrans")
+	m.data.SetDescription("kmesh profile, workload view: segments retransmitted.")
+	m.data.SetUnit("{segment}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricKmeshTCPRetrans) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, reporterAttributeValue string, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationPodAddressAttributeValue string, destinationPodNamespaceAttributeValue string, destinationPodNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPRetransMetricAttributeKeyReporter) {
+		dp.Attributes().PutStr("reporter", reporterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPRetransMetricAttributeKeySourceWorkload) {
+		dp.Attributes().PutStr("source_workload", sourceWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPRetransMetricAttributeKeySourceCanonicalService) {
+		dp.Attributes().PutStr("source_canonical_service", sourceCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPRetransMetricAttributeKeySourceCanonicalRevision) {
+		dp.Attributes().PutStr("source_canonical_revision", sourceCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPRetransMetricAttributeKeySourceWorkloadNamespace) {
+		dp.Attributes().PutStr("source_workload_namespace", sourceWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPRetransMetricAttributeKeySourcePrincipal) {
+		dp.Attributes().PutStr("source_principal", sourcePrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPRetransMetricAttributeKeySourceApp) {
+		dp.Attributes().PutStr("source_app", sourceAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPRetransMetricAttributeKeySourceVersion) {
+		dp.Attributes().PutStr("source_version", sourceVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPRetransMetricAttributeKeySourceCluster) {
+		dp.Attributes().PutStr("source_cluster", sourceClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPRetransMetricAttributeKeyDestinationPodAddress) {
+		dp.Attributes().PutStr("destination_pod_address", destinationPodAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPRetransMetricAttributeKeyDestinationPodNamespace) {
+		dp.Attributes().PutStr("destination_pod_namespace", destinationPodNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPRetransMetricAttributeKeyDestinationPodName) {
+		dp.Attributes().PutStr("destination_pod_name", destinationPodNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPRetransMetricAttributeKeyDestinationWorkload) {
+		dp.Attributes().PutStr("destination_workload", destinationWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPRetransMetricAttributeKeyDestinationCanonicalService) {
+		dp.Attributes().PutStr("destination_canonical_service", destinationCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPRetransMetricAttributeKeyDestinationCanonicalRevision) {
+		dp.Attributes().PutStr("destination_canonical_revision", destinationCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPRetransMetricAttributeKeyDestinationWorkloadNamespace) {
+		dp.Attributes().PutStr("destination_workload_namespace", destinationWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPRetransMetricAttributeKeyDestinationPrincipal) {
+		dp.Attributes().PutStr("destination_principal", destinationPrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPRetransMetricAttributeKeyDestinationApp) {
+		dp.Attributes().PutStr("destination_app", destinationAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPRetransMetricAttributeKeyDestinationVersion) {
+		dp.Attributes().PutStr("destination_version", destinationVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPRetransMetricAttributeKeyDestinationCluster) {
+		dp.Attributes().PutStr("destination_cluster", destinationClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPRetransMetricAttributeKeyRequestProtocol) {
+		dp.Attributes().PutStr("request_protocol", requestProtocolAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPRetransMetricAttributeKeyResponseFlags) {
+		dp.Attributes().PutStr("response_flags", responseFlagsAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPRetransMetricAttributeKeyConnectionSecurityPolicy) {
+		dp.Attributes().PutStr("connection_security_policy", connectionSecurityPolicyAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKmeshTCPRetrans) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKmeshTCPRetrans) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKmeshTCPRetrans(cfg KmeshTCPRetransMetricConfig) metricKmeshTCPRetrans {
+	m := metricKmeshTCPRetrans{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricKmeshTCPSentBytes struct {
+	data          pmetric.Metric                // data buffer for generated metric.
+	config        KmeshTCPSentBytesMetricConfig // metric config provided by user.
+	capacity      int                           // max observed number of data points added to the metric.
+	aggDataPoints []int64                       // slice containing number of aggregated datapoints at each index
+}
+
+// init fills kmesh_tcp_sent_bytes metric with initial data.
+func (m *metricKmeshTCPSentBytes) init() {
+	m.data.SetName("kmesh_tcp_sent_bytes")
+	m.data.SetDescription("kmesh profile, service view: bytes sent during the connection. As in ztunnel, on reporter='source' series this counts the bytes the destination sent (istio/istio#32399).")
+	m.data.SetUnit("By")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricKmeshTCPSentBytes) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, reporterAttributeValue string, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationServiceAttributeValue string, destinationServiceNamespaceAttributeValue string, destinationServiceNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPSentBytesMetricAttributeKeyReporter) {
+		dp.Attributes().PutStr("reporter", reporterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPSentBytesMetricAttributeKeySourceWorkload) {
+		dp.Attributes().PutStr("source_workload", sourceWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPSentBytesMetricAttributeKeySourceCanonicalService) {
+		dp.Attributes().PutStr("source_canonical_service", sourceCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPSentBytesMetricAttributeKeySourceCanonicalRevision) {
+		dp.Attributes().PutStr("source_canonical_revision", sourceCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPSentBytesMetricAttributeKeySourceWorkloadNamespace) {
+		dp.Attributes().PutStr("source_workload_namespace", sourceWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPSentBytesMetricAttributeKeySourcePrincipal) {
+		dp.Attributes().PutStr("source_principal", sourcePrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPSentBytesMetricAttributeKeySourceApp) {
+		dp.Attributes().PutStr("source_app", sourceAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPSentBytesMetricAttributeKeySourceVersion) {
+		dp.Attributes().PutStr("source_version", sourceVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPSentBytesMetricAttributeKeySourceCluster) {
+		dp.Attributes().PutStr("source_cluster", sourceClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPSentBytesMetricAttributeKeyDestinationService) {
+		dp.Attributes().PutStr("destination_service", destinationServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPSentBytesMetricAttributeKeyDestinationServiceNamespace) {
+		dp.Attributes().PutStr("destination_service_namespace", destinationServiceNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPSentBytesMetricAttributeKeyDestinationServiceName) {
+		dp.Attributes().PutStr("destination_service_name", destinationServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPSentBytesMetricAttributeKeyDestinationWorkload) {
+		dp.Attributes().PutStr("destination_workload", destinationWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPSentBytesMetricAttributeKeyDestinationCanonicalService) {
+		dp.Attributes().PutStr("destination_canonical_service", destinationCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPSentBytesMetricAttributeKeyDestinationCanonicalRevision) {
+		dp.Attributes().PutStr("destination_canonical_revision", destinationCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPSentBytesMetricAttributeKeyDestinationWorkloadNamespace) {
+		dp.Attributes().PutStr("destination_workload_namespace", destinationWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPSentBytesMetricAttributeKeyDestinationPrincipal) {
+		dp.Attributes().PutStr("destination_principal", destinationPrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPSentBytesMetricAttributeKeyDestinationApp) {
+		dp.Attributes().PutStr("destination_app", destinationAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPSentBytesMetricAttributeKeyDestinationVersion) {
+		dp.Attributes().PutStr("destination_version", destinationVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPSentBytesMetricAttributeKeyDestinationCluster) {
+		dp.Attributes().PutStr("destination_cluster", destinationClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPSentBytesMetricAttributeKeyRequestProtocol) {
+		dp.Attributes().PutStr("request_protocol", requestProtocolAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPSentBytesMetricAttributeKeyResponseFlags) {
+		dp.Attributes().PutStr("response_flags", responseFlagsAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPSentBytesMetricAttributeKeyConnectionSecurityPolicy) {
+		dp.Attributes().PutStr("connection_security_policy", connectionSecurityPolicyAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKmeshTCPSentBytes) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKmeshTCPSentBytes) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKmeshTCPSentBytes(cfg KmeshTCPSentBytesMetricConfig) metricKmeshTCPSentBytes {
+	m := metricKmeshTCPSentBytes{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricKmeshTCPWorkloadConnectionsClosed struct {
+	data          pmetric.Metric                                // data buffer for generated metric.
+	config        KmeshTCPWorkloadConnectionsClosedMetricConfig // metric config provided by user.
+	capacity      int                                           // max observed number of data points added to the metric.
+	aggDataPoints []int64                                       // slice containing number of aggregated datapoints at each index
+}
+
+// init fills kmesh_tcp_workload_connections_closed metric with initial data.
+func (m *metricKmeshTCPWorkloadConnectionsClosed) init() {
+	m.data.SetName("kmesh_tcp_workload_connections_closed")
+	m.data.SetDescription("kmesh profile, workload view: TCP connections closed between workloads.")
+	m.data.SetUnit("{connection}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricKmeshTCPWorkloadConnectionsClosed) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, reporterAttributeValue string, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationPodAddressAttributeValue string, destinationPodNamespaceAttributeValue string, destinationPodNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyReporter) {
+		dp.Attributes().PutStr("reporter", reporterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceWorkload) {
+		dp.Attributes().PutStr("source_workload", sourceWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceCanonicalService) {
+		dp.Attributes().PutStr("source_canonical_service", sourceCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceCanonicalRevision) {
+		dp.Attributes().PutStr("source_canonical_revision", sourceCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceWorkloadNamespace) {
+		dp.Attributes().PutStr("source_workload_namespace", sourceWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourcePrincipal) {
+		dp.Attributes().PutStr("source_principal", sourcePrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceApp) {
+		dp.Attributes().PutStr("source_app", sourceAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceVersion) {
+		dp.Attributes().PutStr("source_version", sourceVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeySourceCluster) {
+		dp.Attributes().PutStr("source_cluster", sourceClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationPodAddress) {
+		dp.Attributes().PutStr("destination_pod_address", destinationPodAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationPodNamespace) {
+		dp.Attributes().PutStr("destination_pod_namespace", destinationPodNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationPodName) {
+		dp.Attributes().PutStr("destination_pod_name", destinationPodNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationWorkload) {
+		dp.Attributes().PutStr("destination_workload", destinationWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationCanonicalService) {
+		dp.Attributes().PutStr("destination_canonical_service", destinationCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationCanonicalRevision) {
+		dp.Attributes().PutStr("destination_canonical_revision", destinationCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationWorkloadNamespace) {
+		dp.Attributes().PutStr("destination_workload_namespace", destinationWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationPrincipal) {
+		dp.Attributes().PutStr("destination_principal", destinationPrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationApp) {
+		dp.Attributes().PutStr("destination_app", destinationAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationVersion) {
+		dp.Attributes().PutStr("destination_version", destinationVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyDestinationCluster) {
+		dp.Attributes().PutStr("destination_cluster", destinationClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyRequestProtocol) {
+		dp.Attributes().PutStr("request_protocol", requestProtocolAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyResponseFlags) {
+		dp.Attributes().PutStr("response_flags", responseFlagsAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsClosedMetricAttributeKeyConnectionSecurityPolicy) {
+		dp.Attributes().PutStr("connection_security_policy", connectionSecurityPolicyAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKmeshTCPWorkloadConnectionsClosed) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKmeshTCPWorkloadConnectionsClosed) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKmeshTCPWorkloadConnectionsClosed(cfg KmeshTCPWorkloadConnectionsClosedMetricConfig) metricKmeshTCPWorkloadConnectionsClosed {
+	m := metricKmeshTCPWorkloadConnectionsClosed{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricKmeshTCPWorkloadConnectionsFailed struct {
+	data          pmetric.Metric                                // data buffer for generated metric.
+	config        KmeshTCPWorkloadConnectionsFailedMetricConfig // metric config provided by user.
+	capacity      int                                           // max observed number of data points added to the metric.
+	aggDataPoints []int64                                       // slice containing number of aggregated datapoints at each index
+}
+
+// init fills kmesh_tcp_workload_connections_failed metric with initial data.
+func (m *metricKmeshTCPWorkloadConnectionsFailed) init() {
+	m.data.SetName("kmesh_tcp_workload_connections_failed")
+	m.data.SetDescription("kmesh profile, workload view: TCP connections that failed to establish.")
+	m.data.SetUnit("{connection}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricKmeshTCPWorkloadConnectionsFailed) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, reporterAttributeValue string, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationPodAddressAttributeValue string, destinationPodNamespaceAttributeValue string, destinationPodNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyReporter) {
+		dp.Attributes().PutStr("reporter", reporterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceWorkload) {
+		dp.Attributes().PutStr("source_workload", sourceWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceCanonicalService) {
+		dp.Attributes().PutStr("source_canonical_service", sourceCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceCanonicalRevision) {
+		dp.Attributes().PutStr("source_canonical_revision", sourceCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceWorkloadNamespace) {
+		dp.Attributes().PutStr("source_workload_namespace", sourceWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourcePrincipal) {
+		dp.Attributes().PutStr("source_principal", sourcePrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceApp) {
+		dp.Attributes().PutStr("source_app", sourceAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceVersion) {
+		dp.Attributes().PutStr("source_version", sourceVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeySourceCluster) {
+		dp.Attributes().PutStr("source_cluster", sourceClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationPodAddress) {
+		dp.Attributes().PutStr("destination_pod_address", destinationPodAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationPodNamespace) {
+		dp.Attributes().PutStr("destination_pod_namespace", destinationPodNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationPodName) {
+		dp.Attributes().PutStr("destination_pod_name", destinationPodNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationWorkload) {
+		dp.Attributes().PutStr("destination_workload", destinationWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationCanonicalService) {
+		dp.Attributes().PutStr("destination_canonical_service", destinationCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationCanonicalRevision) {
+		dp.Attributes().PutStr("destination_canonical_revision", destinationCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationWorkloadNamespace) {
+		dp.Attributes().PutStr("destination_workload_namespace", destinationWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationPrincipal) {
+		dp.Attributes().PutStr("destination_principal", destinationPrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationApp) {
+		dp.Attributes().PutStr("destination_app", destinationAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationVersion) {
+		dp.Attributes().PutStr("destination_version", destinationVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyDestinationCluster) {
+		dp.Attributes().PutStr("destination_cluster", destinationClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyRequestProtocol) {
+		dp.Attributes().PutStr("request_protocol", requestProtocolAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyResponseFlags) {
+		dp.Attributes().PutStr("response_flags", responseFlagsAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsFailedMetricAttributeKeyConnectionSecurityPolicy) {
+		dp.Attributes().PutStr("connection_security_policy", connectionSecurityPolicyAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKmeshTCPWorkloadConnectionsFailed) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKmeshTCPWorkloadConnectionsFailed) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKmeshTCPWorkloadConnectionsFailed(cfg KmeshTCPWorkloadConnectionsFailedMetricConfig) metricKmeshTCPWorkloadConnectionsFailed {
+	m := metricKmeshTCPWorkloadConnectionsFailed{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricKmeshTCPWorkloadConnectionsOpened struct {
+	data          pmetric.Metric                                // data buffer for generated metric.
+	config        KmeshTCPWorkloadConnectionsOpenedMetricConfig // metric config provided by user.
+	capacity      int                                           // max observed number of data points added to the metric.
+	aggDataPoints []int64                                       // slice containing number of aggregated datapoints at each index
+}
+
+// init fills kmesh_tcp_workload_connections_opened metric with initial data.
+func (m *metricKmeshTCPWorkloadConnectionsOpened) init() {
+	m.data.SetName("kmesh_tcp_workload_connections_opened")
+	m.data.SetDescription("kmesh profile, workload view: TCP connections opened between workloads.")
+	m.data.SetUnit("{connection}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricKmeshTCPWorkloadConnectionsOpened) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, reporterAttributeValue string, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationPodAddressAttributeValue string, destinationPodNamespaceAttributeValue string, destinationPodNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyReporter) {
+		dp.Attributes().PutStr("reporter", reporterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceWorkload) {
+		dp.Attributes().PutStr("source_workload", sourceWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceCanonicalService) {
+		dp.Attributes().PutStr("source_canonical_service", sourceCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceCanonicalRevision) {
+		dp.Attributes().PutStr("source_canonical_revision", sourceCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceWorkloadNamespace) {
+		dp.Attributes().PutStr("source_workload_namespace", sourceWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourcePrincipal) {
+		dp.Attributes().PutStr("source_principal", sourcePrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceApp) {
+		dp.Attributes().PutStr("source_app", sourceAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceVersion) {
+		dp.Attributes().PutStr("source_version", sourceVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeySourceCluster) {
+		dp.Attributes().PutStr("source_cluster", sourceClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationPodAddress) {
+		dp.Attributes().PutStr("destination_pod_address", destinationPodAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationPodNamespace) {
+		dp.Attributes().PutStr("destination_pod_namespace", destinationPodNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationPodName) {
+		dp.Attributes().PutStr("destination_pod_name", destinationPodNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationWorkload) {
+		dp.Attributes().PutStr("destination_workload", destinationWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationCanonicalService) {
+		dp.Attributes().PutStr("destination_canonical_service", destinationCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationCanonicalRevision) {
+		dp.Attributes().PutStr("destination_canonical_revision", destinationCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationWorkloadNamespace) {
+		dp.Attributes().PutStr("destination_workload_namespace", destinationWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationPrincipal) {
+		dp.Attributes().PutStr("destination_principal", destinationPrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationApp) {
+		dp.Attributes().PutStr("destination_app", destinationAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationVersion) {
+		dp.Attributes().PutStr("destination_version", destinationVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyDestinationCluster) {
+		dp.Attributes().PutStr("destination_cluster", destinationClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyRequestProtocol) {
+		dp.Attributes().PutStr("request_protocol", requestProtocolAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyResponseFlags) {
+		dp.Attributes().PutStr("response_flags", responseFlagsAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadConnectionsOpenedMetricAttributeKeyConnectionSecurityPolicy) {
+		dp.Attributes().PutStr("connection_security_policy", connectionSecurityPolicyAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKmeshTCPWorkloadConnectionsOpened) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKmeshTCPWorkloadConnectionsOpened) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKmeshTCPWorkloadConnectionsOpened(cfg KmeshTCPWorkloadConnectionsOpenedMetricConfig) metricKmeshTCPWorkloadConnectionsOpened {
+	m := metricKmeshTCPWorkloadConnectionsOpened{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricKmeshTCPWorkloadReceivedBytes struct {
+	data          pmetric.Metric                            // data buffer for generated metric.
+	config        KmeshTCPWorkloadReceivedBytesMetricConfig // metric config provided by user.
+	capacity      int                                       // max observed number of data points added to the metric.
+	aggDataPoints []int64                                   // slice containing number of aggregated datapoints at each index
+}
+
+// init fills kmesh_tcp_workload_received_bytes metric with initial data.
+func (m *metricKmeshTCPWorkloadReceivedBytes) init() {
+	m.data.SetName("kmesh_tcp_workload_received_bytes")
+	m.data.SetDescription("kmesh profile, workload view: bytes received (swapped on reporter='source' as in the service view).")
+	m.data.SetUnit("By")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricKmeshTCPWorkloadReceivedBytes) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, reporterAttributeValue string, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationPodAddressAttributeValue string, destinationPodNamespaceAttributeValue string, destinationPodNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyReporter) {
+		dp.Attributes().PutStr("reporter", reporterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceWorkload) {
+		dp.Attributes().PutStr("source_workload", sourceWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceCanonicalService) {
+		dp.Attributes().PutStr("source_canonical_service", sourceCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceCanonicalRevision) {
+		dp.Attributes().PutStr("source_canonical_revision", sourceCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceWorkloadNamespace) {
+		dp.Attributes().PutStr("source_workload_namespace", sourceWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourcePrincipal) {
+		dp.Attributes().PutStr("source_principal", sourcePrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceApp) {
+		dp.Attributes().PutStr("source_app", sourceAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceVersion) {
+		dp.Attributes().PutStr("source_version", sourceVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadReceivedBytesMetricAttributeKeySourceCluster) {
+		dp.Attributes().PutStr("source_cluster", sourceClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationPodAddress) {
+		dp.Attributes().PutStr("destination_pod_address", destinationPodAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationPodNamespace) {
+		dp.Attributes().PutStr("destination_pod_namespace", destinationPodNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationPodName) {
+		dp.Attributes().PutStr("destination_pod_name", destinationPodNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationWorkload) {
+		dp.Attributes().PutStr("destination_workload", destinationWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationCanonicalService) {
+		dp.Attributes().PutStr("destination_canonical_service", destinationCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationCanonicalRevision) {
+		dp.Attributes().PutStr("destination_canonical_revision", destinationCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationWorkloadNamespace) {
+		dp.Attributes().PutStr("destination_workload_namespace", destinationWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationPrincipal) {
+		dp.Attributes().PutStr("destination_principal", destinationPrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationApp) {
+		dp.Attributes().PutStr("destination_app", destinationAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationVersion) {
+		dp.Attributes().PutStr("destination_version", destinationVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyDestinationCluster) {
+		dp.Attributes().PutStr("destination_cluster", destinationClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyRequestProtocol) {
+		dp.Attributes().PutStr("request_protocol", requestProtocolAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyResponseFlags) {
+		dp.Attributes().PutStr("response_flags", responseFlagsAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadReceivedBytesMetricAttributeKeyConnectionSecurityPolicy) {
+		dp.Attributes().PutStr("connection_security_policy", connectionSecurityPolicyAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKmeshTCPWorkloadReceivedBytes) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKmeshTCPWorkloadReceivedBytes) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKmeshTCPWorkloadReceivedBytes(cfg KmeshTCPWorkloadReceivedBytesMetricConfig) metricKmeshTCPWorkloadReceivedBytes {
+	m := metricKmeshTCPWorkloadReceivedBytes{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricKmeshTCPWorkloadSentBytes struct {
+	data          pmetric.Metric                        // data buffer for generated metric.
+	config        KmeshTCPWorkloadSentBytesMetricConfig // metric config provided by user.
+	capacity      int                                   // max observed number of data points added to the metric.
+	aggDataPoints []int64                               // slice containing number of aggregated datapoints at each index
+}
+
+// init fills kmesh_tcp_workload_sent_bytes metric with initial data.
+func (m *metricKmeshTCPWorkloadSentBytes) init() {
+	m.data.SetName("kmesh_tcp_workload_sent_bytes")
+	m.data.SetDescription("kmesh profile, workload view: bytes sent (swapped on reporter='source' as in the service view).")
+	m.data.SetUnit("By")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricKmeshTCPWorkloadSentBytes) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, reporterAttributeValue string, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationPodAddressAttributeValue string, destinationPodNamespaceAttributeValue string, destinationPodNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadSentBytesMetricAttributeKeyReporter) {
+		dp.Attributes().PutStr("reporter", reporterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceWorkload) {
+		dp.Attributes().PutStr("source_workload", sourceWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCanonicalService) {
+		dp.Attributes().PutStr("source_canonical_service", sourceCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCanonicalRevision) {
+		dp.Attributes().PutStr("source_canonical_revision", sourceCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceWorkloadNamespace) {
+		dp.Attributes().PutStr("source_workload_namespace", sourceWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadSentBytesMetricAttributeKeySourcePrincipal) {
+		dp.Attributes().PutStr("source_principal", sourcePrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceApp) {
+		dp.Attributes().PutStr("source_app", sourceAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceVersion) {
+		dp.Attributes().PutStr("source_version", sourceVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCluster) {
+		dp.Attributes().PutStr("source_cluster", sourceClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodAddress) {
+		dp.Attributes().PutStr("destination_pod_address", destinationPodAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodNamespace) {
+		dp.Attributes().PutStr("destination_pod_namespace", destinationPodNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodName) {
+		dp.Attributes().PutStr("destination_pod_name", destinationPodNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationWorkload) {
+		dp.Attributes().PutStr("destination_workload", destinationWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCanonicalService) {
+		dp.Attributes().PutStr("destination_canonical_service", destinationCanonicalServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCanonicalRevision) {
+		dp.Attributes().PutStr("destination_canonical_revision", destinationCanonicalRevisionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationWorkloadNamespace) {
+		dp.Attributes().PutStr("destination_workload_namespace", destinationWorkloadNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPrincipal) {
+		dp.Attributes().PutStr("destination_principal", destinationPrincipalAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationApp) {
+		dp.Attributes().PutStr("destination_app", destinationAppAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationVersion) {
+		dp.Attributes().PutStr("destination_version", destinationVersionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCluster) {
+		dp.Attributes().PutStr("destination_cluster", destinationClusterAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadSentBytesMetricAttributeKeyRequestProtocol) {
+		dp.Attributes().PutStr("request_protocol", requestProtocolAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadSentBytesMetricAttributeKeyResponseFlags) {
+		dp.Attributes().PutStr("response_flags", responseFlagsAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmeshTCPWorkloadSentBytesMetricAttributeKeyConnectionSecurityPolicy) {
+		dp.Attributes().PutStr("connection_security_policy", connectionSecurityPolicyAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKmeshTCPWorkloadSentBytes) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKmeshTCPWorkloadSentBytes) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKmeshTCPWorkloadSentBytes(cfg KmeshTCPWorkloadSentBytesMetricConfig) metricKmeshTCPWorkloadSentBytes {
+	m := metricKmeshTCPWorkloadSentBytes{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
 }
 
 type metricTCPBytesReceived struct {
@@ -241,7 +3077,7 @@ type metricTCPBytesReceived struct {
 // init fills tcp.bytes.received metric with initial data.
 func (m *metricTCPBytesReceived) init() {
 	m.data.SetName("tcp.bytes.received")
-	m.data.SetDescription("Payload bytes received by the end on this node, counted at each report (report_interval) and at close; the peer's FIN is not counted.")
+	m.data.SetDescription("otel profile, workload view: payload bytes received by the local end, counted at each report and at close; the FIN is not counted.")
 	m.data.SetUnit("By")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)
@@ -250,7 +3086,7 @@ func (m *metricTCPBytesReceived) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricTCPBytesReceived) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, localWorkloadAttributeValue string, localNamespaceAttributeValue string, peerWorkloadAttributeValue string, peerNamespaceAttributeValue string) {
+func (m *metricTCPBytesReceived) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -264,14 +3100,11 @@ func (m *metricTCPBytesReceived) recordDataPoint(start pcommon.Timestamp, ts pco
 	if slices.Contains(m.config.EnabledAttributes, TCPBytesReceivedMetricAttributeKeyNetworkType) {
 		dp.Attributes().PutStr("network.type", networkTypeAttributeValue)
 	}
-	if slices.Contains(m.config.EnabledAttributes, TCPBytesReceivedMetricAttributeKeyLocalWorkload) {
-		dp.Attributes().PutStr("local.workload", localWorkloadAttributeValue)
-	}
-	if slices.Contains(m.config.EnabledAttributes, TCPBytesReceivedMetricAttributeKeyLocalNamespace) {
-		dp.Attributes().PutStr("local.namespace", localNamespaceAttributeValue)
-	}
 	if slices.Contains(m.config.EnabledAttributes, TCPBytesReceivedMetricAttributeKeyPeerWorkload) {
 		dp.Attributes().PutStr("peer.workload", peerWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPBytesReceivedMetricAttributeKeyPeerWorkloadKind) {
+		dp.Attributes().PutStr("peer.workload.kind", peerWorkloadKindAttributeValue)
 	}
 	if slices.Contains(m.config.EnabledAttributes, TCPBytesReceivedMetricAttributeKeyPeerNamespace) {
 		dp.Attributes().PutStr("peer.namespace", peerNamespaceAttributeValue)
@@ -347,7 +3180,7 @@ type metricTCPBytesSent struct {
 // init fills tcp.bytes.sent metric with initial data.
 func (m *metricTCPBytesSent) init() {
 	m.data.SetName("tcp.bytes.sent")
-	m.data.SetDescription("Payload bytes sent by the end on this node, counted at each report (report_interval) and at close; retransmissions are counted once.")
+	m.data.SetDescription("otel profile, workload view: payload bytes sent by the local end, counted at each report and at close; retransmissions counted once.")
 	m.data.SetUnit("By")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)
@@ -356,7 +3189,7 @@ func (m *metricTCPBytesSent) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricTCPBytesSent) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, localWorkloadAttributeValue string, localNamespaceAttributeValue string, peerWorkloadAttributeValue string, peerNamespaceAttributeValue string) {
+func (m *metricTCPBytesSent) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -370,14 +3203,11 @@ func (m *metricTCPBytesSent) recordDataPoint(start pcommon.Timestamp, ts pcommon
 	if slices.Contains(m.config.EnabledAttributes, TCPBytesSentMetricAttributeKeyNetworkType) {
 		dp.Attributes().PutStr("network.type", networkTypeAttributeValue)
 	}
-	if slices.Contains(m.config.EnabledAttributes, TCPBytesSentMetricAttributeKeyLocalWorkload) {
-		dp.Attributes().PutStr("local.workload", localWorkloadAttributeValue)
-	}
-	if slices.Contains(m.config.EnabledAttributes, TCPBytesSentMetricAttributeKeyLocalNamespace) {
-		dp.Attributes().PutStr("local.namespace", localNamespaceAttributeValue)
-	}
 	if slices.Contains(m.config.EnabledAttributes, TCPBytesSentMetricAttributeKeyPeerWorkload) {
 		dp.Attributes().PutStr("peer.workload", peerWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPBytesSentMetricAttributeKeyPeerWorkloadKind) {
+		dp.Attributes().PutStr("peer.workload.kind", peerWorkloadKindAttributeValue)
 	}
 	if slices.Contains(m.config.EnabledAttributes, TCPBytesSentMetricAttributeKeyPeerNamespace) {
 		dp.Attributes().PutStr("peer.namespace", peerNamespaceAttributeValue)
@@ -453,7 +3283,7 @@ type metricTCPConnectionsClosed struct {
 // init fills tcp.connections.closed metric with initial data.
 func (m *metricTCPConnectionsClosed) init() {
 	m.data.SetName("tcp.connections.closed")
-	m.data.SetDescription("Established TCP connections that ended (kernel state change to CLOSE).")
+	m.data.SetDescription("otel profile, workload view: established connections that ended (state change to CLOSE).")
 	m.data.SetUnit("{connection}")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)
@@ -462,7 +3292,7 @@ func (m *metricTCPConnectionsClosed) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricTCPConnectionsClosed) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, localWorkloadAttributeValue string, localNamespaceAttributeValue string, peerWorkloadAttributeValue string, peerNamespaceAttributeValue string) {
+func (m *metricTCPConnectionsClosed) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -476,14 +3306,11 @@ func (m *metricTCPConnectionsClosed) recordDataPoint(start pcommon.Timestamp, ts
 	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsClosedMetricAttributeKeyNetworkType) {
 		dp.Attributes().PutStr("network.type", networkTypeAttributeValue)
 	}
-	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsClosedMetricAttributeKeyLocalWorkload) {
-		dp.Attributes().PutStr("local.workload", localWorkloadAttributeValue)
-	}
-	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsClosedMetricAttributeKeyLocalNamespace) {
-		dp.Attributes().PutStr("local.namespace", localNamespaceAttributeValue)
-	}
 	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsClosedMetricAttributeKeyPeerWorkload) {
 		dp.Attributes().PutStr("peer.workload", peerWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsClosedMetricAttributeKeyPeerWorkloadKind) {
+		dp.Attributes().PutStr("peer.workload.kind", peerWorkloadKindAttributeValue)
 	}
 	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsClosedMetricAttributeKeyPeerNamespace) {
 		dp.Attributes().PutStr("peer.namespace", peerNamespaceAttributeValue)
@@ -559,7 +3386,7 @@ type metricTCPConnectionsFailed struct {
 // init fills tcp.connections.failed metric with initial data.
 func (m *metricTCPConnectionsFailed) init() {
 	m.data.SetName("tcp.connections.failed")
-	m.data.SetDescription("TCP handshakes that never completed (SYN_SENT or SYN_RECV to CLOSE), by cause.")
+	m.data.SetDescription("otel profile, workload view: handshakes that never completed (SYN_SENT or SYN_RECV to CLOSE), by cause.")
 	m.data.SetUnit("{connection}")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)
@@ -568,7 +3395,7 @@ func (m *metricTCPConnectionsFailed) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricTCPConnectionsFailed) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, localWorkloadAttributeValue string, localNamespaceAttributeValue string, peerWorkloadAttributeValue string, peerNamespaceAttributeValue string, errorTypeAttributeValue string) {
+func (m *metricTCPConnectionsFailed) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, errorTypeAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -582,14 +3409,11 @@ func (m *metricTCPConnectionsFailed) recordDataPoint(start pcommon.Timestamp, ts
 	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsFailedMetricAttributeKeyNetworkType) {
 		dp.Attributes().PutStr("network.type", networkTypeAttributeValue)
 	}
-	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsFailedMetricAttributeKeyLocalWorkload) {
-		dp.Attributes().PutStr("local.workload", localWorkloadAttributeValue)
-	}
-	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsFailedMetricAttributeKeyLocalNamespace) {
-		dp.Attributes().PutStr("local.namespace", localNamespaceAttributeValue)
-	}
 	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsFailedMetricAttributeKeyPeerWorkload) {
 		dp.Attributes().PutStr("peer.workload", peerWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsFailedMetricAttributeKeyPeerWorkloadKind) {
+		dp.Attributes().PutStr("peer.workload.kind", peerWorkloadKindAttributeValue)
 	}
 	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsFailedMetricAttributeKeyPeerNamespace) {
 		dp.Attributes().PutStr("peer.namespace", peerNamespaceAttributeValue)
@@ -668,7 +3492,7 @@ type metricTCPConnectionsOpen struct {
 // init fills tcp.connections.open metric with initial data.
 func (m *metricTCPConnectionsOpen) init() {
 	m.data.SetName("tcp.connections.open")
-	m.data.SetDescription("Established connections being tracked now, adopted ones included; exact at every report (report_interval).")
+	m.data.SetDescription("otel profile, workload view: established connections being tracked now, adopted ones included; exact at every report.")
 	m.data.SetUnit("{connection}")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(false)
@@ -677,7 +3501,7 @@ func (m *metricTCPConnectionsOpen) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricTCPConnectionsOpen) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, localWorkloadAttributeValue string, localNamespaceAttributeValue string, peerWorkloadAttributeValue string, peerNamespaceAttributeValue string) {
+func (m *metricTCPConnectionsOpen) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -691,14 +3515,11 @@ func (m *metricTCPConnectionsOpen) recordDataPoint(start pcommon.Timestamp, ts p
 	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsOpenMetricAttributeKeyNetworkType) {
 		dp.Attributes().PutStr("network.type", networkTypeAttributeValue)
 	}
-	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsOpenMetricAttributeKeyLocalWorkload) {
-		dp.Attributes().PutStr("local.workload", localWorkloadAttributeValue)
-	}
-	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsOpenMetricAttributeKeyLocalNamespace) {
-		dp.Attributes().PutStr("local.namespace", localNamespaceAttributeValue)
-	}
 	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsOpenMetricAttributeKeyPeerWorkload) {
 		dp.Attributes().PutStr("peer.workload", peerWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsOpenMetricAttributeKeyPeerWorkloadKind) {
+		dp.Attributes().PutStr("peer.workload.kind", peerWorkloadKindAttributeValue)
 	}
 	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsOpenMetricAttributeKeyPeerNamespace) {
 		dp.Attributes().PutStr("peer.namespace", peerNamespaceAttributeValue)
@@ -774,7 +3595,7 @@ type metricTCPConnectionsOpened struct {
 // init fills tcp.connections.opened metric with initial data.
 func (m *metricTCPConnectionsOpened) init() {
 	m.data.SetName("tcp.connections.opened")
-	m.data.SetDescription("TCP connections that completed the handshake (kernel state change to ESTABLISHED).")
+	m.data.SetDescription("otel profile, workload view: connections that completed the handshake (state change to ESTABLISHED). The local end is on the resource.")
 	m.data.SetUnit("{connection}")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)
@@ -783,7 +3604,7 @@ func (m *metricTCPConnectionsOpened) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricTCPConnectionsOpened) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, localWorkloadAttributeValue string, localNamespaceAttributeValue string, peerWorkloadAttributeValue string, peerNamespaceAttributeValue string) {
+func (m *metricTCPConnectionsOpened) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -797,14 +3618,11 @@ func (m *metricTCPConnectionsOpened) recordDataPoint(start pcommon.Timestamp, ts
 	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsOpenedMetricAttributeKeyNetworkType) {
 		dp.Attributes().PutStr("network.type", networkTypeAttributeValue)
 	}
-	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsOpenedMetricAttributeKeyLocalWorkload) {
-		dp.Attributes().PutStr("local.workload", localWorkloadAttributeValue)
-	}
-	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsOpenedMetricAttributeKeyLocalNamespace) {
-		dp.Attributes().PutStr("local.namespace", localNamespaceAttributeValue)
-	}
 	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsOpenedMetricAttributeKeyPeerWorkload) {
 		dp.Attributes().PutStr("peer.workload", peerWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsOpenedMetricAttributeKeyPeerWorkloadKind) {
+		dp.Attributes().PutStr("peer.workload.kind", peerWorkloadKindAttributeValue)
 	}
 	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsOpenedMetricAttributeKeyPeerNamespace) {
 		dp.Attributes().PutStr("peer.namespace", peerNamespaceAttributeValue)
@@ -880,7 +3698,7 @@ type metricTCPPacketsLost struct {
 // init fills tcp.packets.lost metric with initial data.
 func (m *metricTCPPacketsLost) init() {
 	m.data.SetName("tcp.packets.lost")
-	m.data.SetDescription("Segments the kernel marked lost (tcp_sock.lost), counted as they happen at each report and at close.")
+	m.data.SetDescription("otel profile, workload view: segments the kernel marked lost (tcp_sock.lost).")
 	m.data.SetUnit("{packet}")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)
@@ -889,7 +3707,7 @@ func (m *metricTCPPacketsLost) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricTCPPacketsLost) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, localWorkloadAttributeValue string, localNamespaceAttributeValue string, peerWorkloadAttributeValue string, peerNamespaceAttributeValue string) {
+func (m *metricTCPPacketsLost) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -903,14 +3721,11 @@ func (m *metricTCPPacketsLost) recordDataPoint(start pcommon.Timestamp, ts pcomm
 	if slices.Contains(m.config.EnabledAttributes, TCPPacketsLostMetricAttributeKeyNetworkType) {
 		dp.Attributes().PutStr("network.type", networkTypeAttributeValue)
 	}
-	if slices.Contains(m.config.EnabledAttributes, TCPPacketsLostMetricAttributeKeyLocalWorkload) {
-		dp.Attributes().PutStr("local.workload", localWorkloadAttributeValue)
-	}
-	if slices.Contains(m.config.EnabledAttributes, TCPPacketsLostMetricAttributeKeyLocalNamespace) {
-		dp.Attributes().PutStr("local.namespace", localNamespaceAttributeValue)
-	}
 	if slices.Contains(m.config.EnabledAttributes, TCPPacketsLostMetricAttributeKeyPeerWorkload) {
 		dp.Attributes().PutStr("peer.workload", peerWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPPacketsLostMetricAttributeKeyPeerWorkloadKind) {
+		dp.Attributes().PutStr("peer.workload.kind", peerWorkloadKindAttributeValue)
 	}
 	if slices.Contains(m.config.EnabledAttributes, TCPPacketsLostMetricAttributeKeyPeerNamespace) {
 		dp.Attributes().PutStr("peer.namespace", peerNamespaceAttributeValue)
@@ -986,7 +3801,7 @@ type metricTCPRetransmits struct {
 // init fills tcp.retransmits metric with initial data.
 func (m *metricTCPRetransmits) init() {
 	m.data.SetName("tcp.retransmits")
-	m.data.SetDescription("Segments retransmitted (tcp_sock.total_retrans), counted as they happen at each report and at close.")
+	m.data.SetDescription("otel profile, workload view: segments retransmitted (tcp_sock.total_retrans).")
 	m.data.SetUnit("{segment}")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)
@@ -995,7 +3810,7 @@ func (m *metricTCPRetransmits) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricTCPRetransmits) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, localWorkloadAttributeValue string, localNamespaceAttributeValue string, peerWorkloadAttributeValue string, peerNamespaceAttributeValue string) {
+func (m *metricTCPRetransmits) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -1009,14 +3824,11 @@ func (m *metricTCPRetransmits) recordDataPoint(start pcommon.Timestamp, ts pcomm
 	if slices.Contains(m.config.EnabledAttributes, TCPRetransmitsMetricAttributeKeyNetworkType) {
 		dp.Attributes().PutStr("network.type", networkTypeAttributeValue)
 	}
-	if slices.Contains(m.config.EnabledAttributes, TCPRetransmitsMetricAttributeKeyLocalWorkload) {
-		dp.Attributes().PutStr("local.workload", localWorkloadAttributeValue)
-	}
-	if slices.Contains(m.config.EnabledAttributes, TCPRetransmitsMetricAttributeKeyLocalNamespace) {
-		dp.Attributes().PutStr("local.namespace", localNamespaceAttributeValue)
-	}
 	if slices.Contains(m.config.EnabledAttributes, TCPRetransmitsMetricAttributeKeyPeerWorkload) {
 		dp.Attributes().PutStr("peer.workload", peerWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPRetransmitsMetricAttributeKeyPeerWorkloadKind) {
+		dp.Attributes().PutStr("peer.workload.kind", peerWorkloadKindAttributeValue)
 	}
 	if slices.Contains(m.config.EnabledAttributes, TCPRetransmitsMetricAttributeKeyPeerNamespace) {
 		dp.Attributes().PutStr("peer.namespace", peerNamespaceAttributeValue)
@@ -1074,6 +3886,494 @@ func (m *metricTCPRetransmits) emit(metrics pmetric.MetricSlice) {
 
 func newMetricTCPRetransmits(cfg TCPRetransmitsMetricConfig) metricTCPRetransmits {
 	m := metricTCPRetransmits{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricTCPServiceBytesReceived struct {
+	data          pmetric.Metric                      // data buffer for generated metric.
+	config        TCPServiceBytesReceivedMetricConfig // metric config provided by user.
+	capacity      int                                 // max observed number of data points added to the metric.
+	aggDataPoints []int64                             // slice containing number of aggregated datapoints at each index
+}
+
+// init fills tcp.service.bytes.received metric with initial data.
+func (m *metricTCPServiceBytesReceived) init() {
+	m.data.SetName("tcp.service.bytes.received")
+	m.data.SetDescription("otel profile, service view: payload bytes received by the local end, by destination service.")
+	m.data.SetUnit("By")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricTCPServiceBytesReceived) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, destinationServiceNameAttributeValue string, destinationServiceNamespaceAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, TCPServiceBytesReceivedMetricAttributeKeyDirection) {
+		dp.Attributes().PutStr("direction", directionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPServiceBytesReceivedMetricAttributeKeyDestinationServiceName) {
+		dp.Attributes().PutStr("destination.service.name", destinationServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPServiceBytesReceivedMetricAttributeKeyDestinationServiceNamespace) {
+		dp.Attributes().PutStr("destination.service.namespace", destinationServiceNamespaceAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricTCPServiceBytesReceived) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricTCPServiceBytesReceived) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricTCPServiceBytesReceived(cfg TCPServiceBytesReceivedMetricConfig) metricTCPServiceBytesReceived {
+	m := metricTCPServiceBytesReceived{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricTCPServiceBytesSent struct {
+	data          pmetric.Metric                  // data buffer for generated metric.
+	config        TCPServiceBytesSentMetricConfig // metric config provided by user.
+	capacity      int                             // max observed number of data points added to the metric.
+	aggDataPoints []int64                         // slice containing number of aggregated datapoints at each index
+}
+
+// init fills tcp.service.bytes.sent metric with initial data.
+func (m *metricTCPServiceBytesSent) init() {
+	m.data.SetName("tcp.service.bytes.sent")
+	m.data.SetDescription("otel profile, service view: payload bytes sent by the local end, by destination service.")
+	m.data.SetUnit("By")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricTCPServiceBytesSent) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, destinationServiceNameAttributeValue string, destinationServiceNamespaceAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, TCPServiceBytesSentMetricAttributeKeyDirection) {
+		dp.Attributes().PutStr("direction", directionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPServiceBytesSentMetricAttributeKeyDestinationServiceName) {
+		dp.Attributes().PutStr("destination.service.name", destinationServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPServiceBytesSentMetricAttributeKeyDestinationServiceNamespace) {
+		dp.Attributes().PutStr("destination.service.namespace", destinationServiceNamespaceAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricTCPServiceBytesSent) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricTCPServiceBytesSent) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricTCPServiceBytesSent(cfg TCPServiceBytesSentMetricConfig) metricTCPServiceBytesSent {
+	m := metricTCPServiceBytesSent{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricTCPServiceConnectionsClosed struct {
+	data          pmetric.Metric                          // data buffer for generated metric.
+	config        TCPServiceConnectionsClosedMetricConfig // metric config provided by user.
+	capacity      int                                     // max observed number of data points added to the metric.
+	aggDataPoints []int64                                 // slice containing number of aggregated datapoints at each index
+}
+
+// init fills tcp.service.connections.closed metric with initial data.
+func (m *metricTCPServiceConnectionsClosed) init() {
+	m.data.SetName("tcp.service.connections.closed")
+	m.data.SetDescription("otel profile, service view: connections closed, by destination service.")
+	m.data.SetUnit("{connection}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricTCPServiceConnectionsClosed) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, destinationServiceNameAttributeValue string, destinationServiceNamespaceAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, TCPServiceConnectionsClosedMetricAttributeKeyDirection) {
+		dp.Attributes().PutStr("direction", directionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPServiceConnectionsClosedMetricAttributeKeyDestinationServiceName) {
+		dp.Attributes().PutStr("destination.service.name", destinationServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPServiceConnectionsClosedMetricAttributeKeyDestinationServiceNamespace) {
+		dp.Attributes().PutStr("destination.service.namespace", destinationServiceNamespaceAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricTCPServiceConnectionsClosed) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricTCPServiceConnectionsClosed) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricTCPServiceConnectionsClosed(cfg TCPServiceConnectionsClosedMetricConfig) metricTCPServiceConnectionsClosed {
+	m := metricTCPServiceConnectionsClosed{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricTCPServiceConnectionsFailed struct {
+	data          pmetric.Metric                          // data buffer for generated metric.
+	config        TCPServiceConnectionsFailedMetricConfig // metric config provided by user.
+	capacity      int                                     // max observed number of data points added to the metric.
+	aggDataPoints []int64                                 // slice containing number of aggregated datapoints at each index
+}
+
+// init fills tcp.service.connections.failed metric with initial data.
+func (m *metricTCPServiceConnectionsFailed) init() {
+	m.data.SetName("tcp.service.connections.failed")
+	m.data.SetDescription("otel profile, service view: failed handshakes, by destination service and cause.")
+	m.data.SetUnit("{connection}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricTCPServiceConnectionsFailed) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, destinationServiceNameAttributeValue string, destinationServiceNamespaceAttributeValue string, errorTypeAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, TCPServiceConnectionsFailedMetricAttributeKeyDirection) {
+		dp.Attributes().PutStr("direction", directionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPServiceConnectionsFailedMetricAttributeKeyDestinationServiceName) {
+		dp.Attributes().PutStr("destination.service.name", destinationServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPServiceConnectionsFailedMetricAttributeKeyDestinationServiceNamespace) {
+		dp.Attributes().PutStr("destination.service.namespace", destinationServiceNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPServiceConnectionsFailedMetricAttributeKeyErrorType) {
+		dp.Attributes().PutStr("error.type", errorTypeAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricTCPServiceConnectionsFailed) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricTCPServiceConnectionsFailed) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricTCPServiceConnectionsFailed(cfg TCPServiceConnectionsFailedMetricConfig) metricTCPServiceConnectionsFailed {
+	m := metricTCPServiceConnectionsFailed{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricTCPServiceConnectionsOpened struct {
+	data          pmetric.Metric                          // data buffer for generated metric.
+	config        TCPServiceConnectionsOpenedMetricConfig // metric config provided by user.
+	capacity      int                                     // max observed number of data points added to the metric.
+	aggDataPoints []int64                                 // slice containing number of aggregated datapoints at each index
+}
+
+// init fills tcp.service.connections.opened metric with initial data.
+func (m *metricTCPServiceConnectionsOpened) init() {
+	m.data.SetName("tcp.service.connections.opened")
+	m.data.SetDescription("otel profile, service view: connections opened, by destination service.")
+	m.data.SetUnit("{connection}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricTCPServiceConnectionsOpened) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, destinationServiceNameAttributeValue string, destinationServiceNamespaceAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, TCPServiceConnectionsOpenedMetricAttributeKeyDirection) {
+		dp.Attributes().PutStr("direction", directionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPServiceConnectionsOpenedMetricAttributeKeyDestinationServiceName) {
+		dp.Attributes().PutStr("destination.service.name", destinationServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPServiceConnectionsOpenedMetricAttributeKeyDestinationServiceNamespace) {
+		dp.Attributes().PutStr("destination.service.namespace", destinationServiceNamespaceAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricTCPServiceConnectionsOpened) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricTCPServiceConnectionsOpened) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricTCPServiceConnectionsOpened(cfg TCPServiceConnectionsOpenedMetricConfig) metricTCPServiceConnectionsOpened {
+	m := metricTCPServiceConnectionsOpened{config: cfg}
 
 	if cfg.Enabled {
 		m.data = pmetric.NewMetric()
@@ -1286,7 +4586,7 @@ type metricTcpconnProbeRecords struct {
 // init fills tcpconn.probe.records metric with initial data.
 func (m *metricTcpconnProbeRecords) init() {
 	m.data.SetName("tcpconn.probe.records")
-	m.data.SetDescription("Records the receiver read from the probe's ring buffer.")
+	m.data.SetDescription("Records the receiver read from the probe ring buffer.")
 	m.data.SetUnit("{record}")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)
@@ -1338,7 +4638,7 @@ type metricTcpconnProbeRecordsDropped struct {
 // init fills tcpconn.probe.records.dropped metric with initial data.
 func (m *metricTcpconnProbeRecordsDropped) init() {
 	m.data.SetName("tcpconn.probe.records.dropped")
-	m.data.SetDescription("Records the probe could not write because the ring buffer was full. Non-zero means lost connection events; raise ring_buffer_size.")
+	m.data.SetDescription("Records the probe could not write because the ring buffer was full. Non-zero means lost connection events; raise probe.ring_buffer_size.")
 	m.data.SetUnit("{record}")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)
@@ -1390,7 +4690,7 @@ type metricTcpconnRecordsFiltered struct {
 // init fills tcpconn.records.filtered metric with initial data.
 func (m *metricTcpconnRecordsFiltered) init() {
 	m.data.SetName("tcpconn.records.filtered")
-	m.data.SetDescription("Records dropped by the receiver's filter (filter.include_cidrs / filter.exclude_cidrs) before counting or logging.")
+	m.data.SetDescription("Records dropped by the receiver filter (filter.include_cidrs / filter.exclude_cidrs) before counting or logging.")
 	m.data.SetUnit("{record}")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)
@@ -1433,30 +4733,144 @@ func newMetricTcpconnRecordsFiltered(cfg TcpconnRecordsFilteredMetricConfig) met
 	return m
 }
 
+type metricTcpconnSeriesOverflow struct {
+	data          pmetric.Metric                    // data buffer for generated metric.
+	config        TcpconnSeriesOverflowMetricConfig // metric config provided by user.
+	capacity      int                               // max observed number of data points added to the metric.
+	aggDataPoints []int64                           // slice containing number of aggregated datapoints at each index
+}
+
+// init fills tcpconn.series.overflow metric with initial data.
+func (m *metricTcpconnSeriesOverflow) init() {
+	m.data.SetName("tcpconn.series.overflow")
+	m.data.SetDescription("Records counted in a view overflow series because the view had series_limit series already.")
+	m.data.SetUnit("{record}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricTcpconnSeriesOverflow) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, viewAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, TcpconnSeriesOverflowMetricAttributeKeyView) {
+		dp.Attributes().PutStr("view", viewAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricTcpconnSeriesOverflow) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricTcpconnSeriesOverflow) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricTcpconnSeriesOverflow(cfg TcpconnSeriesOverflowMetricConfig) metricTcpconnSeriesOverflow {
+	m := metricTcpconnSeriesOverflow{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 // MetricsBuilder provides an interface for scrapers to report metrics while taking care of all the transformations
 // required to produce metric representation defined in metadata and user config.
 type MetricsBuilder struct {
-	config                           MetricsBuilderConfig // config of the metrics builder.
-	startTime                        pcommon.Timestamp    // start time that will be applied to all recorded data points.
-	metricsCapacity                  int                  // maximum observed number of metrics per resource.
-	metricsBuffer                    pmetric.Metrics      // accumulates metrics data before emitting.
-	buildInfo                        component.BuildInfo  // contains version information.
-	resourceAttributeIncludeFilter   map[string]filter.Filter
-	resourceAttributeExcludeFilter   map[string]filter.Filter
-	metricTCPBytesReceived           metricTCPBytesReceived
-	metricTCPBytesSent               metricTCPBytesSent
-	metricTCPConnectionsClosed       metricTCPConnectionsClosed
-	metricTCPConnectionsFailed       metricTCPConnectionsFailed
-	metricTCPConnectionsOpen         metricTCPConnectionsOpen
-	metricTCPConnectionsOpened       metricTCPConnectionsOpened
-	metricTCPPacketsLost             metricTCPPacketsLost
-	metricTCPRetransmits             metricTCPRetransmits
-	metricTcpconnConnectionsLost     metricTcpconnConnectionsLost
-	metricTcpconnLogsDropped         metricTcpconnLogsDropped
-	metricTcpconnLogsFiltered        metricTcpconnLogsFiltered
-	metricTcpconnProbeRecords        metricTcpconnProbeRecords
-	metricTcpconnProbeRecordsDropped metricTcpconnProbeRecordsDropped
-	metricTcpconnRecordsFiltered     metricTcpconnRecordsFiltered
+	config                                  MetricsBuilderConfig // config of the metrics builder.
+	startTime                               pcommon.Timestamp    // start time that will be applied to all recorded data points.
+	metricsCapacity                         int                  // maximum observed number of metrics per resource.
+	metricsBuffer                           pmetric.Metrics      // accumulates metrics data before emitting.
+	buildInfo                               component.BuildInfo  // contains version information.
+	resourceAttributeIncludeFilter          map[string]filter.Filter
+	resourceAttributeExcludeFilter          map[string]filter.Filter
+	metricIstioTCPConnectionsClosed         metricIstioTCPConnectionsClosed
+	metricIstioTCPConnectionsFailed         metricIstioTCPConnectionsFailed
+	metricIstioTCPConnectionsOpened         metricIstioTCPConnectionsOpened
+	metricIstioTCPReceivedBytes             metricIstioTCPReceivedBytes
+	metricIstioTCPSentBytes                 metricIstioTCPSentBytes
+	metricKmeshTCPConnectionsClosed         metricKmeshTCPConnectionsClosed
+	metricKmeshTCPConnectionsFailed         metricKmeshTCPConnectionsFailed
+	metricKmeshTCPConnectionsOpened         metricKmeshTCPConnectionsOpened
+	metricKmeshTCPPacketLoss                metricKmeshTCPPacketLoss
+	metricKmeshTCPReceivedBytes             metricKmeshTCPReceivedBytes
+	metricKmeshTCPRetrans                   metricKmeshTCPRetrans
+	metricKmeshTCPSentBytes                 metricKmeshTCPSentBytes
+	metricKmeshTCPWorkloadConnectionsClosed metricKmeshTCPWorkloadConnectionsClosed
+	metricKmeshTCPWorkloadConnectionsFailed metricKmeshTCPWorkloadConnectionsFailed
+	metricKmeshTCPWorkloadConnectionsOpened metricKmeshTCPWorkloadConnectionsOpened
+	metricKmeshTCPWorkloadReceivedBytes     metricKmeshTCPWorkloadReceivedBytes
+	metricKmeshTCPWorkloadSentBytes         metricKmeshTCPWorkloadSentBytes
+	metricTCPBytesReceived                  metricTCPBytesReceived
+	metricTCPBytesSent                      metricTCPBytesSent
+	metricTCPConnectionsClosed              metricTCPConnectionsClosed
+	metricTCPConnectionsFailed              metricTCPConnectionsFailed
+	metricTCPConnectionsOpen                metricTCPConnectionsOpen
+	metricTCPConnectionsOpened              metricTCPConnectionsOpened
+	metricTCPPacketsLost                    metricTCPPacketsLost
+	metricTCPRetransmits                    metricTCPRetransmits
+	metricTCPServiceBytesReceived           metricTCPServiceBytesReceived
+	metricTCPServiceBytesSent               metricTCPServiceBytesSent
+	metricTCPServiceConnectionsClosed       metricTCPServiceConnectionsClosed
+	metricTCPServiceConnectionsFailed       metricTCPServiceConnectionsFailed
+	metricTCPServiceConnectionsOpened       metricTCPServiceConnectionsOpened
+	metricTcpconnConnectionsLost            metricTcpconnConnectionsLost
+	metricTcpconnLogsDropped                metricTcpconnLogsDropped
+	metricTcpconnLogsFiltered               metricTcpconnLogsFiltered
+	metricTcpconnProbeRecords               metricTcpconnProbeRecords
+	metricTcpconnProbeRecordsDropped        metricTcpconnProbeRecordsDropped
+	metricTcpconnRecordsFiltered            metricTcpconnRecordsFiltered
+	metricTcpconnSeriesOverflow             metricTcpconnSeriesOverflow
 }
 
 // MetricBuilderOption applies changes to default metrics builder.
@@ -1478,26 +4892,49 @@ func WithStartTime(startTime pcommon.Timestamp) MetricBuilderOption {
 }
 func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, options ...MetricBuilderOption) *MetricsBuilder {
 	mb := &MetricsBuilder{
-		config:                           mbc,
-		startTime:                        pcommon.NewTimestampFromTime(time.Now()),
-		metricsBuffer:                    pmetric.NewMetrics(),
-		buildInfo:                        settings.BuildInfo,
-		metricTCPBytesReceived:           newMetricTCPBytesReceived(mbc.Metrics.TCPBytesReceived),
-		metricTCPBytesSent:               newMetricTCPBytesSent(mbc.Metrics.TCPBytesSent),
-		metricTCPConnectionsClosed:       newMetricTCPConnectionsClosed(mbc.Metrics.TCPConnectionsClosed),
-		metricTCPConnectionsFailed:       newMetricTCPConnectionsFailed(mbc.Metrics.TCPConnectionsFailed),
-		metricTCPConnectionsOpen:         newMetricTCPConnectionsOpen(mbc.Metrics.TCPConnectionsOpen),
-		metricTCPConnectionsOpened:       newMetricTCPConnectionsOpened(mbc.Metrics.TCPConnectionsOpened),
-		metricTCPPacketsLost:             newMetricTCPPacketsLost(mbc.Metrics.TCPPacketsLost),
-		metricTCPRetransmits:             newMetricTCPRetransmits(mbc.Metrics.TCPRetransmits),
-		metricTcpconnConnectionsLost:     newMetricTcpconnConnectionsLost(mbc.Metrics.TcpconnConnectionsLost),
-		metricTcpconnLogsDropped:         newMetricTcpconnLogsDropped(mbc.Metrics.TcpconnLogsDropped),
-		metricTcpconnLogsFiltered:        newMetricTcpconnLogsFiltered(mbc.Metrics.TcpconnLogsFiltered),
-		metricTcpconnProbeRecords:        newMetricTcpconnProbeRecords(mbc.Metrics.TcpconnProbeRecords),
-		metricTcpconnProbeRecordsDropped: newMetricTcpconnProbeRecordsDropped(mbc.Metrics.TcpconnProbeRecordsDropped),
-		metricTcpconnRecordsFiltered:     newMetricTcpconnRecordsFiltered(mbc.Metrics.TcpconnRecordsFiltered),
-		resourceAttributeIncludeFilter:   make(map[string]filter.Filter),
-		resourceAttributeExcludeFilter:   make(map[string]filter.Filter),
+		config:                                  mbc,
+		startTime:                               pcommon.NewTimestampFromTime(time.Now()),
+		metricsBuffer:                           pmetric.NewMetrics(),
+		buildInfo:                               settings.BuildInfo,
+		metricIstioTCPConnectionsClosed:         newMetricIstioTCPConnectionsClosed(mbc.Metrics.IstioTCPConnectionsClosed),
+		metricIstioTCPConnectionsFailed:         newMetricIstioTCPConnectionsFailed(mbc.Metrics.IstioTCPConnectionsFailed),
+		metricIstioTCPConnectionsOpened:         newMetricIstioTCPConnectionsOpened(mbc.Metrics.IstioTCPConnectionsOpened),
+		metricIstioTCPReceivedBytes:             newMetricIstioTCPReceivedBytes(mbc.Metrics.IstioTCPReceivedBytes),
+		metricIstioTCPSentBytes:                 newMetricIstioTCPSentBytes(mbc.Metrics.IstioTCPSentBytes),
+		metricKmeshTCPConnectionsClosed:         newMetricKmeshTCPConnectionsClosed(mbc.Metrics.KmeshTCPConnectionsClosed),
+		metricKmeshTCPConnectionsFailed:         newMetricKmeshTCPConnectionsFailed(mbc.Metrics.KmeshTCPConnectionsFailed),
+		metricKmeshTCPConnectionsOpened:         newMetricKmeshTCPConnectionsOpened(mbc.Metrics.KmeshTCPConnectionsOpened),
+		metricKmeshTCPPacketLoss:                newMetricKmeshTCPPacketLoss(mbc.Metrics.KmeshTCPPacketLoss),
+		metricKmeshTCPReceivedBytes:             newMetricKmeshTCPReceivedBytes(mbc.Metrics.KmeshTCPReceivedBytes),
+		metricKmeshTCPRetrans:                   newMetricKmeshTCPRetrans(mbc.Metrics.KmeshTCPRetrans),
+		metricKmeshTCPSentBytes:                 newMetricKmeshTCPSentBytes(mbc.Metrics.KmeshTCPSentBytes),
+		metricKmeshTCPWorkloadConnectionsClosed: newMetricKmeshTCPWorkloadConnectionsClosed(mbc.Metrics.KmeshTCPWorkloadConnectionsClosed),
+		metricKmeshTCPWorkloadConnectionsFailed: newMetricKmeshTCPWorkloadConnectionsFailed(mbc.Metrics.KmeshTCPWorkloadConnectionsFailed),
+		metricKmeshTCPWorkloadConnectionsOpened: newMetricKmeshTCPWorkloadConnectionsOpened(mbc.Metrics.KmeshTCPWorkloadConnectionsOpened),
+		metricKmeshTCPWorkloadReceivedBytes:     newMetricKmeshTCPWorkloadReceivedBytes(mbc.Metrics.KmeshTCPWorkloadReceivedBytes),
+		metricKmeshTCPWorkloadSentBytes:         newMetricKmeshTCPWorkloadSentBytes(mbc.Metrics.KmeshTCPWorkloadSentBytes),
+		metricTCPBytesReceived:                  newMetricTCPBytesReceived(mbc.Metrics.TCPBytesReceived),
+		metricTCPBytesSent:                      newMetricTCPBytesSent(mbc.Metrics.TCPBytesSent),
+		metricTCPConnectionsClosed:              newMetricTCPConnectionsClosed(mbc.Metrics.TCPConnectionsClosed),
+		metricTCPConnectionsFailed:              newMetricTCPConnectionsFailed(mbc.Metrics.TCPConnectionsFailed),
+		metricTCPConnectionsOpen:                newMetricTCPConnectionsOpen(mbc.Metrics.TCPConnectionsOpen),
+		metricTCPConnectionsOpened:              newMetricTCPConnectionsOpened(mbc.Metrics.TCPConnectionsOpened),
+		metricTCPPacketsLost:                    newMetricTCPPacketsLost(mbc.Metrics.TCPPacketsLost),
+		metricTCPRetransmits:                    newMetricTCPRetransmits(mbc.Metrics.TCPRetransmits),
+		metricTCPServiceBytesReceived:           newMetricTCPServiceBytesReceived(mbc.Metrics.TCPServiceBytesReceived),
+		metricTCPServiceBytesSent:               newMetricTCPServiceBytesSent(mbc.Metrics.TCPServiceBytesSent),
+		metricTCPServiceConnectionsClosed:       newMetricTCPServiceConnectionsClosed(mbc.Metrics.TCPServiceConnectionsClosed),
+		metricTCPServiceConnectionsFailed:       newMetricTCPServiceConnectionsFailed(mbc.Metrics.TCPServiceConnectionsFailed),
+		metricTCPServiceConnectionsOpened:       newMetricTCPServiceConnectionsOpened(mbc.Metrics.TCPServiceConnectionsOpened),
+		metricTcpconnConnectionsLost:            newMetricTcpconnConnectionsLost(mbc.Metrics.TcpconnConnectionsLost),
+		metricTcpconnLogsDropped:                newMetricTcpconnLogsDropped(mbc.Metrics.TcpconnLogsDropped),
+		metricTcpconnLogsFiltered:               newMetricTcpconnLogsFiltered(mbc.Metrics.TcpconnLogsFiltered),
+		metricTcpconnProbeRecords:               newMetricTcpconnProbeRecords(mbc.Metrics.TcpconnProbeRecords),
+		metricTcpconnProbeRecordsDropped:        newMetricTcpconnProbeRecordsDropped(mbc.Metrics.TcpconnProbeRecordsDropped),
+		metricTcpconnRecordsFiltered:            newMetricTcpconnRecordsFiltered(mbc.Metrics.TcpconnRecordsFiltered),
+		metricTcpconnSeriesOverflow:             newMetricTcpconnSeriesOverflow(mbc.Metrics.TcpconnSeriesOverflow),
+		resourceAttributeIncludeFilter:          make(map[string]filter.Filter),
+		resourceAttributeExcludeFilter:          make(map[string]filter.Filter),
 	}
 	if mbc.ResourceAttributes.HostName.MetricsInclude != nil {
 		mb.resourceAttributeIncludeFilter["host.name"] = filter.CreateFilter(mbc.ResourceAttributes.HostName.MetricsInclude)
@@ -1505,11 +4942,77 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 	if mbc.ResourceAttributes.HostName.MetricsExclude != nil {
 		mb.resourceAttributeExcludeFilter["host.name"] = filter.CreateFilter(mbc.ResourceAttributes.HostName.MetricsExclude)
 	}
+	if mbc.ResourceAttributes.K8sCronjobName.MetricsInclude != nil {
+		mb.resourceAttributeIncludeFilter["k8s.cronjob.name"] = filter.CreateFilter(mbc.ResourceAttributes.K8sCronjobName.MetricsInclude)
+	}
+	if mbc.ResourceAttributes.K8sCronjobName.MetricsExclude != nil {
+		mb.resourceAttributeExcludeFilter["k8s.cronjob.name"] = filter.CreateFilter(mbc.ResourceAttributes.K8sCronjobName.MetricsExclude)
+	}
+	if mbc.ResourceAttributes.K8sDaemonsetName.MetricsInclude != nil {
+		mb.resourceAttributeIncludeFilter["k8s.daemonset.name"] = filter.CreateFilter(mbc.ResourceAttributes.K8sDaemonsetName.MetricsInclude)
+	}
+	if mbc.ResourceAttributes.K8sDaemonsetName.MetricsExclude != nil {
+		mb.resourceAttributeExcludeFilter["k8s.daemonset.name"] = filter.CreateFilter(mbc.ResourceAttributes.K8sDaemonsetName.MetricsExclude)
+	}
+	if mbc.ResourceAttributes.K8sDeploymentName.MetricsInclude != nil {
+		mb.resourceAttributeIncludeFilter["k8s.deployment.name"] = filter.CreateFilter(mbc.ResourceAttributes.K8sDeploymentName.MetricsInclude)
+	}
+	if mbc.ResourceAttributes.K8sDeploymentName.MetricsExclude != nil {
+		mb.resourceAttributeExcludeFilter["k8s.deployment.name"] = filter.CreateFilter(mbc.ResourceAttributes.K8sDeploymentName.MetricsExclude)
+	}
+	if mbc.ResourceAttributes.K8sJobName.MetricsInclude != nil {
+		mb.resourceAttributeIncludeFilter["k8s.job.name"] = filter.CreateFilter(mbc.ResourceAttributes.K8sJobName.MetricsInclude)
+	}
+	if mbc.ResourceAttributes.K8sJobName.MetricsExclude != nil {
+		mb.resourceAttributeExcludeFilter["k8s.job.name"] = filter.CreateFilter(mbc.ResourceAttributes.K8sJobName.MetricsExclude)
+	}
+	if mbc.ResourceAttributes.K8sNamespaceName.MetricsInclude != nil {
+		mb.resourceAttributeIncludeFilter["k8s.namespace.name"] = filter.CreateFilter(mbc.ResourceAttributes.K8sNamespaceName.MetricsInclude)
+	}
+	if mbc.ResourceAttributes.K8sNamespaceName.MetricsExclude != nil {
+		mb.resourceAttributeExcludeFilter["k8s.namespace.name"] = filter.CreateFilter(mbc.ResourceAttributes.K8sNamespaceName.MetricsExclude)
+	}
 	if mbc.ResourceAttributes.K8sNodeName.MetricsInclude != nil {
 		mb.resourceAttributeIncludeFilter["k8s.node.name"] = filter.CreateFilter(mbc.ResourceAttributes.K8sNodeName.MetricsInclude)
 	}
 	if mbc.ResourceAttributes.K8sNodeName.MetricsExclude != nil {
 		mb.resourceAttributeExcludeFilter["k8s.node.name"] = filter.CreateFilter(mbc.ResourceAttributes.K8sNodeName.MetricsExclude)
+	}
+	if mbc.ResourceAttributes.K8sPodName.MetricsInclude != nil {
+		mb.resourceAttributeIncludeFilter["k8s.pod.name"] = filter.CreateFilter(mbc.ResourceAttributes.K8sPodName.MetricsInclude)
+	}
+	if mbc.ResourceAttributes.K8sPodName.MetricsExclude != nil {
+		mb.resourceAttributeExcludeFilter["k8s.pod.name"] = filter.CreateFilter(mbc.ResourceAttributes.K8sPodName.MetricsExclude)
+	}
+	if mbc.ResourceAttributes.K8sPodUID.MetricsInclude != nil {
+		mb.resourceAttributeIncludeFilter["k8s.pod.uid"] = filter.CreateFilter(mbc.ResourceAttributes.K8sPodUID.MetricsInclude)
+	}
+	if mbc.ResourceAttributes.K8sPodUID.MetricsExclude != nil {
+		mb.resourceAttributeExcludeFilter["k8s.pod.uid"] = filter.CreateFilter(mbc.ResourceAttributes.K8sPodUID.MetricsExclude)
+	}
+	if mbc.ResourceAttributes.K8sReplicasetName.MetricsInclude != nil {
+		mb.resourceAttributeIncludeFilter["k8s.replicaset.name"] = filter.CreateFilter(mbc.ResourceAttributes.K8sReplicasetName.MetricsInclude)
+	}
+	if mbc.ResourceAttributes.K8sReplicasetName.MetricsExclude != nil {
+		mb.resourceAttributeExcludeFilter["k8s.replicaset.name"] = filter.CreateFilter(mbc.ResourceAttributes.K8sReplicasetName.MetricsExclude)
+	}
+	if mbc.ResourceAttributes.K8sStatefulsetName.MetricsInclude != nil {
+		mb.resourceAttributeIncludeFilter["k8s.statefulset.name"] = filter.CreateFilter(mbc.ResourceAttributes.K8sStatefulsetName.MetricsInclude)
+	}
+	if mbc.ResourceAttributes.K8sStatefulsetName.MetricsExclude != nil {
+		mb.resourceAttributeExcludeFilter["k8s.statefulset.name"] = filter.CreateFilter(mbc.ResourceAttributes.K8sStatefulsetName.MetricsExclude)
+	}
+	if mbc.ResourceAttributes.ServiceName.MetricsInclude != nil {
+		mb.resourceAttributeIncludeFilter["service.name"] = filter.CreateFilter(mbc.ResourceAttributes.ServiceName.MetricsInclude)
+	}
+	if mbc.ResourceAttributes.ServiceName.MetricsExclude != nil {
+		mb.resourceAttributeExcludeFilter["service.name"] = filter.CreateFilter(mbc.ResourceAttributes.ServiceName.MetricsExclude)
+	}
+	if mbc.ResourceAttributes.ServiceVersion.MetricsInclude != nil {
+		mb.resourceAttributeIncludeFilter["service.version"] = filter.CreateFilter(mbc.ResourceAttributes.ServiceVersion.MetricsInclude)
+	}
+	if mbc.ResourceAttributes.ServiceVersion.MetricsExclude != nil {
+		mb.resourceAttributeExcludeFilter["service.version"] = filter.CreateFilter(mbc.ResourceAttributes.ServiceVersion.MetricsExclude)
 	}
 
 	for _, op := range options {
@@ -1580,6 +5083,23 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	ils.Scope().SetName(ScopeName)
 	ils.Scope().SetVersion(mb.buildInfo.Version)
 	ils.Metrics().EnsureCapacity(mb.metricsCapacity)
+	mb.metricIstioTCPConnectionsClosed.emit(ils.Metrics())
+	mb.metricIstioTCPConnectionsFailed.emit(ils.Metrics())
+	mb.metricIstioTCPConnectionsOpened.emit(ils.Metrics())
+	mb.metricIstioTCPReceivedBytes.emit(ils.Metrics())
+	mb.metricIstioTCPSentBytes.emit(ils.Metrics())
+	mb.metricKmeshTCPConnectionsClosed.emit(ils.Metrics())
+	mb.metricKmeshTCPConnectionsFailed.emit(ils.Metrics())
+	mb.metricKmeshTCPConnectionsOpened.emit(ils.Metrics())
+	mb.metricKmeshTCPPacketLoss.emit(ils.Metrics())
+	mb.metricKmeshTCPReceivedBytes.emit(ils.Metrics())
+	mb.metricKmeshTCPRetrans.emit(ils.Metrics())
+	mb.metricKmeshTCPSentBytes.emit(ils.Metrics())
+	mb.metricKmeshTCPWorkloadConnectionsClosed.emit(ils.Metrics())
+	mb.metricKmeshTCPWorkloadConnectionsFailed.emit(ils.Metrics())
+	mb.metricKmeshTCPWorkloadConnectionsOpened.emit(ils.Metrics())
+	mb.metricKmeshTCPWorkloadReceivedBytes.emit(ils.Metrics())
+	mb.metricKmeshTCPWorkloadSentBytes.emit(ils.Metrics())
 	mb.metricTCPBytesReceived.emit(ils.Metrics())
 	mb.metricTCPBytesSent.emit(ils.Metrics())
 	mb.metricTCPConnectionsClosed.emit(ils.Metrics())
@@ -1588,12 +5108,18 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricTCPConnectionsOpened.emit(ils.Metrics())
 	mb.metricTCPPacketsLost.emit(ils.Metrics())
 	mb.metricTCPRetransmits.emit(ils.Metrics())
+	mb.metricTCPServiceBytesReceived.emit(ils.Metrics())
+	mb.metricTCPServiceBytesSent.emit(ils.Metrics())
+	mb.metricTCPServiceConnectionsClosed.emit(ils.Metrics())
+	mb.metricTCPServiceConnectionsFailed.emit(ils.Metrics())
+	mb.metricTCPServiceConnectionsOpened.emit(ils.Metrics())
 	mb.metricTcpconnConnectionsLost.emit(ils.Metrics())
 	mb.metricTcpconnLogsDropped.emit(ils.Metrics())
 	mb.metricTcpconnLogsFiltered.emit(ils.Metrics())
 	mb.metricTcpconnProbeRecords.emit(ils.Metrics())
 	mb.metricTcpconnProbeRecordsDropped.emit(ils.Metrics())
 	mb.metricTcpconnRecordsFiltered.emit(ils.Metrics())
+	mb.metricTcpconnSeriesOverflow.emit(ils.Metrics())
 
 	for _, op := range options {
 		op.apply(rm)
@@ -1625,44 +5151,154 @@ func (mb *MetricsBuilder) Emit(options ...ResourceMetricsOption) pmetric.Metrics
 	return metrics
 }
 
+// RecordIstioTCPConnectionsClosedDataPoint adds a data point to istio_tcp_connections_closed metric.
+func (mb *MetricsBuilder) RecordIstioTCPConnectionsClosedDataPoint(ts pcommon.Timestamp, val int64, reporterAttributeValue AttributeReporter, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationServiceAttributeValue string, destinationServiceNamespaceAttributeValue string, destinationServiceNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	mb.metricIstioTCPConnectionsClosed.recordDataPoint(mb.startTime, ts, val, reporterAttributeValue.String(), sourceWorkloadAttributeValue, sourceCanonicalServiceAttributeValue, sourceCanonicalRevisionAttributeValue, sourceWorkloadNamespaceAttributeValue, sourcePrincipalAttributeValue, sourceAppAttributeValue, sourceVersionAttributeValue, sourceClusterAttributeValue, destinationServiceAttributeValue, destinationServiceNamespaceAttributeValue, destinationServiceNameAttributeValue, destinationWorkloadAttributeValue, destinationCanonicalServiceAttributeValue, destinationCanonicalRevisionAttributeValue, destinationWorkloadNamespaceAttributeValue, destinationPrincipalAttributeValue, destinationAppAttributeValue, destinationVersionAttributeValue, destinationClusterAttributeValue, requestProtocolAttributeValue, responseFlagsAttributeValue, connectionSecurityPolicyAttributeValue)
+}
+
+// RecordIstioTCPConnectionsFailedDataPoint adds a data point to istio_tcp_connections_failed metric.
+func (mb *MetricsBuilder) RecordIstioTCPConnectionsFailedDataPoint(ts pcommon.Timestamp, val int64, reporterAttributeValue AttributeReporter, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationServiceAttributeValue string, destinationServiceNamespaceAttributeValue string, destinationServiceNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	mb.metricIstioTCPConnectionsFailed.recordDataPoint(mb.startTime, ts, val, reporterAttributeValue.String(), sourceWorkloadAttributeValue, sourceCanonicalServiceAttributeValue, sourceCanonicalRevisionAttributeValue, sourceWorkloadNamespaceAttributeValue, sourcePrincipalAttributeValue, sourceAppAttributeValue, sourceVersionAttributeValue, sourceClusterAttributeValue, destinationServiceAttributeValue, destinationServiceNamespaceAttributeValue, destinationServiceNameAttributeValue, destinationWorkloadAttributeValue, destinationCanonicalServiceAttributeValue, destinationCanonicalRevisionAttributeValue, destinationWorkloadNamespaceAttributeValue, destinationPrincipalAttributeValue, destinationAppAttributeValue, destinationVersionAttributeValue, destinationClusterAttributeValue, requestProtocolAttributeValue, responseFlagsAttributeValue, connectionSecurityPolicyAttributeValue)
+}
+
+// RecordIstioTCPConnectionsOpenedDataPoint adds a data point to istio_tcp_connections_opened metric.
+func (mb *MetricsBuilder) RecordIstioTCPConnectionsOpenedDataPoint(ts pcommon.Timestamp, val int64, reporterAttributeValue AttributeReporter, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationServiceAttributeValue string, destinationServiceNamespaceAttributeValue string, destinationServiceNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	mb.metricIstioTCPConnectionsOpened.recordDataPoint(mb.startTime, ts, val, reporterAttributeValue.String(), sourceWorkloadAttributeValue, sourceCanonicalServiceAttributeValue, sourceCanonicalRevisionAttributeValue, sourceWorkloadNamespaceAttributeValue, sourcePrincipalAttributeValue, sourceAppAttributeValue, sourceVersionAttributeValue, sourceClusterAttributeValue, destinationServiceAttributeValue, destinationServiceNamespaceAttributeValue, destinationServiceNameAttributeValue, destinationWorkloadAttributeValue, destinationCanonicalServiceAttributeValue, destinationCanonicalRevisionAttributeValue, destinationWorkloadNamespaceAttributeValue, destinationPrincipalAttributeValue, destinationAppAttributeValue, destinationVersionAttributeValue, destinationClusterAttributeValue, requestProtocolAttributeValue, responseFlagsAttributeValue, connectionSecurityPolicyAttributeValue)
+}
+
+// RecordIstioTCPReceivedBytesDataPoint adds a data point to istio_tcp_received_bytes metric.
+func (mb *MetricsBuilder) RecordIstioTCPReceivedBytesDataPoint(ts pcommon.Timestamp, val int64, reporterAttributeValue AttributeReporter, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationServiceAttributeValue string, destinationServiceNamespaceAttributeValue string, destinationServiceNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	mb.metricIstioTCPReceivedBytes.recordDataPoint(mb.startTime, ts, val, reporterAttributeValue.String(), sourceWorkloadAttributeValue, sourceCanonicalServiceAttributeValue, sourceCanonicalRevisionAttributeValue, sourceWorkloadNamespaceAttributeValue, sourcePrincipalAttributeValue, sourceAppAttributeValue, sourceVersionAttributeValue, sourceClusterAttributeValue, destinationServiceAttributeValue, destinationServiceNamespaceAttributeValue, destinationServiceNameAttributeValue, destinationWorkloadAttributeValue, destinationCanonicalServiceAttributeValue, destinationCanonicalRevisionAttributeValue, destinationWorkloadNamespaceAttributeValue, destinationPrincipalAttributeValue, destinationAppAttributeValue, destinationVersionAttributeValue, destinationClusterAttributeValue, requestProtocolAttributeValue, responseFlagsAttributeValue, connectionSecurityPolicyAttributeValue)
+}
+
+// RecordIstioTCPSentBytesDataPoint adds a data point to istio_tcp_sent_bytes metric.
+func (mb *MetricsBuilder) RecordIstioTCPSentBytesDataPoint(ts pcommon.Timestamp, val int64, reporterAttributeValue AttributeReporter, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationServiceAttributeValue string, destinationServiceNamespaceAttributeValue string, destinationServiceNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	mb.metricIstioTCPSentBytes.recordDataPoint(mb.startTime, ts, val, reporterAttributeValue.String(), sourceWorkloadAttributeValue, sourceCanonicalServiceAttributeValue, sourceCanonicalRevisionAttributeValue, sourceWorkloadNamespaceAttributeValue, sourcePrincipalAttributeValue, sourceAppAttributeValue, sourceVersionAttributeValue, sourceClusterAttributeValue, destinationServiceAttributeValue, destinationServiceNamespaceAttributeValue, destinationServiceNameAttributeValue, destinationWorkloadAttributeValue, destinationCanonicalServiceAttributeValue, destinationCanonicalRevisionAttributeValue, destinationWorkloadNamespaceAttributeValue, destinationPrincipalAttributeValue, destinationAppAttributeValue, destinationVersionAttributeValue, destinationClusterAttributeValue, requestProtocolAttributeValue, responseFlagsAttributeValue, connectionSecurityPolicyAttributeValue)
+}
+
+// RecordKmeshTCPConnectionsClosedDataPoint adds a data point to kmesh_tcp_connections_closed metric.
+func (mb *MetricsBuilder) RecordKmeshTCPConnectionsClosedDataPoint(ts pcommon.Timestamp, val int64, reporterAttributeValue AttributeReporter, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationServiceAttributeValue string, destinationServiceNamespaceAttributeValue string, destinationServiceNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	mb.metricKmeshTCPConnectionsClosed.recordDataPoint(mb.startTime, ts, val, reporterAttributeValue.String(), sourceWorkloadAttributeValue, sourceCanonicalServiceAttributeValue, sourceCanonicalRevisionAttributeValue, sourceWorkloadNamespaceAttributeValue, sourcePrincipalAttributeValue, sourceAppAttributeValue, sourceVersionAttributeValue, sourceClusterAttributeValue, destinationServiceAttributeValue, destinationServiceNamespaceAttributeValue, destinationServiceNameAttributeValue, destinationWorkloadAttributeValue, destinationCanonicalServiceAttributeValue, destinationCanonicalRevisionAttributeValue, destinationWorkloadNamespaceAttributeValue, destinationPrincipalAttributeValue, destinationAppAttributeValue, destinationVersionAttributeValue, destinationClusterAttributeValue, requestProtocolAttributeValue, responseFlagsAttributeValue, connectionSecurityPolicyAttributeValue)
+}
+
+// RecordKmeshTCPConnectionsFailedDataPoint adds a data point to kmesh_tcp_connections_failed metric.
+func (mb *MetricsBuilder) RecordKmeshTCPConnectionsFailedDataPoint(ts pcommon.Timestamp, val int64, reporterAttributeValue AttributeReporter, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationServiceAttributeValue string, destinationServiceNamespaceAttributeValue string, destinationServiceNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	mb.metricKmeshTCPConnectionsFailed.recordDataPoint(mb.startTime, ts, val, reporterAttributeValue.String(), sourceWorkloadAttributeValue, sourceCanonicalServiceAttributeValue, sourceCanonicalRevisionAttributeValue, sourceWorkloadNamespaceAttributeValue, sourcePrincipalAttributeValue, sourceAppAttributeValue, sourceVersionAttributeValue, sourceClusterAttributeValue, destinationServiceAttributeValue, destinationServiceNamespaceAttributeValue, destinationServiceNameAttributeValue, destinationWorkloadAttributeValue, destinationCanonicalServiceAttributeValue, destinationCanonicalRevisionAttributeValue, destinationWorkloadNamespaceAttributeValue, destinationPrincipalAttributeValue, destinationAppAttributeValue, destinationVersionAttributeValue, destinationClusterAttributeValue, requestProtocolAttributeValue, responseFlagsAttributeValue, connectionSecurityPolicyAttributeValue)
+}
+
+// RecordKmeshTCPConnectionsOpenedDataPoint adds a data point to kmesh_tcp_connections_opened metric.
+func (mb *MetricsBuilder) RecordKmeshTCPConnectionsOpenedDataPoint(ts pcommon.Timestamp, val int64, reporterAttributeValue AttributeReporter, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationServiceAttributeValue string, destinationServiceNamespaceAttributeValue string, destinationServiceNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	mb.metricKmeshTCPConnectionsOpened.recordDataPoint(mb.startTime, ts, val, reporterAttributeValue.String(), sourceWorkloadAttributeValue, sourceCanonicalServiceAttributeValue, sourceCanonicalRevisionAttributeValue, sourceWorkloadNamespaceAttributeValue, sourcePrincipalAttributeValue, sourceAppAttributeValue, sourceVersionAttributeValue, sourceClusterAttributeValue, destinationServiceAttributeValue, destinationServiceNamespaceAttributeValue, destinationServiceNameAttributeValue, destinationWorkloadAttributeValue, destinationCanonicalServiceAttributeValue, destinationCanonicalRevisionAttributeValue, destinationWorkloadNamespaceAttributeValue, destinationPrincipalAttributeValue, destinationAppAttributeValue, destinationVersionAttributeValue, destinationClusterAttributeValue, requestProtocolAttributeValue, responseFlagsAttributeValue, connectionSecurityPolicyAttributeValue)
+}
+
+// RecordKmeshTCPPacketLossDataPoint adds a data point to kmesh_tcp_packet_loss metric.
+func (mb *MetricsBuilder) RecordKmeshTCPPacketLossDataPoint(ts pcommon.Timestamp, val int64, reporterAttributeValue AttributeReporter, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationPodAddressAttributeValue string, destinationPodNamespaceAttributeValue string, destinationPodNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	mb.metricKmeshTCPPacketLoss.recordDataPoint(mb.startTime, ts, val, reporterAttributeValue.String(), sourceWorkloadAttributeValue, sourceCanonicalServiceAttributeValue, sourceCanonicalRevisionAttributeValue, sourceWorkloadNamespaceAttributeValue, sourcePrincipalAttributeValue, sourceAppAttributeValue, sourceVersionAttributeValue, sourceClusterAttributeValue, destinationPodAddressAttributeValue, destinationPodNamespaceAttributeValue, destinationPodNameAttributeValue, destinationWorkloadAttributeValue, destinationCanonicalServiceAttributeValue, destinationCanonicalRevisionAttributeValue, destinationWorkloadNamespaceAttributeValue, destinationPrincipalAttributeValue, destinationAppAttributeValue, destinationVersionAttributeValue, destinationClusterAttributeValue, requestProtocolAttributeValue, responseFlagsAttributeValue, connectionSecurityPolicyAttributeValue)
+}
+
+// RecordKmeshTCPReceivedBytesDataPoint adds a data point to kmesh_tcp_received_bytes metric.
+func (mb *MetricsBuilder) RecordKmeshTCPReceivedBytesDataPoint(ts pcommon.Timestamp, val int64, reporterAttributeValue AttributeReporter, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationServiceAttributeValue string, destinationServiceNamespaceAttributeValue string, destinationServiceNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	mb.metricKmeshTCPReceivedBytes.recordDataPoint(mb.startTime, ts, val, reporterAttributeValue.String(), sourceWorkloadAttributeValue, sourceCanonicalServiceAttributeValue, sourceCanonicalRevisionAttributeValue, sourceWorkloadNamespaceAttributeValue, sourcePrincipalAttributeValue, sourceAppAttributeValue, sourceVersionAttributeValue, sourceClusterAttributeValue, destinationServiceAttributeValue, destinationServiceNamespaceAttributeValue, destinationServiceNameAttributeValue, destinationWorkloadAttributeValue, destinationCanonicalServiceAttributeValue, destinationCanonicalRevisionAttributeValue, destinationWorkloadNamespaceAttributeValue, destinationPrincipalAttributeValue, destinationAppAttributeValue, destinationVersionAttributeValue, destinationClusterAttributeValue, requestProtocolAttributeValue, responseFlagsAttributeValue, connectionSecurityPolicyAttributeValue)
+}
+
+// RecordKmeshTCPRetransDataPoint adds a data point to kmesh_tcp_retrans metric.
+func (mb *MetricsBuilder) RecordKmeshTCPRetransDataPoint(ts pcommon.Timestamp, val int64, reporterAttributeValue AttributeReporter, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationPodAddressAttributeValue string, destinationPodNamespaceAttributeValue string, destinationPodNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	mb.metricKmeshTCPRetrans.recordDataPoint(mb.startTime, ts, val, reporterAttributeValue.String(), sourceWorkloadAttributeValue, sourceCanonicalServiceAttributeValue, sourceCanonicalRevisionAttributeValue, sourceWorkloadNamespaceAttributeValue, sourcePrincipalAttributeValue, sourceAppAttributeValue, sourceVersionAttributeValue, sourceClusterAttributeValue, destinationPodAddressAttributeValue, destinationPodNamespaceAttributeValue, destinationPodNameAttributeValue, destinationWorkloadAttributeValue, destinationCanonicalServiceAttributeValue, destinationCanonicalRevisionAttributeValue, destinationWorkloadNamespaceAttributeValue, destinationPrincipalAttributeValue, destinationAppAttributeValue, destinationVersionAttributeValue, destinationClusterAttributeValue, requestProtocolAttributeValue, responseFlagsAttributeValue, connectionSecurityPolicyAttributeValue)
+}
+
+// RecordKmeshTCPSentBytesDataPoint adds a data point to kmesh_tcp_sent_bytes metric.
+func (mb *MetricsBuilder) RecordKmeshTCPSentBytesDataPoint(ts pcommon.Timestamp, val int64, reporterAttributeValue AttributeReporter, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationServiceAttributeValue string, destinationServiceNamespaceAttributeValue string, destinationServiceNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	mb.metricKmeshTCPSentBytes.recordDataPoint(mb.startTime, ts, val, reporterAttributeValue.String(), sourceWorkloadAttributeValue, sourceCanonicalServiceAttributeValue, sourceCanonicalRevisionAttributeValue, sourceWorkloadNamespaceAttributeValue, sourcePrincipalAttributeValue, sourceAppAttributeValue, sourceVersionAttributeValue, sourceClusterAttributeValue, destinationServiceAttributeValue, destinationServiceNamespaceAttributeValue, destinationServiceNameAttributeValue, destinationWorkloadAttributeValue, destinationCanonicalServiceAttributeValue, destinationCanonicalRevisionAttributeValue, destinationWorkloadNamespaceAttributeValue, destinationPrincipalAttributeValue, destinationAppAttributeValue, destinationVersionAttributeValue, destinationClusterAttributeValue, requestProtocolAttributeValue, responseFlagsAttributeValue, connectionSecurityPolicyAttributeValue)
+}
+
+// RecordKmeshTCPWorkloadConnectionsClosedDataPoint adds a data point to kmesh_tcp_workload_connections_closed metric.
+func (mb *MetricsBuilder) RecordKmeshTCPWorkloadConnectionsClosedDataPoint(ts pcommon.Timestamp, val int64, reporterAttributeValue AttributeReporter, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationPodAddressAttributeValue string, destinationPodNamespaceAttributeValue string, destinationPodNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	mb.metricKmeshTCPWorkloadConnectionsClosed.recordDataPoint(mb.startTime, ts, val, reporterAttributeValue.String(), sourceWorkloadAttributeValue, sourceCanonicalServiceAttributeValue, sourceCanonicalRevisionAttributeValue, sourceWorkloadNamespaceAttributeValue, sourcePrincipalAttributeValue, sourceAppAttributeValue, sourceVersionAttributeValue, sourceClusterAttributeValue, destinationPodAddressAttributeValue, destinationPodNamespaceAttributeValue, destinationPodNameAttributeValue, destinationWorkloadAttributeValue, destinationCanonicalServiceAttributeValue, destinationCanonicalRevisionAttributeValue, destinationWorkloadNamespaceAttributeValue, destinationPrincipalAttributeValue, destinationAppAttributeValue, destinationVersionAttributeValue, destinationClusterAttributeValue, requestProtocolAttributeValue, responseFlagsAttributeValue, connectionSecurityPolicyAttributeValue)
+}
+
+// RecordKmeshTCPWorkloadConnectionsFailedDataPoint adds a data point to kmesh_tcp_workload_connections_failed metric.
+func (mb *MetricsBuilder) RecordKmeshTCPWorkloadConnectionsFailedDataPoint(ts pcommon.Timestamp, val int64, reporterAttributeValue AttributeReporter, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationPodAddressAttributeValue string, destinationPodNamespaceAttributeValue string, destinationPodNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	mb.metricKmeshTCPWorkloadConnectionsFailed.recordDataPoint(mb.startTime, ts, val, reporterAttributeValue.String(), sourceWorkloadAttributeValue, sourceCanonicalServiceAttributeValue, sourceCanonicalRevisionAttributeValue, sourceWorkloadNamespaceAttributeValue, sourcePrincipalAttributeValue, sourceAppAttributeValue, sourceVersionAttributeValue, sourceClusterAttributeValue, destinationPodAddressAttributeValue, destinationPodNamespaceAttributeValue, destinationPodNameAttributeValue, destinationWorkloadAttributeValue, destinationCanonicalServiceAttributeValue, destinationCanonicalRevisionAttributeValue, destinationWorkloadNamespaceAttributeValue, destinationPrincipalAttributeValue, destinationAppAttributeValue, destinationVersionAttributeValue, destinationClusterAttributeValue, requestProtocolAttributeValue, responseFlagsAttributeValue, connectionSecurityPolicyAttributeValue)
+}
+
+// RecordKmeshTCPWorkloadConnectionsOpenedDataPoint adds a data point to kmesh_tcp_workload_connections_opened metric.
+func (mb *MetricsBuilder) RecordKmeshTCPWorkloadConnectionsOpenedDataPoint(ts pcommon.Timestamp, val int64, reporterAttributeValue AttributeReporter, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationPodAddressAttributeValue string, destinationPodNamespaceAttributeValue string, destinationPodNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	mb.metricKmeshTCPWorkloadConnectionsOpened.recordDataPoint(mb.startTime, ts, val, reporterAttributeValue.String(), sourceWorkloadAttributeValue, sourceCanonicalServiceAttributeValue, sourceCanonicalRevisionAttributeValue, sourceWorkloadNamespaceAttributeValue, sourcePrincipalAttributeValue, sourceAppAttributeValue, sourceVersionAttributeValue, sourceClusterAttributeValue, destinationPodAddressAttributeValue, destinationPodNamespaceAttributeValue, destinationPodNameAttributeValue, destinationWorkloadAttributeValue, destinationCanonicalServiceAttributeValue, destinationCanonicalRevisionAttributeValue, destinationWorkloadNamespaceAttributeValue, destinationPrincipalAttributeValue, destinationAppAttributeValue, destinationVersionAttributeValue, destinationClusterAttributeValue, requestProtocolAttributeValue, responseFlagsAttributeValue, connectionSecurityPolicyAttributeValue)
+}
+
+// RecordKmeshTCPWorkloadReceivedBytesDataPoint adds a data point to kmesh_tcp_workload_received_bytes metric.
+func (mb *MetricsBuilder) RecordKmeshTCPWorkloadReceivedBytesDataPoint(ts pcommon.Timestamp, val int64, reporterAttributeValue AttributeReporter, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationPodAddressAttributeValue string, destinationPodNamespaceAttributeValue string, destinationPodNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	mb.metricKmeshTCPWorkloadReceivedBytes.recordDataPoint(mb.startTime, ts, val, reporterAttributeValue.String(), sourceWorkloadAttributeValue, sourceCanonicalServiceAttributeValue, sourceCanonicalRevisionAttributeValue, sourceWorkloadNamespaceAttributeValue, sourcePrincipalAttributeValue, sourceAppAttributeValue, sourceVersionAttributeValue, sourceClusterAttributeValue, destinationPodAddressAttributeValue, destinationPodNamespaceAttributeValue, destinationPodNameAttributeValue, destinationWorkloadAttributeValue, destinationCanonicalServiceAttributeValue, destinationCanonicalRevisionAttributeValue, destinationWorkloadNamespaceAttributeValue, destinationPrincipalAttributeValue, destinationAppAttributeValue, destinationVersionAttributeValue, destinationClusterAttributeValue, requestProtocolAttributeValue, responseFlagsAttributeValue, connectionSecurityPolicyAttributeValue)
+}
+
+// RecordKmeshTCPWorkloadSentBytesDataPoint adds a data point to kmesh_tcp_workload_sent_bytes metric.
+func (mb *MetricsBuilder) RecordKmeshTCPWorkloadSentBytesDataPoint(ts pcommon.Timestamp, val int64, reporterAttributeValue AttributeReporter, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationPodAddressAttributeValue string, destinationPodNamespaceAttributeValue string, destinationPodNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
+	mb.metricKmeshTCPWorkloadSentBytes.recordDataPoint(mb.startTime, ts, val, reporterAttributeValue.String(), sourceWorkloadAttributeValue, sourceCanonicalServiceAttributeValue, sourceCanonicalRevisionAttributeValue, sourceWorkloadNamespaceAttributeValue, sourcePrincipalAttributeValue, sourceAppAttributeValue, sourceVersionAttributeValue, sourceClusterAttributeValue, destinationPodAddressAttributeValue, destinationPodNamespaceAttributeValue, destinationPodNameAttributeValue, destinationWorkloadAttributeValue, destinationCanonicalServiceAttributeValue, destinationCanonicalRevisionAttributeValue, destinationWorkloadNamespaceAttributeValue, destinationPrincipalAttributeValue, destinationAppAttributeValue, destinationVersionAttributeValue, destinationClusterAttributeValue, requestProtocolAttributeValue, responseFlagsAttributeValue, connectionSecurityPolicyAttributeValue)
+}
+
 // RecordTCPBytesReceivedDataPoint adds a data point to tcp.bytes.received metric.
-func (mb *MetricsBuilder) RecordTCPBytesReceivedDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, localWorkloadAttributeValue string, localNamespaceAttributeValue string, peerWorkloadAttributeValue string, peerNamespaceAttributeValue string) {
-	mb.metricTCPBytesReceived.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), localWorkloadAttributeValue, localNamespaceAttributeValue, peerWorkloadAttributeValue, peerNamespaceAttributeValue)
+func (mb *MetricsBuilder) RecordTCPBytesReceivedDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
+	mb.metricTCPBytesReceived.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue)
 }
 
 // RecordTCPBytesSentDataPoint adds a data point to tcp.bytes.sent metric.
-func (mb *MetricsBuilder) RecordTCPBytesSentDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, localWorkloadAttributeValue string, localNamespaceAttributeValue string, peerWorkloadAttributeValue string, peerNamespaceAttributeValue string) {
-	mb.metricTCPBytesSent.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), localWorkloadAttributeValue, localNamespaceAttributeValue, peerWorkloadAttributeValue, peerNamespaceAttributeValue)
+func (mb *MetricsBuilder) RecordTCPBytesSentDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
+	mb.metricTCPBytesSent.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue)
 }
 
 // RecordTCPConnectionsClosedDataPoint adds a data point to tcp.connections.closed metric.
-func (mb *MetricsBuilder) RecordTCPConnectionsClosedDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, localWorkloadAttributeValue string, localNamespaceAttributeValue string, peerWorkloadAttributeValue string, peerNamespaceAttributeValue string) {
-	mb.metricTCPConnectionsClosed.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), localWorkloadAttributeValue, localNamespaceAttributeValue, peerWorkloadAttributeValue, peerNamespaceAttributeValue)
+func (mb *MetricsBuilder) RecordTCPConnectionsClosedDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
+	mb.metricTCPConnectionsClosed.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue)
 }
 
 // RecordTCPConnectionsFailedDataPoint adds a data point to tcp.connections.failed metric.
-func (mb *MetricsBuilder) RecordTCPConnectionsFailedDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, localWorkloadAttributeValue string, localNamespaceAttributeValue string, peerWorkloadAttributeValue string, peerNamespaceAttributeValue string, errorTypeAttributeValue AttributeErrorType) {
-	mb.metricTCPConnectionsFailed.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), localWorkloadAttributeValue, localNamespaceAttributeValue, peerWorkloadAttributeValue, peerNamespaceAttributeValue, errorTypeAttributeValue.String())
+func (mb *MetricsBuilder) RecordTCPConnectionsFailedDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, errorTypeAttributeValue AttributeErrorType) {
+	mb.metricTCPConnectionsFailed.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue, errorTypeAttributeValue.String())
 }
 
 // RecordTCPConnectionsOpenDataPoint adds a data point to tcp.connections.open metric.
-func (mb *MetricsBuilder) RecordTCPConnectionsOpenDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, localWorkloadAttributeValue string, localNamespaceAttributeValue string, peerWorkloadAttributeValue string, peerNamespaceAttributeValue string) {
-	mb.metricTCPConnectionsOpen.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), localWorkloadAttributeValue, localNamespaceAttributeValue, peerWorkloadAttributeValue, peerNamespaceAttributeValue)
+func (mb *MetricsBuilder) RecordTCPConnectionsOpenDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
+	mb.metricTCPConnectionsOpen.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue)
 }
 
 // RecordTCPConnectionsOpenedDataPoint adds a data point to tcp.connections.opened metric.
-func (mb *MetricsBuilder) RecordTCPConnectionsOpenedDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, localWorkloadAttributeValue string, localNamespaceAttributeValue string, peerWorkloadAttributeValue string, peerNamespaceAttributeValue string) {
-	mb.metricTCPConnectionsOpened.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), localWorkloadAttributeValue, localNamespaceAttributeValue, peerWorkloadAttributeValue, peerNamespaceAttributeValue)
+func (mb *MetricsBuilder) RecordTCPConnectionsOpenedDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
+	mb.metricTCPConnectionsOpened.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue)
 }
 
 // RecordTCPPacketsLostDataPoint adds a data point to tcp.packets.lost metric.
-func (mb *MetricsBuilder) RecordTCPPacketsLostDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, localWorkloadAttributeValue string, localNamespaceAttributeValue string, peerWorkloadAttributeValue string, peerNamespaceAttributeValue string) {
-	mb.metricTCPPacketsLost.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), localWorkloadAttributeValue, localNamespaceAttributeValue, peerWorkloadAttributeValue, peerNamespaceAttributeValue)
+func (mb *MetricsBuilder) RecordTCPPacketsLostDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
+	mb.metricTCPPacketsLost.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue)
 }
 
 // RecordTCPRetransmitsDataPoint adds a data point to tcp.retransmits metric.
-func (mb *MetricsBuilder) RecordTCPRetransmitsDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, localWorkloadAttributeValue string, localNamespaceAttributeValue string, peerWorkloadAttributeValue string, peerNamespaceAttributeValue string) {
-	mb.metricTCPRetransmits.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), localWorkloadAttributeValue, localNamespaceAttributeValue, peerWorkloadAttributeValue, peerNamespaceAttributeValue)
+func (mb *MetricsBuilder) RecordTCPRetransmitsDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
+	mb.metricTCPRetransmits.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue)
+}
+
+// RecordTCPServiceBytesReceivedDataPoint adds a data point to tcp.service.bytes.received metric.
+func (mb *MetricsBuilder) RecordTCPServiceBytesReceivedDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, destinationServiceNameAttributeValue string, destinationServiceNamespaceAttributeValue string) {
+	mb.metricTCPServiceBytesReceived.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), destinationServiceNameAttributeValue, destinationServiceNamespaceAttributeValue)
+}
+
+// RecordTCPServiceBytesSentDataPoint adds a data point to tcp.service.bytes.sent metric.
+func (mb *MetricsBuilder) RecordTCPServiceBytesSentDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, destinationServiceNameAttributeValue string, destinationServiceNamespaceAttributeValue string) {
+	mb.metricTCPServiceBytesSent.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), destinationServiceNameAttributeValue, destinationServiceNamespaceAttributeValue)
+}
+
+// RecordTCPServiceConnectionsClosedDataPoint adds a data point to tcp.service.connections.closed metric.
+func (mb *MetricsBuilder) RecordTCPServiceConnectionsClosedDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, destinationServiceNameAttributeValue string, destinationServiceNamespaceAttributeValue string) {
+	mb.metricTCPServiceConnectionsClosed.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), destinationServiceNameAttributeValue, destinationServiceNamespaceAttributeValue)
+}
+
+// RecordTCPServiceConnectionsFailedDataPoint adds a data point to tcp.service.connections.failed metric.
+func (mb *MetricsBuilder) RecordTCPServiceConnectionsFailedDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, destinationServiceNameAttributeValue string, destinationServiceNamespaceAttributeValue string, errorTypeAttributeValue AttributeErrorType) {
+	mb.metricTCPServiceConnectionsFailed.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), destinationServiceNameAttributeValue, destinationServiceNamespaceAttributeValue, errorTypeAttributeValue.String())
+}
+
+// RecordTCPServiceConnectionsOpenedDataPoint adds a data point to tcp.service.connections.opened metric.
+func (mb *MetricsBuilder) RecordTCPServiceConnectionsOpenedDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, destinationServiceNameAttributeValue string, destinationServiceNamespaceAttributeValue string) {
+	mb.metricTCPServiceConnectionsOpened.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), destinationServiceNameAttributeValue, destinationServiceNamespaceAttributeValue)
 }
 
 // RecordTcpconnConnectionsLostDataPoint adds a data point to tcpconn.connections.lost metric.
@@ -1693,6 +5329,11 @@ func (mb *MetricsBuilder) RecordTcpconnProbeRecordsDroppedDataPoint(ts pcommon.T
 // RecordTcpconnRecordsFilteredDataPoint adds a data point to tcpconn.records.filtered metric.
 func (mb *MetricsBuilder) RecordTcpconnRecordsFilteredDataPoint(ts pcommon.Timestamp, val int64) {
 	mb.metricTcpconnRecordsFiltered.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordTcpconnSeriesOverflowDataPoint adds a data point to tcpconn.series.overflow metric.
+func (mb *MetricsBuilder) RecordTcpconnSeriesOverflowDataPoint(ts pcommon.Timestamp, val int64, viewAttributeValue AttributeView) {
+	mb.metricTcpconnSeriesOverflow.recordDataPoint(mb.startTime, ts, val, viewAttributeValue.String())
 }
 
 // Reset resets metrics builder to its initial state. It should be used when external metrics source is restarted,

@@ -14,16 +14,27 @@ func TestResourceBuilder(t *testing.T) {
 			cfg := loadResourceAttributesConfig(t, tt)
 			rb := NewResourceBuilder(cfg)
 			rb.SetHostName("host.name-val")
+			rb.SetK8sCronjobName("k8s.cronjob.name-val")
+			rb.SetK8sDaemonsetName("k8s.daemonset.name-val")
+			rb.SetK8sDeploymentName("k8s.deployment.name-val")
+			rb.SetK8sJobName("k8s.job.name-val")
+			rb.SetK8sNamespaceName("k8s.namespace.name-val")
 			rb.SetK8sNodeName("k8s.node.name-val")
+			rb.SetK8sPodName("k8s.pod.name-val")
+			rb.SetK8sPodUID("k8s.pod.uid-val")
+			rb.SetK8sReplicasetName("k8s.replicaset.name-val")
+			rb.SetK8sStatefulsetName("k8s.statefulset.name-val")
+			rb.SetServiceName("service.name-val")
+			rb.SetServiceVersion("service.version-val")
 
 			res := rb.Emit()
 			assert.Equal(t, 0, rb.Emit().Attributes().Len()) // Second call should return empty Resource
 
 			switch tt {
 			case "default":
-				assert.Equal(t, 2, res.Attributes().Len())
+				assert.Equal(t, 13, res.Attributes().Len())
 			case "all_set":
-				assert.Equal(t, 2, res.Attributes().Len())
+				assert.Equal(t, 13, res.Attributes().Len())
 			case "none_set":
 				assert.Equal(t, 0, res.Attributes().Len())
 				return
@@ -35,10 +46,65 @@ func TestResourceBuilder(t *testing.T) {
 			if ok {
 				assert.Equal(t, "host.name-val", hostNameAttrVal.Str())
 			}
+			k8sCronjobNameAttrVal, ok := res.Attributes().Get("k8s.cronjob.name")
+			assert.True(t, ok)
+			if ok {
+				assert.Equal(t, "k8s.cronjob.name-val", k8sCronjobNameAttrVal.Str())
+			}
+			k8sDaemonsetNameAttrVal, ok := res.Attributes().Get("k8s.daemonset.name")
+			assert.True(t, ok)
+			if ok {
+				assert.Equal(t, "k8s.daemonset.name-val", k8sDaemonsetNameAttrVal.Str())
+			}
+			k8sDeploymentNameAttrVal, ok := res.Attributes().Get("k8s.deployment.name")
+			assert.True(t, ok)
+			if ok {
+				assert.Equal(t, "k8s.deployment.name-val", k8sDeploymentNameAttrVal.Str())
+			}
+			k8sJobNameAttrVal, ok := res.Attributes().Get("k8s.job.name")
+			assert.True(t, ok)
+			if ok {
+				assert.Equal(t, "k8s.job.name-val", k8sJobNameAttrVal.Str())
+			}
+			k8sNamespaceNameAttrVal, ok := res.Attributes().Get("k8s.namespace.name")
+			assert.True(t, ok)
+			if ok {
+				assert.Equal(t, "k8s.namespace.name-val", k8sNamespaceNameAttrVal.Str())
+			}
 			k8sNodeNameAttrVal, ok := res.Attributes().Get("k8s.node.name")
 			assert.True(t, ok)
 			if ok {
 				assert.Equal(t, "k8s.node.name-val", k8sNodeNameAttrVal.Str())
+			}
+			k8sPodNameAttrVal, ok := res.Attributes().Get("k8s.pod.name")
+			assert.True(t, ok)
+			if ok {
+				assert.Equal(t, "k8s.pod.name-val", k8sPodNameAttrVal.Str())
+			}
+			k8sPodUIDAttrVal, ok := res.Attributes().Get("k8s.pod.uid")
+			assert.True(t, ok)
+			if ok {
+				assert.Equal(t, "k8s.pod.uid-val", k8sPodUIDAttrVal.Str())
+			}
+			k8sReplicasetNameAttrVal, ok := res.Attributes().Get("k8s.replicaset.name")
+			assert.True(t, ok)
+			if ok {
+				assert.Equal(t, "k8s.replicaset.name-val", k8sReplicasetNameAttrVal.Str())
+			}
+			k8sStatefulsetNameAttrVal, ok := res.Attributes().Get("k8s.statefulset.name")
+			assert.True(t, ok)
+			if ok {
+				assert.Equal(t, "k8s.statefulset.name-val", k8sStatefulsetNameAttrVal.Str())
+			}
+			serviceNameAttrVal, ok := res.Attributes().Get("service.name")
+			assert.True(t, ok)
+			if ok {
+				assert.Equal(t, "service.name-val", serviceNameAttrVal.Str())
+			}
+			serviceVersionAttrVal, ok := res.Attributes().Get("service.version")
+			assert.True(t, ok)
+			if ok {
+				assert.Equal(t, "service.version-val", serviceVersionAttrVal.Str())
 			}
 		})
 	}
