@@ -33,11 +33,11 @@ func (c counters) sub(prev counters) counters {
 
 // connState is what the receiver remembers of one live connection.
 type connState struct {
-	ref         connRef
-	counted     counters
-	lastWalk    uint64
-	missed      uint8
-	open        bool
+	ref      connRef
+	counted  counters
+	lastWalk uint64
+	missed   uint8
+	open     bool
 }
 
 // observation is what one record means for the metrics and the logs.
