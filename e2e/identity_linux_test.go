@@ -64,12 +64,19 @@ func TestPipelineKubernetesIdentity(t *testing.T) {
 	var exp string
 	require.Eventually(t, func() bool {
 		exp, err = scrape(context.Background(), prom)
-		return err == nil && sample(exp, "tcp_connections_closed_total", "direction=inbound", "local_workload=checkout") == conns
+		return err == nil && sample(exp, "tcp_connections_closed_total", "direction=inbound", "k8s_deployment_name=checkout") == conns
 	}, 30*time.Second, 200*time.Millisecond, "scrape never showed the connections with identities")
+	// The local end is on the Resource (here turned into labels), the peer
+	// on the data point.
 	assert.Equal(t, float64(conns), sample(exp, "tcp_connections_opened_total",
-		"direction=outbound", "local_workload=frontend", "local_namespace=web", "peer_workload=checkout", "peer_namespace=shop"))
+		"direction=outbound", "k8s_deployment_name=frontend", "k8s_namespace_name=web", "k8s_pod_name=frontend-7c9d5-abcde",
+		"service_name=frontend", "service_version=v1", "peer_workload=checkout", "peer_workload_kind=Deployment", "peer_namespace=shop"))
 	assert.Equal(t, float64(conns*request), sample(exp, "tcp_bytes_sent_total",
-		"direction=outbound", "local_workload=frontend", "peer_workload=checkout"))
+		"direction=outbound", "k8s_deployment_name=frontend", "peer_workload=checkout"))
+	assert.Equal(t, float64(conns), sample(exp, "tcp_service_connections_opened_total",
+		"direction=outbound", "k8s_deployment_name=frontend", "destination_service_name=checkout", "destination_service_namespace=shop"))
+	assert.Equal(t, float64(conns), sample(exp, "tcp_connection_duration_seconds_count", "direction=inbound", "k8s_deployment_name=checkout"),
+		"one duration observation per closed connection")
 	assert.Equal(t, float64(conns), sample(exp, "tcp_connections_closed_total", "direction=outbound", "k8s_node_name=node-a"), "node name on the resource")
 
 	col.stop(t)

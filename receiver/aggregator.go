@@ -24,6 +24,8 @@ type aggregator struct {
 	histograms bool
 	started    time.Time
 	ref        connRef
+	// version is the scope version the builder writes, for the histograms.
+	version string
 }
 
 func newAggregator(cfg *Config, started time.Time) *aggregator {
@@ -199,6 +201,7 @@ func (a *aggregator) emitOTel(mb *metadata.MetricsBuilder, ts pcommon.Timestamp,
 						res.CopyTo(rm.Resource())
 						sm := rm.ScopeMetrics().AppendEmpty()
 						sm.Scope().SetName(metadata.ScopeName)
+						sm.Scope().SetVersion(a.version)
 						hm = sm.Metrics()
 					}
 					appendHistograms(hm, &e.k, e.s, ts)

@@ -21,6 +21,8 @@ func TestLoadConfig(t *testing.T) {
 
 	custom := createDefaultConfig()
 	custom.FlushInterval = 10 * time.Second
+	custom.Profile, custom.Views, custom.Temporality = ProfileIstio, ViewsConfig{Service: true}, TemporalityDelta
+	custom.SeriesLimit, custom.SeriesExpiry, custom.Histograms = 500, time.Hour, false
 	custom.ReportInterval, custom.AdoptExisting, custom.CountAdoptedBytes = 30*time.Second, false, true
 	custom.Probe = ProbeConfig{AttachMode: "raw_tp", RingBufferSize: 1 << 20, WakeupBytes: 4096, PollInterval: 20 * time.Millisecond}
 	custom.Logs = LogsConfig{Open: true, Close: true, Failure: false, Update: true, MaxBatchSize: 50, FlushInterval: 200 * time.Millisecond, QueueSize: 8,
@@ -67,6 +69,13 @@ func TestLoadConfig(t *testing.T) {
 			"logs.sampling_ratio: must be between 0 and 1, got 1.5",
 			"logs.filter.min_duration: must not be negative",
 		}},
+		{id: component.NewIDWithName(metadata.Type, "bad_metrics"), errs: []string{
+			`profile: must be otel, istio or kmesh, got "linkerd"`,
+			`temporality: must be cumulative or delta, got "both"`,
+			"series_limit: must be positive, got 0",
+			"series_expiry: must be 0 (never) or at least twice flush_interval, got 1s",
+		}},
+		{id: component.NewIDWithName(metadata.Type, "bad_views"), errs: []string{"views: at least one of workload and service must be on"}},
 		{id: component.NewIDWithName(metadata.Type, "bad_report_interval"), errs: []string{"report_interval: must be 0 (off) or at least 100ms, got 50ms"}},
 	}
 	for _, tt := range tests {

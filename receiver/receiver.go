@@ -123,6 +123,7 @@ func (r *tcpconnReceiver) start() error {
 	r.resource = rb.Emit()
 	started := time.Now()
 	r.agg = newAggregator(r.cfg, started)
+	r.agg.version = r.set.BuildInfo.Version
 	r.filter = newAddrFilter(r.cfg.Filter)
 	if r.cfg.Kubernetes.Enabled {
 		r.startKubernetes()
