@@ -1,0 +1,250 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tcpconn/tcpconn/internal/kubetest"
+	"github.com/tcpconn/tcpconn/internal/netnstest"
+)
+
+// Istio's TCP label set, which the istio profile and the kmesh service
+// view must expose exactly.
+var istioLabels = []string{
+	"connection_security_policy", "destination_app", "destination_canonical_revision", "destination_canonical_service",
+	"destination_cluster", "destination_principal", "destination_service", "destination_service_name",
+	"destination_service_namespace", "destination_version", "destination_workload", "destination_workload_namespace",
+	"reporter", "request_protocol", "response_flags", "source_app", "source_canonical_revision", "source_canonical_service",
+	"source_cluster", "source_principal", "source_version", "source_workload", "source_workload_namespace",
+}
+
+// Kmesh's workload label set.
+var kmeshWorkloadLabels = []string{
+	"connection_security_policy", "destination_app", "destination_canonical_revision", "destination_canonical_service",
+	"destination_cluster", "destination_pod_address", "destination_pod_name", "destination_pod_namespace",
+	"destination_principal", "destination_version", "destination_workload", "destination_workload_namespace",
+	"reporter", "request_protocol", "response_flags", "source_app", "source_canonical_revision", "source_canonical_service",
+	"source_cluster", "source_principal", "source_version", "source_workload", "source_workload_namespace",
+}
+
+// TestPrometheusProfiles runs real traffic between two "pods" through the
+// collector in the istio and kmesh profiles while a real Prometheus server
+// scrapes it, and asks Prometheus the questions Istio dashboards and Kiali
+// ask.
+func TestPrometheusProfiles(t *testing.T) {
+	promBin, err := exec.LookPath("prometheus")
+	if err != nil {
+		netnstest.Unavailable(t, "the prometheus server (Debian package prometheus)")
+	}
+	for _, profile := range []string{"istio", "kmesh"} {
+		t.Run(profile, func(t *testing.T) { testProfile(t, promBin, profile) })
+	}
+}
+
+func testProfile(t *testing.T, promBin, profile string) {
+	const (
+		conns    = 3
+		request  = 100000
+		response = 5000
+		port     = 8080
+	)
+	pair := netnstest.NewPair(t, testOctet)
+	api := kubetest.Start(t)
+	obj := kubetest.Objects{TB: t, Client: api.Client(t)}
+	obj.Namespace("web", "frontend")
+	obj.Namespace("shop", "checkout")
+	obj.Node("node-a", "198.51.100.250")
+	obj.Pod(kubetest.PodSpec{Namespace: "web", Name: "frontend-7c9d5-abcde", Node: "node-a", ServiceAccount: "frontend",
+		IP: pair.ClientIP.String(), Labels: map[string]string{"app": "frontend", "version": "v1"}, Owner: ptr(obj.Deployment("web", "frontend"))})
+	checkout := obj.Pod(kubetest.PodSpec{Namespace: "shop", Name: "checkout-5d8f-xyz12", Node: "node-a", ServiceAccount: "checkout",
+		IP: pair.ServerIP.String(), Labels: map[string]string{"app": "checkout", "version": "v2"}, Owner: ptr(obj.Deployment("shop", "checkout"))})
+	obj.Service("shop", "checkout", "", 80, port, checkout)
+
+	dir := t.TempDir()
+	kubeconfig, err := api.WriteKubeconfig(dir)
+	require.NoError(t, err)
+	exporterPort := freePort(t)
+	col := startCollector(t, filepath.Join("testdata", "profile.yaml"), map[string]string{
+		"TEST_PROFILE": profile, "TEST_CIDR": pair.ServerIP.String() + "/24", "TEST_PROM_PORT": strconv.Itoa(exporterPort),
+		"TEST_HEALTH_PORT": strconv.Itoa(freePort(t)), "KUBECONFIG": kubeconfig,
+	})
+	require.Eventually(t, func() bool { return strings.Contains(col.output(), "Kubernetes identity synchronised") },
+		30*time.Second, 50*time.Millisecond)
+	time.Sleep(200 * time.Millisecond)
+	prom := startPrometheus(t, promBin, dir, exporterPort)
+
+	srv := netnstest.StartServer(t, pair, port, request, response)
+	for range conns {
+		_, err := srv.Exchange(context.Background(), pair)
+		require.NoError(t, err)
+	}
+
+	m := profile + "_tcp_"
+	byWorkloadService := " by (source_workload, destination_service)"
+	want := map[string]string{"source_workload": "frontend", "destination_service": "checkout.shop.svc.cluster.local"}
+	// Exact totals, once Prometheus has scraped them.
+	for query, value := range map[string]float64{
+		"sum(" + m + `received_bytes_total{reporter="destination"})` + byWorkloadService:     conns * request,
+		"sum(" + m + `sent_bytes_total{reporter="destination"})` + byWorkloadService:         conns * response,
+		"sum(" + m + `connections_opened_total{reporter="destination"})` + byWorkloadService: conns,
+		"sum(" + m + `connections_closed_total{reporter="destination"})` + byWorkloadService: conns,
+		"sum(" + m + `connections_opened_total{reporter="source"})` + byWorkloadService:      conns,
+		// ztunnel's swap: on reporter="source", sent is what the destination sent.
+		"sum(" + m + `sent_bytes_total{reporter="source"})` + byWorkloadService: conns * response,
+	} {
+		var got []promSample
+		require.Eventually(t, func() bool {
+			got = prom.query(t, query)
+			return len(got) == 1 && got[0].value == value
+		}, 60*time.Second, 500*time.Millisecond, "%s: got %+v, want %v", query, got, value)
+		assert.Equal(t, want, got[0].labels, query)
+	}
+	// Label for label: the scrape of the exporter itself.
+	scraped, err := scrape(context.Background(), exporterPort)
+	require.NoError(t, err)
+	assert.Equal(t, istioLabels, labelNames(t, scraped, m+"connections_opened_total"))
+	if profile == "kmesh" {
+		assert.Equal(t, kmeshWorkloadLabels, labelNames(t, scraped, "kmesh_tcp_workload_connections_opened_total"))
+		var got []promSample
+		require.Eventually(t, func() bool {
+			got = prom.query(t, `sum(kmesh_tcp_workload_received_bytes_total{reporter="destination"}) by (source_workload, destination_pod_name, destination_pod_address)`)
+			return len(got) == 1 && got[0].value == conns*request
+		}, 30*time.Second, 500*time.Millisecond, "kmesh workload bytes: %+v", got)
+		assert.Equal(t, map[string]string{"source_workload": "frontend", "destination_pod_name": "checkout-5d8f-xyz12",
+			"destination_pod_address": pair.ServerIP.String()}, got[0].labels)
+	}
+
+	// The rate queries of Istio's dashboards and Kiali's graph, while
+	// traffic keeps flowing (a counter that stopped has no rate).
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	flowing := make(chan struct{})
+	go func() {
+		defer close(flowing)
+		for ctx.Err() == nil {
+			_, _ = srv.Exchange(ctx, pair)
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+	defer func() { stop(); <-flowing }()
+	for _, query := range []string{
+		"sum(rate(" + m + `sent_bytes_total{reporter="destination"}[1m]))` + byWorkloadService,
+		"sum(rate(" + m + `received_bytes_total{reporter="destination"}[1m]))` + byWorkloadService,
+		"sum(rate(" + m + `connections_opened_total{reporter="destination"}[1m]))` + byWorkloadService,
+		"sum(rate(" + m + `connections_closed_total{reporter="destination"}[1m]))` + byWorkloadService,
+	} {
+		var got []promSample
+		require.Eventually(t, func() bool {
+			got = prom.query(t, query)
+			return len(got) == 1 && got[0].value > 0
+		}, 30*time.Second, 500*time.Millisecond, "%s: got %+v", query, got)
+		assert.Equal(t, want, got[0].labels, query)
+	}
+}
+
+// labelNames returns the sorted label names of the first series of a
+// metric in a Prometheus exposition.
+func labelNames(t *testing.T, exposition, name string) []string {
+	t.Helper()
+	for _, line := range strings.Split(exposition, "\n") {
+		if !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		body := line[len(name)+1 : strings.LastIndexByte(line, '}')]
+		var names []string
+		for _, kv := range strings.Split(body, "\",") {
+			k, _, _ := strings.Cut(kv, "=")
+			names = append(names, strings.TrimPrefix(k, ","))
+		}
+		slices.Sort(names)
+		return names
+	}
+	t.Fatalf("%s not in the scrape", name)
+	return nil
+}
+
+type promServer struct{ base string }
+
+type promSample struct {
+	labels map[string]string
+	value  float64
+}
+
+// startPrometheus runs a Prometheus server on loopback scraping the
+// collector's exporter every second.
+func startPrometheus(t *testing.T, bin, dir string, target int) *promServer {
+	t.Helper()
+	cfg := filepath.Join(dir, "prometheus.yml")
+	require.NoError(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: otelcol-tcpconn
+    static_configs:
+      - targets: ["127.0.0.1:%d"]
+`, target)), 0o644))
+	port := freePort(t)
+	cmd := exec.Command(bin, "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "tsdb"),
+		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port), "--log.level=warn")
+	out := new(syncBuffer)
+	cmd.Stdout, cmd.Stderr = out, out
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("prometheus output:\n%s", out.String())
+		}
+	})
+	p := &promServer{base: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(p.base + "/-/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 30*time.Second, 100*time.Millisecond, "prometheus not ready")
+	return p
+}
+
+// query runs an instant PromQL query.
+func (p *promServer) query(t *testing.T, q string) []promSample {
+	t.Helper()
+	resp, err := http.Get(p.base + "/api/v1/query?query=" + url.QueryEscape(q))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var body struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
+			Result []struct {
+				Metric map[string]string `json:"metric"`
+				Value  [2]any            `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+	require.Equal(t, "success", body.Status, "%s: %s", q, body.Error)
+	var out []promSample
+	for _, r := range body.Data.Result {
+		v, err := strconv.ParseFloat(r.Value[1].(string), 64)
+		require.NoError(t, err)
+		out = append(out, promSample{labels: r.Metric, value: v})
+	}
+	return out
+}
