@@ -14,7 +14,7 @@ export KUBE_BIN_DIR
 CORE_VERSION    := v1.67.0
 CORE_VERSION_X  := v0.161.0
 
-.PHONY: all generate vmlinux build kube-bin run test test-unit bench bench-kube bench-walk overhead lint check-generated check-versions clean
+.PHONY: all generate vmlinux build image kube-bin run test test-unit bench bench-kube bench-walk overhead lint check-generated check-versions clean
 
 all: build
 
@@ -50,7 +50,7 @@ run: build
 	./$(BIN) --config $(CONFIG)
 
 ## test: build the collector and the API server, then run every test (as root: kernel and pipeline tests load the probe)
-test: build kube-bin
+test: build image kube-bin
 	$(GO) test -count=1 -race ./...
 
 ## test-unit: tests that need neither root nor the collector binary
@@ -93,3 +93,7 @@ bench-kube: kube-bin
 ## bench-walk: one report walk at 10k and 100k open connections (as root)
 bench-walk:
 	$(GO) test -run '^$$' -bench Walk -benchtime 5x -timeout 20m ./bpf/
+
+## image: the OCI image (dist/otelcol-tcpconn-image.tar) without a container engine
+image: build
+	cd tools && $(GO) run ./imagebuild -binary ../$(BIN) -config ../config/otelcol-tcpconn.yaml -out ../dist/otelcol-tcpconn-image.tar

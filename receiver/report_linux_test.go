@@ -33,13 +33,13 @@ func TestKernelLongLivedConnections(t *testing.T) {
 	require.NoError(t, err)
 	defer l.Close()
 	var served sync.WaitGroup
+	served.Add(3) // early, idle and steady
 	go func() {
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
-			served.Add(1)
 			go func() { defer served.Done(); _, _ = io.Copy(io.Discard, c); c.Close() }()
 		}
 	}()

@@ -33,7 +33,7 @@ import (
 func TestRBACManifestIsExactlyEnough(t *testing.T) {
 	srv := kubetest.Start(t)
 	admin := srv.Client(t)
-	applyManifest(t, admin, filepath.Join("..", "..", "deploy", "rbac.yaml"))
+	applyManifest(t, admin, filepath.Join("..", "..", "deploy", "agent", "rbac.yaml"))
 
 	tok, err := admin.CoreV1().ServiceAccounts("otelcol-tcpconn").CreateToken(context.Background(), "otelcol-tcpconn",
 		&authv1.TokenRequest{Spec: authv1.TokenRequestSpec{}}, metav1.CreateOptions{})
