@@ -40,7 +40,7 @@ func build(bin, conf, tag, out string) error {
 		return fmt.Errorf("tag %q: %w", tag, err)
 	}
 	layerTar, err := layer(map[string]string{
-		"otelcol-tcpconn":                  bin,
+		"otelcol-tcpconn":                 bin,
 		"etc/otelcol-tcpconn/config.yaml": conf,
 	})
 	if err != nil {
