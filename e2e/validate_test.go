@@ -8,20 +8,25 @@ import (
 	"testing"
 )
 
-// Every configuration shipped in config/ (the default config of `make
-// run` and the README's example) is accepted by the built collector, and a
-// bad receiver field is rejected with its name.
+// Every configuration shipped in config/ (the default of `make run`) and
+// examples/ is accepted by the built collector, and a bad receiver field is
+// rejected with its name.
 func TestShippedConfigsValidate(t *testing.T) {
 	bin := collectorBinary(t)
 	configs, err := filepath.Glob(filepath.Join("..", "config", "*.yaml"))
-	if err != nil || len(configs) < 2 {
-		t.Fatalf("expected the shipped configs in ../config, got %v (%v)", configs, err)
+	if err != nil {
+		t.Fatal(err)
 	}
+	examples, err := filepath.Glob(filepath.Join("..", "examples", "*.yaml"))
+	if err != nil || len(examples) < 6 {
+		t.Fatalf("expected the examples in ../examples, got %v (%v)", examples, err)
+	}
+	configs = append(configs, examples...)
 	for _, cfg := range configs {
 		t.Run(filepath.Base(cfg), func(t *testing.T) {
 			cmd := exec.Command(bin, "validate", "--config", cfg)
 			// What the DaemonSet would inject.
-			cmd.Env = append(os.Environ(), "K8S_NODE_NAME=node-a", "OTLP_ENDPOINT=127.0.0.1:4317")
+			cmd.Env = append(os.Environ(), "K8S_NODE_NAME=node-a", "OTLP_ENDPOINT=127.0.0.1:4317", "OTLP_ENDPOINT_HTTP=http://127.0.0.1:4318")
 			out, err := cmd.CombinedOutput()
 			if err != nil {
 				t.Fatalf("validate %s: %v\n%s", cfg, err, out)
