@@ -1,6 +1,8 @@
 package receiver
 
 import (
+	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,13 +28,72 @@ type aggregator struct {
 	ref        connRef
 	// version is the scope version the builder writes, for the histograms.
 	version string
+	// peerAddr and peerPort: opted-in otel workload attributes.
+	peerAddr, peerPort bool
+	addrs              map[netip.Addr]string
 }
 
 func newAggregator(cfg *Config, started time.Time) *aggregator {
 	return &aggregator{
 		cfg: cfg, views: newViews(cfg), delta: cfg.Temporality == TemporalityDelta, started: started,
 		histograms: cfg.Profile == ProfileOTel && cfg.Histograms,
+		peerAddr:   cfg.Profile == ProfileOTel && optedIn(&cfg.MetricsBuilderConfig, "peer.address"),
+		peerPort:   cfg.Profile == ProfileOTel && optedIn(&cfg.MetricsBuilderConfig, "peer.port"),
+		addrs:      map[netip.Addr]string{},
 	}
+}
+
+// optedIn reports whether any otel workload metric enables the attribute.
+func optedIn(mc *metadata.MetricsBuilderConfig, attr string) bool {
+	m := &mc.Metrics
+	for _, enabled := range [][]string{
+		keys(m.TCPConnectionsOpened.EnabledAttributes), keys(m.TCPConnectionsClosed.EnabledAttributes),
+		keys(m.TCPConnectionsFailed.EnabledAttributes), keys(m.TCPConnectionsOpen.EnabledAttributes),
+		keys(m.TCPBytesSent.EnabledAttributes), keys(m.TCPBytesReceived.EnabledAttributes),
+		keys(m.TCPRetransmits.EnabledAttributes), keys(m.TCPPacketsLost.EnabledAttributes),
+	} {
+		if slices.Contains(enabled, attr) {
+			return true
+		}
+	}
+	return false
+}
+
+func keys[K ~string](in []K) []string {
+	out := make([]string, len(in))
+	for i, k := range in {
+		out[i] = string(k)
+	}
+	return out
+}
+
+// project fills the view's scratch key for a connection.
+func (a *aggregator) project(v *view, c *connRef, errType metadata.AttributeErrorType) *seriesKey {
+	k := &v.scratch
+	*k = seriesKey{}
+	v.project(c, errType, k)
+	if v.kind == metadata.AttributeViewWorkload {
+		if a.peerAddr {
+			k.peerAddress = a.addrString(c.peerAddr)
+		}
+		if a.peerPort {
+			k.peerPort = c.peerPort
+		}
+	}
+	return k
+}
+
+// addrString formats an address once; later series reuse the string.
+func (a *aggregator) addrString(ip netip.Addr) string {
+	if s, ok := a.addrs[ip]; ok {
+		return s
+	}
+	if len(a.addrs) >= a.cfg.SeriesLimit {
+		return "overflow"
+	}
+	s := ip.String()
+	a.addrs[ip] = s
+	return s
 }
 
 // add counts one record: its event, and what it adds to the connection's
@@ -50,9 +111,7 @@ func (a *aggregator) add(rec *bpf.Record, o *observation) {
 	c := &a.ref
 	*c = refOf(rec, o.local, o.peer)
 	for _, v := range a.views {
-		k := &v.scratch
-		*k = seriesKey{}
-		v.project(c, errType, k)
+		k := a.project(v, c, errType)
 		s := v.get(k, rec.Time)
 		switch rec.Kind {
 		case bpf.KindFailure:
@@ -90,9 +149,7 @@ func (a *aggregator) forget(conns []connRef) {
 	defer a.mu.Unlock()
 	for i := range conns {
 		for _, v := range a.views {
-			k := &v.scratch
-			*k = seriesKey{}
-			v.project(&conns[i], 0, k)
+			k := a.project(v, &conns[i], 0)
 			if s := v.series[*k]; s != nil {
 				s.v.open--
 			}

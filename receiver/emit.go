@@ -95,15 +95,15 @@ func (f *meshFamily) record(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, k
 func recordOTelWorkload(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, k *seriesKey, d, cur values) {
 	p := &k.peer
 	if k.errorType != 0 {
-		mb.RecordTCPConnectionsFailedDataPoint(ts, d.failed, k.direction, k.networkType, p.workload, p.kind, p.namespace, k.errorType)
+		mb.RecordTCPConnectionsFailedDataPoint(ts, d.failed, k.direction, k.networkType, p.workload, p.kind, p.namespace, k.errorType, k.peerAddress, int64(k.peerPort))
 		return
 	}
-	mb.RecordTCPConnectionsOpenedDataPoint(ts, d.opened, k.direction, k.networkType, p.workload, p.kind, p.namespace)
-	mb.RecordTCPConnectionsClosedDataPoint(ts, d.closed, k.direction, k.networkType, p.workload, p.kind, p.namespace)
-	mb.RecordTCPBytesSentDataPoint(ts, d.sent, k.direction, k.networkType, p.workload, p.kind, p.namespace)
-	mb.RecordTCPBytesReceivedDataPoint(ts, d.received, k.direction, k.networkType, p.workload, p.kind, p.namespace)
-	mb.RecordTCPRetransmitsDataPoint(ts, d.retrans, k.direction, k.networkType, p.workload, p.kind, p.namespace)
-	mb.RecordTCPPacketsLostDataPoint(ts, d.lost, k.direction, k.networkType, p.workload, p.kind, p.namespace)
+	mb.RecordTCPConnectionsOpenedDataPoint(ts, d.opened, k.direction, k.networkType, p.workload, p.kind, p.namespace, k.peerAddress, int64(k.peerPort))
+	mb.RecordTCPConnectionsClosedDataPoint(ts, d.closed, k.direction, k.networkType, p.workload, p.kind, p.namespace, k.peerAddress, int64(k.peerPort))
+	mb.RecordTCPBytesSentDataPoint(ts, d.sent, k.direction, k.networkType, p.workload, p.kind, p.namespace, k.peerAddress, int64(k.peerPort))
+	mb.RecordTCPBytesReceivedDataPoint(ts, d.received, k.direction, k.networkType, p.workload, p.kind, p.namespace, k.peerAddress, int64(k.peerPort))
+	mb.RecordTCPRetransmitsDataPoint(ts, d.retrans, k.direction, k.networkType, p.workload, p.kind, p.namespace, k.peerAddress, int64(k.peerPort))
+	mb.RecordTCPPacketsLostDataPoint(ts, d.lost, k.direction, k.networkType, p.workload, p.kind, p.namespace, k.peerAddress, int64(k.peerPort))
 }
 
 // recordOTelOpen writes the open-connections count, always cumulative.
@@ -112,7 +112,7 @@ func recordOTelOpen(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, k *series
 		return
 	}
 	p := &k.peer
-	mb.RecordTCPConnectionsOpenDataPoint(ts, cur.open, k.direction, k.networkType, p.workload, p.kind, p.namespace)
+	mb.RecordTCPConnectionsOpenDataPoint(ts, cur.open, k.direction, k.networkType, p.workload, p.kind, p.namespace, k.peerAddress, int64(k.peerPort))
 }
 
 func recordOTelService(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, k *seriesKey, d values) {

@@ -11,6 +11,7 @@ import (
 	"github.com/open-telemetry/opentelemetry-collector-contrib/pkg/pdatatest/pmetrictest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/tcpconn/tcpconn/bpf"
@@ -150,4 +151,31 @@ func sumWhereAll(md pmetric.Metrics, name string, want map[string]string) int64 
 		total += dp.IntValue()
 	})
 	return total
+}
+
+// Addresses are never attributes unless a metric opts in, per attribute.
+func TestPeerAddressIsOptIn(t *testing.T) {
+	count := func(cfg *Config) (withAddr, points int) {
+		h := newAggHarness(cfg, fixedResolver())
+		h.add(fixedRecords()...)
+		md := h.emit(t0.Add(time.Minute))
+		forEachSumPoint(md, "tcp.bytes.sent", func(dp pmetric.NumberDataPoint) {
+			points++
+			if _, ok := dp.Attributes().Get("peer.address"); ok {
+				withAddr++
+			}
+		})
+		return withAddr, points
+	}
+	withAddr, points := count(createDefaultConfig())
+	assert.Zero(t, withAddr)
+	assert.Positive(t, points)
+
+	cfg := createDefaultConfig()
+	require.NoError(t, confmap.NewFromStringMap(map[string]any{"metrics": map[string]any{"tcp.bytes.sent": map[string]any{
+		"attributes": []any{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace", "peer.address"},
+	}}}).Unmarshal(&cfg.MetricsBuilderConfig))
+	withAddr, points = count(cfg)
+	assert.Equal(t, points, withAddr, "every point of the opted-in metric carries the address")
+	assert.Greater(t, points, 3, "one series per peer address")
 }

@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/tcpconn/tcpconn/bpf"
@@ -26,6 +27,9 @@ type seriesKey struct {
 	local, peer endLabels
 	// The destination service (the server end's).
 	svcHost, svcName, svcNamespace string
+	// Opt-in otel attributes: the peer's address and port.
+	peerAddress string
+	peerPort    uint16
 }
 
 // values are one series' counters; open moves both ways.
@@ -54,10 +58,13 @@ type connRef struct {
 	direction   bpf.Direction
 	ipv6        bool
 	local, peer *identity.Identity
+	peerAddr    netip.Addr
+	peerPort    uint16
 }
 
 func refOf(rec *bpf.Record, local, peer *identity.Identity) connRef {
-	return connRef{direction: rec.Direction, ipv6: rec.LocalAddr.Is6() && !rec.LocalAddr.Is4In6(), local: local, peer: peer}
+	return connRef{direction: rec.Direction, ipv6: rec.LocalAddr.Is6() && !rec.LocalAddr.Is4In6(), local: local, peer: peer,
+		peerAddr: rec.PeerAddr, peerPort: rec.PeerPort}
 }
 
 // server is the end that accepted: the destination in Istio's terms.

@@ -1208,6 +1208,8 @@ const (
 	TCPBytesReceivedMetricAttributeKeyPeerWorkload     TCPBytesReceivedMetricAttributeKey = "peer.workload"
 	TCPBytesReceivedMetricAttributeKeyPeerWorkloadKind TCPBytesReceivedMetricAttributeKey = "peer.workload.kind"
 	TCPBytesReceivedMetricAttributeKeyPeerNamespace    TCPBytesReceivedMetricAttributeKey = "peer.namespace"
+	TCPBytesReceivedMetricAttributeKeyPeerAddress      TCPBytesReceivedMetricAttributeKey = "peer.address"
+	TCPBytesReceivedMetricAttributeKeyPeerPort         TCPBytesReceivedMetricAttributeKey = "peer.port"
 )
 
 // TCPBytesReceivedMetricConfig provides config for the tcp.bytes.received metric.
@@ -1236,9 +1238,9 @@ func (ms *TCPBytesReceivedMetricConfig) Unmarshal(parser *confmap.Conf) error {
 func (ms *TCPBytesReceivedMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case TCPBytesReceivedMetricAttributeKeyDirection, TCPBytesReceivedMetricAttributeKeyNetworkType, TCPBytesReceivedMetricAttributeKeyPeerWorkload, TCPBytesReceivedMetricAttributeKeyPeerWorkloadKind, TCPBytesReceivedMetricAttributeKeyPeerNamespace:
+		case TCPBytesReceivedMetricAttributeKeyDirection, TCPBytesReceivedMetricAttributeKeyNetworkType, TCPBytesReceivedMetricAttributeKeyPeerWorkload, TCPBytesReceivedMetricAttributeKeyPeerWorkloadKind, TCPBytesReceivedMetricAttributeKeyPeerNamespace, TCPBytesReceivedMetricAttributeKeyPeerAddress, TCPBytesReceivedMetricAttributeKeyPeerPort:
 		default:
-			return fmt.Errorf("metric tcp.bytes.received doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace]", val)
+			return fmt.Errorf("metric tcp.bytes.received doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, peer.address, peer.port]", val)
 		}
 	}
 
@@ -1260,6 +1262,8 @@ const (
 	TCPBytesSentMetricAttributeKeyPeerWorkload     TCPBytesSentMetricAttributeKey = "peer.workload"
 	TCPBytesSentMetricAttributeKeyPeerWorkloadKind TCPBytesSentMetricAttributeKey = "peer.workload.kind"
 	TCPBytesSentMetricAttributeKeyPeerNamespace    TCPBytesSentMetricAttributeKey = "peer.namespace"
+	TCPBytesSentMetricAttributeKeyPeerAddress      TCPBytesSentMetricAttributeKey = "peer.address"
+	TCPBytesSentMetricAttributeKeyPeerPort         TCPBytesSentMetricAttributeKey = "peer.port"
 )
 
 // TCPBytesSentMetricConfig provides config for the tcp.bytes.sent metric.
@@ -1288,9 +1292,9 @@ func (ms *TCPBytesSentMetricConfig) Unmarshal(parser *confmap.Conf) error {
 func (ms *TCPBytesSentMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case TCPBytesSentMetricAttributeKeyDirection, TCPBytesSentMetricAttributeKeyNetworkType, TCPBytesSentMetricAttributeKeyPeerWorkload, TCPBytesSentMetricAttributeKeyPeerWorkloadKind, TCPBytesSentMetricAttributeKeyPeerNamespace:
+		case TCPBytesSentMetricAttributeKeyDirection, TCPBytesSentMetricAttributeKeyNetworkType, TCPBytesSentMetricAttributeKeyPeerWorkload, TCPBytesSentMetricAttributeKeyPeerWorkloadKind, TCPBytesSentMetricAttributeKeyPeerNamespace, TCPBytesSentMetricAttributeKeyPeerAddress, TCPBytesSentMetricAttributeKeyPeerPort:
 		default:
-			return fmt.Errorf("metric tcp.bytes.sent doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace]", val)
+			return fmt.Errorf("metric tcp.bytes.sent doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, peer.address, peer.port]", val)
 		}
 	}
 
@@ -1312,6 +1316,8 @@ const (
 	TCPConnectionsClosedMetricAttributeKeyPeerWorkload     TCPConnectionsClosedMetricAttributeKey = "peer.workload"
 	TCPConnectionsClosedMetricAttributeKeyPeerWorkloadKind TCPConnectionsClosedMetricAttributeKey = "peer.workload.kind"
 	TCPConnectionsClosedMetricAttributeKeyPeerNamespace    TCPConnectionsClosedMetricAttributeKey = "peer.namespace"
+	TCPConnectionsClosedMetricAttributeKeyPeerAddress      TCPConnectionsClosedMetricAttributeKey = "peer.address"
+	TCPConnectionsClosedMetricAttributeKeyPeerPort         TCPConnectionsClosedMetricAttributeKey = "peer.port"
 )
 
 // TCPConnectionsClosedMetricConfig provides config for the tcp.connections.closed metric.
@@ -1340,9 +1346,9 @@ func (ms *TCPConnectionsClosedMetricConfig) Unmarshal(parser *confmap.Conf) erro
 func (ms *TCPConnectionsClosedMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case TCPConnectionsClosedMetricAttributeKeyDirection, TCPConnectionsClosedMetricAttributeKeyNetworkType, TCPConnectionsClosedMetricAttributeKeyPeerWorkload, TCPConnectionsClosedMetricAttributeKeyPeerWorkloadKind, TCPConnectionsClosedMetricAttributeKeyPeerNamespace:
+		case TCPConnectionsClosedMetricAttributeKeyDirection, TCPConnectionsClosedMetricAttributeKeyNetworkType, TCPConnectionsClosedMetricAttributeKeyPeerWorkload, TCPConnectionsClosedMetricAttributeKeyPeerWorkloadKind, TCPConnectionsClosedMetricAttributeKeyPeerNamespace, TCPConnectionsClosedMetricAttributeKeyPeerAddress, TCPConnectionsClosedMetricAttributeKeyPeerPort:
 		default:
-			return fmt.Errorf("metric tcp.connections.closed doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace]", val)
+			return fmt.Errorf("metric tcp.connections.closed doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, peer.address, peer.port]", val)
 		}
 	}
 
@@ -1365,6 +1371,8 @@ const (
 	TCPConnectionsFailedMetricAttributeKeyPeerWorkloadKind TCPConnectionsFailedMetricAttributeKey = "peer.workload.kind"
 	TCPConnectionsFailedMetricAttributeKeyPeerNamespace    TCPConnectionsFailedMetricAttributeKey = "peer.namespace"
 	TCPConnectionsFailedMetricAttributeKeyErrorType        TCPConnectionsFailedMetricAttributeKey = "error.type"
+	TCPConnectionsFailedMetricAttributeKeyPeerAddress      TCPConnectionsFailedMetricAttributeKey = "peer.address"
+	TCPConnectionsFailedMetricAttributeKeyPeerPort         TCPConnectionsFailedMetricAttributeKey = "peer.port"
 )
 
 // TCPConnectionsFailedMetricConfig provides config for the tcp.connections.failed metric.
@@ -1393,9 +1401,9 @@ func (ms *TCPConnectionsFailedMetricConfig) Unmarshal(parser *confmap.Conf) erro
 func (ms *TCPConnectionsFailedMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case TCPConnectionsFailedMetricAttributeKeyDirection, TCPConnectionsFailedMetricAttributeKeyNetworkType, TCPConnectionsFailedMetricAttributeKeyPeerWorkload, TCPConnectionsFailedMetricAttributeKeyPeerWorkloadKind, TCPConnectionsFailedMetricAttributeKeyPeerNamespace, TCPConnectionsFailedMetricAttributeKeyErrorType:
+		case TCPConnectionsFailedMetricAttributeKeyDirection, TCPConnectionsFailedMetricAttributeKeyNetworkType, TCPConnectionsFailedMetricAttributeKeyPeerWorkload, TCPConnectionsFailedMetricAttributeKeyPeerWorkloadKind, TCPConnectionsFailedMetricAttributeKeyPeerNamespace, TCPConnectionsFailedMetricAttributeKeyErrorType, TCPConnectionsFailedMetricAttributeKeyPeerAddress, TCPConnectionsFailedMetricAttributeKeyPeerPort:
 		default:
-			return fmt.Errorf("metric tcp.connections.failed doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, error.type]", val)
+			return fmt.Errorf("metric tcp.connections.failed doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, error.type, peer.address, peer.port]", val)
 		}
 	}
 
@@ -1417,6 +1425,8 @@ const (
 	TCPConnectionsOpenMetricAttributeKeyPeerWorkload     TCPConnectionsOpenMetricAttributeKey = "peer.workload"
 	TCPConnectionsOpenMetricAttributeKeyPeerWorkloadKind TCPConnectionsOpenMetricAttributeKey = "peer.workload.kind"
 	TCPConnectionsOpenMetricAttributeKeyPeerNamespace    TCPConnectionsOpenMetricAttributeKey = "peer.namespace"
+	TCPConnectionsOpenMetricAttributeKeyPeerAddress      TCPConnectionsOpenMetricAttributeKey = "peer.address"
+	TCPConnectionsOpenMetricAttributeKeyPeerPort         TCPConnectionsOpenMetricAttributeKey = "peer.port"
 )
 
 // TCPConnectionsOpenMetricConfig provides config for the tcp.connections.open metric.
@@ -1445,9 +1455,9 @@ func (ms *TCPConnectionsOpenMetricConfig) Unmarshal(parser *confmap.Conf) error 
 func (ms *TCPConnectionsOpenMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case TCPConnectionsOpenMetricAttributeKeyDirection, TCPConnectionsOpenMetricAttributeKeyNetworkType, TCPConnectionsOpenMetricAttributeKeyPeerWorkload, TCPConnectionsOpenMetricAttributeKeyPeerWorkloadKind, TCPConnectionsOpenMetricAttributeKeyPeerNamespace:
+		case TCPConnectionsOpenMetricAttributeKeyDirection, TCPConnectionsOpenMetricAttributeKeyNetworkType, TCPConnectionsOpenMetricAttributeKeyPeerWorkload, TCPConnectionsOpenMetricAttributeKeyPeerWorkloadKind, TCPConnectionsOpenMetricAttributeKeyPeerNamespace, TCPConnectionsOpenMetricAttributeKeyPeerAddress, TCPConnectionsOpenMetricAttributeKeyPeerPort:
 		default:
-			return fmt.Errorf("metric tcp.connections.open doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace]", val)
+			return fmt.Errorf("metric tcp.connections.open doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, peer.address, peer.port]", val)
 		}
 	}
 
@@ -1469,6 +1479,8 @@ const (
 	TCPConnectionsOpenedMetricAttributeKeyPeerWorkload     TCPConnectionsOpenedMetricAttributeKey = "peer.workload"
 	TCPConnectionsOpenedMetricAttributeKeyPeerWorkloadKind TCPConnectionsOpenedMetricAttributeKey = "peer.workload.kind"
 	TCPConnectionsOpenedMetricAttributeKeyPeerNamespace    TCPConnectionsOpenedMetricAttributeKey = "peer.namespace"
+	TCPConnectionsOpenedMetricAttributeKeyPeerAddress      TCPConnectionsOpenedMetricAttributeKey = "peer.address"
+	TCPConnectionsOpenedMetricAttributeKeyPeerPort         TCPConnectionsOpenedMetricAttributeKey = "peer.port"
 )
 
 // TCPConnectionsOpenedMetricConfig provides config for the tcp.connections.opened metric.
@@ -1497,9 +1509,9 @@ func (ms *TCPConnectionsOpenedMetricConfig) Unmarshal(parser *confmap.Conf) erro
 func (ms *TCPConnectionsOpenedMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case TCPConnectionsOpenedMetricAttributeKeyDirection, TCPConnectionsOpenedMetricAttributeKeyNetworkType, TCPConnectionsOpenedMetricAttributeKeyPeerWorkload, TCPConnectionsOpenedMetricAttributeKeyPeerWorkloadKind, TCPConnectionsOpenedMetricAttributeKeyPeerNamespace:
+		case TCPConnectionsOpenedMetricAttributeKeyDirection, TCPConnectionsOpenedMetricAttributeKeyNetworkType, TCPConnectionsOpenedMetricAttributeKeyPeerWorkload, TCPConnectionsOpenedMetricAttributeKeyPeerWorkloadKind, TCPConnectionsOpenedMetricAttributeKeyPeerNamespace, TCPConnectionsOpenedMetricAttributeKeyPeerAddress, TCPConnectionsOpenedMetricAttributeKeyPeerPort:
 		default:
-			return fmt.Errorf("metric tcp.connections.opened doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace]", val)
+			return fmt.Errorf("metric tcp.connections.opened doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, peer.address, peer.port]", val)
 		}
 	}
 
@@ -1521,6 +1533,8 @@ const (
 	TCPPacketsLostMetricAttributeKeyPeerWorkload     TCPPacketsLostMetricAttributeKey = "peer.workload"
 	TCPPacketsLostMetricAttributeKeyPeerWorkloadKind TCPPacketsLostMetricAttributeKey = "peer.workload.kind"
 	TCPPacketsLostMetricAttributeKeyPeerNamespace    TCPPacketsLostMetricAttributeKey = "peer.namespace"
+	TCPPacketsLostMetricAttributeKeyPeerAddress      TCPPacketsLostMetricAttributeKey = "peer.address"
+	TCPPacketsLostMetricAttributeKeyPeerPort         TCPPacketsLostMetricAttributeKey = "peer.port"
 )
 
 // TCPPacketsLostMetricConfig provides config for the tcp.packets.lost metric.
@@ -1549,9 +1563,9 @@ func (ms *TCPPacketsLostMetricConfig) Unmarshal(parser *confmap.Conf) error {
 func (ms *TCPPacketsLostMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case TCPPacketsLostMetricAttributeKeyDirection, TCPPacketsLostMetricAttributeKeyNetworkType, TCPPacketsLostMetricAttributeKeyPeerWorkload, TCPPacketsLostMetricAttributeKeyPeerWorkloadKind, TCPPacketsLostMetricAttributeKeyPeerNamespace:
+		case TCPPacketsLostMetricAttributeKeyDirection, TCPPacketsLostMetricAttributeKeyNetworkType, TCPPacketsLostMetricAttributeKeyPeerWorkload, TCPPacketsLostMetricAttributeKeyPeerWorkloadKind, TCPPacketsLostMetricAttributeKeyPeerNamespace, TCPPacketsLostMetricAttributeKeyPeerAddress, TCPPacketsLostMetricAttributeKeyPeerPort:
 		default:
-			return fmt.Errorf("metric tcp.packets.lost doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace]", val)
+			return fmt.Errorf("metric tcp.packets.lost doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, peer.address, peer.port]", val)
 		}
 	}
 
@@ -1573,6 +1587,8 @@ const (
 	TCPRetransmitsMetricAttributeKeyPeerWorkload     TCPRetransmitsMetricAttributeKey = "peer.workload"
 	TCPRetransmitsMetricAttributeKeyPeerWorkloadKind TCPRetransmitsMetricAttributeKey = "peer.workload.kind"
 	TCPRetransmitsMetricAttributeKeyPeerNamespace    TCPRetransmitsMetricAttributeKey = "peer.namespace"
+	TCPRetransmitsMetricAttributeKeyPeerAddress      TCPRetransmitsMetricAttributeKey = "peer.address"
+	TCPRetransmitsMetricAttributeKeyPeerPort         TCPRetransmitsMetricAttributeKey = "peer.port"
 )
 
 // TCPRetransmitsMetricConfig provides config for the tcp.retransmits metric.
@@ -1601,9 +1617,9 @@ func (ms *TCPRetransmitsMetricConfig) Unmarshal(parser *confmap.Conf) error {
 func (ms *TCPRetransmitsMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case TCPRetransmitsMetricAttributeKeyDirection, TCPRetransmitsMetricAttributeKeyNetworkType, TCPRetransmitsMetricAttributeKeyPeerWorkload, TCPRetransmitsMetricAttributeKeyPeerWorkloadKind, TCPRetransmitsMetricAttributeKeyPeerNamespace:
+		case TCPRetransmitsMetricAttributeKeyDirection, TCPRetransmitsMetricAttributeKeyNetworkType, TCPRetransmitsMetricAttributeKeyPeerWorkload, TCPRetransmitsMetricAttributeKeyPeerWorkloadKind, TCPRetransmitsMetricAttributeKeyPeerNamespace, TCPRetransmitsMetricAttributeKeyPeerAddress, TCPRetransmitsMetricAttributeKeyPeerPort:
 		default:
-			return fmt.Errorf("metric tcp.retransmits doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace]", val)
+			return fmt.Errorf("metric tcp.retransmits doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, peer.address, peer.port]", val)
 		}
 	}
 

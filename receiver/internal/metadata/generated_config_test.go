@@ -114,42 +114,42 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					TCPBytesReceived: TCPBytesReceivedMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []TCPBytesReceivedMetricAttributeKey{TCPBytesReceivedMetricAttributeKeyDirection, TCPBytesReceivedMetricAttributeKeyNetworkType, TCPBytesReceivedMetricAttributeKeyPeerWorkload, TCPBytesReceivedMetricAttributeKeyPeerWorkloadKind, TCPBytesReceivedMetricAttributeKeyPeerNamespace},
+						EnabledAttributes:   []TCPBytesReceivedMetricAttributeKey{TCPBytesReceivedMetricAttributeKeyDirection, TCPBytesReceivedMetricAttributeKeyNetworkType, TCPBytesReceivedMetricAttributeKeyPeerWorkload, TCPBytesReceivedMetricAttributeKeyPeerWorkloadKind, TCPBytesReceivedMetricAttributeKeyPeerNamespace, TCPBytesReceivedMetricAttributeKeyPeerAddress, TCPBytesReceivedMetricAttributeKeyPeerPort},
 					},
 					TCPBytesSent: TCPBytesSentMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []TCPBytesSentMetricAttributeKey{TCPBytesSentMetricAttributeKeyDirection, TCPBytesSentMetricAttributeKeyNetworkType, TCPBytesSentMetricAttributeKeyPeerWorkload, TCPBytesSentMetricAttributeKeyPeerWorkloadKind, TCPBytesSentMetricAttributeKeyPeerNamespace},
+						EnabledAttributes:   []TCPBytesSentMetricAttributeKey{TCPBytesSentMetricAttributeKeyDirection, TCPBytesSentMetricAttributeKeyNetworkType, TCPBytesSentMetricAttributeKeyPeerWorkload, TCPBytesSentMetricAttributeKeyPeerWorkloadKind, TCPBytesSentMetricAttributeKeyPeerNamespace, TCPBytesSentMetricAttributeKeyPeerAddress, TCPBytesSentMetricAttributeKeyPeerPort},
 					},
 					TCPConnectionsClosed: TCPConnectionsClosedMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []TCPConnectionsClosedMetricAttributeKey{TCPConnectionsClosedMetricAttributeKeyDirection, TCPConnectionsClosedMetricAttributeKeyNetworkType, TCPConnectionsClosedMetricAttributeKeyPeerWorkload, TCPConnectionsClosedMetricAttributeKeyPeerWorkloadKind, TCPConnectionsClosedMetricAttributeKeyPeerNamespace},
+						EnabledAttributes:   []TCPConnectionsClosedMetricAttributeKey{TCPConnectionsClosedMetricAttributeKeyDirection, TCPConnectionsClosedMetricAttributeKeyNetworkType, TCPConnectionsClosedMetricAttributeKeyPeerWorkload, TCPConnectionsClosedMetricAttributeKeyPeerWorkloadKind, TCPConnectionsClosedMetricAttributeKeyPeerNamespace, TCPConnectionsClosedMetricAttributeKeyPeerAddress, TCPConnectionsClosedMetricAttributeKeyPeerPort},
 					},
 					TCPConnectionsFailed: TCPConnectionsFailedMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []TCPConnectionsFailedMetricAttributeKey{TCPConnectionsFailedMetricAttributeKeyDirection, TCPConnectionsFailedMetricAttributeKeyNetworkType, TCPConnectionsFailedMetricAttributeKeyPeerWorkload, TCPConnectionsFailedMetricAttributeKeyPeerWorkloadKind, TCPConnectionsFailedMetricAttributeKeyPeerNamespace, TCPConnectionsFailedMetricAttributeKeyErrorType},
+						EnabledAttributes:   []TCPConnectionsFailedMetricAttributeKey{TCPConnectionsFailedMetricAttributeKeyDirection, TCPConnectionsFailedMetricAttributeKeyNetworkType, TCPConnectionsFailedMetricAttributeKeyPeerWorkload, TCPConnectionsFailedMetricAttributeKeyPeerWorkloadKind, TCPConnectionsFailedMetricAttributeKeyPeerNamespace, TCPConnectionsFailedMetricAttributeKeyErrorType, TCPConnectionsFailedMetricAttributeKeyPeerAddress, TCPConnectionsFailedMetricAttributeKeyPeerPort},
 					},
 					TCPConnectionsOpen: TCPConnectionsOpenMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []TCPConnectionsOpenMetricAttributeKey{TCPConnectionsOpenMetricAttributeKeyDirection, TCPConnectionsOpenMetricAttributeKeyNetworkType, TCPConnectionsOpenMetricAttributeKeyPeerWorkload, TCPConnectionsOpenMetricAttributeKeyPeerWorkloadKind, TCPConnectionsOpenMetricAttributeKeyPeerNamespace},
+						EnabledAttributes:   []TCPConnectionsOpenMetricAttributeKey{TCPConnectionsOpenMetricAttributeKeyDirection, TCPConnectionsOpenMetricAttributeKeyNetworkType, TCPConnectionsOpenMetricAttributeKeyPeerWorkload, TCPConnectionsOpenMetricAttributeKeyPeerWorkloadKind, TCPConnectionsOpenMetricAttributeKeyPeerNamespace, TCPConnectionsOpenMetricAttributeKeyPeerAddress, TCPConnectionsOpenMetricAttributeKeyPeerPort},
 					},
 					TCPConnectionsOpened: TCPConnectionsOpenedMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []TCPConnectionsOpenedMetricAttributeKey{TCPConnectionsOpenedMetricAttributeKeyDirection, TCPConnectionsOpenedMetricAttributeKeyNetworkType, TCPConnectionsOpenedMetricAttributeKeyPeerWorkload, TCPConnectionsOpenedMetricAttributeKeyPeerWorkloadKind, TCPConnectionsOpenedMetricAttributeKeyPeerNamespace},
+						EnabledAttributes:   []TCPConnectionsOpenedMetricAttributeKey{TCPConnectionsOpenedMetricAttributeKeyDirection, TCPConnectionsOpenedMetricAttributeKeyNetworkType, TCPConnectionsOpenedMetricAttributeKeyPeerWorkload, TCPConnectionsOpenedMetricAttributeKeyPeerWorkloadKind, TCPConnectionsOpenedMetricAttributeKeyPeerNamespace, TCPConnectionsOpenedMetricAttributeKeyPeerAddress, TCPConnectionsOpenedMetricAttributeKeyPeerPort},
 					},
 					TCPPacketsLost: TCPPacketsLostMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []TCPPacketsLostMetricAttributeKey{TCPPacketsLostMetricAttributeKeyDirection, TCPPacketsLostMetricAttributeKeyNetworkType, TCPPacketsLostMetricAttributeKeyPeerWorkload, TCPPacketsLostMetricAttributeKeyPeerWorkloadKind, TCPPacketsLostMetricAttributeKeyPeerNamespace},
+						EnabledAttributes:   []TCPPacketsLostMetricAttributeKey{TCPPacketsLostMetricAttributeKeyDirection, TCPPacketsLostMetricAttributeKeyNetworkType, TCPPacketsLostMetricAttributeKeyPeerWorkload, TCPPacketsLostMetricAttributeKeyPeerWorkloadKind, TCPPacketsLostMetricAttributeKeyPeerNamespace, TCPPacketsLostMetricAttributeKeyPeerAddress, TCPPacketsLostMetricAttributeKeyPeerPort},
 					},
 					TCPRetransmits: TCPRetransmitsMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []TCPRetransmitsMetricAttributeKey{TCPRetransmitsMetricAttributeKeyDirection, TCPRetransmitsMetricAttributeKeyNetworkType, TCPRetransmitsMetricAttributeKeyPeerWorkload, TCPRetransmitsMetricAttributeKeyPeerWorkloadKind, TCPRetransmitsMetricAttributeKeyPeerNamespace},
+						EnabledAttributes:   []TCPRetransmitsMetricAttributeKey{TCPRetransmitsMetricAttributeKeyDirection, TCPRetransmitsMetricAttributeKeyNetworkType, TCPRetransmitsMetricAttributeKeyPeerWorkload, TCPRetransmitsMetricAttributeKeyPeerWorkloadKind, TCPRetransmitsMetricAttributeKeyPeerNamespace, TCPRetransmitsMetricAttributeKeyPeerAddress, TCPRetransmitsMetricAttributeKeyPeerPort},
 					},
 					TCPServiceBytesReceived: TCPServiceBytesReceivedMetricConfig{
 						Enabled:             true,
@@ -311,42 +311,42 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					TCPBytesReceived: TCPBytesReceivedMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []TCPBytesReceivedMetricAttributeKey{TCPBytesReceivedMetricAttributeKeyDirection, TCPBytesReceivedMetricAttributeKeyNetworkType, TCPBytesReceivedMetricAttributeKeyPeerWorkload, TCPBytesReceivedMetricAttributeKeyPeerWorkloadKind, TCPBytesReceivedMetricAttributeKeyPeerNamespace},
+						EnabledAttributes:   []TCPBytesReceivedMetricAttributeKey{TCPBytesReceivedMetricAttributeKeyDirection, TCPBytesReceivedMetricAttributeKeyNetworkType, TCPBytesReceivedMetricAttributeKeyPeerWorkload, TCPBytesReceivedMetricAttributeKeyPeerWorkloadKind, TCPBytesReceivedMetricAttributeKeyPeerNamespace, TCPBytesReceivedMetricAttributeKeyPeerAddress, TCPBytesReceivedMetricAttributeKeyPeerPort},
 					},
 					TCPBytesSent: TCPBytesSentMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []TCPBytesSentMetricAttributeKey{TCPBytesSentMetricAttributeKeyDirection, TCPBytesSentMetricAttributeKeyNetworkType, TCPBytesSentMetricAttributeKeyPeerWorkload, TCPBytesSentMetricAttributeKeyPeerWorkloadKind, TCPBytesSentMetricAttributeKeyPeerNamespace},
+						EnabledAttributes:   []TCPBytesSentMetricAttributeKey{TCPBytesSentMetricAttributeKeyDirection, TCPBytesSentMetricAttributeKeyNetworkType, TCPBytesSentMetricAttributeKeyPeerWorkload, TCPBytesSentMetricAttributeKeyPeerWorkloadKind, TCPBytesSentMetricAttributeKeyPeerNamespace, TCPBytesSentMetricAttributeKeyPeerAddress, TCPBytesSentMetricAttributeKeyPeerPort},
 					},
 					TCPConnectionsClosed: TCPConnectionsClosedMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []TCPConnectionsClosedMetricAttributeKey{TCPConnectionsClosedMetricAttributeKeyDirection, TCPConnectionsClosedMetricAttributeKeyNetworkType, TCPConnectionsClosedMetricAttributeKeyPeerWorkload, TCPConnectionsClosedMetricAttributeKeyPeerWorkloadKind, TCPConnectionsClosedMetricAttributeKeyPeerNamespace},
+						EnabledAttributes:   []TCPConnectionsClosedMetricAttributeKey{TCPConnectionsClosedMetricAttributeKeyDirection, TCPConnectionsClosedMetricAttributeKeyNetworkType, TCPConnectionsClosedMetricAttributeKeyPeerWorkload, TCPConnectionsClosedMetricAttributeKeyPeerWorkloadKind, TCPConnectionsClosedMetricAttributeKeyPeerNamespace, TCPConnectionsClosedMetricAttributeKeyPeerAddress, TCPConnectionsClosedMetricAttributeKeyPeerPort},
 					},
 					TCPConnectionsFailed: TCPConnectionsFailedMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []TCPConnectionsFailedMetricAttributeKey{TCPConnectionsFailedMetricAttributeKeyDirection, TCPConnectionsFailedMetricAttributeKeyNetworkType, TCPConnectionsFailedMetricAttributeKeyPeerWorkload, TCPConnectionsFailedMetricAttributeKeyPeerWorkloadKind, TCPConnectionsFailedMetricAttributeKeyPeerNamespace, TCPConnectionsFailedMetricAttributeKeyErrorType},
+						EnabledAttributes:   []TCPConnectionsFailedMetricAttributeKey{TCPConnectionsFailedMetricAttributeKeyDirection, TCPConnectionsFailedMetricAttributeKeyNetworkType, TCPConnectionsFailedMetricAttributeKeyPeerWorkload, TCPConnectionsFailedMetricAttributeKeyPeerWorkloadKind, TCPConnectionsFailedMetricAttributeKeyPeerNamespace, TCPConnectionsFailedMetricAttributeKeyErrorType, TCPConnectionsFailedMetricAttributeKeyPeerAddress, TCPConnectionsFailedMetricAttributeKeyPeerPort},
 					},
 					TCPConnectionsOpen: TCPConnectionsOpenMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []TCPConnectionsOpenMetricAttributeKey{TCPConnectionsOpenMetricAttributeKeyDirection, TCPConnectionsOpenMetricAttributeKeyNetworkType, TCPConnectionsOpenMetricAttributeKeyPeerWorkload, TCPConnectionsOpenMetricAttributeKeyPeerWorkloadKind, TCPConnectionsOpenMetricAttributeKeyPeerNamespace},
+						EnabledAttributes:   []TCPConnectionsOpenMetricAttributeKey{TCPConnectionsOpenMetricAttributeKeyDirection, TCPConnectionsOpenMetricAttributeKeyNetworkType, TCPConnectionsOpenMetricAttributeKeyPeerWorkload, TCPConnectionsOpenMetricAttributeKeyPeerWorkloadKind, TCPConnectionsOpenMetricAttributeKeyPeerNamespace, TCPConnectionsOpenMetricAttributeKeyPeerAddress, TCPConnectionsOpenMetricAttributeKeyPeerPort},
 					},
 					TCPConnectionsOpened: TCPConnectionsOpenedMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []TCPConnectionsOpenedMetricAttributeKey{TCPConnectionsOpenedMetricAttributeKeyDirection, TCPConnectionsOpenedMetricAttributeKeyNetworkType, TCPConnectionsOpenedMetricAttributeKeyPeerWorkload, TCPConnectionsOpenedMetricAttributeKeyPeerWorkloadKind, TCPConnectionsOpenedMetricAttributeKeyPeerNamespace},
+						EnabledAttributes:   []TCPConnectionsOpenedMetricAttributeKey{TCPConnectionsOpenedMetricAttributeKeyDirection, TCPConnectionsOpenedMetricAttributeKeyNetworkType, TCPConnectionsOpenedMetricAttributeKeyPeerWorkload, TCPConnectionsOpenedMetricAttributeKeyPeerWorkloadKind, TCPConnectionsOpenedMetricAttributeKeyPeerNamespace, TCPConnectionsOpenedMetricAttributeKeyPeerAddress, TCPConnectionsOpenedMetricAttributeKeyPeerPort},
 					},
 					TCPPacketsLost: TCPPacketsLostMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []TCPPacketsLostMetricAttributeKey{TCPPacketsLostMetricAttributeKeyDirection, TCPPacketsLostMetricAttributeKeyNetworkType, TCPPacketsLostMetricAttributeKeyPeerWorkload, TCPPacketsLostMetricAttributeKeyPeerWorkloadKind, TCPPacketsLostMetricAttributeKeyPeerNamespace},
+						EnabledAttributes:   []TCPPacketsLostMetricAttributeKey{TCPPacketsLostMetricAttributeKeyDirection, TCPPacketsLostMetricAttributeKeyNetworkType, TCPPacketsLostMetricAttributeKeyPeerWorkload, TCPPacketsLostMetricAttributeKeyPeerWorkloadKind, TCPPacketsLostMetricAttributeKeyPeerNamespace, TCPPacketsLostMetricAttributeKeyPeerAddress, TCPPacketsLostMetricAttributeKeyPeerPort},
 					},
 					TCPRetransmits: TCPRetransmitsMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []TCPRetransmitsMetricAttributeKey{TCPRetransmitsMetricAttributeKeyDirection, TCPRetransmitsMetricAttributeKeyNetworkType, TCPRetransmitsMetricAttributeKeyPeerWorkload, TCPRetransmitsMetricAttributeKeyPeerWorkloadKind, TCPRetransmitsMetricAttributeKeyPeerNamespace},
+						EnabledAttributes:   []TCPRetransmitsMetricAttributeKey{TCPRetransmitsMetricAttributeKeyDirection, TCPRetransmitsMetricAttributeKeyNetworkType, TCPRetransmitsMetricAttributeKeyPeerWorkload, TCPRetransmitsMetricAttributeKeyPeerWorkloadKind, TCPRetransmitsMetricAttributeKeyPeerNamespace, TCPRetransmitsMetricAttributeKeyPeerAddress, TCPRetransmitsMetricAttributeKeyPeerPort},
 					},
 					TCPServiceBytesReceived: TCPServiceBytesReceivedMetricConfig{
 						Enabled:             false,
@@ -634,7 +634,7 @@ func TestTCPBytesReceivedMetricsConfig_Validate(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	cfg.EnabledAttributes = []TCPBytesReceivedMetricAttributeKey{"invalid"}
-	require.ErrorContains(t, cfg.Validate(), "metric tcp.bytes.received doesn't have an attribute invalid, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace]")
+	require.ErrorContains(t, cfg.Validate(), "metric tcp.bytes.received doesn't have an attribute invalid, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, peer.address, peer.port]")
 
 	cfg = DefaultMetricsConfig().TCPBytesReceived
 	cfg.AggregationStrategy = "invalid"
@@ -646,7 +646,7 @@ func TestTCPBytesSentMetricsConfig_Validate(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	cfg.EnabledAttributes = []TCPBytesSentMetricAttributeKey{"invalid"}
-	require.ErrorContains(t, cfg.Validate(), "metric tcp.bytes.sent doesn't have an attribute invalid, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace]")
+	require.ErrorContains(t, cfg.Validate(), "metric tcp.bytes.sent doesn't have an attribute invalid, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, peer.address, peer.port]")
 
 	cfg = DefaultMetricsConfig().TCPBytesSent
 	cfg.AggregationStrategy = "invalid"
@@ -658,7 +658,7 @@ func TestTCPConnectionsClosedMetricsConfig_Validate(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	cfg.EnabledAttributes = []TCPConnectionsClosedMetricAttributeKey{"invalid"}
-	require.ErrorContains(t, cfg.Validate(), "metric tcp.connections.closed doesn't have an attribute invalid, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace]")
+	require.ErrorContains(t, cfg.Validate(), "metric tcp.connections.closed doesn't have an attribute invalid, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, peer.address, peer.port]")
 
 	cfg = DefaultMetricsConfig().TCPConnectionsClosed
 	cfg.AggregationStrategy = "invalid"
@@ -670,7 +670,7 @@ func TestTCPConnectionsFailedMetricsConfig_Validate(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	cfg.EnabledAttributes = []TCPConnectionsFailedMetricAttributeKey{"invalid"}
-	require.ErrorContains(t, cfg.Validate(), "metric tcp.connections.failed doesn't have an attribute invalid, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, error.type]")
+	require.ErrorContains(t, cfg.Validate(), "metric tcp.connections.failed doesn't have an attribute invalid, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, error.type, peer.address, peer.port]")
 
 	cfg = DefaultMetricsConfig().TCPConnectionsFailed
 	cfg.AggregationStrategy = "invalid"
@@ -682,7 +682,7 @@ func TestTCPConnectionsOpenMetricsConfig_Validate(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	cfg.EnabledAttributes = []TCPConnectionsOpenMetricAttributeKey{"invalid"}
-	require.ErrorContains(t, cfg.Validate(), "metric tcp.connections.open doesn't have an attribute invalid, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace]")
+	require.ErrorContains(t, cfg.Validate(), "metric tcp.connections.open doesn't have an attribute invalid, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, peer.address, peer.port]")
 
 	cfg = DefaultMetricsConfig().TCPConnectionsOpen
 	cfg.AggregationStrategy = "invalid"
@@ -694,7 +694,7 @@ func TestTCPConnectionsOpenedMetricsConfig_Validate(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	cfg.EnabledAttributes = []TCPConnectionsOpenedMetricAttributeKey{"invalid"}
-	require.ErrorContains(t, cfg.Validate(), "metric tcp.connections.opened doesn't have an attribute invalid, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace]")
+	require.ErrorContains(t, cfg.Validate(), "metric tcp.connections.opened doesn't have an attribute invalid, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, peer.address, peer.port]")
 
 	cfg = DefaultMetricsConfig().TCPConnectionsOpened
 	cfg.AggregationStrategy = "invalid"
@@ -706,7 +706,7 @@ func TestTCPPacketsLostMetricsConfig_Validate(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	cfg.EnabledAttributes = []TCPPacketsLostMetricAttributeKey{"invalid"}
-	require.ErrorContains(t, cfg.Validate(), "metric tcp.packets.lost doesn't have an attribute invalid, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace]")
+	require.ErrorContains(t, cfg.Validate(), "metric tcp.packets.lost doesn't have an attribute invalid, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, peer.address, peer.port]")
 
 	cfg = DefaultMetricsConfig().TCPPacketsLost
 	cfg.AggregationStrategy = "invalid"
@@ -718,7 +718,7 @@ func TestTCPRetransmitsMetricsConfig_Validate(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	cfg.EnabledAttributes = []TCPRetransmitsMetricAttributeKey{"invalid"}
-	require.ErrorContains(t, cfg.Validate(), "metric tcp.retransmits doesn't have an attribute invalid, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace]")
+	require.ErrorContains(t, cfg.Validate(), "metric tcp.retransmits doesn't have an attribute invalid, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, peer.address, peer.port]")
 
 	cfg = DefaultMetricsConfig().TCPRetransmits
 	cfg.AggregationStrategy = "invalid"

@@ -278,35 +278,35 @@ var MetricsInfo = metricsInfo{
 	},
 	TCPBytesReceived: metricInfo{
 		Name:       "tcp.bytes.received",
-		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace"},
+		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace", "peer.address", "peer.port"},
 	},
 	TCPBytesSent: metricInfo{
 		Name:       "tcp.bytes.sent",
-		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace"},
+		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace", "peer.address", "peer.port"},
 	},
 	TCPConnectionsClosed: metricInfo{
 		Name:       "tcp.connections.closed",
-		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace"},
+		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace", "peer.address", "peer.port"},
 	},
 	TCPConnectionsFailed: metricInfo{
 		Name:       "tcp.connections.failed",
-		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace", "error.type"},
+		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace", "error.type", "peer.address", "peer.port"},
 	},
 	TCPConnectionsOpen: metricInfo{
 		Name:       "tcp.connections.open",
-		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace"},
+		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace", "peer.address", "peer.port"},
 	},
 	TCPConnectionsOpened: metricInfo{
 		Name:       "tcp.connections.opened",
-		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace"},
+		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace", "peer.address", "peer.port"},
 	},
 	TCPPacketsLost: metricInfo{
 		Name:       "tcp.packets.lost",
-		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace"},
+		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace", "peer.address", "peer.port"},
 	},
 	TCPRetransmits: metricInfo{
 		Name:       "tcp.retransmits",
-		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace"},
+		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace", "peer.address", "peer.port"},
 	},
 	TCPServiceBytesReceived: metricInfo{
 		Name:       "tcp.service.bytes.received",
@@ -3086,7 +3086,7 @@ func (m *metricTCPBytesReceived) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricTCPBytesReceived) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
+func (m *metricTCPBytesReceived) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, peerAddressAttributeValue string, peerPortAttributeValue int64) {
 	if !m.config.Enabled {
 		return
 	}
@@ -3108,6 +3108,12 @@ func (m *metricTCPBytesReceived) recordDataPoint(start pcommon.Timestamp, ts pco
 	}
 	if slices.Contains(m.config.EnabledAttributes, TCPBytesReceivedMetricAttributeKeyPeerNamespace) {
 		dp.Attributes().PutStr("peer.namespace", peerNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPBytesReceivedMetricAttributeKeyPeerAddress) {
+		dp.Attributes().PutStr("peer.address", peerAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPBytesReceivedMetricAttributeKeyPeerPort) {
+		dp.Attributes().PutInt("peer.port", peerPortAttributeValue)
 	}
 
 	var s string
@@ -3189,7 +3195,7 @@ func (m *metricTCPBytesSent) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricTCPBytesSent) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
+func (m *metricTCPBytesSent) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, peerAddressAttributeValue string, peerPortAttributeValue int64) {
 	if !m.config.Enabled {
 		return
 	}
@@ -3211,6 +3217,12 @@ func (m *metricTCPBytesSent) recordDataPoint(start pcommon.Timestamp, ts pcommon
 	}
 	if slices.Contains(m.config.EnabledAttributes, TCPBytesSentMetricAttributeKeyPeerNamespace) {
 		dp.Attributes().PutStr("peer.namespace", peerNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPBytesSentMetricAttributeKeyPeerAddress) {
+		dp.Attributes().PutStr("peer.address", peerAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPBytesSentMetricAttributeKeyPeerPort) {
+		dp.Attributes().PutInt("peer.port", peerPortAttributeValue)
 	}
 
 	var s string
@@ -3292,7 +3304,7 @@ func (m *metricTCPConnectionsClosed) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricTCPConnectionsClosed) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
+func (m *metricTCPConnectionsClosed) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, peerAddressAttributeValue string, peerPortAttributeValue int64) {
 	if !m.config.Enabled {
 		return
 	}
@@ -3314,6 +3326,12 @@ func (m *metricTCPConnectionsClosed) recordDataPoint(start pcommon.Timestamp, ts
 	}
 	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsClosedMetricAttributeKeyPeerNamespace) {
 		dp.Attributes().PutStr("peer.namespace", peerNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsClosedMetricAttributeKeyPeerAddress) {
+		dp.Attributes().PutStr("peer.address", peerAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsClosedMetricAttributeKeyPeerPort) {
+		dp.Attributes().PutInt("peer.port", peerPortAttributeValue)
 	}
 
 	var s string
@@ -3395,7 +3413,7 @@ func (m *metricTCPConnectionsFailed) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricTCPConnectionsFailed) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, errorTypeAttributeValue string) {
+func (m *metricTCPConnectionsFailed) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, errorTypeAttributeValue string, peerAddressAttributeValue string, peerPortAttributeValue int64) {
 	if !m.config.Enabled {
 		return
 	}
@@ -3420,6 +3438,12 @@ func (m *metricTCPConnectionsFailed) recordDataPoint(start pcommon.Timestamp, ts
 	}
 	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsFailedMetricAttributeKeyErrorType) {
 		dp.Attributes().PutStr("error.type", errorTypeAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsFailedMetricAttributeKeyPeerAddress) {
+		dp.Attributes().PutStr("peer.address", peerAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsFailedMetricAttributeKeyPeerPort) {
+		dp.Attributes().PutInt("peer.port", peerPortAttributeValue)
 	}
 
 	var s string
@@ -3501,7 +3525,7 @@ func (m *metricTCPConnectionsOpen) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricTCPConnectionsOpen) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
+func (m *metricTCPConnectionsOpen) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, peerAddressAttributeValue string, peerPortAttributeValue int64) {
 	if !m.config.Enabled {
 		return
 	}
@@ -3523,6 +3547,12 @@ func (m *metricTCPConnectionsOpen) recordDataPoint(start pcommon.Timestamp, ts p
 	}
 	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsOpenMetricAttributeKeyPeerNamespace) {
 		dp.Attributes().PutStr("peer.namespace", peerNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsOpenMetricAttributeKeyPeerAddress) {
+		dp.Attributes().PutStr("peer.address", peerAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsOpenMetricAttributeKeyPeerPort) {
+		dp.Attributes().PutInt("peer.port", peerPortAttributeValue)
 	}
 
 	var s string
@@ -3604,7 +3634,7 @@ func (m *metricTCPConnectionsOpened) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricTCPConnectionsOpened) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
+func (m *metricTCPConnectionsOpened) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, peerAddressAttributeValue string, peerPortAttributeValue int64) {
 	if !m.config.Enabled {
 		return
 	}
@@ -3626,6 +3656,12 @@ func (m *metricTCPConnectionsOpened) recordDataPoint(start pcommon.Timestamp, ts
 	}
 	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsOpenedMetricAttributeKeyPeerNamespace) {
 		dp.Attributes().PutStr("peer.namespace", peerNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsOpenedMetricAttributeKeyPeerAddress) {
+		dp.Attributes().PutStr("peer.address", peerAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPConnectionsOpenedMetricAttributeKeyPeerPort) {
+		dp.Attributes().PutInt("peer.port", peerPortAttributeValue)
 	}
 
 	var s string
@@ -3707,7 +3743,7 @@ func (m *metricTCPPacketsLost) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricTCPPacketsLost) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
+func (m *metricTCPPacketsLost) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, peerAddressAttributeValue string, peerPortAttributeValue int64) {
 	if !m.config.Enabled {
 		return
 	}
@@ -3729,6 +3765,12 @@ func (m *metricTCPPacketsLost) recordDataPoint(start pcommon.Timestamp, ts pcomm
 	}
 	if slices.Contains(m.config.EnabledAttributes, TCPPacketsLostMetricAttributeKeyPeerNamespace) {
 		dp.Attributes().PutStr("peer.namespace", peerNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPPacketsLostMetricAttributeKeyPeerAddress) {
+		dp.Attributes().PutStr("peer.address", peerAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPPacketsLostMetricAttributeKeyPeerPort) {
+		dp.Attributes().PutInt("peer.port", peerPortAttributeValue)
 	}
 
 	var s string
@@ -3810,7 +3852,7 @@ func (m *metricTCPRetransmits) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricTCPRetransmits) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
+func (m *metricTCPRetransmits) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, peerAddressAttributeValue string, peerPortAttributeValue int64) {
 	if !m.config.Enabled {
 		return
 	}
@@ -3832,6 +3874,12 @@ func (m *metricTCPRetransmits) recordDataPoint(start pcommon.Timestamp, ts pcomm
 	}
 	if slices.Contains(m.config.EnabledAttributes, TCPRetransmitsMetricAttributeKeyPeerNamespace) {
 		dp.Attributes().PutStr("peer.namespace", peerNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPRetransmitsMetricAttributeKeyPeerAddress) {
+		dp.Attributes().PutStr("peer.address", peerAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPRetransmitsMetricAttributeKeyPeerPort) {
+		dp.Attributes().PutInt("peer.port", peerPortAttributeValue)
 	}
 
 	var s string
@@ -5237,43 +5285,43 @@ func (mb *MetricsBuilder) RecordKmeshTCPWorkloadSentBytesDataPoint(ts pcommon.Ti
 }
 
 // RecordTCPBytesReceivedDataPoint adds a data point to tcp.bytes.received metric.
-func (mb *MetricsBuilder) RecordTCPBytesReceivedDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
-	mb.metricTCPBytesReceived.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue)
+func (mb *MetricsBuilder) RecordTCPBytesReceivedDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, peerAddressAttributeValue string, peerPortAttributeValue int64) {
+	mb.metricTCPBytesReceived.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue, peerAddressAttributeValue, peerPortAttributeValue)
 }
 
 // RecordTCPBytesSentDataPoint adds a data point to tcp.bytes.sent metric.
-func (mb *MetricsBuilder) RecordTCPBytesSentDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
-	mb.metricTCPBytesSent.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue)
+func (mb *MetricsBuilder) RecordTCPBytesSentDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, peerAddressAttributeValue string, peerPortAttributeValue int64) {
+	mb.metricTCPBytesSent.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue, peerAddressAttributeValue, peerPortAttributeValue)
 }
 
 // RecordTCPConnectionsClosedDataPoint adds a data point to tcp.connections.closed metric.
-func (mb *MetricsBuilder) RecordTCPConnectionsClosedDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
-	mb.metricTCPConnectionsClosed.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue)
+func (mb *MetricsBuilder) RecordTCPConnectionsClosedDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, peerAddressAttributeValue string, peerPortAttributeValue int64) {
+	mb.metricTCPConnectionsClosed.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue, peerAddressAttributeValue, peerPortAttributeValue)
 }
 
 // RecordTCPConnectionsFailedDataPoint adds a data point to tcp.connections.failed metric.
-func (mb *MetricsBuilder) RecordTCPConnectionsFailedDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, errorTypeAttributeValue AttributeErrorType) {
-	mb.metricTCPConnectionsFailed.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue, errorTypeAttributeValue.String())
+func (mb *MetricsBuilder) RecordTCPConnectionsFailedDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, errorTypeAttributeValue AttributeErrorType, peerAddressAttributeValue string, peerPortAttributeValue int64) {
+	mb.metricTCPConnectionsFailed.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue, errorTypeAttributeValue.String(), peerAddressAttributeValue, peerPortAttributeValue)
 }
 
 // RecordTCPConnectionsOpenDataPoint adds a data point to tcp.connections.open metric.
-func (mb *MetricsBuilder) RecordTCPConnectionsOpenDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
-	mb.metricTCPConnectionsOpen.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue)
+func (mb *MetricsBuilder) RecordTCPConnectionsOpenDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, peerAddressAttributeValue string, peerPortAttributeValue int64) {
+	mb.metricTCPConnectionsOpen.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue, peerAddressAttributeValue, peerPortAttributeValue)
 }
 
 // RecordTCPConnectionsOpenedDataPoint adds a data point to tcp.connections.opened metric.
-func (mb *MetricsBuilder) RecordTCPConnectionsOpenedDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
-	mb.metricTCPConnectionsOpened.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue)
+func (mb *MetricsBuilder) RecordTCPConnectionsOpenedDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, peerAddressAttributeValue string, peerPortAttributeValue int64) {
+	mb.metricTCPConnectionsOpened.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue, peerAddressAttributeValue, peerPortAttributeValue)
 }
 
 // RecordTCPPacketsLostDataPoint adds a data point to tcp.packets.lost metric.
-func (mb *MetricsBuilder) RecordTCPPacketsLostDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
-	mb.metricTCPPacketsLost.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue)
+func (mb *MetricsBuilder) RecordTCPPacketsLostDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, peerAddressAttributeValue string, peerPortAttributeValue int64) {
+	mb.metricTCPPacketsLost.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue, peerAddressAttributeValue, peerPortAttributeValue)
 }
 
 // RecordTCPRetransmitsDataPoint adds a data point to tcp.retransmits metric.
-func (mb *MetricsBuilder) RecordTCPRetransmitsDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string) {
-	mb.metricTCPRetransmits.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue)
+func (mb *MetricsBuilder) RecordTCPRetransmitsDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, peerAddressAttributeValue string, peerPortAttributeValue int64) {
+	mb.metricTCPRetransmits.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue, peerAddressAttributeValue, peerPortAttributeValue)
 }
 
 // RecordTCPServiceBytesReceivedDataPoint adds a data point to tcp.service.bytes.received metric.

@@ -211,51 +211,51 @@ func TestMetricsBuilder(t *testing.T) {
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordTCPBytesReceivedDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "peer.workload-val", "peer.workload.kind-val", "peer.namespace-val")
+			mb.RecordTCPBytesReceivedDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "peer.workload-val", "peer.workload.kind-val", "peer.namespace-val", "peer.address-val", 9)
 			if tt.name == "reaggregate_set" {
-				mb.RecordTCPBytesReceivedDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "peer.workload-val-2", "peer.workload.kind-val-2", "peer.namespace-val-2")
+				mb.RecordTCPBytesReceivedDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "peer.workload-val-2", "peer.workload.kind-val-2", "peer.namespace-val-2", "peer.address-val-2", 10)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordTCPBytesSentDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "peer.workload-val", "peer.workload.kind-val", "peer.namespace-val")
+			mb.RecordTCPBytesSentDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "peer.workload-val", "peer.workload.kind-val", "peer.namespace-val", "peer.address-val", 9)
 			if tt.name == "reaggregate_set" {
-				mb.RecordTCPBytesSentDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "peer.workload-val-2", "peer.workload.kind-val-2", "peer.namespace-val-2")
+				mb.RecordTCPBytesSentDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "peer.workload-val-2", "peer.workload.kind-val-2", "peer.namespace-val-2", "peer.address-val-2", 10)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordTCPConnectionsClosedDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "peer.workload-val", "peer.workload.kind-val", "peer.namespace-val")
+			mb.RecordTCPConnectionsClosedDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "peer.workload-val", "peer.workload.kind-val", "peer.namespace-val", "peer.address-val", 9)
 			if tt.name == "reaggregate_set" {
-				mb.RecordTCPConnectionsClosedDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "peer.workload-val-2", "peer.workload.kind-val-2", "peer.namespace-val-2")
+				mb.RecordTCPConnectionsClosedDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "peer.workload-val-2", "peer.workload.kind-val-2", "peer.namespace-val-2", "peer.address-val-2", 10)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordTCPConnectionsFailedDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "peer.workload-val", "peer.workload.kind-val", "peer.namespace-val", AttributeErrorTypeRefused)
+			mb.RecordTCPConnectionsFailedDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "peer.workload-val", "peer.workload.kind-val", "peer.namespace-val", AttributeErrorTypeRefused, "peer.address-val", 9)
 			if tt.name == "reaggregate_set" {
-				mb.RecordTCPConnectionsFailedDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "peer.workload-val-2", "peer.workload.kind-val-2", "peer.namespace-val-2", AttributeErrorTypeTimedOut)
+				mb.RecordTCPConnectionsFailedDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "peer.workload-val-2", "peer.workload.kind-val-2", "peer.namespace-val-2", AttributeErrorTypeTimedOut, "peer.address-val-2", 10)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordTCPConnectionsOpenDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "peer.workload-val", "peer.workload.kind-val", "peer.namespace-val")
+			mb.RecordTCPConnectionsOpenDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "peer.workload-val", "peer.workload.kind-val", "peer.namespace-val", "peer.address-val", 9)
 			if tt.name == "reaggregate_set" {
-				mb.RecordTCPConnectionsOpenDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "peer.workload-val-2", "peer.workload.kind-val-2", "peer.namespace-val-2")
+				mb.RecordTCPConnectionsOpenDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "peer.workload-val-2", "peer.workload.kind-val-2", "peer.namespace-val-2", "peer.address-val-2", 10)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordTCPConnectionsOpenedDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "peer.workload-val", "peer.workload.kind-val", "peer.namespace-val")
+			mb.RecordTCPConnectionsOpenedDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "peer.workload-val", "peer.workload.kind-val", "peer.namespace-val", "peer.address-val", 9)
 			if tt.name == "reaggregate_set" {
-				mb.RecordTCPConnectionsOpenedDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "peer.workload-val-2", "peer.workload.kind-val-2", "peer.namespace-val-2")
+				mb.RecordTCPConnectionsOpenedDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "peer.workload-val-2", "peer.workload.kind-val-2", "peer.namespace-val-2", "peer.address-val-2", 10)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordTCPPacketsLostDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "peer.workload-val", "peer.workload.kind-val", "peer.namespace-val")
+			mb.RecordTCPPacketsLostDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "peer.workload-val", "peer.workload.kind-val", "peer.namespace-val", "peer.address-val", 9)
 			if tt.name == "reaggregate_set" {
-				mb.RecordTCPPacketsLostDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "peer.workload-val-2", "peer.workload.kind-val-2", "peer.namespace-val-2")
+				mb.RecordTCPPacketsLostDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "peer.workload-val-2", "peer.workload.kind-val-2", "peer.namespace-val-2", "peer.address-val-2", 10)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordTCPRetransmitsDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "peer.workload-val", "peer.workload.kind-val", "peer.namespace-val")
+			mb.RecordTCPRetransmitsDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "peer.workload-val", "peer.workload.kind-val", "peer.namespace-val", "peer.address-val", 9)
 			if tt.name == "reaggregate_set" {
-				mb.RecordTCPRetransmitsDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "peer.workload-val-2", "peer.workload.kind-val-2", "peer.namespace-val-2")
+				mb.RecordTCPRetransmitsDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "peer.workload-val-2", "peer.workload.kind-val-2", "peer.namespace-val-2", "peer.address-val-2", 10)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
@@ -3072,6 +3072,10 @@ func TestMetricsBuilder(t *testing.T) {
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("peer.namespace")
 						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.address")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.port")
+						assert.False(t, ok)
 					}
 				case "tcp.bytes.sent":
 					if tt.name != "reaggregate_set" {
@@ -3136,6 +3140,10 @@ func TestMetricsBuilder(t *testing.T) {
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("peer.namespace")
 						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.address")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.port")
+						assert.False(t, ok)
 					}
 				case "tcp.connections.closed":
 					if tt.name != "reaggregate_set" {
@@ -3199,6 +3207,10 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("peer.workload.kind")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("peer.namespace")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.address")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.port")
 						assert.False(t, ok)
 					}
 				case "tcp.connections.failed":
@@ -3269,6 +3281,10 @@ func TestMetricsBuilder(t *testing.T) {
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("error.type")
 						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.address")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.port")
+						assert.False(t, ok)
 					}
 				case "tcp.connections.open":
 					if tt.name != "reaggregate_set" {
@@ -3332,6 +3348,10 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("peer.workload.kind")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("peer.namespace")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.address")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.port")
 						assert.False(t, ok)
 					}
 				case "tcp.connections.opened":
@@ -3397,6 +3417,10 @@ func TestMetricsBuilder(t *testing.T) {
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("peer.namespace")
 						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.address")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.port")
+						assert.False(t, ok)
 					}
 				case "tcp.packets.lost":
 					if tt.name != "reaggregate_set" {
@@ -3461,6 +3485,10 @@ func TestMetricsBuilder(t *testing.T) {
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("peer.namespace")
 						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.address")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.port")
+						assert.False(t, ok)
 					}
 				case "tcp.retransmits":
 					if tt.name != "reaggregate_set" {
@@ -3524,6 +3552,10 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("peer.workload.kind")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("peer.namespace")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.address")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.port")
 						assert.False(t, ok)
 					}
 				case "tcp.service.bytes.received":
