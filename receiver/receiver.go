@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/receiver/receiverhelper"
 	"go.uber.org/zap"
 
 	"github.com/tcpconn/tcpconn/bpf"
@@ -46,6 +47,7 @@ type tcpconnReceiver struct {
 
 	metrics consumer.Metrics
 	logs    consumer.Logs
+	obs     *receiverhelper.ObsReport
 
 	startOnce    sync.Once
 	startErr     error
@@ -100,6 +102,13 @@ func (r *tcpconnReceiver) Start(_ context.Context, host component.Host) error {
 }
 
 func (r *tcpconnReceiver) start() error {
+	obs, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
+		ReceiverID: r.set.ID, Transport: "ebpf", LongLivedCtx: true, ReceiverCreateSettings: r.set,
+	})
+	if err != nil {
+		return fmt.Errorf("tcpconn obsreport: %w", err)
+	}
+	r.obs = obs
 	src, err := r.open(r.cfg.probeOptions())
 	if err != nil {
 		return fmt.Errorf("start tcpconn probe: %w", err)
@@ -311,7 +320,12 @@ func (r *tcpconnReceiver) flushMetrics(ctx context.Context) {
 	if md.DataPointCount() == 0 {
 		return
 	}
-	if err := r.metrics.ConsumeMetrics(ctx, md); err != nil {
+	// Accepted and refused points are counted by the collector's own
+	// telemetry (otelcol_receiver_accepted/refused_metric_points).
+	opCtx := r.obs.StartMetricsOp(ctx)
+	err := r.metrics.ConsumeMetrics(opCtx, md)
+	r.obs.EndMetricsOp(opCtx, metadata.Type.String(), md.DataPointCount(), err)
+	if err != nil {
 		r.set.Logger.Warn("metrics consumer refused a flush", zap.Error(err))
 	}
 }
@@ -338,7 +352,10 @@ func (r *tcpconnReceiver) recordSelfMetrics(now pcommon.Timestamp) {
 func (r *tcpconnReceiver) sendLoop(ctx context.Context) {
 	defer r.wg.Done()
 	for ld := range r.batcher.queue {
-		if err := r.logs.ConsumeLogs(ctx, ld); err != nil {
+		opCtx := r.obs.StartLogsOp(ctx)
+		err := r.logs.ConsumeLogs(opCtx, ld)
+		r.obs.EndLogsOp(opCtx, metadata.Type.String(), ld.LogRecordCount(), err)
+		if err != nil {
 			r.set.Logger.Warn("logs consumer refused a batch", zap.Int("records", ld.LogRecordCount()), zap.Error(err))
 		}
 	}
