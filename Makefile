@@ -82,8 +82,8 @@ clean:
 	rm -rf _build bin
 
 ## overhead: probe overhead on a connect/close storm run by a separate process (as root)
-overhead:
-	$(GO) test -run '^$$' -bench Overhead -benchtime 1x -v ./bpf/
+overhead: build
+	$(GO) test -run '^$$' -bench Overhead -benchtime 1x -timeout 30m -v ./bench/
 
 ## bench-kube: resolver lookup cost and informer memory for 3000 pods on a real API server
 bench-kube: kube-bin

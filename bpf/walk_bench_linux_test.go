@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tcpconn/tcpconn/internal/netnstest"
 )
 
@@ -151,4 +153,11 @@ func TestWalkHolderChild(t *testing.T) {
 	for _, c := range keep {
 		c.Close()
 	}
+}
+
+// cpuTime is this process's user + system CPU time.
+func cpuTime() time.Duration {
+	var ru unix.Rusage
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -1,0 +1,319 @@
+package bench
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpconn/tcpconn/bpf"
+	"github.com/tcpconn/tcpconn/internal/netnstest"
+)
+
+const (
+	stormClients = 4
+	stormConns   = 1000 // per client per round
+	stormEnv     = "TCPCONN_STORM"
+	rounds       = 6
+)
+
+// stormResult is what one storm child reports about itself.
+type stormResult struct {
+	Conns  int
+	WallNs int64
+	CPUNs  int64
+}
+
+// observer is what watches the storm in one mode; stop returns the CPU it
+// used while watching.
+type observer interface {
+	stop(b *testing.B) time.Duration
+}
+
+var modes = []string{"baseline", "probe", "collector", "tcplife"}
+
+// BenchmarkOverhead alternates the modes round by round and prints, per
+// mode, the median connection rate, the storm's own CPU per connection,
+// the observer's CPU per connection, and the ratio of total CPU to the
+// baseline of the same round.
+func BenchmarkOverhead(b *testing.B) {
+	netnstest.RequireRoot(b)
+	pair := netnstest.NewPair(b, 204)
+	// Client-closed connections leave TIME_WAIT behind: reuse those ports.
+	pair.Client.Exec(b, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1")
+	ensureTracefs(b)
+
+	type sample struct{ rate, work, obs float64 }
+	res := map[string][]sample{}
+	port := 9000
+	for range rounds {
+		for _, mode := range modes {
+			o := start(b, mode)
+			port++
+			r := runStorm(b, pair, port)
+			var obs time.Duration
+			if o != nil {
+				obs = o.stop(b)
+			}
+			n := float64(r.Conns)
+			res[mode] = append(res[mode], sample{n / time.Duration(r.WallNs).Seconds(), float64(r.CPUNs) / 1e3 / n, float64(obs.Nanoseconds()) / 1e3 / n})
+		}
+	}
+
+	med := func(v []float64) float64 {
+		s := slices.Clone(v)
+		slices.Sort(s)
+		return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	var table strings.Builder
+	fmt.Fprintf(&table, "| mode | conn/s | storm CPU µs/conn | observer CPU µs/conn | added µs/conn | total vs baseline |\n|---|---|---|---|---|---|\n")
+	for _, mode := range modes {
+		var rate, work, obs, added, ratio []float64
+		for i, s := range res[mode] {
+			base := res["baseline"][i]
+			rate, work, obs = append(rate, s.rate), append(work, s.work), append(obs, s.obs)
+			added = append(added, s.work+s.obs-base.work)
+			ratio = append(ratio, (s.work+s.obs)/base.work)
+		}
+		fmt.Fprintf(&table, "| %s | %.0f | %.1f | %.2f | %.1f | %.3f |\n", mode, med(rate), med(work), med(obs), med(added), med(ratio))
+		b.ReportMetric(med(ratio), mode+"-cpu-ratio")
+	}
+	b.Logf("%d rounds of %d connections each, modes alternating; medians, ratios paired per round:\n%s",
+		rounds, stormClients*stormConns, table.String())
+}
+
+// start begins observing in a mode; nil for the baseline.
+func start(b *testing.B, mode string) observer {
+	switch mode {
+	case "probe":
+		return startProbe(b)
+	case "collector":
+		return startProcess(b, collectorCmd(b))
+	case "tcplife":
+		bin, err := exec.LookPath("tcplife")
+		if err != nil {
+			if _, err = os.Stat("/usr/sbin/tcplife"); err != nil {
+				netnstest.Unavailable(b, "tcplife (Debian package libbpf-tools)")
+			}
+			bin = "/usr/sbin/tcplife"
+		}
+		return startProcess(b, exec.Command(bin))
+	}
+	return nil
+}
+
+// probeObserver is the probe loaded in this process with one reader thread.
+type probeObserver struct {
+	p    *bpf.Probe
+	done chan time.Duration
+}
+
+func startProbe(b *testing.B) observer {
+	p, err := bpf.Load(bpf.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	o := &probeObserver{p: p, done: make(chan time.Duration, 1)}
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		t0 := threadCPU()
+		var rec bpf.Record
+		for {
+			if err := p.Read(&rec); errors.Is(err, bpf.ErrStopped) {
+				o.done <- threadCPU() - t0
+				return
+			}
+		}
+	}()
+	return o
+}
+
+func (o *probeObserver) stop(b *testing.B) time.Duration {
+	_ = o.p.Stop()
+	cpu := <-o.done
+	_ = o.p.Close()
+	return cpu
+}
+
+// processObserver is an observer in its own process: its CPU is read from
+// /proc before it is stopped.
+type processObserver struct {
+	cmd  *exec.Cmd
+	cpu0 time.Duration
+}
+
+func startProcess(b *testing.B, cmd *exec.Cmd) observer {
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(time.Second) // loaded and attached
+	return &processObserver{cmd: cmd, cpu0: procCPU(cmd.Process.Pid)}
+}
+
+func (o *processObserver) stop(b *testing.B) time.Duration {
+	time.Sleep(200 * time.Millisecond) // the last records are read
+	cpu := procCPU(o.cmd.Process.Pid) - o.cpu0
+	_ = o.cmd.Process.Signal(syscall.SIGTERM)
+	_ = o.cmd.Wait()
+	return cpu
+}
+
+// collectorCmd runs bin/otelcol-tcpconn: probe, receiver, batch and the
+// file exporter, metrics and access logs.
+func collectorCmd(b *testing.B) *exec.Cmd {
+	bin, err := filepath.Abs(filepath.Join("..", "bin", "otelcol-tcpconn"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		netnstest.Unavailable(b, "bin/otelcol-tcpconn (run `make build`)")
+	}
+	dir := b.TempDir()
+	cfg := filepath.Join(dir, "collector.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`receivers:
+  tcpconn: {}
+processors:
+  batch: {}
+exporters:
+  file: {path: %s/out.json}
+service:
+  telemetry: {metrics: {level: none}}
+  pipelines:
+    metrics: {receivers: [tcpconn], processors: [batch], exporters: [file]}
+    logs: {receivers: [tcpconn], processors: [batch], exporters: [file]}
+`, dir)), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return exec.Command(bin, "--config", cfg)
+}
+
+// procCPU is a process's user + system time from /proc/<pid>/stat.
+func procCPU(pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+}
+
+// ensureTracefs mounts tracefs where tcplife looks up tracepoints.
+func ensureTracefs(b *testing.B) {
+	if _, err := os.Stat("/sys/kernel/tracing/events/sock"); err == nil {
+		return
+	}
+	_ = unix.Mount("nodev", "/sys/kernel/tracing", "tracefs", 0, "")
+}
+
+// runStorm runs one storm in a child process (this test binary) and
+// returns what the child measured of itself.
+func runStorm(b *testing.B, pair *netnstest.Pair, port int) stormResult {
+	b.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStormChild$")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%s:%d", stormEnv, pair.Server.Name, pair.Client.Name, pair.ServerIP, port))
+	out, err := cmd.Output()
+	if err != nil {
+		b.Fatalf("storm child: %v: %s", err, out)
+	}
+	line := out[:max(0, strings.IndexByte(string(out), '\n'))]
+	var res stormResult
+	if err := json.Unmarshal(line, &res); err != nil {
+		b.Fatalf("storm child output %q: %v", out, err)
+	}
+	return res
+}
+
+// TestStormChild is the storm's process; it does nothing unless started by
+// BenchmarkOverhead. It prints its result as the first line of output.
+func TestStormChild(t *testing.T) {
+	spec := os.Getenv(stormEnv)
+	if spec == "" {
+		t.Skip("only runs as BenchmarkOverhead's child")
+	}
+	parts := strings.Split(spec, ",")
+	server, err := netnstest.Attach(parts[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	client, err := netnstest.Attach(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	target := parts[2]
+	l, err := server.Listen(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var served sync.WaitGroup
+	served.Add(stormClients * stormConns)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(io.Discard, c); c.Close(); served.Done() }()
+		}
+	}()
+
+	before := cpuTime()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range stormClients {
+		wg.Go(func() {
+			err := client.Do(func() error {
+				for range stormConns {
+					c, err := net.Dial("tcp", target)
+					if err != nil {
+						return err
+					}
+					c.Close()
+				}
+				return nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	served.Wait()
+	res := stormResult{Conns: stormClients * stormConns, WallNs: time.Since(start).Nanoseconds(), CPUNs: (cpuTime() - before).Nanoseconds()}
+	out, _ := json.Marshal(res)
+	fmt.Println(string(out))
+}
+
+// threadCPU is the calling OS thread's CPU time.
+func threadCPU() time.Duration {
+	var ru unix.Rusage
+	_ = unix.Getrusage(unix.RUSAGE_THREAD, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cpuTime is this process's user + system CPU time.
+func cpuTime() time.Duration {
+	var ru unix.Rusage
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
