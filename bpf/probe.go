@@ -39,6 +39,10 @@ type Options struct {
 	WakeupBytes uint64
 	// PollInterval bounds how long a record waits in the ring buffer.
 	PollInterval time.Duration
+
+	// tracepoint replaces inet_sock_set_state in raw_tp mode (tests of
+	// attach failures).
+	tracepoint string
 }
 
 // Default option values.
@@ -186,12 +190,19 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 
 	var l link.Link
 	if mode == AttachRawTP {
-		l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "inet_sock_set_state", Program: prog})
+		tp := "inet_sock_set_state"
+		if opts.tracepoint != "" {
+			tp = opts.tracepoint
+		}
+		l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: prog})
 	} else {
 		l, err = link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
 	}
 	if err != nil {
 		coll.Close()
+		if opts.tracepoint != "" {
+			return fmt.Errorf("attach %s %s: %w", mode, opts.tracepoint, err)
+		}
 		return fmt.Errorf("attach %s inet_sock_set_state: %w", mode, err)
 	}
 	p.coll, p.link, p.mode = coll, l, mode

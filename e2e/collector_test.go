@@ -60,8 +60,15 @@ type collector struct {
 // health check reports ready.
 func startCollector(t *testing.T, config string, env map[string]string) *collector {
 	t.Helper()
+	return startCollectorArgs(t, []string{collectorBinary(t)}, config, env)
+}
+
+// startCollectorArgs is startCollector with a command line that wraps the
+// binary (setpriv, say).
+func startCollectorArgs(t *testing.T, argv []string, config string, env map[string]string) *collector {
+	t.Helper()
 	c := &collector{out: new(syncBuffer), waited: make(chan error, 1)}
-	c.cmd = exec.Command(collectorBinary(t), "--config", config)
+	c.cmd = exec.Command(argv[0], append(argv[1:], "--config", config)...)
 	c.cmd.Env = os.Environ()
 	for k, v := range env {
 		c.cmd.Env = append(c.cmd.Env, k+"="+v)

@@ -1,0 +1,59 @@
+package bpf
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tcpconn/tcpconn/internal/netnstest"
+)
+
+// bpfFDs counts this process's BPF objects: programs, maps and links are
+// file descriptors, so nothing of the probe outlives them.
+func bpfFDs(t *testing.T) map[string]int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	out := map[string]int{}
+	for _, fd := range fds {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if err == nil && strings.HasPrefix(target, "anon_inode:bpf") {
+			out[target]++
+		}
+	}
+	return out
+}
+
+// TestNothingLeaks: a probe that ran (reads, walks, adoption) and was
+// closed, and probes that failed to start, leave no program, map or link
+// behind, and say why they failed.
+func TestNothingLeaks(t *testing.T) {
+	netnstest.RequireRoot(t)
+	before := bpfFDs(t)
+
+	p, err := Load(Options{Mode: AttachTPBTF})
+	require.NoError(t, err)
+	assert.NotEqual(t, before, bpfFDs(t), "a loaded probe holds BPF objects")
+	_, err = p.Adopt()
+	require.NoError(t, err)
+	_, err = p.Walk(func(*Record) {})
+	require.NoError(t, err)
+	require.NoError(t, p.Close())
+	assert.Equal(t, before, bpfFDs(t), "after Close")
+
+	_, err = Load(Options{Mode: AttachRawTP, tracepoint: "no_such_tracepoint"})
+	require.ErrorContains(t, err, "attach raw_tp no_such_tracepoint")
+	assert.Equal(t, before, bpfFDs(t), "after a failed attach")
+
+	_, err = Load(Options{Mode: "kprobe"})
+	require.ErrorContains(t, err, `unknown attach mode "kprobe"`)
+	assert.Equal(t, before, bpfFDs(t), "after a bad mode")
+
+	_, err = Load(Options{RingBufferBytes: 1000})
+	require.Error(t, err, "a ring buffer that is not a power of two is refused by the kernel")
+	assert.Equal(t, before, bpfFDs(t), "after a failed load")
+}
