@@ -187,7 +187,7 @@ func collectorCmd(b *testing.B) *exec.Cmd {
 	dir := b.TempDir()
 	cfg := filepath.Join(dir, "collector.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`receivers:
-  tcpconn: {}
+  tcpconn: {probe: {lock_file: %s/lock}}
 processors:
   batch: {}
 exporters:
@@ -197,7 +197,7 @@ service:
   pipelines:
     metrics: {receivers: [tcpconn], processors: [batch], exporters: [file]}
     logs: {receivers: [tcpconn], processors: [batch], exporters: [file]}
-`, dir)), 0o644); err != nil {
+`, dir, dir)), 0o644); err != nil {
 		b.Fatal(err)
 	}
 	return exec.Command(bin, "--config", cfg)

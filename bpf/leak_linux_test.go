@@ -3,6 +3,7 @@ package bpf
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -56,4 +57,21 @@ func TestNothingLeaks(t *testing.T) {
 	_, err = Load(Options{RingBufferBytes: 1000})
 	require.Error(t, err, "a ring buffer that is not a power of two is refused by the kernel")
 	assert.Equal(t, before, bpfFDs(t), "after a failed load")
+}
+
+// TestSecondProbeRefused: with a node lock, a second probe fails to start,
+// names the owner, and leaks nothing; once the first closes it starts.
+func TestSecondProbeRefused(t *testing.T) {
+	netnstest.RequireRoot(t)
+	lock := filepath.Join(t.TempDir(), "lock")
+	first, err := Load(Options{LockFile: lock})
+	require.NoError(t, err)
+	before := bpfFDs(t)
+	_, err = Load(Options{LockFile: lock})
+	require.ErrorContains(t, err, "another tcpconn probe is running on this node (pid "+strconv.Itoa(os.Getpid())+" holds "+lock+")")
+	assert.Equal(t, before, bpfFDs(t), "the refused probe left nothing behind")
+	require.NoError(t, first.Close())
+	second, err := Load(Options{LockFile: lock})
+	require.NoError(t, err)
+	require.NoError(t, second.Close())
 }

@@ -40,6 +40,10 @@ type Options struct {
 	// PollInterval bounds how long a record waits in the ring buffer.
 	PollInterval time.Duration
 
+	// LockFile, when set, is taken exclusively for the probe's lifetime, so
+	// that a second probe on the node fails to start.
+	LockFile string
+
 	// tracepoint replaces inet_sock_set_state in raw_tp mode (tests of
 	// attach failures).
 	tracepoint string
@@ -103,6 +107,7 @@ type Probe struct {
 
 	report, adopt *link.Iter
 	iterErr       error
+	lock          *nodeLock
 	walkBuf       []byte
 	walkRec       Record
 }
@@ -121,8 +126,12 @@ func Load(opts Options) (*Probe, error) {
 	if err != nil {
 		return nil, err
 	}
+	lock, err := lockNode(opts.LockFile)
+	if err != nil {
+		return nil, err
+	}
 
-	p := &Probe{dec: decoder{bootToWall: off}, poll: opts.PollInterval}
+	p := &Probe{dec: decoder{bootToWall: off}, poll: opts.PollInterval, lock: lock}
 	switch opts.Mode {
 	case AttachTPBTF, AttachRawTP:
 		err = p.loadAndAttach(opts, opts.Mode)
@@ -135,9 +144,10 @@ func Load(opts Options) (*Probe, error) {
 			}
 		}
 	default:
-		return nil, fmt.Errorf("unknown attach mode %q", opts.Mode)
+		err = fmt.Errorf("unknown attach mode %q", opts.Mode)
 	}
 	if err != nil {
+		lock.release()
 		return nil, err
 	}
 
@@ -291,6 +301,8 @@ func (p *Probe) Close() error {
 	if p.coll != nil {
 		p.coll.Close()
 	}
+	p.lock.release()
+	p.lock = nil
 	return err
 }
 

@@ -40,6 +40,7 @@ func TestRunsWithOnlyItsCapabilities(t *testing.T) {
 	env := map[string]string{
 		"TEST_CIDR": pair.ServerIP.String() + "/24", "TEST_OUT": out,
 		"TEST_PROM_PORT": strconv.Itoa(prom), "TEST_HEALTH_PORT": strconv.Itoa(freePort(t)),
+		"TEST_LOCK": filepath.Join(dir, "lock"),
 	}
 	withCaps := func(caps string) []string {
 		return []string{setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
@@ -72,4 +73,25 @@ func TestRunsWithOnlyItsCapabilities(t *testing.T) {
 		_ = cmd.Process.Kill()
 		t.Fatal("collector without CAP_BPF did not fail")
 	}
+}
+
+// TestSecondCollectorRefused: a second collector on the node, sharing the
+// node lock, fails to start and says why; the first keeps running.
+func TestSecondCollectorRefused(t *testing.T) {
+	netnstest.RequireRoot(t)
+	lock := filepath.Join(t.TempDir(), "lock")
+	env := func() map[string]string {
+		return map[string]string{"TEST_CIDR": "10.203.250.0/24", "TEST_OUT": filepath.Join(t.TempDir(), "out.json"),
+			"TEST_PROM_PORT": strconv.Itoa(freePort(t)), "TEST_HEALTH_PORT": strconv.Itoa(freePort(t)), "TEST_LOCK": lock}
+	}
+	first := startCollector(t, filepath.Join("testdata", "pipeline.yaml"), env())
+	cmd := exec.Command(collectorBinary(t), "--config", filepath.Join("testdata", "pipeline.yaml"))
+	cmd.Env = os.Environ()
+	for k, v := range env() {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err, "the second collector started")
+	assert.Contains(t, string(out), "another tcpconn probe is running on this node")
+	first.stop(t)
 }

@@ -70,6 +70,10 @@ func startCollectorArgs(t *testing.T, argv []string, config string, env map[stri
 	c := &collector{out: new(syncBuffer), waited: make(chan error, 1)}
 	c.cmd = exec.Command(argv[0], append(argv[1:], "--config", config)...)
 	c.cmd.Env = os.Environ()
+	if _, ok := env["TEST_LOCK"]; !ok {
+		// Each collector its own node lock: tests run collectors side by side.
+		c.cmd.Env = append(c.cmd.Env, "TEST_LOCK="+filepath.Join(t.TempDir(), "lock"))
+	}
 	for k, v := range env {
 		c.cmd.Env = append(c.cmd.Env, k+"="+v)
 	}

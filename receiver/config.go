@@ -87,6 +87,10 @@ type ProbeConfig struct {
 	WakeupBytes int `mapstructure:"wakeup_bytes"`
 	// PollInterval bounds how long a record waits in the ring buffer.
 	PollInterval time.Duration `mapstructure:"poll_interval"`
+	// LockFile is held while the probe runs, so that a second probe on the
+	// node fails to start instead of reporting every connection twice.
+	// Empty turns the check off.
+	LockFile string `mapstructure:"lock_file"`
 }
 
 // FilterConfig selects connections by the addresses of their two ends.
@@ -158,6 +162,7 @@ func createDefaultConfig() *Config {
 			RingBufferSize: bpf.DefaultRingBufferBytes,
 			WakeupBytes:    bpf.DefaultWakeupBytes,
 			PollInterval:   bpf.DefaultPollInterval,
+			LockFile:       DefaultLockFile,
 		},
 		Logs: LogsConfig{
 			Close:         true,
@@ -243,8 +248,12 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// DefaultLockFile is the node-wide lock of probe.lock_file.
+const DefaultLockFile = "/run/otelcol-tcpconn.lock"
+
 func (c *Config) probeOptions() bpf.Options {
 	return bpf.Options{
+		LockFile:        c.Probe.LockFile,
 		Mode:            bpf.AttachMode(c.Probe.AttachMode),
 		RingBufferBytes: uint32(c.Probe.RingBufferSize),
 		WakeupBytes:     uint64(c.Probe.WakeupBytes),

@@ -2,6 +2,7 @@ package receiver
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -31,6 +32,7 @@ func TestKernelShutdownDeliversEverything(t *testing.T) {
 	)
 	pair := netnstest.NewPair(t, testOctet)
 	cfg := createDefaultConfig()
+	cfg.Probe.LockFile = filepath.Join(t.TempDir(), "lock")
 	cfg.FlushInterval = time.Hour
 	cfg.Probe.PollInterval = time.Minute // nothing is read before Shutdown wakes the reader
 	cfg.Filter.IncludeCIDRs = []string{pair.ServerIP.String() + "/24"}
@@ -98,6 +100,7 @@ func TestKernelShutdownDeliversEverything(t *testing.T) {
 func TestStartFailsWithReason(t *testing.T) {
 	netnstest.RequireRoot(t)
 	cfg := createDefaultConfig()
+	cfg.Probe.LockFile = filepath.Join(t.TempDir(), "lock")
 	cfg.Probe.AttachMode = "fentry"
 	r, err := NewFactory().CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, consumertest.NewNop())
 	require.NoError(t, err)

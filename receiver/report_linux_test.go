@@ -2,6 +2,7 @@ package receiver
 
 import (
 	"context"
+	"path/filepath"
 	"io"
 	"net"
 	"net/netip"
@@ -53,6 +54,7 @@ func TestKernelLongLivedConnections(t *testing.T) {
 	require.NoError(t, err)
 
 	cfg := createDefaultConfig()
+	cfg.Probe.LockFile = filepath.Join(t.TempDir(), "lock")
 	cfg.FlushInterval = time.Hour
 	cfg.ReportInterval = interval
 	cfg.Logs.Update = true
