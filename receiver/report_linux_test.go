@@ -2,10 +2,10 @@ package receiver
 
 import (
 	"context"
-	"path/filepath"
 	"io"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
