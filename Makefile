@@ -14,7 +14,7 @@ export KUBE_BIN_DIR
 CORE_VERSION    := v1.67.0
 CORE_VERSION_X  := v0.161.0
 
-.PHONY: all generate vmlinux build image kube-bin run test test-unit bench bench-kube bench-walk overhead lint check-generated check-versions clean
+.PHONY: all generate vmlinux build image kube-bin run test test-unit bench bench-kube bench-walk bench-memory overhead lint check-generated check-versions clean
 
 all: build
 
@@ -97,3 +97,7 @@ bench-walk:
 ## image: the OCI image (dist/otelcol-tcpconn-image.tar) without a container engine
 image: build
 	cd tools && $(GO) run ./imagebuild -binary ../$(BIN) -config ../config/otelcol-tcpconn.yaml -out ../dist/otelcol-tcpconn-image.tar
+
+## bench-memory: collector RSS idle and with 10k open connections (as root)
+bench-memory: build
+	$(GO) test -run '^$$' -bench CollectorMemory -benchtime 1x -v ./bench/

@@ -21,10 +21,12 @@ const (
 
 // Preflight reports, in one error, everything this host lacks to run the
 // probe: kernel BTF, and CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN).
-func Preflight() error {
+func Preflight() error { return preflight(KernelBTFPath) }
+
+func preflight(btfPath string) error {
 	var missing []string
-	if _, err := os.Stat(KernelBTFPath); err != nil {
-		missing = append(missing, fmt.Sprintf("kernel BTF (%s: %v; the kernel needs CONFIG_DEBUG_INFO_BTF=y)", KernelBTFPath, err))
+	if _, err := os.Stat(btfPath); err != nil {
+		missing = append(missing, fmt.Sprintf("kernel BTF (%v; the kernel needs CONFIG_DEBUG_INFO_BTF=y)", err))
 	}
 	caps, err := effectiveCaps()
 	if err != nil {

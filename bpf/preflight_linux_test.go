@@ -35,3 +35,10 @@ func TestLoadWithoutPrivileges(t *testing.T) {
 	require.NoError(t, err, "child test failed")
 	require.Contains(t, string(out), "missing capabilities CAP_BPF, CAP_PERFMON")
 }
+
+// A kernel without BTF is named as such, with the path and the config
+// option it needs.
+func TestPreflightWithoutBTF(t *testing.T) {
+	err := preflight("/nonexistent/btf/vmlinux")
+	require.ErrorContains(t, err, "cannot load the tcpconn probe: missing kernel BTF (stat /nonexistent/btf/vmlinux: no such file or directory; the kernel needs CONFIG_DEBUG_INFO_BTF=y)")
+}

@@ -1,15 +1,7 @@
 package bpf
 
 import (
-	"bufio"
 	"fmt"
-	"io"
-	"net"
-	"os"
-	"os/exec"
-	"strconv"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -44,35 +36,9 @@ func benchWalk(b *testing.B, conns int) {
 		}
 	}()
 
-	// Each holder process keeps its share of connections open, both ends:
-	// a process may hold only so many file descriptors.
-	const perHolder = 9000
-	var holders []*exec.Cmd
 	start := time.Now()
-	for i := 0; i*perHolder < conns; i++ {
-		n := min(perHolder, conns-i*perHolder)
-		cmd := exec.Command(os.Args[0], "-test.run=^TestWalkHolderChild$")
-		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%s,%d", holdEnv, pair.Server.Name, pair.Client.Name,
-			net.JoinHostPort(pair.ServerIP.String(), strconv.Itoa(7200+i)), n))
-		stdin, err := cmd.StdinPipe()
-		if err != nil {
-			b.Fatal(err)
-		}
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		line, err := bufio.NewReader(out).ReadString('\n')
-		if err != nil || line != "ready\n" {
-			b.Fatalf("holder %d: %q %v", i, line, err)
-		}
-		holders = append(holders, cmd)
-		defer func() { stdin.Close(); _ = cmd.Wait() }()
-	}
-	b.Logf("opened %d connections in %d processes in %v", conns, len(holders), time.Since(start))
+	netnstest.HoldInChildren(b, pair, conns, "TestHolderChild")
+	b.Logf("opened %d connections in %v", conns, time.Since(start))
 
 	var walked int
 	b.ResetTimer()
@@ -92,68 +58,9 @@ func benchWalk(b *testing.B, conns int) {
 	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/walk")
 }
 
-const holdEnv = "TCPCONN_HOLD"
-
-// TestWalkHolderChild holds connections open for BenchmarkWalk; it does
-// nothing unless started by it. It prints "ready" once all are open and
-// holds them until its standard input closes.
-func TestWalkHolderChild(t *testing.T) {
-	spec := os.Getenv(holdEnv)
-	if spec == "" {
-		t.Skip("only runs as BenchmarkWalk's child")
-	}
-	f := strings.Split(spec, ",")
-	server, err := netnstest.Attach(f[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := netnstest.Attach(f[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, _ := strconv.Atoi(f[3])
-	l, err := server.Listen(f[2])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var keep []net.Conn
-	var mu sync.Mutex
-	var accepted sync.WaitGroup
-	accepted.Add(n)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			keep = append(keep, c)
-			mu.Unlock()
-			accepted.Done()
-		}
-	}()
-	err = client.Do(func() error {
-		for range n {
-			c, err := net.Dial("tcp", f[2])
-			if err != nil {
-				return err
-			}
-			mu.Lock()
-			keep = append(keep, c)
-			mu.Unlock()
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	accepted.Wait()
-	fmt.Println("ready")
-	_, _ = io.Copy(io.Discard, os.Stdin)
-	for _, c := range keep {
-		c.Close()
-	}
-}
+// TestHolderChild holds connections open for BenchmarkWalk; it does
+// nothing unless started by it.
+func TestHolderChild(t *testing.T) { netnstest.HolderChild(t) }
 
 // cpuTime is this process's user + system CPU time.
 func cpuTime() time.Duration {

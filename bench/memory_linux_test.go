@@ -1,0 +1,65 @@
+package bench
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tcpconn/tcpconn/internal/netnstest"
+)
+
+// BenchmarkCollectorMemory reports the collector's resident memory idle
+// and with 10k open connections tracked (reports every 2s, metrics and
+// access logs to a file). `make bench-memory`.
+func BenchmarkCollectorMemory(b *testing.B) {
+	const conns = 10_000
+	netnstest.RequireRoot(b)
+	pair := netnstest.NewPair(b, 207)
+	cmd := collectorCmd(b)
+	cfg := cmd.Args[len(cmd.Args)-1]
+	raw, err := os.ReadFile(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Reports every 2s, so that the open connections are walked.
+	if err := os.WriteFile(cfg, []byte(strings.Replace(string(raw), "tcpconn: {probe:", "tcpconn: {report_interval: 2s, probe:", 1)), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	o := startProcess(b, cmd).(*processObserver)
+	defer o.stop(b)
+	idle := rss(b, o.cmd.Process.Pid)
+
+	start := time.Now()
+	netnstest.HoldInChildren(b, pair, conns, "TestHolderChild")
+	opened := time.Since(start)
+	time.Sleep(5 * time.Second) // opens read, two report walks
+	loaded := rss(b, o.cmd.Process.Pid)
+	b.ReportMetric(float64(idle)/(1<<20), "idle-RSS-MiB")
+	b.ReportMetric(float64(loaded)/(1<<20), "10k-conns-RSS-MiB")
+	b.Logf("collector RSS %.1f MiB idle, %.1f MiB with %d open connections (%d tracked sockets, opened in %v)",
+		float64(idle)/(1<<20), float64(loaded)/(1<<20), conns, 2*conns, opened)
+}
+
+// TestHolderChild holds connections open for BenchmarkCollectorMemory; it
+// does nothing unless started by it.
+func TestHolderChild(t *testing.T) { netnstest.HolderChild(t) }
+
+// rss is a process's resident set from /proc/<pid>/status.
+func rss(b *testing.B, pid int) int64 {
+	raw, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	b.Fatal("no VmRSS")
+	return 0
+}
+
