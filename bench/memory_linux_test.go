@@ -62,4 +62,3 @@ func rss(b *testing.B, pid int) int64 {
 	b.Fatal("no VmRSS")
 	return 0
 }
-
