@@ -27,17 +27,7 @@ func TestPipelineKubernetesIdentity(t *testing.T) {
 		port     = 8080
 	)
 	pair := netnstest.NewPair(t, testOctet)
-	api := kubetest.Start(t)
-	obj := kubetest.Objects{TB: t, Client: api.Client(t)}
-	obj.Namespace("web", "frontend")
-	obj.Namespace("shop", "checkout")
-	obj.Node("node-a", "198.51.100.250")
-	frontend := obj.Pod(kubetest.PodSpec{Namespace: "web", Name: "frontend-7c9d5-abcde", Node: "node-a", ServiceAccount: "frontend",
-		IP: pair.ClientIP.String(), Labels: map[string]string{"app": "frontend", "version": "v1"}, Owner: ptr(obj.Deployment("web", "frontend"))})
-	checkout := obj.Pod(kubetest.PodSpec{Namespace: "shop", Name: "checkout-5d8f-xyz12", Node: "node-a", ServiceAccount: "checkout",
-		IP: pair.ServerIP.String(), Labels: map[string]string{"app": "checkout", "version": "v2"}, Owner: ptr(obj.Deployment("shop", "checkout"))})
-	obj.Service("shop", "checkout", "", 80, port, checkout)
-	_ = frontend
+	api := startShop(t, pair, port)
 
 	dir := t.TempDir()
 	kubeconfig, err := api.WriteKubeconfig(dir)
@@ -106,3 +96,21 @@ func TestPipelineKubernetesIdentity(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// startShop starts an API server that knows the pair's two ends as pods:
+// the client is web/frontend (a Deployment's pod), the server shop/checkout
+// behind the checkout service on port.
+func startShop(t *testing.T, pair *netnstest.Pair, port int32) *kubetest.Server {
+	t.Helper()
+	api := kubetest.Start(t)
+	obj := kubetest.Objects{TB: t, Client: api.Client(t)}
+	obj.Namespace("web", "frontend")
+	obj.Namespace("shop", "checkout")
+	obj.Node("node-a", "198.51.100.250")
+	obj.Pod(kubetest.PodSpec{Namespace: "web", Name: "frontend-7c9d5-abcde", Node: "node-a", ServiceAccount: "frontend",
+		IP: pair.ClientIP.String(), Labels: map[string]string{"app": "frontend", "version": "v1"}, Owner: ptr(obj.Deployment("web", "frontend"))})
+	checkout := obj.Pod(kubetest.PodSpec{Namespace: "shop", Name: "checkout-5d8f-xyz12", Node: "node-a", ServiceAccount: "checkout",
+		IP: pair.ServerIP.String(), Labels: map[string]string{"app": "checkout", "version": "v2"}, Owner: ptr(obj.Deployment("shop", "checkout"))})
+	obj.Service("shop", "checkout", "", 80, port, checkout)
+	return api
+}

@@ -18,7 +18,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/tcpconn/tcpconn/internal/kubetest"
 	"github.com/tcpconn/tcpconn/internal/netnstest"
 )
 
@@ -63,16 +62,7 @@ func testProfile(t *testing.T, promBin, profile string) {
 		port     = 8080
 	)
 	pair := netnstest.NewPair(t, testOctet)
-	api := kubetest.Start(t)
-	obj := kubetest.Objects{TB: t, Client: api.Client(t)}
-	obj.Namespace("web", "frontend")
-	obj.Namespace("shop", "checkout")
-	obj.Node("node-a", "198.51.100.250")
-	obj.Pod(kubetest.PodSpec{Namespace: "web", Name: "frontend-7c9d5-abcde", Node: "node-a", ServiceAccount: "frontend",
-		IP: pair.ClientIP.String(), Labels: map[string]string{"app": "frontend", "version": "v1"}, Owner: ptr(obj.Deployment("web", "frontend"))})
-	checkout := obj.Pod(kubetest.PodSpec{Namespace: "shop", Name: "checkout-5d8f-xyz12", Node: "node-a", ServiceAccount: "checkout",
-		IP: pair.ServerIP.String(), Labels: map[string]string{"app": "checkout", "version": "v2"}, Owner: ptr(obj.Deployment("shop", "checkout"))})
-	obj.Service("shop", "checkout", "", 80, port, checkout)
+	api := startShop(t, pair, port)
 
 	dir := t.TempDir()
 	kubeconfig, err := api.WriteKubeconfig(dir)
