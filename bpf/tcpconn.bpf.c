@@ -255,13 +255,25 @@ static __always_inline void emit(bool btf, struct sock *sk, struct tcp_sock *tp,
 	stat_inc(TCPCONN_STAT_EMITTED);
 }
 
+/* interesting is the cheap first test, on the tracepoint's arguments only:
+ * of the ten or so state changes of a connection, four matter. */
+static __always_inline bool interesting(int oldstate, int newstate)
+{
+	switch (newstate) {
+	case TCP_SYN_SENT:
+	case TCP_ESTABLISHED:
+		return oldstate != newstate;
+	case TCP_SYN_RECV:
+		return oldstate == TCP_LISTEN; /* a new child socket */
+	case TCP_CLOSE:
+		/* not a listener closing */
+		return oldstate != TCP_LISTEN && oldstate != TCP_CLOSE;
+	}
+	return false;
+}
+
 static __always_inline int handle(bool btf, struct sock *sk, struct tcp_sock *tp, int oldstate, int newstate)
 {
-	if (oldstate == newstate || newstate == TCP_LISTEN)
-		return 0;
-	/* A listener closing, or anything else leaving LISTEN but a new child. */
-	if (oldstate == TCP_LISTEN && newstate != TCP_SYN_RECV)
-		return 0;
 
 	__u16 family = RD(btf, sk, __sk_common.skc_family);
 	if (family != AF_INET && family != AF_INET6)
@@ -301,7 +313,8 @@ static __always_inline int handle(bool btf, struct sock *sk, struct tcp_sock *tp
 		     (oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV) ? TCPCONN_KIND_FAILURE
 									    : TCPCONN_KIND_CLOSE,
 		     oldstate, newstate, family, now);
-		if (st)
+		/* sk_storage goes with the socket; the hash map must be cleaned. */
+		if (st && !btf)
 			state_delete(btf, sk);
 		return 0;
 	default:
@@ -312,7 +325,7 @@ static __always_inline int handle(bool btf, struct sock *sk, struct tcp_sock *tp
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tcpconn_btf, struct sock *sk, int oldstate, int newstate)
 {
-	if (sk->sk_protocol != IPPROTO_TCP)
+	if (!interesting(oldstate, newstate) || sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
@@ -323,7 +336,7 @@ int BPF_PROG(tcpconn_btf, struct sock *sk, int oldstate, int newstate)
 SEC("raw_tp/inet_sock_set_state")
 int BPF_PROG(tcpconn_raw, struct sock *sk, int oldstate, int newstate)
 {
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (!interesting(oldstate, newstate) || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
 	return handle(false, sk, (struct tcp_sock *)sk, oldstate, newstate);
 }
