@@ -133,6 +133,9 @@ const rawEventSize = int(unsafe.Sizeof(tcpconnTcpconnEvent{}))
 const (
 	afInet  = 2
 	afInet6 = 10
+	// noRTTSample is tcp_sock.rtt_min before any RTT was measured (a
+	// handshake that failed): the kernel's minmax starts at ~0U.
+	noRTTSample = ^uint32(0)
 )
 
 // decoder turns raw ring buffer samples into Records without allocating.
@@ -182,7 +185,10 @@ func (d *decoder) decode(raw []byte, rec *Record) bool {
 	rec.SegsIn = ev.SegsIn
 	rec.SegsOut = ev.SegsOut
 	rec.SRTT = time.Duration(ev.SrttUs) * time.Microsecond
-	rec.RTTMin = time.Duration(ev.RttMinUs) * time.Microsecond
+	rec.RTTMin = 0
+	if ev.RttMinUs != noRTTSample {
+		rec.RTTMin = time.Duration(ev.RttMinUs) * time.Microsecond
+	}
 	rec.RTTVar = time.Duration(ev.RttvarUs) * time.Microsecond
 	rec.NetNS = ev.NetnsIno
 	rec.PID = ev.Pid

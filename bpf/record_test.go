@@ -62,6 +62,11 @@ func TestDecode(t *testing.T) {
 	assert.Zero(t, rec.Duration())
 
 	assert.False(t, d.decode(make([]byte, rawEventSize-1), &rec), "short sample")
+
+	// A failed handshake has no RTT sample: the kernel's minimum is ~0U.
+	ev.RttMinUs = ^uint32(0)
+	require.True(t, d.decode(rawEvent(ev), &rec))
+	assert.Zero(t, rec.RTTMin)
 }
 
 func BenchmarkDecode(b *testing.B) {
