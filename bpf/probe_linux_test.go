@@ -153,6 +153,7 @@ func testExactBytes(t *testing.T, mode AttachMode) {
 			}
 			assert.NotZero(t, r.PID)
 			assert.NotEmpty(t, r.CommString())
+			assert.Zero(t, r.RTTMin, "no RTT was ever measured")
 		}
 	}
 	assert.Equal(t, conns*2, opens, "open records")
