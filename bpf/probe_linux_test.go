@@ -207,7 +207,7 @@ func TestProbeStopDeliversPending(t *testing.T) {
 	srv := netnstest.StartServer(t, pair, 9090, 10, 10)
 	_, err = srv.Exchange(context.Background(), pair)
 	require.NoError(t, err)
-	time.Sleep(100 * time.Millisecond) // let the close records be written
+	srv.WaitServed(t, 1) // both close records are written
 
 	// The reader has not been woken (poll interval of an hour, no wakeup
 	// threshold reached): Stop must still hand over every record.

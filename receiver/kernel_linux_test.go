@@ -53,7 +53,7 @@ func TestKernelShutdownDeliversEverything(t *testing.T) {
 		require.NoError(t, err)
 	}
 	require.NoError(t, netnstest.Refused(context.Background(), pair, 7071))
-	time.Sleep(50 * time.Millisecond) // the server's close follows the client's
+	srv.WaitServed(t, conns) // the server's close follows the client's
 
 	require.NoError(t, mr.Shutdown(context.Background()))
 	require.NoError(t, lr.Shutdown(context.Background()))

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -24,6 +25,7 @@ type Server struct {
 	wg       sync.WaitGroup
 	mu       sync.Mutex
 	errs     []error
+	served   atomic.Int64
 }
 
 // StartServer listens on the pair's server address and the given port.
@@ -62,6 +64,7 @@ func (s *Server) serve() {
 				s.errs = append(s.errs, err)
 				s.mu.Unlock()
 			}
+			s.served.Add(1)
 		}()
 	}
 }
@@ -80,6 +83,21 @@ func (s *Server) handle(c net.Conn) error {
 		return fmt.Errorf("wait for client close: %d extra bytes, %v", n, err)
 	}
 	return nil
+}
+
+// WaitServed waits until the server has closed n connections: their
+// close records are produced by then.
+func (s *Server) WaitServed(tb testing.TB, n int) {
+	tb.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for s.served.Load() < int64(n) {
+		if time.Now().After(deadline) {
+			tb.Fatalf("server closed %d of %d connections", s.served.Load(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The server's socket leaves LAST_ACK when the client's last ACK lands.
+	time.Sleep(20 * time.Millisecond)
 }
 
 // Exchange dials the server from the client namespace, sends the request,
