@@ -33,7 +33,7 @@ func BenchmarkCollectorMemory(b *testing.B) {
 	idle := rss(b, o.cmd.Process.Pid)
 
 	start := time.Now()
-	netnstest.HoldInChildren(b, pair, conns, "TestHolderChild")
+	netnstest.HoldInChildren(b, pair, conns)
 	opened := time.Since(start)
 	time.Sleep(5 * time.Second) // opens read, two report walks
 	loaded := rss(b, o.cmd.Process.Pid)
@@ -42,10 +42,6 @@ func BenchmarkCollectorMemory(b *testing.B) {
 	b.Logf("collector RSS %.1f MiB idle, %.1f MiB with %d open connections (%d tracked sockets, opened in %v)",
 		float64(idle)/(1<<20), float64(loaded)/(1<<20), conns, 2*conns, opened)
 }
-
-// TestHolderChild holds connections open for BenchmarkCollectorMemory; it
-// does nothing unless started by it.
-func TestHolderChild(t *testing.T) { netnstest.HolderChild(t) }
 
 // rss is a process's resident set from /proc/<pid>/status.
 func rss(b *testing.B, pid int) int64 {

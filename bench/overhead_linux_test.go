@@ -227,7 +227,7 @@ func ensureTracefs(b *testing.B) {
 // returns what the child measured of itself.
 func runStorm(b *testing.B, pair *netnstest.Pair, port int) stormResult {
 	b.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStormChild$")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%s:%d", stormEnv, pair.Server.Name, pair.Client.Name, pair.ServerIP, port))
 	out, err := cmd.Output()
 	if err != nil {
@@ -241,28 +241,44 @@ func runStorm(b *testing.B, pair *netnstest.Pair, port int) stormResult {
 	return res
 }
 
-// TestStormChild is the storm's process; it does nothing unless started by
-// BenchmarkOverhead. It prints its result as the first line of output.
-func TestStormChild(t *testing.T) {
+// stormMain runs the storm when BenchmarkOverhead started this binary as
+// its child: it prints its result as its first line of output and exits.
+func stormMain() {
 	spec := os.Getenv(stormEnv)
 	if spec == "" {
-		t.Skip("only runs as BenchmarkOverhead's child")
+		return
 	}
+	res, err := storm(spec)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "storm:", err)
+		os.Exit(1)
+	}
+	out, _ := json.Marshal(res)
+	fmt.Println(string(out))
+	os.Exit(0)
+}
+
+// storm opens and closes stormClients x stormConns connections between the
+// namespaces spec names, and measures itself.
+func storm(spec string) (stormResult, error) {
 	parts := strings.Split(spec, ",")
+	if len(parts) != 3 {
+		return stormResult{}, fmt.Errorf("bad storm spec %q", spec)
+	}
 	server, err := netnstest.Attach(parts[0])
 	if err != nil {
-		t.Fatal(err)
+		return stormResult{}, err
 	}
 	defer server.Close()
 	client, err := netnstest.Attach(parts[1])
 	if err != nil {
-		t.Fatal(err)
+		return stormResult{}, err
 	}
 	defer client.Close()
 	target := parts[2]
 	l, err := server.Listen(target)
 	if err != nil {
-		t.Fatal(err)
+		return stormResult{}, err
 	}
 	defer l.Close()
 	var served sync.WaitGroup
@@ -279,10 +295,11 @@ func TestStormChild(t *testing.T) {
 
 	before := cpuTime()
 	start := time.Now()
+	errs := make(chan error, stormClients)
 	var wg sync.WaitGroup
 	for range stormClients {
 		wg.Go(func() {
-			err := client.Do(func() error {
+			errs <- client.Do(func() error {
 				for range stormConns {
 					c, err := net.Dial("tcp", target)
 					if err != nil {
@@ -292,16 +309,17 @@ func TestStormChild(t *testing.T) {
 				}
 				return nil
 			})
-			if err != nil {
-				t.Error(err)
-			}
 		})
 	}
 	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return stormResult{}, err
+		}
+	}
 	served.Wait()
-	res := stormResult{Conns: stormClients * stormConns, WallNs: time.Since(start).Nanoseconds(), CPUNs: (cpuTime() - before).Nanoseconds()}
-	out, _ := json.Marshal(res)
-	fmt.Println(string(out))
+	return stormResult{Conns: stormClients * stormConns, WallNs: time.Since(start).Nanoseconds(), CPUNs: (cpuTime() - before).Nanoseconds()}, nil
 }
 
 // threadCPU is the calling OS thread's CPU time.

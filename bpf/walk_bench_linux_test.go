@@ -37,7 +37,7 @@ func benchWalk(b *testing.B, conns int) {
 	}()
 
 	start := time.Now()
-	netnstest.HoldInChildren(b, pair, conns, "TestHolderChild")
+	netnstest.HoldInChildren(b, pair, conns)
 	b.Logf("opened %d connections in %v", conns, time.Since(start))
 
 	var walked int
@@ -57,10 +57,6 @@ func benchWalk(b *testing.B, conns int) {
 	b.ReportMetric(float64(walked), "sockets")
 	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/walk")
 }
-
-// TestHolderChild holds connections open for BenchmarkWalk; it does
-// nothing unless started by it.
-func TestHolderChild(t *testing.T) { netnstest.HolderChild(t) }
 
 // cpuTime is this process's user + system CPU time.
 func cpuTime() time.Duration {

@@ -74,13 +74,13 @@ const holdEnv = "NETNSTEST_HOLD"
 const perHolder = 9000
 
 // HoldInChildren holds conns connections open between the pair's
-// namespaces, in child processes of this test binary that run the test
-// named child (whose body is HolderChild). They are closed in Cleanup.
-func HoldInChildren(tb testing.TB, p *Pair, conns int, child string) {
+// namespaces, in child processes of this test binary. The binary's TestMain
+// must call ChildMain first. They are closed in Cleanup.
+func HoldInChildren(tb testing.TB, p *Pair, conns int) {
 	tb.Helper()
 	for i := 0; i*perHolder < conns; i++ {
 		n := min(perHolder, conns-i*perHolder)
-		cmd := exec.Command(os.Args[0], "-test.run=^"+child+"$")
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%s,%d", holdEnv, p.Server.Name, p.Client.Name,
 			net.JoinHostPort(p.ServerIP.String(), strconv.Itoa(7200+i)), n))
 		stdin, err := cmd.StdinPipe()
@@ -91,6 +91,7 @@ func HoldInChildren(tb testing.TB, p *Pair, conns int, child string) {
 		if err != nil {
 			tb.Fatal(err)
 		}
+		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
 			tb.Fatal(err)
 		}
@@ -102,29 +103,48 @@ func HoldInChildren(tb testing.TB, p *Pair, conns int, child string) {
 	}
 }
 
-// HolderChild is the body of the child test HoldInChildren runs; it skips
-// when the test binary was not started as a holder. It prints "ready" once
-// its connections are open and holds them until its standard input closes.
-func HolderChild(t *testing.T) {
+// ChildMain runs this test binary as a connection holder when
+// HoldInChildren started it, and then exits; otherwise it returns at once.
+// Call it first in TestMain.
+func ChildMain() {
 	spec := os.Getenv(holdEnv)
 	if spec == "" {
-		t.Skip("only runs as a connection holder child")
+		return
 	}
+	if err := hold(spec); err != nil {
+		fmt.Fprintln(os.Stderr, "holder:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// hold opens the connections spec names, prints "ready" and holds them
+// until standard input closes.
+func hold(spec string) error {
 	f := strings.Split(spec, ",")
+	if len(f) != 4 {
+		return fmt.Errorf("bad holder spec %q", spec)
+	}
 	server, err := Attach(f[0])
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
+	defer server.Close()
 	client, err := Attach(f[1])
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	n, _ := strconv.Atoi(f[3])
+	defer client.Close()
+	n, err := strconv.Atoi(f[3])
+	if err != nil {
+		return fmt.Errorf("bad holder count %q: %w", f[3], err)
+	}
 	closeAll, err := Hold(server, client, f[2], n)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer closeAll()
 	fmt.Println("ready")
 	_, _ = io.Copy(io.Discard, os.Stdin)
+	return nil
 }
