@@ -248,7 +248,7 @@ func (a *aggregator) emitOTel(mb *metadata.MetricsBuilder, ts pcommon.Timestamp,
 			cur := e.s.v
 			d := a.advance(mb, e.s, now)
 			if e.view == metadata.AttributeViewWorkload {
-				recordOTelWorkload(mb, ts, &e.k, d, cur)
+				recordOTelWorkload(mb, ts, &e.k, d)
 				mb.Reset(metadata.WithStartTime(pcommon.NewTimestampFromTime(e.s.start)))
 				recordOTelOpen(mb, ts, &e.k, cur)
 				if a.histograms && e.k.errorType == 0 && (e.s.duration.count > 0 || e.s.rtt.count > 0) {

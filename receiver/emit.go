@@ -92,7 +92,7 @@ func (f *meshFamily) record(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, k
 
 // recordOTelWorkload writes one series of the otel workload view; the
 // local end is on the Resource, written by the caller.
-func recordOTelWorkload(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, k *seriesKey, d, cur values) {
+func recordOTelWorkload(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, k *seriesKey, d values) {
 	p := &k.peer
 	if k.errorType != 0 {
 		mb.RecordTCPConnectionsFailedDataPoint(ts, d.failed, k.direction, k.networkType, p.workload, p.kind, p.namespace, k.errorType, k.peerAddress, int64(k.peerPort))

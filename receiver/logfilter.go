@@ -25,8 +25,9 @@ func newLogFilter(cfg LogsConfig) logFilter {
 	return f
 }
 
-// isFailure is a record that sampling and the failures_only filter keep:
-// a failed handshake or a connection closed by a reset.
+// isFailure is a failed handshake or a connection closed by a reset: such
+// records are logged at WARN with their error, and sampling and the
+// failures_only filter keep them.
 func isFailure(rec *bpf.Record) bool {
 	return rec.Kind == bpf.KindFailure ||
 		(rec.Kind == bpf.KindClose && (rec.Errno == int32(syscall.ECONNRESET) || rec.Errno == int32(syscall.EPIPE)))

@@ -3,7 +3,6 @@ package receiver
 import (
 	"net/netip"
 	"strconv"
-	"syscall"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -76,20 +75,19 @@ type logConverter struct {
 // order and the same values as typed attributes.
 func (c *logConverter) fill(lr plog.LogRecord, rec *bpf.Record, o *observation, observed time.Time) {
 	e := endsOf(rec, o.local, o.peer)
-	failed := rec.Kind == bpf.KindFailure
-	reset := rec.Kind == bpf.KindClose && (rec.Errno == int32(syscall.ECONNRESET) || rec.Errno == int32(syscall.EPIPE))
+	warn := isFailure(rec)
 
 	lr.SetTimestamp(pcommon.NewTimestampFromTime(rec.Time))
 	lr.SetObservedTimestamp(pcommon.NewTimestampFromTime(observed))
 	lr.SetEventName(eventNamePrefix + rec.Kind.String())
-	if failed || reset {
+	if warn {
 		lr.SetSeverityNumber(plog.SeverityNumberWarn)
 		lr.SetSeverityText(severityTextWarn)
 	} else {
 		lr.SetSeverityNumber(plog.SeverityNumberInfo)
 		lr.SetSeverityText(severityTextInfo)
 	}
-	lr.Body().SetStr(c.body(rec, e, o, failed || reset))
+	lr.Body().SetStr(c.body(rec, e, o, warn))
 
 	a := lr.Attributes()
 	a.EnsureCapacity(32)
@@ -124,7 +122,7 @@ func (c *logConverter) fill(lr plog.LogRecord, rec *bpf.Record, o *observation, 
 		a.PutDouble(attrDuration, rec.Duration().Seconds())
 		a.PutStr(attrStartTime, rec.Start.UTC().Format(time.RFC3339Nano))
 	}
-	if failed || reset {
+	if warn {
 		a.PutStr(attrErrorType, errorName(rec))
 		a.PutInt(attrErrno, int64(rec.Errno))
 	}

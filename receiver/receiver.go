@@ -58,8 +58,6 @@ type tcpconnReceiver struct {
 	mb           *metadata.MetricsBuilder
 	resource     pcommon.Resource
 	recordsRead  atomic.Int64
-	walks        atomic.Int64
-	walkNanos    atomic.Int64
 	lostConns    atomic.Int64
 	logFilter    logFilter
 	logsFiltered [8]atomic.Int64 // by metadata.AttributeReason
@@ -195,6 +193,9 @@ func (r *tcpconnReceiver) kubeHealth(err error) {
 func (r *tcpconnReceiver) readLoop() {
 	defer r.wg.Done()
 	defer close(r.readerDone)
+	if r.batcher != nil {
+		defer r.batcher.close()
+	}
 	reports := r.startReports()
 	next := time.Now().Add(r.cfg.ReportInterval)
 	var rec bpf.Record
@@ -216,15 +217,9 @@ func (r *tcpconnReceiver) readLoop() {
 				next = r.report(next, now)
 			}
 		case errors.Is(err, bpf.ErrStopped):
-			if r.batcher != nil {
-				r.batcher.close()
-			}
 			return
 		default:
 			r.set.Logger.Error("tcpconn probe reader stopped", zap.Error(err))
-			if r.batcher != nil {
-				r.batcher.close()
-			}
 			return
 		}
 	}
@@ -248,12 +243,20 @@ func (r *tcpconnReceiver) startReports() bool {
 		}
 		r.set.Logger.Info("adopted connections open before start", zap.Int("sockets", n))
 	}
-	r.track.beginWalk(true)
-	if _, err := r.src.Walk(r.handle); err != nil {
+	if _, err := r.walk(true); err != nil {
 		r.set.Logger.Warn("start-up report walk failed", zap.Error(err))
 	}
-	r.agg.forget(r.track.endWalk())
 	return true
+}
+
+// walk runs one report walk through handle, then takes the connections it
+// found gone off the open counts. baseline marks the start-up walk.
+func (r *tcpconnReceiver) walk(baseline bool) (int, error) {
+	r.track.beginWalk(baseline)
+	n, err := r.src.Walk(r.handle)
+	r.agg.forget(r.track.endWalk())
+	r.lostConns.Store(r.track.lost)
+	return n, err
 }
 
 // report walks every tracked connection: update records for the metrics
@@ -262,15 +265,10 @@ func (r *tcpconnReceiver) startReports() bool {
 // drift by the poll delay; after a stall it starts again from now.
 func (r *tcpconnReceiver) report(due, now time.Time) time.Time {
 	start := time.Now()
-	r.track.beginWalk(false)
-	n, err := r.src.Walk(r.handle)
+	n, err := r.walk(false)
 	if err != nil {
 		r.set.Logger.Warn("report walk failed", zap.Error(err))
 	}
-	r.agg.forget(r.track.endWalk())
-	r.lostConns.Store(r.track.lost)
-	r.walks.Add(1)
-	r.walkNanos.Add(time.Since(start).Nanoseconds())
 	r.set.Logger.Debug("report walk", zap.Int("connections", n), zap.Duration("took", time.Since(start)))
 	if next := due.Add(r.cfg.ReportInterval); next.After(now) {
 		return next
@@ -317,14 +315,15 @@ func (r *tcpconnReceiver) flushLoop(ctx context.Context) {
 
 func (r *tcpconnReceiver) flushMetrics(ctx context.Context) {
 	md := r.agg.emit(r.mb, time.Now(), r.resource, r.recordSelfMetrics)
-	if md.DataPointCount() == 0 {
+	points := md.DataPointCount()
+	if points == 0 {
 		return
 	}
 	// Accepted and refused points are counted by the collector's own
 	// telemetry (otelcol_receiver_accepted/refused_metric_points).
 	opCtx := r.obs.StartMetricsOp(ctx)
 	err := r.metrics.ConsumeMetrics(opCtx, md)
-	r.obs.EndMetricsOp(opCtx, metadata.Type.String(), md.DataPointCount(), err)
+	r.obs.EndMetricsOp(opCtx, metadata.Type.String(), points, err)
 	if err != nil {
 		r.set.Logger.Warn("metrics consumer refused a flush", zap.Error(err))
 	}
