@@ -3,6 +3,7 @@ package bench
 import (
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -26,9 +27,15 @@ import (
 
 const (
 	stormClients = 4
-	stormConns   = 1000 // per client per round
 	stormEnv     = "TCPCONN_STORM"
-	rounds       = 6
+)
+
+// Knobs for narrowing a run while working on one mode, e.g.
+// go test ./bench -bench Overhead -args -overhead.modes=baseline,probe -overhead.rounds=10
+var (
+	modesFlag  = flag.String("overhead.modes", "baseline,probe,collector,tcplife", "modes to alternate; the baseline is always run")
+	roundsFlag = flag.Int("overhead.rounds", 6, "rounds, each running every mode once")
+	connsFlag  = flag.Int("overhead.conns", 1000, "connections per client per round")
 )
 
 // stormResult is what one storm child reports about itself.
@@ -36,6 +43,10 @@ type stormResult struct {
 	Conns  int
 	WallNs int64
 	CPUNs  int64
+	// NodeNs is the busy time of all CPUs during the storm (/proc/stat):
+	// it also counts what the storm leaves to kernel threads (softirq,
+	// RCU callbacks) and whatever observes it.
+	NodeNs int64
 }
 
 // observer is what watches the storm in one mode; stop returns the CPU it
@@ -44,7 +55,16 @@ type observer interface {
 	stop(b *testing.B) time.Duration
 }
 
-var modes = []string{"baseline", "probe", "collector", "tcplife"}
+// overheadModes is the baseline followed by the other selected modes.
+func overheadModes() []string {
+	out := []string{"baseline"}
+	for m := range strings.SplitSeq(*modesFlag, ",") {
+		if m = strings.TrimSpace(m); m != "" && m != "baseline" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
 
 // BenchmarkOverhead alternates the modes round by round and prints, per
 // mode, the median connection rate, the storm's own CPU per connection,
@@ -57,11 +77,15 @@ func BenchmarkOverhead(b *testing.B) {
 	pair.Client.Exec(b, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1")
 	ensureTracefs(b)
 
-	type sample struct{ rate, work, obs float64 }
+	type sample struct{ rate, work, obs, node float64 }
 	res := map[string][]sample{}
 	port := 9000
-	for range rounds {
-		for _, mode := range modes {
+	modes := overheadModes()
+	for round := range *roundsFlag {
+		// Each round starts with a different mode, so that a drift within
+		// a round (TIME_WAIT sockets piling up, say) favours none of them.
+		for k := range modes {
+			mode := modes[(round+k)%len(modes)]
 			o := start(b, mode)
 			port++
 			r := runStorm(b, pair, port)
@@ -70,39 +94,49 @@ func BenchmarkOverhead(b *testing.B) {
 				obs = o.stop(b)
 			}
 			n := float64(r.Conns)
-			res[mode] = append(res[mode], sample{n / time.Duration(r.WallNs).Seconds(), float64(r.CPUNs) / 1e3 / n, float64(obs.Nanoseconds()) / 1e3 / n})
+			s := sample{n / time.Duration(r.WallNs).Seconds(), float64(r.CPUNs) / 1e3 / n, float64(obs.Nanoseconds()) / 1e3 / n, float64(r.NodeNs) / 1e3 / n}
+			res[mode] = append(res[mode], s)
+			b.Logf("round %d %-9s %6.0f conn/s storm %6.1f observer %5.2f node %6.1f µs/conn", round+1, mode, s.rate, s.work, s.obs, s.node)
 		}
 	}
 
-	med := func(v []float64) float64 {
-		s := slices.Clone(v)
-		slices.Sort(s)
-		return (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
 	var table strings.Builder
-	fmt.Fprintf(&table, "| mode | conn/s | storm CPU µs/conn | observer CPU µs/conn | added µs/conn | total vs baseline |\n|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&table, "| mode | conn/s | storm CPU µs/conn | observer CPU µs/conn | added µs/conn | total vs baseline | node CPU µs/conn | node added µs/conn |\n|---|---|---|---|---|---|---|---|\n")
 	for _, mode := range modes {
-		var rate, work, obs, added, ratio []float64
+		var rate, work, obs, added, ratio, node, nodeAdded []float64
 		for i, s := range res[mode] {
 			base := res["baseline"][i]
-			rate, work, obs = append(rate, s.rate), append(work, s.work), append(obs, s.obs)
+			rate, work, obs, node = append(rate, s.rate), append(work, s.work), append(obs, s.obs), append(node, s.node)
 			added = append(added, s.work+s.obs-base.work)
 			ratio = append(ratio, (s.work+s.obs)/base.work)
+			nodeAdded = append(nodeAdded, s.node-base.node)
 		}
-		fmt.Fprintf(&table, "| %s | %.0f | %.1f | %.2f | %.1f | %.3f |\n", mode, med(rate), med(work), med(obs), med(added), med(ratio))
-		b.ReportMetric(med(ratio), mode+"-cpu-ratio")
+		fmt.Fprintf(&table, "| %s | %.0f | %.1f | %.2f | %.1f | %.3f | %.1f | %.1f |\n", mode, median(rate), median(work), median(obs), median(added), median(ratio), median(node), median(nodeAdded))
+		b.ReportMetric(median(ratio), mode+"-cpu-ratio")
 	}
-	b.Logf("%d rounds of %d connections each, modes alternating; medians, ratios paired per round:\n%s",
-		rounds, stormClients*stormConns, table.String())
+	b.Logf("%d rounds of %d connections each, modes alternating; medians, paired per round:\n%s",
+		*roundsFlag, stormClients**connsFlag, table.String())
+}
+
+// median of v; v is left as it was.
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // start begins observing in a mode; nil for the baseline.
 func start(b *testing.B, mode string) observer {
 	switch mode {
 	case "probe":
-		return startProbe(b)
+		return startProbe(b, bpf.Options{})
 	case "collector":
 		return startProcess(b, collectorCmd(b))
+	case "probe-raw":
+		return startProbe(b, bpf.Options{Mode: bpf.AttachRawTP})
 	case "tcplife":
 		bin, err := exec.LookPath("tcplife")
 		if err != nil {
@@ -112,7 +146,10 @@ func start(b *testing.B, mode string) observer {
 			bin = "/usr/sbin/tcplife"
 		}
 		return startProcess(b, exec.Command(bin))
+	case "baseline":
+		return nil
 	}
+	b.Fatalf("unknown overhead mode %q (baseline, probe, probe-raw, collector, tcplife)", mode)
 	return nil
 }
 
@@ -122,8 +159,8 @@ type probeObserver struct {
 	done chan time.Duration
 }
 
-func startProbe(b *testing.B) observer {
-	p, err := bpf.Load(bpf.Options{})
+func startProbe(b *testing.B, opts bpf.Options) observer {
+	p, err := bpf.Load(opts)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -228,7 +265,7 @@ func ensureTracefs(b *testing.B) {
 func runStorm(b *testing.B, pair *netnstest.Pair, port int) stormResult {
 	b.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%s:%d", stormEnv, pair.Server.Name, pair.Client.Name, pair.ServerIP, port))
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%s:%d,%d", stormEnv, pair.Server.Name, pair.Client.Name, pair.ServerIP, port, *connsFlag))
 	out, err := cmd.Output()
 	if err != nil {
 		b.Fatalf("storm child: %v: %s", err, out)
@@ -262,8 +299,12 @@ func stormMain() {
 // namespaces spec names, and measures itself.
 func storm(spec string) (stormResult, error) {
 	parts := strings.Split(spec, ",")
-	if len(parts) != 3 {
+	if len(parts) != 4 {
 		return stormResult{}, fmt.Errorf("bad storm spec %q", spec)
+	}
+	stormConns, err := strconv.Atoi(parts[3])
+	if err != nil {
+		return stormResult{}, fmt.Errorf("bad storm spec %q: %w", spec, err)
 	}
 	server, err := netnstest.Attach(parts[0])
 	if err != nil {
@@ -293,7 +334,7 @@ func storm(spec string) (stormResult, error) {
 		}
 	}()
 
-	before := cpuTime()
+	before, nodeBefore := cpuTime(), nodeBusy()
 	start := time.Now()
 	errs := make(chan error, stormClients)
 	var wg sync.WaitGroup
@@ -319,7 +360,7 @@ func storm(spec string) (stormResult, error) {
 		}
 	}
 	served.Wait()
-	return stormResult{Conns: stormClients * stormConns, WallNs: time.Since(start).Nanoseconds(), CPUNs: (cpuTime() - before).Nanoseconds()}, nil
+	return stormResult{Conns: stormClients * stormConns, WallNs: time.Since(start).Nanoseconds(), CPUNs: (cpuTime() - before).Nanoseconds(), NodeNs: (nodeBusy() - nodeBefore).Nanoseconds()}, nil
 }
 
 // threadCPU is the calling OS thread's CPU time.
@@ -334,4 +375,23 @@ func cpuTime() time.Duration {
 	var ru unix.Rusage
 	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// nodeBusy is the time all CPUs of the machine spent busy, from the first
+// line of /proc/stat: everything but idle and iowait.
+func nodeBusy() time.Duration {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	var ticks int64
+	for i, f := range strings.Fields(line)[1:] {
+		if i == 3 || i == 4 || i >= 8 { // idle, iowait; guest time is already in user
+			continue
+		}
+		v, _ := strconv.ParseInt(f, 10, 64)
+		ticks += v
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ
 }

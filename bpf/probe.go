@@ -1,6 +1,8 @@
 package bpf
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -105,7 +107,7 @@ type Probe struct {
 	// fallback is why tp_btf was not used in auto mode.
 	fallback error
 
-	report, adopt *link.Iter
+	report *link.Iter
 	iterErr       error
 	lock          *nodeLock
 	walkBuf       []byte
@@ -161,14 +163,14 @@ func Load(opts Options) (*Probe, error) {
 	return p, nil
 }
 
-// modeObjects names, per attach mode, the program to load and the
-// per-socket state map it uses; the other mode's are never created.
+// modeObjects names, per attach mode, the programs to load; the other
+// mode's are never created.
 var modeObjects = map[AttachMode]struct {
-	prog, state, unused string
-	iterators           []string
+	prog      string
+	iterators []string
 }{
-	AttachTPBTF: {prog: "tcpconn_btf", state: "sk_state", unused: "sk_state_hash", iterators: []string{"tcpconn_report", "tcpconn_adopt"}},
-	AttachRawTP: {prog: "tcpconn_raw", state: "sk_state_hash", unused: "sk_state"},
+	AttachTPBTF: {prog: "tcpconn_btf", iterators: []string{"tcpconn_report"}},
+	AttachRawTP: {prog: "tcpconn_raw"},
 }
 
 func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
@@ -182,10 +184,16 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 			delete(spec.Programs, name)
 		}
 	}
-	delete(spec.Maps, names.unused)
 	spec.Maps["events"].MaxEntries = opts.RingBufferBytes
 	if err := spec.Variables["wakeup_bytes"].Set(opts.WakeupBytes); err != nil {
 		return fmt.Errorf("set wakeup_bytes: %w", err)
+	}
+	var secret [8]byte
+	if _, err := rand.Read(secret[:]); err != nil {
+		return fmt.Errorf("connection id secret: %w", err)
+	}
+	if err := spec.Variables["id_secret"].Set(binary.NativeEndian.Uint64(secret[:])); err != nil {
+		return fmt.Errorf("set id_secret: %w", err)
 	}
 
 	coll, err := ebpf.NewCollection(spec)
@@ -219,7 +227,7 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 	if len(names.iterators) > 0 {
 		p.iterErr = p.attachIterators()
 	} else {
-		p.iterErr = fmt.Errorf("%w: periodic reports and adoption need tp_btf mode", ErrNotSupported)
+		p.iterErr = fmt.Errorf("%w: periodic reports need tp_btf mode", ErrNotSupported)
 	}
 	return nil
 }
@@ -293,7 +301,7 @@ func (p *Probe) Close() error {
 	if p.reader != nil {
 		err = errors.Join(err, p.reader.Close())
 	}
-	for _, it := range []*link.Iter{p.report, p.adopt} {
+	for _, it := range []*link.Iter{p.report} {
 		if it != nil {
 			err = errors.Join(err, it.Close())
 		}

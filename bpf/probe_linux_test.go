@@ -128,13 +128,25 @@ func testExactBytes(t *testing.T, mode AttachMode) {
 	recs := col.waitFor(t, "all records", func(rs []Record) bool { return len(rs) >= conns*4+2 })
 
 	var opens, closes, failures int
+	openOf := map[uint64]Record{}
+	for _, r := range recs {
+		if r.Kind == KindOpen {
+			assert.NotContains(t, openOf, r.ConnID, "connection ids are unique")
+			openOf[r.ConnID] = r
+		}
+	}
 	for _, r := range recs {
 		switch r.Kind {
 		case KindOpen:
 			opens++
+			assertOpen(t, r)
 		case KindClose:
 			closes++
-			assertClose(t, pair, r, clientPorts, port, request, response)
+			open, ok := openOf[r.ConnID]
+			if !assert.True(t, ok, "close record joins an open record by id: %+v", r) {
+				continue
+			}
+			assertClose(t, pair, open, r, clientPorts, port, request, response)
 		case KindFailure:
 			failures++
 			assert.Equal(t, DirectionOutbound, r.Direction)
@@ -166,17 +178,41 @@ func testExactBytes(t *testing.T, mode AttachMode) {
 	assert.Greater(t, after.Emitted, before.Emitted)
 }
 
-func assertClose(t *testing.T, pair *netnstest.Pair, r Record, clientPorts map[uint16]bool, port uint16, request, response uint64) {
+// assertOpen: the open record carries how the connection began; a close
+// record carries only its id and counters.
+func assertOpen(t *testing.T, r Record) {
+	t.Helper()
+	assert.NotZero(t, r.ConnID)
+	assert.False(t, r.Start.IsZero(), "start")
+	assert.False(t, r.Time.Before(r.Start))
+	assert.Zero(t, r.Flags&FlagAdopted)
+	switch r.Direction {
+	case DirectionOutbound:
+		assert.Equal(t, StateSynSent, r.OldState)
+		assert.NotZero(t, r.PID)
+		assert.NotEmpty(t, r.CommString())
+	case DirectionInbound:
+		assert.Equal(t, StateSynRecv, r.OldState)
+		assert.Zero(t, r.PID)
+	default:
+		t.Errorf("open record without direction: %+v", r)
+	}
+}
+
+func assertClose(t *testing.T, pair *netnstest.Pair, open, r Record, clientPorts map[uint16]bool, port uint16, request, response uint64) {
 	t.Helper()
 	assert.Zero(t, r.Errno)
-	assert.Positive(t, r.Duration())
-	assert.NotZero(t, r.ConnID)
+	assert.True(t, r.Time.After(open.Time), "closed after it opened")
+	assert.Equal(t, open.LocalAddr, r.LocalAddr)
+	assert.Equal(t, open.LocalPort, r.LocalPort)
+	assert.True(t, r.Start.IsZero(), "the start came with the open record")
+	assert.Equal(t, DirectionUnknown, r.Direction)
 	assert.NotZero(t, r.NetNS)
 	assert.Equal(t, FlagFinReceived, r.Flags&FlagFinReceived)
 	assert.Zero(t, r.Flags&FlagAdopted)
 	assert.Greater(t, r.SRTT, time.Duration(0))
 	assert.Greater(t, r.RTTMin, time.Duration(0))
-	switch r.Direction {
+	switch open.Direction {
 	case DirectionOutbound:
 		assert.Equal(t, pair.ClientIP, r.LocalAddr)
 		assert.Equal(t, pair.ServerIP, r.PeerAddr)
@@ -184,7 +220,6 @@ func assertClose(t *testing.T, pair *netnstest.Pair, r Record, clientPorts map[u
 		assert.True(t, clientPorts[r.LocalPort], "client port %d", r.LocalPort)
 		assert.Equal(t, request, r.BytesSent, "client sent")
 		assert.Equal(t, response, r.BytesReceived, "client received")
-		assert.NotZero(t, r.PID)
 	case DirectionInbound:
 		assert.Equal(t, pair.ServerIP, r.LocalAddr)
 		assert.Equal(t, pair.ClientIP, r.PeerAddr)
@@ -192,37 +227,5 @@ func assertClose(t *testing.T, pair *netnstest.Pair, r Record, clientPorts map[u
 		assert.True(t, clientPorts[r.PeerPort], "client port %d", r.PeerPort)
 		assert.Equal(t, response, r.BytesSent, "server sent")
 		assert.Equal(t, request, r.BytesReceived, "server received")
-		assert.Zero(t, r.PID)
-	default:
-		t.Errorf("close record without direction: %+v", r)
 	}
-}
-
-func TestProbeStopDeliversPending(t *testing.T) {
-	pair := netnstest.NewPair(t, testOctet)
-	p, err := Load(Options{Mode: AttachAuto, PollInterval: time.Hour})
-	netnstest.RequireRoot(t)
-	require.NoError(t, err)
-	defer p.Close()
-	srv := netnstest.StartServer(t, pair, 9090, 10, 10)
-	_, err = srv.Exchange(context.Background(), pair)
-	require.NoError(t, err)
-	srv.WaitServed(t, 1) // both close records are written
-
-	// The reader has not been woken (poll interval of an hour, no wakeup
-	// threshold reached): Stop must still hand over every record.
-	require.NoError(t, p.Stop())
-	var rec Record
-	var closes int
-	for {
-		err := p.Read(&rec)
-		if errors.Is(err, ErrStopped) {
-			break
-		}
-		require.NoError(t, err)
-		if rec.Kind == KindClose && (rec.LocalAddr == pair.ClientIP || rec.LocalAddr == pair.ServerIP) {
-			closes++
-		}
-	}
-	assert.Equal(t, 2, closes)
 }

@@ -5,10 +5,10 @@
  * tcpconn probe: one record per TCP connection event, from the
  * inet_sock_set_state tracepoint.
  *
- * Two programs share one handler. tcpconn_btf (tp_btf) reads the socket
- * directly through BTF and keeps per-socket state in sk_storage. tcpconn_raw
- * (raw_tp) is the fallback for kernels without tp_btf: CO-RE probe reads and
- * an LRU hash keyed by socket address. The loader picks one at start.
+ * Two programs share one handler and the per-socket state. tcpconn_btf
+ * (tp_btf) reads the socket directly through BTF; tcpconn_raw (raw_tp) is
+ * the fallback for kernels without tp_btf, with CO-RE probe reads. The
+ * loader picks one at start.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
@@ -31,14 +31,12 @@ volatile const __u64 wakeup_bytes = 64 * 1024;
 /* Ring buffer space one record takes: its 8-byte header and the record. */
 #define RECORD_FOOTPRINT (sizeof(struct tcpconn_event) + 8)
 
-/* Per-socket state, kept from the handshake to the close. */
-struct sock_state {
+/* What a connect() leaves for the end of its handshake: the caller's
+ * context is only there at SYN_SENT. */
+struct connect_state {
 	__u64 start_ns;
-	__u64 conn_id;
 	__u32 pid;
-	__u8 direction;
-	__u8 flags;
-	__u8 pad[2];
+	__u32 pad;
 	char comm[16];
 };
 
@@ -54,27 +52,29 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
-/* Connection ids: per CPU, the CPU number in the top bits, so no atomics. */
+/* Outbound handshakes in progress, keyed by the socket's address:
+ * written at SYN_SENT, taken at ESTABLISHED or at the failure. Nothing is
+ * kept per connection after its handshake: connection ids are socket
+ * cookies, and user space remembers the rest from the open record. (Per
+ * socket state for the whole connection, in sk_storage or a hash, was
+ * measured at more than half of the program's cost on a connection storm:
+ * allocation, memcg accounting, RCU frees, or hash operations at every
+ * state change.) Preallocated: no allocation on this path. A socket
+ * always leaves SYN_SENT through one of the two tracepoints that delete
+ * its entry, so the map holds only handshakes in flight; when it is full
+ * the open record goes out without process and start time, counted in
+ * TCPCONN_STAT_NO_STATE. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} next_id SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct sock_state);
-} sk_state SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 262144);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
 	__type(key, __u64);
-	__type(value, struct sock_state);
-} sk_state_hash SEC(".maps");
+	__type(value, struct connect_state);
+} connecting SEC(".maps");
+
+/* Mixed into raw_tp mode's connection ids, which are derived from the
+ * socket's address (no socket cookies there): set at load so that ids do
+ * not reveal kernel addresses. */
+volatile const __u64 id_secret = 0;
 
 /* Makes bpf2go emit the Go type of the record. */
 const struct tcpconn_event *unused_event __attribute__((unused));
@@ -94,54 +94,21 @@ static __always_inline void stat_inc(__u32 key)
 		*v += 1;
 }
 
-static __always_inline __u64 new_conn_id(void)
-{
-	__u32 zero = 0;
-	__u64 *v = bpf_map_lookup_elem(&next_id, &zero);
-	if (!v)
-		return 0;
-	*v += 1;
-	return ((__u64)bpf_get_smp_processor_id() << 48) | *v;
-}
-
-static __always_inline struct sock_state *state_get(bool btf, struct sock *sk, bool create)
+/* conn_id names a connection in all its records: the socket cookie, unique
+ * per boot. raw_tp programs cannot ask for cookies: there it is a keyed mix
+ * (splitmix64's finaliser) of the socket's address with the connection's
+ * ports and peer, so that a socket address used again by a later
+ * connection gives another id. Called once e's addresses are filled. */
+static __always_inline __u64 conn_id(bool btf, struct sock *sk, struct tcpconn_event *e)
 {
 	if (btf)
-		return bpf_sk_storage_get(&sk_state, sk, 0, create ? BPF_SK_STORAGE_GET_F_CREATE : 0);
-
-	__u64 key = (__u64)sk;
-	struct sock_state *st = bpf_map_lookup_elem(&sk_state_hash, &key);
-	if (st || !create)
-		return st;
-	struct sock_state zero = {};
-	bpf_map_update_elem(&sk_state_hash, &key, &zero, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&sk_state_hash, &key);
-}
-
-static __always_inline void state_delete(bool btf, struct sock *sk)
-{
-	if (btf) {
-		bpf_sk_storage_delete(&sk_state, sk);
-		return;
-	}
-	__u64 key = (__u64)sk;
-	bpf_map_delete_elem(&sk_state_hash, &key);
-}
-
-static __always_inline void state_init(struct sock_state *st, __u8 direction, __u64 now)
-{
-	st->start_ns = now;
-	st->conn_id = new_conn_id();
-	st->direction = direction;
-	st->flags = 0;
-	if (direction == TCPCONN_DIR_OUTBOUND) {
-		/* connect() runs in the caller's context: pid and comm are real. */
-		st->pid = bpf_get_current_pid_tgid() >> 32;
-		bpf_get_current_comm(st->comm, sizeof(st->comm));
-	} else {
-		st->pid = 0;
-		__builtin_memset(st->comm, 0, sizeof(st->comm));
-	}
+		return bpf_get_socket_cookie(sk);
+	__u32 peer;
+	__builtin_memcpy(&peer, &e->daddr[e->family == AF_INET ? 0 : 12], 4);
+	__u64 z = (__u64)sk ^ id_secret ^ ((__u64)e->sport << 48) ^ ((__u64)e->dport << 32) ^ peer;
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return (z ^ (z >> 31)) | 1; /* never 0: 0 means no id */
 }
 
 static __always_inline bool fin_received(bool btf, struct sock *sk)
@@ -169,7 +136,7 @@ static __always_inline void copy_addr(bool btf, __u8 *dst, const void *src, __u3
 
 /* fill writes one record of the socket's current counters into e. */
 static __always_inline void fill(bool btf, struct tcpconn_event *e, struct sock *sk, struct tcp_sock *tp,
-				 struct sock_state *st, __u8 kind, int oldstate, int newstate, __u16 family, __u64 now)
+				 __u8 kind, int oldstate, int newstate, __u16 family, __u64 now)
 {
 	e->ts_ns = now;
 	e->kind = kind;
@@ -184,21 +151,13 @@ static __always_inline void fill(bool btf, struct tcpconn_event *e, struct sock 
 	else
 		e->netns_ino = sk->__sk_common.skc_net.net->ns.inum;
 
-	if (st) {
-		e->start_ns = st->start_ns;
-		e->conn_id = st->conn_id;
-		e->direction = st->direction;
-		e->flags = st->flags & TCPCONN_F_RECORD_MASK;
-		e->pid = st->pid;
-		__builtin_memcpy(e->comm, st->comm, sizeof(e->comm));
-	} else {
-		e->start_ns = 0;
-		e->conn_id = 0;
-		e->direction = TCPCONN_DIR_UNKNOWN;
-		e->flags = TCPCONN_F_ADOPTED;
-		e->pid = 0;
-		__builtin_memset(e->comm, 0, sizeof(e->comm));
-	}
+	/* Start, direction and process: set by the caller where the probe
+	 * knows them (open and failure records); user space carries them over
+	 * to the connection's later records. */
+	e->start_ns = 0;
+	e->direction = TCPCONN_DIR_UNKNOWN;
+	e->pid = 0;
+	__builtin_memset(e->comm, 0, sizeof(e->comm));
 
 	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
 	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
@@ -212,6 +171,7 @@ static __always_inline void fill(bool btf, struct tcpconn_event *e, struct sock 
 	/* skc_num is 0 once the socket is unhashed at close: use inet_sport. */
 	e->sport = bpf_ntohs(RD(btf, tp, inet_conn.icsk_inet.inet_sport));
 	e->dport = bpf_ntohs(RD(btf, sk, __sk_common.skc_dport));
+	e->conn_id = conn_id(btf, sk, e);
 
 	__u64 sent = RD(btf, tp, bytes_sent);
 	__u64 retrans = RD(btf, tp, bytes_retrans);
@@ -233,16 +193,18 @@ static __always_inline void fill(bool btf, struct tcpconn_event *e, struct sock 
 	e->rtt_min_us = RD(btf, tp, rtt_min.s[0].v);
 }
 
-static __always_inline void emit(bool btf, struct sock *sk, struct tcp_sock *tp, struct sock_state *st,
-				 __u8 kind, int oldstate, int newstate, __u16 family, __u64 now)
+/* reserve takes ring buffer space for one record, counting a drop when
+ * there is none. */
+static __always_inline struct tcpconn_event *reserve(void)
 {
-	struct tcpconn_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
+	struct tcpconn_event *e = bpf_ringbuf_reserve(&events, sizeof(struct tcpconn_event), 0);
+	if (!e)
 		stat_inc(TCPCONN_STAT_DROPPED);
-		return;
-	}
-	fill(btf, e, sk, tp, st, kind, oldstate, newstate, family, now);
+	return e;
+}
 
+static __always_inline void submit(struct tcpconn_event *e)
+{
 	/* Wake the reader only when this record carries the pending data across
 	 * the threshold. Waking on every record past it costs an IPI each while
 	 * the reader waits for a CPU; the reader's poll deadline is the backstop
@@ -255,16 +217,33 @@ static __always_inline void emit(bool btf, struct sock *sk, struct tcp_sock *tp,
 	stat_inc(TCPCONN_STAT_EMITTED);
 }
 
+/* connected takes what connect() left for this socket into e and forgets
+ * it; without it the record is flagged adopted. */
+static __always_inline void connected(struct tcpconn_event *e, struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct connect_state *cs = bpf_map_lookup_elem(&connecting, &key);
+	e->direction = TCPCONN_DIR_OUTBOUND;
+	if (!cs) {
+		e->flags |= TCPCONN_F_ADOPTED;
+		return;
+	}
+	e->start_ns = cs->start_ns;
+	e->pid = cs->pid;
+	__builtin_memcpy(e->comm, cs->comm, sizeof(e->comm));
+	bpf_map_delete_elem(&connecting, &key);
+}
+
 /* interesting is the cheap first test, on the tracepoint's arguments only:
- * of the ten or so state changes of a connection, four matter. */
+ * of the ten or so state changes of a connection, three matter on the
+ * client (SYN_SENT, ESTABLISHED, CLOSE) and two on the server
+ * (ESTABLISHED, CLOSE). */
 static __always_inline bool interesting(int oldstate, int newstate)
 {
 	switch (newstate) {
 	case TCP_SYN_SENT:
 	case TCP_ESTABLISHED:
 		return oldstate != newstate;
-	case TCP_SYN_RECV:
-		return oldstate == TCP_LISTEN; /* a new child socket */
 	case TCP_CLOSE:
 		/* not a listener closing */
 		return oldstate != TCP_LISTEN && oldstate != TCP_CLOSE;
@@ -274,52 +253,52 @@ static __always_inline bool interesting(int oldstate, int newstate)
 
 static __always_inline int handle(bool btf, struct sock *sk, struct tcp_sock *tp, int oldstate, int newstate)
 {
-
 	__u16 family = RD(btf, sk, __sk_common.skc_family);
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
-
 	__u64 now = bpf_ktime_get_boot_ns();
-	struct sock_state *st;
 
-	switch (newstate) {
-	case TCP_SYN_SENT:
-	case TCP_SYN_RECV:
-		st = state_get(btf, sk, true);
-		if (!st) {
+	if (newstate == TCP_SYN_SENT) {
+		__u64 key = (__u64)sk;
+		struct connect_state cs = {
+			.start_ns = now,
+			.pid = bpf_get_current_pid_tgid() >> 32,
+		};
+		bpf_get_current_comm(cs.comm, sizeof(cs.comm));
+		if (bpf_map_update_elem(&connecting, &key, &cs, BPF_ANY))
 			stat_inc(TCPCONN_STAT_NO_STATE);
-			return 0;
-		}
-		state_init(st, newstate == TCP_SYN_SENT ? TCPCONN_DIR_OUTBOUND : TCPCONN_DIR_INBOUND, now);
-		return 0;
-	case TCP_ESTABLISHED:
-		st = state_get(btf, sk, true);
-		if (!st) {
-			stat_inc(TCPCONN_STAT_NO_STATE);
-		} else if (st->conn_id == 0) {
-			/* Handshake began before the probe was attached. */
-			st->conn_id = new_conn_id();
-			st->flags = TCPCONN_F_ADOPTED;
-		}
-		emit(btf, sk, tp, st, TCPCONN_KIND_OPEN, oldstate, newstate, family, now);
-		return 0;
-	case TCP_CLOSE:
-		st = state_get(btf, sk, false);
-		/* The report walk skips a closing socket: its close record carries
-		 * the rest, and must not race an update for the same counters. */
-		if (st)
-			st->flags |= TCPCONN_F_CLOSING;
-		emit(btf, sk, tp, st,
-		     (oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV) ? TCPCONN_KIND_FAILURE
-									    : TCPCONN_KIND_CLOSE,
-		     oldstate, newstate, family, now);
-		/* sk_storage goes with the socket; the hash map must be cleaned. */
-		if (st && !btf)
-			state_delete(btf, sk);
-		return 0;
-	default:
 		return 0;
 	}
+
+	__u8 kind = TCPCONN_KIND_CLOSE;
+	if (newstate == TCP_ESTABLISHED)
+		kind = TCPCONN_KIND_OPEN;
+	else if (oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV)
+		kind = TCPCONN_KIND_FAILURE;
+
+	struct tcpconn_event *e = reserve();
+	if (!e) {
+		/* The record is lost, counted; the handshake's entry must go. */
+		if (oldstate == TCP_SYN_SENT) {
+			__u64 key = (__u64)sk;
+			bpf_map_delete_elem(&connecting, &key);
+		}
+		return 0;
+	}
+	fill(btf, e, sk, tp, kind, oldstate, newstate, family, now);
+	if (oldstate == TCP_SYN_SENT) {
+		connected(e, sk);
+	} else if (oldstate == TCP_SYN_RECV) {
+		/* A child socket: created from the listener at the handshake's
+		 * last ACK, now. */
+		e->direction = TCPCONN_DIR_INBOUND;
+		if (kind == TCPCONN_KIND_OPEN)
+			e->start_ns = now;
+	} else if (kind == TCPCONN_KIND_OPEN) {
+		e->flags |= TCPCONN_F_ADOPTED; /* not from a handshake we saw */
+	}
+	submit(e);
+	return 0;
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -342,11 +321,14 @@ int BPF_PROG(tcpconn_raw, struct sock *sk, int oldstate, int newstate)
 }
 
 /* Every report_interval the loader runs this over the TCP sockets of every
- * network namespace: one update record per tracked connection, idle or not,
- * written to the iterator's seq_file rather than the ring buffer. (A walk
- * of the sk_storage map itself is quadratic on hosts with few CPUs: its
- * hash has one bucket per CPU, and every read of the seq_file restarts the
- * bucket from its head.) */
+ * network namespace: one update record per established connection, idle or
+ * not, written to the iterator's seq_file rather than the ring buffer. The
+ * iterator holds each socket's lock while the program reads it, so an
+ * update and the close of the same connection cannot interleave: a socket
+ * already closed is not visited, one closing later has its close record
+ * read after the walk. (A walk of an sk_storage map instead is quadratic
+ * on hosts with few CPUs: its hash has one bucket per CPU, and every read
+ * of the seq_file restarts the bucket from its head.) */
 SEC("iter/tcp")
 int tcpconn_report(struct bpf_iter__tcp *ctx)
 {
@@ -357,11 +339,8 @@ int tcpconn_report(struct bpf_iter__tcp *ctx)
 		return 0;
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
 	if (!tp)
-		return 0;
+		return 0; /* request and time-wait sockets */
 	struct sock *sk = &tp->inet_conn.icsk_inet.sk;
-	struct sock_state *st = bpf_sk_storage_get(&sk_state, sk, 0, 0);
-	if (!st || (st->flags & TCPCONN_F_CLOSING) || st->conn_id == 0)
-		return 0;
 	int state = skc->skc_state;
 	/* Handshakes in progress are reported by their open or failure. */
 	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_LISTEN || state == TCP_CLOSE)
@@ -369,38 +348,7 @@ int tcpconn_report(struct bpf_iter__tcp *ctx)
 	__u16 family = skc->skc_family;
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
-	fill(true, &e, sk, tp, st, TCPCONN_KIND_UPDATE, state, state, family, bpf_ktime_get_boot_ns());
+	fill(true, &e, sk, tp, TCPCONN_KIND_UPDATE, state, state, family, bpf_ktime_get_boot_ns());
 	bpf_seq_write(ctx->meta->seq, &e, sizeof(e));
-	return 0;
-}
-
-/* At start, the loader runs this over the TCP sockets of every network
- * namespace: established connections the probe never saw get per-socket
- * state (flagged adopted) and are reported from then on. */
-SEC("iter/tcp")
-int tcpconn_adopt(struct bpf_iter__tcp *ctx)
-{
-	struct sock_common *skc = ctx->sk_common;
-	if (!skc)
-		return 0;
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
-	if (!tp)
-		return 0; /* request and time-wait sockets */
-	int state = skc->skc_state;
-	if (state == TCP_LISTEN || state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_CLOSE)
-		return 0;
-	struct sock_state *st = bpf_sk_storage_get(&sk_state, tp, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!st) {
-		stat_inc(TCPCONN_STAT_NO_STATE);
-		return 0;
-	}
-	if (st->conn_id == 0) {
-		st->conn_id = new_conn_id();
-		st->flags = TCPCONN_F_ADOPTED;
-		st->direction = TCPCONN_DIR_UNKNOWN;
-		st->start_ns = 0;
-		__u32 one = 1;
-		bpf_seq_write(ctx->meta->seq, &one, sizeof(one));
-	}
 	return 0;
 }

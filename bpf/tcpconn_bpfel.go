@@ -13,15 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type tcpconnSockState struct {
-	_         structs.HostLayout
-	StartNs   uint64
-	ConnId    uint64
-	Pid       uint32
-	Direction uint8
-	Flags     uint8
-	Pad       [2]uint8
-	Comm      [16]int8
+type tcpconnConnectState struct {
+	_       structs.HostLayout
+	StartNs uint64
+	Pid     uint32
+	Pad     uint32
+	Comm    [16]int8
 }
 
 type tcpconnTcpconnEvent struct {
@@ -61,15 +58,13 @@ type tcpconnTcpconnEvent struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	tcpconnMapConnecting     = "connecting"
 	tcpconnMapEvents         = "events"
-	tcpconnMapNextId         = "next_id"
-	tcpconnMapSkState        = "sk_state"
-	tcpconnMapSkStateHash    = "sk_state_hash"
 	tcpconnMapStats          = "stats"
-	tcpconnProgTcpconnAdopt  = "tcpconn_adopt"
 	tcpconnProgTcpconnBtf    = "tcpconn_btf"
 	tcpconnProgTcpconnRaw    = "tcpconn_raw"
 	tcpconnProgTcpconnReport = "tcpconn_report"
+	tcpconnVarIdSecret       = "id_secret"
 	tcpconnVarUnusedEvent    = "unused_event"
 	tcpconnVarWakeupBytes    = "wakeup_bytes"
 )
@@ -116,7 +111,6 @@ type tcpconnSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpconnProgramSpecs struct {
-	TcpconnAdopt  *ebpf.ProgramSpec `ebpf:"tcpconn_adopt"`
 	TcpconnBtf    *ebpf.ProgramSpec `ebpf:"tcpconn_btf"`
 	TcpconnRaw    *ebpf.ProgramSpec `ebpf:"tcpconn_raw"`
 	TcpconnReport *ebpf.ProgramSpec `ebpf:"tcpconn_report"`
@@ -126,17 +120,16 @@ type tcpconnProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpconnMapSpecs struct {
-	Events      *ebpf.MapSpec `ebpf:"events"`
-	NextId      *ebpf.MapSpec `ebpf:"next_id"`
-	SkState     *ebpf.MapSpec `ebpf:"sk_state"`
-	SkStateHash *ebpf.MapSpec `ebpf:"sk_state_hash"`
-	Stats       *ebpf.MapSpec `ebpf:"stats"`
+	Connecting *ebpf.MapSpec `ebpf:"connecting"`
+	Events     *ebpf.MapSpec `ebpf:"events"`
+	Stats      *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // tcpconnVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpconnVariableSpecs struct {
+	IdSecret    *ebpf.VariableSpec `ebpf:"id_secret"`
 	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
 	WakeupBytes *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
@@ -161,19 +154,15 @@ func (o *tcpconnObjects) Close() error {
 //
 // It can be passed to loadTcpconnObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpconnMaps struct {
-	Events      *ebpf.Map `ebpf:"events"`
-	NextId      *ebpf.Map `ebpf:"next_id"`
-	SkState     *ebpf.Map `ebpf:"sk_state"`
-	SkStateHash *ebpf.Map `ebpf:"sk_state_hash"`
-	Stats       *ebpf.Map `ebpf:"stats"`
+	Connecting *ebpf.Map `ebpf:"connecting"`
+	Events     *ebpf.Map `ebpf:"events"`
+	Stats      *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *tcpconnMaps) Close() error {
 	return _TcpconnClose(
+		m.Connecting,
 		m.Events,
-		m.NextId,
-		m.SkState,
-		m.SkStateHash,
 		m.Stats,
 	)
 }
@@ -182,6 +171,7 @@ func (m *tcpconnMaps) Close() error {
 //
 // It can be passed to loadTcpconnObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpconnVariables struct {
+	IdSecret    *ebpf.Variable `ebpf:"id_secret"`
 	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
 	WakeupBytes *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
@@ -190,7 +180,6 @@ type tcpconnVariables struct {
 //
 // It can be passed to loadTcpconnObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpconnPrograms struct {
-	TcpconnAdopt  *ebpf.Program `ebpf:"tcpconn_adopt"`
 	TcpconnBtf    *ebpf.Program `ebpf:"tcpconn_btf"`
 	TcpconnRaw    *ebpf.Program `ebpf:"tcpconn_raw"`
 	TcpconnReport *ebpf.Program `ebpf:"tcpconn_report"`
@@ -198,7 +187,6 @@ type tcpconnPrograms struct {
 
 func (p *tcpconnPrograms) Close() error {
 	return _TcpconnClose(
-		p.TcpconnAdopt,
 		p.TcpconnBtf,
 		p.TcpconnRaw,
 		p.TcpconnReport,

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrNotSupported is returned by Walk and Adopt when the probe runs in a
+// ErrNotSupported is returned by Walk when the probe runs in a
 // mode without BPF iterators.
 var ErrNotSupported = errors.New("not supported")
 
@@ -22,25 +22,24 @@ func (p *Probe) attachIterators() error {
 	if err != nil {
 		return fmt.Errorf("attach iter/tcp (report): %w", err)
 	}
-	adopt, err := link.AttachIter(link.IterOptions{Program: p.coll.Programs["tcpconn_adopt"]})
-	if err != nil {
-		report.Close()
-		return fmt.Errorf("attach iter/tcp (adopt): %w", err)
-	}
-	p.report, p.adopt = report, adopt
+	p.report = report
 	return nil
 }
 
-// CanWalk reports why Walk and Adopt cannot run, or nil when they can.
+// CanWalk reports why Walk cannot run, or nil when it can.
 func (p *Probe) CanWalk() error { return p.iterErr }
 
-// Walk reads the live counters of every tracked connection, idle ones
-// included, in every network namespace on the host, and calls visit with
-// an update record for each. The record is reused between calls. Walk is
-// for the goroutine that calls Read: records Read returns after Walk were
-// produced after the walk saw their connection, or belong to connections
-// it skipped because they were closing, so updates and closes of a
-// connection stay in order.
+// Walk reads the live counters of every established TCP connection, idle
+// ones included, in every network namespace on the host, and calls visit
+// with an update record for each. The record is reused between calls.
+// Update records carry the connection's id, addresses and counters but not
+// its start, direction or process: those came with its open record, or
+// the probe never saw it open (it opened before the probe, or its open
+// record was dropped). Walk is for the goroutine that calls Read: a close
+// record Read returns after Walk was produced after the walk saw its
+// connection (a closed socket is not visited), so an update never follows
+// its connection's close; an open record still queued in the ring buffer
+// may follow its connection's first update.
 func (p *Probe) Walk(visit func(*Record)) (int, error) {
 	if p.iterErr != nil {
 		return 0, p.iterErr
@@ -61,28 +60,6 @@ func (p *Probe) Walk(visit func(*Record)) (int, error) {
 		return nil
 	})
 	return n, err
-}
-
-// Adopt gives per-socket state to the established TCP connections of every
-// network namespace on the host that the probe has not seen open: Walk
-// reports them from then on, flagged FlagAdopted. It returns how many
-// sockets it adopted.
-func (p *Probe) Adopt() (int, error) {
-	if p.iterErr != nil {
-		return 0, p.iterErr
-	}
-	total := 0
-	var buf []byte
-	err := inEachNetns(func(ns string) error {
-		var err error
-		buf, err = readAll(p.adopt, buf[:0])
-		total += len(buf) / 4
-		if err != nil {
-			return fmt.Errorf("adopt in %s: %w", ns, err)
-		}
-		return nil
-	})
-	return total, err
 }
 
 // readAll runs an iterator in the calling thread's network namespace and

@@ -37,20 +37,28 @@ func send(t *testing.T, c net.Conn, n int) {
 	require.NoError(t, err)
 }
 
-// walkOf returns the update records of the pair's connections.
-func walkOf(t *testing.T, p *Probe, pair *netnstest.Pair) map[netip.AddrPort]Record {
+// walkOf returns the update records of the pair's connections by the
+// client's address: the client's end, and the server's (peer).
+func walkOf(t *testing.T, p *Probe, pair *netnstest.Pair) (client, server map[netip.AddrPort]Record) {
 	t.Helper()
-	out := map[netip.AddrPort]Record{}
+	client, server = map[netip.AddrPort]Record{}, map[netip.AddrPort]Record{}
 	_, err := p.Walk(func(r *Record) {
-		if r.LocalAddr == pair.ClientIP || r.LocalAddr == pair.ServerIP {
-			out[netip.AddrPortFrom(r.LocalAddr, r.LocalPort)] = *r
+		switch r.LocalAddr {
+		case pair.ClientIP:
+			client[netip.AddrPortFrom(r.LocalAddr, r.LocalPort)] = *r
+		case pair.ServerIP:
+			server[netip.AddrPortFrom(r.PeerAddr, r.PeerPort)] = *r
 		}
 	})
 	require.NoError(t, err)
-	return out
+	return client, server
 }
 
-func TestWalkReportsIdleAndAdoptedConnections(t *testing.T) {
+// TestWalkReportsEveryEstablishedConnection: the walk reports the
+// connections of every namespace, idle or not, opened under the probe or
+// before it, with their cumulative counters; the ids are those of the
+// connections' open and close records.
+func TestWalkReportsEveryEstablishedConnection(t *testing.T) {
 	pair := netnstest.NewPair(t, testOctet)
 	target := sink(t, pair, "7000")
 	ctx := t.Context()
@@ -63,6 +71,7 @@ func TestWalkReportsIdleAndAdoptedConnections(t *testing.T) {
 
 	p := loadProbe(t, AttachTPBTF)
 	require.NoError(t, p.CanWalk())
+	col := collect(p, func(r *Record) bool { return r.LocalAddr == pair.ClientIP })
 	after, err := pair.Client.Dial(ctx, target)
 	require.NoError(t, err)
 	defer after.Close()
@@ -71,60 +80,46 @@ func TestWalkReportsIdleAndAdoptedConnections(t *testing.T) {
 
 	beforeAddr := netip.MustParseAddrPort(before.LocalAddr().String())
 	afterAddr := netip.MustParseAddrPort(after.LocalAddr().String())
+	open := col.waitFor(t, "the open record", func(rs []Record) bool { return len(rs) == 1 })[0]
+	require.Equal(t, KindOpen, open.Kind)
 
-	// The walk sees the connection opened under the probe, both ends,
-	// while it is idle; not yet the older one.
-	w := walkOf(t, p, pair)
+	// Both ends of both connections, while they are idle.
+	w, ws := walkOf(t, p, pair)
 	require.Contains(t, w, afterAddr)
 	out := w[afterAddr]
 	assert.Equal(t, KindUpdate, out.Kind)
-	assert.Equal(t, DirectionOutbound, out.Direction)
+	assert.Equal(t, open.ConnID, out.ConnID, "the walk names the connection as its open record did")
 	assert.Equal(t, StateEstablished, out.NewState)
 	assert.Equal(t, uint64(2000), out.BytesSent)
-	assert.Positive(t, out.Duration())
-	var in Record
-	for ap, r := range w {
-		if ap.Addr() == pair.ServerIP && r.PeerPort == afterAddr.Port() {
-			in = r
-		}
-	}
-	assert.Equal(t, DirectionInbound, in.Direction)
+	assert.True(t, out.Start.IsZero(), "start, direction and process come with the open record only")
+	assert.Equal(t, DirectionUnknown, out.Direction)
+	in := ws[afterAddr]
 	assert.Equal(t, uint64(2000), in.BytesReceived)
-	assert.NotContains(t, w, beforeAddr)
+	assert.NotEqual(t, out.ConnID, in.ConnID, "each end is its own connection")
 
-	// Adoption gives the older connection state: reported from then on.
-	n, err := p.Adopt()
-	require.NoError(t, err)
-	assert.GreaterOrEqual(t, n, 2, "both ends of the older connection")
-	w = walkOf(t, p, pair)
 	require.Contains(t, w, beforeAddr)
 	old := w[beforeAddr]
-	assert.Equal(t, FlagAdopted, old.Flags&FlagAdopted)
 	assert.Equal(t, uint64(1000), old.BytesSent, "cumulative: includes what flowed before the probe")
 	assert.NotZero(t, old.ConnID)
-	assert.True(t, old.Start.IsZero())
-
-	// A second adoption finds nothing new.
-	n, err = p.Adopt()
-	require.NoError(t, err)
-	assert.Zero(t, n)
+	assert.Equal(t, uint64(1000), ws[beforeAddr].BytesReceived)
+	w, _ = walkOf(t, p, pair)
+	assert.Equal(t, old.ConnID, w[beforeAddr].ConnID, "stable from walk to walk")
 
 	// Its close record belongs to the same connection.
-	col := collect(p, func(r *Record) bool {
-		return r.Kind == KindClose && netip.AddrPortFrom(r.LocalAddr, r.LocalPort) == beforeAddr
-	})
 	send(t, before, 500)
 	require.NoError(t, before.Close())
-	recs := col.waitFor(t, "the adopted connection's close", func(rs []Record) bool { return len(rs) == 1 })
-	assert.Equal(t, old.ConnID, recs[0].ConnID)
-	assert.Equal(t, uint64(1500), recs[0].BytesSent)
-	assert.Equal(t, FlagAdopted, recs[0].Flags&FlagAdopted)
+	recs := col.waitFor(t, "the older connection's close", func(rs []Record) bool { return len(rs) == 2 })
+	closed := recs[1]
+	assert.Equal(t, KindClose, closed.Kind)
+	assert.Equal(t, beforeAddr, netip.AddrPortFrom(closed.LocalAddr, closed.LocalPort))
+	assert.Equal(t, old.ConnID, closed.ConnID)
+	assert.Equal(t, uint64(1500), closed.BytesSent)
+	w, _ = walkOf(t, p, pair)
+	assert.NotContains(t, w, beforeAddr, "a closed connection is not reported")
 }
 
 func TestWalkNotSupportedInRawTP(t *testing.T) {
 	p := loadProbe(t, AttachRawTP)
 	_, err := p.Walk(func(*Record) {})
-	require.ErrorIs(t, err, ErrNotSupported)
-	_, err = p.Adopt()
 	require.ErrorIs(t, err, ErrNotSupported)
 }

@@ -40,7 +40,7 @@ type aggHarness struct {
 
 func newAggHarness(cfg *Config, res identity.Resolver) *aggHarness {
 	return &aggHarness{
-		cfg: cfg, track: newTracker(res, false), agg: newAggregator(cfg, t0),
+		cfg: cfg, track: newTracker(res, true, false), agg: newAggregator(cfg, t0),
 		mb: metadata.NewMetricsBuilder(cfg.MetricsBuilderConfig, receivertest.NewNopSettings(metadata.Type), metadata.WithStartTime(pcommon.NewTimestampFromTime(t0))),
 	}
 }
@@ -63,7 +63,7 @@ func TestAggregatorSumsPerSeries(t *testing.T) {
 	h := newAggHarness(createDefaultConfig(), identity.AddressOnly{})
 	recs := fixedRecords()
 	for range 3 {
-		h.track = newTracker(identity.AddressOnly{}, false)
+		h.track = newTracker(identity.AddressOnly{}, true, false)
 		h.add(recs...)
 	}
 	md := h.emit(t0.Add(time.Minute))
@@ -86,7 +86,7 @@ func BenchmarkAggregate(b *testing.B) {
 			cfg.Profile = profile
 			r := &tcpconnReceiver{
 				agg:    newAggregator(cfg, t0),
-				track:  newTracker(fixedResolver(), false),
+				track:  newTracker(fixedResolver(), true, false),
 				filter: newAddrFilter(FilterConfig{IncludeCIDRs: []string{"10.0.0.0/8"}}),
 				mb:     &metadata.MetricsBuilder{},
 			}

@@ -1,6 +1,8 @@
 package receiver
 
 import (
+	"time"
+
 	"github.com/tcpconn/tcpconn/bpf"
 	"github.com/tcpconn/tcpconn/identity"
 )
@@ -20,6 +22,11 @@ func countersOf(rec *bpf.Record) counters {
 	return counters{rec.BytesSent, rec.BytesReceived, rec.Retransmits, rec.Lost}
 }
 
+// max is the larger of c and o per field.
+func (c counters) max(o counters) counters {
+	return counters{max(c.sent, o.sent), max(c.received, o.received), max(c.retrans, o.retrans), max(c.lost, o.lost)}
+}
+
 // sub is c - prev, clamped at zero per field: kernel counters only grow.
 func (c counters) sub(prev counters) counters {
 	d := func(a, b uint64) uint64 {
@@ -31,13 +38,52 @@ func (c counters) sub(prev counters) counters {
 	return counters{d(c.sent, prev.sent), d(c.received, prev.received), d(c.retrans, prev.retrans), d(c.lost, prev.lost)}
 }
 
-// connState is what the receiver remembers of one live connection.
+// connState is what the receiver remembers of one live connection. The
+// probe sends start, direction and process with the open record only: the
+// connection's later records get them from here.
 type connState struct {
 	ref      connRef
 	counted  counters
 	lastWalk uint64
+	startNs  int64 // Unix nanoseconds; 0 when unknown
+	pid      uint32
+	comm     [16]byte
+	dir      bpf.Direction
 	missed   uint8
 	open     bool
+	// adopted: the receiver did not see the connection open.
+	adopted bool
+	// baselined: counted holds what the connection had carried before the
+	// receiver started, taken as its baseline rather than counted.
+	baselined bool
+	// ignored: open before the receiver started, with adopt_existing off.
+	ignored bool
+}
+
+// learn takes what rec knows of how the connection began.
+func (st *connState) learn(rec *bpf.Record) {
+	st.startNs = 0
+	if !rec.Start.IsZero() {
+		st.startNs = rec.Start.UnixNano()
+	}
+	st.dir, st.pid, st.comm = rec.Direction, rec.PID, rec.Comm
+	st.adopted = rec.Flags&bpf.FlagAdopted != 0
+}
+
+// complete gives rec what the connection's open record said.
+func (st *connState) complete(rec *bpf.Record) {
+	if rec.Start.IsZero() && st.startNs != 0 {
+		rec.Start = time.Unix(0, st.startNs)
+	}
+	if rec.Direction == bpf.DirectionUnknown {
+		rec.Direction = st.dir
+	}
+	if rec.PID == 0 {
+		rec.PID, rec.Comm = st.pid, st.comm
+	}
+	if st.adopted {
+		rec.Flags |= bpf.FlagAdopted
+	}
 }
 
 // observation is what one record means for the metrics and the logs.
@@ -56,43 +102,72 @@ var unresolved = &identity.Identity{}
 // against the time the connection started) and the counters already
 // reported. It is owned by the reader goroutine.
 type tracker struct {
-	resolver     identity.Resolver
-	conns        map[uint64]connState
-	countAdopted bool
-	walk         uint64
-	baseline     bool
-	evicted      int64
-	lost         int64
+	resolver      identity.Resolver
+	conns         map[uint64]connState
+	countAdopted  bool
+	adoptExisting bool
+	walk          uint64
+	baseline      bool
+	evicted       int64
+	lost          int64
 }
 
-func newTracker(r identity.Resolver, countAdopted bool) *tracker {
-	return &tracker{resolver: r, conns: map[uint64]connState{}, countAdopted: countAdopted}
+func newTracker(r identity.Resolver, adoptExisting, countAdopted bool) *tracker {
+	return &tracker{resolver: r, conns: map[uint64]connState{}, adoptExisting: adoptExisting, countAdopted: countAdopted}
 }
 
-// observe accounts rec against its connection's state.
+// observe accounts rec against its connection's state, and completes rec
+// with what the connection's earlier records said.
 func (t *tracker) observe(rec *bpf.Record) (o observation, keep bool) {
 	st, known := t.conns[rec.ConnID]
 	if rec.ConnID == 0 {
 		known = false
 	}
-	if !known {
-		if t.baseline && rec.Flags&bpf.FlagAdopted == 0 {
-			// A connection opened under the probe during the start-up
-			// walk: its open record is on its way and will count it.
-			return o, false
+	cur := countersOf(rec)
+	begins := rec.Kind == bpf.KindOpen || rec.Kind == bpf.KindFailure
+
+	switch {
+	case known && st.ignored:
+		if rec.Kind == bpf.KindClose || rec.Kind == bpf.KindFailure {
+			delete(t.conns, rec.ConnID)
+		} else if rec.Kind == bpf.KindUpdate {
+			st.lastWalk, st.missed = t.walk, 0
+			t.conns[rec.ConnID] = st
 		}
+		return o, false
+	case !known && t.baseline && !t.adoptExisting:
+		// Open before the receiver started: left alone to its close.
+		t.conns[rec.ConnID] = connState{ignored: true, lastWalk: t.walk}
+		return o, false
+	case !known:
+		if !begins && rec.Start.IsZero() {
+			// Never seen open: how it began is unknown.
+			rec.Flags |= bpf.FlagAdopted
+		}
+		st.learn(rec)
 		local, peer := t.resolve(rec, nil, nil)
 		st.ref = refOf(rec, local, peer)
-		if rec.Kind == bpf.KindUpdate && rec.Flags&bpf.FlagAdopted != 0 && !t.countAdopted {
+		if t.baseline && !t.countAdopted {
 			// Bytes that flowed before the receiver started are not new.
-			st.counted = countersOf(rec)
+			st.counted, st.baselined = cur, true
 		}
-	} else if st.ref.local == unresolved || st.ref.peer == unresolved {
-		st.ref.local, st.ref.peer = t.resolve(rec, st.ref.local, st.ref.peer)
+	case begins:
+		// A walk saw the connection before its open record, which was
+		// still queued: the record says how it began.
+		st.learn(rec)
+		if st.baselined {
+			// It opened after the probe started: what the start-up walk
+			// took as its baseline is new traffic after all.
+			st.counted, st.baselined = counters{}, false
+		}
+	default:
+		st.complete(rec)
+		if st.ref.local == unresolved || st.ref.peer == unresolved {
+			st.ref.local, st.ref.peer = t.resolve(rec, st.ref.local, st.ref.peer)
+		}
 	}
-	cur := countersOf(rec)
 	o = observation{local: st.ref.local, peer: st.ref.peer, delta: cur.sub(st.counted)}
-	st.counted = cur
+	st.counted = st.counted.max(cur)
 
 	switch rec.Kind {
 	case bpf.KindClose, bpf.KindFailure:
@@ -104,7 +179,7 @@ func (t *tracker) observe(rec *bpf.Record) (o observation, keep bool) {
 	case bpf.KindUpdate:
 		st.lastWalk, st.missed = t.walk, 0
 	}
-	if !st.open && rec.Kind != bpf.KindFailure {
+	if !st.open {
 		st.open, o.becameOpen = true, true
 	}
 	if rec.ConnID != 0 {
@@ -144,7 +219,8 @@ func orUnresolved(id *identity.Identity) *identity.Identity {
 }
 
 // beginWalk starts a report walk; baseline marks the start-up walk, which
-// only records adopted connections' counters.
+// takes the counters of the connections open before the receiver started
+// as their baseline (or leaves them alone, when not adopting them).
 func (t *tracker) beginWalk(baseline bool) {
 	t.walk++
 	t.baseline = baseline

@@ -26,7 +26,7 @@ func TestIdentityResolvedOncePerConnection(t *testing.T) {
 	res := &countingResolver{}
 	known := fixedResolver()
 	res.ids.Store(&known)
-	tr := newTracker(res, false)
+	tr := newTracker(res, true, false)
 	recs := fixedRecords()
 	open, closeRec := recs[0], recs[2] // outbound open and close of connection 1
 
@@ -50,7 +50,7 @@ func TestUnresolvedEndIsRetried(t *testing.T) {
 	res := &countingResolver{}
 	empty := staticResolver{}
 	res.ids.Store(&empty)
-	tr := newTracker(res, false)
+	tr := newTracker(res, true, false)
 	recs := fixedRecords()
 	o, _ := tr.observe(&recs[0])
 	assert.Empty(t, o.local.Workload)

@@ -28,7 +28,6 @@ import (
 type recordSource interface {
 	Read(*bpf.Record) error
 	Walk(func(*bpf.Record)) (int, error)
-	Adopt() (int, error)
 	CanWalk() error
 	Stop() error
 	Close() error
@@ -135,7 +134,7 @@ func (r *tcpconnReceiver) start() error {
 	if r.cfg.Kubernetes.Enabled {
 		r.startKubernetes()
 	}
-	r.track = newTracker(r.resolver, r.cfg.CountAdoptedBytes)
+	r.track = newTracker(r.resolver, r.cfg.AdoptExisting, r.cfg.CountAdoptedBytes)
 	if r.logs != nil {
 		r.batcher = newLogBatcher(r.cfg.Logs, r.resource)
 		r.logFilter = newLogFilter(r.cfg.Logs)
@@ -225,9 +224,10 @@ func (r *tcpconnReceiver) readLoop() {
 	}
 }
 
-// startReports adopts the connections that were open before the receiver
-// started and takes their counters as the baseline. It reports whether
-// periodic reports will run.
+// startReports runs the start-up walk, which adopts the connections open
+// before the receiver started and takes their counters as the baseline (or
+// sets them aside, without adopt_existing). It reports whether periodic
+// reports will run.
 func (r *tcpconnReceiver) startReports() bool {
 	if r.cfg.ReportInterval <= 0 {
 		return false
@@ -236,16 +236,11 @@ func (r *tcpconnReceiver) startReports() bool {
 		r.set.Logger.Warn("periodic reports of open connections are off", zap.Error(err))
 		return false
 	}
-	if r.cfg.AdoptExisting {
-		n, err := r.src.Adopt()
-		if err != nil {
-			r.set.Logger.Warn("adopting existing connections failed in part", zap.Error(err))
-		}
-		r.set.Logger.Info("adopted connections open before start", zap.Int("sockets", n))
-	}
-	if _, err := r.walk(true); err != nil {
+	n, err := r.walk(true)
+	if err != nil {
 		r.set.Logger.Warn("start-up report walk failed", zap.Error(err))
 	}
+	r.set.Logger.Info("connections open at start", zap.Int("sockets", n), zap.Bool("adopted", r.cfg.AdoptExisting))
 	return true
 }
 

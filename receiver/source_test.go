@@ -27,9 +27,8 @@ type scriptedSource struct {
 	closed  bool
 	stats   bpf.Stats
 	// live, when not nil, is what a report walk sees; walks counts them.
-	live    []bpf.Record
-	walks   int
-	adopted int
+	live  []bpf.Record
+	walks int
 }
 
 func (s *scriptedSource) setLive(recs ...bpf.Record) {
@@ -56,13 +55,6 @@ func (s *scriptedSource) Walk(visit func(*bpf.Record)) (int, error) {
 		visit(&live[i])
 	}
 	return len(live), nil
-}
-
-func (s *scriptedSource) Adopt() (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.adopted++
-	return 0, nil
 }
 
 func (s *scriptedSource) walkCount() int {
@@ -181,7 +173,11 @@ func fixedRecords() []bpf.Record {
 	openOut.Kind, openOut.OldState, openOut.NewState, openOut.Time = bpf.KindOpen, bpf.StateSynSent, bpf.StateEstablished, t0.Add(200*time.Microsecond)
 	openIn.Kind, openIn.OldState, openIn.NewState, openIn.Time = bpf.KindOpen, bpf.StateSynRecv, bpf.StateEstablished, t0.Add(300*time.Microsecond)
 
+	// As the probe sends them: start, direction and process come with the
+	// open record only; the receiver carries them over.
 	closeOut, closeIn := out, in
+	closeOut.Start, closeOut.Direction, closeOut.PID, closeOut.Comm = time.Time{}, bpf.DirectionUnknown, 0, [16]byte{}
+	closeIn.Start, closeIn.Direction = time.Time{}, bpf.DirectionUnknown
 	closeOut.Kind, closeOut.OldState, closeOut.NewState, closeOut.Time = bpf.KindClose, bpf.StateFinWait2, bpf.StateClose, t0.Add(1500*time.Millisecond)
 	closeOut.Flags = bpf.FlagFinReceived
 	closeOut.BytesSent, closeOut.BytesReceived, closeOut.Retransmits, closeOut.Lost = 100000, 5000, 2, 1

@@ -1,0 +1,98 @@
+package bpf
+
+import (
+	"io"
+	"net"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpconn/tcpconn/internal/netnstest"
+)
+
+// BenchmarkProgram measures the probe's tracepoint program by the kernel's
+// own accounting (bpf_stats): b.N connections are opened and closed between
+// two network namespaces and the program's run time is divided by the
+// connections. Unlike the storm harness this does not move with the
+// workload's scheduling, so it is the figure to compare program changes
+// with; it leaves out the tracepoint's dispatch and work the kernel defers
+// (freeing state), which the storm harness includes.
+// `sudo make bench-prog`.
+func BenchmarkProgram(b *testing.B) {
+	for _, mode := range []AttachMode{AttachTPBTF, AttachRawTP} {
+		b.Run(string(mode), func(b *testing.B) { benchProgram(b, mode) })
+	}
+}
+
+func benchProgram(b *testing.B, mode AttachMode) {
+	netnstest.RequireRoot(b)
+	pair := netnstest.NewPair(b, 207)
+	pair.Client.Exec(b, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1")
+	target := pair.ServerIP.String() + ":9100"
+	ln, err := pair.Server.Listen(target)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+
+	p, err := Load(Options{Mode: mode})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		var rec Record
+		for p.Read(&rec) != ErrStopped {
+		}
+	}()
+	defer func() { _ = p.Stop(); <-drained }()
+
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		b.Fatalf("enable bpf_stats: %v", err)
+	}
+	defer stats.Close()
+	prog := p.coll.Programs[modeObjects[mode].prog]
+	runs0, time0 := progStats(b, prog)
+
+	b.ResetTimer()
+	err = pair.Client.Do(func() error {
+		for range b.N {
+			c, err := net.Dial("tcp", target)
+			if err != nil {
+				return err
+			}
+			c.Close()
+		}
+		return nil
+	})
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	runs1, time1 := progStats(b, prog)
+	runs, ns := float64(runs1-runs0), float64(time1-time0)
+	b.ReportMetric(ns/float64(b.N), "prog-ns/conn")
+	b.ReportMetric(runs/float64(b.N), "runs/conn")
+	b.ReportMetric(ns/runs, "ns/run")
+}
+
+func progStats(b *testing.B, prog *ebpf.Program) (runs uint64, ns uint64) {
+	st, err := prog.Stats()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return st.RunCount, uint64(st.Runtime.Nanoseconds())
+}
