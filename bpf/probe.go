@@ -107,11 +107,11 @@ type Probe struct {
 	// fallback is why tp_btf was not used in auto mode.
 	fallback error
 
-	report *link.Iter
-	iterErr       error
-	lock          *nodeLock
-	walkBuf       []byte
-	walkRec       Record
+	report  *link.Iter
+	iterErr error
+	lock    *nodeLock
+	walkBuf []byte
+	walkRec Record
 }
 
 // Load checks the kernel and privileges, loads the probe and attaches it.
