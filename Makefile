@@ -14,7 +14,7 @@ export KUBE_BIN_DIR
 CORE_VERSION    := v1.67.0
 CORE_VERSION_X  := v0.161.0
 
-.PHONY: all generate vmlinux build image kube-bin run test test-unit bench bench-kube bench-walk bench-memory overhead lint check-generated check-versions clean
+.PHONY: all generate vmlinux build image kube-bin run test test-unit bench bench-kube bench-walk bench-prog bench-memory overhead lint check-generated check-versions clean
 
 all: build
 
@@ -89,6 +89,10 @@ overhead: build
 bench-kube: kube-bin
 	$(GO) test -run '^$$' -bench 'Resolve' -benchmem ./identity/kube/
 	$(GO) test -run '^$$' -bench 'InformerMemory' -benchtime 1x ./identity/kube/
+
+## bench-prog: the tracepoint program's own run time per connection, by bpf_stats (as root)
+bench-prog:
+	$(GO) test -run '^$$' -bench Program -benchtime 20000x -count 3 ./bpf/
 
 ## bench-walk: one report walk at 10k and 100k open connections (as root)
 bench-walk:

@@ -24,10 +24,11 @@ type AttachMode string
 const (
 	// AttachAuto tries tp_btf and falls back to raw_tp.
 	AttachAuto AttachMode = "auto"
-	// AttachTPBTF uses the BTF-typed tracepoint: direct reads, sk_storage.
+	// AttachTPBTF uses the BTF-typed tracepoint: direct reads, socket
+	// cookies as connection ids, and the report walk.
 	AttachTPBTF AttachMode = "tp_btf"
-	// AttachRawTP uses the raw tracepoint with CO-RE probe reads and a hash
-	// map for per-socket state, for kernels without tp_btf.
+	// AttachRawTP uses the raw tracepoint with CO-RE probe reads, for
+	// kernels without tp_btf; no report walk there.
 	AttachRawTP AttachMode = "raw_tp"
 )
 

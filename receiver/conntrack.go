@@ -44,10 +44,10 @@ func (c counters) sub(prev counters) counters {
 type connState struct {
 	ref      connRef
 	counted  counters
-	lastWalk uint64
 	startNs  int64 // Unix nanoseconds; 0 when unknown
-	pid      uint32
 	comm     [16]byte
+	lastWalk uint32
+	pid      uint32
 	dir      bpf.Direction
 	missed   uint8
 	open     bool
@@ -59,6 +59,10 @@ type connState struct {
 	// ignored: open before the receiver started, with adopt_existing off.
 	ignored bool
 }
+
+// maxInlineConnState: a map keeps values up to this size in its own
+// slots; a larger connState would cost an allocation per connection.
+const maxInlineConnState = 128
 
 // learn takes what rec knows of how the connection began.
 func (st *connState) learn(rec *bpf.Record) {
@@ -106,7 +110,7 @@ type tracker struct {
 	conns         map[uint64]connState
 	countAdopted  bool
 	adoptExisting bool
-	walk          uint64
+	walk          uint32
 	baseline      bool
 	evicted       int64
 	lost          int64

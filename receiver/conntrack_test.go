@@ -3,6 +3,7 @@ package receiver
 import (
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -105,4 +106,8 @@ func TestTrackerAdoptsOrIgnoresConnectionsOpenAtStart(t *testing.T) {
 	s.feed(bpf.KindClose, 1600, nil)
 	assert.Zero(t, s.sent, "not adopted: left alone")
 	require.Empty(t, s.tr.conns, "forgotten at its close")
+}
+
+func TestConnStateFitsInMapSlots(t *testing.T) {
+	assert.LessOrEqual(t, unsafe.Sizeof(connState{}), uintptr(maxInlineConnState))
 }
