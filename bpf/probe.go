@@ -50,6 +50,9 @@ type Options struct {
 	// tracepoint replaces inet_sock_set_state in raw_tp mode (tests of
 	// attach failures).
 	tracepoint string
+	// handshakes, when set, sizes the table of outbound handshakes in
+	// flight (tests of a full table).
+	handshakes uint32
 }
 
 // Default option values.
@@ -87,7 +90,9 @@ type Stats struct {
 	Emitted uint64
 	// Dropped records were lost because the ring buffer was full.
 	Dropped uint64
-	// NoState counts sockets whose per-socket state could not be allocated.
+	// NoState counts outbound handshakes the probe could not remember (its
+	// handshake table was full): their open or failure records come without
+	// process and start time, flagged adopted.
 	NoState uint64
 }
 
@@ -186,6 +191,9 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 		}
 	}
 	spec.Maps["events"].MaxEntries = opts.RingBufferBytes
+	if opts.handshakes > 0 {
+		spec.Maps["connecting"].MaxEntries = opts.handshakes
+	}
 	if err := spec.Variables["wakeup_bytes"].Set(opts.WakeupBytes); err != nil {
 		return fmt.Errorf("set wakeup_bytes: %w", err)
 	}

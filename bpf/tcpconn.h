@@ -21,13 +21,11 @@
 /* Flags. */
 #define TCPCONN_F_ADOPTED 1  /* first seen after its handshake: start time unknown */
 #define TCPCONN_F_FIN_RCVD 2 /* the peer's FIN arrived (and was taken off bytes_received) */
-#define TCPCONN_F_CLOSING 4  /* internal: the close record is being written */
-#define TCPCONN_F_RECORD_MASK (TCPCONN_F_ADOPTED | TCPCONN_F_FIN_RCVD)
 
 /* Per-CPU counters in the stats map. */
 #define TCPCONN_STAT_EMITTED 0      /* records committed to the ring buffer */
 #define TCPCONN_STAT_DROPPED 1      /* records lost: ring buffer full */
-#define TCPCONN_STAT_NO_STATE 2     /* per-socket state could not be allocated */
+#define TCPCONN_STAT_NO_STATE 2     /* an outbound handshake could not be remembered: table full */
 #define TCPCONN_STAT_MAX 3
 
 struct tcpconn_event {

@@ -9,7 +9,8 @@ import (
 
 // maxTrackedConns bounds the connection table. Entries leave at close, or
 // after two report walks without them; the bound matters only when reports
-// are off and close records were lost. Reaching it clears the table.
+// are off and close records were lost. Reaching it clears the table
+// (counted in tcpconn.connections.evicted).
 const maxTrackedConns = 1 << 20
 
 // counters are the cumulative figures of a connection that have been
@@ -112,12 +113,14 @@ type tracker struct {
 	adoptExisting bool
 	walk          uint32
 	baseline      bool
+	limit         int
 	evicted       int64
+	evictedOpen   []connRef
 	lost          int64
 }
 
 func newTracker(r identity.Resolver, adoptExisting, countAdopted bool) *tracker {
-	return &tracker{resolver: r, conns: map[uint64]connState{}, adoptExisting: adoptExisting, countAdopted: countAdopted}
+	return &tracker{resolver: r, conns: map[uint64]connState{}, adoptExisting: adoptExisting, countAdopted: countAdopted, limit: maxTrackedConns}
 }
 
 // observe accounts rec against its connection's state, and completes rec
@@ -187,13 +190,32 @@ func (t *tracker) observe(rec *bpf.Record) (o observation, keep bool) {
 		st.open, o.becameOpen = true, true
 	}
 	if rec.ConnID != 0 {
-		if !known && len(t.conns) >= maxTrackedConns {
-			t.evicted += int64(len(t.conns))
-			clear(t.conns)
+		if !known && len(t.conns) >= t.limit {
+			t.evict()
 		}
 		t.conns[rec.ConnID] = st
 	}
 	return o, true
+}
+
+// evict empties the connection table, which is full: only reachable when
+// close records were lost and no report walk removes their connections.
+// The open ones are kept in evictedOpen for the open count to follow.
+func (t *tracker) evict() {
+	for _, st := range t.conns {
+		if st.open {
+			t.evictedOpen = append(t.evictedOpen, st.ref)
+		}
+	}
+	t.evicted += int64(len(t.conns))
+	clear(t.conns)
+}
+
+// takeEvicted returns the open connections evicted since the last call.
+func (t *tracker) takeEvicted() []connRef {
+	gone := t.evictedOpen
+	t.evictedOpen = nil
+	return gone
 }
 
 // resolve fills the ends still unknown.

@@ -7,9 +7,12 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/tcpconn/tcpconn/bpf"
 	"github.com/tcpconn/tcpconn/identity"
+	"github.com/tcpconn/tcpconn/receiver/internal/metadata"
 )
 
 // trackerScript feeds records to a tracker and sums what it counted.
@@ -110,4 +113,29 @@ func TestTrackerAdoptsOrIgnoresConnectionsOpenAtStart(t *testing.T) {
 
 func TestConnStateFitsInMapSlots(t *testing.T) {
 	assert.LessOrEqual(t, unsafe.Sizeof(connState{}), uintptr(maxInlineConnState))
+}
+
+// A full connection table is emptied: the evicted connections leave the
+// open count and are counted, instead of staying open for ever.
+func TestEvictionLeavesTheOpenCount(t *testing.T) {
+	cfg := createDefaultConfig()
+	r := &tcpconnReceiver{
+		agg:    newAggregator(cfg, t0),
+		track:  newTracker(fixedResolver(), true, false),
+		filter: newAddrFilter(FilterConfig{}),
+		mb:     metadata.NewMetricsBuilder(cfg.MetricsBuilderConfig, receivertest.NewNopSettings(metadata.Type)),
+	}
+	r.track.limit = 2
+	open := fixedRecords()[0]
+	for id := range uint64(3) {
+		rec := open
+		rec.ConnID, rec.LocalPort = id+1, uint16(41000+id)
+		r.handle(&rec)
+	}
+	res := pcommon.NewResource()
+	md := r.agg.emit(r.mb, t0.Add(time.Minute), res, func(pcommon.Timestamp) {})
+	assert.Equal(t, int64(3), findSum(t, md, "tcp.connections.opened"))
+	assert.Equal(t, int64(1), findSum(t, md, "tcp.connections.open"), "the two evicted ones are no longer open")
+	assert.Equal(t, int64(2), r.evictedConns.Load())
+	assert.Len(t, r.track.conns, 1)
 }

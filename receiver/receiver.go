@@ -58,6 +58,7 @@ type tcpconnReceiver struct {
 	resource     pcommon.Resource
 	recordsRead  atomic.Int64
 	lostConns    atomic.Int64
+	evictedConns atomic.Int64
 	logFilter    logFilter
 	logsFiltered [8]atomic.Int64 // by metadata.AttributeReason
 	filtered     atomic.Int64
@@ -277,6 +278,12 @@ func (r *tcpconnReceiver) handle(rec *bpf.Record) {
 		return
 	}
 	o, keep := r.track.observe(rec)
+	if gone := r.track.takeEvicted(); gone != nil {
+		r.evictedConns.Store(r.track.evicted)
+		if r.mb != nil {
+			r.agg.forget(gone)
+		}
+	}
 	if !keep {
 		return
 	}
@@ -330,8 +337,10 @@ func (r *tcpconnReceiver) recordSelfMetrics(now pcommon.Timestamp) {
 	r.mb.RecordTcpconnProbeRecordsDataPoint(now, r.recordsRead.Load())
 	r.mb.RecordTcpconnRecordsFilteredDataPoint(now, r.filtered.Load())
 	r.mb.RecordTcpconnConnectionsLostDataPoint(now, r.lostConns.Load())
+	r.mb.RecordTcpconnConnectionsEvictedDataPoint(now, r.evictedConns.Load())
 	if st, err := r.src.Stats(); err == nil {
 		r.mb.RecordTcpconnProbeRecordsDroppedDataPoint(now, int64(st.Dropped))
+		r.mb.RecordTcpconnProbeHandshakesUntrackedDataPoint(now, int64(st.NoState))
 	} else {
 		r.set.Logger.Warn("read probe stats", zap.Error(err))
 	}

@@ -43,6 +43,7 @@ func testGolden(t *testing.T, suffix string, resolver identity.Resolver) {
 	excluded.PeerAddr = netip.MustParseAddr("10.1.0.99")
 	p.src.push(loopback, excluded)
 	p.src.stats.Dropped = 3
+	p.src.stats.NoState = 1
 	p.shutdown(t)
 
 	require.Len(t, p.metrics.AllMetrics(), 1, "one flush, at shutdown")

@@ -1883,6 +1883,26 @@ func (ms *TCPServiceConnectionsOpenedMetricConfig) Validate() error {
 	return nil
 }
 
+// TcpconnConnectionsEvictedMetricConfig provides config for the tcpconn.connections.evicted metric.
+type TcpconnConnectionsEvictedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *TcpconnConnectionsEvictedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
 // TcpconnConnectionsLostMetricConfig provides config for the tcpconn.connections.lost metric.
 type TcpconnConnectionsLostMetricConfig struct {
 	Enabled          bool `mapstructure:"enabled"`
@@ -1968,6 +1988,26 @@ func (ms *TcpconnLogsFilteredMetricConfig) Validate() error {
 		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
 	}
 
+	return nil
+}
+
+// TcpconnProbeHandshakesUntrackedMetricConfig provides config for the tcpconn.probe.handshakes.untracked metric.
+type TcpconnProbeHandshakesUntrackedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *TcpconnProbeHandshakesUntrackedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
 	return nil
 }
 
@@ -2111,9 +2151,11 @@ type MetricsConfig struct {
 	TCPServiceConnectionsClosed       TCPServiceConnectionsClosedMetricConfig       `mapstructure:"tcp.service.connections.closed"`
 	TCPServiceConnectionsFailed       TCPServiceConnectionsFailedMetricConfig       `mapstructure:"tcp.service.connections.failed"`
 	TCPServiceConnectionsOpened       TCPServiceConnectionsOpenedMetricConfig       `mapstructure:"tcp.service.connections.opened"`
+	TcpconnConnectionsEvicted         TcpconnConnectionsEvictedMetricConfig         `mapstructure:"tcpconn.connections.evicted"`
 	TcpconnConnectionsLost            TcpconnConnectionsLostMetricConfig            `mapstructure:"tcpconn.connections.lost"`
 	TcpconnLogsDropped                TcpconnLogsDroppedMetricConfig                `mapstructure:"tcpconn.logs.dropped"`
 	TcpconnLogsFiltered               TcpconnLogsFilteredMetricConfig               `mapstructure:"tcpconn.logs.filtered"`
+	TcpconnProbeHandshakesUntracked   TcpconnProbeHandshakesUntrackedMetricConfig   `mapstructure:"tcpconn.probe.handshakes.untracked"`
 	TcpconnProbeRecords               TcpconnProbeRecordsMetricConfig               `mapstructure:"tcpconn.probe.records"`
 	TcpconnProbeRecordsDropped        TcpconnProbeRecordsDroppedMetricConfig        `mapstructure:"tcpconn.probe.records.dropped"`
 	TcpconnRecordsFiltered            TcpconnRecordsFilteredMetricConfig            `mapstructure:"tcpconn.records.filtered"`
@@ -2272,6 +2314,9 @@ func DefaultMetricsConfig() MetricsConfig {
 			AggregationStrategy: AggregationStrategySum,
 			EnabledAttributes:   []TCPServiceConnectionsOpenedMetricAttributeKey{TCPServiceConnectionsOpenedMetricAttributeKeyDirection, TCPServiceConnectionsOpenedMetricAttributeKeyDestinationServiceName, TCPServiceConnectionsOpenedMetricAttributeKeyDestinationServiceNamespace},
 		},
+		TcpconnConnectionsEvicted: TcpconnConnectionsEvictedMetricConfig{
+			Enabled: true,
+		},
 		TcpconnConnectionsLost: TcpconnConnectionsLostMetricConfig{
 			Enabled: true,
 		},
@@ -2282,6 +2327,9 @@ func DefaultMetricsConfig() MetricsConfig {
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
 			EnabledAttributes:   []TcpconnLogsFilteredMetricAttributeKey{TcpconnLogsFilteredMetricAttributeKeyReason},
+		},
+		TcpconnProbeHandshakesUntracked: TcpconnProbeHandshakesUntrackedMetricConfig{
+			Enabled: true,
 		},
 		TcpconnProbeRecords: TcpconnProbeRecordsMetricConfig{
 			Enabled: true,

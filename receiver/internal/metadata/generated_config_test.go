@@ -176,6 +176,9 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []TCPServiceConnectionsOpenedMetricAttributeKey{TCPServiceConnectionsOpenedMetricAttributeKeyDirection, TCPServiceConnectionsOpenedMetricAttributeKeyDestinationServiceName, TCPServiceConnectionsOpenedMetricAttributeKeyDestinationServiceNamespace},
 					},
+					TcpconnConnectionsEvicted: TcpconnConnectionsEvictedMetricConfig{
+						Enabled: true,
+					},
 					TcpconnConnectionsLost: TcpconnConnectionsLostMetricConfig{
 						Enabled: true,
 					},
@@ -186,6 +189,9 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []TcpconnLogsFilteredMetricAttributeKey{TcpconnLogsFilteredMetricAttributeKeyReason},
+					},
+					TcpconnProbeHandshakesUntracked: TcpconnProbeHandshakesUntrackedMetricConfig{
+						Enabled: true,
 					},
 					TcpconnProbeRecords: TcpconnProbeRecordsMetricConfig{
 						Enabled: true,
@@ -373,6 +379,9 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []TCPServiceConnectionsOpenedMetricAttributeKey{TCPServiceConnectionsOpenedMetricAttributeKeyDirection, TCPServiceConnectionsOpenedMetricAttributeKeyDestinationServiceName, TCPServiceConnectionsOpenedMetricAttributeKeyDestinationServiceNamespace},
 					},
+					TcpconnConnectionsEvicted: TcpconnConnectionsEvictedMetricConfig{
+						Enabled: false,
+					},
 					TcpconnConnectionsLost: TcpconnConnectionsLostMetricConfig{
 						Enabled: false,
 					},
@@ -383,6 +392,9 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []TcpconnLogsFilteredMetricAttributeKey{TcpconnLogsFilteredMetricAttributeKeyReason},
+					},
+					TcpconnProbeHandshakesUntracked: TcpconnProbeHandshakesUntrackedMetricConfig{
+						Enabled: false,
 					},
 					TcpconnProbeRecords: TcpconnProbeRecordsMetricConfig{
 						Enabled: false,
@@ -420,7 +432,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(IstioTCPConnectionsClosedMetricConfig{}, IstioTCPConnectionsFailedMetricConfig{}, IstioTCPConnectionsOpenedMetricConfig{}, IstioTCPReceivedBytesMetricConfig{}, IstioTCPSentBytesMetricConfig{}, KmeshTCPConnectionsClosedMetricConfig{}, KmeshTCPConnectionsFailedMetricConfig{}, KmeshTCPConnectionsOpenedMetricConfig{}, KmeshTCPPacketLossMetricConfig{}, KmeshTCPReceivedBytesMetricConfig{}, KmeshTCPRetransMetricConfig{}, KmeshTCPSentBytesMetricConfig{}, KmeshTCPWorkloadConnectionsClosedMetricConfig{}, KmeshTCPWorkloadConnectionsFailedMetricConfig{}, KmeshTCPWorkloadConnectionsOpenedMetricConfig{}, KmeshTCPWorkloadReceivedBytesMetricConfig{}, KmeshTCPWorkloadSentBytesMetricConfig{}, TCPBytesReceivedMetricConfig{}, TCPBytesSentMetricConfig{}, TCPConnectionsClosedMetricConfig{}, TCPConnectionsFailedMetricConfig{}, TCPConnectionsOpenMetricConfig{}, TCPConnectionsOpenedMetricConfig{}, TCPPacketsLostMetricConfig{}, TCPRetransmitsMetricConfig{}, TCPServiceBytesReceivedMetricConfig{}, TCPServiceBytesSentMetricConfig{}, TCPServiceConnectionsClosedMetricConfig{}, TCPServiceConnectionsFailedMetricConfig{}, TCPServiceConnectionsOpenedMetricConfig{}, TcpconnConnectionsLostMetricConfig{}, TcpconnLogsDroppedMetricConfig{}, TcpconnLogsFilteredMetricConfig{}, TcpconnProbeRecordsMetricConfig{}, TcpconnProbeRecordsDroppedMetricConfig{}, TcpconnRecordsFilteredMetricConfig{}, TcpconnSeriesOverflowMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(IstioTCPConnectionsClosedMetricConfig{}, IstioTCPConnectionsFailedMetricConfig{}, IstioTCPConnectionsOpenedMetricConfig{}, IstioTCPReceivedBytesMetricConfig{}, IstioTCPSentBytesMetricConfig{}, KmeshTCPConnectionsClosedMetricConfig{}, KmeshTCPConnectionsFailedMetricConfig{}, KmeshTCPConnectionsOpenedMetricConfig{}, KmeshTCPPacketLossMetricConfig{}, KmeshTCPReceivedBytesMetricConfig{}, KmeshTCPRetransMetricConfig{}, KmeshTCPSentBytesMetricConfig{}, KmeshTCPWorkloadConnectionsClosedMetricConfig{}, KmeshTCPWorkloadConnectionsFailedMetricConfig{}, KmeshTCPWorkloadConnectionsOpenedMetricConfig{}, KmeshTCPWorkloadReceivedBytesMetricConfig{}, KmeshTCPWorkloadSentBytesMetricConfig{}, TCPBytesReceivedMetricConfig{}, TCPBytesSentMetricConfig{}, TCPConnectionsClosedMetricConfig{}, TCPConnectionsFailedMetricConfig{}, TCPConnectionsOpenMetricConfig{}, TCPConnectionsOpenedMetricConfig{}, TCPPacketsLostMetricConfig{}, TCPRetransmitsMetricConfig{}, TCPServiceBytesReceivedMetricConfig{}, TCPServiceBytesSentMetricConfig{}, TCPServiceConnectionsClosedMetricConfig{}, TCPServiceConnectionsFailedMetricConfig{}, TCPServiceConnectionsOpenedMetricConfig{}, TcpconnConnectionsEvictedMetricConfig{}, TcpconnConnectionsLostMetricConfig{}, TcpconnLogsDroppedMetricConfig{}, TcpconnLogsFilteredMetricConfig{}, TcpconnProbeHandshakesUntrackedMetricConfig{}, TcpconnProbeRecordsMetricConfig{}, TcpconnProbeRecordsDroppedMetricConfig{}, TcpconnRecordsFilteredMetricConfig{}, TcpconnSeriesOverflowMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}

@@ -328,6 +328,9 @@ var MetricsInfo = metricsInfo{
 		Name:       "tcp.service.connections.opened",
 		Attributes: []string{"direction", "destination.service.name", "destination.service.namespace"},
 	},
+	TcpconnConnectionsEvicted: metricInfo{
+		Name: "tcpconn.connections.evicted",
+	},
 	TcpconnConnectionsLost: metricInfo{
 		Name: "tcpconn.connections.lost",
 	},
@@ -337,6 +340,9 @@ var MetricsInfo = metricsInfo{
 	TcpconnLogsFiltered: metricInfo{
 		Name:       "tcpconn.logs.filtered",
 		Attributes: []string{"reason"},
+	},
+	TcpconnProbeHandshakesUntracked: metricInfo{
+		Name: "tcpconn.probe.handshakes.untracked",
 	},
 	TcpconnProbeRecords: metricInfo{
 		Name: "tcpconn.probe.records",
@@ -384,9 +390,11 @@ type metricsInfo struct {
 	TCPServiceConnectionsClosed       metricInfo
 	TCPServiceConnectionsFailed       metricInfo
 	TCPServiceConnectionsOpened       metricInfo
+	TcpconnConnectionsEvicted         metricInfo
 	TcpconnConnectionsLost            metricInfo
 	TcpconnLogsDropped                metricInfo
 	TcpconnLogsFiltered               metricInfo
+	TcpconnProbeHandshakesUntracked   metricInfo
 	TcpconnProbeRecords               metricInfo
 	TcpconnProbeRecordsDropped        metricInfo
 	TcpconnRecordsFiltered            metricInfo
@@ -4430,6 +4438,58 @@ func newMetricTCPServiceConnectionsOpened(cfg TCPServiceConnectionsOpenedMetricC
 	return m
 }
 
+type metricTcpconnConnectionsEvicted struct {
+	data     pmetric.Metric                        // data buffer for generated metric.
+	config   TcpconnConnectionsEvictedMetricConfig // metric config provided by user.
+	capacity int                                   // max observed number of data points added to the metric.
+}
+
+// init fills tcpconn.connections.evicted metric with initial data.
+func (m *metricTcpconnConnectionsEvicted) init() {
+	m.data.SetName("tcpconn.connections.evicted")
+	m.data.SetDescription("Connections dropped from the receiver's connection table when it reached its bound (1M): their later records count as adopted connections, and they leave the open count.")
+	m.data.SetUnit("{connection}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+}
+
+func (m *metricTcpconnConnectionsEvicted) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Sum().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricTcpconnConnectionsEvicted) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricTcpconnConnectionsEvicted) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricTcpconnConnectionsEvicted(cfg TcpconnConnectionsEvictedMetricConfig) metricTcpconnConnectionsEvicted {
+	m := metricTcpconnConnectionsEvicted{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricTcpconnConnectionsLost struct {
 	data     pmetric.Metric                     // data buffer for generated metric.
 	config   TcpconnConnectionsLostMetricConfig // metric config provided by user.
@@ -4617,6 +4677,58 @@ func (m *metricTcpconnLogsFiltered) emit(metrics pmetric.MetricSlice) {
 
 func newMetricTcpconnLogsFiltered(cfg TcpconnLogsFilteredMetricConfig) metricTcpconnLogsFiltered {
 	m := metricTcpconnLogsFiltered{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricTcpconnProbeHandshakesUntracked struct {
+	data     pmetric.Metric                              // data buffer for generated metric.
+	config   TcpconnProbeHandshakesUntrackedMetricConfig // metric config provided by user.
+	capacity int                                         // max observed number of data points added to the metric.
+}
+
+// init fills tcpconn.probe.handshakes.untracked metric with initial data.
+func (m *metricTcpconnProbeHandshakesUntracked) init() {
+	m.data.SetName("tcpconn.probe.handshakes.untracked")
+	m.data.SetDescription("Outbound handshakes the probe could not remember because its handshake table was full: their open or failure records carry no process or start time.")
+	m.data.SetUnit("{handshake}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+}
+
+func (m *metricTcpconnProbeHandshakesUntracked) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Sum().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricTcpconnProbeHandshakesUntracked) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricTcpconnProbeHandshakesUntracked) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricTcpconnProbeHandshakesUntracked(cfg TcpconnProbeHandshakesUntrackedMetricConfig) metricTcpconnProbeHandshakesUntracked {
+	m := metricTcpconnProbeHandshakesUntracked{config: cfg}
 
 	if cfg.Enabled {
 		m.data = pmetric.NewMetric()
@@ -4912,9 +5024,11 @@ type MetricsBuilder struct {
 	metricTCPServiceConnectionsClosed       metricTCPServiceConnectionsClosed
 	metricTCPServiceConnectionsFailed       metricTCPServiceConnectionsFailed
 	metricTCPServiceConnectionsOpened       metricTCPServiceConnectionsOpened
+	metricTcpconnConnectionsEvicted         metricTcpconnConnectionsEvicted
 	metricTcpconnConnectionsLost            metricTcpconnConnectionsLost
 	metricTcpconnLogsDropped                metricTcpconnLogsDropped
 	metricTcpconnLogsFiltered               metricTcpconnLogsFiltered
+	metricTcpconnProbeHandshakesUntracked   metricTcpconnProbeHandshakesUntracked
 	metricTcpconnProbeRecords               metricTcpconnProbeRecords
 	metricTcpconnProbeRecordsDropped        metricTcpconnProbeRecordsDropped
 	metricTcpconnRecordsFiltered            metricTcpconnRecordsFiltered
@@ -4974,9 +5088,11 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricTCPServiceConnectionsClosed:       newMetricTCPServiceConnectionsClosed(mbc.Metrics.TCPServiceConnectionsClosed),
 		metricTCPServiceConnectionsFailed:       newMetricTCPServiceConnectionsFailed(mbc.Metrics.TCPServiceConnectionsFailed),
 		metricTCPServiceConnectionsOpened:       newMetricTCPServiceConnectionsOpened(mbc.Metrics.TCPServiceConnectionsOpened),
+		metricTcpconnConnectionsEvicted:         newMetricTcpconnConnectionsEvicted(mbc.Metrics.TcpconnConnectionsEvicted),
 		metricTcpconnConnectionsLost:            newMetricTcpconnConnectionsLost(mbc.Metrics.TcpconnConnectionsLost),
 		metricTcpconnLogsDropped:                newMetricTcpconnLogsDropped(mbc.Metrics.TcpconnLogsDropped),
 		metricTcpconnLogsFiltered:               newMetricTcpconnLogsFiltered(mbc.Metrics.TcpconnLogsFiltered),
+		metricTcpconnProbeHandshakesUntracked:   newMetricTcpconnProbeHandshakesUntracked(mbc.Metrics.TcpconnProbeHandshakesUntracked),
 		metricTcpconnProbeRecords:               newMetricTcpconnProbeRecords(mbc.Metrics.TcpconnProbeRecords),
 		metricTcpconnProbeRecordsDropped:        newMetricTcpconnProbeRecordsDropped(mbc.Metrics.TcpconnProbeRecordsDropped),
 		metricTcpconnRecordsFiltered:            newMetricTcpconnRecordsFiltered(mbc.Metrics.TcpconnRecordsFiltered),
@@ -5161,9 +5277,11 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricTCPServiceConnectionsClosed.emit(ils.Metrics())
 	mb.metricTCPServiceConnectionsFailed.emit(ils.Metrics())
 	mb.metricTCPServiceConnectionsOpened.emit(ils.Metrics())
+	mb.metricTcpconnConnectionsEvicted.emit(ils.Metrics())
 	mb.metricTcpconnConnectionsLost.emit(ils.Metrics())
 	mb.metricTcpconnLogsDropped.emit(ils.Metrics())
 	mb.metricTcpconnLogsFiltered.emit(ils.Metrics())
+	mb.metricTcpconnProbeHandshakesUntracked.emit(ils.Metrics())
 	mb.metricTcpconnProbeRecords.emit(ils.Metrics())
 	mb.metricTcpconnProbeRecordsDropped.emit(ils.Metrics())
 	mb.metricTcpconnRecordsFiltered.emit(ils.Metrics())
@@ -5349,6 +5467,11 @@ func (mb *MetricsBuilder) RecordTCPServiceConnectionsOpenedDataPoint(ts pcommon.
 	mb.metricTCPServiceConnectionsOpened.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), destinationServiceNameAttributeValue, destinationServiceNamespaceAttributeValue)
 }
 
+// RecordTcpconnConnectionsEvictedDataPoint adds a data point to tcpconn.connections.evicted metric.
+func (mb *MetricsBuilder) RecordTcpconnConnectionsEvictedDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricTcpconnConnectionsEvicted.recordDataPoint(mb.startTime, ts, val)
+}
+
 // RecordTcpconnConnectionsLostDataPoint adds a data point to tcpconn.connections.lost metric.
 func (mb *MetricsBuilder) RecordTcpconnConnectionsLostDataPoint(ts pcommon.Timestamp, val int64) {
 	mb.metricTcpconnConnectionsLost.recordDataPoint(mb.startTime, ts, val)
@@ -5362,6 +5485,11 @@ func (mb *MetricsBuilder) RecordTcpconnLogsDroppedDataPoint(ts pcommon.Timestamp
 // RecordTcpconnLogsFilteredDataPoint adds a data point to tcpconn.logs.filtered metric.
 func (mb *MetricsBuilder) RecordTcpconnLogsFilteredDataPoint(ts pcommon.Timestamp, val int64, reasonAttributeValue AttributeReason) {
 	mb.metricTcpconnLogsFiltered.recordDataPoint(mb.startTime, ts, val, reasonAttributeValue.String())
+}
+
+// RecordTcpconnProbeHandshakesUntrackedDataPoint adds a data point to tcpconn.probe.handshakes.untracked metric.
+func (mb *MetricsBuilder) RecordTcpconnProbeHandshakesUntrackedDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricTcpconnProbeHandshakesUntracked.recordDataPoint(mb.startTime, ts, val)
 }
 
 // RecordTcpconnProbeRecordsDataPoint adds a data point to tcpconn.probe.records metric.

@@ -289,6 +289,9 @@ func TestMetricsBuilder(t *testing.T) {
 			}
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordTcpconnConnectionsEvictedDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordTcpconnConnectionsLostDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
@@ -299,6 +302,9 @@ func TestMetricsBuilder(t *testing.T) {
 			if tt.name == "reaggregate_set" {
 				mb.RecordTcpconnLogsFilteredDataPoint(ts, 3, AttributeReasonNamespace)
 			}
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordTcpconnProbeHandshakesUntrackedDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
 			mb.RecordTcpconnProbeRecordsDataPoint(ts, 1)
@@ -3833,6 +3839,20 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("destination.service.namespace")
 						assert.False(t, ok)
 					}
+				case "tcpconn.connections.evicted":
+					assert.False(t, validatedMetrics["tcpconn.connections.evicted"], "Found a duplicate in the metrics slice: tcpconn.connections.evicted")
+					validatedMetrics["tcpconn.connections.evicted"] = true
+					assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+					assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+					assert.Equal(t, "Connections dropped from the receiver's connection table when it reached its bound (1M): their later records count as adopted connections, and they leave the open count.", mi.Description())
+					assert.Equal(t, "{connection}", mi.Unit())
+					assert.True(t, mi.Sum().IsMonotonic())
+					assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+					dp := mi.Sum().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
 				case "tcpconn.connections.lost":
 					assert.False(t, validatedMetrics["tcpconn.connections.lost"], "Found a duplicate in the metrics slice: tcpconn.connections.lost")
 					validatedMetrics["tcpconn.connections.lost"] = true
@@ -3905,6 +3925,20 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok := dp.Attributes().Get("reason")
 						assert.False(t, ok)
 					}
+				case "tcpconn.probe.handshakes.untracked":
+					assert.False(t, validatedMetrics["tcpconn.probe.handshakes.untracked"], "Found a duplicate in the metrics slice: tcpconn.probe.handshakes.untracked")
+					validatedMetrics["tcpconn.probe.handshakes.untracked"] = true
+					assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+					assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+					assert.Equal(t, "Outbound handshakes the probe could not remember because its handshake table was full: their open or failure records carry no process or start time.", mi.Description())
+					assert.Equal(t, "{handshake}", mi.Unit())
+					assert.True(t, mi.Sum().IsMonotonic())
+					assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+					dp := mi.Sum().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
 				case "tcpconn.probe.records":
 					assert.False(t, validatedMetrics["tcpconn.probe.records"], "Found a duplicate in the metrics slice: tcpconn.probe.records")
 					validatedMetrics["tcpconn.probe.records"] = true

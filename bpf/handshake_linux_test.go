@@ -1,0 +1,62 @@
+package bpf
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tcpconn/tcpconn/internal/netnstest"
+)
+
+// TestFullHandshakeTableIsCounted: with room for one outbound handshake
+// in flight, held by a connect to a black hole, a second connect cannot be
+// remembered. It is counted, and its open record still goes out, flagged
+// adopted, without process or start; the first one's failure keeps both.
+func TestFullHandshakeTableIsCounted(t *testing.T) {
+	netnstest.RequireRoot(t)
+	pair := netnstest.NewPair(t, testOctet)
+	p, err := Load(Options{Mode: AttachTPBTF, handshakes: 1})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	col := collect(p, func(r *Record) bool { return r.LocalAddr == pair.ClientIP })
+	srv := netnstest.StartServer(t, pair, 8080, 10, 10)
+
+	var hole sync.WaitGroup
+	hole.Go(func() { assert.NoError(t, netnstest.TimedOut(t, pair, 8082)) })
+	require.Eventually(t, func() bool { return holdsHandshake(p) }, 5*time.Second, 10*time.Millisecond,
+		"the black-hole connect holds the only slot")
+
+	_, err = srv.Exchange(context.Background(), pair)
+	require.NoError(t, err)
+	hole.Wait()
+
+	recs := col.waitFor(t, "open, close and failure", func(rs []Record) bool { return len(rs) == 3 })
+	st, err := p.Stats()
+	require.NoError(t, err)
+	assert.Equal(t, uint64(1), st.NoState, "the second handshake found the table full")
+	for _, r := range recs {
+		switch r.Kind {
+		case KindOpen:
+			assert.Equal(t, FlagAdopted, r.Flags&FlagAdopted)
+			assert.Equal(t, DirectionOutbound, r.Direction)
+			assert.Zero(t, r.PID)
+			assert.True(t, r.Start.IsZero())
+		case KindFailure:
+			assert.Zero(t, r.Flags&FlagAdopted)
+			assert.NotZero(t, r.PID)
+			assert.False(t, r.Start.IsZero())
+		}
+	}
+}
+
+// holdsHandshake reports whether the handshake table has an entry.
+func holdsHandshake(p *Probe) bool {
+	var key uint64
+	var val [32]byte
+	it := p.coll.Maps["connecting"].Iterate()
+	return it.Next(&key, &val)
+}
