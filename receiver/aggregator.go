@@ -246,6 +246,10 @@ func (a *aggregator) emitOTel(mb *metadata.MetricsBuilder, ts pcommon.Timestamp,
 		haveHist := false
 		for _, e := range entries {
 			cur := e.s.v
+			histStart := e.s.start
+			if a.delta && !e.s.flushed.IsZero() {
+				histStart = e.s.flushed
+			}
 			d := a.advance(mb, e.s, now)
 			if e.view == metadata.AttributeViewWorkload {
 				recordOTelWorkload(mb, ts, &e.k, d)
@@ -261,7 +265,7 @@ func (a *aggregator) emitOTel(mb *metadata.MetricsBuilder, ts pcommon.Timestamp,
 						sm.Scope().SetVersion(a.version)
 						hm = sm.Metrics()
 					}
-					appendHistograms(hm, &e.k, e.s, ts)
+					appendHistograms(hm, &e.k, e.s, pcommon.NewTimestampFromTime(histStart), ts, a.delta)
 				}
 			} else {
 				recordOTelService(mb, ts, &e.k, d)
@@ -271,9 +275,15 @@ func (a *aggregator) emitOTel(mb *metadata.MetricsBuilder, ts pcommon.Timestamp,
 	}
 }
 
-// appendHistograms adds the series' duration and RTT histograms
-// (cumulative) to ms, merging into existing metrics of the same name.
-func appendHistograms(ms pmetric.MetricSlice, k *seriesKey, s *series, ts pcommon.Timestamp) {
+// appendHistograms adds the series' duration and RTT histograms to ms,
+// merging into existing metrics of the same name: cumulative since start,
+// or with delta what was observed since the previous flush (the histograms
+// start again empty).
+func appendHistograms(ms pmetric.MetricSlice, k *seriesKey, s *series, start, ts pcommon.Timestamp, delta bool) {
+	temporality := pmetric.AggregationTemporalityCumulative
+	if delta {
+		temporality = pmetric.AggregationTemporalityDelta
+	}
 	for _, h := range []struct {
 		name, desc string
 		bounds     []float64
@@ -296,10 +306,10 @@ func appendHistograms(ms pmetric.MetricSlice, k *seriesKey, s *series, ts pcommo
 			m.SetName(h.name)
 			m.SetDescription(h.desc)
 			m.SetUnit("s")
-			m.SetEmptyHistogram().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+			m.SetEmptyHistogram().SetAggregationTemporality(temporality)
 		}
 		dp := m.Histogram().DataPoints().AppendEmpty()
-		dp.SetStartTimestamp(pcommon.NewTimestampFromTime(s.start))
+		dp.SetStartTimestamp(start)
 		dp.SetTimestamp(ts)
 		dp.SetCount(h.data.count)
 		dp.SetSum(h.data.sum)
@@ -311,6 +321,9 @@ func appendHistograms(ms pmetric.MetricSlice, k *seriesKey, s *series, ts pcommo
 		a.PutStr("peer.workload", k.peer.workload)
 		a.PutStr("peer.workload.kind", k.peer.kind)
 		a.PutStr("peer.namespace", k.peer.namespace)
+		if delta {
+			h.data.reset()
+		}
 	}
 }
 

@@ -103,6 +103,39 @@ func TestProfileSequenceProperties(t *testing.T) {
 		})
 		assert.Positive(t, n)
 	})
+	t.Run("histograms follow the temporality", func(t *testing.T) {
+		for _, temporality := range []string{TemporalityCumulative, TemporalityDelta} {
+			cfg := createDefaultConfig()
+			cfg.Temporality = temporality
+			h := newAggHarness(cfg, fixedResolver())
+			var counts []uint64
+			for i := range 2 {
+				recs := fixedRecords()[:4] // connection 1 on both ends
+				for j := range recs {
+					recs[j].ConnID += uint64(10 * i)
+				}
+				h.add(recs...)
+				md := h.emit(t0.Add(time.Duration(i+1) * 10 * time.Second))
+				forEachHistogramPoint(md, "tcp.connection.duration", func(m pmetric.Metric, dp pmetric.HistogramDataPoint) {
+					if d, _ := dp.Attributes().Get("direction"); d.Str() != "outbound" {
+						return
+					}
+					counts = append(counts, dp.Count())
+					if temporality == TemporalityDelta {
+						assert.Equal(t, pmetric.AggregationTemporalityDelta, m.Histogram().AggregationTemporality())
+						if i == 1 {
+							assert.Equal(t, t0.Add(10*time.Second), dp.StartTimestamp().AsTime().UTC(), "starts at the previous flush")
+						}
+					}
+				})
+			}
+			want := []uint64{1, 2}
+			if temporality == TemporalityDelta {
+				want = []uint64{1, 1}
+			}
+			assert.Equal(t, want, counts, temporality)
+		}
+	})
 	t.Run("istio swaps bytes on reporter=source like ztunnel", func(t *testing.T) {
 		cfg := createDefaultConfig()
 		cfg.Profile = ProfileIstio
@@ -115,6 +148,23 @@ func TestProfileSequenceProperties(t *testing.T) {
 		assert.Equal(t, int64(5000), sumWhereAll(md, "istio_tcp_sent_bytes", map[string]string{"reporter": "destination", "source_workload": "frontend", "destination_workload": "checkout"}))
 		assert.Equal(t, int64(100000), sumWhereAll(md, "istio_tcp_received_bytes", map[string]string{"reporter": "destination", "source_workload": "frontend"}))
 	})
+}
+
+func forEachHistogramPoint(md pmetric.Metrics, name string, fn func(pmetric.Metric, pmetric.HistogramDataPoint)) {
+	rms := md.ResourceMetrics()
+	for i := range rms.Len() {
+		sms := rms.At(i).ScopeMetrics()
+		for j := range sms.Len() {
+			ms := sms.At(j).Metrics()
+			for k := range ms.Len() {
+				if m := ms.At(k); m.Name() == name && m.Type() == pmetric.MetricTypeHistogram {
+					for l := range m.Histogram().DataPoints().Len() {
+						fn(m, m.Histogram().DataPoints().At(l))
+					}
+				}
+			}
+		}
+	}
 }
 
 func countPointsWith(md pmetric.Metrics, key, val string) int {

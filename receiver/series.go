@@ -154,6 +154,12 @@ func (h *histogram) observe(bounds []float64, v float64) {
 	h.count++
 }
 
+// reset empties h, keeping its buckets.
+func (h *histogram) reset() {
+	clear(h.counts)
+	h.sum, h.count = 0, 0
+}
+
 // Bucket bounds, in seconds.
 var (
 	durationBounds = []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600}
