@@ -1,7 +1,6 @@
 package bpf
 
 import (
-	"io"
 	"net"
 	"testing"
 
@@ -29,21 +28,7 @@ func benchProgram(b *testing.B, mode AttachMode) {
 	netnstest.RequireRoot(b)
 	pair := netnstest.NewPair(b, 207)
 	pair.Client.Exec(b, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1")
-	target := pair.ServerIP.String() + ":9100"
-	ln, err := pair.Server.Listen(target)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { _, _ = io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
+	target := sink(b, pair, "9100")
 
 	p, err := Load(Options{Mode: mode})
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 )
 
 // sink accepts connections and reads them until EOF.
-func sink(t *testing.T, pair *netnstest.Pair, port string) string {
+func sink(t testing.TB, pair *netnstest.Pair, port string) string {
 	t.Helper()
 	l, err := pair.Server.Listen(pair.ServerIP.String() + ":" + port)
 	require.NoError(t, err)

@@ -18,27 +18,34 @@ func (b blockingLogs) ConsumeLogs(context.Context, plog.Logs) error {
 	return nil
 }
 
-// forEachSumPoint calls fn for every data point of the named Sum metric
-// and reports whether the metric was found.
-func forEachSumPoint(md pmetric.Metrics, name string, fn func(pmetric.NumberDataPoint)) bool {
-	found := false
+// forEachMetric calls fn for every metric in md.
+func forEachMetric(md pmetric.Metrics, fn func(pmetric.Metric)) {
 	rms := md.ResourceMetrics()
 	for i := range rms.Len() {
 		sms := rms.At(i).ScopeMetrics()
 		for j := range sms.Len() {
 			ms := sms.At(j).Metrics()
 			for k := range ms.Len() {
-				if ms.At(k).Name() != name {
-					continue
-				}
-				found = true
-				dps := ms.At(k).Sum().DataPoints()
-				for d := range dps.Len() {
-					fn(dps.At(d))
-				}
+				fn(ms.At(k))
 			}
 		}
 	}
+}
+
+// forEachSumPoint calls fn for every data point of the named Sum metric
+// and reports whether the metric was found.
+func forEachSumPoint(md pmetric.Metrics, name string, fn func(pmetric.NumberDataPoint)) bool {
+	found := false
+	forEachMetric(md, func(m pmetric.Metric) {
+		if m.Name() != name || m.Type() != pmetric.MetricTypeSum {
+			return
+		}
+		found = true
+		dps := m.Sum().DataPoints()
+		for d := range dps.Len() {
+			fn(dps.At(d))
+		}
+	})
 	return found
 }
 

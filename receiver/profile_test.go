@@ -151,42 +151,29 @@ func TestProfileSequenceProperties(t *testing.T) {
 }
 
 func forEachHistogramPoint(md pmetric.Metrics, name string, fn func(pmetric.Metric, pmetric.HistogramDataPoint)) {
-	rms := md.ResourceMetrics()
-	for i := range rms.Len() {
-		sms := rms.At(i).ScopeMetrics()
-		for j := range sms.Len() {
-			ms := sms.At(j).Metrics()
-			for k := range ms.Len() {
-				if m := ms.At(k); m.Name() == name && m.Type() == pmetric.MetricTypeHistogram {
-					for l := range m.Histogram().DataPoints().Len() {
-						fn(m, m.Histogram().DataPoints().At(l))
-					}
-				}
-			}
+	forEachMetric(md, func(m pmetric.Metric) {
+		if m.Name() != name || m.Type() != pmetric.MetricTypeHistogram {
+			return
 		}
-	}
+		for l := range m.Histogram().DataPoints().Len() {
+			fn(m, m.Histogram().DataPoints().At(l))
+		}
+	})
 }
 
 func countPointsWith(md pmetric.Metrics, key, val string) int {
 	n := 0
-	rms := md.ResourceMetrics()
-	for i := range rms.Len() {
-		sms := rms.At(i).ScopeMetrics()
-		for j := range sms.Len() {
-			ms := sms.At(j).Metrics()
-			for k := range ms.Len() {
-				if ms.At(k).Type() != pmetric.MetricTypeSum {
-					continue
-				}
-				dps := ms.At(k).Sum().DataPoints()
-				for d := range dps.Len() {
-					if v, ok := dps.At(d).Attributes().Get(key); ok && v.Str() == val {
-						n++
-					}
-				}
+	forEachMetric(md, func(m pmetric.Metric) {
+		if m.Type() != pmetric.MetricTypeSum {
+			return
+		}
+		dps := m.Sum().DataPoints()
+		for d := range dps.Len() {
+			if v, ok := dps.At(d).Attributes().Get(key); ok && v.Str() == val {
+				n++
 			}
 		}
-	}
+	})
 	return n
 }
 
