@@ -34,8 +34,8 @@ const (
 // go test ./bench -bench Overhead -args -overhead.modes=baseline,probe -overhead.rounds=10
 var (
 	modesFlag  = flag.String("overhead.modes", "baseline,probe,collector,tcplife", "modes to alternate; the baseline is always run")
-	roundsFlag = flag.Int("overhead.rounds", 6, "rounds, each running every mode once")
-	connsFlag  = flag.Int("overhead.conns", 1000, "connections per client per round")
+	roundsFlag = flag.Int("overhead.rounds", 8, "rounds, each running every mode once")
+	connsFlag  = flag.Int("overhead.conns", 2000, "connections per client per round")
 )
 
 // stormResult is what one storm child reports about itself.
@@ -81,6 +81,7 @@ func BenchmarkOverhead(b *testing.B) {
 	res := map[string][]sample{}
 	port := 9000
 	modes := overheadModes()
+	var drops uint64
 	for round := range *roundsFlag {
 		// Each round starts with a different mode, so that a drift within
 		// a round (TIME_WAIT sockets piling up, say) favours none of them.
@@ -92,6 +93,9 @@ func BenchmarkOverhead(b *testing.B) {
 			var obs time.Duration
 			if o != nil {
 				obs = o.stop(b)
+			}
+			if po, ok := o.(*probeObserver); ok {
+				drops += po.drops
 			}
 			n := float64(r.Conns)
 			s := sample{n / time.Duration(r.WallNs).Seconds(), float64(r.CPUNs) / 1e3 / n, float64(obs.Nanoseconds()) / 1e3 / n, float64(r.NodeNs) / 1e3 / n}
@@ -114,6 +118,8 @@ func BenchmarkOverhead(b *testing.B) {
 		fmt.Fprintf(&table, "| %s | %.0f | %.1f | %.2f | %.1f | %.3f | %.1f | %.1f |\n", mode, median(rate), median(work), median(obs), median(added), median(ratio), median(node), median(nodeAdded))
 		b.ReportMetric(median(ratio), mode+"-cpu-ratio")
 	}
+	b.ReportMetric(float64(drops), "probe-kernel-drops")
+	b.Logf("kernel drops in the probe modes: %d records", drops)
 	b.Logf("%d rounds of %d connections each, modes alternating; medians, paired per round:\n%s",
 		*roundsFlag, stormClients**connsFlag, table.String())
 }
@@ -155,8 +161,9 @@ func start(b *testing.B, mode string) observer {
 
 // probeObserver is the probe loaded in this process with one reader thread.
 type probeObserver struct {
-	p    *bpf.Probe
-	done chan time.Duration
+	p     *bpf.Probe
+	done  chan time.Duration
+	drops uint64
 }
 
 func startProbe(b *testing.B, opts bpf.Options) observer {
@@ -183,6 +190,15 @@ func startProbe(b *testing.B, opts bpf.Options) observer {
 func (o *probeObserver) stop(b *testing.B) time.Duration {
 	_ = o.p.Stop()
 	cpu := <-o.done
+	st, err := o.p.Stats()
+	if err != nil {
+		b.Fatalf("probe stats: %v", err)
+	}
+	if st.Dropped > 0 {
+		// Reported, not fatal: the table is still worth having.
+		b.Logf("the probe dropped %d of %d records (ring buffer full)", st.Dropped, st.Emitted+st.Dropped)
+	}
+	o.drops += st.Dropped
 	_ = o.p.Close()
 	return cpu
 }
