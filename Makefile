@@ -102,6 +102,6 @@ bench-walk:
 image: build
 	cd tools && $(GO) run ./imagebuild -binary ../$(BIN) -config ../config/otelcol-tcpconn.yaml -out ../dist/otelcol-tcpconn-image.tar
 
-## bench-memory: collector RSS idle and with 10k open connections (as root)
+## bench-memory: collector RSS idle and with 10k and 100k open connections (as root)
 bench-memory: build
 	$(GO) test -run '^$$' -bench CollectorMemory -benchtime 1x -v ./bench/

@@ -44,16 +44,13 @@ func (p *Probe) Walk(visit func(*Record)) (int, error) {
 	if p.iterErr != nil {
 		return 0, p.iterErr
 	}
+	if p.walkBuf == nil {
+		p.walkBuf = make([]byte, walkBufRecords*rawEventSize)
+	}
 	n := 0
 	err := inEachNetns(func(ns string) error {
-		buf, err := readAll(p.report, p.walkBuf[:0])
-		p.walkBuf = buf
-		for off := 0; off+rawEventSize <= len(buf); off += rawEventSize {
-			if p.dec.decode(buf[off:off+rawEventSize], &p.walkRec) {
-				visit(&p.walkRec)
-				n++
-			}
-		}
+		m, err := p.walkNetns(visit)
+		n += m
 		if err != nil {
 			return fmt.Errorf("report walk in %s: %w", ns, err)
 		}
@@ -62,25 +59,35 @@ func (p *Probe) Walk(visit func(*Record)) (int, error) {
 	return n, err
 }
 
-// readAll runs an iterator in the calling thread's network namespace and
-// appends its output to buf.
-func readAll(it *link.Iter, buf []byte) ([]byte, error) {
-	rd, err := it.Open()
+// walkBufRecords sizes the walk's read buffer: the walk streams through
+// it, so its memory does not grow with the number of connections.
+const walkBufRecords = 512
+
+// walkNetns runs the report iterator in the calling thread's network
+// namespace and visits its records as they are read.
+func (p *Probe) walkNetns(visit func(*Record)) (int, error) {
+	rd, err := p.report.Open()
 	if err != nil {
-		return buf, err
+		return 0, err
 	}
 	defer rd.Close()
+	buf, pending, n := p.walkBuf, 0, 0
 	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, make([]byte, max(64<<10, cap(buf)))...)[:len(buf)]
+		m, err := rd.Read(buf[pending:])
+		pending += m
+		off := 0
+		for ; off+rawEventSize <= pending; off += rawEventSize {
+			if p.dec.decode(buf[off:off+rawEventSize], &p.walkRec) {
+				visit(&p.walkRec)
+				n++
+			}
 		}
-		m, err := rd.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+m]
+		pending = copy(buf, buf[off:pending]) // a record split between reads
 		if errors.Is(err, io.EOF) || (m == 0 && err == nil) {
-			return buf, nil
+			return n, nil
 		}
 		if err != nil {
-			return buf, err
+			return n, err
 		}
 	}
 }
