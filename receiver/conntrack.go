@@ -133,6 +133,13 @@ func (t *tracker) observe(rec *bpf.Record) (o observation, keep bool) {
 	cur := countersOf(rec)
 	begins := rec.Kind == bpf.KindOpen || rec.Kind == bpf.KindFailure
 
+	if known && st.ignored && begins {
+		// Set aside by the start-up walk, but its open record was still
+		// queued: it opened under the probe, and is tracked after all.
+		delete(t.conns, rec.ConnID)
+		st, known = connState{}, false
+	}
+
 	switch {
 	case known && st.ignored:
 		if rec.Kind == bpf.KindClose || rec.Kind == bpf.KindFailure {
@@ -159,14 +166,21 @@ func (t *tracker) observe(rec *bpf.Record) (o observation, keep bool) {
 			st.counted, st.baselined = cur, true
 		}
 	case begins:
-		// A walk saw the connection before its open record, which was
-		// still queued: the record says how it began.
-		st.learn(rec)
-		if st.baselined {
-			// It opened after the probe started: what the start-up walk
-			// took as its baseline is new traffic after all.
+		switch {
+		case !st.adopted:
+			// A second open under one id: a raw_tp id used again by a
+			// new connection after the old one's close was lost.
+			st.counted = counters{}
+		case st.baselined:
+			// A walk saw it before its queued open record, and it was the
+			// start-up walk: the connection opened after the probe
+			// started, so what that walk took as its baseline is new
+			// traffic after all.
 			st.counted, st.baselined = counters{}, false
 		}
+		// Otherwise a walk saw it before its queued open record and
+		// counted what it carried then; the record says how it began.
+		st.learn(rec)
 	default:
 		st.complete(rec)
 		if st.ref.local == unresolved || st.ref.peer == unresolved {

@@ -139,3 +139,26 @@ func TestEvictionLeavesTheOpenCount(t *testing.T) {
 	assert.Equal(t, int64(2), r.evictedConns.Load())
 	assert.Len(t, r.track.conns, 1)
 }
+
+// Without adopt_existing, a connection the start-up walk set aside whose
+// open record was still queued opened under the probe: it is tracked.
+func TestTrackerQueuedOpenAfterTheStartUpWalkIsTracked(t *testing.T) {
+	s := &trackerScript{t: t, tr: newTracker(identity.AddressOnly{}, false, false)}
+	s.walk(true, 1000)
+	s.feed(bpf.KindOpen, 0, opened)
+	s.walk(false, 1500)
+	s.feed(bpf.KindClose, 1600, nil)
+	assert.Equal(t, uint64(1600), s.sent)
+	assert.Zero(t, s.open)
+}
+
+// A raw_tp connection id used again after the first connection's close was
+// lost: the second connection counts from zero.
+func TestTrackerIDUsedAgainAfterALostClose(t *testing.T) {
+	s := &trackerScript{t: t, tr: newTracker(identity.AddressOnly{}, true, false)}
+	s.feed(bpf.KindOpen, 0, opened)
+	s.walk(false, 5000) // its close record is lost
+	s.feed(bpf.KindOpen, 0, opened)
+	s.feed(bpf.KindClose, 700, nil)
+	assert.Equal(t, uint64(5000+700), s.sent)
+}
