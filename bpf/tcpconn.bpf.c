@@ -237,13 +237,15 @@ static __always_inline void connected(struct tcpconn_event *e, struct sock *sk)
 /* interesting is the cheap first test, on the tracepoint's arguments only:
  * of the ten or so state changes of a connection, three matter on the
  * client (SYN_SENT, ESTABLISHED, CLOSE) and two on the server
- * (ESTABLISHED, CLOSE). */
+ * (ESTABLISHED, CLOSE); and a rare simultaneous open. */
 static __always_inline bool interesting(int oldstate, int newstate)
 {
 	switch (newstate) {
 	case TCP_SYN_SENT:
 	case TCP_ESTABLISHED:
 		return oldstate != newstate;
+	case TCP_SYN_RECV:
+		return oldstate == TCP_SYN_SENT; /* simultaneous open */
 	case TCP_CLOSE:
 		/* not a listener closing */
 		return oldstate != TCP_LISTEN && oldstate != TCP_CLOSE;
@@ -258,6 +260,13 @@ static __always_inline int handle(bool btf, struct sock *sk, struct tcp_sock *tp
 		return 0;
 	__u64 now = bpf_ktime_get_boot_ns();
 
+	if (newstate == TCP_SYN_RECV) {
+		/* A simultaneous open: reported from here on as if accepted
+		 * (inbound, no process); its entry must not outlive it. */
+		__u64 key = (__u64)sk;
+		bpf_map_delete_elem(&connecting, &key);
+		return 0;
+	}
 	if (newstate == TCP_SYN_SENT) {
 		__u64 key = (__u64)sk;
 		struct connect_state cs = {
