@@ -175,6 +175,7 @@ func testExactBytes(t *testing.T, mode AttachMode) {
 	after, err := p.Stats()
 	require.NoError(t, err)
 	assert.Equal(t, before.Dropped, after.Dropped, "records dropped in the kernel")
+	assert.False(t, holdsHandshake(p), "every handshake left the handshake table: opened or failed")
 	assert.Greater(t, after.Emitted, before.Emitted)
 }
 
