@@ -29,7 +29,7 @@ func bpfFDs(t *testing.T) map[string]int {
 	return out
 }
 
-// TestNothingLeaks: a probe that ran (reads, walks, adoption) and was
+// TestNothingLeaks: a probe that ran (reads, walks) and was
 // closed, and probes that failed to start, leave no program, map or link
 // behind, and say why they failed.
 func TestNothingLeaks(t *testing.T) {

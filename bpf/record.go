@@ -79,8 +79,8 @@ type Record struct {
 	// (zero for adopted connections).
 	Time  time.Time
 	Start time.Time
-	// ConnID joins the records of one connection (0 if the probe could not
-	// keep state for it).
+	// ConnID joins the records of one connection: its socket cookie (raw_tp
+	// mode: a keyed mix of socket address, ports and peer).
 	ConnID uint64
 
 	LocalAddr netip.Addr

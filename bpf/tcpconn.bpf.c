@@ -5,7 +5,7 @@
  * tcpconn probe: one record per TCP connection event, from the
  * inet_sock_set_state tracepoint.
  *
- * Two programs share one handler and the per-socket state. tcpconn_btf
+ * Two programs share one handler and the handshake table. tcpconn_btf
  * (tp_btf) reads the socket directly through BTF; tcpconn_raw (raw_tp) is
  * the fallback for kernels without tp_btf, with CO-RE probe reads. The
  * loader picks one at start.
