@@ -23,8 +23,6 @@ func BenchmarkWalk(b *testing.B) {
 func benchWalk(b *testing.B, conns int) {
 	netnstest.RequireRoot(b)
 	pair := netnstest.NewPair(b, 206)
-	pair.Client.Exec(b, "sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535")
-	pair.Server.Exec(b, "sysctl", "-q", "-w", "net.core.somaxconn=65535")
 	p, err := Load(Options{Mode: AttachTPBTF, RingBufferBytes: 64 << 20})
 	if err != nil {
 		b.Fatal(err)

@@ -75,9 +75,12 @@ const perHolder = 9000
 
 // HoldInChildren holds conns connections open between the pair's
 // namespaces, in child processes of this test binary. The binary's TestMain
-// must call ChildMain first. They are closed in Cleanup.
+// must call ChildMain first. They are closed in Cleanup. It widens the
+// client's port range and the server's accept backlog for them.
 func HoldInChildren(tb testing.TB, p *Pair, conns int) {
 	tb.Helper()
+	p.Client.Exec(tb, "sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535")
+	p.Server.Exec(tb, "sysctl", "-q", "-w", "net.core.somaxconn=65535")
 	for i := 0; i*perHolder < conns; i++ {
 		n := min(perHolder, conns-i*perHolder)
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
