@@ -330,16 +330,22 @@ func appendHistograms(ms pmetric.MetricSlice, k *seriesKey, s *series, start, ts
 // markDelta switches the connection metrics (not the self-metrics, which
 // stay cumulative) to delta temporality; their values already are deltas.
 func markDelta(md pmetric.Metrics) {
+	forEachMetric(md, func(m pmetric.Metric) {
+		if m.Type() == pmetric.MetricTypeSum && m.Sum().IsMonotonic() && !strings.HasPrefix(m.Name(), "tcpconn.") {
+			m.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityDelta)
+		}
+	})
+}
+
+// forEachMetric calls fn for every metric in md.
+func forEachMetric(md pmetric.Metrics, fn func(pmetric.Metric)) {
 	rms := md.ResourceMetrics()
 	for i := range rms.Len() {
 		sms := rms.At(i).ScopeMetrics()
 		for j := range sms.Len() {
 			ms := sms.At(j).Metrics()
 			for k := range ms.Len() {
-				m := ms.At(k)
-				if m.Type() == pmetric.MetricTypeSum && m.Sum().IsMonotonic() && !strings.HasPrefix(m.Name(), "tcpconn.") {
-					m.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityDelta)
-				}
+				fn(ms.At(k))
 			}
 		}
 	}

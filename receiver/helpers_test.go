@@ -18,20 +18,6 @@ func (b blockingLogs) ConsumeLogs(context.Context, plog.Logs) error {
 	return nil
 }
 
-// forEachMetric calls fn for every metric in md.
-func forEachMetric(md pmetric.Metrics, fn func(pmetric.Metric)) {
-	rms := md.ResourceMetrics()
-	for i := range rms.Len() {
-		sms := rms.At(i).ScopeMetrics()
-		for j := range sms.Len() {
-			ms := sms.At(j).Metrics()
-			for k := range ms.Len() {
-				fn(ms.At(k))
-			}
-		}
-	}
-}
-
 // forEachSumPoint calls fn for every data point of the named Sum metric
 // and reports whether the metric was found.
 func forEachSumPoint(md pmetric.Metrics, name string, fn func(pmetric.NumberDataPoint)) bool {
