@@ -217,6 +217,13 @@ static __always_inline void submit(struct tcpconn_event *e)
 	stat_inc(TCPCONN_STAT_EMITTED);
 }
 
+/* handshake_forget drops what connect() left for this socket. */
+static __always_inline void handshake_forget(struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	bpf_map_delete_elem(&connecting, &key);
+}
+
 /* connected takes what connect() left for this socket into e and forgets
  * it; without it the record is flagged adopted. */
 static __always_inline void connected(struct tcpconn_event *e, struct sock *sk)
@@ -231,7 +238,7 @@ static __always_inline void connected(struct tcpconn_event *e, struct sock *sk)
 	e->start_ns = cs->start_ns;
 	e->pid = cs->pid;
 	__builtin_memcpy(e->comm, cs->comm, sizeof(e->comm));
-	bpf_map_delete_elem(&connecting, &key);
+	handshake_forget(sk);
 }
 
 /* interesting is the cheap first test, on the tracepoint's arguments only:
@@ -263,8 +270,7 @@ static __always_inline int handle(bool btf, struct sock *sk, struct tcp_sock *tp
 	if (newstate == TCP_SYN_RECV) {
 		/* A simultaneous open: reported from here on as if accepted
 		 * (inbound, no process); its entry must not outlive it. */
-		__u64 key = (__u64)sk;
-		bpf_map_delete_elem(&connecting, &key);
+		handshake_forget(sk);
 		return 0;
 	}
 	if (newstate == TCP_SYN_SENT) {
@@ -288,10 +294,8 @@ static __always_inline int handle(bool btf, struct sock *sk, struct tcp_sock *tp
 	struct tcpconn_event *e = reserve();
 	if (!e) {
 		/* The record is lost, counted; the handshake's entry must go. */
-		if (oldstate == TCP_SYN_SENT) {
-			__u64 key = (__u64)sk;
-			bpf_map_delete_elem(&connecting, &key);
-		}
+		if (oldstate == TCP_SYN_SENT)
+			handshake_forget(sk);
 		return 0;
 	}
 	fill(btf, e, sk, tp, kind, oldstate, newstate, family, now);
