@@ -94,6 +94,13 @@ type Stats struct {
 	// handshake table was full): their open or failure records come without
 	// process and start time, flagged adopted.
 	NoState uint64
+	// Missed counts state changes the probe never saw: the kernel skips a
+	// tracing program that fires again on a CPU where it is already running
+	// (a softirq interrupting it), and counts the skip in the program's
+	// recursion misses. Not every state change makes a record, so this
+	// bounds the records never produced from above; the connection tracker
+	// recovers from a missed close at the next walks.
+	Missed uint64
 }
 
 // Probe is the loaded and attached eBPF program and its ring buffer reader.
@@ -340,6 +347,11 @@ func (p *Probe) Stats() (Stats, error) {
 			*dst += v
 		}
 	}
+	ps, err := p.coll.Programs[modeObjects[p.mode].prog].Stats()
+	if err != nil {
+		return Stats{}, fmt.Errorf("read probe program stats: %w", err)
+	}
+	s.Missed = ps.RecursionMisses
 	return s, nil
 }
 

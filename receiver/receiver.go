@@ -341,6 +341,7 @@ func (r *tcpconnReceiver) recordSelfMetrics(now pcommon.Timestamp) {
 	if st, err := r.src.Stats(); err == nil {
 		r.mb.RecordTcpconnProbeRecordsDroppedDataPoint(now, int64(st.Dropped))
 		r.mb.RecordTcpconnProbeHandshakesUntrackedDataPoint(now, int64(st.NoState))
+		r.mb.RecordTcpconnProbeEventsMissedDataPoint(now, int64(st.Missed))
 	} else {
 		r.set.Logger.Warn("read probe stats", zap.Error(err))
 	}

@@ -1991,6 +1991,26 @@ func (ms *TcpconnLogsFilteredMetricConfig) Validate() error {
 	return nil
 }
 
+// TcpconnProbeEventsMissedMetricConfig provides config for the tcpconn.probe.events.missed metric.
+type TcpconnProbeEventsMissedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *TcpconnProbeEventsMissedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
 // TcpconnProbeHandshakesUntrackedMetricConfig provides config for the tcpconn.probe.handshakes.untracked metric.
 type TcpconnProbeHandshakesUntrackedMetricConfig struct {
 	Enabled          bool `mapstructure:"enabled"`
@@ -2155,6 +2175,7 @@ type MetricsConfig struct {
 	TcpconnConnectionsLost            TcpconnConnectionsLostMetricConfig            `mapstructure:"tcpconn.connections.lost"`
 	TcpconnLogsDropped                TcpconnLogsDroppedMetricConfig                `mapstructure:"tcpconn.logs.dropped"`
 	TcpconnLogsFiltered               TcpconnLogsFilteredMetricConfig               `mapstructure:"tcpconn.logs.filtered"`
+	TcpconnProbeEventsMissed          TcpconnProbeEventsMissedMetricConfig          `mapstructure:"tcpconn.probe.events.missed"`
 	TcpconnProbeHandshakesUntracked   TcpconnProbeHandshakesUntrackedMetricConfig   `mapstructure:"tcpconn.probe.handshakes.untracked"`
 	TcpconnProbeRecords               TcpconnProbeRecordsMetricConfig               `mapstructure:"tcpconn.probe.records"`
 	TcpconnProbeRecordsDropped        TcpconnProbeRecordsDroppedMetricConfig        `mapstructure:"tcpconn.probe.records.dropped"`
@@ -2327,6 +2348,9 @@ func DefaultMetricsConfig() MetricsConfig {
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
 			EnabledAttributes:   []TcpconnLogsFilteredMetricAttributeKey{TcpconnLogsFilteredMetricAttributeKeyReason},
+		},
+		TcpconnProbeEventsMissed: TcpconnProbeEventsMissedMetricConfig{
+			Enabled: true,
 		},
 		TcpconnProbeHandshakesUntracked: TcpconnProbeHandshakesUntrackedMetricConfig{
 			Enabled: true,

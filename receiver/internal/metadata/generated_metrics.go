@@ -341,6 +341,9 @@ var MetricsInfo = metricsInfo{
 		Name:       "tcpconn.logs.filtered",
 		Attributes: []string{"reason"},
 	},
+	TcpconnProbeEventsMissed: metricInfo{
+		Name: "tcpconn.probe.events.missed",
+	},
 	TcpconnProbeHandshakesUntracked: metricInfo{
 		Name: "tcpconn.probe.handshakes.untracked",
 	},
@@ -394,6 +397,7 @@ type metricsInfo struct {
 	TcpconnConnectionsLost            metricInfo
 	TcpconnLogsDropped                metricInfo
 	TcpconnLogsFiltered               metricInfo
+	TcpconnProbeEventsMissed          metricInfo
 	TcpconnProbeHandshakesUntracked   metricInfo
 	TcpconnProbeRecords               metricInfo
 	TcpconnProbeRecordsDropped        metricInfo
@@ -4685,6 +4689,58 @@ func newMetricTcpconnLogsFiltered(cfg TcpconnLogsFilteredMetricConfig) metricTcp
 	return m
 }
 
+type metricTcpconnProbeEventsMissed struct {
+	data     pmetric.Metric                       // data buffer for generated metric.
+	config   TcpconnProbeEventsMissedMetricConfig // metric config provided by user.
+	capacity int                                  // max observed number of data points added to the metric.
+}
+
+// init fills tcpconn.probe.events.missed metric with initial data.
+func (m *metricTcpconnProbeEventsMissed) init() {
+	m.data.SetName("tcpconn.probe.events.missed")
+	m.data.SetDescription("Connection state changes the probe never saw: the kernel skips the probe's program when it fires again on a CPU where it is already running (a softirq interrupting it) and counts the skip. A skipped state change that would have made a record (most do not) is a record never produced: this bounds such losses from above. Connections a missed close leaves open are closed by the next walks and counted in tcpconn.connections.lost.")
+	m.data.SetUnit("{event}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+}
+
+func (m *metricTcpconnProbeEventsMissed) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Sum().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricTcpconnProbeEventsMissed) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricTcpconnProbeEventsMissed) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricTcpconnProbeEventsMissed(cfg TcpconnProbeEventsMissedMetricConfig) metricTcpconnProbeEventsMissed {
+	m := metricTcpconnProbeEventsMissed{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricTcpconnProbeHandshakesUntracked struct {
 	data     pmetric.Metric                              // data buffer for generated metric.
 	config   TcpconnProbeHandshakesUntrackedMetricConfig // metric config provided by user.
@@ -5028,6 +5084,7 @@ type MetricsBuilder struct {
 	metricTcpconnConnectionsLost            metricTcpconnConnectionsLost
 	metricTcpconnLogsDropped                metricTcpconnLogsDropped
 	metricTcpconnLogsFiltered               metricTcpconnLogsFiltered
+	metricTcpconnProbeEventsMissed          metricTcpconnProbeEventsMissed
 	metricTcpconnProbeHandshakesUntracked   metricTcpconnProbeHandshakesUntracked
 	metricTcpconnProbeRecords               metricTcpconnProbeRecords
 	metricTcpconnProbeRecordsDropped        metricTcpconnProbeRecordsDropped
@@ -5092,6 +5149,7 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricTcpconnConnectionsLost:            newMetricTcpconnConnectionsLost(mbc.Metrics.TcpconnConnectionsLost),
 		metricTcpconnLogsDropped:                newMetricTcpconnLogsDropped(mbc.Metrics.TcpconnLogsDropped),
 		metricTcpconnLogsFiltered:               newMetricTcpconnLogsFiltered(mbc.Metrics.TcpconnLogsFiltered),
+		metricTcpconnProbeEventsMissed:          newMetricTcpconnProbeEventsMissed(mbc.Metrics.TcpconnProbeEventsMissed),
 		metricTcpconnProbeHandshakesUntracked:   newMetricTcpconnProbeHandshakesUntracked(mbc.Metrics.TcpconnProbeHandshakesUntracked),
 		metricTcpconnProbeRecords:               newMetricTcpconnProbeRecords(mbc.Metrics.TcpconnProbeRecords),
 		metricTcpconnProbeRecordsDropped:        newMetricTcpconnProbeRecordsDropped(mbc.Metrics.TcpconnProbeRecordsDropped),
@@ -5281,6 +5339,7 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricTcpconnConnectionsLost.emit(ils.Metrics())
 	mb.metricTcpconnLogsDropped.emit(ils.Metrics())
 	mb.metricTcpconnLogsFiltered.emit(ils.Metrics())
+	mb.metricTcpconnProbeEventsMissed.emit(ils.Metrics())
 	mb.metricTcpconnProbeHandshakesUntracked.emit(ils.Metrics())
 	mb.metricTcpconnProbeRecords.emit(ils.Metrics())
 	mb.metricTcpconnProbeRecordsDropped.emit(ils.Metrics())
@@ -5485,6 +5544,11 @@ func (mb *MetricsBuilder) RecordTcpconnLogsDroppedDataPoint(ts pcommon.Timestamp
 // RecordTcpconnLogsFilteredDataPoint adds a data point to tcpconn.logs.filtered metric.
 func (mb *MetricsBuilder) RecordTcpconnLogsFilteredDataPoint(ts pcommon.Timestamp, val int64, reasonAttributeValue AttributeReason) {
 	mb.metricTcpconnLogsFiltered.recordDataPoint(mb.startTime, ts, val, reasonAttributeValue.String())
+}
+
+// RecordTcpconnProbeEventsMissedDataPoint adds a data point to tcpconn.probe.events.missed metric.
+func (mb *MetricsBuilder) RecordTcpconnProbeEventsMissedDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricTcpconnProbeEventsMissed.recordDataPoint(mb.startTime, ts, val)
 }
 
 // RecordTcpconnProbeHandshakesUntrackedDataPoint adds a data point to tcpconn.probe.handshakes.untracked metric.

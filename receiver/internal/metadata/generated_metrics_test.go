@@ -304,6 +304,9 @@ func TestMetricsBuilder(t *testing.T) {
 			}
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordTcpconnProbeEventsMissedDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordTcpconnProbeHandshakesUntrackedDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
@@ -3925,6 +3928,20 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok := dp.Attributes().Get("reason")
 						assert.False(t, ok)
 					}
+				case "tcpconn.probe.events.missed":
+					assert.False(t, validatedMetrics["tcpconn.probe.events.missed"], "Found a duplicate in the metrics slice: tcpconn.probe.events.missed")
+					validatedMetrics["tcpconn.probe.events.missed"] = true
+					assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+					assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+					assert.Equal(t, "Connection state changes the probe never saw: the kernel skips the probe's program when it fires again on a CPU where it is already running (a softirq interrupting it) and counts the skip. A skipped state change that would have made a record (most do not) is a record never produced: this bounds such losses from above. Connections a missed close leaves open are closed by the next walks and counted in tcpconn.connections.lost.", mi.Description())
+					assert.Equal(t, "{event}", mi.Unit())
+					assert.True(t, mi.Sum().IsMonotonic())
+					assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+					dp := mi.Sum().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
 				case "tcpconn.probe.handshakes.untracked":
 					assert.False(t, validatedMetrics["tcpconn.probe.handshakes.untracked"], "Found a duplicate in the metrics slice: tcpconn.probe.handshakes.untracked")
 					validatedMetrics["tcpconn.probe.handshakes.untracked"] = true
