@@ -84,7 +84,7 @@ func BenchmarkOverhead(b *testing.B) {
 	res := map[string][]sample{}
 	port := 9000
 	modes := overheadModes()
-	var drops uint64
+	var drops, missed uint64
 	for round := range *roundsFlag {
 		// Each round starts with a different mode, so that a drift within
 		// a round (TIME_WAIT sockets piling up, say) favours none of them.
@@ -99,6 +99,7 @@ func BenchmarkOverhead(b *testing.B) {
 			}
 			if po, ok := o.(*probeObserver); ok {
 				drops += po.drops
+				missed += po.missed
 			}
 			n := float64(r.Conns)
 			s := sample{n / time.Duration(r.WallNs).Seconds(), float64(r.CPUNs) / 1e3 / n, float64(obs.Nanoseconds()) / 1e3 / n, float64(r.NodeNs) / 1e3 / n}
@@ -123,7 +124,8 @@ func BenchmarkOverhead(b *testing.B) {
 		b.ReportMetric(median(ratio), mode+"-cpu-ratio")
 	}
 	b.ReportMetric(float64(drops), "probe-kernel-drops")
-	b.Logf("kernel drops in the probe modes: %d records", drops)
+	b.ReportMetric(float64(missed), "probe-kernel-missed")
+	b.Logf("kernel drops in the probe modes: %d records; state changes the kernel skipped the probe for (recursion misses): %d", drops, missed)
 	b.Logf("%d rounds of %d connections each, modes alternating; medians, paired per round:\n%s",
 		*roundsFlag, stormClients**connsFlag, table.String())
 }
@@ -173,9 +175,10 @@ func start(b *testing.B, mode string) observer {
 
 // probeObserver is the probe loaded in this process with one reader thread.
 type probeObserver struct {
-	p     *bpf.Probe
-	done  chan time.Duration
-	drops uint64
+	p      *bpf.Probe
+	done   chan time.Duration
+	drops  uint64
+	missed uint64
 }
 
 func startProbe(b *testing.B, opts bpf.Options) observer {
@@ -211,6 +214,7 @@ func (o *probeObserver) stop(b *testing.B) time.Duration {
 		b.Logf("the probe dropped %d of %d records (ring buffer full)", st.Dropped, st.Emitted+st.Dropped)
 	}
 	o.drops += st.Dropped
+	o.missed += st.Missed
 	_ = o.p.Close()
 	return cpu
 }
