@@ -2,6 +2,8 @@ package bpf
 
 import (
 	"context"
+	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -59,4 +61,48 @@ func holdsHandshake(p *Probe) bool {
 	var val [32]byte
 	it := p.coll.Maps["connecting"].Iterate()
 	return it.Next(&key, &val)
+}
+
+// TestSimultaneousOpenIsOutbound connects a socket to its own address: its
+// SYN meets it in SYN_SENT, it goes through SYN_RECV (a simultaneous open)
+// and is reported as what it is, an outbound connection of this process,
+// with its start; its handshake entry does not outlive it.
+func TestSimultaneousOpenIsOutbound(t *testing.T) {
+	for _, mode := range []AttachMode{AttachTPBTF, AttachRawTP} {
+		t.Run(string(mode), func(t *testing.T) {
+			const port = 8090
+			pair := netnstest.NewPair(t, testOctet)
+			p := loadProbe(t, mode)
+			col := collect(p, func(r *Record) bool { return r.LocalAddr == pair.ClientIP && r.LocalPort == port })
+
+			self := net.TCPAddr{IP: pair.ClientIP.AsSlice(), Port: port}
+			require.NoError(t, pair.Client.Do(func() error {
+				d := net.Dialer{LocalAddr: &self}
+				c, err := d.Dial("tcp", self.String())
+				if err != nil {
+					return err
+				}
+				if _, err := c.Write([]byte("hello")); err != nil {
+					return err
+				}
+				return c.Close()
+			}))
+
+			recs := col.waitFor(t, "open and close", func(rs []Record) bool { return len(rs) == 2 })
+			open, closed := recs[0], recs[1]
+			require.Equal(t, KindOpen, open.Kind)
+			assert.Equal(t, StateSynRecv, open.OldState, "through SYN_RECV")
+			assert.Equal(t, DirectionOutbound, open.Direction)
+			assert.Equal(t, uint32(os.Getpid()), open.PID)
+			assert.NotEmpty(t, open.CommString())
+			assert.False(t, open.Start.IsZero(), "start from connect()")
+			assert.Zero(t, open.Flags&FlagAdopted)
+			assert.Equal(t, port, int(open.PeerPort))
+			require.Equal(t, KindClose, closed.Kind)
+			assert.Equal(t, open.ConnID, closed.ConnID)
+			assert.Equal(t, uint64(5), closed.BytesSent)
+			assert.Equal(t, uint64(5), closed.BytesReceived, "it read nothing, but received its own bytes")
+			assert.False(t, holdsHandshake(p), "no handshake entry left")
+		})
+	}
 }

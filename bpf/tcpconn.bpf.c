@@ -60,8 +60,9 @@ struct {
  * measured at more than half of the program's cost on a connection storm:
  * allocation, memcg accounting, RCU frees, or hash operations at every
  * state change.) Preallocated: no allocation on this path. A socket
- * always leaves SYN_SENT through one of the two tracepoints that delete
- * its entry, so the map holds only handshakes in flight; when it is full
+ * always leaves its handshake (SYN_SENT, or SYN_RECV after a simultaneous
+ * open) for ESTABLISHED or CLOSE, where its entry is deleted, so the map
+ * holds only handshakes in flight; when it is full
  * the open record goes out without process and start time, counted in
  * TCPCONN_STAT_NO_STATE. */
 struct {
@@ -224,35 +225,32 @@ static __always_inline void handshake_forget(struct sock *sk)
 	bpf_map_delete_elem(&connecting, &key);
 }
 
-/* connected takes what connect() left for this socket into e and forgets
- * it; without it the record is flagged adopted. */
-static __always_inline void connected(struct tcpconn_event *e, struct sock *sk)
+/* connected takes what connect() left for this socket into e, as an
+ * outbound connection, and forgets it; false if nothing was left. */
+static __always_inline bool connected(struct tcpconn_event *e, struct sock *sk)
 {
 	__u64 key = (__u64)sk;
 	struct connect_state *cs = bpf_map_lookup_elem(&connecting, &key);
+	if (!cs)
+		return false;
 	e->direction = TCPCONN_DIR_OUTBOUND;
-	if (!cs) {
-		e->flags |= TCPCONN_F_ADOPTED;
-		return;
-	}
 	e->start_ns = cs->start_ns;
 	e->pid = cs->pid;
 	__builtin_memcpy(e->comm, cs->comm, sizeof(e->comm));
 	handshake_forget(sk);
+	return true;
 }
 
 /* interesting is the cheap first test, on the tracepoint's arguments only:
  * of the ten or so state changes of a connection, three matter on the
  * client (SYN_SENT, ESTABLISHED, CLOSE) and two on the server
- * (ESTABLISHED, CLOSE); and a rare simultaneous open. */
+ * (ESTABLISHED, CLOSE). */
 static __always_inline bool interesting(int oldstate, int newstate)
 {
 	switch (newstate) {
 	case TCP_SYN_SENT:
 	case TCP_ESTABLISHED:
 		return oldstate != newstate;
-	case TCP_SYN_RECV:
-		return oldstate == TCP_SYN_SENT; /* simultaneous open */
 	case TCP_CLOSE:
 		/* not a listener closing */
 		return oldstate != TCP_LISTEN && oldstate != TCP_CLOSE;
@@ -267,12 +265,6 @@ static __always_inline int handle(bool btf, struct sock *sk, struct tcp_sock *tp
 		return 0;
 	__u64 now = bpf_ktime_get_boot_ns();
 
-	if (newstate == TCP_SYN_RECV) {
-		/* A simultaneous open: reported from here on as if accepted
-		 * (inbound, no process); its entry must not outlive it. */
-		handshake_forget(sk);
-		return 0;
-	}
 	if (newstate == TCP_SYN_SENT) {
 		__u64 key = (__u64)sk;
 		struct connect_state cs = {
@@ -294,19 +286,28 @@ static __always_inline int handle(bool btf, struct sock *sk, struct tcp_sock *tp
 	struct tcpconn_event *e = reserve();
 	if (!e) {
 		/* The record is lost, counted; the handshake's entry must go. */
-		if (oldstate == TCP_SYN_SENT)
+		if (oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV)
 			handshake_forget(sk);
 		return 0;
 	}
 	fill(btf, e, sk, tp, kind, oldstate, newstate, family, now);
 	if (oldstate == TCP_SYN_SENT) {
-		connected(e, sk);
+		if (!connected(e, sk)) {
+			e->direction = TCPCONN_DIR_OUTBOUND;
+			e->flags |= TCPCONN_F_ADOPTED;
+		}
 	} else if (oldstate == TCP_SYN_RECV) {
-		/* A child socket: created from the listener at the handshake's
-		 * last ACK, now. */
-		e->direction = TCPCONN_DIR_INBOUND;
-		if (kind == TCPCONN_KIND_OPEN)
-			e->start_ns = now;
+		/* A child socket, created from the listener at the handshake's
+		 * last ACK, now; it has no struct socket until accept(). One that
+		 * has is a connect()ing socket that met the peer's SYN in
+		 * SYN_SENT (a simultaneous open, or a socket connecting to
+		 * itself): its handshake entry is still there. (A fast-open
+		 * child accepted before the last ACK has one too, and no entry.) */
+		if (!RD(btf, sk, sk_socket) || !connected(e, sk)) {
+			e->direction = TCPCONN_DIR_INBOUND;
+			if (kind == TCPCONN_KIND_OPEN)
+				e->start_ns = now;
+		}
 	} else if (kind == TCPCONN_KIND_OPEN) {
 		e->flags |= TCPCONN_F_ADOPTED; /* not from a handshake we saw */
 	}
