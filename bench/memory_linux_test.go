@@ -24,7 +24,7 @@ func BenchmarkCollectorMemory(b *testing.B) {
 func benchCollectorMemory(b *testing.B, conns int) {
 	netnstest.RequireRoot(b)
 	pair := netnstest.NewPair(b, 207)
-	cmd := collectorCmd(b)
+	cmd := collectorCmd(b, true)
 	cfg := cmd.Args[len(cmd.Args)-1]
 	raw, err := os.ReadFile(cfg)
 	if err != nil {
