@@ -39,6 +39,9 @@ var (
 	modesFlag  = flag.String("overhead.modes", "baseline,attach-only,probe,collector-metrics,collector,tcplife", "modes to alternate; the baseline is always run")
 	roundsFlag = flag.Int("overhead.rounds", 20, "rounds, each running every mode once")
 	connsFlag  = flag.Int("overhead.conns", 2000, "connections per client per round")
+	// The probe's cost is per connection, not per byte: a connection that
+	// carries a request and its response makes the same records.
+	payloadFlag = flag.Int("overhead.payload", 0, "bytes of request, and as many of response, on each connection; 0: open and close only")
 )
 
 // stormResult is what one storm child reports about itself.
@@ -342,7 +345,7 @@ func ensureTracefs(b *testing.B) {
 func runStorm(b *testing.B, pair *netnstest.Pair, port int) stormResult {
 	b.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%s:%d,%d", stormEnv, pair.Server.Name, pair.Client.Name, pair.ServerIP, port, *connsFlag))
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%s:%d,%d,%d", stormEnv, pair.Server.Name, pair.Client.Name, pair.ServerIP, port, *connsFlag, *payloadFlag))
 	out, err := cmd.Output()
 	if err != nil {
 		b.Fatalf("storm child: %v: %s", err, out)
@@ -376,10 +379,14 @@ func stormMain() {
 // namespaces spec names, and measures itself.
 func storm(spec string) (stormResult, error) {
 	parts := strings.Split(spec, ",")
-	if len(parts) != 4 {
+	if len(parts) != 5 {
 		return stormResult{}, fmt.Errorf("bad storm spec %q", spec)
 	}
 	stormConns, err := strconv.Atoi(parts[3])
+	if err != nil {
+		return stormResult{}, fmt.Errorf("bad storm spec %q: %w", spec, err)
+	}
+	payload, err := strconv.Atoi(parts[4])
 	if err != nil {
 		return stormResult{}, fmt.Errorf("bad storm spec %q: %w", spec, err)
 	}
@@ -407,7 +414,14 @@ func storm(spec string) (stormResult, error) {
 			if err != nil {
 				return
 			}
-			go func() { _, _ = io.Copy(io.Discard, c); c.Close(); served.Done() }()
+			go func() {
+				if payload > 0 {
+					_ = exchange(c, payload, true)
+				}
+				_, _ = io.Copy(io.Discard, c)
+				c.Close()
+				served.Done()
+			}()
 		}
 	}()
 
@@ -422,6 +436,12 @@ func storm(spec string) (stormResult, error) {
 					c, err := net.Dial("tcp", target)
 					if err != nil {
 						return err
+					}
+					if payload > 0 {
+						if err := exchange(c, payload, false); err != nil {
+							c.Close()
+							return err
+						}
 					}
 					c.Close()
 				}
@@ -438,6 +458,24 @@ func storm(spec string) (stormResult, error) {
 	}
 	served.Wait()
 	return stormResult{Conns: stormClients * stormConns, WallNs: time.Since(start).Nanoseconds(), CPUNs: (cpuTime() - before).Nanoseconds(), NodeNs: (nodeBusy() - nodeBefore).Nanoseconds()}, nil
+}
+
+// exchange is one request and its response of n bytes each: the server
+// reads, then writes; the client writes, then reads.
+func exchange(c net.Conn, n int, server bool) error {
+	buf := make([]byte, n)
+	if server {
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return err
+		}
+		_, err := c.Write(buf)
+		return err
+	}
+	if _, err := c.Write(buf); err != nil {
+		return err
+	}
+	_, err := io.ReadFull(c, buf)
+	return err
 }
 
 // threadCPU is the calling OS thread's CPU time.
