@@ -87,7 +87,7 @@ func BenchmarkOverhead(b *testing.B) {
 	res := map[string][]sample{}
 	port := 9000
 	modes := overheadModes()
-	var drops, missed uint64
+	var drops, missed, skipped, rescued uint64
 	for round := range *roundsFlag {
 		// Each round starts with a different mode, so that a drift within
 		// a round (TIME_WAIT sockets piling up, say) favours none of them.
@@ -103,6 +103,8 @@ func BenchmarkOverhead(b *testing.B) {
 			if po, ok := o.(*probeObserver); ok {
 				drops += po.drops
 				missed += po.missed
+				skipped += po.skipped
+				rescued += po.rescued
 			}
 			n := float64(r.Conns)
 			s := sample{n / time.Duration(r.WallNs).Seconds(), float64(r.CPUNs) / 1e3 / n, float64(obs.Nanoseconds()) / 1e3 / n, float64(r.NodeNs) / 1e3 / n}
@@ -128,7 +130,7 @@ func BenchmarkOverhead(b *testing.B) {
 	}
 	b.ReportMetric(float64(drops), "probe-kernel-drops")
 	b.ReportMetric(float64(missed), "probe-kernel-missed")
-	b.Logf("kernel drops in the probe modes: %d records; state changes the kernel skipped the probe for (recursion misses): %d", drops, missed)
+	b.Logf("in the probe modes: %d records dropped (ring buffer full); the kernel skipped the probe %d times (recursion), %d of them taken by its backup, %d missed", drops, skipped, rescued, missed)
 	b.Logf("%d rounds of %d connections each, modes alternating; medians, paired per round:\n%s",
 		*roundsFlag, stormClients**connsFlag, table.String())
 }
@@ -180,10 +182,9 @@ func start(b *testing.B, mode string) observer {
 
 // probeObserver is the probe loaded in this process with one reader thread.
 type probeObserver struct {
-	p      *bpf.Probe
-	done   chan time.Duration
-	drops  uint64
-	missed uint64
+	p                               *bpf.Probe
+	done                            chan time.Duration
+	drops, missed, skipped, rescued uint64
 }
 
 func startProbe(b *testing.B, opts bpf.Options) observer {
@@ -220,6 +221,8 @@ func (o *probeObserver) stop(b *testing.B) time.Duration {
 	}
 	o.drops += st.Dropped
 	o.missed += st.Missed
+	o.skipped += st.Skipped
+	o.rescued += st.Rescued
 	_ = o.p.Close()
 	return cpu
 }

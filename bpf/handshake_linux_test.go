@@ -39,7 +39,8 @@ func TestFullHandshakeTableIsCounted(t *testing.T) {
 	recs := col.waitFor(t, "open, close and failure", func(rs []Record) bool { return len(rs) == 3 })
 	st, err := p.Stats()
 	require.NoError(t, err)
-	assert.Equal(t, uint64(1), st.NoState, "the second handshake found the table full")
+	// At least: another connect on the node while the slot is held counts too.
+	assert.GreaterOrEqual(t, st.NoState, uint64(1), "the second handshake found the table full")
 	for _, r := range recs {
 		switch r.Kind {
 		case KindOpen:

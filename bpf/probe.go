@@ -53,6 +53,9 @@ type Options struct {
 	// handshakes, when set, sizes the table of outbound handshakes in
 	// flight (tests of a full table).
 	handshakes uint32
+	// backupOnly attaches the backup program alone, as if the kernel had
+	// kept the probe from every state change (tests of the backup).
+	backupOnly bool
 }
 
 // Default option values.
@@ -94,13 +97,19 @@ type Stats struct {
 	// handshake table was full): their open or failure records come without
 	// process and start time, flagged adopted.
 	NoState uint64
-	// Missed counts state changes the probe never saw: the kernel skips a
-	// tracing program that fires again on a CPU where it is already running
-	// (a softirq interrupting it), and counts the skip in the program's
-	// recursion misses. Not every state change makes a record, so this
-	// bounds the records never produced from above; the connection tracker
-	// recovers from a missed close at the next walks.
+	// Missed counts state changes that made no record although they
+	// should have: the kernel skips a tracing program that fires again on a
+	// CPU where it is already running (a softirq interrupting it) and counts
+	// the skip; the backup program takes those (Rescued), and this is what
+	// neither took. Expected to stay 0; the connection tracker recovers from
+	// a missed close at the next walks.
 	Missed uint64
+	// Rescued counts the state changes the kernel kept the probe from that
+	// its backup program handled instead: nothing was lost.
+	Rescued uint64
+	// Skipped is every state change the kernel kept the probe from (its
+	// recursion misses): rescued, known to make no record, or missed.
+	Skipped uint64
 }
 
 // Probe is the loaded and attached eBPF program and its ring buffer reader.
@@ -108,7 +117,7 @@ type Stats struct {
 type Probe struct {
 	mode    AttachMode
 	coll    *ebpf.Collection
-	link    link.Link
+	links   []link.Link
 	reader  *ringbuf.Reader
 	raw     ringbuf.Record
 	dec     decoder
@@ -179,11 +188,14 @@ func Load(opts Options) (*Probe, error) {
 // modeObjects names, per attach mode, the programs to load; the other
 // mode's are never created.
 var modeObjects = map[AttachMode]struct {
-	prog      string
+	prog string
+	// backup runs after prog on the same tracepoint and handles the state
+	// changes the kernel kept prog from (see the program's comment).
+	backup    string
 	iterators []string
 }{
-	AttachTPBTF: {prog: "tcpconn_btf", iterators: []string{"tcpconn_report"}},
-	AttachRawTP: {prog: "tcpconn_raw"},
+	AttachTPBTF: {prog: "tcpconn_btf", backup: "tcpconn_btf_backup", iterators: []string{"tcpconn_report"}},
+	AttachRawTP: {prog: "tcpconn_raw", backup: "tcpconn_raw_backup"},
 }
 
 func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
@@ -193,7 +205,7 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 	}
 	names := modeObjects[mode]
 	for name := range spec.Programs {
-		if name != names.prog && !slices.Contains(names.iterators, name) {
+		if name != names.prog && name != names.backup && !slices.Contains(names.iterators, name) {
 			delete(spec.Programs, name)
 		}
 	}
@@ -220,32 +232,51 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 		}
 		return fmt.Errorf("load %s program: %w", mode, err)
 	}
-	prog := coll.Programs[names.prog]
-
-	var l link.Link
-	if mode == AttachRawTP {
-		tp := "inet_sock_set_state"
-		if opts.tracepoint != "" {
-			tp = opts.tracepoint
-		}
-		l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: prog})
-	} else {
-		l, err = link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+	// The probe first, then its backup: a tracepoint calls its programs in
+	// the order they were attached.
+	tp := "inet_sock_set_state"
+	if opts.tracepoint != "" {
+		tp = opts.tracepoint
 	}
-	if err != nil {
-		coll.Close()
-		if opts.tracepoint != "" {
-			return fmt.Errorf("attach %s %s: %w", mode, opts.tracepoint, err)
-		}
-		return fmt.Errorf("attach %s inet_sock_set_state: %w", mode, err)
+	links := make([]link.Link, 0, 2)
+	attach := []string{names.prog, names.backup}
+	if opts.backupOnly {
+		attach = attach[1:]
 	}
-	p.coll, p.link, p.mode = coll, l, mode
+	for _, name := range attach {
+		l, err := attachTracepoint(coll.Programs[name], mode, tp)
+		if err != nil {
+			closeLinks(links)
+			coll.Close()
+			return fmt.Errorf("attach %s %s: %w", mode, tp, err)
+		}
+		links = append(links, l)
+	}
+	p.coll, p.links, p.mode = coll, links, mode
 	if len(names.iterators) > 0 {
 		p.iterErr = p.attachIterators()
 	} else {
 		p.iterErr = fmt.Errorf("%w: periodic reports need tp_btf mode", ErrNotSupported)
 	}
 	return nil
+}
+
+func attachTracepoint(prog *ebpf.Program, mode AttachMode, tp string) (link.Link, error) {
+	if mode == AttachRawTP {
+		return link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: prog})
+	}
+	return link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+}
+
+// closeLinks detaches in the reverse order of attaching: the backup first.
+func closeLinks(links []link.Link) error {
+	var errs []error
+	for i := len(links) - 1; i >= 0; i-- {
+		if err := links[i].Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Mode reports the attach mode in use.
@@ -297,11 +328,10 @@ func (p *Probe) Stop() error {
 	}
 	p.stopped.Store(true)
 	var errs []error
-	if p.link != nil {
-		if err := p.link.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("detach inet_sock_set_state: %w", err))
-		}
+	if err := closeLinks(p.links); err != nil {
+		errs = append(errs, fmt.Errorf("detach inet_sock_set_state: %w", err))
 	}
+	p.links = nil
 	if p.reader != nil {
 		if err := p.reader.Flush(); err != nil {
 			errs = append(errs, fmt.Errorf("flush ring buffer: %w", err))
@@ -335,10 +365,13 @@ func (p *Probe) Stats() (Stats, error) {
 	p.statsMu.Lock()
 	defer p.statsMu.Unlock()
 	var s Stats
+	var skippedNoRecord uint64
 	for key, dst := range map[uint32]*uint64{
-		statEmitted: &s.Emitted,
-		statDropped: &s.Dropped,
-		statNoState: &s.NoState,
+		statEmitted:  &s.Emitted,
+		statDropped:  &s.Dropped,
+		statNoState:  &s.NoState,
+		statRescued:  &s.Rescued,
+		statNoRecord: &skippedNoRecord,
 	} {
 		if err := p.coll.Maps["stats"].Lookup(key, &p.perCPU); err != nil {
 			return Stats{}, fmt.Errorf("read probe stats: %w", err)
@@ -351,15 +384,21 @@ func (p *Probe) Stats() (Stats, error) {
 	if err != nil {
 		return Stats{}, fmt.Errorf("read probe program stats: %w", err)
 	}
-	s.Missed = ps.RecursionMisses
+	// What the backup took, or found to make no record, was not missed.
+	// (The backup's own skips lose nothing: it is skipped only inside its
+	// own run, after the probe ran.)
+	s.Skipped = ps.RecursionMisses
+	s.Missed = s.Skipped - min(s.Rescued+skippedNoRecord, s.Skipped)
 	return s, nil
 }
 
 // Stat keys; the probe's TCPCONN_STAT_* constants.
 const (
-	statEmitted uint32 = 0
-	statDropped uint32 = 1
-	statNoState uint32 = 2
+	statEmitted  uint32 = 0
+	statDropped  uint32 = 1
+	statNoState  uint32 = 2
+	statRescued  uint32 = 3
+	statNoRecord uint32 = 4
 )
 
 // bootToWallOffset measures what to add to CLOCK_BOOTTIME (the probe's

@@ -84,11 +84,14 @@ func loadProbe(t *testing.T, mode AttachMode) *Probe {
 
 func TestProbeExactBytes(t *testing.T) {
 	for _, mode := range []AttachMode{AttachTPBTF, AttachRawTP} {
-		t.Run(string(mode), func(t *testing.T) { testExactBytes(t, mode) })
+		t.Run(string(mode), func(t *testing.T) { testExactBytes(t, mode, false) })
+		// As if the kernel had kept the probe from every state change: its
+		// backup program alone must make the same records.
+		t.Run(string(mode)+"/backup-alone", func(t *testing.T) { testExactBytes(t, mode, true) })
 	}
 }
 
-func testExactBytes(t *testing.T, mode AttachMode) {
+func testExactBytes(t *testing.T, mode AttachMode, backupOnly bool) {
 	const (
 		conns    = 4
 		request  = 100000
@@ -98,7 +101,10 @@ func testExactBytes(t *testing.T, mode AttachMode) {
 		dropped  = 8082
 	)
 	pair := netnstest.NewPair(t, testOctet)
-	p := loadProbe(t, mode)
+	netnstest.RequireRoot(t)
+	p, err := Load(Options{Mode: mode, backupOnly: backupOnly})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
 	before, err := p.Stats()
 	require.NoError(t, err)
 	ours := func(r *Record) bool {
@@ -177,6 +183,11 @@ func testExactBytes(t *testing.T, mode AttachMode) {
 	assert.Equal(t, before.Dropped, after.Dropped, "records dropped in the kernel")
 	assert.False(t, holdsHandshake(p), "every handshake left the handshake table: opened or failed")
 	assert.Greater(t, after.Emitted, before.Emitted)
+	if backupOnly {
+		assert.GreaterOrEqual(t, after.Rescued-before.Rescued, uint64(len(recs)), "the backup took every state change that made a record")
+	} else {
+		assert.Equal(t, after.Missed, before.Missed, "no state change missed")
+	}
 }
 
 // assertOpen: the open record carries how the connection began; a close

@@ -258,11 +258,11 @@ static __always_inline bool interesting(int oldstate, int newstate)
 	return false;
 }
 
-static __always_inline int handle(bool btf, struct sock *sk, struct tcp_sock *tp, int oldstate, int newstate)
+static __always_inline void handle(bool btf, struct sock *sk, struct tcp_sock *tp, int oldstate, int newstate)
 {
 	__u16 family = RD(btf, sk, __sk_common.skc_family);
 	if (family != AF_INET && family != AF_INET6)
-		return 0;
+		return;
 	__u64 now = bpf_ktime_get_boot_ns();
 
 	if (newstate == TCP_SYN_SENT) {
@@ -274,7 +274,7 @@ static __always_inline int handle(bool btf, struct sock *sk, struct tcp_sock *tp
 		bpf_get_current_comm(cs.comm, sizeof(cs.comm));
 		if (bpf_map_update_elem(&connecting, &key, &cs, BPF_ANY))
 			stat_inc(TCPCONN_STAT_NO_STATE);
-		return 0;
+		return;
 	}
 
 	__u8 kind = TCPCONN_KIND_CLOSE;
@@ -288,7 +288,7 @@ static __always_inline int handle(bool btf, struct sock *sk, struct tcp_sock *tp
 		/* The record is lost, counted; the handshake's entry must go. */
 		if (oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV)
 			handshake_forget(sk);
-		return 0;
+		return;
 	}
 	fill(btf, e, sk, tp, kind, oldstate, newstate, family, now);
 	if (oldstate == TCP_SYN_SENT) {
@@ -312,26 +312,127 @@ static __always_inline int handle(bool btf, struct sock *sk, struct tcp_sock *tp
 		e->flags |= TCPCONN_F_ADOPTED; /* not from a handshake we saw */
 	}
 	submit(e);
-	return 0;
+}
+
+/* on_state_change takes one state change that interesting() let through. */
+static __always_inline void on_state_change(bool btf, struct sock *sk, int oldstate, int newstate)
+{
+	if (btf) {
+		if (sk->sk_protocol != IPPROTO_TCP)
+			return;
+		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+		if (tp)
+			handle(true, sk, tp, oldstate, newstate);
+		return;
+	}
+	if (BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP)
+		handle(false, sk, (struct tcp_sock *)sk, oldstate, newstate);
+}
+
+/* The kernel does not run a tracing program on a CPU where it is already
+ * running: a state change in a softirq that interrupts the probe would go
+ * unseen, only counted in the program's recursion misses. So each mode has
+ * a backup program, attached after the probe on the same tracepoint. The
+ * probe pushes a note of each state change, before anything else, on a
+ * small per-CPU stack; the backup, which runs next, pops it, or, when there
+ * is none, takes the state change the kernel kept the probe from: counted
+ * in TCPCONN_STAT_RESCUED (TCPCONN_STAT_SKIPPED_NO_RECORD when it makes no
+ * record). A stack, because interrupts nest: one that comes between the two
+ * programs pushes and pops its own notes above the one the backup will pop.
+ * Notes name the socket and both states. (A flag set while the probe runs
+ * would miss the kernel's own entry and exit around it; a mark cleared by
+ * the backup would be cleared by an interrupt between the two programs,
+ * and the backup would repeat a record.) */
+#define NOTES 8 /* a power of two */
+
+struct notes {
+	__u64 sk[NOTES];
+	__u32 states[NOTES]; /* oldstate << 16 | newstate */
+	__u32 top;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct notes);
+} seen SEC(".maps");
+
+static __always_inline struct notes *notes(void)
+{
+	__u32 key = 0;
+	return bpf_map_lookup_elem(&seen, &key);
+}
+
+/* probe is the probe program: it notes the state change, then takes it. */
+static __always_inline void probe(bool btf, struct sock *sk, int oldstate, int newstate)
+{
+	struct notes *n = notes();
+	if (n) {
+		/* Full only of notes left by interrupts inside the backup,
+		 * after its pop: start again. */
+		__u32 t = n->top < NOTES ? n->top : 0;
+		n->sk[t & (NOTES - 1)] = (__u64)sk;
+		n->states[t & (NOTES - 1)] = (__u32)oldstate << 16 | (__u32)newstate;
+		n->top = t + 1; /* after the note: an interrupt sees it whole or not at all */
+	}
+	if (interesting(oldstate, newstate))
+		on_state_change(btf, sk, oldstate, newstate);
+}
+
+/* backup pops the probe's note of this state change, or takes the state
+ * change. Notes above it were left by interrupts inside an earlier backup
+ * run and go with it. */
+static __always_inline void backup(bool btf, struct sock *sk, int oldstate, int newstate)
+{
+	struct notes *n = notes();
+	if (!n)
+		return;
+	__u32 states = (__u32)oldstate << 16 | (__u32)newstate;
+	__u32 t = n->top;
+	for (__u32 i = 1; i <= NOTES; i++) {
+		if (i > t)
+			break;
+		__u32 k = (t - i) & (NOTES - 1);
+		if (n->states[k] == states && n->sk[k] == (__u64)sk) {
+			n->top = t - i;
+			return;
+		}
+	}
+	if (!interesting(oldstate, newstate)) {
+		stat_inc(TCPCONN_STAT_SKIPPED_NO_RECORD);
+		return;
+	}
+	stat_inc(TCPCONN_STAT_RESCUED);
+	on_state_change(btf, sk, oldstate, newstate);
 }
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tcpconn_btf, struct sock *sk, int oldstate, int newstate)
 {
-	if (!interesting(oldstate, newstate) || sk->sk_protocol != IPPROTO_TCP)
-		return 0;
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-	if (!tp)
-		return 0;
-	return handle(true, sk, tp, oldstate, newstate);
+	probe(true, sk, oldstate, newstate);
+	return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tcpconn_btf_backup, struct sock *sk, int oldstate, int newstate)
+{
+	backup(true, sk, oldstate, newstate);
+	return 0;
 }
 
 SEC("raw_tp/inet_sock_set_state")
 int BPF_PROG(tcpconn_raw, struct sock *sk, int oldstate, int newstate)
 {
-	if (!interesting(oldstate, newstate) || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-		return 0;
-	return handle(false, sk, (struct tcp_sock *)sk, oldstate, newstate);
+	probe(false, sk, oldstate, newstate);
+	return 0;
+}
+
+SEC("raw_tp/inet_sock_set_state")
+int BPF_PROG(tcpconn_raw_backup, struct sock *sk, int oldstate, int newstate)
+{
+	backup(false, sk, oldstate, newstate);
+	return 0;
 }
 
 /* Every report_interval the loader runs this over the TCP sockets of every

@@ -21,6 +21,14 @@ type tcpconnConnectState struct {
 	Comm    [16]int8
 }
 
+type tcpconnNotes struct {
+	_      structs.HostLayout
+	Sk     [8]uint64
+	States [8]uint32
+	Top    uint32
+	_      [4]byte
+}
+
 type tcpconnTcpconnEvent struct {
 	_             structs.HostLayout
 	TsNs          uint64
@@ -58,15 +66,18 @@ type tcpconnTcpconnEvent struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	tcpconnMapConnecting     = "connecting"
-	tcpconnMapEvents         = "events"
-	tcpconnMapStats          = "stats"
-	tcpconnProgTcpconnBtf    = "tcpconn_btf"
-	tcpconnProgTcpconnRaw    = "tcpconn_raw"
-	tcpconnProgTcpconnReport = "tcpconn_report"
-	tcpconnVarIdSecret       = "id_secret"
-	tcpconnVarUnusedEvent    = "unused_event"
-	tcpconnVarWakeupBytes    = "wakeup_bytes"
+	tcpconnMapConnecting        = "connecting"
+	tcpconnMapEvents            = "events"
+	tcpconnMapSeen              = "seen"
+	tcpconnMapStats             = "stats"
+	tcpconnProgTcpconnBtf       = "tcpconn_btf"
+	tcpconnProgTcpconnBtfBackup = "tcpconn_btf_backup"
+	tcpconnProgTcpconnRaw       = "tcpconn_raw"
+	tcpconnProgTcpconnRawBackup = "tcpconn_raw_backup"
+	tcpconnProgTcpconnReport    = "tcpconn_report"
+	tcpconnVarIdSecret          = "id_secret"
+	tcpconnVarUnusedEvent       = "unused_event"
+	tcpconnVarWakeupBytes       = "wakeup_bytes"
 )
 
 // loadTcpconn returns the embedded CollectionSpec for tcpconn.
@@ -111,9 +122,11 @@ type tcpconnSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpconnProgramSpecs struct {
-	TcpconnBtf    *ebpf.ProgramSpec `ebpf:"tcpconn_btf"`
-	TcpconnRaw    *ebpf.ProgramSpec `ebpf:"tcpconn_raw"`
-	TcpconnReport *ebpf.ProgramSpec `ebpf:"tcpconn_report"`
+	TcpconnBtf       *ebpf.ProgramSpec `ebpf:"tcpconn_btf"`
+	TcpconnBtfBackup *ebpf.ProgramSpec `ebpf:"tcpconn_btf_backup"`
+	TcpconnRaw       *ebpf.ProgramSpec `ebpf:"tcpconn_raw"`
+	TcpconnRawBackup *ebpf.ProgramSpec `ebpf:"tcpconn_raw_backup"`
+	TcpconnReport    *ebpf.ProgramSpec `ebpf:"tcpconn_report"`
 }
 
 // tcpconnMapSpecs contains maps before they are loaded into the kernel.
@@ -122,6 +135,7 @@ type tcpconnProgramSpecs struct {
 type tcpconnMapSpecs struct {
 	Connecting *ebpf.MapSpec `ebpf:"connecting"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
+	Seen       *ebpf.MapSpec `ebpf:"seen"`
 	Stats      *ebpf.MapSpec `ebpf:"stats"`
 }
 
@@ -156,6 +170,7 @@ func (o *tcpconnObjects) Close() error {
 type tcpconnMaps struct {
 	Connecting *ebpf.Map `ebpf:"connecting"`
 	Events     *ebpf.Map `ebpf:"events"`
+	Seen       *ebpf.Map `ebpf:"seen"`
 	Stats      *ebpf.Map `ebpf:"stats"`
 }
 
@@ -163,6 +178,7 @@ func (m *tcpconnMaps) Close() error {
 	return _TcpconnClose(
 		m.Connecting,
 		m.Events,
+		m.Seen,
 		m.Stats,
 	)
 }
@@ -180,15 +196,19 @@ type tcpconnVariables struct {
 //
 // It can be passed to loadTcpconnObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpconnPrograms struct {
-	TcpconnBtf    *ebpf.Program `ebpf:"tcpconn_btf"`
-	TcpconnRaw    *ebpf.Program `ebpf:"tcpconn_raw"`
-	TcpconnReport *ebpf.Program `ebpf:"tcpconn_report"`
+	TcpconnBtf       *ebpf.Program `ebpf:"tcpconn_btf"`
+	TcpconnBtfBackup *ebpf.Program `ebpf:"tcpconn_btf_backup"`
+	TcpconnRaw       *ebpf.Program `ebpf:"tcpconn_raw"`
+	TcpconnRawBackup *ebpf.Program `ebpf:"tcpconn_raw_backup"`
+	TcpconnReport    *ebpf.Program `ebpf:"tcpconn_report"`
 }
 
 func (p *tcpconnPrograms) Close() error {
 	return _TcpconnClose(
 		p.TcpconnBtf,
+		p.TcpconnBtfBackup,
 		p.TcpconnRaw,
+		p.TcpconnRawBackup,
 		p.TcpconnReport,
 	)
 }

@@ -4698,7 +4698,7 @@ type metricTcpconnProbeEventsMissed struct {
 // init fills tcpconn.probe.events.missed metric with initial data.
 func (m *metricTcpconnProbeEventsMissed) init() {
 	m.data.SetName("tcpconn.probe.events.missed")
-	m.data.SetDescription("Connection state changes the probe never saw: the kernel skips the probe's program when it fires again on a CPU where it is already running (a softirq interrupting it) and counts the skip. A skipped state change that would have made a record (most do not) is a record never produced: this bounds such losses from above. Connections a missed close leaves open are closed by the next walks and counted in tcpconn.connections.lost.")
+	m.data.SetDescription("Connection state changes that should have made a record and did not: the kernel skips the probe when it fires again on a CPU where it is already running (a softirq interrupting it), and the probe's backup program, which runs next on the same tracepoint, takes those; this counts what neither took. Expected to stay 0. Connections a missed close leaves open are closed by the next walks and counted in tcpconn.connections.lost.")
 	m.data.SetUnit("{event}")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)

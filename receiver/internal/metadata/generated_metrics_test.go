@@ -3933,7 +3933,7 @@ func TestMetricsBuilder(t *testing.T) {
 					validatedMetrics["tcpconn.probe.events.missed"] = true
 					assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 					assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-					assert.Equal(t, "Connection state changes the probe never saw: the kernel skips the probe's program when it fires again on a CPU where it is already running (a softirq interrupting it) and counts the skip. A skipped state change that would have made a record (most do not) is a record never produced: this bounds such losses from above. Connections a missed close leaves open are closed by the next walks and counted in tcpconn.connections.lost.", mi.Description())
+					assert.Equal(t, "Connection state changes that should have made a record and did not: the kernel skips the probe when it fires again on a CPU where it is already running (a softirq interrupting it), and the probe's backup program, which runs next on the same tracepoint, takes those; this counts what neither took. Expected to stay 0. Connections a missed close leaves open are closed by the next walks and counted in tcpconn.connections.lost.", mi.Description())
 					assert.Equal(t, "{event}", mi.Unit())
 					assert.True(t, mi.Sum().IsMonotonic())
 					assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
