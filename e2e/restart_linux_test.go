@@ -84,7 +84,7 @@ func TestRestartUnderLoad(t *testing.T) {
 
 	first := startCollector(t, filepath.Join("testdata", "pipeline.yaml"), env("first.json", freePort(t)))
 	held := progIDs(t, first.cmd.Process.Pid)
-	require.Len(t, held, 2, "the report iterator and the tracepoint program")
+	require.Len(t, held, 3, "the report iterator, the tracepoint program and its backup")
 	long, err := pair.Client.Dial(context.Background(), pair.ServerIP.String()+":8090")
 	require.NoError(t, err)
 	_, err = long.Write(make([]byte, 7000))
