@@ -36,7 +36,7 @@ const (
 // Knobs for narrowing a run while working on one mode, e.g.
 // go test ./bench -bench Overhead -args -overhead.modes=baseline,probe -overhead.rounds=10
 var (
-	modesFlag  = flag.String("overhead.modes", "baseline,attach-only,probe,collector-metrics,collector,tcplife", "modes to alternate; the baseline is always run")
+	modesFlag  = flag.String("overhead.modes", "baseline,attach-only,probe,probe-nobackup,collector-metrics,collector,tcplife", "modes to alternate; the baseline is always run")
 	roundsFlag = flag.Int("overhead.rounds", 20, "rounds, each running every mode once")
 	connsFlag  = flag.Int("overhead.conns", 2000, "connections per client per round")
 	// The probe's cost is per connection, not per byte: a connection that
@@ -160,6 +160,8 @@ func start(b *testing.B, mode string) observer {
 		return startProcess(b, collectorCmd(b, true))
 	case "collector-metrics":
 		return startProcess(b, collectorCmd(b, false))
+	case "probe-nobackup":
+		return startProbe(b, bpf.Options{NoBackup: true})
 	case "probe-raw":
 		return startProbe(b, bpf.Options{Mode: bpf.AttachRawTP})
 	case "attach-only":
@@ -176,7 +178,7 @@ func start(b *testing.B, mode string) observer {
 	case "baseline":
 		return nil
 	}
-	b.Fatalf("unknown overhead mode %q (baseline, probe, probe-raw, attach-only, collector, collector-metrics, tcplife)", mode)
+	b.Fatalf("unknown overhead mode %q (baseline, probe, probe-nobackup, probe-raw, attach-only, collector, collector-metrics, tcplife)", mode)
 	return nil
 }
 

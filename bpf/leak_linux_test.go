@@ -73,3 +73,20 @@ func TestSecondProbeRefused(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, second.Close())
 }
+
+// TestBackupProgramIsOptional: the backup program is one more link on the
+// tracepoint; NoBackup leaves it out.
+func TestBackupProgramIsOptional(t *testing.T) {
+	netnstest.RequireRoot(t)
+	links := func() int { return bpfFDs(t)["anon_inode:bpf_link"] }
+	before := links()
+	withBackup, err := Load(Options{Mode: AttachTPBTF})
+	require.NoError(t, err)
+	with := links() - before
+	require.NoError(t, withBackup.Close())
+	without, err := Load(Options{Mode: AttachTPBTF, NoBackup: true})
+	require.NoError(t, err)
+	defer without.Close()
+	assert.Equal(t, with-1, links()-before, "one link fewer without the backup")
+	assert.Len(t, without.links, 1, "the probe alone on the tracepoint")
+}

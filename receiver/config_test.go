@@ -24,7 +24,7 @@ func TestLoadConfig(t *testing.T) {
 	custom.Profile, custom.Views, custom.Temporality = ProfileIstio, ViewsConfig{Service: true}, TemporalityDelta
 	custom.SeriesLimit, custom.SeriesExpiry, custom.Histograms = 500, time.Hour, false
 	custom.ReportInterval, custom.AdoptExisting, custom.CountAdoptedBytes = 30*time.Second, false, true
-	custom.Probe = ProbeConfig{AttachMode: "raw_tp", RingBufferSize: 1 << 20, WakeupBytes: 4096, PollInterval: 20 * time.Millisecond, LockFile: "/run/custom.lock"}
+	custom.Probe = ProbeConfig{AttachMode: "raw_tp", RingBufferSize: 1 << 20, WakeupBytes: 4096, PollInterval: 20 * time.Millisecond, LockFile: "/run/custom.lock", BackupProgram: false}
 	custom.Logs = LogsConfig{Open: true, Close: true, Failure: false, Update: true, MaxBatchSize: 50, FlushInterval: 200 * time.Millisecond, QueueSize: 8,
 		SamplingRatio: 0.25, Filter: LogFilterConfig{IncludeNamespaces: []string{"shop"}, ExcludeNamespaces: []string{"kube-system"},
 			FailuresOnly: true, MinDuration: time.Second, MinBytes: 100}}
@@ -106,4 +106,12 @@ func TestUnknownFieldRejected(t *testing.T) {
 	err = sub.Unmarshal(NewFactory().CreateDefaultConfig())
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "flush_intervall")
+}
+
+// TestProbeOptions: the backup program is on unless configured off.
+func TestProbeOptions(t *testing.T) {
+	cfg := createDefaultConfig()
+	assert.False(t, cfg.probeOptions().NoBackup, "default: the backup program is attached")
+	cfg.Probe.BackupProgram = false
+	assert.True(t, cfg.probeOptions().NoBackup)
 }
