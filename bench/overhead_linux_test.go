@@ -87,7 +87,9 @@ func BenchmarkOverhead(b *testing.B) {
 	res := map[string][]sample{}
 	port := 9000
 	modes := overheadModes()
-	var drops, missed, skipped, rescued uint64
+	// The probe's own counts, per probe mode.
+	type probeCounts struct{ drops, missed, skipped, rescued uint64 }
+	counts := map[string]*probeCounts{}
 	for round := range *roundsFlag {
 		// Each round starts with a different mode, so that a drift within
 		// a round (TIME_WAIT sockets piling up, say) favours none of them.
@@ -101,10 +103,15 @@ func BenchmarkOverhead(b *testing.B) {
 				obs = o.stop(b)
 			}
 			if po, ok := o.(*probeObserver); ok {
-				drops += po.drops
-				missed += po.missed
-				skipped += po.skipped
-				rescued += po.rescued
+				c := counts[mode]
+				if c == nil {
+					c = &probeCounts{}
+					counts[mode] = c
+				}
+				c.drops += po.drops
+				c.missed += po.missed
+				c.skipped += po.skipped
+				c.rescued += po.rescued
 			}
 			n := float64(r.Conns)
 			s := sample{n / time.Duration(r.WallNs).Seconds(), float64(r.CPUNs) / 1e3 / n, float64(obs.Nanoseconds()) / 1e3 / n, float64(r.NodeNs) / 1e3 / n}
@@ -128,9 +135,14 @@ func BenchmarkOverhead(b *testing.B) {
 			quantile(added, 0.25), quantile(added, 0.75), median(ratio), median(node), median(nodeAdded))
 		b.ReportMetric(median(ratio), mode+"-cpu-ratio")
 	}
-	b.ReportMetric(float64(drops), "probe-kernel-drops")
-	b.ReportMetric(float64(missed), "probe-kernel-missed")
-	b.Logf("in the probe modes: %d records dropped (ring buffer full); the kernel skipped the probe %d times (recursion), %d of them taken by its backup, %d missed", drops, skipped, rescued, missed)
+	for _, mode := range modes {
+		if c := counts[mode]; c != nil {
+			b.ReportMetric(float64(c.drops), mode+"-kernel-drops")
+			b.ReportMetric(float64(c.missed), mode+"-kernel-missed")
+			b.Logf("%s: %d records dropped (ring buffer full); the kernel skipped the probe %d times (recursion), %d of them taken by its backup, %d missed",
+				mode, c.drops, c.skipped, c.rescued, c.missed)
+		}
+	}
 	b.Logf("%d rounds of %d connections each, modes alternating; medians, paired per round:\n%s",
 		*roundsFlag, stormClients**connsFlag, table.String())
 }
