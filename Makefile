@@ -59,7 +59,7 @@ test-unit:
 
 ## bench: Go benchmarks of decode and aggregation (compare runs with benchstat)
 bench:
-	$(GO) test -run '^$$' -bench 'Decode|Aggregate' -benchmem -count 6 ./bpf/ ./receiver/
+	$(GO) test -run '^$$' -bench 'Decode|Aggregate|LogRecord' -benchmem -count 6 ./bpf/ ./receiver/
 
 ## lint: go vet and gofmt
 lint:
