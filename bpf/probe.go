@@ -61,6 +61,9 @@ type Options struct {
 	// backupOnly attaches the backup program alone, as if the kernel had
 	// kept the probe from every state change (tests of the backup).
 	backupOnly bool
+	// noAttach loads the programs and attaches none (tests that run them
+	// with BPF_PROG_TEST_RUN).
+	noAttach bool
 }
 
 // Default option values.
@@ -247,6 +250,8 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 	links := make([]link.Link, 0, 2)
 	attach := []string{names.prog, names.backup}
 	switch {
+	case opts.noAttach:
+		attach = nil
 	case opts.backupOnly:
 		attach = attach[1:]
 	case opts.NoBackup:
@@ -373,6 +378,12 @@ func (p *Probe) Close() error {
 func (p *Probe) Stats() (Stats, error) {
 	p.statsMu.Lock()
 	defer p.statsMu.Unlock()
+	// The program's skips first: each rescue is counted after its skip, so
+	// a skip between the two reads cannot show as missed.
+	ps, err := p.coll.Programs[modeObjects[p.mode].prog].Stats()
+	if err != nil {
+		return Stats{}, fmt.Errorf("read probe program stats: %w", err)
+	}
 	var s Stats
 	var skippedNoRecord uint64
 	for key, dst := range map[uint32]*uint64{
@@ -388,10 +399,6 @@ func (p *Probe) Stats() (Stats, error) {
 		for _, v := range p.perCPU {
 			*dst += v
 		}
-	}
-	ps, err := p.coll.Programs[modeObjects[p.mode].prog].Stats()
-	if err != nil {
-		return Stats{}, fmt.Errorf("read probe program stats: %w", err)
 	}
 	// What the backup took, or found to make no record, was not missed.
 	// (The backup's own skips lose nothing: it is skipped only inside its

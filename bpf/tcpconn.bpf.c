@@ -88,11 +88,13 @@ struct sock___old {
 /* Read a field directly through BTF (tp_btf) or with a CO-RE probe read. */
 #define RD(btf, p, f) ((btf) ? (p)->f : BPF_CORE_READ(p, f))
 
+/* stat_inc is atomic although the counters are per CPU: the backup program
+ * runs in a softirq that may interrupt the probe between a load and a store. */
 static __always_inline void stat_inc(__u32 key)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &key);
 	if (v)
-		*v += 1;
+		__sync_fetch_and_add(v, 1);
 }
 
 /* conn_id names a connection in all its records: the socket cookie, unique
@@ -336,19 +338,29 @@ static __always_inline void on_state_change(bool btf, struct sock *sk, int oldst
  * probe pushes a note of each state change, before anything else, on a
  * small per-CPU stack; the backup, which runs next, pops it, or, when there
  * is none, takes the state change the kernel kept the probe from: counted
- * in TCPCONN_STAT_RESCUED (TCPCONN_STAT_SKIPPED_NO_RECORD when it makes no
- * record). A stack, because interrupts nest: one that comes between the two
- * programs pushes and pops its own notes above the one the backup will pop.
- * Notes name the socket and both states. (A flag set while the probe runs
- * would miss the kernel's own entry and exit around it; a mark cleared by
- * the backup would be cleared by an interrupt between the two programs,
- * and the backup would repeat a record.) */
+ * in TCPCONN_STAT_RESCUED, or TCPCONN_STAT_SKIPPED_NO_RECORD for the ones
+ * interesting() drops. A stack, because interrupts nest: one that comes
+ * between the two programs pushes and pops its own notes above the one the
+ * backup will pop. (A flag set while the probe runs would miss the kernel's
+ * own entry and exit around it; a mark cleared by the backup would be
+ * cleared by an interrupt between the two programs, and the backup would
+ * repeat a record: both were tried.)
+ *
+ * A softirq inside the backup, after its pop, leaves a note nobody pops
+ * (the kernel skips the backup there). Such notes stay below later ones
+ * until the stack wraps over them; they could only be taken for a later
+ * state change of a socket at the same address, with the same ports and
+ * the same two states, that the kernel also skipped the probe for. Notes
+ * name the socket, its ports and both states for that reason. The stack
+ * wraps rather than resets: top counts on, and a push overwrites the note
+ * NOTES below it, never one still waiting to be popped. */
 #define NOTES 8 /* a power of two */
 
 struct notes {
 	__u64 sk[NOTES];
+	__u32 ports[NOTES];  /* skc_portpair */
 	__u32 states[NOTES]; /* oldstate << 16 | newstate */
-	__u32 top;
+	__u32 top;           /* counts on; the slot is top % NOTES */
 };
 
 struct {
@@ -364,38 +376,46 @@ static __always_inline struct notes *notes(void)
 	return bpf_map_lookup_elem(&seen, &key);
 }
 
+#define barrier() asm volatile("" ::: "memory")
+
+static __always_inline __u32 portpair(bool btf, struct sock *sk)
+{
+	return RD(btf, sk, __sk_common.skc_portpair);
+}
+
 /* probe is the probe program: it notes the state change, then takes it. */
 static __always_inline void probe(bool btf, struct sock *sk, int oldstate, int newstate)
 {
 	struct notes *n = notes();
 	if (n) {
-		/* Full only of notes left by interrupts inside the backup,
-		 * after its pop: start again. */
-		__u32 t = n->top < NOTES ? n->top : 0;
+		__u32 t = *(volatile __u32 *)&n->top;
 		n->sk[t & (NOTES - 1)] = (__u64)sk;
+		n->ports[t & (NOTES - 1)] = portpair(btf, sk);
 		n->states[t & (NOTES - 1)] = (__u32)oldstate << 16 | (__u32)newstate;
-		n->top = t + 1; /* after the note: an interrupt sees it whole or not at all */
+		barrier(); /* the note before top: an interrupt sees it whole or not at all */
+		*(volatile __u32 *)&n->top = t + 1;
 	}
 	if (interesting(oldstate, newstate))
 		on_state_change(btf, sk, oldstate, newstate);
 }
 
-/* backup pops the probe's note of this state change, or takes the state
- * change. Notes above it were left by interrupts inside an earlier backup
- * run and go with it. */
+/* backup pops the probe's note of this state change, with the notes above
+ * it (left by interrupts inside this run before it read top), or takes the
+ * state change. */
 static __always_inline void backup(bool btf, struct sock *sk, int oldstate, int newstate)
 {
 	struct notes *n = notes();
 	if (!n)
 		return;
 	__u32 states = (__u32)oldstate << 16 | (__u32)newstate;
-	__u32 t = n->top;
+	__u32 ports = portpair(btf, sk);
+	__u32 t = *(volatile __u32 *)&n->top;
 	for (__u32 i = 1; i <= NOTES; i++) {
 		if (i > t)
 			break;
 		__u32 k = (t - i) & (NOTES - 1);
-		if (n->states[k] == states && n->sk[k] == (__u64)sk) {
-			n->top = t - i;
+		if (n->states[k] == states && n->sk[k] == (__u64)sk && n->ports[k] == ports) {
+			*(volatile __u32 *)&n->top = t - i;
 			return;
 		}
 	}

@@ -26,8 +26,8 @@
 #define TCPCONN_STAT_EMITTED 0      /* records committed to the ring buffer */
 #define TCPCONN_STAT_DROPPED 1      /* records lost: ring buffer full */
 #define TCPCONN_STAT_NO_STATE 2     /* an outbound handshake could not be remembered: table full */
-#define TCPCONN_STAT_RESCUED 3      /* state changes the probe was kept from, handled by its backup */
-#define TCPCONN_STAT_SKIPPED_NO_RECORD 4 /* the same, that make no record */
+#define TCPCONN_STAT_RESCUED 3      /* state changes the probe was kept from, taken by its backup */
+#define TCPCONN_STAT_SKIPPED_NO_RECORD 4 /* the same, that interesting() drops */
 #define TCPCONN_STAT_MAX 5
 
 struct tcpconn_event {

@@ -24,6 +24,7 @@ type tcpconnConnectState struct {
 type tcpconnNotes struct {
 	_      structs.HostLayout
 	Sk     [8]uint64
+	Ports  [8]uint32
 	States [8]uint32
 	Top    uint32
 	_      [4]byte
