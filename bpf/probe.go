@@ -260,7 +260,7 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 	for _, name := range attach {
 		l, err := attachTracepoint(coll.Programs[name], mode, tp)
 		if err != nil {
-			closeLinks(links)
+			_ = closeLinks(links)
 			coll.Close()
 			return fmt.Errorf("attach %s %s: %w", mode, tp, err)
 		}
@@ -275,6 +275,8 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 	return nil
 }
 
+// attachTracepoint attaches one program to the state-change tracepoint
+// (tp stands in for it in tests) the way mode attaches programs.
 func attachTracepoint(prog *ebpf.Program, mode AttachMode, tp string) (link.Link, error) {
 	if mode == AttachRawTP {
 		return link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: prog})
