@@ -21,9 +21,7 @@ import (
 func TestFullHandshakeTableIsCounted(t *testing.T) {
 	netnstest.RequireRoot(t)
 	pair := netnstest.NewPair(t, testOctet)
-	p, err := Load(Options{Mode: AttachTPBTF, handshakes: 1})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Close() })
+	p := loadProbe(t, Options{Mode: AttachTPBTF, handshakes: 1})
 	col := collect(p, func(r *Record) bool { return r.LocalAddr == pair.ClientIP })
 	srv := netnstest.StartServer(t, pair, 8080, 10, 10)
 
@@ -32,7 +30,7 @@ func TestFullHandshakeTableIsCounted(t *testing.T) {
 	require.Eventually(t, func() bool { return holdsHandshake(p) }, 5*time.Second, 10*time.Millisecond,
 		"the black-hole connect holds the only slot")
 
-	_, err = srv.Exchange(context.Background(), pair)
+	_, err := srv.Exchange(context.Background(), pair)
 	require.NoError(t, err)
 	hole.Wait()
 
@@ -73,7 +71,7 @@ func TestSimultaneousOpenIsOutbound(t *testing.T) {
 		t.Run(string(mode), func(t *testing.T) {
 			const port = 8090
 			pair := netnstest.NewPair(t, testOctet)
-			p := loadProbe(t, mode)
+			p := loadProbe(t, Options{Mode: mode})
 			col := collect(p, func(r *Record) bool { return r.LocalAddr == pair.ClientIP && r.LocalPort == port })
 
 			self := net.TCPAddr{IP: pair.ClientIP.AsSlice(), Port: port}

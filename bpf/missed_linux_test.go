@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os/exec"
 	"sync"
 	"sync/atomic"
@@ -35,9 +34,7 @@ func TestEveryRecordIsDeliveredOrCounted(t *testing.T) {
 	pair.Client.Exec(t, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1")
 	target := sink(t, pair, fmt.Sprint(port))
 
-	p, err := Load(Options{Mode: AttachTPBTF})
-	require.NoError(t, err)
-	defer p.Close()
+	p := loadProbe(t, Options{Mode: AttachTPBTF})
 	var delivered sync.WaitGroup
 	var ours, opens, closes atomic.Int64
 	delivered.Go(func() {
@@ -65,16 +62,7 @@ func TestEveryRecordIsDeliveredOrCounted(t *testing.T) {
 	errs := make([]error, threads)
 	for i := range threads {
 		storm.Go(func() {
-			errs[i] = pair.Client.Do(func() error {
-				for range perThread {
-					c, err := net.Dial("tcp", target)
-					if err != nil {
-						return err
-					}
-					c.Close()
-				}
-				return nil
-			})
+			errs[i] = openAndClose(pair, target, perThread)
 		})
 	}
 	storm.Wait()

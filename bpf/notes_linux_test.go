@@ -7,8 +7,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
-
-	"github.com/tcpconn/tcpconn/internal/netnstest"
 )
 
 // TestBackupNotes runs the raw_tp probe and its backup by hand, on one CPU,
@@ -17,10 +15,7 @@ import (
 // takes exactly the state changes the probe did not see, and the note
 // stack comes back to where it was.
 func TestBackupNotes(t *testing.T) {
-	netnstest.RequireRoot(t)
-	p, err := Load(Options{Mode: AttachRawTP, noAttach: true})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Close() })
+	p := loadProbe(t, Options{Mode: AttachRawTP, noAttach: true})
 	progs := p.coll.Programs
 	probe, backup := progs[modeObjects[AttachRawTP].prog], progs[modeObjects[AttachRawTP].backup]
 

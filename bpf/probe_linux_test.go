@@ -72,12 +72,14 @@ func (c *collector) waitFor(t *testing.T, what string, pred func([]Record) bool)
 	return nil
 }
 
-func loadProbe(t *testing.T, mode AttachMode) *Probe {
+// loadProbe loads the probe with opts (in opts.Mode, which must be set)
+// and closes it when the test ends.
+func loadProbe(t *testing.T, opts Options) *Probe {
 	t.Helper()
 	netnstest.RequireRoot(t)
-	p, err := Load(Options{Mode: mode})
+	p, err := Load(opts)
 	require.NoError(t, err)
-	require.Equal(t, mode, p.Mode())
+	require.Equal(t, opts.Mode, p.Mode())
 	t.Cleanup(func() { _ = p.Close() })
 	return p
 }
@@ -101,10 +103,7 @@ func testExactBytes(t *testing.T, mode AttachMode, backupOnly bool) {
 		dropped  = 8082
 	)
 	pair := netnstest.NewPair(t, testOctet)
-	netnstest.RequireRoot(t)
-	p, err := Load(Options{Mode: mode, backupOnly: backupOnly})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Close() })
+	p := loadProbe(t, Options{Mode: mode, backupOnly: backupOnly})
 	before, err := p.Stats()
 	require.NoError(t, err)
 	ours := func(r *Record) bool {

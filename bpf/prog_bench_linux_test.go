@@ -1,7 +1,6 @@
 package bpf
 
 import (
-	"net"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -54,16 +53,7 @@ func benchProgram(b *testing.B, mode AttachMode) {
 	runs0, time0 := progStats(b, progs)
 
 	b.ResetTimer()
-	err = pair.Client.Do(func() error {
-		for range b.N {
-			c, err := net.Dial("tcp", target)
-			if err != nil {
-				return err
-			}
-			c.Close()
-		}
-		return nil
-	})
+	err = openAndClose(pair, target, b.N)
 	b.StopTimer()
 	if err != nil {
 		b.Fatal(err)

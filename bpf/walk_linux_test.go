@@ -31,6 +31,21 @@ func sink(t testing.TB, pair *netnstest.Pair, port string) string {
 	return pair.ServerIP.String() + ":" + port
 }
 
+// openAndClose opens n connections from the client namespace to target,
+// one after the other, closing each at once.
+func openAndClose(pair *netnstest.Pair, target string, n int) error {
+	return pair.Client.Do(func() error {
+		for range n {
+			c, err := net.Dial("tcp", target)
+			if err != nil {
+				return err
+			}
+			c.Close()
+		}
+		return nil
+	})
+}
+
 func send(t *testing.T, c net.Conn, n int) {
 	t.Helper()
 	_, err := c.Write(make([]byte, n))
@@ -69,7 +84,7 @@ func TestWalkReportsEveryEstablishedConnection(t *testing.T) {
 	defer before.Close()
 	send(t, before, 1000)
 
-	p := loadProbe(t, AttachTPBTF)
+	p := loadProbe(t, Options{Mode: AttachTPBTF})
 	require.NoError(t, p.CanWalk())
 	col := collect(p, func(r *Record) bool { return r.LocalAddr == pair.ClientIP })
 	after, err := pair.Client.Dial(ctx, target)
@@ -119,7 +134,7 @@ func TestWalkReportsEveryEstablishedConnection(t *testing.T) {
 }
 
 func TestWalkNotSupportedInRawTP(t *testing.T) {
-	p := loadProbe(t, AttachRawTP)
+	p := loadProbe(t, Options{Mode: AttachRawTP})
 	_, err := p.Walk(func(*Record) {})
 	require.ErrorIs(t, err, ErrNotSupported)
 }
