@@ -87,9 +87,8 @@ func BenchmarkOverhead(b *testing.B) {
 	res := map[string][]sample{}
 	port := 9000
 	modes := overheadModes()
-	// The probe's own counts, per probe mode.
-	type probeCounts struct{ drops, missed, skipped, rescued uint64 }
-	counts := map[string]*probeCounts{}
+	// The probe's own counts, summed per probe mode.
+	counts := map[string]*bpf.Stats{}
 	for round := range *roundsFlag {
 		// Each round starts with a different mode, so that a drift within
 		// a round (TIME_WAIT sockets piling up, say) favours none of them.
@@ -105,13 +104,13 @@ func BenchmarkOverhead(b *testing.B) {
 			if po, ok := o.(*probeObserver); ok {
 				c := counts[mode]
 				if c == nil {
-					c = &probeCounts{}
+					c = &bpf.Stats{}
 					counts[mode] = c
 				}
-				c.drops += po.drops
-				c.missed += po.missed
-				c.skipped += po.skipped
-				c.rescued += po.rescued
+				c.Dropped += po.st.Dropped
+				c.Missed += po.st.Missed
+				c.Skipped += po.st.Skipped
+				c.Rescued += po.st.Rescued
 			}
 			n := float64(r.Conns)
 			s := sample{n / time.Duration(r.WallNs).Seconds(), float64(r.CPUNs) / 1e3 / n, float64(obs.Nanoseconds()) / 1e3 / n, float64(r.NodeNs) / 1e3 / n}
@@ -137,10 +136,10 @@ func BenchmarkOverhead(b *testing.B) {
 	}
 	for _, mode := range modes {
 		if c := counts[mode]; c != nil {
-			b.ReportMetric(float64(c.drops), mode+"-kernel-drops")
-			b.ReportMetric(float64(c.missed), mode+"-kernel-missed")
+			b.ReportMetric(float64(c.Dropped), mode+"-kernel-drops")
+			b.ReportMetric(float64(c.Missed), mode+"-kernel-missed")
 			b.Logf("%s: %d records dropped (ring buffer full); the kernel skipped the probe %d times (recursion), %d of them taken by its backup, %d missed",
-				mode, c.drops, c.skipped, c.rescued, c.missed)
+				mode, c.Dropped, c.Skipped, c.Rescued, c.Missed)
 		}
 	}
 	b.Logf("%d rounds of %d connections each, modes alternating; medians, paired per round:\n%s",
@@ -196,9 +195,9 @@ func start(b *testing.B, mode string) observer {
 
 // probeObserver is the probe loaded in this process with one reader thread.
 type probeObserver struct {
-	p                               *bpf.Probe
-	done                            chan time.Duration
-	drops, missed, skipped, rescued uint64
+	p    *bpf.Probe
+	done chan time.Duration
+	st   bpf.Stats // the probe's counters when it stopped
 }
 
 func startProbe(b *testing.B, opts bpf.Options) observer {
@@ -233,10 +232,7 @@ func (o *probeObserver) stop(b *testing.B) time.Duration {
 		// Reported, not fatal: the table is still worth having.
 		b.Logf("the probe dropped %d of %d records (ring buffer full)", st.Dropped, st.Emitted+st.Dropped)
 	}
-	o.drops += st.Dropped
-	o.missed += st.Missed
-	o.skipped += st.Skipped
-	o.rescued += st.Rescued
+	o.st = st
 	_ = o.p.Close()
 	return cpu
 }
@@ -433,7 +429,7 @@ func storm(spec string) (stormResult, error) {
 			}
 			go func() {
 				if payload > 0 {
-					_ = exchange(c, payload, true)
+					_ = netnstest.Answer(c, payload, payload)
 				}
 				_, _ = io.Copy(io.Discard, c)
 				c.Close()
@@ -455,7 +451,7 @@ func storm(spec string) (stormResult, error) {
 						return err
 					}
 					if payload > 0 {
-						if err := exchange(c, payload, false); err != nil {
+						if err := netnstest.Ask(c, payload, payload); err != nil {
 							c.Close()
 							return err
 						}
@@ -475,24 +471,6 @@ func storm(spec string) (stormResult, error) {
 	}
 	served.Wait()
 	return stormResult{Conns: stormClients * stormConns, WallNs: time.Since(start).Nanoseconds(), CPUNs: (cpuTime() - before).Nanoseconds(), NodeNs: (nodeBusy() - nodeBefore).Nanoseconds()}, nil
-}
-
-// exchange is one request and its response of n bytes each: the server
-// reads, then writes; the client writes, then reads.
-func exchange(c net.Conn, n int, server bool) error {
-	buf := make([]byte, n)
-	if server {
-		if _, err := io.ReadFull(c, buf); err != nil {
-			return err
-		}
-		_, err := c.Write(buf)
-		return err
-	}
-	if _, err := c.Write(buf); err != nil {
-		return err
-	}
-	_, err := io.ReadFull(c, buf)
-	return err
 }
 
 // threadCPU is the calling OS thread's CPU time.

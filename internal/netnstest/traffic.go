@@ -72,11 +72,8 @@ func (s *Server) serve() {
 func (s *Server) handle(c net.Conn) error {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := io.CopyN(io.Discard, c, int64(s.Request)); err != nil {
-		return fmt.Errorf("read request: %w", err)
-	}
-	if _, err := c.Write(make([]byte, s.Response)); err != nil {
-		return fmt.Errorf("write response: %w", err)
+	if err := Answer(c, s.Request, s.Response); err != nil {
+		return err
 	}
 	n, err := io.Copy(io.Discard, c)
 	if err != nil || n != 0 {
@@ -109,13 +106,34 @@ func (s *Server) Exchange(ctx context.Context, p *Pair) (uint16, error) {
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := c.Write(make([]byte, s.Request)); err != nil {
-		return 0, fmt.Errorf("write request: %w", err)
-	}
-	if _, err := io.CopyN(io.Discard, c, int64(s.Response)); err != nil {
-		return 0, fmt.Errorf("read response: %w", err)
+	if err := Ask(c, s.Request, s.Response); err != nil {
+		return 0, err
 	}
 	return uint16(c.LocalAddr().(*net.TCPAddr).Port), nil
+}
+
+// Answer is the server's side of one exchange: it reads exactly request
+// bytes, then writes response bytes.
+func Answer(c net.Conn, request, response int) error {
+	if _, err := io.CopyN(io.Discard, c, int64(request)); err != nil {
+		return fmt.Errorf("read request: %w", err)
+	}
+	if _, err := c.Write(make([]byte, response)); err != nil {
+		return fmt.Errorf("write response: %w", err)
+	}
+	return nil
+}
+
+// Ask is the client's side of one exchange: it writes request bytes, then
+// reads exactly response bytes.
+func Ask(c net.Conn, request, response int) error {
+	if _, err := c.Write(make([]byte, request)); err != nil {
+		return fmt.Errorf("write request: %w", err)
+	}
+	if _, err := io.CopyN(io.Discard, c, int64(response)); err != nil {
+		return fmt.Errorf("read response: %w", err)
+	}
+	return nil
 }
 
 // Refused connects to a port with no listener and returns the client port
