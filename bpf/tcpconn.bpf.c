@@ -389,10 +389,9 @@ static __always_inline void probe(bool btf, struct sock *sk, int oldstate, int n
 	struct notes *n = notes();
 	if (n) {
 		__u32 t = *(volatile __u32 *)&n->top;
-		__u32 slot = t & (NOTES - 1);
-		n->sk[slot] = (__u64)sk;
-		n->ports[slot] = portpair(btf, sk);
-		n->states[slot] = (__u32)oldstate << 16 | (__u32)newstate;
+		n->sk[t & (NOTES - 1)] = (__u64)sk;
+		n->ports[t & (NOTES - 1)] = portpair(btf, sk);
+		n->states[t & (NOTES - 1)] = (__u32)oldstate << 16 | (__u32)newstate;
 		barrier(); /* the note before top: an interrupt sees it whole or not at all */
 		*(volatile __u32 *)&n->top = t + 1;
 	}
