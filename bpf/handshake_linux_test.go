@@ -54,12 +54,17 @@ func TestFullHandshakeTableIsCounted(t *testing.T) {
 	}
 }
 
-// holdsHandshake reports whether the handshake table has an entry.
+// holdsHandshake reports whether a slot of the handshake table is taken.
 func holdsHandshake(p *Probe) bool {
-	var key uint64
-	var val [32]byte
+	var key uint32
+	var slot tcpconnHandshake
 	it := p.coll.Maps["connecting"].Iterate()
-	return it.Next(&key, &val)
+	for it.Next(&key, &slot) {
+		if slot.Sk != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // TestSimultaneousOpenIsOutbound connects a socket to its own address: its

@@ -51,7 +51,7 @@ type Options struct {
 	// attach failures).
 	tracepoint string
 	// handshakes, when set, sizes the table of outbound handshakes in
-	// flight (tests of a full table).
+	// flight, in slots, a power of two (tests of a full table).
 	handshakes uint32
 	// NoBackup leaves out the backup program that takes the state changes
 	// the kernel skips the probe for (see Stats.Missed): 1-3 µs less
@@ -101,8 +101,8 @@ type Stats struct {
 	Emitted uint64
 	// Dropped records were lost because the ring buffer was full.
 	Dropped uint64
-	// NoState counts outbound handshakes the probe could not remember (its
-	// handshake table was full): their open or failure records come without
+	// NoState counts outbound handshakes the probe could not remember (their
+	// set of its handshake table was full): their open or failure records come without
 	// process and start time, flagged adopted.
 	NoState uint64
 	// Missed counts state changes that made no record although they
@@ -220,7 +220,9 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 	}
 	spec.Maps["events"].MaxEntries = opts.RingBufferBytes
 	if opts.handshakes > 0 {
-		spec.Maps["connecting"].MaxEntries = opts.handshakes
+		if err := shapeHandshakes(spec, opts.handshakes); err != nil {
+			return err
+		}
 	}
 	if err := spec.Variables["wakeup_bytes"].Set(opts.WakeupBytes); err != nil {
 		return fmt.Errorf("set wakeup_bytes: %w", err)
@@ -430,4 +432,21 @@ func bootToWallOffset() (int64, error) {
 		return 0, fmt.Errorf("read CLOCK_REALTIME: %w", err)
 	}
 	return wall.Nano() - boot.Nano(), nil
+}
+
+// shapeHandshakes makes the probe's handshake table slots entries long: sets
+// of up to four slots (the program's HANDSHAKE_WAYS), slots a power of two.
+func shapeHandshakes(spec *ebpf.CollectionSpec, slots uint32) error {
+	if slots&(slots-1) != 0 {
+		return fmt.Errorf("handshake table of %d slots: not a power of two", slots)
+	}
+	ways := min(slots, 4)
+	spec.Maps["connecting"].MaxEntries = slots
+	if err := spec.Variables["handshake_ways"].Set(ways); err != nil {
+		return fmt.Errorf("set handshake_ways: %w", err)
+	}
+	if err := spec.Variables["handshake_sets"].Set(slots / ways); err != nil {
+		return fmt.Errorf("set handshake_sets: %w", err)
+	}
+	return nil
 }

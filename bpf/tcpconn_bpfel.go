@@ -13,8 +13,9 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type tcpconnConnectState struct {
+type tcpconnHandshake struct {
 	_       structs.HostLayout
+	Sk      uint64
 	StartNs uint64
 	Pid     uint32
 	Pad     uint32
@@ -76,6 +77,8 @@ const (
 	tcpconnProgTcpconnRaw       = "tcpconn_raw"
 	tcpconnProgTcpconnRawBackup = "tcpconn_raw_backup"
 	tcpconnProgTcpconnReport    = "tcpconn_report"
+	tcpconnVarHandshakeSets     = "handshake_sets"
+	tcpconnVarHandshakeWays     = "handshake_ways"
 	tcpconnVarIdSecret          = "id_secret"
 	tcpconnVarUnusedEvent       = "unused_event"
 	tcpconnVarWakeupBytes       = "wakeup_bytes"
@@ -144,9 +147,11 @@ type tcpconnMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpconnVariableSpecs struct {
-	IdSecret    *ebpf.VariableSpec `ebpf:"id_secret"`
-	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
-	WakeupBytes *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	HandshakeSets *ebpf.VariableSpec `ebpf:"handshake_sets"`
+	HandshakeWays *ebpf.VariableSpec `ebpf:"handshake_ways"`
+	IdSecret      *ebpf.VariableSpec `ebpf:"id_secret"`
+	UnusedEvent   *ebpf.VariableSpec `ebpf:"unused_event"`
+	WakeupBytes   *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // tcpconnObjects contains all objects after they have been loaded into the kernel.
@@ -188,9 +193,11 @@ func (m *tcpconnMaps) Close() error {
 //
 // It can be passed to loadTcpconnObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpconnVariables struct {
-	IdSecret    *ebpf.Variable `ebpf:"id_secret"`
-	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
-	WakeupBytes *ebpf.Variable `ebpf:"wakeup_bytes"`
+	HandshakeSets *ebpf.Variable `ebpf:"handshake_sets"`
+	HandshakeWays *ebpf.Variable `ebpf:"handshake_ways"`
+	IdSecret      *ebpf.Variable `ebpf:"id_secret"`
+	UnusedEvent   *ebpf.Variable `ebpf:"unused_event"`
+	WakeupBytes   *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // tcpconnPrograms contains all programs after they have been loaded into the kernel.

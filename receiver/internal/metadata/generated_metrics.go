@@ -4750,7 +4750,7 @@ type metricTcpconnProbeHandshakesUntracked struct {
 // init fills tcpconn.probe.handshakes.untracked metric with initial data.
 func (m *metricTcpconnProbeHandshakesUntracked) init() {
 	m.data.SetName("tcpconn.probe.handshakes.untracked")
-	m.data.SetDescription("Outbound handshakes the probe could not remember because its handshake table was full: their open or failure records carry no process or start time.")
+	m.data.SetDescription("Outbound handshakes the probe could not remember because their set of its handshake table was full: their open or failure records carry no process or start time.")
 	m.data.SetUnit("{handshake}")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)

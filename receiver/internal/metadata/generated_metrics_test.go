@@ -3947,7 +3947,7 @@ func TestMetricsBuilder(t *testing.T) {
 					validatedMetrics["tcpconn.probe.handshakes.untracked"] = true
 					assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 					assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-					assert.Equal(t, "Outbound handshakes the probe could not remember because its handshake table was full: their open or failure records carry no process or start time.", mi.Description())
+					assert.Equal(t, "Outbound handshakes the probe could not remember because their set of its handshake table was full: their open or failure records carry no process or start time.", mi.Description())
 					assert.Equal(t, "{handshake}", mi.Unit())
 					assert.True(t, mi.Sum().IsMonotonic())
 					assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
