@@ -25,6 +25,7 @@ import (
 
 	"github.com/tcpconn/tcpconn/bpf"
 	"github.com/tcpconn/tcpconn/internal/netnstest"
+	"github.com/tcpconn/tcpconn/internal/pairstat"
 )
 
 const (
@@ -129,10 +130,10 @@ func BenchmarkOverhead(b *testing.B) {
 			ratio = append(ratio, (s.work+s.obs)/base.work)
 			nodeAdded = append(nodeAdded, s.node-base.node)
 		}
-		lo, hi := medianInterval(added)
-		fmt.Fprintf(&table, "| %s | %.0f | %.1f | %.2f | %.1f | %.1f to %.1f | %.3f | %.1f | %.1f |\n", mode, median(rate), median(work), median(obs), median(added),
-			lo, hi, median(ratio), median(node), median(nodeAdded))
-		b.ReportMetric(median(ratio), mode+"-cpu-ratio")
+		lo, hi := pairstat.MedianInterval(added)
+		fmt.Fprintf(&table, "| %s | %.0f | %.1f | %.2f | %.1f | %.1f to %.1f | %.3f | %.1f | %.1f |\n", mode, pairstat.Median(rate), pairstat.Median(work), pairstat.Median(obs), pairstat.Median(added),
+			lo, hi, pairstat.Median(ratio), pairstat.Median(node), pairstat.Median(nodeAdded))
+		b.ReportMetric(pairstat.Median(ratio), mode+"-cpu-ratio")
 	}
 	for _, mode := range modes {
 		if c := counts[mode]; c != nil {
