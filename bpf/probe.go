@@ -38,7 +38,8 @@ type Options struct {
 	// RingBufferBytes is the ring buffer size: a power of two, at least a page.
 	RingBufferBytes uint32
 	// WakeupBytes is how much data must be pending before the kernel wakes
-	// the reader; below it the reader finds records at its next poll.
+	// the reader; below it the reader finds records at its next poll. 0:
+	// an eighth of the ring buffer (WakeupFraction).
 	WakeupBytes uint64
 	// PollInterval bounds how long a record waits in the ring buffer.
 	PollInterval time.Duration
@@ -69,8 +70,13 @@ type Options struct {
 // Default option values.
 const (
 	DefaultRingBufferBytes = 4 << 20
-	DefaultWakeupBytes     = 64 << 10
 	DefaultPollInterval    = 50 * time.Millisecond
+	// WakeupFraction of the ring buffer is the default WakeupBytes: on a
+	// connection storm waking the reader every 512 KiB of a 4 MiB ring cost
+	// it half the CPU of waking it every 64 KiB (0.25 against 0.5 µs per
+	// connection), and 1 MiB no less again, while leaving seven eighths of
+	// the ring for records that arrive before the reader runs.
+	WakeupFraction = 8
 )
 
 func (o *Options) setDefaults() {
@@ -81,7 +87,7 @@ func (o *Options) setDefaults() {
 		o.RingBufferBytes = DefaultRingBufferBytes
 	}
 	if o.WakeupBytes == 0 {
-		o.WakeupBytes = DefaultWakeupBytes
+		o.WakeupBytes = uint64(o.RingBufferBytes / WakeupFraction)
 	}
 	if o.PollInterval <= 0 {
 		o.PollInterval = DefaultPollInterval

@@ -83,7 +83,7 @@ type ProbeConfig struct {
 	// of at least 4096. Records that do not fit are counted as dropped.
 	RingBufferSize int `mapstructure:"ring_buffer_size"`
 	// WakeupBytes is how much pending data wakes the reader early; below it
-	// records wait at most PollInterval.
+	// records wait at most PollInterval. 0: an eighth of RingBufferSize.
 	WakeupBytes int `mapstructure:"wakeup_bytes"`
 	// PollInterval bounds how long a record waits in the ring buffer.
 	PollInterval time.Duration `mapstructure:"poll_interval"`
@@ -166,7 +166,6 @@ func createDefaultConfig() *Config {
 		Probe: ProbeConfig{
 			AttachMode:     string(bpf.AttachAuto),
 			RingBufferSize: bpf.DefaultRingBufferBytes,
-			WakeupBytes:    bpf.DefaultWakeupBytes,
 			PollInterval:   bpf.DefaultPollInterval,
 			LockFile:       DefaultLockFile,
 			BackupProgram:  true,
@@ -218,8 +217,8 @@ func (c *Config) Validate() error {
 	if n := c.Probe.RingBufferSize; n < 4096 || n&(n-1) != 0 || n > 1<<30 {
 		errs = append(errs, fmt.Errorf("probe.ring_buffer_size: must be a power of two between 4096 and 1073741824, got %d", n))
 	}
-	if c.Probe.WakeupBytes <= 0 || c.Probe.WakeupBytes > c.Probe.RingBufferSize {
-		errs = append(errs, fmt.Errorf("probe.wakeup_bytes: must be positive and at most probe.ring_buffer_size, got %d", c.Probe.WakeupBytes))
+	if c.Probe.WakeupBytes < 0 || c.Probe.WakeupBytes > c.Probe.RingBufferSize {
+		errs = append(errs, fmt.Errorf("probe.wakeup_bytes: must be at most probe.ring_buffer_size (0: an eighth of it), got %d", c.Probe.WakeupBytes))
 	}
 	if c.Probe.PollInterval < time.Millisecond || c.Probe.PollInterval > time.Minute {
 		errs = append(errs, fmt.Errorf("probe.poll_interval: must be between 1ms and 1m, got %v", c.Probe.PollInterval))

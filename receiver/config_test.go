@@ -56,7 +56,7 @@ func TestLoadConfig(t *testing.T) {
 		{id: component.NewIDWithName(metadata.Type, "bad_flush_interval"), errs: []string{"flush_interval: must be positive"}},
 		{id: component.NewIDWithName(metadata.Type, "bad_attach_mode"), errs: []string{`probe.attach_mode: must be auto, tp_btf or raw_tp, got "kprobe"`}},
 		{id: component.NewIDWithName(metadata.Type, "bad_ring_buffer_size"), errs: []string{"probe.ring_buffer_size: must be a power of two"}},
-		{id: component.NewIDWithName(metadata.Type, "bad_wakeup_bytes"), errs: []string{"probe.wakeup_bytes: must be positive and at most probe.ring_buffer_size"}},
+		{id: component.NewIDWithName(metadata.Type, "bad_wakeup_bytes"), errs: []string{"probe.wakeup_bytes: must be at most probe.ring_buffer_size"}},
 		{id: component.NewIDWithName(metadata.Type, "bad_poll_interval"), errs: []string{"probe.poll_interval: must be between 1ms and 1m"}},
 		{id: component.NewIDWithName(metadata.Type, "bad_cidrs"), errs: []string{
 			`filter.include_cidrs[1]: netip.ParsePrefix("not-a-cidr")`,
