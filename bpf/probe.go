@@ -55,7 +55,7 @@ type Options struct {
 	// flight, in slots, a power of two (tests of a full table).
 	handshakes uint32
 	// NoBackup leaves out the backup program that takes the state changes
-	// the kernel skips the probe for (see Stats.Missed): 1-3 µs less
+	// the kernel skips the probe for (see Stats.Missed): about 1 µs less
 	// CPU per connection, and those records are lost, counted in Missed.
 	NoBackup bool
 

@@ -93,7 +93,7 @@ type ProbeConfig struct {
 	LockFile string `mapstructure:"lock_file"`
 	// BackupProgram attaches a second program on the tracepoint that takes
 	// the state changes the kernel skips the probe for (when a softirq
-	// interrupts it): no record lost, for 1-3 µs more CPU per
+	// interrupts it): no record lost, for about 1 µs more CPU per
 	// connection. Off, those records are lost and counted in
 	// tcpconn.probe.events.missed.
 	BackupProgram bool `mapstructure:"backup_program"`
