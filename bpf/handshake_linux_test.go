@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"sync"
@@ -15,30 +16,39 @@ import (
 )
 
 // TestFullHandshakeTableIsCounted: with room for one outbound handshake
-// in flight, held by a connect to a black hole, a second connect cannot be
-// remembered. It is counted, and its open record still goes out, flagged
-// adopted, without process or start; the first one's failure keeps both.
+// in flight (one set of one slot), or four (one set of four), held by
+// connects to a black hole, one more connect cannot be remembered. It is
+// counted, and its open record still goes out, flagged adopted, without
+// process or start; the held ones' failures keep both.
 func TestFullHandshakeTableIsCounted(t *testing.T) {
+	for _, slots := range []uint32{1, 4} {
+		t.Run(fmt.Sprintf("%d slots", slots), func(t *testing.T) { testFullHandshakeTable(t, slots) })
+	}
+}
+
+func testFullHandshakeTable(t *testing.T, slots uint32) {
 	netnstest.RequireRoot(t)
 	pair := netnstest.NewPair(t, testOctet)
-	p := loadProbe(t, Options{Mode: AttachTPBTF, handshakes: 1})
+	p := loadProbe(t, Options{Mode: AttachTPBTF, handshakes: slots})
 	col := collect(p, func(r *Record) bool { return r.LocalAddr == pair.ClientIP })
 	srv := netnstest.StartServer(t, pair, 8080, 10, 10)
 
 	var hole sync.WaitGroup
-	hole.Go(func() { assert.NoError(t, netnstest.TimedOut(t, pair, 8082)) })
-	require.Eventually(t, func() bool { return holdsHandshake(p) }, 5*time.Second, 10*time.Millisecond,
-		"the black-hole connect holds the only slot")
+	for i := range uint16(slots) {
+		hole.Go(func() { assert.NoError(t, netnstest.TimedOut(t, pair, 8082+i)) })
+	}
+	require.Eventually(t, func() bool { return takenSlots(p) == int(slots) }, 5*time.Second, 10*time.Millisecond,
+		"the black-hole connects hold every slot")
 
 	_, err := srv.Exchange(context.Background(), pair)
 	require.NoError(t, err)
 	hole.Wait()
 
-	recs := col.waitFor(t, "open, close and failure", func(rs []Record) bool { return len(rs) == 3 })
+	recs := col.waitFor(t, "open, close and the failures", func(rs []Record) bool { return len(rs) == 2+int(slots) })
 	st, err := p.Stats()
 	require.NoError(t, err)
-	// At least: another connect on the node while the slot is held counts too.
-	assert.GreaterOrEqual(t, st.NoState, uint64(1), "the second handshake found the table full")
+	// At least: another connect on the node while the slots are held counts too.
+	assert.GreaterOrEqual(t, st.NoState, uint64(1), "the last handshake found the table full")
 	for _, r := range recs {
 		switch r.Kind {
 		case KindOpen:
@@ -52,19 +62,21 @@ func TestFullHandshakeTableIsCounted(t *testing.T) {
 			assert.False(t, r.Start.IsZero())
 		}
 	}
+	assert.Zero(t, takenSlots(p), "every handshake left the table")
 }
 
-// holdsHandshake reports whether a slot of the handshake table is taken.
-func holdsHandshake(p *Probe) bool {
+// takenSlots counts the handshake table's slots in use.
+func takenSlots(p *Probe) int {
 	var key uint32
 	var slot tcpconnHandshake
+	n := 0
 	it := p.coll.Maps["connecting"].Iterate()
 	for it.Next(&key, &slot) {
 		if slot.Sk != 0 {
-			return true
+			n++
 		}
 	}
-	return false
+	return n
 }
 
 // TestSimultaneousOpenIsOutbound connects a socket to its own address: its
@@ -106,7 +118,7 @@ func TestSimultaneousOpenIsOutbound(t *testing.T) {
 			assert.Equal(t, open.ConnID, closed.ConnID)
 			assert.Equal(t, uint64(5), closed.BytesSent)
 			assert.Equal(t, uint64(5), closed.BytesReceived, "it read nothing, but received its own bytes")
-			assert.False(t, holdsHandshake(p), "no handshake entry left")
+			assert.Zero(t, takenSlots(p), "no handshake entry left")
 		})
 	}
 }
