@@ -107,9 +107,9 @@ type Stats struct {
 	Emitted uint64
 	// Dropped records were lost because the ring buffer was full.
 	Dropped uint64
-	// NoState counts outbound handshakes the probe could not remember (their
-	// set of its handshake table was full): their open or failure records come without
-	// process and start time, flagged adopted.
+	// NoState counts outbound handshakes the probe could not remember
+	// (their set of its handshake table was full): their open or failure
+	// records come without process and start time, flagged adopted.
 	NoState uint64
 	// Missed counts state changes that made no record although they
 	// should have: the kernel skips a tracing program that fires again on a
