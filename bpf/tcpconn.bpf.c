@@ -279,10 +279,10 @@ static __always_inline bool handshake_remember(bool btf, struct sock *sk, __u64 
 	return false;
 }
 
-/* handshake_find is the slot holding sk's handshake, or NULL. */
-static __always_inline struct handshake *handshake_find(bool btf, struct sock *sk)
+/* handshake_find is the slot holding the handshake of the socket key
+ * names, or NULL. */
+static __always_inline struct handshake *handshake_find(__u64 key)
 {
-	__u64 key = handshake_key(btf, sk);
 	for (__u32 i = 0; i < HANDSHAKE_WAYS; i++) {
 		struct handshake *h = handshake_slot(key, i);
 		if (!h)
@@ -303,16 +303,17 @@ static __always_inline void handshake_free(struct handshake *h)
 /* handshake_forget drops what connect() left for this socket. */
 static __always_inline void handshake_forget(bool btf, struct sock *sk)
 {
-	struct handshake *h = handshake_find(btf, sk);
+	struct handshake *h = handshake_find(handshake_key(btf, sk));
 	if (h)
 		handshake_free(h);
 }
 
 /* connected takes what connect() left for this socket into e, as an
- * outbound connection, and forgets it; false if nothing was left. */
+ * outbound connection, and forgets it; false if nothing was left. e is
+ * filled: in tp_btf its conn_id is the cookie, the socket's key. */
 static __always_inline bool connected(bool btf, struct tcpconn_event *e, struct sock *sk)
 {
-	struct handshake *h = handshake_find(btf, sk);
+	struct handshake *h = handshake_find(btf ? e->conn_id : handshake_key(false, sk));
 	if (!h)
 		return false;
 	e->direction = TCPCONN_DIR_OUTBOUND;
