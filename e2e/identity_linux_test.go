@@ -27,11 +27,8 @@ func TestPipelineKubernetesIdentity(t *testing.T) {
 		port     = 8080
 	)
 	pair := netnstest.NewPair(t, testOctet)
-	api := startShop(t, pair, port)
-
+	kubeconfig := startShop(t, pair, port)
 	dir := t.TempDir()
-	kubeconfig, err := api.WriteKubeconfig(dir)
-	require.NoError(t, err)
 	out := filepath.Join(dir, "out.json")
 	prom := freePort(t)
 	col := startCollector(t, filepath.Join("testdata", "identity.yaml"), map[string]string{
@@ -53,6 +50,7 @@ func TestPipelineKubernetesIdentity(t *testing.T) {
 
 	var exp string
 	require.Eventually(t, func() bool {
+		var err error
 		exp, err = scrape(context.Background(), prom)
 		return err == nil && sample(exp, "tcp_connections_closed_total", "direction=inbound", "k8s_deployment_name=checkout") == conns
 	}, 30*time.Second, 200*time.Millisecond, "scrape never showed the connections with identities")
@@ -99,8 +97,9 @@ func ptr[T any](v T) *T { return &v }
 
 // startShop starts an API server that knows the pair's two ends as pods:
 // the client is web/frontend (a Deployment's pod), the server shop/checkout
-// behind the checkout service on port.
-func startShop(t *testing.T, pair *netnstest.Pair, port int32) *kubetest.Server {
+// behind the checkout service on port. It returns the path of a kubeconfig
+// for it, all a collector needs.
+func startShop(t *testing.T, pair *netnstest.Pair, port int32) (kubeconfig string) {
 	t.Helper()
 	api := kubetest.Start(t)
 	obj := kubetest.Objects{TB: t, Client: api.Client(t)}
@@ -112,5 +111,7 @@ func startShop(t *testing.T, pair *netnstest.Pair, port int32) *kubetest.Server 
 	checkout := obj.Pod(kubetest.PodSpec{Namespace: "shop", Name: "checkout-5d8f-xyz12", Node: "node-a", ServiceAccount: "checkout",
 		IP: pair.ServerIP.String(), Labels: map[string]string{"app": "checkout", "version": "v2"}, Owner: ptr(obj.Deployment("shop", "checkout"))})
 	obj.Service("shop", "checkout", "", 80, port, checkout)
-	return api
+	kubeconfig, err := api.WriteKubeconfig(t.TempDir())
+	require.NoError(t, err)
+	return kubeconfig
 }

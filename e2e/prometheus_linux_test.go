@@ -62,11 +62,8 @@ func testProfile(t *testing.T, promBin, profile string) {
 		port     = 8080
 	)
 	pair := netnstest.NewPair(t, testOctet)
-	api := startShop(t, pair, port)
-
+	kubeconfig := startShop(t, pair, port)
 	dir := t.TempDir()
-	kubeconfig, err := api.WriteKubeconfig(dir)
-	require.NoError(t, err)
 	exporterPort := freePort(t)
 	col := startCollector(t, filepath.Join("testdata", "profile.yaml"), map[string]string{
 		"TEST_PROFILE": profile, "TEST_CIDR": pair.ServerIP.String() + "/24", "TEST_PROM_PORT": strconv.Itoa(exporterPort),
