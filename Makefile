@@ -21,7 +21,7 @@ all: build
 ## generate: regenerate the bpf2go objects (needs clang-19) and the mdatagen code
 generate:
 	$(GO) generate ./bpf/
-	cd receiver && $(TOOLS) mdatagen metadata.yaml
+	cd tcpconnreceiver && $(TOOLS) mdatagen metadata.yaml
 
 ## vmlinux: refresh bpf/vmlinux.h from the running kernel's BTF (needs bpftool)
 vmlinux:
@@ -55,11 +55,11 @@ test: build image kube-bin
 
 ## test-unit: tests that need neither root nor the collector binary
 test-unit:
-	$(GO) test -count=1 ./receiver/ -run 'Config|Golden|Log|Slow|Decode'
+	$(GO) test -count=1 ./tcpconnreceiver/... -run 'Config|Golden|Log|Slow|Decode|Tracker|Identity|Error'
 
 ## bench: Go benchmarks of decode and aggregation (compare runs with benchstat)
 bench:
-	$(GO) test -run '^$$' -bench 'Decode|Aggregate|LogRecord' -benchmem -count 6 ./bpf/ ./receiver/
+	$(GO) test -run '^$$' -bench 'Decode|Aggregate|LogRecord' -benchmem -count 6 ./bpf/ ./tcpconnreceiver/...
 
 ## lint: go vet and gofmt
 lint:
@@ -68,8 +68,8 @@ lint:
 
 ## check-generated: fail if the committed generated code differs from its source
 check-generated: generate
-	@git diff --exit-code -- bpf receiver || { echo "generated code is stale: run make generate and commit" >&2; exit 1; }
-	@if [ -n "$$(git status --porcelain -- bpf receiver)" ]; then git status --porcelain -- bpf receiver; echo "untracked generated files" >&2; exit 1; fi
+	@git diff --exit-code -- bpf tcpconnreceiver || { echo "generated code is stale: run make generate and commit" >&2; exit 1; }
+	@if [ -n "$$(git status --porcelain -- bpf tcpconnreceiver)" ]; then git status --porcelain -- bpf tcpconnreceiver; echo "untracked generated files" >&2; exit 1; fi
 
 ## check-versions: the receiver and the ocb build must use exactly one collector core version
 check-versions:

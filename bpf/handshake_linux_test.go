@@ -70,7 +70,7 @@ func takenSlots(p *Probe) int {
 	var key uint32
 	var slot tcpconnHandshake
 	n := 0
-	it := p.coll.Maps["connecting"].Iterate()
+	it := p.objs.Connecting.Iterate()
 	for it.Next(&key, &slot) {
 		if slot.Sk != 0 {
 			n++

@@ -94,7 +94,7 @@ func TestEveryRecordIsDeliveredOrCounted(t *testing.T) {
 	assert.GreaterOrEqual(t, int(closes.Load()), want/2-10, "closes delivered")
 	assert.Zero(t, st.Dropped, "nothing dropped")
 
-	info, err := p.coll.Programs[modeObjects[AttachTPBTF].prog].Info()
+	info, err := p.objs.prog.Info()
 	require.NoError(t, err)
 	id, _ := info.ID()
 	out, err := exec.Command(bpftool, "-j", "prog", "show", "id", fmt.Sprint(id)).Output()

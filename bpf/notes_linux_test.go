@@ -16,8 +16,7 @@ import (
 // stack comes back to where it was.
 func TestBackupNotes(t *testing.T) {
 	p := loadProbe(t, Options{Mode: AttachRawTP, noAttach: true})
-	progs := p.coll.Programs
-	probe, backup := progs[modeObjects[AttachRawTP].prog], progs[modeObjects[AttachRawTP].backup]
+	probe, backup := p.objs.prog, p.objs.backup
 
 	type change struct {
 		sk       uint64
@@ -32,23 +31,15 @@ func TestBackupNotes(t *testing.T) {
 	counts := func() (taken, noRecord uint64) {
 		t.Helper()
 		var v []uint64
-		require.NoError(t, p.coll.Maps["stats"].Lookup(statRescued, &v))
+		require.NoError(t, p.objs.Stats.Lookup(statRescued, &v))
 		taken = v[0]
-		require.NoError(t, p.coll.Maps["stats"].Lookup(statNoRecord, &v))
+		require.NoError(t, p.objs.Stats.Lookup(statNoRecord, &v))
 		return taken, v[0]
-	}
-	// struct notes, per CPU.
-	type notes struct {
-		SK     [8]uint64
-		Ports  [8]uint32
-		States [8]uint32
-		Top    uint32
-		_      uint32
 	}
 	top := func() uint32 {
 		t.Helper()
-		var v []notes
-		require.NoError(t, p.coll.Maps["seen"].Lookup(uint32(0), &v))
+		var v []tcpconnNotes // per CPU
+		require.NoError(t, p.objs.Seen.Lookup(uint32(0), &v))
 		return v[0].Top
 	}
 	open := func(sk uint64) change { return change{sk, StateSynSent, StateEstablished} }   // makes a record
@@ -99,7 +90,8 @@ func TestBackupNotes(t *testing.T) {
 	// An interrupt inside the backup after its pop leaves a note for good;
 	// more of them than the stack holds wrap over each other, and a note
 	// still waiting is never overwritten.
-	for sk := uint64(100); sk < 120; sk++ {
+	const notes = uint64(tcpconnTcpconnGeometryTCPCONN_NOTES) // the stack's size
+	for sk := uint64(100); sk < 100+2*notes+4; sk++ {
 		run(probe, open(1))
 		run(backup, open(1))
 		run(probe, open(sk)) // its backup skipped

@@ -1,3 +1,5 @@
+//go:build linux
+
 package bpf
 
 import (
@@ -6,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,82 +19,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// AttachMode chooses how the probe hooks inet_sock_set_state.
-type AttachMode string
-
-const (
-	// AttachAuto tries tp_btf and falls back to raw_tp.
-	AttachAuto AttachMode = "auto"
-	// AttachTPBTF uses the BTF-typed tracepoint: direct reads, socket
-	// cookies as connection ids, and the report walk.
-	AttachTPBTF AttachMode = "tp_btf"
-	// AttachRawTP uses the raw tracepoint with CO-RE probe reads, for
-	// kernels without tp_btf; no report walk there.
-	AttachRawTP AttachMode = "raw_tp"
-)
-
-// Options tune the probe. The zero value is usable.
-type Options struct {
-	Mode AttachMode
-	// RingBufferBytes is the ring buffer size: a power of two, at least a page.
-	RingBufferBytes uint32
-	// WakeupBytes is how much data must be pending before the kernel wakes
-	// the reader; below it the reader finds records at its next poll. 0:
-	// an eighth of the ring buffer (WakeupFraction).
-	WakeupBytes uint64
-	// PollInterval bounds how long a record waits in the ring buffer.
-	PollInterval time.Duration
-
-	// LockFile, when set, is taken exclusively for the probe's lifetime, so
-	// that a second probe on the node fails to start.
-	LockFile string
-
-	// tracepoint replaces inet_sock_set_state in raw_tp mode (tests of
-	// attach failures).
-	tracepoint string
-	// handshakes, when set, sizes the table of outbound handshakes in
-	// flight, in slots, a power of two (tests of a full table).
-	handshakes uint32
-	// NoBackup leaves out the backup program that takes the state changes
-	// the kernel skips the probe for (see Stats.Missed): about 1 µs less
-	// CPU per connection, and those records are lost, counted in Missed.
-	NoBackup bool
-
-	// backupOnly attaches the backup program alone, as if the kernel had
-	// kept the probe from every state change (tests of the backup).
-	backupOnly bool
-	// noAttach loads the programs and attaches none (tests that run them
-	// with BPF_PROG_TEST_RUN).
-	noAttach bool
-}
-
-// Default option values.
-const (
-	DefaultRingBufferBytes = 4 << 20
-	DefaultPollInterval    = 50 * time.Millisecond
-	// WakeupFraction of the ring buffer is the default WakeupBytes: on a
-	// connection storm waking the reader every 512 KiB of a 4 MiB ring cost
-	// it half the CPU of waking it every 64 KiB (0.25 against 0.5 µs per
-	// connection), and 1 MiB no less again, while leaving seven eighths of
-	// the ring for records that arrive before the reader runs.
-	WakeupFraction = 8
-)
-
-func (o *Options) setDefaults() {
-	if o.Mode == "" {
-		o.Mode = AttachAuto
-	}
-	if o.RingBufferBytes == 0 {
-		o.RingBufferBytes = DefaultRingBufferBytes
-	}
-	if o.WakeupBytes == 0 {
-		o.WakeupBytes = uint64(o.RingBufferBytes / WakeupFraction)
-	}
-	if o.PollInterval <= 0 {
-		o.PollInterval = DefaultPollInterval
-	}
-}
-
 // ErrNoData is returned by Read when no record arrived within the poll interval.
 var ErrNoData = errors.New("no record within the poll interval")
 
@@ -101,37 +26,11 @@ var ErrNoData = errors.New("no record within the poll interval")
 // produced before it has been read.
 var ErrStopped = errors.New("probe stopped")
 
-// Stats are the probe's kernel-side counters, summed over CPUs.
-type Stats struct {
-	// Emitted records were committed to the ring buffer.
-	Emitted uint64
-	// Dropped records were lost because the ring buffer was full.
-	Dropped uint64
-	// NoState counts outbound handshakes the probe could not remember
-	// (their set of its handshake table was full): their open or failure
-	// records come without process and start time, flagged adopted.
-	NoState uint64
-	// Missed counts state changes that made no record although they
-	// should have: the kernel skips a tracing program that fires again on a
-	// CPU where it is already running (a softirq interrupting it) and counts
-	// the skip; the backup program takes those (Rescued), and this is what
-	// neither took. Expected to stay 0; without the backup (NoBackup) it is
-	// every skip, an upper bound (about half make no record). The
-	// connection tracker recovers from a missed close at the next walks.
-	Missed uint64
-	// Rescued counts the state changes the kernel kept the probe from that
-	// its backup program handled instead: nothing was lost.
-	Rescued uint64
-	// Skipped is every state change the kernel kept the probe from (its
-	// recursion misses): rescued, known to make no record, or missed.
-	Skipped uint64
-}
-
 // Probe is the loaded and attached eBPF program and its ring buffer reader.
 // Read is for one goroutine; Stop, Stats and Close may be called from any.
 type Probe struct {
 	mode    AttachMode
-	coll    *ebpf.Collection
+	objs    probeObjects
 	links   []link.Link
 	reader  *ringbuf.Reader
 	raw     ringbuf.Record
@@ -190,7 +89,7 @@ func Load(opts Options) (*Probe, error) {
 		return nil, err
 	}
 
-	p.reader, err = ringbuf.NewReader(p.coll.Maps["events"])
+	p.reader, err = ringbuf.NewReader(p.objs.Events)
 	if err != nil {
 		_ = p.Close()
 		return nil, fmt.Errorf("open ring buffer reader: %w", err)
@@ -200,17 +99,30 @@ func Load(opts Options) (*Probe, error) {
 	return p, nil
 }
 
-// modeObjects names, per attach mode, the programs to load; the other
-// mode's are never created.
+// modeObjects names, per attach mode, the programs to load (bpf2go's name
+// constants); the other mode's are never created.
 var modeObjects = map[AttachMode]struct {
 	prog string
 	// backup runs after prog on the same tracepoint and handles the state
 	// changes the kernel kept prog from (see the program's comment).
-	backup    string
-	iterators []string
+	backup string
+	// report is the walk's iterator; none in raw_tp mode.
+	report string
 }{
-	AttachTPBTF: {prog: "tcpconn_btf", backup: "tcpconn_btf_backup", iterators: []string{"tcpconn_report"}},
-	AttachRawTP: {prog: "tcpconn_raw", backup: "tcpconn_raw_backup"},
+	AttachTPBTF: {prog: tcpconnProgTcpconnBtf, backup: tcpconnProgTcpconnBtfBackup, report: tcpconnProgTcpconnReport},
+	AttachRawTP: {prog: tcpconnProgTcpconnRaw, backup: tcpconnProgTcpconnRawBackup},
+}
+
+// probeObjects is the loaded probe: every map, and the programs of one
+// attach mode, named as in modeObjects.
+type probeObjects struct {
+	tcpconnMaps
+	prog, backup *ebpf.Program
+	report       *ebpf.Program // nil in raw_tp mode
+}
+
+func (o *probeObjects) Close() error {
+	return errors.Join(o.tcpconnMaps.Close(), o.prog.Close(), o.backup.Close(), o.report.Close())
 }
 
 func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
@@ -218,26 +130,30 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 	if err != nil {
 		return fmt.Errorf("parse embedded probe: %w", err)
 	}
+	var specs tcpconnSpecs
+	if err := spec.Assign(&specs); err != nil {
+		return fmt.Errorf("parse embedded probe: %w", err)
+	}
 	names := modeObjects[mode]
 	for name := range spec.Programs {
-		if name != names.prog && name != names.backup && !slices.Contains(names.iterators, name) {
+		if name != names.prog && name != names.backup && name != names.report {
 			delete(spec.Programs, name)
 		}
 	}
-	spec.Maps["events"].MaxEntries = opts.RingBufferBytes
+	specs.Events.MaxEntries = opts.RingBufferBytes
 	if opts.handshakes > 0 {
-		if err := shapeHandshakes(spec, opts.handshakes); err != nil {
+		if err := shapeHandshakes(&specs, opts.handshakes); err != nil {
 			return err
 		}
 	}
-	if err := spec.Variables["wakeup_bytes"].Set(opts.WakeupBytes); err != nil {
+	if err := specs.WakeupBytes.Set(opts.WakeupBytes); err != nil {
 		return fmt.Errorf("set wakeup_bytes: %w", err)
 	}
 	var secret [8]byte
 	if _, err := rand.Read(secret[:]); err != nil {
 		return fmt.Errorf("connection id secret: %w", err)
 	}
-	if err := spec.Variables["id_secret"].Set(binary.NativeEndian.Uint64(secret[:])); err != nil {
+	if err := specs.IdSecret.Set(binary.NativeEndian.Uint64(secret[:])); err != nil {
 		return fmt.Errorf("set id_secret: %w", err)
 	}
 
@@ -249,6 +165,17 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 		}
 		return fmt.Errorf("load %s program: %w", mode, err)
 	}
+	var objs probeObjects
+	if err := coll.Assign(&objs.tcpconnMaps); err != nil {
+		coll.Close()
+		return fmt.Errorf("load %s program: %w", mode, err)
+	}
+	objs.prog = coll.DetachProgram(names.prog)
+	objs.backup = coll.DetachProgram(names.backup)
+	objs.report = coll.DetachProgram(names.report)
+	// What is left, the maps of the globals, stays with the programs.
+	coll.Close()
+
 	// The probe first, then its backup: a tracepoint calls its programs in
 	// the order they were attached.
 	tp := "inet_sock_set_state"
@@ -256,7 +183,7 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 		tp = opts.tracepoint
 	}
 	links := make([]link.Link, 0, 2)
-	attach := []string{names.prog, names.backup}
+	attach := []*ebpf.Program{objs.prog, objs.backup}
 	switch {
 	case opts.noAttach:
 		attach = nil
@@ -265,17 +192,17 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 	case opts.NoBackup:
 		attach = attach[:1]
 	}
-	for _, name := range attach {
-		l, err := attachTracepoint(coll.Programs[name], mode, tp)
+	for _, prog := range attach {
+		l, err := attachTracepoint(prog, mode, tp)
 		if err != nil {
 			_ = closeLinks(links)
-			coll.Close()
+			_ = objs.Close()
 			return fmt.Errorf("attach %s %s: %w", mode, tp, err)
 		}
 		links = append(links, l)
 	}
-	p.coll, p.links, p.mode = coll, links, mode
-	if len(names.iterators) > 0 {
+	p.objs, p.links, p.mode = objs, links, mode
+	if objs.report != nil {
 		p.iterErr = p.attachIterators()
 	} else {
 		p.iterErr = fmt.Errorf("%w: periodic reports need tp_btf mode", ErrNotSupported)
@@ -376,9 +303,7 @@ func (p *Probe) Close() error {
 			err = errors.Join(err, it.Close())
 		}
 	}
-	if p.coll != nil {
-		p.coll.Close()
-	}
+	err = errors.Join(err, p.objs.Close())
 	p.lock.release()
 	p.lock = nil
 	return err
@@ -390,20 +315,14 @@ func (p *Probe) Stats() (Stats, error) {
 	defer p.statsMu.Unlock()
 	// The program's skips first: each rescue is counted after its skip, so
 	// a skip between the two reads cannot show as missed.
-	ps, err := p.coll.Programs[modeObjects[p.mode].prog].Stats()
+	ps, err := p.objs.prog.Stats()
 	if err != nil {
 		return Stats{}, fmt.Errorf("read probe program stats: %w", err)
 	}
 	var s Stats
 	var skippedNoRecord uint64
-	for key, dst := range map[uint32]*uint64{
-		statEmitted:  &s.Emitted,
-		statDropped:  &s.Dropped,
-		statNoState:  &s.NoState,
-		statRescued:  &s.Rescued,
-		statNoRecord: &skippedNoRecord,
-	} {
-		if err := p.coll.Maps["stats"].Lookup(key, &p.perCPU); err != nil {
+	for key, dst := range statCounters(&s, &skippedNoRecord) {
+		if err := p.objs.Stats.Lookup(uint32(key), &p.perCPU); err != nil {
 			return Stats{}, fmt.Errorf("read probe stats: %w", err)
 		}
 		for _, v := range p.perCPU {
@@ -417,15 +336,6 @@ func (p *Probe) Stats() (Stats, error) {
 	s.Missed = s.Skipped - min(s.Rescued+skippedNoRecord, s.Skipped)
 	return s, nil
 }
-
-// Stat keys; the probe's TCPCONN_STAT_* constants.
-const (
-	statEmitted  uint32 = 0
-	statDropped  uint32 = 1
-	statNoState  uint32 = 2
-	statRescued  uint32 = 3
-	statNoRecord uint32 = 4
-)
 
 // bootToWallOffset measures what to add to CLOCK_BOOTTIME (the probe's
 // clock) to get Unix time.
@@ -441,17 +351,17 @@ func bootToWallOffset() (int64, error) {
 }
 
 // shapeHandshakes makes the probe's handshake table slots entries long: sets
-// of up to four slots (the program's HANDSHAKE_WAYS), slots a power of two.
-func shapeHandshakes(spec *ebpf.CollectionSpec, slots uint32) error {
+// of up to the program's TCPCONN_HANDSHAKE_WAYS slots, slots a power of two.
+func shapeHandshakes(specs *tcpconnSpecs, slots uint32) error {
 	if slots&(slots-1) != 0 {
 		return fmt.Errorf("handshake table of %d slots: not a power of two", slots)
 	}
-	ways := min(slots, 4)
-	spec.Maps["connecting"].MaxEntries = slots
-	if err := spec.Variables["handshake_ways"].Set(ways); err != nil {
+	ways := min(slots, uint32(tcpconnTcpconnGeometryTCPCONN_HANDSHAKE_WAYS))
+	specs.Connecting.MaxEntries = slots
+	if err := specs.HandshakeWays.Set(ways); err != nil {
 		return fmt.Errorf("set handshake_ways: %w", err)
 	}
-	if err := spec.Variables["handshake_sets"].Set(slots / ways); err != nil {
+	if err := specs.HandshakeSets.Set(slots / ways); err != nil {
 		return fmt.Errorf("set handshake_sets: %w", err)
 	}
 	return nil

@@ -49,7 +49,7 @@ func benchProgram(b *testing.B, mode AttachMode) {
 	}
 	defer stats.Close()
 	// The probe and its backup, which runs after it on every state change.
-	progs := []*ebpf.Program{p.coll.Programs[modeObjects[mode].prog], p.coll.Programs[modeObjects[mode].backup]}
+	progs := []*ebpf.Program{p.objs.prog, p.objs.backup}
 	runs0, time0 := progStats(b, progs)
 
 	b.ResetTimer()

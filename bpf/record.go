@@ -9,12 +9,12 @@ import (
 // Kind says which moment of a connection's life a Record reports.
 type Kind uint8
 
-// Record kinds; the values are the probe's TCPCONN_KIND_* constants.
+// Record kinds: the probe's enum tcpconn_kind, as bpf2go generates it.
 const (
-	KindOpen    Kind = 1
-	KindClose   Kind = 2
-	KindFailure Kind = 3
-	KindUpdate  Kind = 4
+	KindOpen    = Kind(tcpconnTcpconnKindTCPCONN_KIND_OPEN)
+	KindClose   = Kind(tcpconnTcpconnKindTCPCONN_KIND_CLOSE)
+	KindFailure = Kind(tcpconnTcpconnKindTCPCONN_KIND_FAILURE)
+	KindUpdate  = Kind(tcpconnTcpconnKindTCPCONN_KIND_UPDATE)
 )
 
 // String returns the kind as used in event names (tcp.connection.<kind>).
@@ -36,11 +36,11 @@ func (k Kind) String() string {
 // (outbound) or the server (inbound).
 type Direction uint8
 
-// Directions; the values are the probe's TCPCONN_DIR_* constants.
+// Directions: the probe's enum tcpconn_direction, as bpf2go generates it.
 const (
-	DirectionUnknown  Direction = 0
-	DirectionOutbound Direction = 1
-	DirectionInbound  Direction = 2
+	DirectionUnknown  = Direction(tcpconnTcpconnDirectionTCPCONN_DIR_UNKNOWN)
+	DirectionOutbound = Direction(tcpconnTcpconnDirectionTCPCONN_DIR_OUTBOUND)
+	DirectionInbound  = Direction(tcpconnTcpconnDirectionTCPCONN_DIR_INBOUND)
 )
 
 // String returns "outbound", "inbound" or "unknown".
@@ -57,13 +57,13 @@ func (d Direction) String() string {
 // Flags carry facts about a record that change how it is read.
 type Flags uint8
 
-// Flag bits; the values are the probe's TCPCONN_F_* constants.
+// Flag bits: the probe's enum tcpconn_flag, as bpf2go generates it.
 const (
 	// FlagAdopted marks a connection whose handshake the probe did not see:
 	// its start time, direction and process are unknown.
-	FlagAdopted Flags = 1
+	FlagAdopted = Flags(tcpconnTcpconnFlagTCPCONN_F_ADOPTED)
 	// FlagFinReceived marks a connection whose peer sent a FIN.
-	FlagFinReceived Flags = 2
+	FlagFinReceived = Flags(tcpconnTcpconnFlagTCPCONN_F_FIN_RCVD)
 )
 
 // Record is one decoded probe event. It holds no pointers into the ring
@@ -130,9 +130,13 @@ func (r *Record) CommString() string {
 // rawEventSize is the size of the C struct tcpconn_event.
 const rawEventSize = int(unsafe.Sizeof(tcpconnTcpconnEvent{}))
 
+// Address families of the record's Family: the probe's enum tcpconn_family.
 const (
-	afInet  = 2
-	afInet6 = 10
+	afInet  = uint16(tcpconnTcpconnFamilyTCPCONN_AF_INET)
+	afInet6 = uint16(tcpconnTcpconnFamilyTCPCONN_AF_INET6)
+)
+
+const (
 	// noRTTSample is tcp_sock.rtt_min before any RTT was measured (a
 	// handshake that failed): the kernel's minmax starts at ~0U.
 	noRTTSample = ^uint32(0)

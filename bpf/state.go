@@ -3,7 +3,9 @@ package bpf
 // State is a kernel TCP state (include/net/tcp_states.h).
 type State uint8
 
-// TCP states as the kernel numbers them.
+// TCP states as the kernel numbers them. The kernel's enum of them is
+// anonymous, so bpf2go cannot generate these: TestStatesMatchKernel ties
+// them, and their names, to vmlinux.h and to the running kernel's BTF.
 const (
 	StateEstablished State = 1
 	StateSynSent     State = 2

@@ -18,8 +18,6 @@
 
 #include "tcpconn.h"
 
-#define AF_INET 2
-#define AF_INET6 10
 #define IPPROTO_TCP 6
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -73,27 +71,26 @@ struct {
  * full its open record goes out without process and start time, counted in
  * TCPCONN_STAT_NO_STATE. Only the socket itself frees its slot, and its
  * own state changes are serialised by the socket's lock. */
-#define HANDSHAKE_WAYS 4
-
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 65536);
+	__uint(max_entries, TCPCONN_HANDSHAKE_SLOTS);
 	__type(key, __u32);
 	__type(value, struct handshake);
 } connecting SEC(".maps");
 
 /* The table's shape, set by the loader to fit the map: handshake_sets is a
  * power of two and handshake_sets * handshake_ways its size. */
-volatile const __u32 handshake_sets = 65536 / HANDSHAKE_WAYS;
-volatile const __u32 handshake_ways = HANDSHAKE_WAYS;
+volatile const __u32 handshake_sets = TCPCONN_HANDSHAKE_SLOTS / TCPCONN_HANDSHAKE_WAYS;
+volatile const __u32 handshake_ways = TCPCONN_HANDSHAKE_WAYS;
 
 /* Mixed into raw_tp mode's connection ids, which are derived from the
  * socket's address (no socket cookies there): set at load so that ids do
  * not reveal kernel addresses. */
 volatile const __u64 id_secret = 0;
 
-/* Makes bpf2go emit the Go type of the record. */
-const struct tcpconn_event *unused_event __attribute__((unused));
+/* Puts the record and the shared constants in the object's BTF, for
+ * bpf2go to generate their Go types and constants from. */
+const struct tcpconn_shared *unused_shared __attribute__((unused));
 
 /* Kernels before 6.x kept sk_flags in struct sock itself. */
 struct sock___old {
@@ -105,8 +102,9 @@ struct sock___old {
 
 /* stat_inc is atomic although the counters are per CPU: the backup program
  * runs in a softirq that may interrupt the probe between a load and a store. */
-static __always_inline void stat_inc(__u32 key)
+static __always_inline void stat_inc(enum tcpconn_stat stat)
 {
+	__u32 key = stat;
 	__u64 *v = bpf_map_lookup_elem(&stats, &key);
 	if (v)
 		__sync_fetch_and_add(v, 1);
@@ -122,7 +120,7 @@ static __always_inline __u64 conn_id(bool btf, struct sock *sk, struct tcpconn_e
 	if (btf)
 		return bpf_get_socket_cookie(sk);
 	__u32 peer;
-	__builtin_memcpy(&peer, &e->daddr[e->family == AF_INET ? 0 : 12], 4);
+	__builtin_memcpy(&peer, &e->daddr[e->family == TCPCONN_AF_INET ? 0 : 12], 4);
 	__u64 z = (__u64)sk ^ id_secret ^ ((__u64)e->sport << 48) ^ ((__u64)e->dport << 32) ^ peer;
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
@@ -179,7 +177,7 @@ static __always_inline void fill(bool btf, struct tcpconn_event *e, struct sock 
 
 	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
 	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
-	if (family == AF_INET) {
+	if (family == TCPCONN_AF_INET) {
 		copy_addr(btf, e->saddr, &sk->__sk_common.skc_rcv_saddr, 4);
 		copy_addr(btf, e->daddr, &sk->__sk_common.skc_daddr, 4);
 	} else {
@@ -263,7 +261,7 @@ static __always_inline struct handshake *handshake_slot(__u64 key, __u32 i)
 static __always_inline bool handshake_remember(bool btf, struct sock *sk, __u64 now)
 {
 	__u64 key = handshake_key(btf, sk);
-	for (__u32 i = 0; i < HANDSHAKE_WAYS; i++) {
+	for (__u32 i = 0; i < TCPCONN_HANDSHAKE_WAYS; i++) {
 		struct handshake *h = handshake_slot(key, i);
 		if (!h)
 			break;
@@ -283,7 +281,7 @@ static __always_inline bool handshake_remember(bool btf, struct sock *sk, __u64 
  * names, or NULL. */
 static __always_inline struct handshake *handshake_find(__u64 key)
 {
-	for (__u32 i = 0; i < HANDSHAKE_WAYS; i++) {
+	for (__u32 i = 0; i < TCPCONN_HANDSHAKE_WAYS; i++) {
 		struct handshake *h = handshake_slot(key, i);
 		if (!h)
 			break;
@@ -344,7 +342,7 @@ static __always_inline bool interesting(int oldstate, int newstate)
 static __always_inline void handle(bool btf, struct sock *sk, struct tcp_sock *tp, int oldstate, int newstate)
 {
 	__u16 family = RD(btf, sk, __sk_common.skc_family);
-	if (family != AF_INET && family != AF_INET6)
+	if (family != TCPCONN_AF_INET && family != TCPCONN_AF_INET6)
 		return;
 	__u64 now = bpf_ktime_get_boot_ns();
 
@@ -428,14 +426,12 @@ static __always_inline void on_state_change(bool btf, struct sock *sk, int oldst
  * the same two states, that the kernel also skipped the probe for. Notes
  * name the socket, its ports and both states for that reason. The stack
  * wraps rather than resets: top counts on, and a push overwrites the note
- * NOTES below it, never one still waiting to be popped. */
-#define NOTES 8 /* a power of two */
-
+ * TCPCONN_NOTES below it, never one still waiting to be popped. */
 struct notes {
-	__u64 sk[NOTES];
-	__u32 ports[NOTES];  /* skc_portpair */
-	__u32 states[NOTES]; /* oldstate << 16 | newstate */
-	__u32 top;           /* counts on; the slot is top % NOTES */
+	__u64 sk[TCPCONN_NOTES];
+	__u32 ports[TCPCONN_NOTES];  /* skc_portpair */
+	__u32 states[TCPCONN_NOTES]; /* oldstate << 16 | newstate */
+	__u32 top;                   /* counts on; the slot is top % TCPCONN_NOTES */
 };
 
 struct {
@@ -464,9 +460,9 @@ static __always_inline void probe(bool btf, struct sock *sk, int oldstate, int n
 	struct notes *n = notes();
 	if (n) {
 		__u32 t = *(volatile __u32 *)&n->top;
-		n->sk[t & (NOTES - 1)] = (__u64)sk;
-		n->ports[t & (NOTES - 1)] = portpair(btf, sk);
-		n->states[t & (NOTES - 1)] = (__u32)oldstate << 16 | (__u32)newstate;
+		n->sk[t & (TCPCONN_NOTES - 1)] = (__u64)sk;
+		n->ports[t & (TCPCONN_NOTES - 1)] = portpair(btf, sk);
+		n->states[t & (TCPCONN_NOTES - 1)] = (__u32)oldstate << 16 | (__u32)newstate;
 		barrier(); /* the note before top: an interrupt sees it whole or not at all */
 		*(volatile __u32 *)&n->top = t + 1;
 	}
@@ -485,10 +481,10 @@ static __always_inline void backup(bool btf, struct sock *sk, int oldstate, int 
 	__u32 states = (__u32)oldstate << 16 | (__u32)newstate;
 	__u32 ports = portpair(btf, sk);
 	__u32 t = *(volatile __u32 *)&n->top;
-	for (__u32 i = 1; i <= NOTES; i++) {
+	for (__u32 i = 1; i <= TCPCONN_NOTES; i++) {
 		if (i > t)
 			break;
-		__u32 k = (t - i) & (NOTES - 1);
+		__u32 k = (t - i) & (TCPCONN_NOTES - 1);
 		if (n->states[k] == states && n->sk[k] == (__u64)sk && n->ports[k] == ports) {
 			*(volatile __u32 *)&n->top = t - i;
 			return;
@@ -556,7 +552,7 @@ int tcpconn_report(struct bpf_iter__tcp *ctx)
 	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_LISTEN || state == TCP_CLOSE)
 		return 0;
 	__u16 family = skc->skc_family;
-	if (family != AF_INET && family != AF_INET6)
+	if (family != TCPCONN_AF_INET && family != TCPCONN_AF_INET6)
 		return 0;
 	fill(true, &e, sk, tp, TCPCONN_KIND_UPDATE, state, state, family, bpf_ktime_get_boot_ns());
 	bpf_seq_write(ctx->meta->seq, &e, sizeof(e));

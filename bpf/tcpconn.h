@@ -1,34 +1,64 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * The record the probe hands to user space. It is defined once, here, and
- * bpf2go generates the Go type from it (bpfTcpconnEvent): change it only
+ * The record the probe hands to user space and the constants both sides
+ * share. They are defined once, here, and bpf2go generates the Go type
+ * (tcpconnTcpconnEvent) and constants from them: change the record only
  * together with the decoder in record.go.
  */
 #ifndef TCPCONN_H
 #define TCPCONN_H
 
+/*
+ * The constants the probe and user space share, as enums rather than
+ * macros so that they reach the object's BTF (through struct
+ * tcpconn_shared) and bpf2go generates their Go constants (-type in
+ * gen.go): the Go side defines its own from those, never by hand.
+ */
+
 /* Event kinds. */
-#define TCPCONN_KIND_OPEN 1    /* handshake completed (-> ESTABLISHED) */
-#define TCPCONN_KIND_CLOSE 2   /* an established connection ended (-> CLOSE) */
-#define TCPCONN_KIND_FAILURE 3 /* a handshake never completed (SYN_SENT/SYN_RECV -> CLOSE) */
-#define TCPCONN_KIND_UPDATE 4  /* periodic report of a live connection */
+enum tcpconn_kind {
+	TCPCONN_KIND_OPEN = 1,    /* handshake completed (-> ESTABLISHED) */
+	TCPCONN_KIND_CLOSE = 2,   /* an established connection ended (-> CLOSE) */
+	TCPCONN_KIND_FAILURE = 3, /* a handshake never completed (SYN_SENT/SYN_RECV -> CLOSE) */
+	TCPCONN_KIND_UPDATE = 4,  /* periodic report of a live connection */
+};
 
 /* Direction, seen from the local end. */
-#define TCPCONN_DIR_UNKNOWN 0
-#define TCPCONN_DIR_OUTBOUND 1 /* local end called connect() */
-#define TCPCONN_DIR_INBOUND 2  /* local end accepted from a listener */
+enum tcpconn_direction {
+	TCPCONN_DIR_UNKNOWN = 0,
+	TCPCONN_DIR_OUTBOUND = 1, /* local end called connect() */
+	TCPCONN_DIR_INBOUND = 2,  /* local end accepted from a listener */
+};
 
 /* Flags. */
-#define TCPCONN_F_ADOPTED 1  /* first seen after its handshake: start time unknown */
-#define TCPCONN_F_FIN_RCVD 2 /* the peer's FIN arrived (and was taken off bytes_received) */
+enum tcpconn_flag {
+	TCPCONN_F_ADOPTED = 1,  /* first seen after its handshake: start time unknown */
+	TCPCONN_F_FIN_RCVD = 2, /* the peer's FIN arrived (and was taken off bytes_received) */
+};
 
-/* Per-CPU counters in the stats map. */
-#define TCPCONN_STAT_EMITTED 0      /* records committed to the ring buffer */
-#define TCPCONN_STAT_DROPPED 1      /* records lost: ring buffer full */
-#define TCPCONN_STAT_NO_STATE 2     /* an outbound handshake could not be remembered: table full */
-#define TCPCONN_STAT_RESCUED 3      /* state changes the probe was kept from, taken by its backup */
-#define TCPCONN_STAT_SKIPPED_NO_RECORD 4 /* the same, that interesting() drops */
-#define TCPCONN_STAT_MAX 5
+/* Address families of the record (the kernel's AF_*, which vmlinux.h
+ * lacks: they are macros). */
+enum tcpconn_family {
+	TCPCONN_AF_INET = 2,
+	TCPCONN_AF_INET6 = 10,
+};
+
+/* Per-CPU counters in the stats map: the keys, and their count. */
+enum tcpconn_stat {
+	TCPCONN_STAT_EMITTED = 0,         /* records committed to the ring buffer */
+	TCPCONN_STAT_DROPPED = 1,         /* records lost: ring buffer full */
+	TCPCONN_STAT_NO_STATE = 2,        /* an outbound handshake could not be remembered: table full */
+	TCPCONN_STAT_RESCUED = 3,         /* state changes the probe was kept from, taken by its backup */
+	TCPCONN_STAT_SKIPPED_NO_RECORD = 4, /* the same, that interesting() drops */
+	TCPCONN_STAT_MAX = 5,
+};
+
+/* The shape of the probe's tables (see tcpconn.bpf.c). */
+enum tcpconn_geometry {
+	TCPCONN_HANDSHAKE_WAYS = 4,      /* slots per set of the handshake table */
+	TCPCONN_HANDSHAKE_SLOTS = 65536, /* its default size, a power of two */
+	TCPCONN_NOTES = 8,               /* the per-CPU note stack, a power of two */
+};
 
 struct tcpconn_event {
 	__u64 ts_ns;          /* CLOCK_BOOTTIME of the event */
@@ -51,14 +81,27 @@ struct tcpconn_event {
 	__u8 daddr[16];    /* peer address */
 	__u16 sport;       /* local port, host order */
 	__u16 dport;       /* peer port, host order */
-	__u16 family;      /* AF_INET or AF_INET6 */
-	__u8 kind;
-	__u8 direction;
-	__u8 old_state;
+	__u16 family;      /* enum tcpconn_family */
+	__u8 kind;         /* enum tcpconn_kind */
+	__u8 direction;    /* enum tcpconn_direction */
+	__u8 old_state;    /* TCP_* */
 	__u8 new_state;
-	__u8 flags;
+	__u8 flags;        /* enum tcpconn_flag bits */
 	__u8 pad;
 	char comm[16];     /* command of the connecting process (outbound only) */
+};
+
+/* Refers to every shared type, so that they all reach the object's BTF
+ * (an enum nothing refers to is left out): the probe declares one unused
+ * pointer to it. */
+struct tcpconn_shared {
+	struct tcpconn_event event;
+	enum tcpconn_kind kind;
+	enum tcpconn_direction direction;
+	enum tcpconn_flag flag;
+	enum tcpconn_family family;
+	enum tcpconn_stat stat;
+	enum tcpconn_geometry geometry;
 };
 
 #endif

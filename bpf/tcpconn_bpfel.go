@@ -31,6 +31,14 @@ type tcpconnNotes struct {
 	_      [4]byte
 }
 
+type tcpconnTcpconnDirection uint32
+
+const (
+	tcpconnTcpconnDirectionTCPCONN_DIR_UNKNOWN  tcpconnTcpconnDirection = 0
+	tcpconnTcpconnDirectionTCPCONN_DIR_OUTBOUND tcpconnTcpconnDirection = 1
+	tcpconnTcpconnDirectionTCPCONN_DIR_INBOUND  tcpconnTcpconnDirection = 2
+)
+
 type tcpconnTcpconnEvent struct {
 	_             structs.HostLayout
 	TsNs          uint64
@@ -64,6 +72,48 @@ type tcpconnTcpconnEvent struct {
 	_             [4]byte
 }
 
+type tcpconnTcpconnFamily uint32
+
+const (
+	tcpconnTcpconnFamilyTCPCONN_AF_INET  tcpconnTcpconnFamily = 2
+	tcpconnTcpconnFamilyTCPCONN_AF_INET6 tcpconnTcpconnFamily = 10
+)
+
+type tcpconnTcpconnFlag uint32
+
+const (
+	tcpconnTcpconnFlagTCPCONN_F_ADOPTED  tcpconnTcpconnFlag = 1
+	tcpconnTcpconnFlagTCPCONN_F_FIN_RCVD tcpconnTcpconnFlag = 2
+)
+
+type tcpconnTcpconnGeometry uint32
+
+const (
+	tcpconnTcpconnGeometryTCPCONN_HANDSHAKE_WAYS  tcpconnTcpconnGeometry = 4
+	tcpconnTcpconnGeometryTCPCONN_HANDSHAKE_SLOTS tcpconnTcpconnGeometry = 65536
+	tcpconnTcpconnGeometryTCPCONN_NOTES           tcpconnTcpconnGeometry = 8
+)
+
+type tcpconnTcpconnKind uint32
+
+const (
+	tcpconnTcpconnKindTCPCONN_KIND_OPEN    tcpconnTcpconnKind = 1
+	tcpconnTcpconnKindTCPCONN_KIND_CLOSE   tcpconnTcpconnKind = 2
+	tcpconnTcpconnKindTCPCONN_KIND_FAILURE tcpconnTcpconnKind = 3
+	tcpconnTcpconnKindTCPCONN_KIND_UPDATE  tcpconnTcpconnKind = 4
+)
+
+type tcpconnTcpconnStat uint32
+
+const (
+	tcpconnTcpconnStatTCPCONN_STAT_EMITTED           tcpconnTcpconnStat = 0
+	tcpconnTcpconnStatTCPCONN_STAT_DROPPED           tcpconnTcpconnStat = 1
+	tcpconnTcpconnStatTCPCONN_STAT_NO_STATE          tcpconnTcpconnStat = 2
+	tcpconnTcpconnStatTCPCONN_STAT_RESCUED           tcpconnTcpconnStat = 3
+	tcpconnTcpconnStatTCPCONN_STAT_SKIPPED_NO_RECORD tcpconnTcpconnStat = 4
+	tcpconnTcpconnStatTCPCONN_STAT_MAX               tcpconnTcpconnStat = 5
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -80,7 +130,7 @@ const (
 	tcpconnVarHandshakeSets     = "handshake_sets"
 	tcpconnVarHandshakeWays     = "handshake_ways"
 	tcpconnVarIdSecret          = "id_secret"
-	tcpconnVarUnusedEvent       = "unused_event"
+	tcpconnVarUnusedShared      = "unused_shared"
 	tcpconnVarWakeupBytes       = "wakeup_bytes"
 )
 
@@ -150,7 +200,7 @@ type tcpconnVariableSpecs struct {
 	HandshakeSets *ebpf.VariableSpec `ebpf:"handshake_sets"`
 	HandshakeWays *ebpf.VariableSpec `ebpf:"handshake_ways"`
 	IdSecret      *ebpf.VariableSpec `ebpf:"id_secret"`
-	UnusedEvent   *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedShared  *ebpf.VariableSpec `ebpf:"unused_shared"`
 	WakeupBytes   *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
@@ -196,7 +246,7 @@ type tcpconnVariables struct {
 	HandshakeSets *ebpf.Variable `ebpf:"handshake_sets"`
 	HandshakeWays *ebpf.Variable `ebpf:"handshake_ways"`
 	IdSecret      *ebpf.Variable `ebpf:"id_secret"`
-	UnusedEvent   *ebpf.Variable `ebpf:"unused_event"`
+	UnusedShared  *ebpf.Variable `ebpf:"unused_shared"`
 	WakeupBytes   *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 

@@ -1,3 +1,5 @@
+//go:build linux
+
 package bpf
 
 import (
@@ -18,7 +20,7 @@ import (
 var ErrNotSupported = errors.New("not supported")
 
 func (p *Probe) attachIterators() error {
-	report, err := link.AttachIter(link.IterOptions{Program: p.coll.Programs["tcpconn_report"]})
+	report, err := link.AttachIter(link.IterOptions{Program: p.objs.report})
 	if err != nil {
 		return fmt.Errorf("attach iter/tcp (report): %w", err)
 	}

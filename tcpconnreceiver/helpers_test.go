@@ -1,0 +1,88 @@
+package tcpconnreceiver
+
+import (
+	"context"
+	"testing"
+
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+)
+
+type blockingLogs struct{ release chan struct{} }
+
+func (b blockingLogs) Capabilities() consumer.Capabilities { return consumer.Capabilities{} }
+
+func (b blockingLogs) ConsumeLogs(context.Context, plog.Logs) error {
+	<-b.release
+	return nil
+}
+
+// forEachSumPoint calls fn for every data point of the named Sum metric
+// and reports whether the metric was found.
+func forEachSumPoint(md pmetric.Metrics, name string, fn func(pmetric.NumberDataPoint)) bool {
+	found := false
+	forEachMetric(md, func(m pmetric.Metric) {
+		if m.Name() != name || m.Type() != pmetric.MetricTypeSum {
+			return
+		}
+		found = true
+		dps := m.Sum().DataPoints()
+		for d := range dps.Len() {
+			fn(dps.At(d))
+		}
+	})
+	return found
+}
+
+// findSum sums the points of a Sum metric, failing if it is absent.
+func findSum(t *testing.T, md pmetric.Metrics, name string) int64 {
+	t.Helper()
+	var total int64
+	if !forEachSumPoint(md, name, func(dp pmetric.NumberDataPoint) { total += dp.IntValue() }) {
+		t.Fatalf("metric %s not found", name)
+	}
+	return total
+}
+
+// sumWhere sums a metric's points whose attribute key has value val.
+func sumWhere(t *testing.T, md pmetric.Metrics, name, key, val string) int64 {
+	t.Helper()
+	var total int64
+	forEachSumPoint(md, name, func(dp pmetric.NumberDataPoint) {
+		if v, ok := dp.Attributes().Get(key); ok && v.Str() == val {
+			total += dp.IntValue()
+		}
+	})
+	return total
+}
+
+// sumForResource sums a metric's points under Resources whose attribute
+// key has value val.
+func sumForResource(md pmetric.Metrics, name, key, val string) int64 {
+	var total int64
+	rms := md.ResourceMetrics()
+	for i := range rms.Len() {
+		if v, ok := rms.At(i).Resource().Attributes().Get(key); !ok || v.Str() != val {
+			continue
+		}
+		one := pmetric.NewMetrics()
+		rms.At(i).CopyTo(one.ResourceMetrics().AppendEmpty())
+		forEachSumPoint(one, name, func(dp pmetric.NumberDataPoint) { total += dp.IntValue() })
+	}
+	return total
+}
+
+// forEachMetric calls fn for every metric in md.
+func forEachMetric(md pmetric.Metrics, fn func(pmetric.Metric)) {
+	rms := md.ResourceMetrics()
+	for i := range rms.Len() {
+		sms := rms.At(i).ScopeMetrics()
+		for j := range sms.Len() {
+			ms := sms.At(j).Metrics()
+			for k := range ms.Len() {
+				fn(ms.At(k))
+			}
+		}
+	}
+}

@@ -1,0 +1,139 @@
+package aggregate
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/tcpconn/tcpconn/bpf"
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/conntable"
+)
+
+// Limits bound the aggregator's memory.
+type Limits struct {
+	// Series is the most series per view; more go to its overflow series.
+	Series int
+	// Expiry drops series idle this long with no open connection; 0 keeps
+	// them.
+	Expiry time.Duration
+}
+
+// Aggregator keeps every view's series between flushes. The reader adds
+// records, the flusher collects; one mutex is enough at one node's rates
+// (see BenchmarkAggregate).
+type Aggregator struct {
+	mu     sync.Mutex
+	views  []*View
+	limits Limits
+	conn   conntable.Conn
+	addrs  map[netip.Addr]string
+}
+
+// New returns an aggregator with one view per spec.
+func New(specs []ViewSpec, limits Limits) *Aggregator {
+	a := &Aggregator{limits: limits, addrs: map[netip.Addr]string{}}
+	for _, s := range specs {
+		a.views = append(a.views, &View{ViewSpec: s, series: map[Key]*Series{}, limit: limits.Series})
+	}
+	return a
+}
+
+// project fills the view's scratch key for a connection.
+func (a *Aggregator) project(v *View, c *conntable.Conn, e bpf.ErrorType) *Key {
+	k := &v.scratch
+	*k = Key{}
+	v.Project(c, e, k)
+	if v.PeerAddr {
+		k.PeerAddr = a.addrString(c.PeerAddr)
+	}
+	if v.PeerPort {
+		k.PeerPort = c.PeerPort
+	}
+	return k
+}
+
+// addrString formats an address once; later series reuse the string.
+func (a *Aggregator) addrString(ip netip.Addr) string {
+	if s, ok := a.addrs[ip]; ok {
+		return s
+	}
+	if len(a.addrs) >= a.limits.Series {
+		return Overflow
+	}
+	s := ip.String()
+	a.addrs[ip] = s
+	return s
+}
+
+// Add counts one record: its event, and what it adds to the connection's
+// counters since its previous record (reports during its life, the rest
+// at close), so the sum over a connection is exactly its total.
+func (a *Aggregator) Add(rec *bpf.Record, o *conntable.Observation) {
+	var e bpf.ErrorType
+	if rec.Kind == bpf.KindFailure {
+		e = rec.Error()
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	// Scratch values under the lock: a key passed to a view's projection
+	// through a function value would otherwise escape, once per record.
+	c := &a.conn
+	*c = conntable.ConnOf(rec, o.Local, o.Peer)
+	for _, v := range a.views {
+		s := v.get(a.project(v, c, e), rec.Time)
+		switch rec.Kind {
+		case bpf.KindFailure:
+			s.V.Failed++
+			continue
+		case bpf.KindOpen:
+			s.V.Opened++
+		case bpf.KindClose:
+			s.V.Closed++
+			if v.Histograms {
+				if !rec.Start.IsZero() {
+					s.Duration.observe(DurationBounds, rec.Duration().Seconds())
+				}
+				if rec.SRTT > 0 {
+					s.RTT.observe(RTTBounds, rec.SRTT.Seconds())
+				}
+			}
+		}
+		if o.BecameOpen {
+			s.V.Open++
+		}
+		if o.WasOpen {
+			s.V.Open--
+		}
+		s.V.Counters = s.V.Counters.Add(o.Delta)
+	}
+}
+
+// Forget takes connections whose close was lost off the open counts.
+func (a *Aggregator) Forget(conns []conntable.Conn) {
+	if len(conns) == 0 {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i := range conns {
+		for _, v := range a.views {
+			if s := v.series[*a.project(v, &conns[i], bpf.ErrorNone)]; s != nil {
+				s.V.Open--
+			}
+		}
+	}
+}
+
+// Collect expires idle series, then hands every view to fn under the
+// aggregator's lock: fn reads the series and may update the emitter's
+// bookkeeping in them, and must not keep them.
+func (a *Aggregator) Collect(now time.Time, fn func(views []*View)) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.limits.Expiry > 0 {
+		for _, v := range a.views {
+			v.expire(now.Add(-a.limits.Expiry))
+		}
+	}
+	fn(a.views)
+}

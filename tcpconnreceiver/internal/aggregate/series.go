@@ -1,0 +1,65 @@
+package aggregate
+
+import (
+	"time"
+
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/conntable"
+)
+
+// Values are one series' counts: events, the open count (which moves both
+// ways) and the traffic of its connections.
+type Values struct {
+	Opened, Closed, Failed uint64
+	Open                   int64
+	conntable.Counters
+}
+
+// Sub is v - w: what was counted since w.
+func (v Values) Sub(w Values) Values {
+	return Values{v.Opened - w.Opened, v.Closed - w.Closed, v.Failed - w.Failed, v.Open - w.Open, v.Counters.Sub(w.Counters)}
+}
+
+// Series is one attribute set's state between flushes. The emitter owns
+// Flushed and Emitted (its temporality bookkeeping) and resets histograms
+// it reports as deltas.
+type Series struct {
+	Start    time.Time // first seen; a series that expired starts again
+	LastSeen time.Time
+	Flushed  time.Time // last emitted
+	V        Values
+	Emitted  Values // what the previous flush reported
+	Duration Histogram
+	RTT      Histogram
+}
+
+// Histogram counts observations in fixed buckets (seconds).
+type Histogram struct {
+	Counts []uint64
+	Sum    float64
+	Count  uint64
+}
+
+func (h *Histogram) observe(bounds []float64, v float64) {
+	if h.Counts == nil {
+		h.Counts = make([]uint64, len(bounds)+1)
+	}
+	i := 0
+	for i < len(bounds) && v > bounds[i] {
+		i++
+	}
+	h.Counts[i]++
+	h.Sum += v
+	h.Count++
+}
+
+// Reset empties h, keeping its buckets.
+func (h *Histogram) Reset() {
+	clear(h.Counts)
+	h.Sum, h.Count = 0, 0
+}
+
+// Bucket bounds, in seconds.
+var (
+	DurationBounds = []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600}
+	RTTBounds      = []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}
+)

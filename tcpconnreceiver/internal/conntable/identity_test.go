@@ -1,0 +1,63 @@
+package conntable
+
+import (
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+
+	"github.com/tcpconn/tcpconn/identity"
+)
+
+// countingResolver answers from a swappable map and counts calls.
+type countingResolver struct {
+	ids   atomic.Pointer[staticResolver]
+	calls atomic.Int64
+}
+
+func (c *countingResolver) Resolve(addr netip.Addr, port uint16, at time.Time, role identity.Role) *identity.Identity {
+	c.calls.Add(1)
+	return (*c.ids.Load()).Resolve(addr, port, at, role)
+}
+
+func TestIdentityResolvedOncePerConnection(t *testing.T) {
+	res := &countingResolver{}
+	known := fixedResolver()
+	res.ids.Store(&known)
+	tr := New(res, true, false)
+	recs := fixedRecords()
+	open, closeRec := recs[0], recs[2] // outbound open and close of connection 1
+
+	o, _ := tr.Observe(&open)
+	assert.Equal(t, "frontend", o.Local.Workload)
+	assert.Equal(t, "checkout.shop.svc.cluster.local", o.Peer.Service)
+	assert.Equal(t, int64(2), res.calls.Load())
+
+	// The pods change (the server pod is gone from the resolver): the
+	// connection keeps what it was resolved to at open.
+	empty := staticResolver{}
+	res.ids.Store(&empty)
+	o, _ = tr.Observe(&closeRec)
+	assert.Equal(t, "frontend", o.Local.Workload)
+	assert.Equal(t, "checkout", o.Peer.Workload)
+	assert.Equal(t, int64(2), res.calls.Load(), "no lookup at close")
+	assert.Empty(t, tr.conns, "closed connections leave the table")
+}
+
+func TestUnresolvedEndIsRetried(t *testing.T) {
+	res := &countingResolver{}
+	empty := staticResolver{}
+	res.ids.Store(&empty)
+	tr := New(res, true, false)
+	recs := fixedRecords()
+	o, _ := tr.Observe(&recs[0])
+	assert.Empty(t, o.Local.Workload)
+
+	known := fixedResolver()
+	res.ids.Store(&known) // the informer caught up
+	o, _ = tr.Observe(&recs[2])
+	assert.Equal(t, "frontend", o.Local.Workload)
+	assert.Equal(t, "checkout", o.Peer.Workload)
+}

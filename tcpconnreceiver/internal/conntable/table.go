@@ -1,0 +1,272 @@
+package conntable
+
+import (
+	"time"
+
+	"github.com/tcpconn/tcpconn/bpf"
+	"github.com/tcpconn/tcpconn/identity"
+)
+
+// MaxConns bounds the table. Entries leave at close, or after two report
+// walks without them; the bound matters only when reports are off and
+// close records were lost. Reaching it clears the table (counted, see
+// Table.Evicted).
+const MaxConns = 1 << 20
+
+// connState is what the table remembers of one live connection. The
+// probe sends start, direction and process with the open record only: the
+// connection's later records get them from here.
+type connState struct {
+	conn     Conn
+	counted  Counters
+	startNs  int64 // Unix nanoseconds; 0 when unknown
+	comm     [16]byte
+	lastWalk uint32
+	pid      uint32
+	dir      bpf.Direction
+	missed   uint8
+	open     bool
+	// adopted: the table did not see the connection open.
+	adopted bool
+	// baselined: counted holds what the connection had carried before the
+	// receiver started, taken as its baseline rather than counted.
+	baselined bool
+	// ignored: open before the receiver started, with adopt_existing off.
+	ignored bool
+}
+
+// maxInlineConnState: a map keeps values up to this size in its own
+// slots; a larger connState would cost an allocation per connection.
+const maxInlineConnState = 128
+
+// learn takes what rec knows of how the connection began.
+func (st *connState) learn(rec *bpf.Record) {
+	st.startNs = 0
+	if !rec.Start.IsZero() {
+		st.startNs = rec.Start.UnixNano()
+	}
+	st.dir, st.pid, st.comm = rec.Direction, rec.PID, rec.Comm
+	st.adopted = rec.Flags&bpf.FlagAdopted != 0
+}
+
+// complete gives rec what the connection's open record said.
+func (st *connState) complete(rec *bpf.Record) {
+	if rec.Start.IsZero() && st.startNs != 0 {
+		rec.Start = time.Unix(0, st.startNs)
+	}
+	if rec.Direction == bpf.DirectionUnknown {
+		rec.Direction = st.dir
+	}
+	if rec.PID == 0 {
+		rec.PID, rec.Comm = st.pid, st.comm
+	}
+	if st.adopted {
+		rec.Flags |= bpf.FlagAdopted
+	}
+}
+
+var unresolved = &identity.Identity{}
+
+// Table keeps, per connection, the identity of both ends (resolved once,
+// against the time the connection started) and the counters already
+// reported. It is owned by one goroutine, the receiver's reader.
+type Table struct {
+	resolver      identity.Resolver
+	conns         map[uint64]connState
+	countAdopted  bool
+	adoptExisting bool
+	walk          uint32
+	baseline      bool
+	limit         int
+	evicted       int64
+	evictedOpen   []Conn
+	lost          int64
+}
+
+// New returns an empty table. adoptExisting tracks the connections that
+// the start-up walk finds open; countAdopted counts what they carried
+// before the start as new traffic.
+func New(r identity.Resolver, adoptExisting, countAdopted bool) *Table {
+	return &Table{resolver: r, conns: map[uint64]connState{}, adoptExisting: adoptExisting, countAdopted: countAdopted, limit: MaxConns}
+}
+
+// Observe accounts rec against its connection's state, and completes rec
+// with what the connection's earlier records said. keep is false for
+// records of connections that are left alone.
+func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
+	st, known := t.conns[rec.ConnID]
+	if rec.ConnID == 0 {
+		known = false
+	}
+	cur := CountersOf(rec)
+	begins := rec.Kind == bpf.KindOpen || rec.Kind == bpf.KindFailure
+
+	if known && st.ignored && begins {
+		// Set aside by the start-up walk, but its open record was still
+		// queued: it opened under the probe, and is tracked after all.
+		delete(t.conns, rec.ConnID)
+		st, known = connState{}, false
+	}
+
+	switch {
+	case known && st.ignored:
+		if rec.Kind == bpf.KindClose || rec.Kind == bpf.KindFailure {
+			delete(t.conns, rec.ConnID)
+		} else if rec.Kind == bpf.KindUpdate {
+			st.lastWalk, st.missed = t.walk, 0
+			t.conns[rec.ConnID] = st
+		}
+		return o, false
+	case !known && t.baseline && !t.adoptExisting:
+		// Open before the receiver started: left alone to its close.
+		t.conns[rec.ConnID] = connState{ignored: true, lastWalk: t.walk}
+		return o, false
+	case !known:
+		if !begins && rec.Start.IsZero() {
+			// Never seen open: how it began is unknown.
+			rec.Flags |= bpf.FlagAdopted
+		}
+		st.learn(rec)
+		local, peer := t.resolve(rec, nil, nil)
+		st.conn = ConnOf(rec, local, peer)
+		if t.baseline && !t.countAdopted {
+			// Bytes that flowed before the receiver started are not new.
+			st.counted, st.baselined = cur, true
+		}
+	case begins:
+		switch {
+		case !st.adopted:
+			// A second open under one id: a raw_tp id used again by a
+			// new connection after the old one's close was lost.
+			st.counted = Counters{}
+		case st.baselined:
+			// A walk saw it before its queued open record, and it was the
+			// start-up walk: the connection opened after the probe
+			// started, so what that walk took as its baseline is new
+			// traffic after all.
+			st.counted, st.baselined = Counters{}, false
+		}
+		// Otherwise a walk saw it before its queued open record and
+		// counted what it carried then; the record says how it began.
+		st.learn(rec)
+	default:
+		st.complete(rec)
+		if st.conn.Local == unresolved || st.conn.Peer == unresolved {
+			st.conn.Local, st.conn.Peer = t.resolve(rec, st.conn.Local, st.conn.Peer)
+		}
+	}
+	o = Observation{Local: st.conn.Local, Peer: st.conn.Peer, Delta: cur.Sub(st.counted)}
+	st.counted = st.counted.Max(cur)
+
+	switch rec.Kind {
+	case bpf.KindClose, bpf.KindFailure:
+		o.WasOpen = st.open
+		if known {
+			delete(t.conns, rec.ConnID)
+		}
+		return o, true
+	case bpf.KindUpdate:
+		st.lastWalk, st.missed = t.walk, 0
+	}
+	if !st.open {
+		st.open, o.BecameOpen = true, true
+	}
+	if rec.ConnID != 0 {
+		if !known && len(t.conns) >= t.limit {
+			t.evict()
+		}
+		t.conns[rec.ConnID] = st
+	}
+	return o, true
+}
+
+// evict empties the table, which is full: only reachable when close
+// records were lost and no report walk removes their connections. The
+// open ones are kept in evictedOpen for the open count to follow.
+func (t *Table) evict() {
+	for _, st := range t.conns {
+		if st.open {
+			t.evictedOpen = append(t.evictedOpen, st.conn)
+		}
+	}
+	t.evicted += int64(len(t.conns))
+	clear(t.conns)
+}
+
+// TakeEvicted returns the open connections evicted since the last call.
+func (t *Table) TakeEvicted() []Conn {
+	gone := t.evictedOpen
+	t.evictedOpen = nil
+	return gone
+}
+
+// Evicted counts the connections dropped at the table's bound.
+func (t *Table) Evicted() int64 { return t.evicted }
+
+// Lost counts the connections whose close record never arrived.
+func (t *Table) Lost() int64 { return t.lost }
+
+// resolve fills the ends still unknown.
+func (t *Table) resolve(rec *bpf.Record, local, peer *identity.Identity) (*identity.Identity, *identity.Identity) {
+	at := rec.Start
+	if at.IsZero() {
+		at = rec.Time
+	}
+	localRole, peerRole := identity.RoleClient, identity.RoleServer
+	if rec.Direction == bpf.DirectionInbound {
+		localRole, peerRole = identity.RoleServer, identity.RoleClient
+	}
+	if local == nil || local == unresolved {
+		local = orUnresolved(t.resolver.Resolve(rec.LocalAddr, rec.LocalPort, at, localRole))
+	}
+	if peer == nil || peer == unresolved {
+		peer = orUnresolved(t.resolver.Resolve(rec.PeerAddr, rec.PeerPort, at, peerRole))
+	}
+	return local, peer
+}
+
+func orUnresolved(id *identity.Identity) *identity.Identity {
+	if id == nil {
+		return unresolved
+	}
+	return id
+}
+
+// BeginWalk starts a report walk; baseline marks the start-up walk, which
+// takes the counters of the connections open before the receiver started
+// as their baseline (or leaves them alone, when not adopting them).
+func (t *Table) BeginWalk(baseline bool) {
+	t.walk++
+	t.baseline = baseline
+}
+
+// EndWalk removes connections that two walks in a row did not see: their
+// close record was lost. It returns the open ones so the open count can
+// follow. A connection that is closing is skipped by one walk at most, as
+// its close record is read before the next walk.
+func (t *Table) EndWalk() []Conn {
+	t.baseline = false
+	var gone []Conn
+	for id, st := range t.conns {
+		if st.lastWalk == t.walk {
+			continue
+		}
+		st.missed++
+		if st.missed < 2 {
+			t.conns[id] = st
+			continue
+		}
+		delete(t.conns, id)
+		t.lost++
+		if st.open {
+			gone = append(gone, st.conn)
+		}
+	}
+	return gone
+}
+
+// Len is the number of connections in the table.
+func (t *Table) Len() int { return len(t.conns) }
+
+// SetLimit bounds the table below MaxConns (tests of a full table).
+func (t *Table) SetLimit(n int) { t.limit = n }

@@ -1,0 +1,136 @@
+package conntable
+
+import (
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tcpconn/tcpconn/bpf"
+	"github.com/tcpconn/tcpconn/identity"
+)
+
+// trackerScript feeds records to a Table and sums what it counted.
+type trackerScript struct {
+	t    *testing.T
+	tr   *Table
+	sent uint64
+	open int
+}
+
+func (s *trackerScript) feed(kind bpf.Kind, sent uint64, mod func(*bpf.Record)) *bpf.Record {
+	rec := &bpf.Record{Kind: kind, ConnID: 42, BytesSent: sent, Time: t0.Add(time.Second)}
+	if mod != nil {
+		mod(rec)
+	}
+	o, keep := s.tr.Observe(rec)
+	if keep {
+		s.sent += o.Delta.Sent
+		if o.BecameOpen {
+			s.open++
+		}
+		if o.WasOpen {
+			s.open--
+		}
+	}
+	return rec
+}
+
+func (s *trackerScript) walk(baseline bool, sent uint64) {
+	s.tr.BeginWalk(baseline)
+	s.feed(bpf.KindUpdate, sent, nil)
+	s.tr.EndWalk()
+}
+
+func opened(r *bpf.Record) {
+	r.Direction, r.Start, r.PID, r.Comm = bpf.DirectionOutbound, t0, 4242, [16]byte{'c', 'u', 'r', 'l'}
+}
+
+func TestTrackerCompletesLaterRecordsFromTheOpen(t *testing.T) {
+	s := &trackerScript{t: t, tr: New(identity.AddressOnly{}, true, false)}
+	s.feed(bpf.KindOpen, 0, opened)
+	closed := s.feed(bpf.KindClose, 900, nil)
+	assert.Equal(t, bpf.DirectionOutbound, closed.Direction)
+	assert.True(t, t0.Equal(closed.Start))
+	assert.Equal(t, uint32(4242), closed.PID)
+	assert.Equal(t, "curl", closed.CommString())
+	assert.Zero(t, closed.Flags&bpf.FlagAdopted)
+	assert.Equal(t, uint64(900), s.sent)
+	assert.Zero(t, s.open)
+}
+
+func TestTrackerNeverSeenOpenIsAdopted(t *testing.T) {
+	s := &trackerScript{t: t, tr: New(identity.AddressOnly{}, true, false)}
+	closed := s.feed(bpf.KindClose, 900, nil)
+	assert.Equal(t, bpf.FlagAdopted, closed.Flags&bpf.FlagAdopted)
+	assert.Equal(t, uint64(900), s.sent, "it opened after the start: all of it is new")
+}
+
+// An open record still queued in the ring buffer when a walk reports the
+// connection: counted once, whichever way round.
+func TestTrackerOpenAfterItsFirstUpdate(t *testing.T) {
+	s := &trackerScript{t: t, tr: New(identity.AddressOnly{}, true, false)}
+	s.walk(false, 1000)
+	s.feed(bpf.KindOpen, 0, opened)
+	s.walk(false, 1500)
+	closed := s.feed(bpf.KindClose, 1700, nil)
+	assert.Equal(t, uint64(1700), s.sent)
+	assert.True(t, t0.Equal(closed.Start), "the late open record still says how it began")
+	assert.Zero(t, closed.Flags&bpf.FlagAdopted)
+	assert.Zero(t, s.open)
+}
+
+// The same at the start-up walk: the connection opened under the probe,
+// so what the walk took as a baseline is counted once the open arrives.
+func TestTrackerOpenAfterTheStartUpWalk(t *testing.T) {
+	s := &trackerScript{t: t, tr: New(identity.AddressOnly{}, true, false)}
+	s.walk(true, 1000)
+	assert.Zero(t, s.sent, "taken as a baseline")
+	s.feed(bpf.KindOpen, 0, opened)
+	s.walk(false, 1500)
+	assert.Equal(t, uint64(1500), s.sent)
+}
+
+func TestTrackerAdoptsOrIgnoresConnectionsOpenAtStart(t *testing.T) {
+	s := &trackerScript{t: t, tr: New(identity.AddressOnly{}, true, false)}
+	s.walk(true, 1000)
+	s.walk(false, 1500)
+	s.feed(bpf.KindClose, 1600, nil)
+	assert.Equal(t, uint64(600), s.sent, "adopted: what flowed after the start")
+
+	s = &trackerScript{t: t, tr: New(identity.AddressOnly{}, false, false)}
+	s.walk(true, 1000)
+	s.walk(false, 1500)
+	s.feed(bpf.KindClose, 1600, nil)
+	assert.Zero(t, s.sent, "not adopted: left alone")
+	require.Empty(t, s.tr.conns, "forgotten at its close")
+}
+
+func TestConnStateFitsInMapSlots(t *testing.T) {
+	assert.LessOrEqual(t, unsafe.Sizeof(connState{}), uintptr(maxInlineConnState))
+}
+
+// Without adopt_existing, a connection the start-up walk set aside whose
+// open record was still queued opened under the probe: it is tracked.
+func TestTrackerQueuedOpenAfterTheStartUpWalkIsTracked(t *testing.T) {
+	s := &trackerScript{t: t, tr: New(identity.AddressOnly{}, false, false)}
+	s.walk(true, 1000)
+	s.feed(bpf.KindOpen, 0, opened)
+	s.walk(false, 1500)
+	s.feed(bpf.KindClose, 1600, nil)
+	assert.Equal(t, uint64(1600), s.sent)
+	assert.Zero(t, s.open)
+}
+
+// A raw_tp connection id used again after the first connection's close was
+// lost: the second connection counts from zero.
+func TestTrackerIDUsedAgainAfterALostClose(t *testing.T) {
+	s := &trackerScript{t: t, tr: New(identity.AddressOnly{}, true, false)}
+	s.feed(bpf.KindOpen, 0, opened)
+	s.walk(false, 5000) // its close record is lost
+	s.feed(bpf.KindOpen, 0, opened)
+	s.feed(bpf.KindClose, 700, nil)
+	assert.Equal(t, uint64(5000+700), s.sent)
+}

@@ -1,0 +1,173 @@
+// Package metricemit turns aggregated series into pdata metrics at each
+// flush: temporality (cumulative since each series' start, or delta since
+// the previous flush), per-series start times, the otel profile's
+// Resource per local end, the histograms mdatagen cannot build, and the
+// self-metrics beside them. What each series is called and labelled is
+// internal/profile's; this package only arranges the records.
+package metricemit
+
+import (
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/aggregate"
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/metadata"
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/profile"
+)
+
+// Emitter writes the series of an aggregator through one metrics builder.
+// It is used by one goroutine at a time (the receiver's flusher).
+type Emitter struct {
+	mb      *metadata.MetricsBuilder
+	prof    *profile.Profile
+	delta   bool
+	started time.Time
+	// version is the scope version the builder writes, for the histograms.
+	version string
+	// base is the receiver's own Resource.
+	base pcommon.Resource
+}
+
+// Options configure an Emitter.
+type Options struct {
+	Delta bool
+	// Started is the start time of the self-metrics.
+	Started time.Time
+	// Version is the collector's version, the histograms' scope version.
+	Version string
+	// Resource is the receiver's own Resource (host, node).
+	Resource pcommon.Resource
+}
+
+// New returns an emitter of prof's series.
+func New(mb *metadata.MetricsBuilder, prof *profile.Profile, opts Options) *Emitter {
+	return &Emitter{mb: mb, prof: prof, delta: opts.Delta, started: opts.Started, version: opts.Version, base: opts.Resource}
+}
+
+// SelfMetrics records the receiver's own counters at ts.
+type SelfMetrics func(mb *metadata.MetricsBuilder, ts pcommon.Timestamp)
+
+// Emit writes every series of agg as of now, then the self-metrics (the
+// views' overflow counts and what self records), which stay cumulative
+// since the receiver started whatever the temporality.
+func (e *Emitter) Emit(agg *aggregate.Aggregator, now time.Time, self SelfMetrics) pmetric.Metrics {
+	ts := pcommon.NewTimestampFromTime(now)
+	var md, hist pmetric.Metrics
+	agg.Collect(now, func(views []*aggregate.View) {
+		hist = pmetric.NewMetrics()
+		if e.prof.LocalResource != nil {
+			e.emitPerLocal(views, ts, now, hist)
+		} else {
+			e.emitShared(views, ts, now)
+		}
+		md = e.mb.Emit(metadata.WithResource(e.resource()))
+		if e.delta {
+			markDelta(md)
+		}
+		e.mb.Reset(metadata.WithStartTime(pcommon.NewTimestampFromTime(e.started)))
+		for _, v := range views {
+			e.mb.RecordTcpconnSeriesOverflowDataPoint(ts, v.Overflowed(), profile.ViewAttribute(v.Kind))
+		}
+	})
+	self(e.mb, ts)
+	selfMD := e.mb.Emit(metadata.WithResource(e.resource()))
+	if e.prof.LocalResource == nil && md.ResourceMetrics().Len() == 1 {
+		// The series went on the receiver's Resource: the self-metrics
+		// join them there.
+		dst := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
+		selfMD.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().MoveAndAppendTo(dst)
+	} else {
+		selfMD.ResourceMetrics().MoveAndAppendTo(md.ResourceMetrics())
+	}
+	hist.ResourceMetrics().MoveAndAppendTo(md.ResourceMetrics())
+	return md
+}
+
+func (e *Emitter) resource() pcommon.Resource {
+	res := pcommon.NewResource()
+	e.base.CopyTo(res)
+	return res
+}
+
+// advance returns what a series reports at this flush (its cumulative
+// values, or what changed since the previous flush) and sets the
+// builder's start time for it.
+func (e *Emitter) advance(s *aggregate.Series, now time.Time) aggregate.Values {
+	start := s.Start
+	d := s.V
+	if e.delta {
+		if !s.Flushed.IsZero() {
+			start = s.Flushed
+		}
+		d = s.V.Sub(s.Emitted)
+		s.Emitted = s.V
+	}
+	s.Flushed = now
+	e.mb.Reset(metadata.WithStartTime(pcommon.NewTimestampFromTime(start)))
+	return d
+}
+
+// emitShared records every series on the receiver's Resource.
+func (e *Emitter) emitShared(views []*aggregate.View, ts pcommon.Timestamp, now time.Time) {
+	for i, v := range views {
+		pv := &e.prof.Views[i]
+		v.Range(func(k *aggregate.Key, s *aggregate.Series) {
+			d := e.advance(s, now)
+			pv.Record(e.mb, ts, k, &d)
+		})
+	}
+}
+
+// emitPerLocal groups series by local end, one Resource each.
+func (e *Emitter) emitPerLocal(views []*aggregate.View, ts pcommon.Timestamp, now time.Time, hist pmetric.Metrics) {
+	type entry struct {
+		k    aggregate.Key
+		s    *aggregate.Series
+		view *profile.View
+	}
+	groups := map[profile.LocalEnd][]entry{}
+	for i, v := range views {
+		v.Range(func(k *aggregate.Key, s *aggregate.Series) {
+			local := e.prof.LocalKey(k)
+			groups[local] = append(groups[local], entry{*k, s, &e.prof.Views[i]})
+		})
+	}
+	for _, entries := range groups {
+		rb := e.mb.NewResourceBuilder()
+		e.prof.LocalResource(rb, &entries[0].k)
+		res := rb.Emit()
+		e.base.Attributes().Range(func(key string, val pcommon.Value) bool {
+			val.CopyTo(res.Attributes().PutEmpty(key))
+			return true
+		})
+		var hm pmetric.MetricSlice
+		for _, en := range entries {
+			cur := en.s.V
+			histStart := en.s.Start
+			if e.delta && !en.s.Flushed.IsZero() {
+				histStart = en.s.Flushed
+			}
+			d := e.advance(en.s, now)
+			en.view.Record(e.mb, ts, &en.k, &d)
+			if en.view.RecordOpen != nil {
+				// The open count is a level: always since the series' start.
+				e.mb.Reset(metadata.WithStartTime(pcommon.NewTimestampFromTime(en.s.Start)))
+				en.view.RecordOpen(e.mb, ts, &en.k, cur.Open)
+			}
+			if en.view.ViewSpec.Histograms && en.k.Error == 0 && (en.s.Duration.Count > 0 || en.s.RTT.Count > 0) {
+				if hm == (pmetric.MetricSlice{}) {
+					rm := hist.ResourceMetrics().AppendEmpty()
+					res.CopyTo(rm.Resource())
+					sm := rm.ScopeMetrics().AppendEmpty()
+					sm.Scope().SetName(metadata.ScopeName)
+					sm.Scope().SetVersion(e.version)
+					hm = sm.Metrics()
+				}
+				e.appendHistograms(hm, en.view, &en.k, en.s, pcommon.NewTimestampFromTime(histStart), ts)
+			}
+		}
+		e.mb.EmitForResource(metadata.WithResource(res))
+	}
+}

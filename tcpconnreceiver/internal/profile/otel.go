@@ -1,0 +1,161 @@
+package profile
+
+import (
+	"go.opentelemetry.io/collector/pdata/pcommon"
+
+	"github.com/tcpconn/tcpconn/bpf"
+	"github.com/tcpconn/tcpconn/identity"
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/aggregate"
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/conntable"
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/metadata"
+)
+
+// Slots of the otel profile's keys. The local end (raw values, empty when
+// unknown and then left off the Resource) comes first, then the view's
+// data-point labels.
+const (
+	localWorkload = iota
+	localKind
+	localNamespace
+	localPod
+	localPodUID
+	localCanonicalService
+	localCanonicalRevision
+	numLocal
+)
+
+// Workload view: the peer ("unknown" when not resolved).
+const (
+	peerWorkload = numLocal + iota
+	peerKind
+	peerNamespace
+)
+
+// Service view: the destination service.
+const (
+	svcName = numLocal + iota
+	svcNamespace
+)
+
+func otel(opts Options) *Profile {
+	p := &Profile{LocalResource: otelResource, LocalKey: otelLocalKey}
+	if opts.Workload {
+		p.Views = append(p.Views, View{
+			ViewSpec: aggregate.ViewSpec{Kind: aggregate.ViewWorkload, Project: otelWorkloadKey,
+				Histograms: opts.Histograms, PeerAddr: opts.PeerAddr, PeerPort: opts.PeerPort},
+			Record: otelWorkload, RecordOpen: otelOpen,
+			Histograms: []Histogram{
+				{Name: "tcp.connection.duration", Description: "otel profile: how long connections lived, observed at close.", Unit: "s",
+					Bounds: aggregate.DurationBounds, Of: func(s *aggregate.Series) *aggregate.Histogram { return &s.Duration }},
+				{Name: "tcp.rtt", Description: "otel profile: smoothed round-trip time of connections (tcp_sock.srtt_us >> 3), observed at close.", Unit: "s",
+					Bounds: aggregate.RTTBounds, Of: func(s *aggregate.Series) *aggregate.Histogram { return &s.RTT }},
+			},
+			HistogramAttributes: otelHistogramAttributes,
+		})
+	}
+	if opts.Service {
+		p.Views = append(p.Views, View{
+			ViewSpec: aggregate.ViewSpec{Kind: aggregate.ViewService, Project: otelServiceKey},
+			Record:   otelService,
+		})
+	}
+	return p
+}
+
+func otelLocal(id *identity.Identity, k *aggregate.Key) {
+	l := &k.Labels
+	l[localWorkload], l[localKind], l[localNamespace] = id.Workload, id.WorkloadKind, id.Namespace
+	l[localPod], l[localPodUID] = id.Pod, id.PodUID
+	l[localCanonicalService], l[localCanonicalRevision] = id.CanonicalService, id.CanonicalRevision
+}
+
+func otelWorkloadKey(c *conntable.Conn, e bpf.ErrorType, k *aggregate.Key) {
+	k.Direction, k.Error, k.IPv6 = c.Direction, e, c.IPv6
+	otelLocal(c.Local, k)
+	k.Labels[peerWorkload], k.Labels[peerKind], k.Labels[peerNamespace] = orU(c.Peer.Workload), orU(c.Peer.WorkloadKind), orU(c.Peer.Namespace)
+}
+
+func otelServiceKey(c *conntable.Conn, e bpf.ErrorType, k *aggregate.Key) {
+	k.Direction, k.Error = c.Direction, e
+	otelLocal(c.Local, k)
+	srv := c.Server()
+	k.Labels[svcName], k.Labels[svcNamespace] = orU(srv.ServiceName), orU(srv.ServiceNamespace)
+}
+
+func otelLocalKey(k *aggregate.Key) LocalEnd { return LocalEnd(k.Labels[:numLocal]) }
+
+// otelResource puts the local end on the Resource.
+func otelResource(rb *metadata.ResourceBuilder, k *aggregate.Key) {
+	l := &k.Labels
+	set := func(f func(string), v string) {
+		if v != "" {
+			f(v)
+		}
+	}
+	set(rb.SetK8sPodName, l[localPod])
+	set(rb.SetK8sPodUID, l[localPodUID])
+	set(rb.SetK8sNamespaceName, l[localNamespace])
+	set(rb.SetServiceName, l[localCanonicalService])
+	set(rb.SetServiceVersion, l[localCanonicalRevision])
+	workload := l[localWorkload]
+	switch l[localKind] {
+	case "Deployment":
+		rb.SetK8sDeploymentName(workload)
+	case "StatefulSet":
+		rb.SetK8sStatefulsetName(workload)
+	case "DaemonSet":
+		rb.SetK8sDaemonsetName(workload)
+	case "CronJob":
+		rb.SetK8sCronjobName(workload)
+	case "Job":
+		rb.SetK8sJobName(workload)
+	case "ReplicaSet":
+		rb.SetK8sReplicasetName(workload)
+	}
+}
+
+// otelWorkload writes one series of the workload view; the local end is
+// on the Resource.
+func otelWorkload(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, k *aggregate.Key, v *aggregate.Values) {
+	dir, nt, l, addr, port := direction(k.Direction), networkType(k.IPv6), &k.Labels, k.PeerAddr, int64(k.PeerPort)
+	w, kind, ns := l[peerWorkload], l[peerKind], l[peerNamespace]
+	if k.Error != bpf.ErrorNone {
+		mb.RecordTCPConnectionsFailedDataPoint(ts, int64(v.Failed), dir, nt, w, kind, ns, ErrorType(k.Error), addr, port)
+		return
+	}
+	mb.RecordTCPConnectionsOpenedDataPoint(ts, int64(v.Opened), dir, nt, w, kind, ns, addr, port)
+	mb.RecordTCPConnectionsClosedDataPoint(ts, int64(v.Closed), dir, nt, w, kind, ns, addr, port)
+	mb.RecordTCPBytesSentDataPoint(ts, int64(v.Sent), dir, nt, w, kind, ns, addr, port)
+	mb.RecordTCPBytesReceivedDataPoint(ts, int64(v.Received), dir, nt, w, kind, ns, addr, port)
+	mb.RecordTCPRetransmitsDataPoint(ts, int64(v.Retransmits), dir, nt, w, kind, ns, addr, port)
+	mb.RecordTCPPacketsLostDataPoint(ts, int64(v.Lost), dir, nt, w, kind, ns, addr, port)
+}
+
+func otelOpen(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, k *aggregate.Key, open int64) {
+	if k.Error != bpf.ErrorNone {
+		return
+	}
+	l := &k.Labels
+	mb.RecordTCPConnectionsOpenDataPoint(ts, open, direction(k.Direction), networkType(k.IPv6),
+		l[peerWorkload], l[peerKind], l[peerNamespace], k.PeerAddr, int64(k.PeerPort))
+}
+
+func otelHistogramAttributes(k *aggregate.Key, a pcommon.Map) {
+	a.PutStr("direction", direction(k.Direction).String())
+	a.PutStr("network.type", networkType(k.IPv6).String())
+	a.PutStr("peer.workload", k.Labels[peerWorkload])
+	a.PutStr("peer.workload.kind", k.Labels[peerKind])
+	a.PutStr("peer.namespace", k.Labels[peerNamespace])
+}
+
+func otelService(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, k *aggregate.Key, v *aggregate.Values) {
+	dir, name, ns := direction(k.Direction), k.Labels[svcName], k.Labels[svcNamespace]
+	if k.Error != bpf.ErrorNone {
+		mb.RecordTCPServiceConnectionsFailedDataPoint(ts, int64(v.Failed), dir, name, ns, ErrorType(k.Error))
+		return
+	}
+	mb.RecordTCPServiceConnectionsOpenedDataPoint(ts, int64(v.Opened), dir, name, ns)
+	mb.RecordTCPServiceConnectionsClosedDataPoint(ts, int64(v.Closed), dir, name, ns)
+	mb.RecordTCPServiceBytesSentDataPoint(ts, int64(v.Sent), dir, name, ns)
+	mb.RecordTCPServiceBytesReceivedDataPoint(ts, int64(v.Received), dir, name, ns)
+}

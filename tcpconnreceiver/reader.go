@@ -1,0 +1,128 @@
+package tcpconnreceiver
+
+import (
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tcpconn/tcpconn/bpf"
+)
+
+// readLoop is the only reader of the probe; it ends when the probe is
+// stopped and drained, so records produced before Shutdown are delivered.
+// It also runs the report walks, so that updates and closes of one
+// connection are handled in order.
+func (r *tcpconnReceiver) readLoop() {
+	defer r.wg.Done()
+	defer close(r.readerDone)
+	if r.batcher != nil {
+		defer r.batcher.Close()
+	}
+	reports := r.startReports()
+	next := time.Now().Add(r.cfg.ReportInterval)
+	var rec bpf.Record
+	for {
+		err := r.src.Read(&rec)
+		switch {
+		case err == nil:
+			r.recordsRead.Add(1)
+			r.handle(&rec)
+			if reports && !rec.Time.Before(next) {
+				next = r.report(next, rec.Time)
+			}
+		case errors.Is(err, bpf.ErrNoData):
+			now := time.Now()
+			if r.batcher != nil {
+				r.batcher.Tick(now)
+			}
+			if reports && !now.Before(next) {
+				next = r.report(next, now)
+			}
+		case errors.Is(err, bpf.ErrStopped):
+			return
+		default:
+			r.set.Logger.Error("tcpconn probe reader stopped", zap.Error(err))
+			return
+		}
+	}
+}
+
+// startReports runs the start-up walk, which adopts the connections open
+// before the receiver started and takes their counters as the baseline (or
+// sets them aside, without adopt_existing). It reports whether periodic
+// reports will run.
+func (r *tcpconnReceiver) startReports() bool {
+	if r.cfg.ReportInterval <= 0 {
+		return false
+	}
+	if err := r.src.CanWalk(); err != nil {
+		r.set.Logger.Warn("periodic reports of open connections are off", zap.Error(err))
+		return false
+	}
+	n, err := r.walk(true)
+	if err != nil {
+		r.set.Logger.Warn("start-up report walk failed", zap.Error(err))
+	}
+	r.set.Logger.Info("connections open at start", zap.Int("sockets", n), zap.Bool("adopted", r.cfg.AdoptExisting))
+	return true
+}
+
+// walk runs one report walk through handle, then takes the connections it
+// found gone off the open counts. baseline marks the start-up walk.
+func (r *tcpconnReceiver) walk(baseline bool) (int, error) {
+	r.track.BeginWalk(baseline)
+	n, err := r.src.Walk(r.handle)
+	gone := r.track.EndWalk()
+	if r.agg != nil {
+		r.agg.Forget(gone)
+	}
+	r.lostConns.Store(r.track.Lost())
+	return n, err
+}
+
+// report walks every tracked connection: update records for the metrics
+// (and the logs, if enabled), and the open count made exact. It returns
+// when the next report is due: on a fixed schedule, so intervals do not
+// drift by the poll delay; after a stall it starts again from now.
+func (r *tcpconnReceiver) report(due, now time.Time) time.Time {
+	start := time.Now()
+	n, err := r.walk(false)
+	if err != nil {
+		r.set.Logger.Warn("report walk failed", zap.Error(err))
+	}
+	r.set.Logger.Debug("report walk", zap.Int("connections", n), zap.Duration("took", time.Since(start)))
+	if next := due.Add(r.cfg.ReportInterval); next.After(now) {
+		return next
+	}
+	return now.Add(r.cfg.ReportInterval)
+}
+
+// handle takes one record through the data path: the address filter, the
+// connection table, then the metrics and the access logs.
+func (r *tcpconnReceiver) handle(rec *bpf.Record) {
+	if !r.filter.Keep(rec) {
+		r.filtered.Add(1)
+		return
+	}
+	o, keep := r.track.Observe(rec)
+	if gone := r.track.TakeEvicted(); gone != nil {
+		r.evictedConns.Store(r.track.Evicted())
+		if r.agg != nil {
+			r.agg.Forget(gone)
+		}
+	}
+	if !keep {
+		return
+	}
+	if r.agg != nil {
+		r.agg.Add(rec, &o)
+	}
+	if r.batcher != nil && r.batcher.Wants(rec) {
+		if reason, drop := r.logFilter.Drop(rec, &o); drop {
+			r.logsFiltered[reason].Add(1)
+			return
+		}
+		r.batcher.Add(rec, &o, rec.Time)
+	}
+}

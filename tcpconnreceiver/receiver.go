@@ -1,0 +1,237 @@
+package tcpconnreceiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componentstatus"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/receiver/receiverhelper"
+	"go.uber.org/zap"
+
+	"github.com/tcpconn/tcpconn/bpf"
+	"github.com/tcpconn/tcpconn/identity"
+	"github.com/tcpconn/tcpconn/identity/kube"
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/accesslog"
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/aggregate"
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/cidrfilter"
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/conntable"
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/metadata"
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/metricemit"
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/profile"
+)
+
+// recordSource is what the receiver needs of the probe; tests substitute
+// a scripted source to drive the receiver without a kernel.
+type recordSource interface {
+	Read(*bpf.Record) error
+	Walk(func(*bpf.Record)) (int, error)
+	CanWalk() error
+	Stop() error
+	Close() error
+	Stats() (bpf.Stats, error)
+}
+
+type tcpconnReceiver struct {
+	set     receiver.Settings
+	cfg     *Config
+	open    func(bpf.Options) (recordSource, error)
+	host    component.Host
+	release func()
+	obs     *receiverhelper.ObsReport
+
+	metrics consumer.Metrics
+	logs    consumer.Logs
+
+	resolver identity.Resolver
+	kube     *kube.Resolver
+	src      recordSource
+
+	// The data path, owned by the reader goroutine (agg is shared with the
+	// flusher under its own lock).
+	pipeline
+	selfCounters
+
+	startOnce    sync.Once
+	startErr     error
+	shutdownOnce sync.Once
+	cancel       context.CancelFunc
+	readerDone   chan struct{}
+	wg           sync.WaitGroup
+}
+
+// pipeline is every stage a record passes; a nil stage is off.
+type pipeline struct {
+	filter    cidrfilter.Filter
+	track     *conntable.Table
+	agg       *aggregate.Aggregator
+	emitter   *metricemit.Emitter
+	batcher   *accesslog.Batcher
+	logFilter accesslog.Filter
+}
+
+func newReceiver(set receiver.Settings, cfg *Config, release func()) *tcpconnReceiver {
+	return &tcpconnReceiver{
+		set:      set,
+		cfg:      cfg,
+		open:     openProbe,
+		resolver: identity.AddressOnly{},
+		release:  release,
+	}
+}
+
+func openProbe(opts bpf.Options) (recordSource, error) {
+	p, err := bpf.Load(opts)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (r *tcpconnReceiver) setMetrics(next consumer.Metrics) { r.metrics = next }
+func (r *tcpconnReceiver) setLogs(next consumer.Logs)       { r.logs = next }
+
+// Start loads the probe and starts the reader, the metrics flusher and the
+// logs sender. It runs once however many pipelines share the receiver.
+func (r *tcpconnReceiver) Start(_ context.Context, host component.Host) error {
+	r.startOnce.Do(func() {
+		r.host = host
+		r.startErr = r.start()
+	})
+	return r.startErr
+}
+
+func (r *tcpconnReceiver) start() error {
+	obs, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
+		ReceiverID: r.set.ID, Transport: "ebpf", LongLivedCtx: true, ReceiverCreateSettings: r.set,
+	})
+	if err != nil {
+		return fmt.Errorf("tcpconn obsreport: %w", err)
+	}
+	r.obs = obs
+	src, err := r.open(r.cfg.probeOptions())
+	if err != nil {
+		return fmt.Errorf("start tcpconn probe: %w", err)
+	}
+	r.src = src
+	if p, ok := src.(*bpf.Probe); ok {
+		fields := []zap.Field{zap.String("attach_mode", string(p.Mode()))}
+		if reason := p.FallbackReason(); reason != nil {
+			fields = append(fields, zap.NamedError("tp_btf_error", reason))
+		}
+		r.set.Logger.Info("tcpconn probe attached", fields...)
+	}
+	if r.cfg.Kubernetes.Enabled {
+		r.startKubernetes()
+	}
+	r.wire(time.Now())
+
+	// Background work outlives Start's context: derive from Background.
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	r.readerDone = make(chan struct{})
+	r.wg.Add(1)
+	go r.readLoop()
+	if r.emitter != nil {
+		r.wg.Add(1)
+		go r.flushLoop(ctx)
+	}
+	if r.batcher != nil {
+		r.wg.Add(1)
+		go r.sendLoop(ctx)
+	}
+	return nil
+}
+
+// wire builds the data path for the signals that have a consumer.
+func (r *tcpconnReceiver) wire(started time.Time) {
+	rb := metadata.NewResourceBuilder(r.cfg.ResourceAttributes)
+	if host, err := os.Hostname(); err == nil {
+		rb.SetHostName(host)
+	}
+	if node := r.cfg.Kubernetes.NodeName; node != "" {
+		rb.SetK8sNodeName(node)
+	}
+	resource := rb.Emit()
+	r.filter = cidrfilter.New(r.cfg.Filter)
+	r.track = conntable.New(r.resolver, r.cfg.AdoptExisting, r.cfg.CountAdoptedBytes)
+	if r.logs != nil {
+		r.batcher = accesslog.NewBatcher(r.cfg.Logs, resource)
+		r.logFilter = accesslog.NewFilter(r.cfg.Logs)
+	}
+	if r.metrics != nil {
+		prof := profile.New(r.cfg.profileOptions())
+		r.agg = aggregate.New(prof.Specs(), r.cfg.limits())
+		mb := metadata.NewMetricsBuilder(r.cfg.MetricsBuilderConfig, r.set, metadata.WithStartTime(pcommon.NewTimestampFromTime(started)))
+		r.emitter = metricemit.New(mb, prof, metricemit.Options{
+			Delta: r.cfg.Temporality == TemporalityDelta, Started: started, Version: r.set.BuildInfo.Version, Resource: resource,
+		})
+	}
+}
+
+// startKubernetes starts the identity resolver. Without API access the
+// receiver keeps running with address-only identity and reports a
+// recoverable error through component status until the API answers.
+func (r *tcpconnReceiver) startKubernetes() {
+	client, err := kube.NewClient(r.cfg.Kubernetes)
+	if err != nil {
+		r.set.Logger.Warn("Kubernetes identity unavailable, reporting addresses only", zap.Error(err))
+		componentstatus.ReportStatus(r.host, componentstatus.NewRecoverableErrorEvent(err))
+		return
+	}
+	r.kube = kube.New(client, r.cfg.Kubernetes, kube.Options{OnHealth: r.kubeHealth})
+	r.resolver = r.kube
+	r.kube.Start()
+}
+
+func (r *tcpconnReceiver) kubeHealth(err error) {
+	if err != nil {
+		r.set.Logger.Warn("Kubernetes identity degraded: known identities are kept, new pods are unknown until the API server answers", zap.Error(err))
+		componentstatus.ReportStatus(r.host, componentstatus.NewRecoverableErrorEvent(err))
+		return
+	}
+	r.set.Logger.Info("Kubernetes identity synchronised")
+	componentstatus.ReportStatus(r.host, componentstatus.NewEvent(componentstatus.StatusOK))
+}
+
+// Shutdown detaches the probe, delivers every record it had produced, and
+// waits for all goroutines. It runs once however many pipelines share the
+// receiver.
+func (r *tcpconnReceiver) Shutdown(ctx context.Context) error {
+	var err error
+	r.shutdownOnce.Do(func() { err = r.shutdown(ctx) })
+	return err
+}
+
+func (r *tcpconnReceiver) shutdown(ctx context.Context) error {
+	if r.release != nil {
+		r.release()
+	}
+	if r.src == nil {
+		return nil
+	}
+	err := r.src.Stop()
+	done := make(chan struct{})
+	go func() {
+		r.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		r.cancel()
+		<-done
+	}
+	r.cancel()
+	if r.kube != nil {
+		r.kube.Stop()
+	}
+	return errors.Join(err, r.src.Close())
+}
