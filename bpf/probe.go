@@ -19,13 +19,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrNoData is returned by Read when no record arrived within the poll interval.
-var ErrNoData = errors.New("no record within the poll interval")
-
-// ErrStopped is returned by Read once Stop was called and every record
-// produced before it has been read.
-var ErrStopped = errors.New("probe stopped")
-
 // Probe is the loaded and attached eBPF program and its ring buffer reader.
 // Read is for one goroutine; Stop, Stats and Close may be called from any.
 type Probe struct {

@@ -15,10 +15,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrNotSupported is returned by Walk when the probe runs in a
-// mode without BPF iterators.
-var ErrNotSupported = errors.New("not supported")
-
 func (p *Probe) attachIterators() error {
 	report, err := link.AttachIter(link.IterOptions{Program: p.objs.report})
 	if err != nil {

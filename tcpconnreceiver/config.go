@@ -212,41 +212,14 @@ func (c *Config) probeOptions() bpf.Options {
 
 // profileOptions says which profile the receiver emits, and what of it.
 func (c *Config) profileOptions() profile.Options {
-	otel := c.Profile == ProfileOTel
 	return profile.Options{
 		Name: c.Profile, Workload: c.Views.Workload, Service: c.Views.Service,
-		Histograms: otel && c.Histograms,
-		PeerAddr:   otel && optedIn(&c.MetricsBuilderConfig, "peer.address"),
-		PeerPort:   otel && optedIn(&c.MetricsBuilderConfig, "peer.port"),
+		Histograms: c.Histograms, Metrics: &c.MetricsBuilderConfig,
 	}
 }
 
 func (c *Config) limits() aggregate.Limits {
 	return aggregate.Limits{Series: c.SeriesLimit, Expiry: c.SeriesExpiry}
-}
-
-// optedIn reports whether any otel workload metric enables the attribute.
-func optedIn(mc *metadata.MetricsBuilderConfig, attr string) bool {
-	m := &mc.Metrics
-	for _, enabled := range [][]string{
-		keys(m.TCPConnectionsOpened.EnabledAttributes), keys(m.TCPConnectionsClosed.EnabledAttributes),
-		keys(m.TCPConnectionsFailed.EnabledAttributes), keys(m.TCPConnectionsOpen.EnabledAttributes),
-		keys(m.TCPBytesSent.EnabledAttributes), keys(m.TCPBytesReceived.EnabledAttributes),
-		keys(m.TCPRetransmits.EnabledAttributes), keys(m.TCPPacketsLost.EnabledAttributes),
-	} {
-		if slices.Contains(enabled, attr) {
-			return true
-		}
-	}
-	return false
-}
-
-func keys[K ~string](in []K) []string {
-	out := make([]string, len(in))
-	for i, k := range in {
-		out[i] = string(k)
-	}
-	return out
 }
 
 // oneOf lists choices as "a, b or c".

@@ -86,3 +86,18 @@ func forEachMetric(md pmetric.Metrics, fn func(pmetric.Metric)) {
 		}
 	}
 }
+
+func forEachLog(batches []plog.Logs, fn func(plog.LogRecord)) {
+	for _, ld := range batches {
+		rls := ld.ResourceLogs()
+		for i := range rls.Len() {
+			sls := rls.At(i).ScopeLogs()
+			for j := range sls.Len() {
+				lrs := sls.At(j).LogRecords()
+				for k := range lrs.Len() {
+					fn(lrs.At(k))
+				}
+			}
+		}
+	}
+}

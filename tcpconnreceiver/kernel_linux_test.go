@@ -109,18 +109,3 @@ func TestStartFailsWithReason(t *testing.T) {
 	require.ErrorContains(t, err, `start tcpconn probe: unknown attach mode "fentry"`)
 	require.NoError(t, r.Shutdown(context.Background()))
 }
-
-func forEachLog(batches []plog.Logs, fn func(plog.LogRecord)) {
-	for _, ld := range batches {
-		rls := ld.ResourceLogs()
-		for i := range rls.Len() {
-			sls := rls.At(i).ScopeLogs()
-			for j := range sls.Len() {
-				lrs := sls.At(j).LogRecords()
-				for k := range lrs.Len() {
-					fn(lrs.At(k))
-				}
-			}
-		}
-	}
-}

@@ -87,14 +87,6 @@ func newReceiver(set receiver.Settings, cfg *Config, release func()) *tcpconnRec
 	}
 }
 
-func openProbe(opts bpf.Options) (recordSource, error) {
-	p, err := bpf.Load(opts)
-	if err != nil {
-		return nil, err
-	}
-	return p, nil
-}
-
 func (r *tcpconnReceiver) setMetrics(next consumer.Metrics) { r.metrics = next }
 func (r *tcpconnReceiver) setLogs(next consumer.Logs)       { r.logs = next }
 
@@ -121,13 +113,7 @@ func (r *tcpconnReceiver) start() error {
 		return fmt.Errorf("start tcpconn probe: %w", err)
 	}
 	r.src = src
-	if p, ok := src.(*bpf.Probe); ok {
-		fields := []zap.Field{zap.String("attach_mode", string(p.Mode()))}
-		if reason := p.FallbackReason(); reason != nil {
-			fields = append(fields, zap.NamedError("tp_btf_error", reason))
-		}
-		r.set.Logger.Info("tcpconn probe attached", fields...)
-	}
+	logAttached(r.set.Logger, src)
 	if r.cfg.Kubernetes.Enabled {
 		r.startKubernetes()
 	}

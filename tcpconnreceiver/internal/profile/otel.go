@@ -1,6 +1,8 @@
 package profile
 
 import (
+	"slices"
+
 	"go.opentelemetry.io/collector/pdata/pcommon"
 
 	"github.com/tcpconn/tcpconn/bpf"
@@ -41,8 +43,8 @@ func otel(opts Options) *Profile {
 	p := &Profile{LocalResource: otelResource, LocalKey: otelLocalKey}
 	if opts.Workload {
 		p.Views = append(p.Views, View{
-			ViewSpec: aggregate.ViewSpec{Kind: aggregate.ViewWorkload, Project: otelWorkloadKey,
-				Histograms: opts.Histograms, PeerAddr: opts.PeerAddr, PeerPort: opts.PeerPort},
+			ViewSpec: aggregate.ViewSpec{Kind: aggregate.ViewWorkload, Project: otelWorkloadKey, Histograms: opts.Histograms,
+				PeerAddr: optedIn(opts.Metrics, "peer.address"), PeerPort: optedIn(opts.Metrics, "peer.port")},
 			Record: otelWorkload, RecordOpen: otelOpen,
 			Histograms: []Histogram{
 				{Name: "tcp.connection.duration", Description: "otel profile: how long connections lived, observed at close.", Unit: "s",
@@ -158,4 +160,28 @@ func otelService(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, k *aggregate
 	mb.RecordTCPServiceConnectionsClosedDataPoint(ts, int64(v.Closed), dir, name, ns)
 	mb.RecordTCPServiceBytesSentDataPoint(ts, int64(v.Sent), dir, name, ns)
 	mb.RecordTCPServiceBytesReceivedDataPoint(ts, int64(v.Received), dir, name, ns)
+}
+
+// optedIn reports whether any otel workload metric enables the attribute.
+func optedIn(mc *metadata.MetricsBuilderConfig, attr string) bool {
+	if mc == nil {
+		return false
+	}
+	m := &mc.Metrics
+	return slices.Contains(keys(m.TCPConnectionsOpened.EnabledAttributes), attr) ||
+		slices.Contains(keys(m.TCPConnectionsClosed.EnabledAttributes), attr) ||
+		slices.Contains(keys(m.TCPConnectionsFailed.EnabledAttributes), attr) ||
+		slices.Contains(keys(m.TCPConnectionsOpen.EnabledAttributes), attr) ||
+		slices.Contains(keys(m.TCPBytesSent.EnabledAttributes), attr) ||
+		slices.Contains(keys(m.TCPBytesReceived.EnabledAttributes), attr) ||
+		slices.Contains(keys(m.TCPRetransmits.EnabledAttributes), attr) ||
+		slices.Contains(keys(m.TCPPacketsLost.EnabledAttributes), attr)
+}
+
+func keys[K ~string](in []K) []string {
+	out := make([]string, len(in))
+	for i, k := range in {
+		out[i] = string(k)
+	}
+	return out
 }

@@ -27,8 +27,9 @@ type Options struct {
 	Workload, Service bool
 	// Histograms adds the otel profile's duration and RTT histograms.
 	Histograms bool
-	// PeerAddr and PeerPort: the otel workload metrics' opt-in attributes.
-	PeerAddr, PeerPort bool
+	// Metrics are the metrics' switches: the otel workload metrics' opt-in
+	// attributes (peer.address, peer.port) widen the workload view's key.
+	Metrics *metadata.MetricsBuilderConfig
 }
 
 // Profile is what a profile decides for each of its views.
