@@ -18,10 +18,9 @@ CORE_VERSION_X  := v0.161.0
 
 all: build
 
-## generate: regenerate the bpf2go objects (needs clang-19) and the mdatagen code
+## generate: regenerate the bpf2go objects (needs clang-19) and the mdatagen code (their //go:generate lines)
 generate:
-	$(GO) generate ./bpf/
-	cd tcpconnreceiver && $(TOOLS) mdatagen metadata.yaml
+	$(GO) generate ./bpf/ ./tcpconnreceiver/
 
 ## vmlinux: refresh bpf/vmlinux.h from the running kernel's BTF (needs bpftool)
 vmlinux:

@@ -15,3 +15,5 @@
 // This package is the only one that knows all of them; the probe (bpf)
 // and the identity resolver (identity) know none of them.
 package tcpconnreceiver
+
+//go:generate go tool -modfile=../tools/go.mod mdatagen metadata.yaml

@@ -1,0 +1,96 @@
+package aggregate
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tcpconn/tcpconn/bpf"
+	"github.com/tcpconn/tcpconn/identity"
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/conntable"
+)
+
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// byPeer puts each peer workload in a series of its own.
+func byPeer(c *conntable.Conn, e bpf.ErrorType, k *Key) {
+	k.Direction, k.Error, k.Labels[0] = c.Direction, e, c.Peer.Workload
+}
+
+func record(kind bpf.Kind, peer string, at time.Time) (*bpf.Record, *conntable.Observation) {
+	rec := &bpf.Record{Kind: kind, Direction: bpf.DirectionOutbound, Time: at, Start: at.Add(-time.Second), SRTT: time.Millisecond}
+	return rec, &conntable.Observation{Local: &identity.Identity{}, Peer: &identity.Identity{Workload: peer}}
+}
+
+func series(a *Aggregator) map[string]*Series {
+	out := map[string]*Series{}
+	a.Collect(t0.Add(time.Hour), func(views []*View) {
+		views[0].Range(func(k *Key, s *Series) { out[k.Labels[0]] = s })
+	})
+	return out
+}
+
+func TestAddCountsEventsAndTraffic(t *testing.T) {
+	a := New([]ViewSpec{{Kind: ViewWorkload, Project: byPeer, Histograms: true}}, Limits{Series: 10})
+	rec, o := record(bpf.KindOpen, "db", t0)
+	o.BecameOpen = true
+	a.Add(rec, o)
+	rec, o = record(bpf.KindClose, "db", t0.Add(time.Second))
+	o.WasOpen, o.Delta = true, conntable.Counters{Sent: 100, Received: 20, Retransmits: 2, Lost: 1}
+	a.Add(rec, o)
+	rec, o = record(bpf.KindFailure, "db", t0)
+	rec.Errno = 111
+	a.Add(rec, o)
+
+	var ok, failed *Series
+	a.Collect(t0, func(views []*View) {
+		views[0].Range(func(k *Key, s *Series) {
+			if k.Error == bpf.ErrorRefused {
+				failed = s
+			} else {
+				ok = s
+			}
+		})
+	})
+	require.NotNil(t, ok)
+	require.NotNil(t, failed, "a failure is a series of its own, by error type")
+	assert.Equal(t, Values{Opened: 1, Closed: 1, Open: 0, Counters: conntable.Counters{Sent: 100, Received: 20, Retransmits: 2, Lost: 1}}, ok.V)
+	assert.Equal(t, uint64(1), failed.V.Failed)
+	assert.Equal(t, uint64(1), ok.Duration.Count)
+	assert.Equal(t, uint64(1), ok.RTT.Count)
+}
+
+func TestOverflowAndExpiry(t *testing.T) {
+	a := New([]ViewSpec{{Kind: ViewService, Project: byPeer}}, Limits{Series: 2, Expiry: time.Minute})
+	for i, peer := range []string{"a", "b", "c", "d"} {
+		rec, o := record(bpf.KindOpen, peer, t0.Add(time.Duration(i)*time.Second))
+		a.Add(rec, o)
+	}
+	got := series(a)
+	assert.Len(t, got, 0, "an hour later every series without an open connection expired")
+
+	a = New([]ViewSpec{{Kind: ViewService, Project: byPeer}}, Limits{Series: 2})
+	for _, peer := range []string{"a", "b", "c", "d"} {
+		rec, o := record(bpf.KindOpen, peer, t0)
+		o.BecameOpen = true
+		a.Add(rec, o)
+	}
+	got = series(a)
+	assert.Len(t, got, 3, "two series and the overflow series")
+	require.Contains(t, got, Overflow)
+	assert.Equal(t, uint64(2), got[Overflow].V.Opened)
+	a.Collect(t0, func(views []*View) { assert.Equal(t, int64(2), views[0].Overflowed()) })
+
+	// A lost close takes the connection off its series' open count.
+	a.Forget([]conntable.Conn{{Direction: bpf.DirectionOutbound, Local: &identity.Identity{}, Peer: &identity.Identity{Workload: "a"}}})
+	assert.Zero(t, series(a)["a"].V.Open)
+}
+
+func TestNoAllocationPerRecord(t *testing.T) {
+	a := New([]ViewSpec{{Kind: ViewWorkload, Project: byPeer, Histograms: true}, {Kind: ViewService, Project: byPeer}}, Limits{Series: 10})
+	rec, o := record(bpf.KindClose, "db", t0)
+	a.Add(rec, o)
+	assert.Zero(t, testing.AllocsPerRun(100, func() { a.Add(rec, o) }))
+}

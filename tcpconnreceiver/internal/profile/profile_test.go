@@ -1,0 +1,165 @@
+package profile
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/receiver/receivertest"
+
+	"github.com/tcpconn/tcpconn/bpf"
+	"github.com/tcpconn/tcpconn/identity"
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/aggregate"
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/conntable"
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/metadata"
+)
+
+// end is an identity whose every field names its end and field, so a
+// label shows where it came from.
+func end(name string) *identity.Identity {
+	return &identity.Identity{
+		Pod: name + ".pod", PodUID: name + ".uid", PodIP: name + ".ip", Namespace: name + ".ns", Workload: name + ".wl",
+		WorkloadKind: "Deployment", Principal: name + ".principal", App: name + ".app", Version: name + ".version",
+		CanonicalService: name + ".cs", CanonicalRevision: name + ".cr", Cluster: name + ".cluster",
+		Service: name + ".svc", ServiceName: name + ".svcname", ServiceNamespace: name + ".svcns",
+	}
+}
+
+// emit records one series per view of the profile for conn and returns
+// what the builder emits.
+func emit(t *testing.T, p *Profile, conn *conntable.Conn, e bpf.ErrorType) pmetric.Metrics {
+	t.Helper()
+	mb := metadata.NewMetricsBuilder(metadata.DefaultMetricsBuilderConfig(), receivertest.NewNopSettings(metadata.Type))
+	ts := pcommon.NewTimestampFromTime(time.Unix(100, 0))
+	v := aggregate.Values{Opened: 1, Closed: 1, Failed: 1, Counters: conntable.Counters{Sent: 10, Received: 20, Retransmits: 3, Lost: 4}}
+	for _, view := range p.Views {
+		var k aggregate.Key
+		view.Project(conn, e, &k)
+		view.Record(mb, ts, &k, &v)
+		if view.RecordOpen != nil {
+			view.RecordOpen(mb, ts, &k, 1)
+		}
+	}
+	return mb.Emit()
+}
+
+// points returns the attributes of every point of the named metric.
+func points(md pmetric.Metrics, name string) []map[string]any {
+	var out []map[string]any
+	rms := md.ResourceMetrics()
+	for i := range rms.Len() {
+		sms := rms.At(i).ScopeMetrics()
+		for j := range sms.Len() {
+			ms := sms.At(j).Metrics()
+			for k := range ms.Len() {
+				if m := ms.At(k); m.Name() == name && m.Type() == pmetric.MetricTypeSum {
+					for d := range m.Sum().DataPoints().Len() {
+						out = append(out, m.Sum().DataPoints().At(d).Attributes().AsRaw())
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+func meshBlock(prefix, end string) map[string]any {
+	return map[string]any{
+		prefix + "_workload": end + ".wl", prefix + "_canonical_service": end + ".cs", prefix + "_canonical_revision": end + ".cr",
+		prefix + "_workload_namespace": end + ".ns", prefix + "_principal": end + ".principal", prefix + "_app": end + ".app",
+		prefix + "_version": end + ".version", prefix + "_cluster": end + ".cluster",
+	}
+}
+
+func with(maps ...map[string]any) map[string]any {
+	out := map[string]any{}
+	for _, m := range maps {
+		for k, v := range m {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// Every label of every profile comes from the end and field it names, on
+// both reporters.
+func TestLabelsComeFromTheRightEnd(t *testing.T) {
+	client, server := end("client"), end("server")
+	outbound := &conntable.Conn{Direction: bpf.DirectionOutbound, Local: client, Peer: server}
+	inbound := &conntable.Conn{Direction: bpf.DirectionInbound, Local: server, Peer: client}
+	fixed := map[string]any{"request_protocol": "tcp", "response_flags": "-", "connection_security_policy": "unknown"}
+	for _, tc := range []struct {
+		conn     *conntable.Conn
+		reporter string
+	}{{outbound, "source"}, {inbound, "destination"}} {
+		istioWant := with(meshBlock("source", "client"), meshBlock("destination", "server"), fixed, map[string]any{
+			"reporter": tc.reporter, "destination_service": "server.svc", "destination_service_name": "server.svcname",
+			"destination_service_namespace": "server.svcns",
+		})
+		md := emit(t, New(Options{Name: Istio}), tc.conn, bpf.ErrorNone)
+		require.Len(t, points(md, "istio_tcp_connections_opened"), 1)
+		assert.Equal(t, istioWant, points(md, "istio_tcp_connections_opened")[0], tc.reporter)
+
+		kmeshWant := with(meshBlock("source", "client"), meshBlock("destination", "server"), fixed, map[string]any{
+			"reporter": tc.reporter, "destination_pod_address": "server.ip", "destination_pod_name": "server.pod",
+			"destination_pod_namespace": "server.ns",
+		})
+		md = emit(t, New(Options{Name: Kmesh, Workload: true, Service: true}), tc.conn, bpf.ErrorNone)
+		require.Len(t, points(md, "kmesh_tcp_workload_connections_opened"), 1)
+		assert.Equal(t, kmeshWant, points(md, "kmesh_tcp_workload_connections_opened")[0], tc.reporter)
+		assert.Equal(t, istioWant, points(md, "kmesh_tcp_connections_opened")[0], tc.reporter)
+
+		peer := tc.conn.Peer
+		md = emit(t, New(Options{Name: OTel, Workload: true, Service: true}), tc.conn, bpf.ErrorNone)
+		assert.Equal(t, []map[string]any{{
+			"direction": tc.conn.Direction.String(), "network.type": "ipv4",
+			"peer.workload": peer.Workload, "peer.workload.kind": "Deployment", "peer.namespace": peer.Namespace,
+		}}, points(md, "tcp.connections.opened"))
+		assert.Equal(t, []map[string]any{{
+			"direction": tc.conn.Direction.String(), "destination.service.name": "server.svcname", "destination.service.namespace": "server.svcns",
+		}}, points(md, "tcp.service.connections.opened"))
+	}
+}
+
+// Istio's bytes are swapped on reporter=source, like ztunnel's.
+func TestMeshBytesFollowZtunnel(t *testing.T) {
+	value := func(md pmetric.Metrics, name string) int64 {
+		m := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
+		for i := range m.Len() {
+			if m.At(i).Name() == name {
+				return m.At(i).Sum().DataPoints().At(0).IntValue()
+			}
+		}
+		t.Fatalf("%s not emitted", name)
+		return 0
+	}
+	client, server := end("client"), end("server")
+	// The local end sent 10 and received 20.
+	out := emit(t, New(Options{Name: Istio}), &conntable.Conn{Direction: bpf.DirectionOutbound, Local: client, Peer: server}, bpf.ErrorNone)
+	assert.Equal(t, int64(20), value(out, "istio_tcp_sent_bytes"), "reporter=source: what the server sent")
+	assert.Equal(t, int64(10), value(out, "istio_tcp_received_bytes"))
+	in := emit(t, New(Options{Name: Istio}), &conntable.Conn{Direction: bpf.DirectionInbound, Local: server, Peer: client}, bpf.ErrorNone)
+	assert.Equal(t, int64(10), value(in, "istio_tcp_sent_bytes"), "reporter=destination: what the server (local) sent")
+	assert.Equal(t, int64(20), value(in, "istio_tcp_received_bytes"))
+}
+
+func TestFailureSeries(t *testing.T) {
+	conn := &conntable.Conn{Direction: bpf.DirectionOutbound, Local: end("client"), Peer: end("server")}
+	md := emit(t, New(Options{Name: Istio}), conn, bpf.ErrorRefused)
+	p := points(md, "istio_tcp_connections_failed")
+	require.Len(t, p, 1)
+	assert.Equal(t, "UF", p[0]["response_flags"])
+	assert.Empty(t, points(md, "istio_tcp_connections_opened"), "a failure series records only failures")
+	md = emit(t, New(Options{Name: OTel, Workload: true}), conn, bpf.ErrorTimedOut)
+	assert.Equal(t, "timed_out", points(md, "tcp.connections.failed")[0]["error.type"])
+	assert.Empty(t, points(md, "tcp.connections.open"))
+	for _, e := range bpf.ErrorTypes {
+		assert.NotZero(t, ErrorType(e), "error type %v has no error.type value", e)
+	}
+	for _, v := range []aggregate.ViewKind{aggregate.ViewWorkload, aggregate.ViewService} {
+		assert.NotZero(t, ViewAttribute(v))
+	}
+}
