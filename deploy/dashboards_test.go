@@ -21,7 +21,7 @@ var histograms = []string{"tcp.connection.duration", "tcp.rtt"}
 // to the profile that emits it ("" for every profile).
 func emitted(t *testing.T) map[string]string {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join("..", "receiver", "metadata.yaml"))
+	raw, err := os.ReadFile(filepath.Join("..", "tcpconnreceiver", "metadata.yaml"))
 	require.NoError(t, err)
 	var md struct {
 		Metrics map[string]any `json:"metrics"`
