@@ -164,7 +164,10 @@ func labelNames(t *testing.T, exposition, name string) []string {
 	return nil
 }
 
-type promServer struct{ base string }
+type promServer struct {
+	base string
+	port int
+}
 
 type promSample struct {
 	labels map[string]string
@@ -175,18 +178,30 @@ type promSample struct {
 // collector's exporter every second.
 func startPrometheus(t *testing.T, bin, dir string, target int) *promServer {
 	t.Helper()
-	cfg := filepath.Join(dir, "prometheus.yml")
-	require.NoError(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-scrape_configs:
+	return runPrometheus(t, bin, dir, fmt.Sprintf(`scrape_configs:
   - job_name: otelcol-tcpconn
     static_configs:
       - targets: ["127.0.0.1:%d"]
-`, target)), 0o644))
+`, target))
+}
+
+// startRemoteWritePrometheus runs a Prometheus server that scrapes nothing
+// and takes samples by remote write (/api/v1/write).
+func startRemoteWritePrometheus(t *testing.T, bin, dir string) *promServer {
+	t.Helper()
+	return runPrometheus(t, bin, dir, "", "--web.enable-remote-write-receiver")
+}
+
+// runPrometheus runs a Prometheus server on loopback with the given
+// scrape configuration (YAML) and flags, and waits until it is ready.
+func runPrometheus(t *testing.T, bin, dir, scrapeConfigs string, flags ...string) *promServer {
+	t.Helper()
+	cfg := filepath.Join(dir, "prometheus.yml")
+	require.NoError(t, os.WriteFile(cfg, []byte("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"+scrapeConfigs), 0o644))
 	port := freePort(t)
-	cmd := exec.Command(bin, "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "tsdb"),
-		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port), "--log.level=warn")
+	args := append([]string{"--config.file=" + cfg, "--storage.tsdb.path=" + filepath.Join(dir, "tsdb"),
+		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port), "--log.level=warn"}, flags...)
+	cmd := exec.Command(bin, args...)
 	out := new(syncBuffer)
 	cmd.Stdout, cmd.Stderr = out, out
 	require.NoError(t, cmd.Start())
@@ -197,7 +212,7 @@ scrape_configs:
 			t.Logf("prometheus output:\n%s", out.String())
 		}
 	})
-	p := &promServer{base: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	p := &promServer{base: fmt.Sprintf("http://127.0.0.1:%d", port), port: port}
 	require.Eventually(t, func() bool {
 		resp, err := http.Get(p.base + "/-/ready")
 		if err != nil {
@@ -209,10 +224,20 @@ scrape_configs:
 	return p
 }
 
-// query runs an instant PromQL query.
+// query runs an instant PromQL query now.
 func (p *promServer) query(t *testing.T, q string) []promSample {
 	t.Helper()
-	resp, err := http.Get(p.base + "/api/v1/query?query=" + url.QueryEscape(q))
+	return p.queryAt(t, q, time.Time{})
+}
+
+// queryAt runs an instant PromQL query at a given time (zero: now).
+func (p *promServer) queryAt(t *testing.T, q string, at time.Time) []promSample {
+	t.Helper()
+	u := p.base + "/api/v1/query?query=" + url.QueryEscape(q)
+	if !at.IsZero() {
+		u += fmt.Sprintf("&time=%.3f", float64(at.UnixMilli())/1000)
+	}
+	resp, err := http.Get(u)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	var body struct {
