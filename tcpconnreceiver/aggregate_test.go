@@ -35,7 +35,8 @@ func newAggHarness(cfg *Config, res identity.Resolver) *aggHarness {
 	mb := metadata.NewMetricsBuilder(cfg.MetricsBuilderConfig, receivertest.NewNopSettings(metadata.Type), metadata.WithStartTime(pcommon.NewTimestampFromTime(t0)))
 	return &aggHarness{
 		cfg: cfg, track: conntable.New(res, true, false), agg: aggregate.New(prof.Specs(), cfg.limits()),
-		em: metricemit.New(mb, prof, metricemit.Options{Delta: cfg.Temporality == TemporalityDelta, Started: t0, Resource: base}),
+		em: metricemit.New(mb, prof, metricemit.Options{Delta: cfg.Temporality == TemporalityDelta, Started: t0, Resource: base,
+			Chunk: emitChunk(&cfg.MetricsBuilderConfig)}),
 	}
 }
 

@@ -158,6 +158,7 @@ func (r *tcpconnReceiver) wire(started time.Time) {
 		mb := metadata.NewMetricsBuilder(r.cfg.MetricsBuilderConfig, r.set, metadata.WithStartTime(pcommon.NewTimestampFromTime(started)))
 		r.emitter = metricemit.New(mb, prof, metricemit.Options{
 			Delta: r.cfg.Temporality == TemporalityDelta, Started: started, Version: r.set.BuildInfo.Version, Resource: resource,
+			Chunk: emitChunk(&r.cfg.MetricsBuilderConfig),
 		})
 	}
 }
@@ -220,4 +221,14 @@ func (r *tcpconnReceiver) shutdown(ctx context.Context) error {
 		r.kube.Stop()
 	}
 	return errors.Join(err, r.src.Close())
+}
+
+// emitChunk is how many series share one ResourceMetrics in a flush (see
+// metricemit.Options.Chunk): none when the configuration narrowed a
+// metric's attributes, so series that become one data point stay together.
+func emitChunk(mc *metadata.MetricsBuilderConfig) int {
+	if profile.Narrowed(mc) {
+		return 0
+	}
+	return 64
 }

@@ -137,3 +137,14 @@ func (a *Aggregator) Collect(now time.Time, fn func(views []*View)) {
 	}
 	fn(a.views)
 }
+
+// Series returns how many series each view holds, in view order.
+func (a *Aggregator) Series() []int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]int, len(a.views))
+	for i, v := range a.views {
+		out[i] = len(v.series)
+	}
+	return out
+}

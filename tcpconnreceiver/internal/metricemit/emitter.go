@@ -28,6 +28,8 @@ type Emitter struct {
 	version string
 	// base is the receiver's own Resource.
 	base pcommon.Resource
+	// chunk: see Options.Chunk.
+	chunk int
 }
 
 // Options configure an Emitter.
@@ -39,11 +41,18 @@ type Options struct {
 	Version string
 	// Resource is the receiver's own Resource (host, node).
 	Resource pcommon.Resource
+	// Chunk, when positive, starts a new ResourceMetrics (with the same
+	// Resource) every Chunk series on the shared Resource. The generated
+	// builder looks for an equal data point among those recorded so far
+	// before adding one, so a flush of n series costs n²: 1.4 s of CPU for
+	// 4,100 istio series (BenchmarkScaleFlush). Only safe when every series
+	// is a data point of its own (profile.Narrowed is false).
+	Chunk int
 }
 
 // New returns an emitter of prof's series.
 func New(mb *metadata.MetricsBuilder, prof *profile.Profile, opts Options) *Emitter {
-	return &Emitter{mb: mb, prof: prof, delta: opts.Delta, started: opts.Started, version: opts.Version, base: opts.Resource}
+	return &Emitter{mb: mb, prof: prof, delta: opts.Delta, started: opts.Started, version: opts.Version, base: opts.Resource, chunk: opts.Chunk}
 }
 
 // SelfMetrics records the receiver's own counters at ts.
@@ -73,7 +82,7 @@ func (e *Emitter) Emit(agg *aggregate.Aggregator, now time.Time, self SelfMetric
 	})
 	self(e.mb, ts)
 	selfMD := e.mb.Emit(metadata.WithResource(e.resource()))
-	if e.prof.LocalResource == nil && md.ResourceMetrics().Len() == 1 {
+	if e.prof.LocalResource == nil && md.ResourceMetrics().Len() > 0 {
 		// The series went on the receiver's Resource: the self-metrics
 		// join them there.
 		dst := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
@@ -111,11 +120,15 @@ func (e *Emitter) advance(s *aggregate.Series, now time.Time) aggregate.Values {
 
 // emitShared records every series on the receiver's Resource.
 func (e *Emitter) emitShared(views []*aggregate.View, ts pcommon.Timestamp, now time.Time) {
+	n := 0
 	for i, v := range views {
 		pv := &e.prof.Views[i]
 		v.Range(func(k *aggregate.Key, s *aggregate.Series) {
 			d := e.advance(s, now)
 			pv.Record(e.mb, ts, k, &d)
+			if n++; e.chunk > 0 && n%e.chunk == 0 {
+				e.mb.EmitForResource(metadata.WithResource(e.resource()))
+			}
 		})
 	}
 }

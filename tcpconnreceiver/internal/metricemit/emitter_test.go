@@ -1,6 +1,7 @@
 package metricemit
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -107,4 +108,41 @@ func TestResources(t *testing.T) {
 	}
 	assert.Equal(t, 2, pods, "series and histograms of the local pod")
 	assert.Len(t, metrics(md)["tcp.connection.duration"], 1)
+}
+
+// Chunks split a shared Resource's series over several ResourceMetrics
+// with that Resource, and change no value.
+func TestChunks(t *testing.T) {
+	flush := func(chunk int) pmetric.Metrics {
+		prof := profile.New(profile.Options{Name: profile.Istio})
+		agg := aggregate.New(prof.Specs(), aggregate.Limits{Series: 100})
+		base := pcommon.NewResource()
+		base.Attributes().PutStr("host.name", "node-a")
+		mb := metadata.NewMetricsBuilder(metadata.DefaultMetricsBuilderConfig(), receivertest.NewNopSettings(metadata.Type))
+		em := New(mb, prof, Options{Started: t0, Resource: base, Chunk: chunk})
+		for i := range 5 {
+			rec := &bpf.Record{Kind: bpf.KindClose, Direction: bpf.DirectionOutbound, Time: t0}
+			peer := &identity.Identity{Workload: fmt.Sprintf("db-%d", i)}
+			agg.Add(rec, &conntable.Observation{Local: &identity.Identity{}, Peer: peer, Delta: conntable.Counters{Sent: uint64(i + 1)}})
+		}
+		return em.Emit(agg, t0.Add(time.Second), self)
+	}
+	whole, chunked := flush(0), flush(2)
+	assert.Equal(t, 1, whole.ResourceMetrics().Len())
+	assert.Equal(t, 3, chunked.ResourceMetrics().Len(), "5 series in chunks of 2")
+	for i := range chunked.ResourceMetrics().Len() {
+		assert.Equal(t, whole.ResourceMetrics().At(0).Resource().Attributes().AsRaw(), chunked.ResourceMetrics().At(i).Resource().Attributes().AsRaw())
+	}
+	assert.Equal(t, whole.DataPointCount(), chunked.DataPointCount())
+	sum := func(md pmetric.Metrics) (total int64) {
+		for _, m := range metrics(md)["istio_tcp_received_bytes"] {
+			for i := range m.Sum().DataPoints().Len() {
+				total += m.Sum().DataPoints().At(i).IntValue()
+			}
+		}
+		return total
+	}
+	assert.Equal(t, int64(15), sum(chunked))
+	assert.Equal(t, sum(whole), sum(chunked))
+	assert.Len(t, metrics(chunked)["tcpconn.probe.records"], 1, "the self-metrics join the first")
 }

@@ -1,6 +1,8 @@
 package profile
 
 import (
+	"reflect"
+
 	"go.opentelemetry.io/collector/pdata/pcommon"
 
 	"github.com/tcpconn/tcpconn/bpf"
@@ -118,4 +120,23 @@ func ErrorType(e bpf.ErrorType) metadata.AttributeErrorType {
 // ViewAttribute is the view attribute of the self-metrics.
 func ViewAttribute(v aggregate.ViewKind) metadata.AttributeView {
 	return metadata.MapAttributeView[v.String()]
+}
+
+// Narrowed reports whether the configuration turned off an attribute that
+// some metric has by default. Then two series can share a data point (the
+// metrics builder sums them), which the emitter must keep together; by
+// default every series is a data point of its own.
+func Narrowed(mc *metadata.MetricsBuilderConfig) bool {
+	if mc == nil {
+		return false
+	}
+	def := metadata.DefaultMetricsBuilderConfig()
+	got, want := reflect.ValueOf(mc.Metrics), reflect.ValueOf(def.Metrics)
+	for i := range got.NumField() {
+		attrs := got.Field(i).FieldByName("EnabledAttributes")
+		if attrs.IsValid() && attrs.Len() < want.Field(i).FieldByName("EnabledAttributes").Len() {
+			return true
+		}
+	}
+	return false
 }

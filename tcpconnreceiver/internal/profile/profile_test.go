@@ -163,3 +163,12 @@ func TestFailureSeries(t *testing.T) {
 		assert.NotZero(t, ViewAttribute(v))
 	}
 }
+
+func TestNarrowed(t *testing.T) {
+	mc := metadata.DefaultMetricsBuilderConfig()
+	assert.False(t, Narrowed(&mc), "defaults")
+	mc.Metrics.TCPBytesSent.EnabledAttributes = append(mc.Metrics.TCPBytesSent.EnabledAttributes, metadata.TCPBytesSentMetricAttributeKeyPeerAddress)
+	assert.False(t, Narrowed(&mc), "an opt-in attribute added")
+	mc.Metrics.IstioTCPSentBytes.EnabledAttributes = mc.Metrics.IstioTCPSentBytes.EnabledAttributes[1:]
+	assert.True(t, Narrowed(&mc), "an attribute removed")
+}
