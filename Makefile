@@ -14,7 +14,7 @@ export KUBE_BIN_DIR
 CORE_VERSION    := v1.67.0
 CORE_VERSION_X  := v0.161.0
 
-.PHONY: all generate vmlinux build image kube-bin run test test-unit bench bench-kube bench-walk bench-prog bench-memory overhead lint check-generated check-versions clean
+.PHONY: all generate vmlinux build image kube-bin run test test-unit bench bench-kube bench-walk bench-prog bench-memory bench-scale overhead lint check-generated check-versions clean
 
 all: build
 
@@ -100,6 +100,13 @@ bench-walk:
 ## image: the OCI image (dist/otelcol-tcpconn-image.tar) without a container engine
 image: build
 	cd tools && $(GO) run ./imagebuild -binary ../$(BIN) -config ../config/otelcol-tcpconn.yaml -out ../dist/otelcol-tcpconn-image.tar
+
+## bench-scale: the capacity model's inputs (docs/scale.md): one node's flush, bytes per access-log record, one gateway under load (as root: needs bin/ and prometheus)
+bench-scale: build
+	$(GO) test -run '^$$' -bench ScaleFlush -benchtime 10x ./tcpconnreceiver/
+	$(GO) test -run '^$$' -bench BatchBytes -benchtime 20x ./tcpconnreceiver/internal/accesslog/
+	$(GO) test -run '^$$' -bench Gateway -benchtime 1x -v ./bench/
+	cd tools && $(GO) run ./scalemodel -svg ../docs/scale-model.svg
 
 ## bench-memory: collector RSS idle and with 10k and 100k open connections (as root)
 bench-memory: build

@@ -92,10 +92,28 @@ func BenchmarkScaleFlush(b *testing.B) {
 				_, _ = zw.Write(raw)
 				_ = zw.Close()
 				b.ReportMetric(float64(series), "series")
+				b.ReportMetric(float64(promSeries(md)), "prom-series")
 				b.ReportMetric(float64(md.DataPointCount()), "points/flush")
 				b.ReportMetric(float64(len(raw)), "otlp-B/flush")
 				b.ReportMetric(float64(z.Len()), "gzip-B/flush")
 			})
 		}
 	}
+}
+
+// promSeries is how many series a Prometheus store holds for md: one per
+// Sum point, and a histogram point's buckets, sum and count.
+func promSeries(md pmetric.Metrics) int {
+	n := 0
+	forEachMetric(md, func(m pmetric.Metric) {
+		switch m.Type() {
+		case pmetric.MetricTypeSum:
+			n += m.Sum().DataPoints().Len()
+		case pmetric.MetricTypeHistogram:
+			for i := range m.Histogram().DataPoints().Len() {
+				n += m.Histogram().DataPoints().At(i).BucketCounts().Len() + 2
+			}
+		}
+	})
+	return n
 }

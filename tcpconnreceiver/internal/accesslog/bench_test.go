@@ -1,7 +1,10 @@
 package accesslog
 
 import (
+	"bytes"
+	"compress/gzip"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/collector/pdata/plog"
 
@@ -35,4 +38,43 @@ func BenchmarkLogRecord(b *testing.B) {
 		conv.Fill(lrs.AppendEmpty(), &recs[n], &obs[n], t0)
 		i++
 	}
+}
+
+// BenchmarkBatchBytes is what the capacity model (docs/scale.md) needs of
+// access logs: OTLP bytes per record in a batch of 1000, raw and gzip.
+func BenchmarkBatchBytes(b *testing.B) {
+	track := conntable.New(fixedResolver(), true, false)
+	recs := fixedRecords()
+	obs := make([]conntable.Observation, len(recs))
+	for i := range recs {
+		obs[i], _ = track.Observe(&recs[i])
+	}
+	var conv Converter
+	ld := plog.NewLogs()
+	lrs := ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
+	for i := range 1000 {
+		n := i % len(recs)
+		rec := recs[n]
+		// Distinct connections, as in a real batch: ids, ports, counters
+		// and times differ (identities repeat: pods talk again and again).
+		rec.ConnID += uint64(i) * 7919
+		rec.LocalPort, rec.PeerPort = uint16(32768+i*13%28000), uint16(8000+i%7)
+		rec.BytesSent, rec.BytesReceived = uint64(i*104729%9000001), uint64(i*130363%700001)
+		rec.Time = rec.Time.Add(time.Duration(i) * 1733 * time.Microsecond)
+		rec.SRTT, rec.PID = time.Duration(50+i%900)*time.Microsecond, uint32(1000+i%50)
+		conv.Fill(lrs.AppendEmpty(), &rec, &obs[n], t0)
+	}
+	var raw []byte
+	for b.Loop() {
+		var err error
+		if raw, err = (&plog.ProtoMarshaler{}).MarshalLogs(ld); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	_, _ = zw.Write(raw)
+	_ = zw.Close()
+	b.ReportMetric(float64(len(raw))/1000, "otlp-B/record")
+	b.ReportMetric(float64(z.Len())/1000, "gzip-B/record")
 }
