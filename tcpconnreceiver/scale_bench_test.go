@@ -12,6 +12,7 @@ import (
 
 	"github.com/tcpconn/tcpconn/bpf"
 	"github.com/tcpconn/tcpconn/identity"
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/profile"
 )
 
 // scaleNode is a node of the capacity model (docs/scale.md): 100 pods,
@@ -65,17 +66,18 @@ func scaleNode(peers int) (staticResolver, []bpf.Record) {
 // per profile (both views), data points, and OTLP bytes per flush, raw and
 // gzip (what the agent's exporter sends every flush_interval).
 func BenchmarkScaleFlush(b *testing.B) {
-	for _, profile := range []string{ProfileOTel, ProfileIstio, ProfileKmesh} {
+	for _, name := range []string{ProfileOTel, ProfileIstio, ProfileKmesh} {
 		for _, peers := range []int{5, 20} {
-			b.Run(fmt.Sprintf("%s/peers=%d", profile, peers), func(b *testing.B) {
+			b.Run(fmt.Sprintf("%s/peers=%d", name, peers), func(b *testing.B) {
 				cfg := createDefaultConfig()
-				cfg.Profile, cfg.SeriesLimit = profile, 1<<20
+				cfg.Profile, cfg.SeriesLimit = name, 1<<20
 				res, recs := scaleNode(peers)
 				h := newAggHarness(cfg, res)
 				h.add(recs...)
+				perView := h.agg.Series()
 				series := 0
-				for _, spec := range h.agg.Series() {
-					series += spec
+				for _, n := range perView {
+					series += n
 				}
 				var md pmetric.Metrics
 				at := t0.Add(time.Minute)
@@ -92,6 +94,9 @@ func BenchmarkScaleFlush(b *testing.B) {
 				_, _ = zw.Write(raw)
 				_ = zw.Close()
 				b.ReportMetric(float64(series), "series")
+				for i, n := range perView {
+					b.ReportMetric(float64(n), "series-"+profile.New(cfg.profileOptions()).Views[i].Kind.String())
+				}
 				b.ReportMetric(float64(promSeries(md)), "prom-series")
 				b.ReportMetric(float64(md.DataPointCount()), "points/flush")
 				b.ReportMetric(float64(len(raw)), "otlp-B/flush")
