@@ -8,6 +8,7 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/plog"
 
+	"github.com/tcpconn/tcpconn/bpf"
 	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/conntable"
 )
 
@@ -15,12 +16,7 @@ import (
 // record with its body line and typed attributes, identities of both ends
 // resolved. pdata allocates per attribute; this shows how much.
 func BenchmarkLogRecord(b *testing.B) {
-	track := conntable.New(fixedResolver(), true, false)
-	recs := fixedRecords()
-	obs := make([]conntable.Observation, len(recs))
-	for i := range recs {
-		obs[i], _ = track.Observe(&recs[i])
-	}
+	recs, obs := observed()
 	var conv Converter
 	newBatch := func() plog.LogRecordSlice {
 		lrs := plog.NewLogs().ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
@@ -43,12 +39,7 @@ func BenchmarkLogRecord(b *testing.B) {
 // BenchmarkBatchBytes is what the capacity model (docs/scale.md) needs of
 // access logs: OTLP bytes per record in a batch of 1000, raw and gzip.
 func BenchmarkBatchBytes(b *testing.B) {
-	track := conntable.New(fixedResolver(), true, false)
-	recs := fixedRecords()
-	obs := make([]conntable.Observation, len(recs))
-	for i := range recs {
-		obs[i], _ = track.Observe(&recs[i])
-	}
+	recs, obs := observed()
 	var conv Converter
 	ld := plog.NewLogs()
 	lrs := ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
@@ -77,4 +68,16 @@ func BenchmarkBatchBytes(b *testing.B) {
 	_ = zw.Close()
 	b.ReportMetric(float64(len(raw))/1000, "otlp-B/record")
 	b.ReportMetric(float64(z.Len())/1000, "gzip-B/record")
+}
+
+// observed is the fixture's records with what the connection table made of
+// them, identities of both ends resolved.
+func observed() ([]bpf.Record, []conntable.Observation) {
+	track := conntable.New(fixedResolver(), true, false)
+	recs := fixedRecords()
+	obs := make([]conntable.Observation, len(recs))
+	for i := range recs {
+		obs[i], _ = track.Observe(&recs[i])
+	}
+	return recs, obs
 }
