@@ -64,6 +64,8 @@ const (
 	FlagAdopted = Flags(tcpconnTcpconnFlagTCPCONN_F_ADOPTED)
 	// FlagFinReceived marks a connection whose peer sent a FIN.
 	FlagFinReceived = Flags(tcpconnTcpconnFlagTCPCONN_F_FIN_RCVD)
+	// FlagFinAcked marks a connection whose own FIN the peer acknowledged.
+	FlagFinAcked = Flags(tcpconnTcpconnFlagTCPCONN_F_FIN_ACKED)
 )
 
 // Record is one decoded probe event. It holds no pointers into the ring
@@ -88,8 +90,13 @@ type Record struct {
 	LocalPort uint16
 	PeerPort  uint16
 
-	// Exact payload bytes: retransmissions and SYN/FIN sequence numbers are
-	// already taken out by the probe.
+	// Exact payload bytes. BytesSent is the payload the peer acknowledged
+	// (tcp_sock.bytes_acked less the SYN and FIN sequence numbers it
+	// counts), BytesReceived the in-order payload delivered
+	// (tcp_sock.bytes_received less the peer's FIN). A record whose
+	// direction is unknown (close and update records, which get it from
+	// the connection's open record) may still count the SYN of an outbound
+	// connection: SetDirection takes it out.
 	BytesSent     uint64
 	BytesReceived uint64
 	BytesRetrans  uint64
@@ -107,6 +114,26 @@ type Record struct {
 	Comm  [16]byte
 	// Errno is the socket error at the event (ECONNREFUSED, ETIMEDOUT, ...).
 	Errno int32
+
+	// synInSent: BytesSent may still count the local SYN (the direction
+	// was unknown when it was decoded).
+	synInSent bool
+}
+
+// SetDirection gives a record of unknown direction the one its connection's
+// open record carried. The acknowledged sequence space of a socket that
+// connected counts its SYN, which the probe can only take out where it
+// knows the direction: this takes it out of BytesSent. A record whose
+// direction is known already is left as it is.
+func (r *Record) SetDirection(d Direction) {
+	if r.Direction != DirectionUnknown {
+		return
+	}
+	r.Direction = d
+	if d == DirectionOutbound && r.synInSent && r.BytesSent > 0 {
+		r.BytesSent--
+	}
+	r.synInSent = false
 }
 
 // Duration is how long the connection has lived at this record, or 0 when
@@ -182,6 +209,15 @@ func (d *decoder) decode(raw []byte, rec *Record) bool {
 	rec.PeerPort = ev.Dport
 
 	rec.BytesSent = ev.BytesSent
+	// An outbound socket's bytes_acked counts its SYN once the SYN-ACK
+	// came (a listener's child never counts its SYN-ACK).
+	rec.synInSent = false
+	switch {
+	case rec.Direction == DirectionOutbound && rec.BytesSent > 0:
+		rec.BytesSent--
+	case rec.Direction == DirectionUnknown:
+		rec.synInSent = true
+	}
 	rec.BytesReceived = ev.BytesReceived
 	rec.BytesRetrans = ev.BytesRetrans
 	rec.Retransmits = ev.TotalRetrans

@@ -189,17 +189,32 @@ static __always_inline void fill(bool btf, struct tcpconn_event *e, struct sock 
 	e->dport = bpf_ntohs(RD(btf, sk, __sk_common.skc_dport));
 	e->conn_id = conn_id(btf, sk, e);
 
-	__u64 sent = RD(btf, tp, bytes_sent);
-	__u64 retrans = RD(btf, tp, bytes_retrans);
+	/* Payload sent is the sequence space the peer acknowledged
+	 * (bytes_acked, which a segment dropped on the local egress and sent
+	 * again does not inflate, unlike bytes_sent), less our FIN once it is
+	 * acknowledged: it was queued in these states, and takes the last
+	 * sequence number (write_seq counts it). An outbound socket's
+	 * bytes_acked also counts its SYN, which the probe cannot tell from
+	 * a close record: user space takes it out by the connection's
+	 * direction (Record.SetDirection). A listener's child never counts
+	 * its SYN-ACK. */
+	__u64 acked = RD(btf, tp, bytes_acked);
+	int st = newstate == TCP_CLOSE ? oldstate : newstate;
+	if ((st == TCP_FIN_WAIT1 || st == TCP_FIN_WAIT2 || st == TCP_CLOSING || st == TCP_LAST_ACK) &&
+	    acked > 0 && RD(btf, tp, snd_una) == RD(btf, tp, write_seq)) {
+		acked--;
+		e->flags |= TCPCONN_F_FIN_ACKED;
+	}
+	/* bytes_received is the in-order sequence space delivered, and counts
+	 * the peer's FIN too (never its SYN). */
 	__u64 received = RD(btf, tp, bytes_received);
-	/* bytes_received counts the FIN's sequence number too. */
 	if (received > 0 && fin_received(btf, sk)) {
 		received--;
 		e->flags |= TCPCONN_F_FIN_RCVD;
 	}
-	e->bytes_sent = sent - retrans;
+	e->bytes_sent = acked;
 	e->bytes_received = received;
-	e->bytes_retrans = retrans;
+	e->bytes_retrans = RD(btf, tp, bytes_retrans);
 	e->total_retrans = RD(btf, tp, total_retrans);
 	e->lost = RD(btf, tp, lost);
 	e->segs_in = RD(btf, tp, segs_in);

@@ -34,6 +34,7 @@ enum tcpconn_direction {
 enum tcpconn_flag {
 	TCPCONN_F_ADOPTED = 1,  /* first seen after its handshake: start time unknown */
 	TCPCONN_F_FIN_RCVD = 2, /* the peer's FIN arrived (and was taken off bytes_received) */
+	TCPCONN_F_FIN_ACKED = 4, /* our FIN was acknowledged (and was taken off bytes_sent) */
 };
 
 /* Address families of the record (the kernel's AF_*, which vmlinux.h
@@ -64,7 +65,8 @@ struct tcpconn_event {
 	__u64 ts_ns;          /* CLOCK_BOOTTIME of the event */
 	__u64 start_ns;       /* CLOCK_BOOTTIME of SYN_SENT / SYN_RECV; 0 if unknown */
 	__u64 conn_id;        /* unique per connection, joins its open/update/close */
-	__u64 bytes_sent;     /* payload sent, retransmissions not counted twice */
+	__u64 bytes_sent;     /* sequence space the peer acknowledged, less our FIN: the
+			       * payload, plus the SYN of an outbound socket */
 	__u64 bytes_received; /* payload received, the peer's FIN not counted */
 	__u64 bytes_retrans;  /* payload bytes retransmitted */
 	__u64 total_retrans;  /* segments retransmitted */

@@ -82,8 +82,9 @@ const (
 type tcpconnTcpconnFlag uint32
 
 const (
-	tcpconnTcpconnFlagTCPCONN_F_ADOPTED  tcpconnTcpconnFlag = 1
-	tcpconnTcpconnFlagTCPCONN_F_FIN_RCVD tcpconnTcpconnFlag = 2
+	tcpconnTcpconnFlagTCPCONN_F_ADOPTED   tcpconnTcpconnFlag = 1
+	tcpconnTcpconnFlagTCPCONN_F_FIN_RCVD  tcpconnTcpconnFlag = 2
+	tcpconnTcpconnFlagTCPCONN_F_FIN_ACKED tcpconnTcpconnFlag = 4
 )
 
 type tcpconnTcpconnGeometry uint32

@@ -105,15 +105,18 @@ func TestWalkReportsEveryEstablishedConnection(t *testing.T) {
 	assert.Equal(t, KindUpdate, out.Kind)
 	assert.Equal(t, open.ConnID, out.ConnID, "the walk names the connection as its open record did")
 	assert.Equal(t, StateEstablished, out.NewState)
-	assert.Equal(t, uint64(2000), out.BytesSent)
 	assert.True(t, out.Start.IsZero(), "start, direction and process come with the open record only")
 	assert.Equal(t, DirectionUnknown, out.Direction)
+	assert.Equal(t, uint64(2001), out.BytesSent, "the acknowledged sequence space counts the SYN")
+	out.SetDirection(open.Direction)
+	assert.Equal(t, uint64(2000), out.BytesSent, "the SYN taken out by the direction")
 	in := ws[afterAddr]
 	assert.Equal(t, uint64(2000), in.BytesReceived)
 	assert.NotEqual(t, out.ConnID, in.ConnID, "each end is its own connection")
 
 	require.Contains(t, w, beforeAddr)
 	old := w[beforeAddr]
+	old.SetDirection(DirectionOutbound)
 	assert.Equal(t, uint64(1000), old.BytesSent, "cumulative: includes what flowed before the probe")
 	assert.NotZero(t, old.ConnID)
 	assert.Equal(t, uint64(1000), ws[beforeAddr].BytesReceived)
@@ -128,6 +131,8 @@ func TestWalkReportsEveryEstablishedConnection(t *testing.T) {
 	assert.Equal(t, KindClose, closed.Kind)
 	assert.Equal(t, beforeAddr, netip.AddrPortFrom(closed.LocalAddr, closed.LocalPort))
 	assert.Equal(t, old.ConnID, closed.ConnID)
+	assert.Equal(t, FlagFinAcked, closed.Flags&FlagFinAcked, "our FIN acknowledged")
+	closed.SetDirection(DirectionOutbound)
 	assert.Equal(t, uint64(1500), closed.BytesSent)
 	w, _ = walkOf(t, p, pair)
 	assert.NotContains(t, w, beforeAddr, "a closed connection is not reported")

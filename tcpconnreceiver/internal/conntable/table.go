@@ -54,9 +54,7 @@ func (st *connState) complete(rec *bpf.Record) {
 	if rec.Start.IsZero() && st.startNs != 0 {
 		rec.Start = time.Unix(0, st.startNs)
 	}
-	if rec.Direction == bpf.DirectionUnknown {
-		rec.Direction = st.dir
-	}
+	rec.SetDirection(st.dir)
 	if rec.PID == 0 {
 		rec.PID, rec.Comm = st.pid, st.comm
 	}
@@ -151,6 +149,7 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 		st.learn(rec)
 	default:
 		st.complete(rec)
+		cur = CountersOf(rec) // the direction may take the SYN out of BytesSent
 		if st.conn.Local == unresolved || st.conn.Peer == unresolved {
 			st.conn.Local, st.conn.Peer = t.resolve(rec, st.conn.Local, st.conn.Peer)
 		}
