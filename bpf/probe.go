@@ -101,8 +101,11 @@ var modeObjects = map[AttachMode]struct {
 	backup string
 	// report is the walk's iterator; none in raw_tp mode.
 	report string
+	// reset marks sockets that send a reset while open (tcp_send_reset),
+	// for their close record; none in raw_tp mode (no sk_storage there).
+	reset string
 }{
-	AttachTPBTF: {prog: tcpconnProgTcpconnBtf, backup: tcpconnProgTcpconnBtfBackup, report: tcpconnProgTcpconnReport},
+	AttachTPBTF: {prog: tcpconnProgTcpconnBtf, backup: tcpconnProgTcpconnBtfBackup, report: tcpconnProgTcpconnReport, reset: tcpconnProgTcpconnReset},
 	AttachRawTP: {prog: tcpconnProgTcpconnRaw, backup: tcpconnProgTcpconnRawBackup},
 }
 
@@ -112,10 +115,11 @@ type probeObjects struct {
 	tcpconnMaps
 	prog, backup *ebpf.Program
 	report       *ebpf.Program // nil in raw_tp mode
+	reset        *ebpf.Program // nil in raw_tp mode
 }
 
 func (o *probeObjects) Close() error {
-	return errors.Join(o.tcpconnMaps.Close(), o.prog.Close(), o.backup.Close(), o.report.Close())
+	return errors.Join(o.tcpconnMaps.Close(), o.prog.Close(), o.backup.Close(), o.report.Close(), o.reset.Close())
 }
 
 func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
@@ -129,7 +133,7 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 	}
 	names := modeObjects[mode]
 	for name := range spec.Programs {
-		if name != names.prog && name != names.backup && name != names.report {
+		if name != names.prog && name != names.backup && name != names.report && name != names.reset {
 			delete(spec.Programs, name)
 		}
 	}
@@ -166,6 +170,7 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 	objs.prog = coll.DetachProgram(names.prog)
 	objs.backup = coll.DetachProgram(names.backup)
 	objs.report = coll.DetachProgram(names.report)
+	objs.reset = coll.DetachProgram(names.reset)
 	// What is left, the maps of the globals, stays with the programs.
 	coll.Close()
 
@@ -193,6 +198,16 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 			return fmt.Errorf("attach %s %s: %w", mode, tp, err)
 		}
 		links = append(links, l)
+	}
+	if objs.reset != nil && !opts.noAttach {
+		l, err := link.AttachTracing(link.TracingOptions{Program: objs.reset, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			_ = closeLinks(links)
+			_ = objs.Close()
+			return fmt.Errorf("attach %s tcp_send_reset: %w", mode, err)
+		}
+		// Before the state-change programs, so that it is detached last.
+		links = append([]link.Link{l}, links...)
 	}
 	p.objs, p.links, p.mode = objs, links, mode
 	if objs.report != nil {

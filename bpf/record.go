@@ -66,6 +66,9 @@ const (
 	FlagFinReceived = Flags(tcpconnTcpconnFlagTCPCONN_F_FIN_RCVD)
 	// FlagFinAcked marks a connection whose own FIN the peer acknowledged.
 	FlagFinAcked = Flags(tcpconnTcpconnFlagTCPCONN_F_FIN_ACKED)
+	// FlagResetSent marks a close record of a connection the local end
+	// reset (see CloseCause).
+	FlagResetSent = Flags(tcpconnTcpconnFlagTCPCONN_F_RST_SENT)
 )
 
 // Record is one decoded probe event. It holds no pointers into the ring

@@ -127,15 +127,64 @@ static __always_inline __u64 conn_id(bool btf, struct sock *sk, struct tcpconn_e
 	return (z ^ (z >> 31)) | 1; /* never 0: 0 means no id */
 }
 
+static __always_inline unsigned long sock_flags(bool btf, struct sock *sk)
+{
+	if (bpf_core_field_exists(((struct sock___old *)sk)->sk_flags))
+		return BPF_CORE_READ((struct sock___old *)sk, sk_flags);
+	return RD(btf, sk, __sk_common.skc_flags);
+}
+
 static __always_inline bool fin_received(bool btf, struct sock *sk)
 {
-	unsigned long flags;
+	return sock_flags(btf, sk) & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE));
+}
 
-	if (bpf_core_field_exists(((struct sock___old *)sk)->sk_flags))
-		flags = BPF_CORE_READ((struct sock___old *)sk, sk_flags);
-	else
-		flags = RD(btf, sk, __sk_common.skc_flags);
-	return flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE));
+/* Resets the local end sent before its close record, when the kernel
+ * sent one on a socket still open (tcp_abort, an orphan out of memory or
+ * past its FIN_WAIT2 time, a keepalive timeout): tp_btf/tcp_send_reset
+ * marks the socket here. Only sockets that send a reset get an entry, so
+ * the close path of every other socket finds sk_bpf_storage empty and
+ * looks no further. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u8);
+} reset_sent SEC(".maps");
+
+/* reset_follows: a close with no socket error from these states is an
+ * abort, and the kernel sends the RST right after the state change, so
+ * tcp_send_reset comes too late for the close record: tcp_close() with
+ * unread data, SO_LINGER 0 (tcp_disconnect), a listener closing with
+ * children it never accepted. No graceful close leaves ESTABLISHED,
+ * CLOSE_WAIT or FIN_WAIT1 for CLOSE directly (a reset received or a
+ * timeout sets sk_err first); from FIN_WAIT2 only SO_LINGER 0 aborts
+ * before the peer's FIN. */
+static __always_inline bool reset_follows(bool btf, struct sock *sk, int oldstate)
+{
+	switch (oldstate) {
+	case TCP_ESTABLISHED:
+	case TCP_CLOSE_WAIT:
+	case TCP_FIN_WAIT1:
+		return true;
+	case TCP_FIN_WAIT2: {
+		unsigned long flags = sock_flags(btf, sk);
+		return (flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_LINGER))) &&
+		       !(flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) &&
+		       RD(btf, sk, sk_lingertime) == 0;
+	}
+	}
+	return false;
+}
+
+/* reset_was_sent: tcp_send_reset marked the socket (tp_btf only: raw_tp
+ * programs cannot read sk_storage). */
+static __always_inline bool reset_was_sent(bool btf, struct sock *sk)
+{
+	if (!btf || !sk->sk_bpf_storage)
+		return false;
+	__u8 *v = bpf_sk_storage_get(&reset_sent, sk, 0, 0);
+	return v && *v;
 }
 
 static __always_inline void copy_addr(bool btf, __u8 *dst, const void *src, __u32 len)
@@ -400,6 +449,9 @@ static __always_inline void handle(bool btf, struct sock *sk, struct tcp_sock *t
 		}
 	} else if (kind == TCPCONN_KIND_OPEN) {
 		e->flags |= TCPCONN_F_ADOPTED; /* not from a handshake we saw */
+	} else if (kind == TCPCONN_KIND_CLOSE) {
+		if ((e->sk_err == 0 && reset_follows(btf, sk, oldstate)) || reset_was_sent(btf, sk))
+			e->flags |= TCPCONN_F_RST_SENT;
 	}
 	submit(e);
 }
@@ -538,6 +590,25 @@ SEC("raw_tp/inet_sock_set_state")
 int BPF_PROG(tcpconn_raw_backup, struct sock *sk, int oldstate, int newstate)
 {
 	backup(false, sk, oldstate, newstate);
+	return 0;
+}
+
+/* A reset the local end sends on a socket that is still open marks it for
+ * its close record (see reset_sent). Resets sent at or after the close
+ * (the usual aborts: reset_follows predicts them), by time-wait and
+ * request sockets, and to segments that found no socket are not marked. */
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tcpconn_reset, const struct sock *sk, const struct sk_buff *skb, int reason)
+{
+	if (!sk)
+		return 0;
+	int state = sk->__sk_common.skc_state;
+	if (state == TCP_CLOSE || state == TCP_LISTEN || state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV)
+		return 0;
+	/* The helper takes full sockets only, and returns NULL for others. */
+	__u8 *v = bpf_sk_storage_get(&reset_sent, (struct sock *)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (v)
+		*v = 1;
 	return 0;
 }
 

@@ -35,6 +35,7 @@ enum tcpconn_flag {
 	TCPCONN_F_ADOPTED = 1,  /* first seen after its handshake: start time unknown */
 	TCPCONN_F_FIN_RCVD = 2, /* the peer's FIN arrived (and was taken off bytes_received) */
 	TCPCONN_F_FIN_ACKED = 4, /* our FIN was acknowledged (and was taken off bytes_sent) */
+	TCPCONN_F_RST_SENT = 8,  /* close records: the local end reset the connection */
 };
 
 /* Address families of the record (the kernel's AF_*, which vmlinux.h

@@ -85,6 +85,7 @@ const (
 	tcpconnTcpconnFlagTCPCONN_F_ADOPTED   tcpconnTcpconnFlag = 1
 	tcpconnTcpconnFlagTCPCONN_F_FIN_RCVD  tcpconnTcpconnFlag = 2
 	tcpconnTcpconnFlagTCPCONN_F_FIN_ACKED tcpconnTcpconnFlag = 4
+	tcpconnTcpconnFlagTCPCONN_F_RST_SENT  tcpconnTcpconnFlag = 8
 )
 
 type tcpconnTcpconnGeometry uint32
@@ -121,6 +122,7 @@ const (
 const (
 	tcpconnMapConnecting        = "connecting"
 	tcpconnMapEvents            = "events"
+	tcpconnMapResetSent         = "reset_sent"
 	tcpconnMapSeen              = "seen"
 	tcpconnMapStats             = "stats"
 	tcpconnProgTcpconnBtf       = "tcpconn_btf"
@@ -128,6 +130,7 @@ const (
 	tcpconnProgTcpconnRaw       = "tcpconn_raw"
 	tcpconnProgTcpconnRawBackup = "tcpconn_raw_backup"
 	tcpconnProgTcpconnReport    = "tcpconn_report"
+	tcpconnProgTcpconnReset     = "tcpconn_reset"
 	tcpconnVarHandshakeSets     = "handshake_sets"
 	tcpconnVarHandshakeWays     = "handshake_ways"
 	tcpconnVarIdSecret          = "id_secret"
@@ -182,6 +185,7 @@ type tcpconnProgramSpecs struct {
 	TcpconnRaw       *ebpf.ProgramSpec `ebpf:"tcpconn_raw"`
 	TcpconnRawBackup *ebpf.ProgramSpec `ebpf:"tcpconn_raw_backup"`
 	TcpconnReport    *ebpf.ProgramSpec `ebpf:"tcpconn_report"`
+	TcpconnReset     *ebpf.ProgramSpec `ebpf:"tcpconn_reset"`
 }
 
 // tcpconnMapSpecs contains maps before they are loaded into the kernel.
@@ -190,6 +194,7 @@ type tcpconnProgramSpecs struct {
 type tcpconnMapSpecs struct {
 	Connecting *ebpf.MapSpec `ebpf:"connecting"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
+	ResetSent  *ebpf.MapSpec `ebpf:"reset_sent"`
 	Seen       *ebpf.MapSpec `ebpf:"seen"`
 	Stats      *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -227,6 +232,7 @@ func (o *tcpconnObjects) Close() error {
 type tcpconnMaps struct {
 	Connecting *ebpf.Map `ebpf:"connecting"`
 	Events     *ebpf.Map `ebpf:"events"`
+	ResetSent  *ebpf.Map `ebpf:"reset_sent"`
 	Seen       *ebpf.Map `ebpf:"seen"`
 	Stats      *ebpf.Map `ebpf:"stats"`
 }
@@ -235,6 +241,7 @@ func (m *tcpconnMaps) Close() error {
 	return _TcpconnClose(
 		m.Connecting,
 		m.Events,
+		m.ResetSent,
 		m.Seen,
 		m.Stats,
 	)
@@ -260,6 +267,7 @@ type tcpconnPrograms struct {
 	TcpconnRaw       *ebpf.Program `ebpf:"tcpconn_raw"`
 	TcpconnRawBackup *ebpf.Program `ebpf:"tcpconn_raw_backup"`
 	TcpconnReport    *ebpf.Program `ebpf:"tcpconn_report"`
+	TcpconnReset     *ebpf.Program `ebpf:"tcpconn_reset"`
 }
 
 func (p *tcpconnPrograms) Close() error {
@@ -269,6 +277,7 @@ func (p *tcpconnPrograms) Close() error {
 		p.TcpconnRaw,
 		p.TcpconnRawBackup,
 		p.TcpconnReport,
+		p.TcpconnReset,
 	)
 }
 
