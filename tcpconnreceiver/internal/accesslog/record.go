@@ -38,6 +38,7 @@ const (
 	AttrAdopted           = "tcpconn.adopted"
 	AttrErrorType         = "error.type"
 	AttrErrno             = "tcp.errno"
+	AttrCloseCause        = "tcp.close.cause"
 	AttrPID               = "process.pid"
 	AttrExecutable        = "process.executable.name"
 	AttrNetNS             = "tcpconn.netns"
@@ -122,6 +123,9 @@ func (c *Converter) Fill(lr plog.LogRecord, rec *bpf.Record, o *conntable.Observ
 	} else {
 		a.PutDouble(AttrDuration, rec.Duration().Seconds())
 		a.PutStr(AttrStartTime, rec.Start.UTC().Format(time.RFC3339Nano))
+	}
+	if cause := rec.CloseCause(); cause != bpf.CauseNone {
+		a.PutStr(AttrCloseCause, cause.String())
 	}
 	if warn {
 		a.PutStr(AttrErrorType, errorName(rec))

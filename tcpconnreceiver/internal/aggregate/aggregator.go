@@ -89,6 +89,12 @@ func (a *Aggregator) Add(rec *bpf.Record, o *conntable.Observation) {
 			s.V.Opened++
 		case bpf.KindClose:
 			s.V.Closed++
+			switch rec.CloseCause() {
+			case bpf.CauseResetReceived:
+				s.V.ResetsReceived++
+			case bpf.CauseResetSent:
+				s.V.ResetsSent++
+			}
 			if v.Histograms {
 				if !rec.Start.IsZero() {
 					s.Duration.observe(DurationBounds, rec.Duration().Seconds())

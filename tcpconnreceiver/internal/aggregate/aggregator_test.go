@@ -94,3 +94,22 @@ func TestNoAllocationPerRecord(t *testing.T) {
 	a.Add(rec, o)
 	assert.Zero(t, testing.AllocsPerRun(100, func() { a.Add(rec, o) }))
 }
+
+func TestAddCountsResetsByCause(t *testing.T) {
+	a := New([]ViewSpec{{Kind: ViewWorkload, Project: byPeer}}, Limits{Series: 10})
+	for _, c := range []struct {
+		errno int32
+		flags bpf.Flags
+	}{{104, 0}, {32, 0}, {0, bpf.FlagResetSent}, {0, 0}, {110, bpf.FlagResetSent}} {
+		rec, o := record(bpf.KindClose, "db", t0)
+		rec.Errno, rec.Flags = c.errno, c.flags
+		a.Add(rec, o)
+	}
+	var s *Series
+	a.Collect(t0, func(views []*View) { views[0].Range(func(_ *Key, x *Series) { s = x }) })
+	require.NotNil(t, s)
+	assert.Equal(t, uint64(5), s.V.Closed)
+	assert.Equal(t, uint64(2), s.V.ResetsReceived, "ECONNRESET, EPIPE")
+	assert.Equal(t, uint64(1), s.V.ResetsSent, "a keepalive timeout's reset is a timeout")
+	assert.Equal(t, Values{ResetsReceived: 1}, Values{ResetsReceived: 3, ResetsSent: 2}.Sub(Values{ResetsReceived: 2, ResetsSent: 2}))
+}

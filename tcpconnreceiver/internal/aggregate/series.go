@@ -12,11 +12,15 @@ type Values struct {
 	Opened, Closed, Failed uint64
 	Open                   int64
 	conntable.Counters
+	// ResetsReceived and ResetsSent count the closes by a reset, by the
+	// end that sent it (bpf.Record.CloseCause).
+	ResetsReceived, ResetsSent uint64
 }
 
 // Sub is v - w: what was counted since w.
 func (v Values) Sub(w Values) Values {
-	return Values{v.Opened - w.Opened, v.Closed - w.Closed, v.Failed - w.Failed, v.Open - w.Open, v.Counters.Sub(w.Counters)}
+	return Values{v.Opened - w.Opened, v.Closed - w.Closed, v.Failed - w.Failed, v.Open - w.Open, v.Counters.Sub(w.Counters),
+		v.ResetsReceived - w.ResetsReceived, v.ResetsSent - w.ResetsSent}
 }
 
 // Series is one attribute set's state between flushes. The emitter owns

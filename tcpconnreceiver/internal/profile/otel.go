@@ -131,6 +131,13 @@ func otelWorkload(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, k *aggregat
 	mb.RecordTCPBytesReceivedDataPoint(ts, int64(v.Received), dir, nt, w, kind, ns, addr, port)
 	mb.RecordTCPRetransmitsDataPoint(ts, int64(v.Retransmits), dir, nt, w, kind, ns, addr, port)
 	mb.RecordTCPPacketsLostDataPoint(ts, int64(v.Lost), dir, nt, w, kind, ns, addr, port)
+	// Only once a series has seen one: most never do.
+	if v.ResetsReceived > 0 {
+		mb.RecordSystemNetworkTCPResetsDataPoint(ts, int64(v.ResetsReceived), dir, nt, w, kind, ns, metadata.AttributeTCPCloseCauseResetReceived, addr, port)
+	}
+	if v.ResetsSent > 0 {
+		mb.RecordSystemNetworkTCPResetsDataPoint(ts, int64(v.ResetsSent), dir, nt, w, kind, ns, metadata.AttributeTCPCloseCauseResetSent, addr, port)
+	}
 }
 
 func otelOpen(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, k *aggregate.Key, open int64) {
@@ -175,7 +182,8 @@ func optedIn(mc *metadata.MetricsBuilderConfig, attr string) bool {
 		slices.Contains(keys(m.TCPBytesSent.EnabledAttributes), attr) ||
 		slices.Contains(keys(m.TCPBytesReceived.EnabledAttributes), attr) ||
 		slices.Contains(keys(m.TCPRetransmits.EnabledAttributes), attr) ||
-		slices.Contains(keys(m.TCPPacketsLost.EnabledAttributes), attr)
+		slices.Contains(keys(m.TCPPacketsLost.EnabledAttributes), attr) ||
+		slices.Contains(keys(m.SystemNetworkTCPResets.EnabledAttributes), attr)
 }
 
 func keys[K ~string](in []K) []string {
