@@ -112,6 +112,16 @@ type Record struct {
 	RTTMin time.Duration
 	RTTVar time.Duration
 
+	// Handshake is how long the handshake took, 0 when unknown. Outbound:
+	// from SYN_SENT (connect) to ESTABLISHED, or to the failure (time to
+	// failure). Inbound: the SYN-ACK's round trip, from the SYN-ACK the
+	// handshake's last ACK answered to that ACK (the child socket's first
+	// RTT sample, taken from the request's SYN-ACK time), the closest the
+	// kernel keeps once the child exists; SYN-ACK retransmissions before
+	// it are in Retransmits. Open and failure records carry it; the
+	// connection table carries it on to the connection's later records.
+	Handshake time.Duration
+
 	NetNS uint32
 	PID   uint32
 	Comm  [16]byte
@@ -233,6 +243,14 @@ func (d *decoder) decode(raw []byte, rec *Record) bool {
 		rec.RTTMin = time.Duration(ev.RttMinUs) * time.Microsecond
 	}
 	rec.RTTVar = time.Duration(ev.RttvarUs) * time.Microsecond
+	rec.Handshake = 0
+	switch {
+	case rec.Kind != KindOpen && rec.Kind != KindFailure, rec.Flags&FlagAdopted != 0:
+	case rec.Direction == DirectionOutbound && ev.StartNs != 0 && ev.TsNs > ev.StartNs:
+		rec.Handshake = time.Duration(ev.TsNs - ev.StartNs)
+	case rec.Direction == DirectionInbound && rec.Kind == KindOpen:
+		rec.Handshake = rec.SRTT
+	}
 	rec.NetNS = ev.NetnsIno
 	rec.PID = ev.Pid
 	for i, c := range ev.Comm {

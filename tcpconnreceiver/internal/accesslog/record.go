@@ -39,6 +39,7 @@ const (
 	AttrErrorType         = "error.type"
 	AttrErrno             = "tcp.errno"
 	AttrCloseCause        = "tcp.close.cause"
+	AttrHandshake         = "tcp.handshake.duration"
 	AttrPID               = "process.pid"
 	AttrExecutable        = "process.executable.name"
 	AttrNetNS             = "tcpconn.netns"
@@ -123,6 +124,9 @@ func (c *Converter) Fill(lr plog.LogRecord, rec *bpf.Record, o *conntable.Observ
 	} else {
 		a.PutDouble(AttrDuration, rec.Duration().Seconds())
 		a.PutStr(AttrStartTime, rec.Start.UTC().Format(time.RFC3339Nano))
+	}
+	if rec.Handshake > 0 && rec.Kind != bpf.KindUpdate {
+		a.PutDouble(AttrHandshake, rec.Handshake.Seconds())
 	}
 	if cause := rec.CloseCause(); cause != bpf.CauseNone {
 		a.PutStr(AttrCloseCause, cause.String())

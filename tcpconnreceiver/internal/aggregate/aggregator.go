@@ -87,6 +87,9 @@ func (a *Aggregator) Add(rec *bpf.Record, o *conntable.Observation) {
 			continue
 		case bpf.KindOpen:
 			s.V.Opened++
+			if v.Histograms && rec.Handshake > 0 {
+				s.Handshake.observe(HandshakeBounds, rec.Handshake.Seconds())
+			}
 		case bpf.KindClose:
 			s.V.Closed++
 			switch rec.CloseCause() {

@@ -113,3 +113,24 @@ func TestAddCountsResetsByCause(t *testing.T) {
 	assert.Equal(t, uint64(1), s.V.ResetsSent, "a keepalive timeout's reset is a timeout")
 	assert.Equal(t, Values{ResetsReceived: 1}, Values{ResetsReceived: 3, ResetsSent: 2}.Sub(Values{ResetsReceived: 2, ResetsSent: 2}))
 }
+
+func TestAddObservesHandshakesAtOpen(t *testing.T) {
+	a := New([]ViewSpec{{Kind: ViewWorkload, Project: byPeer, Histograms: true}}, Limits{Series: 10})
+	rec, o := record(bpf.KindOpen, "db", t0)
+	rec.Handshake = 1020 * time.Millisecond
+	a.Add(rec, o)
+	rec, o = record(bpf.KindClose, "db", t0.Add(time.Second))
+	rec.Handshake = 1020 * time.Millisecond // carried on from the open: not observed again
+	a.Add(rec, o)
+	rec, o = record(bpf.KindOpen, "db", t0)
+	a.Add(rec, o) // unknown: not observed
+	s := series(a)["db"]
+	require.NotNil(t, s)
+	assert.Equal(t, uint64(1), s.Handshake.Count)
+	assert.InDelta(t, 1.02, s.Handshake.Sum, 1e-9)
+	i := 0
+	for HandshakeBounds[i] < 1.02 {
+		i++
+	}
+	assert.Equal(t, uint64(1), s.Handshake.Counts[i], "in the bucket up to %v s", HandshakeBounds[i])
+}

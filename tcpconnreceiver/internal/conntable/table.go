@@ -17,15 +17,17 @@ const MaxConns = 1 << 20
 // probe sends start, direction and process with the open record only: the
 // connection's later records get them from here.
 type connState struct {
-	conn     Conn
-	counted  Counters
-	startNs  int64 // Unix nanoseconds; 0 when unknown
-	comm     [16]byte
-	lastWalk uint32
-	pid      uint32
-	dir      bpf.Direction
-	missed   uint8
-	open     bool
+	conn    Conn
+	counted Counters
+	startNs int64 // Unix nanoseconds; 0 when unknown
+	// handshake: how long the handshake took (bpf.Record.Handshake).
+	handshake time.Duration
+	comm      [16]byte
+	lastWalk  uint32
+	pid       uint32
+	dir       bpf.Direction
+	missed    uint8
+	open      bool
 	// adopted: the table did not see the connection open.
 	adopted bool
 	// baselined: counted holds what the connection had carried before the
@@ -46,6 +48,7 @@ func (st *connState) learn(rec *bpf.Record) {
 		st.startNs = rec.Start.UnixNano()
 	}
 	st.dir, st.pid, st.comm = rec.Direction, rec.PID, rec.Comm
+	st.handshake = rec.Handshake
 	st.adopted = rec.Flags&bpf.FlagAdopted != 0
 }
 
@@ -55,6 +58,9 @@ func (st *connState) complete(rec *bpf.Record) {
 		rec.Start = time.Unix(0, st.startNs)
 	}
 	rec.SetDirection(st.dir)
+	if rec.Handshake == 0 {
+		rec.Handshake = st.handshake
+	}
 	if rec.PID == 0 {
 		rec.PID, rec.Comm = st.pid, st.comm
 	}
