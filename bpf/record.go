@@ -122,6 +122,14 @@ type Record struct {
 	// connection table carries it on to the connection's later records.
 	Handshake time.Duration
 
+	// ClientISN and ServerISN are the connection's initial sequence
+	// numbers, the same on both ends (ISNKnown): derived from where the
+	// socket's counted sequence space starts on each side (snd_una -
+	// bytes_acked, rcv_nxt - bytes_received), which takes the direction:
+	// unknown on failures and on connections adopted without it. See UID.
+	ClientISN, ServerISN uint32
+	ISNKnown             bool
+
 	NetNS uint32
 	PID   uint32
 	Comm  [16]byte
@@ -131,6 +139,53 @@ type Record struct {
 	// synInSent: BytesSent may still count the local SYN (the direction
 	// was unknown when it was decoded).
 	synInSent bool
+	// sndBase, rcvBase: snd_una - bytes_acked and rcv_nxt -
+	// bytes_received (hasBases: not a failure); ISNs need the direction.
+	sndBase, rcvBase uint32
+	hasBases         bool
+}
+
+// settleISNs derives the ISNs once the direction is known. Both ends
+// count in bytes_received everything after the peer's SYN: rcv_nxt less it
+// is the peer's ISN + 1. bytes_acked counts the SYN of a socket that
+// connected, not the SYN-ACK of a listener's child: snd_una less it is the
+// client's ISN, or the server's + 1.
+func (r *Record) settleISNs() {
+	if !r.hasBases {
+		return // not decoded from the probe: as it was made
+	}
+	r.ISNKnown = false
+	switch r.Direction {
+	case DirectionOutbound:
+		r.ClientISN, r.ServerISN, r.ISNKnown = r.sndBase, r.rcvBase-1, true
+	case DirectionInbound:
+		r.ClientISN, r.ServerISN, r.ISNKnown = r.rcvBase-1, r.sndBase-1, true
+	}
+}
+
+// UIDString is UID as the access logs write it, 16 hex digits, into b.
+func UIDString(b *[16]byte, uid uint64) []byte {
+	const hex = "0123456789abcdef"
+	for i := 15; i >= 0; i-- {
+		b[i] = hex[uid&0xf]
+		uid >>= 4
+	}
+	return b[:]
+}
+
+// UID names the connection identically on both of its ends, on any node
+// and through address and port translation: a mix (splitmix64's
+// finaliser, a bijection) of the client's and the server's ISNs, so two
+// connections share a UID only if they share both ISNs. ok is false when
+// the ISNs are unknown.
+func (r *Record) UID() (uid uint64, ok bool) {
+	if !r.ISNKnown {
+		return 0, false
+	}
+	z := uint64(r.ClientISN)<<32 | uint64(r.ServerISN)
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31), true
 }
 
 // SetDirection gives a record of unknown direction the one its connection's
@@ -147,6 +202,7 @@ func (r *Record) SetDirection(d Direction) {
 		r.BytesSent--
 	}
 	r.synInSent = false
+	r.settleISNs()
 }
 
 // Duration is how long the connection has lived at this record, or 0 when
@@ -243,6 +299,9 @@ func (d *decoder) decode(raw []byte, rec *Record) bool {
 		rec.RTTMin = time.Duration(ev.RttMinUs) * time.Microsecond
 	}
 	rec.RTTVar = time.Duration(ev.RttvarUs) * time.Microsecond
+	rec.sndBase, rec.rcvBase, rec.hasBases = ev.SndBase, ev.RcvBase, rec.Kind != KindFailure
+	rec.ISNKnown = false
+	rec.settleISNs()
 	rec.Handshake = 0
 	switch {
 	case rec.Kind != KindOpen && rec.Kind != KindFailure, rec.Flags&FlagAdopted != 0:

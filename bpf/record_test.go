@@ -107,3 +107,40 @@ func TestSetDirectionTakesTheSYNOut(t *testing.T) {
 	rec.SetDirection(DirectionOutbound)
 	assert.Zero(t, rec.BytesSent)
 }
+
+// TestISNsAndUID: the two ends' records of one connection, as the probe
+// fills them (client: snd_una - bytes_acked is its ISN; server: its ISN +
+// 1; both: rcv_nxt - bytes_received is the peer's ISN + 1), give the same
+// ISNs and UID, across the 32-bit wrap; a failure has none.
+func TestISNsAndUID(t *testing.T) {
+	const cISN, sISN = 0xfffffff0, 7
+	d := decoder{}
+	client := tcpconnTcpconnEvent{Family: afInet, Kind: uint8(KindClose), SndBase: cISN, RcvBase: sISN + 1}
+	server := tcpconnTcpconnEvent{Family: afInet, Kind: uint8(KindClose), SndBase: sISN + 1, RcvBase: cISN + 1}
+	var c, s Record
+	require.True(t, d.decode(rawEvent(client), &c))
+	require.True(t, d.decode(rawEvent(server), &s))
+	_, ok := c.UID()
+	assert.False(t, ok, "no direction yet")
+	c.SetDirection(DirectionOutbound)
+	s.SetDirection(DirectionInbound)
+	for _, r := range []Record{c, s} {
+		assert.True(t, r.ISNKnown)
+		assert.Equal(t, uint32(cISN), r.ClientISN)
+		assert.Equal(t, uint32(sISN), r.ServerISN)
+	}
+	cu, _ := c.UID()
+	su, _ := s.UID()
+	assert.Equal(t, cu, su)
+	var b [16]byte
+	assert.Len(t, string(UIDString(&b, 1)), 16)
+	assert.Equal(t, "0000000000000001", string(UIDString(&b, 1)))
+
+	s.ServerISN++
+	su, _ = s.UID()
+	assert.NotEqual(t, cu, su, "another connection")
+
+	client.Kind, client.Direction = uint8(KindFailure), uint8(DirectionOutbound)
+	require.True(t, d.decode(rawEvent(client), &c))
+	assert.False(t, c.ISNKnown, "a failed handshake has no UID")
+}

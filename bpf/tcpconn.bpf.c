@@ -248,15 +248,22 @@ static __always_inline void fill(bool btf, struct tcpconn_event *e, struct sock 
 	 * direction (Record.SetDirection). A listener's child never counts
 	 * its SYN-ACK. */
 	__u64 acked = RD(btf, tp, bytes_acked);
+	__u32 snd_una = RD(btf, tp, snd_una);
+	/* Where the counted sequence space starts, on each side: the
+	 * connection's two initial sequence numbers, which both ends know
+	 * (user space names the connection with them). The FINs move both
+	 * the counters and the sequence numbers, so these never change. */
+	e->snd_base = snd_una - (__u32)acked;
 	int st = newstate == TCP_CLOSE ? oldstate : newstate;
 	if ((st == TCP_FIN_WAIT1 || st == TCP_FIN_WAIT2 || st == TCP_CLOSING || st == TCP_LAST_ACK) &&
-	    acked > 0 && RD(btf, tp, snd_una) == RD(btf, tp, write_seq)) {
+	    acked > 0 && snd_una == RD(btf, tp, write_seq)) {
 		acked--;
 		e->flags |= TCPCONN_F_FIN_ACKED;
 	}
 	/* bytes_received is the in-order sequence space delivered, and counts
 	 * the peer's FIN too (never its SYN). */
 	__u64 received = RD(btf, tp, bytes_received);
+	e->rcv_base = RD(btf, tp, rcv_nxt) - (__u32)received;
 	if (received > 0 && fin_received(btf, sk)) {
 		received--;
 		e->flags |= TCPCONN_F_FIN_RCVD;

@@ -80,6 +80,8 @@ struct tcpconn_event {
 	__u32 netns_ino;   /* network namespace inode of the socket */
 	__u32 pid;         /* tgid of the connecting process (outbound only) */
 	__s32 sk_err;      /* errno on failure/reset, 0 otherwise */
+	__u32 snd_base;    /* snd_una - bytes_acked: the local ISN, + 1 for a listener's child */
+	__u32 rcv_base;    /* rcv_nxt - bytes_received: the peer's ISN + 1 */
 	__u8 saddr[16];    /* local address: 4 bytes for AF_INET, 16 for AF_INET6 */
 	__u8 daddr[16];    /* peer address */
 	__u16 sport;       /* local port, host order */

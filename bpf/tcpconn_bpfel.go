@@ -57,6 +57,8 @@ type tcpconnTcpconnEvent struct {
 	NetnsIno      uint32
 	Pid           uint32
 	SkErr         int32
+	SndBase       uint32
+	RcvBase       uint32
 	Saddr         [16]uint8
 	Daddr         [16]uint8
 	Sport         uint16

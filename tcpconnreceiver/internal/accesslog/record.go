@@ -40,6 +40,7 @@ const (
 	AttrErrno             = "tcp.errno"
 	AttrCloseCause        = "tcp.close.cause"
 	AttrHandshake         = "tcp.handshake.duration"
+	AttrConnUID           = "tcp.connection.uid"
 	AttrPID               = "process.pid"
 	AttrExecutable        = "process.executable.name"
 	AttrNetNS             = "tcpconn.netns"
@@ -104,6 +105,10 @@ func (c *Converter) Fill(lr plog.LogRecord, rec *bpf.Record, o *conntable.Observ
 	a.PutInt(AttrPeerPort, int64(rec.PeerPort))
 	a.PutStr(AttrDirection, rec.Direction.String())
 	a.PutInt(AttrConnID, int64(rec.ConnID))
+	if uid, ok := rec.UID(); ok {
+		var b [16]byte
+		a.PutStr(AttrConnUID, string(bpf.UIDString(&b, uid)))
+	}
 	a.PutInt(AttrNetNS, int64(rec.NetNS))
 	a.PutStr(AttrState, rec.NewState.String())
 	a.PutStr(AttrPrevState, rec.OldState.String())
