@@ -134,11 +134,6 @@ static __always_inline unsigned long sock_flags(bool btf, struct sock *sk)
 	return RD(btf, sk, __sk_common.skc_flags);
 }
 
-static __always_inline bool fin_received(bool btf, struct sock *sk)
-{
-	return sock_flags(btf, sk) & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE));
-}
-
 /* Resets the local end sent before its close record, when the kernel
  * sent one on a socket still open (tcp_abort, an orphan out of memory or
  * past its FIN_WAIT2 time, a keepalive timeout): tp_btf/tcp_send_reset
@@ -160,19 +155,17 @@ struct {
  * CLOSE_WAIT or FIN_WAIT1 for CLOSE directly (a reset received or a
  * timeout sets sk_err first); from FIN_WAIT2 only SO_LINGER 0 aborts
  * before the peer's FIN. */
-static __always_inline bool reset_follows(bool btf, struct sock *sk, int oldstate)
+static __always_inline bool reset_follows(bool btf, struct sock *sk, int oldstate, unsigned long flags)
 {
 	switch (oldstate) {
 	case TCP_ESTABLISHED:
 	case TCP_CLOSE_WAIT:
 	case TCP_FIN_WAIT1:
 		return true;
-	case TCP_FIN_WAIT2: {
-		unsigned long flags = sock_flags(btf, sk);
+	case TCP_FIN_WAIT2:
 		return (flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_LINGER))) &&
 		       !(flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) &&
 		       RD(btf, sk, sk_lingertime) == 0;
-	}
 	}
 	return false;
 }
@@ -255,8 +248,10 @@ static __always_inline void fill(bool btf, struct tcpconn_event *e, struct sock 
 	 * the counters and the sequence numbers, so these never change. */
 	e->snd_base = snd_una - (__u32)acked;
 	int st = newstate == TCP_CLOSE ? oldstate : newstate;
-	if ((st == TCP_FIN_WAIT1 || st == TCP_FIN_WAIT2 || st == TCP_CLOSING || st == TCP_LAST_ACK) &&
-	    acked > 0 && snd_una == RD(btf, tp, write_seq)) {
+	/* FIN_WAIT2 is the state of an acknowledged FIN: no need to look. */
+	if (acked > 0 && (st == TCP_FIN_WAIT2 ||
+			  ((st == TCP_FIN_WAIT1 || st == TCP_CLOSING || st == TCP_LAST_ACK) &&
+			   snd_una == RD(btf, tp, write_seq)))) {
 		acked--;
 		e->flags |= TCPCONN_F_FIN_ACKED;
 	}
@@ -264,10 +259,20 @@ static __always_inline void fill(bool btf, struct tcpconn_event *e, struct sock 
 	 * the peer's FIN too (never its SYN). */
 	__u64 received = RD(btf, tp, bytes_received);
 	e->rcv_base = RD(btf, tp, rcv_nxt) - (__u32)received;
-	if (received > 0 && fin_received(btf, sk)) {
+	/* The socket's flags, read once: the FIN received (SOCK_DONE), and
+	 * for a close, SO_LINGER 0 (reset_follows). */
+	unsigned long skflags = 0;
+	if (received > 0 || kind == TCPCONN_KIND_CLOSE)
+		skflags = sock_flags(btf, sk);
+	if (received > 0 && (skflags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE)))) {
 		received--;
 		e->flags |= TCPCONN_F_FIN_RCVD;
 	}
+	/* Whether the local end reset the connection (see reset_follows and
+	 * reset_was_sent). */
+	if (kind == TCPCONN_KIND_CLOSE &&
+	    ((e->sk_err == 0 && reset_follows(btf, sk, oldstate, skflags)) || reset_was_sent(btf, sk)))
+		e->flags |= TCPCONN_F_RST_SENT;
 	e->bytes_sent = acked;
 	e->bytes_received = received;
 	e->bytes_retrans = RD(btf, tp, bytes_retrans);
@@ -456,9 +461,6 @@ static __always_inline void handle(bool btf, struct sock *sk, struct tcp_sock *t
 		}
 	} else if (kind == TCPCONN_KIND_OPEN) {
 		e->flags |= TCPCONN_F_ADOPTED; /* not from a handshake we saw */
-	} else if (kind == TCPCONN_KIND_CLOSE) {
-		if ((e->sk_err == 0 && reset_follows(btf, sk, oldstate)) || reset_was_sent(btf, sk))
-			e->flags |= TCPCONN_F_RST_SENT;
 	}
 	submit(e);
 }
