@@ -22,7 +22,7 @@ import (
 // closing with unread data and a client closing with SO_LINGER 0 reset
 // the connection: the end that sent the RST says reset_sent (the kernel
 // moves the socket to CLOSE before it sends the RST: the probe predicts
-// it), the other reset_received. FINs both ways are normal on both ends;
+// it, also from FIN_WAIT2), the other reset_received. FINs both ways are normal on both ends;
 // retransmissions exhausted are timed_out; a connect to a closed port is
 // a failure, refused; tcp_abort (ss -K), whose RST the kernel sends while
 // the socket is still open, is reset_sent through tcp_send_reset in tp_btf
@@ -102,6 +102,26 @@ func testCloseCauses(t *testing.T, mode AttachMode) {
 	require.ErrorIs(t, err, syscall.ECONNRESET)
 	require.NoError(t, s.Close())
 	wants = append(wants, want{port, CauseResetSent, CauseResetReceived, "client closed with SO_LINGER 0"})
+
+	// SO_LINGER 0 after shutdown(SHUT_WR), in FIN_WAIT2: a RST too.
+	c, s, port = dial()
+	require.NoError(t, c.(*net.TCPConn).CloseWrite())
+	_, err = s.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF, "the client's FIN")
+	require.Eventually(t, func() bool {
+		info, err := tcpInfo(c)
+		return err == nil && info.State == uint8(StateFinWait2)
+	}, 5*time.Second, time.Millisecond, "the client in FIN_WAIT2")
+	require.NoError(t, c.(*net.TCPConn).SetLinger(0))
+	require.NoError(t, c.Close())
+	_, err = s.Write(make([]byte, 1)) // CLOSE_WAIT: the RST makes it EPIPE
+	for i := 0; err == nil && i < 100; i++ {
+		time.Sleep(10 * time.Millisecond)
+		_, err = s.Write(make([]byte, 1))
+	}
+	require.Error(t, err)
+	require.NoError(t, s.Close())
+	wants = append(wants, want{port, CauseResetSent, CauseResetReceived, "client closed with SO_LINGER 0 in FIN_WAIT2"})
 
 	// tcp_abort on the client (ss -K): the kernel sends the RST first.
 	c, s, port = dial()
