@@ -69,6 +69,10 @@ const (
 	// FlagResetSent marks a close record of a connection the local end
 	// reset (see CloseCause).
 	FlagResetSent = Flags(tcpconnTcpconnFlagTCPCONN_F_RST_SENT)
+	// FlagConnected marks an update record whose local port connect()
+	// picked: the local end is the client, even when the direction is
+	// unknown (a connection adopted at start).
+	FlagConnected = Flags(tcpconnTcpconnFlagTCPCONN_F_CONNECTED)
 )
 
 // Record is one decoded probe event. It holds no pointers into the ring
@@ -150,12 +154,12 @@ type Record struct {
 // is the peer's ISN + 1. bytes_acked counts the SYN of a socket that
 // connected, not the SYN-ACK of a listener's child: snd_una less it is the
 // client's ISN, or the server's + 1.
-func (r *Record) settleISNs() {
+func (r *Record) settleISNs(end Direction) {
 	if !r.hasBases {
 		return // not decoded from the probe: as it was made
 	}
 	r.ISNKnown = false
-	switch r.Direction {
+	switch end {
 	case DirectionOutbound:
 		r.ClientISN, r.ServerISN, r.ISNKnown = r.sndBase, r.rcvBase-1, true
 	case DirectionInbound:
@@ -198,11 +202,28 @@ func (r *Record) SetDirection(d Direction) {
 		return
 	}
 	r.Direction = d
-	if d == DirectionOutbound && r.synInSent && r.BytesSent > 0 {
+	r.settle(d)
+}
+
+// SetClient says that the local end of a record of unknown direction is
+// the client (FlagConnected on one of its connection's records): the SYN
+// comes out of BytesSent and the ISNs are derived, the direction left as
+// it is.
+func (r *Record) SetClient() {
+	r.Flags |= FlagConnected
+	r.settle(DirectionOutbound)
+}
+
+// settle takes the SYN out of BytesSent for a client end and derives the
+// ISNs, once the end is known.
+func (r *Record) settle(end Direction) {
+	if end == DirectionOutbound && r.synInSent && r.BytesSent > 0 {
 		r.BytesSent--
 	}
-	r.synInSent = false
-	r.settleISNs()
+	if end != DirectionUnknown {
+		r.synInSent = false
+	}
+	r.settleISNs(end)
 }
 
 // Duration is how long the connection has lived at this record, or 0 when
@@ -301,7 +322,12 @@ func (d *decoder) decode(raw []byte, rec *Record) bool {
 	rec.RTTVar = time.Duration(ev.RttvarUs) * time.Microsecond
 	rec.sndBase, rec.rcvBase, rec.hasBases = ev.SndBase, ev.RcvBase, rec.Kind != KindFailure
 	rec.ISNKnown = false
-	rec.settleISNs()
+	switch {
+	case rec.Direction != DirectionUnknown:
+		rec.settleISNs(rec.Direction)
+	case rec.Flags&FlagConnected != 0:
+		rec.settle(DirectionOutbound)
+	}
 	rec.Handshake = 0
 	switch {
 	case rec.Kind != KindOpen && rec.Kind != KindFailure, rec.Flags&FlagAdopted != 0:

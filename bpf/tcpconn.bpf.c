@@ -273,6 +273,18 @@ static __always_inline void fill(bool btf, struct tcpconn_event *e, struct sock 
 	if (kind == TCPCONN_KIND_CLOSE &&
 	    ((e->sk_err == 0 && reset_follows(btf, sk, oldstate, skflags)) || reset_was_sent(btf, sk)))
 		e->flags |= TCPCONN_F_RST_SENT;
+	/* A report does not know the direction, which the SYN in bytes_acked
+	 * and the ISNs need (user space has it from the open record, but not
+	 * for a connection adopted at start). A local port that connect()
+	 * picked is in a bind bucket of its own kind (fastreuse -1, set only
+	 * by inet_hash_connect): that end is the client. (At close the bucket
+	 * is already released.) A client that bind()s its port first, and
+	 * every server, stay unknown here. */
+	if (kind == TCPCONN_KIND_UPDATE) {
+		struct inet_bind_bucket *tb = RD(btf, tp, inet_conn.icsk_bind_hash);
+		if (tb && RD(btf, tb, fastreuse) == -1)
+			e->flags |= TCPCONN_F_CONNECTED;
+	}
 	e->bytes_sent = acked;
 	e->bytes_received = received;
 	e->bytes_retrans = RD(btf, tp, bytes_retrans);

@@ -36,6 +36,7 @@ enum tcpconn_flag {
 	TCPCONN_F_FIN_RCVD = 2, /* the peer's FIN arrived (and was taken off bytes_received) */
 	TCPCONN_F_FIN_ACKED = 4, /* our FIN was acknowledged (and was taken off bytes_sent) */
 	TCPCONN_F_RST_SENT = 8,  /* close records: the local end reset the connection */
+	TCPCONN_F_CONNECTED = 16, /* update records: the local port was picked by connect(): the client */
 };
 
 /* Address families of the record (the kernel's AF_*, which vmlinux.h

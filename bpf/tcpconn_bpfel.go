@@ -88,6 +88,7 @@ const (
 	tcpconnTcpconnFlagTCPCONN_F_FIN_RCVD  tcpconnTcpconnFlag = 2
 	tcpconnTcpconnFlagTCPCONN_F_FIN_ACKED tcpconnTcpconnFlag = 4
 	tcpconnTcpconnFlagTCPCONN_F_RST_SENT  tcpconnTcpconnFlag = 8
+	tcpconnTcpconnFlagTCPCONN_F_CONNECTED tcpconnTcpconnFlag = 16
 )
 
 type tcpconnTcpconnGeometry uint32

@@ -160,7 +160,10 @@ func testConnectionUID(t *testing.T, mode AttachMode) {
 		var uids []uint64
 		for _, r := range rs {
 			if r.Kind != KindOpen {
-				assert.False(t, r.ISNKnown, "the direction comes from the open record")
+				// The direction comes from the open record; a client's
+				// report knows it is the client (FlagConnected).
+				assert.Equal(t, r.Kind == KindUpdate && r.LocalAddr == pair.ClientIP, r.ISNKnown, "%v record", r.Kind)
+				assert.Equal(t, r.ISNKnown, r.Flags&FlagConnected != 0)
 				if r.LocalAddr == pair.ClientIP {
 					r.SetDirection(DirectionOutbound)
 				} else {

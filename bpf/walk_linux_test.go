@@ -107,16 +107,18 @@ func TestWalkReportsEveryEstablishedConnection(t *testing.T) {
 	assert.Equal(t, StateEstablished, out.NewState)
 	assert.True(t, out.Start.IsZero(), "start, direction and process come with the open record only")
 	assert.Equal(t, DirectionUnknown, out.Direction)
-	assert.Equal(t, uint64(2001), out.BytesSent, "the acknowledged sequence space counts the SYN")
+	assert.Equal(t, FlagConnected, out.Flags&FlagConnected, "connect() picked its port: the client")
+	assert.Equal(t, uint64(2000), out.BytesSent, "the client's SYN taken out")
+	assert.True(t, out.ISNKnown)
 	out.SetDirection(open.Direction)
-	assert.Equal(t, uint64(2000), out.BytesSent, "the SYN taken out by the direction")
+	assert.Equal(t, uint64(2000), out.BytesSent, "and not twice")
 	in := ws[afterAddr]
+	assert.Zero(t, in.Flags&FlagConnected, "the server's port was bound")
 	assert.Equal(t, uint64(2000), in.BytesReceived)
 	assert.NotEqual(t, out.ConnID, in.ConnID, "each end is its own connection")
 
 	require.Contains(t, w, beforeAddr)
 	old := w[beforeAddr]
-	old.SetDirection(DirectionOutbound)
 	assert.Equal(t, uint64(1000), old.BytesSent, "cumulative: includes what flowed before the probe")
 	assert.NotZero(t, old.ConnID)
 	assert.Equal(t, uint64(1000), ws[beforeAddr].BytesReceived)

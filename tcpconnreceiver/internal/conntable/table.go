@@ -30,6 +30,9 @@ type connState struct {
 	open      bool
 	// adopted: the table did not see the connection open.
 	adopted bool
+	// connected: a report said the local end is the client
+	// (bpf.FlagConnected), though the direction is unknown.
+	connected bool
 	// baselined: counted holds what the connection had carried before the
 	// receiver started, taken as its baseline rather than counted.
 	baselined bool
@@ -49,6 +52,7 @@ func (st *connState) learn(rec *bpf.Record) {
 	}
 	st.dir, st.pid, st.comm = rec.Direction, rec.PID, rec.Comm
 	st.handshake = rec.Handshake
+	st.connected = rec.Flags&bpf.FlagConnected != 0
 	st.adopted = rec.Flags&bpf.FlagAdopted != 0
 }
 
@@ -58,6 +62,11 @@ func (st *connState) complete(rec *bpf.Record) {
 		rec.Start = time.Unix(0, st.startNs)
 	}
 	rec.SetDirection(st.dir)
+	if rec.Flags&bpf.FlagConnected != 0 {
+		st.connected = true
+	} else if st.connected && rec.Direction == bpf.DirectionUnknown {
+		rec.SetClient() // a close: its port is released by then
+	}
 	if rec.Handshake == 0 {
 		rec.Handshake = st.handshake
 	}
