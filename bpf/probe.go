@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -343,6 +344,40 @@ func (p *Probe) Stats() (Stats, error) {
 	s.Skipped = ps.RecursionMisses
 	s.Missed = s.Skipped - min(s.Rescued+skippedNoRecord, s.Skipped)
 	return s, nil
+}
+
+// Refused is one local address's count of connects refused for want of
+// a listener: the RSTs the kernel sent to SYNs that found no socket there.
+type Refused struct {
+	NetNS uint32
+	Local netip.Addr
+	Count uint64 // cumulative since the probe started
+}
+
+// Refused calls fn with every local address's count of refused connects
+// (tp_btf mode: in raw_tp mode there are none). At most
+// TCPCONN_REFUSED_KEYS addresses are kept, the least recently refusing
+// dropped first. It allocates nothing per address.
+func (p *Probe) Refused(fn func(Refused)) error {
+	var k tcpconnTcpconnRefusedKey
+	var n uint64
+	it := p.objs.Refused.Iterate()
+	for it.Next(&k, &n) {
+		r := Refused{NetNS: k.NetnsIno, Count: n}
+		switch uint16(k.Family) {
+		case afInet:
+			r.Local = netip.AddrFrom4([4]byte(k.Addr[:4]))
+		case afInet6:
+			r.Local = netip.AddrFrom16(k.Addr).Unmap()
+		default:
+			continue
+		}
+		fn(r)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read refused connects: %w", err)
+	}
+	return nil
 }
 
 // bootToWallOffset measures what to add to CLOCK_BOOTTIME (the probe's

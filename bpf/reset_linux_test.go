@@ -214,3 +214,52 @@ func tcpInq(t *testing.T, c net.Conn) int {
 func ioctlInq(fd int) (int, error) { return unix.IoctlGetInt(fd, unix.SIOCINQ) }
 
 func itoa(port uint16) string { return strconv.Itoa(int(port)) }
+
+// TestRefusedConnectsCounted: the server's side of a refused connect,
+// which has no socket and makes no record, is counted by the refusing
+// address (tp_btf mode), SYNs only: a stray ACK's RST is not a connect.
+func TestRefusedConnectsCounted(t *testing.T) {
+	const refusals = 5
+	pair := netnstest.NewPair(t, lossOctet)
+	p := loadProbe(t, Options{Mode: AttachTPBTF})
+	count := func() (n uint64) {
+		require.NoError(t, p.Refused(func(r Refused) {
+			if r.Local == pair.ServerIP {
+				n = r.Count
+				ino, err := pair.Server.Inode()
+				require.NoError(t, err)
+				assert.Equal(t, uint32(ino), r.NetNS)
+			}
+		}))
+		return n
+	}
+	require.Zero(t, count())
+	for range refusals {
+		require.NoError(t, netnstest.Refused(t.Context(), pair, 9600))
+	}
+	assert.Equal(t, uint64(refusals), count())
+
+	// A segment of a connection the server forgot gets a RST from no
+	// socket too, but it is no connect: not counted. (The server's socket
+	// is killed with its own RST dropped, so the client goes on writing.)
+	l, err := pair.Server.Listen(netip.AddrPortFrom(pair.ServerIP, 9601).String())
+	require.NoError(t, err)
+	defer l.Close()
+	c, err := pair.Client.Dial(t.Context(), l.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	s, err := l.Accept()
+	require.NoError(t, err)
+	defer s.Close()
+	require.NoError(t, l.Close())
+	iptables(t, pair.Server, "-A", "OUTPUT", "-p", "tcp", "--tcp-flags", "RST", "RST", "-j", "DROP")
+	out, err := exec.Command("ip", "netns", "exec", pair.Server.Name, "ss", "-K", "-t", "sport", "=", ":9601").CombinedOutput()
+	require.NoError(t, err, "ss -K: %s", out)
+	iptables(t, pair.Server, "-D", "OUTPUT", "-p", "tcp", "--tcp-flags", "RST", "RST", "-j", "DROP")
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, err = c.Write([]byte("anyone?"))
+	require.NoError(t, err)
+	_, err = c.Read(make([]byte, 1))
+	require.ErrorIs(t, err, syscall.ECONNRESET, "the server's namespace answered with a RST from no socket")
+	require.Equal(t, uint64(refusals), count())
+}

@@ -614,15 +614,66 @@ int BPF_PROG(tcpconn_raw_backup, struct sock *sk, int oldstate, int newstate)
 	return 0;
 }
 
+/* Connects refused for want of a listener, by local address (LRU: a
+ * flood of refused addresses pushes out the oldest, never fails). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, TCPCONN_REFUSED_KEYS);
+	__type(key, struct tcpconn_refused_key);
+	__type(value, __u64);
+} refused SEC(".maps");
+
+/* count_refused counts a RST the kernel sends to a SYN that found no
+ * socket: the server's side of a refused connect. skb is the SYN. */
+static __always_inline void count_refused(const struct sk_buff *skb)
+{
+	unsigned char *head = skb->head;
+	__u16 nh = skb->network_header, th = skb->transport_header;
+	__u8 flags, ver;
+	struct tcpconn_refused_key k = {};
+
+	if (bpf_probe_read_kernel(&flags, 1, head + th + 13) || (flags & 0x12) != 0x02) /* SYN, not ACK */
+		return;
+	if (bpf_probe_read_kernel(&ver, 1, head + nh))
+		return;
+	ver >>= 4;
+	if (ver == 4) {
+		k.family = TCPCONN_AF_INET;
+		if (bpf_probe_read_kernel(k.addr, 4, head + nh + 16)) /* daddr */
+			return;
+	} else if (ver == 6) {
+		k.family = TCPCONN_AF_INET6;
+		if (bpf_probe_read_kernel(k.addr, 16, head + nh + 24))
+			return;
+	} else {
+		return;
+	}
+	struct net_device *dev = skb->dev;
+	if (dev)
+		k.netns_ino = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+	__u64 one = 1, *n = bpf_map_lookup_elem(&refused, &k);
+	if (n) {
+		__sync_fetch_and_add(n, 1);
+	} else if (bpf_map_update_elem(&refused, &k, &one, BPF_NOEXIST)) {
+		n = bpf_map_lookup_elem(&refused, &k); /* another CPU made it */
+		if (n)
+			__sync_fetch_and_add(n, 1);
+	}
+}
+
 /* A reset the local end sends on a socket that is still open marks it for
  * its close record (see reset_sent). Resets sent at or after the close
- * (the usual aborts: reset_follows predicts them), by time-wait and
- * request sockets, and to segments that found no socket are not marked. */
+ * (the usual aborts: reset_follows predicts them) and by time-wait and
+ * request sockets are not marked; those to SYNs that found no socket are
+ * counted in refused. */
 SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(tcpconn_reset, const struct sock *sk, const struct sk_buff *skb, int reason)
 {
-	if (!sk)
+	if (!sk) {
+		if (skb)
+			count_refused(skb);
 		return 0;
+	}
 	int state = sk->__sk_common.skc_state;
 	if (state == TCP_CLOSE || state == TCP_LISTEN || state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV)
 		return 0;

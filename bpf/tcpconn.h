@@ -61,6 +61,7 @@ enum tcpconn_geometry {
 	TCPCONN_HANDSHAKE_WAYS = 4,      /* slots per set of the handshake table */
 	TCPCONN_HANDSHAKE_SLOTS = 65536, /* its default size, a power of two */
 	TCPCONN_NOTES = 8,               /* the per-CPU note stack, a power of two */
+	TCPCONN_REFUSED_KEYS = 4096,     /* local addresses whose refused connects are counted */
 };
 
 struct tcpconn_event {
@@ -97,11 +98,22 @@ struct tcpconn_event {
 	char comm[16];     /* command of the connecting process (outbound only) */
 };
 
+/* A local address that answered connects with a RST for want of a
+ * listener (the server's side of a refused connect), in its network
+ * namespace: the key of the refused map, whose value counts them. */
+struct tcpconn_refused_key {
+	__u32 netns_ino;
+	__u16 family; /* enum tcpconn_family */
+	__u16 pad;
+	__u8 addr[16]; /* 4 bytes for AF_INET */
+};
+
 /* Refers to every shared type, so that they all reach the object's BTF
  * (an enum nothing refers to is left out): the probe declares one unused
  * pointer to it. */
 struct tcpconn_shared {
 	struct tcpconn_event event;
+	struct tcpconn_refused_key refused_key;
 	enum tcpconn_kind kind;
 	enum tcpconn_direction direction;
 	enum tcpconn_flag flag;

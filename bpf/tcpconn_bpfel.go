@@ -97,6 +97,7 @@ const (
 	tcpconnTcpconnGeometryTCPCONN_HANDSHAKE_WAYS  tcpconnTcpconnGeometry = 4
 	tcpconnTcpconnGeometryTCPCONN_HANDSHAKE_SLOTS tcpconnTcpconnGeometry = 65536
 	tcpconnTcpconnGeometryTCPCONN_NOTES           tcpconnTcpconnGeometry = 8
+	tcpconnTcpconnGeometryTCPCONN_REFUSED_KEYS    tcpconnTcpconnGeometry = 4096
 )
 
 type tcpconnTcpconnKind uint32
@@ -107,6 +108,14 @@ const (
 	tcpconnTcpconnKindTCPCONN_KIND_FAILURE tcpconnTcpconnKind = 3
 	tcpconnTcpconnKindTCPCONN_KIND_UPDATE  tcpconnTcpconnKind = 4
 )
+
+type tcpconnTcpconnRefusedKey struct {
+	_        structs.HostLayout
+	NetnsIno uint32
+	Family   uint16
+	Pad      uint16
+	Addr     [16]uint8
+}
 
 type tcpconnTcpconnStat uint32
 
@@ -125,6 +134,7 @@ const (
 const (
 	tcpconnMapConnecting        = "connecting"
 	tcpconnMapEvents            = "events"
+	tcpconnMapRefused           = "refused"
 	tcpconnMapResetSent         = "reset_sent"
 	tcpconnMapSeen              = "seen"
 	tcpconnMapStats             = "stats"
@@ -197,6 +207,7 @@ type tcpconnProgramSpecs struct {
 type tcpconnMapSpecs struct {
 	Connecting *ebpf.MapSpec `ebpf:"connecting"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
+	Refused    *ebpf.MapSpec `ebpf:"refused"`
 	ResetSent  *ebpf.MapSpec `ebpf:"reset_sent"`
 	Seen       *ebpf.MapSpec `ebpf:"seen"`
 	Stats      *ebpf.MapSpec `ebpf:"stats"`
@@ -235,6 +246,7 @@ func (o *tcpconnObjects) Close() error {
 type tcpconnMaps struct {
 	Connecting *ebpf.Map `ebpf:"connecting"`
 	Events     *ebpf.Map `ebpf:"events"`
+	Refused    *ebpf.Map `ebpf:"refused"`
 	ResetSent  *ebpf.Map `ebpf:"reset_sent"`
 	Seen       *ebpf.Map `ebpf:"seen"`
 	Stats      *ebpf.Map `ebpf:"stats"`
@@ -244,6 +256,7 @@ func (m *tcpconnMaps) Close() error {
 	return _TcpconnClose(
 		m.Connecting,
 		m.Events,
+		m.Refused,
 		m.ResetSent,
 		m.Seen,
 		m.Stats,
