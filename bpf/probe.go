@@ -346,14 +346,6 @@ func (p *Probe) Stats() (Stats, error) {
 	return s, nil
 }
 
-// Refused is one local address's count of connects refused for want of
-// a listener: the RSTs the kernel sent to SYNs that found no socket there.
-type Refused struct {
-	NetNS uint32
-	Local netip.Addr
-	Count uint64 // cumulative since the probe started
-}
-
 // Refused calls fn with every local address's count of refused connects
 // (tp_btf mode: in raw_tp mode there are none). At most
 // TCPCONN_REFUSED_KEYS addresses are kept, the least recently refusing

@@ -244,6 +244,14 @@ func (r *Record) CommString() string {
 	return string(r.Comm[:n])
 }
 
+// Refused is one local address's count of connects refused for want of
+// a listener: the RSTs the kernel sent to SYNs that found no socket there.
+type Refused struct {
+	NetNS uint32
+	Local netip.Addr
+	Count uint64 // cumulative since the probe started
+}
+
 // rawEventSize is the size of the C struct tcpconn_event.
 const rawEventSize = int(unsafe.Sizeof(tcpconnTcpconnEvent{}))
 

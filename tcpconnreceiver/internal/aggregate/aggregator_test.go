@@ -134,3 +134,21 @@ func TestAddObservesHandshakesAtOpen(t *testing.T) {
 	}
 	assert.Equal(t, uint64(1), s.Handshake.Counts[i], "in the bucket up to %v s", HandshakeBounds[i])
 }
+
+func TestAddRefusedCountsInWorkloadViewsOnly(t *testing.T) {
+	a := New([]ViewSpec{{Kind: ViewWorkload, Project: byPeer, PeerAddr: true}, {Kind: ViewService, Project: byPeer}}, Limits{Series: 10})
+	c := conntable.Conn{Local: &identity.Identity{}, Peer: &identity.Identity{Workload: "unknown"}, Direction: bpf.DirectionInbound}
+	a.AddRefused(&c, 3, t0)
+	a.AddRefused(&c, 2, t0)
+	var workload, service int
+	a.Collect(t0, func(views []*View) {
+		views[0].Range(func(k *Key, s *Series) {
+			workload++
+			assert.Equal(t, uint64(5), s.V.Refused)
+			assert.Equal(t, "unknown", k.PeerAddr, "no peer address")
+		})
+		views[1].Range(func(*Key, *Series) { service++ })
+	})
+	assert.Equal(t, 1, workload)
+	assert.Zero(t, service, "no service: no connection")
+}

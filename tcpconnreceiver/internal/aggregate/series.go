@@ -13,14 +13,15 @@ type Values struct {
 	Open                   int64
 	conntable.Counters
 	// ResetsReceived and ResetsSent count the closes by a reset, by the
-	// end that sent it (bpf.Record.CloseCause).
-	ResetsReceived, ResetsSent uint64
+	// end that sent it (bpf.Record.CloseCause); Refused the connects the
+	// local end refused for want of a listener (AddRefused).
+	ResetsReceived, ResetsSent, Refused uint64
 }
 
 // Sub is v - w: what was counted since w.
 func (v Values) Sub(w Values) Values {
 	return Values{v.Opened - w.Opened, v.Closed - w.Closed, v.Failed - w.Failed, v.Open - w.Open, v.Counters.Sub(w.Counters),
-		v.ResetsReceived - w.ResetsReceived, v.ResetsSent - w.ResetsSent}
+		v.ResetsReceived - w.ResetsReceived, v.ResetsSent - w.ResetsSent, v.Refused - w.Refused}
 }
 
 // Series is one attribute set's state between flushes. The emitter owns

@@ -1,6 +1,7 @@
 package conntable
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/tcpconn/tcpconn/bpf"
@@ -237,6 +238,15 @@ func (t *Table) resolve(rec *bpf.Record, local, peer *identity.Identity) (*ident
 		peer = orUnresolved(t.resolver.Resolve(rec.PeerAddr, rec.PeerPort, at, peerRole))
 	}
 	return local, peer
+}
+
+// RefusedConn describes the server end at local that refused connects
+// (no connection, no peer known), resolved as of at.
+func (t *Table) RefusedConn(local netip.Addr, at time.Time) Conn {
+	return Conn{
+		Local: orUnresolved(t.resolver.Resolve(local, 0, at, identity.RoleServer)), Peer: unresolved,
+		Direction: bpf.DirectionInbound, IPv6: local.Is6() && !local.Is4In6(),
+	}
 }
 
 func orUnresolved(id *identity.Identity) *identity.Identity {

@@ -188,6 +188,7 @@ const (
 	_ AttributeTCPCloseCause = iota
 	AttributeTCPCloseCauseResetReceived
 	AttributeTCPCloseCauseResetSent
+	AttributeTCPCloseCauseRefused
 )
 
 // String returns the string representation of the AttributeTCPCloseCause.
@@ -197,6 +198,8 @@ func (av AttributeTCPCloseCause) String() string {
 		return "reset_received"
 	case AttributeTCPCloseCauseResetSent:
 		return "reset_sent"
+	case AttributeTCPCloseCauseRefused:
+		return "refused"
 	}
 	return ""
 }
@@ -205,6 +208,7 @@ func (av AttributeTCPCloseCause) String() string {
 var MapAttributeTCPCloseCause = map[string]AttributeTCPCloseCause{
 	"reset_received": AttributeTCPCloseCauseResetReceived,
 	"reset_sent":     AttributeTCPCloseCauseResetSent,
+	"refused":        AttributeTCPCloseCauseRefused,
 }
 
 // AttributeView specifies the value view attribute.
@@ -3120,7 +3124,7 @@ type metricSystemNetworkTCPResets struct {
 // init fills system.network.tcp.resets metric with initial data.
 func (m *metricSystemNetworkTCPResets) init() {
 	m.data.SetName("system.network.tcp.resets")
-	m.data.SetDescription("otel profile, workload view: established connections that ended in a reset, by which end sent it (tcp.close.cause), counted at close. A keepalive timeout, which also sends a reset, is a timeout and not counted. Named as the OpenTelemetry proposal for TCP metrics (semantic-conventions#3682) names it; its network.tcp.reset.cause (why: application, timeout, ...) is not filled.")
+	m.data.SetDescription("otel profile, workload view: established connections that ended in a reset, by which end sent it (tcp.close.cause), counted at close, and connects the local end refused (tcp.close.cause refused, direction inbound, counted at each report walk: tp_btf mode with report_interval). A keepalive timeout, which also sends a reset, is a timeout and not counted. Named as the OpenTelemetry proposal for TCP metrics (semantic-conventions#3682) names it; its network.tcp.reset.cause (why: application, timeout, ...) is not filled.")
 	m.data.SetUnit("{reset}")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)

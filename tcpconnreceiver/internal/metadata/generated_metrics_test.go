@@ -3032,7 +3032,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["system.network.tcp.resets"] = true
 						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-						assert.Equal(t, "otel profile, workload view: established connections that ended in a reset, by which end sent it (tcp.close.cause), counted at close. A keepalive timeout, which also sends a reset, is a timeout and not counted. Named as the OpenTelemetry proposal for TCP metrics (semantic-conventions#3682) names it; its network.tcp.reset.cause (why: application, timeout, ...) is not filled.", mi.Description())
+						assert.Equal(t, "otel profile, workload view: established connections that ended in a reset, by which end sent it (tcp.close.cause), counted at close, and connects the local end refused (tcp.close.cause refused, direction inbound, counted at each report walk: tp_btf mode with report_interval). A keepalive timeout, which also sends a reset, is a timeout and not counted. Named as the OpenTelemetry proposal for TCP metrics (semantic-conventions#3682) names it; its network.tcp.reset.cause (why: application, timeout, ...) is not filled.", mi.Description())
 						assert.Equal(t, "{reset}", mi.Unit())
 						assert.True(t, mi.Sum().IsMonotonic())
 						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
@@ -3064,7 +3064,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["system.network.tcp.resets"] = true
 						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-						assert.Equal(t, "otel profile, workload view: established connections that ended in a reset, by which end sent it (tcp.close.cause), counted at close. A keepalive timeout, which also sends a reset, is a timeout and not counted. Named as the OpenTelemetry proposal for TCP metrics (semantic-conventions#3682) names it; its network.tcp.reset.cause (why: application, timeout, ...) is not filled.", mi.Description())
+						assert.Equal(t, "otel profile, workload view: established connections that ended in a reset, by which end sent it (tcp.close.cause), counted at close, and connects the local end refused (tcp.close.cause refused, direction inbound, counted at each report walk: tp_btf mode with report_interval). A keepalive timeout, which also sends a reset, is a timeout and not counted. Named as the OpenTelemetry proposal for TCP metrics (semantic-conventions#3682) names it; its network.tcp.reset.cause (why: application, timeout, ...) is not filled.", mi.Description())
 						assert.Equal(t, "{reset}", mi.Unit())
 						assert.True(t, mi.Sum().IsMonotonic())
 						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())

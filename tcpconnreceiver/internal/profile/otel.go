@@ -140,6 +140,9 @@ func otelWorkload(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, k *aggregat
 	if v.ResetsSent > 0 {
 		mb.RecordSystemNetworkTCPResetsDataPoint(ts, int64(v.ResetsSent), dir, nt, w, kind, ns, metadata.AttributeTCPCloseCauseResetSent, addr, port)
 	}
+	if v.Refused > 0 {
+		mb.RecordSystemNetworkTCPResetsDataPoint(ts, int64(v.Refused), dir, nt, w, kind, ns, metadata.AttributeTCPCloseCauseRefused, addr, port)
+	}
 }
 
 func otelOpen(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, k *aggregate.Key, open int64) {
