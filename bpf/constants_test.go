@@ -77,6 +77,7 @@ func TestSharedConstantsMatchC(t *testing.T) {
 
 	assert.Equal(t, uint32(DefaultRingBufferBytes), specs.Events.MaxEntries, "ring buffer size")
 	assert.Equal(t, uint32(tcpconnTcpconnGeometryTCPCONN_HANDSHAKE_SLOTS), specs.Connecting.MaxEntries, "handshake table size")
+	assert.Equal(t, uint32(tcpconnTcpconnGeometryTCPCONN_REFUSED_KEYS), specs.Refused.MaxEntries, "refused map size")
 	var ways uint32
 	require.NoError(t, specs.HandshakeWays.Get(&ways))
 	assert.Equal(t, uint32(tcpconnTcpconnGeometryTCPCONN_HANDSHAKE_WAYS), ways, "handshake_ways")

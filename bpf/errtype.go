@@ -73,3 +73,66 @@ func (r *Record) Error() ErrorType {
 	}
 	return ErrorNone
 }
+
+// CloseCause says how an established connection ended: the one place that
+// names it for access logs and metrics (tcp.close.cause).
+type CloseCause uint8
+
+// Close causes. CauseNone is for records other than closes.
+const (
+	CauseNone CloseCause = iota
+	// CauseNormal: FINs both ways, or the socket closed without error
+	// and without a reset.
+	CauseNormal
+	// CauseResetReceived: the peer reset the connection (sk_err
+	// ECONNRESET, or EPIPE in CLOSE_WAIT, set by the kernel's tcp_reset).
+	CauseResetReceived
+	// CauseResetSent: the local end reset it (FlagResetSent): closed with
+	// unread data, SO_LINGER 0, a listener closing with children it never
+	// accepted, tcp_abort, or a reset the kernel sent on a socket still
+	// open.
+	CauseResetSent
+	// CauseTimedOut: retransmissions or keepalive probes exhausted
+	// (sk_err ETIMEDOUT, or the ICMP error that came with them). A
+	// keepalive timeout also sends a reset: it is still timed_out.
+	CauseTimedOut
+)
+
+var closeCauseNames = [...]string{
+	CauseNone:          "",
+	CauseNormal:        "normal",
+	CauseResetReceived: "reset_received",
+	CauseResetSent:     "reset_sent",
+	CauseTimedOut:      "timed_out",
+}
+
+// String returns the tcp.close.cause value: normal, reset_received,
+// reset_sent, timed_out; "" for CauseNone.
+func (c CloseCause) String() string {
+	if int(c) < len(closeCauseNames) {
+		return closeCauseNames[c]
+	}
+	return ""
+}
+
+// CloseCause is how the record's connection ended: CauseNone unless rec
+// is a close record. A socket error says a reset was received or the
+// connection timed out (a timeout first: a keepalive timeout also sends a
+// reset); otherwise the probe's FlagResetSent says the local end sent one.
+// ECONNABORTED (tcp_abort, e.g. ss -K) without a reset is normal.
+func (r *Record) CloseCause() CloseCause {
+	if r.Kind != KindClose {
+		return CauseNone
+	}
+	switch syscall.Errno(r.Errno) {
+	case 0, syscall.ECONNABORTED:
+	case syscall.ECONNRESET, syscall.EPIPE:
+		return CauseResetReceived
+	default:
+		return CauseTimedOut
+	}
+	if r.Flags&FlagResetSent != 0 {
+		return CauseResetSent
+	}
+	return CauseNormal
+}

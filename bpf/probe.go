@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -101,8 +102,11 @@ var modeObjects = map[AttachMode]struct {
 	backup string
 	// report is the walk's iterator; none in raw_tp mode.
 	report string
+	// reset marks sockets that send a reset while open (tcp_send_reset),
+	// for their close record; none in raw_tp mode (no sk_storage there).
+	reset string
 }{
-	AttachTPBTF: {prog: tcpconnProgTcpconnBtf, backup: tcpconnProgTcpconnBtfBackup, report: tcpconnProgTcpconnReport},
+	AttachTPBTF: {prog: tcpconnProgTcpconnBtf, backup: tcpconnProgTcpconnBtfBackup, report: tcpconnProgTcpconnReport, reset: tcpconnProgTcpconnReset},
 	AttachRawTP: {prog: tcpconnProgTcpconnRaw, backup: tcpconnProgTcpconnRawBackup},
 }
 
@@ -112,10 +116,11 @@ type probeObjects struct {
 	tcpconnMaps
 	prog, backup *ebpf.Program
 	report       *ebpf.Program // nil in raw_tp mode
+	reset        *ebpf.Program // nil in raw_tp mode
 }
 
 func (o *probeObjects) Close() error {
-	return errors.Join(o.tcpconnMaps.Close(), o.prog.Close(), o.backup.Close(), o.report.Close())
+	return errors.Join(o.tcpconnMaps.Close(), o.prog.Close(), o.backup.Close(), o.report.Close(), o.reset.Close())
 }
 
 func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
@@ -129,7 +134,7 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 	}
 	names := modeObjects[mode]
 	for name := range spec.Programs {
-		if name != names.prog && name != names.backup && name != names.report {
+		if name != names.prog && name != names.backup && name != names.report && name != names.reset {
 			delete(spec.Programs, name)
 		}
 	}
@@ -166,6 +171,7 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 	objs.prog = coll.DetachProgram(names.prog)
 	objs.backup = coll.DetachProgram(names.backup)
 	objs.report = coll.DetachProgram(names.report)
+	objs.reset = coll.DetachProgram(names.reset)
 	// What is left, the maps of the globals, stays with the programs.
 	coll.Close()
 
@@ -193,6 +199,16 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 			return fmt.Errorf("attach %s %s: %w", mode, tp, err)
 		}
 		links = append(links, l)
+	}
+	if objs.reset != nil && !opts.noAttach {
+		l, err := link.AttachTracing(link.TracingOptions{Program: objs.reset, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			_ = closeLinks(links)
+			_ = objs.Close()
+			return fmt.Errorf("attach %s tcp_send_reset: %w", mode, err)
+		}
+		// Before the state-change programs, so that it is detached last.
+		links = append([]link.Link{l}, links...)
 	}
 	p.objs, p.links, p.mode = objs, links, mode
 	if objs.report != nil {
@@ -328,6 +344,32 @@ func (p *Probe) Stats() (Stats, error) {
 	s.Skipped = ps.RecursionMisses
 	s.Missed = s.Skipped - min(s.Rescued+skippedNoRecord, s.Skipped)
 	return s, nil
+}
+
+// Refused calls fn with every local address's count of refused connects
+// (tp_btf mode: in raw_tp mode there are none). At most
+// TCPCONN_REFUSED_KEYS addresses are kept, the least recently refusing
+// dropped first. It allocates nothing per address.
+func (p *Probe) Refused(fn func(Refused)) error {
+	var k tcpconnTcpconnRefusedKey
+	var n uint64
+	it := p.objs.Refused.Iterate()
+	for it.Next(&k, &n) {
+		r := Refused{NetNS: k.NetnsIno, Count: n}
+		switch uint16(k.Family) {
+		case afInet:
+			r.Local = netip.AddrFrom4([4]byte(k.Addr[:4]))
+		case afInet6:
+			r.Local = netip.AddrFrom16(k.Addr).Unmap()
+		default:
+			continue
+		}
+		fn(r)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read refused connects: %w", err)
+	}
+	return nil
 }
 
 // bootToWallOffset measures what to add to CLOCK_BOOTTIME (the probe's

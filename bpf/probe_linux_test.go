@@ -218,6 +218,7 @@ func assertClose(t *testing.T, pair *netnstest.Pair, open, r Record, clientPorts
 	assert.Equal(t, open.LocalPort, r.LocalPort)
 	assert.True(t, r.Start.IsZero(), "the start came with the open record")
 	assert.Equal(t, DirectionUnknown, r.Direction)
+	r.SetDirection(open.Direction)
 	assert.NotZero(t, r.NetNS)
 	assert.Equal(t, FlagFinReceived, r.Flags&FlagFinReceived)
 	assert.Zero(t, r.Flags&FlagAdopted)

@@ -64,6 +64,15 @@ const (
 	FlagAdopted = Flags(tcpconnTcpconnFlagTCPCONN_F_ADOPTED)
 	// FlagFinReceived marks a connection whose peer sent a FIN.
 	FlagFinReceived = Flags(tcpconnTcpconnFlagTCPCONN_F_FIN_RCVD)
+	// FlagFinAcked marks a connection whose own FIN the peer acknowledged.
+	FlagFinAcked = Flags(tcpconnTcpconnFlagTCPCONN_F_FIN_ACKED)
+	// FlagResetSent marks a close record of a connection the local end
+	// reset (see CloseCause).
+	FlagResetSent = Flags(tcpconnTcpconnFlagTCPCONN_F_RST_SENT)
+	// FlagConnected marks an update record whose local port connect()
+	// picked: the local end is the client, even when the direction is
+	// unknown (a connection adopted at start).
+	FlagConnected = Flags(tcpconnTcpconnFlagTCPCONN_F_CONNECTED)
 )
 
 // Record is one decoded probe event. It holds no pointers into the ring
@@ -88,8 +97,13 @@ type Record struct {
 	LocalPort uint16
 	PeerPort  uint16
 
-	// Exact payload bytes: retransmissions and SYN/FIN sequence numbers are
-	// already taken out by the probe.
+	// Exact payload bytes. BytesSent is the payload the peer acknowledged
+	// (tcp_sock.bytes_acked less the SYN and FIN sequence numbers it
+	// counts), BytesReceived the in-order payload delivered
+	// (tcp_sock.bytes_received less the peer's FIN). A record whose
+	// direction is unknown (close and update records, which get it from
+	// the connection's open record) may still count the SYN of an outbound
+	// connection: SetDirection takes it out.
 	BytesSent     uint64
 	BytesReceived uint64
 	BytesRetrans  uint64
@@ -102,11 +116,114 @@ type Record struct {
 	RTTMin time.Duration
 	RTTVar time.Duration
 
+	// Handshake is how long the handshake took, 0 when unknown. Outbound:
+	// from SYN_SENT (connect) to ESTABLISHED, or to the failure (time to
+	// failure). Inbound: the SYN-ACK's round trip, from the SYN-ACK the
+	// handshake's last ACK answered to that ACK (the child socket's first
+	// RTT sample, taken from the request's SYN-ACK time), the closest the
+	// kernel keeps once the child exists; SYN-ACK retransmissions before
+	// it are in Retransmits. Open and failure records carry it; the
+	// connection table carries it on to the connection's later records.
+	Handshake time.Duration
+
+	// ClientISN and ServerISN are the connection's initial sequence
+	// numbers, the same on both ends (ISNKnown): derived from where the
+	// socket's counted sequence space starts on each side (snd_una -
+	// bytes_acked, rcv_nxt - bytes_received), which takes the direction:
+	// unknown on failures and on connections adopted without it. See UID.
+	ClientISN, ServerISN uint32
+	ISNKnown             bool
+
 	NetNS uint32
 	PID   uint32
 	Comm  [16]byte
 	// Errno is the socket error at the event (ECONNREFUSED, ETIMEDOUT, ...).
 	Errno int32
+
+	// synInSent: BytesSent may still count the local SYN (the direction
+	// was unknown when it was decoded).
+	synInSent bool
+	// sndBase, rcvBase: snd_una - bytes_acked and rcv_nxt -
+	// bytes_received (hasBases: not a failure); ISNs need the direction.
+	sndBase, rcvBase uint32
+	hasBases         bool
+}
+
+// settleISNs derives the ISNs once the direction is known. Both ends
+// count in bytes_received everything after the peer's SYN: rcv_nxt less it
+// is the peer's ISN + 1. bytes_acked counts the SYN of a socket that
+// connected, not the SYN-ACK of a listener's child: snd_una less it is the
+// client's ISN, or the server's + 1.
+func (r *Record) settleISNs(end Direction) {
+	if !r.hasBases {
+		return // not decoded from the probe: as it was made
+	}
+	r.ISNKnown = false
+	switch end {
+	case DirectionOutbound:
+		r.ClientISN, r.ServerISN, r.ISNKnown = r.sndBase, r.rcvBase-1, true
+	case DirectionInbound:
+		r.ClientISN, r.ServerISN, r.ISNKnown = r.rcvBase-1, r.sndBase-1, true
+	}
+}
+
+// UIDString is UID as the access logs write it, 16 hex digits, into b.
+func UIDString(b *[16]byte, uid uint64) []byte {
+	const hex = "0123456789abcdef"
+	for i := 15; i >= 0; i-- {
+		b[i] = hex[uid&0xf]
+		uid >>= 4
+	}
+	return b[:]
+}
+
+// UID names the connection identically on both of its ends, on any node
+// and through address and port translation: a mix (splitmix64's
+// finaliser, a bijection) of the client's and the server's ISNs, so two
+// connections share a UID only if they share both ISNs. ok is false when
+// the ISNs are unknown.
+func (r *Record) UID() (uid uint64, ok bool) {
+	if !r.ISNKnown {
+		return 0, false
+	}
+	z := uint64(r.ClientISN)<<32 | uint64(r.ServerISN)
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31), true
+}
+
+// SetDirection gives a record of unknown direction the one its connection's
+// open record carried. The acknowledged sequence space of a socket that
+// connected counts its SYN, which the probe can only take out where it
+// knows the direction: this takes it out of BytesSent. A record whose
+// direction is known already is left as it is.
+func (r *Record) SetDirection(d Direction) {
+	if r.Direction != DirectionUnknown {
+		return
+	}
+	r.Direction = d
+	r.settle(d)
+}
+
+// SetClient says that the local end of a record of unknown direction is
+// the client (FlagConnected on one of its connection's records): the SYN
+// comes out of BytesSent and the ISNs are derived, the direction left as
+// it is.
+func (r *Record) SetClient() {
+	r.Flags |= FlagConnected
+	r.settle(DirectionOutbound)
+}
+
+// settle takes the SYN out of BytesSent for a client end and derives the
+// ISNs, once the end is known.
+func (r *Record) settle(end Direction) {
+	if end == DirectionOutbound && r.synInSent && r.BytesSent > 0 {
+		r.BytesSent--
+	}
+	if end != DirectionUnknown {
+		r.synInSent = false
+	}
+	r.settleISNs(end)
 }
 
 // Duration is how long the connection has lived at this record, or 0 when
@@ -125,6 +242,14 @@ func (r *Record) CommString() string {
 		n++
 	}
 	return string(r.Comm[:n])
+}
+
+// Refused is one local address's count of connects refused for want of
+// a listener: the RSTs the kernel sent to SYNs that found no socket there.
+type Refused struct {
+	NetNS uint32
+	Local netip.Addr
+	Count uint64 // cumulative since the probe started
 }
 
 // rawEventSize is the size of the C struct tcpconn_event.
@@ -182,6 +307,15 @@ func (d *decoder) decode(raw []byte, rec *Record) bool {
 	rec.PeerPort = ev.Dport
 
 	rec.BytesSent = ev.BytesSent
+	// An outbound socket's bytes_acked counts its SYN once the SYN-ACK
+	// came (a listener's child never counts its SYN-ACK).
+	rec.synInSent = false
+	switch {
+	case rec.Direction == DirectionOutbound && rec.BytesSent > 0:
+		rec.BytesSent--
+	case rec.Direction == DirectionUnknown:
+		rec.synInSent = true
+	}
 	rec.BytesReceived = ev.BytesReceived
 	rec.BytesRetrans = ev.BytesRetrans
 	rec.Retransmits = ev.TotalRetrans
@@ -194,6 +328,22 @@ func (d *decoder) decode(raw []byte, rec *Record) bool {
 		rec.RTTMin = time.Duration(ev.RttMinUs) * time.Microsecond
 	}
 	rec.RTTVar = time.Duration(ev.RttvarUs) * time.Microsecond
+	rec.sndBase, rec.rcvBase, rec.hasBases = ev.SndBase, ev.RcvBase, rec.Kind != KindFailure
+	rec.ISNKnown = false
+	switch {
+	case rec.Direction != DirectionUnknown:
+		rec.settleISNs(rec.Direction)
+	case rec.Flags&FlagConnected != 0:
+		rec.settle(DirectionOutbound)
+	}
+	rec.Handshake = 0
+	switch {
+	case rec.Kind != KindOpen && rec.Kind != KindFailure, rec.Flags&FlagAdopted != 0:
+	case rec.Direction == DirectionOutbound && ev.StartNs != 0 && ev.TsNs > ev.StartNs:
+		rec.Handshake = time.Duration(ev.TsNs - ev.StartNs)
+	case rec.Direction == DirectionInbound && rec.Kind == KindOpen:
+		rec.Handshake = rec.SRTT
+	}
 	rec.NetNS = ev.NetnsIno
 	rec.PID = ev.Pid
 	for i, c := range ev.Comm {

@@ -127,15 +127,57 @@ static __always_inline __u64 conn_id(bool btf, struct sock *sk, struct tcpconn_e
 	return (z ^ (z >> 31)) | 1; /* never 0: 0 means no id */
 }
 
-static __always_inline bool fin_received(bool btf, struct sock *sk)
+static __always_inline unsigned long sock_flags(bool btf, struct sock *sk)
 {
-	unsigned long flags;
-
 	if (bpf_core_field_exists(((struct sock___old *)sk)->sk_flags))
-		flags = BPF_CORE_READ((struct sock___old *)sk, sk_flags);
-	else
-		flags = RD(btf, sk, __sk_common.skc_flags);
-	return flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE));
+		return BPF_CORE_READ((struct sock___old *)sk, sk_flags);
+	return RD(btf, sk, __sk_common.skc_flags);
+}
+
+/* Resets the local end sent before its close record, when the kernel
+ * sent one on a socket still open (tcp_abort, an orphan out of memory or
+ * past its FIN_WAIT2 time, a keepalive timeout): tp_btf/tcp_send_reset
+ * marks the socket here. Only sockets that send a reset get an entry, so
+ * the close path of every other socket finds sk_bpf_storage empty and
+ * looks no further. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u8);
+} reset_sent SEC(".maps");
+
+/* reset_follows: a close with no socket error from these states is an
+ * abort, and the kernel sends the RST right after the state change, so
+ * tcp_send_reset comes too late for the close record: tcp_close() with
+ * unread data, SO_LINGER 0 (tcp_disconnect), a listener closing with
+ * children it never accepted. No graceful close leaves ESTABLISHED,
+ * CLOSE_WAIT or FIN_WAIT1 for CLOSE directly (a reset received or a
+ * timeout sets sk_err first); from FIN_WAIT2 only SO_LINGER 0 aborts
+ * before the peer's FIN. */
+static __always_inline bool reset_follows(bool btf, struct sock *sk, int oldstate, unsigned long flags)
+{
+	switch (oldstate) {
+	case TCP_ESTABLISHED:
+	case TCP_CLOSE_WAIT:
+	case TCP_FIN_WAIT1:
+		return true;
+	case TCP_FIN_WAIT2:
+		return (flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_LINGER))) &&
+		       !(flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) &&
+		       RD(btf, sk, sk_lingertime) == 0;
+	}
+	return false;
+}
+
+/* reset_was_sent: tcp_send_reset marked the socket (tp_btf only: raw_tp
+ * programs cannot read sk_storage). */
+static __always_inline bool reset_was_sent(bool btf, struct sock *sk)
+{
+	if (!btf || !sk->sk_bpf_storage)
+		return false;
+	__u8 *v = bpf_sk_storage_get(&reset_sent, sk, 0, 0);
+	return v && *v;
 }
 
 static __always_inline void copy_addr(bool btf, __u8 *dst, const void *src, __u32 len)
@@ -189,17 +231,63 @@ static __always_inline void fill(bool btf, struct tcpconn_event *e, struct sock 
 	e->dport = bpf_ntohs(RD(btf, sk, __sk_common.skc_dport));
 	e->conn_id = conn_id(btf, sk, e);
 
-	__u64 sent = RD(btf, tp, bytes_sent);
-	__u64 retrans = RD(btf, tp, bytes_retrans);
+	/* Payload sent is the sequence space the peer acknowledged
+	 * (bytes_acked, which a segment dropped on the local egress and sent
+	 * again does not inflate, unlike bytes_sent), less our FIN once it is
+	 * acknowledged: it was queued in these states, and takes the last
+	 * sequence number (write_seq counts it). An outbound socket's
+	 * bytes_acked also counts its SYN, which the probe cannot tell from
+	 * a close record: user space takes it out by the connection's
+	 * direction (Record.SetDirection). A listener's child never counts
+	 * its SYN-ACK. */
+	__u64 acked = RD(btf, tp, bytes_acked);
+	__u32 snd_una = RD(btf, tp, snd_una);
+	/* Where the counted sequence space starts, on each side: the
+	 * connection's two initial sequence numbers, which both ends know
+	 * (user space names the connection with them). The FINs move both
+	 * the counters and the sequence numbers, so these never change. */
+	e->snd_base = snd_una - (__u32)acked;
+	int st = newstate == TCP_CLOSE ? oldstate : newstate;
+	/* FIN_WAIT2 is the state of an acknowledged FIN: no need to look. */
+	if (acked > 0 && (st == TCP_FIN_WAIT2 ||
+			  ((st == TCP_FIN_WAIT1 || st == TCP_CLOSING || st == TCP_LAST_ACK) &&
+			   snd_una == RD(btf, tp, write_seq)))) {
+		acked--;
+		e->flags |= TCPCONN_F_FIN_ACKED;
+	}
+	/* bytes_received is the in-order sequence space delivered, and counts
+	 * the peer's FIN too (never its SYN). */
 	__u64 received = RD(btf, tp, bytes_received);
-	/* bytes_received counts the FIN's sequence number too. */
-	if (received > 0 && fin_received(btf, sk)) {
+	e->rcv_base = RD(btf, tp, rcv_nxt) - (__u32)received;
+	/* The socket's flags, read once: the FIN received (SOCK_DONE), and
+	 * for a close, SO_LINGER 0 (reset_follows). */
+	unsigned long skflags = 0;
+	if (received > 0 || kind == TCPCONN_KIND_CLOSE)
+		skflags = sock_flags(btf, sk);
+	if (received > 0 && (skflags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE)))) {
 		received--;
 		e->flags |= TCPCONN_F_FIN_RCVD;
 	}
-	e->bytes_sent = sent - retrans;
+	/* Whether the local end reset the connection (see reset_follows and
+	 * reset_was_sent). */
+	if (kind == TCPCONN_KIND_CLOSE &&
+	    ((e->sk_err == 0 && reset_follows(btf, sk, oldstate, skflags)) || reset_was_sent(btf, sk)))
+		e->flags |= TCPCONN_F_RST_SENT;
+	/* A report does not know the direction, which the SYN in bytes_acked
+	 * and the ISNs need (user space has it from the open record, but not
+	 * for a connection adopted at start). A local port that connect()
+	 * picked is in a bind bucket of its own kind (fastreuse -1, set only
+	 * by inet_hash_connect): that end is the client. (At close the bucket
+	 * is already released.) A client that bind()s its port first, and
+	 * every server, stay unknown here. */
+	if (kind == TCPCONN_KIND_UPDATE) {
+		struct inet_bind_bucket *tb = RD(btf, tp, inet_conn.icsk_bind_hash);
+		if (tb && RD(btf, tb, fastreuse) == -1)
+			e->flags |= TCPCONN_F_CONNECTED;
+	}
+	e->bytes_sent = acked;
 	e->bytes_received = received;
-	e->bytes_retrans = retrans;
+	e->bytes_retrans = RD(btf, tp, bytes_retrans);
 	e->total_retrans = RD(btf, tp, total_retrans);
 	e->lost = RD(btf, tp, lost);
 	e->segs_in = RD(btf, tp, segs_in);
@@ -523,6 +611,76 @@ SEC("raw_tp/inet_sock_set_state")
 int BPF_PROG(tcpconn_raw_backup, struct sock *sk, int oldstate, int newstate)
 {
 	backup(false, sk, oldstate, newstate);
+	return 0;
+}
+
+/* Connects refused for want of a listener, by local address (LRU: a
+ * flood of refused addresses pushes out the oldest, never fails). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, TCPCONN_REFUSED_KEYS);
+	__type(key, struct tcpconn_refused_key);
+	__type(value, __u64);
+} refused SEC(".maps");
+
+/* count_refused counts a RST the kernel sends to a SYN that found no
+ * socket: the server's side of a refused connect. skb is the SYN. */
+static __always_inline void count_refused(const struct sk_buff *skb)
+{
+	unsigned char *head = skb->head;
+	__u16 nh = skb->network_header, th = skb->transport_header;
+	__u8 flags, ver;
+	struct tcpconn_refused_key k = {};
+
+	if (bpf_probe_read_kernel(&flags, 1, head + th + 13) || (flags & 0x12) != 0x02) /* SYN, not ACK */
+		return;
+	if (bpf_probe_read_kernel(&ver, 1, head + nh))
+		return;
+	ver >>= 4;
+	if (ver == 4) {
+		k.family = TCPCONN_AF_INET;
+		if (bpf_probe_read_kernel(k.addr, 4, head + nh + 16)) /* daddr */
+			return;
+	} else if (ver == 6) {
+		k.family = TCPCONN_AF_INET6;
+		if (bpf_probe_read_kernel(k.addr, 16, head + nh + 24))
+			return;
+	} else {
+		return;
+	}
+	struct net_device *dev = skb->dev;
+	if (dev)
+		k.netns_ino = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+	__u64 one = 1, *n = bpf_map_lookup_elem(&refused, &k);
+	if (n) {
+		__sync_fetch_and_add(n, 1);
+	} else if (bpf_map_update_elem(&refused, &k, &one, BPF_NOEXIST)) {
+		n = bpf_map_lookup_elem(&refused, &k); /* another CPU made it */
+		if (n)
+			__sync_fetch_and_add(n, 1);
+	}
+}
+
+/* A reset the local end sends on a socket that is still open marks it for
+ * its close record (see reset_sent). Resets sent at or after the close
+ * (the usual aborts: reset_follows predicts them) and by time-wait and
+ * request sockets are not marked; those to SYNs that found no socket are
+ * counted in refused. */
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tcpconn_reset, const struct sock *sk, const struct sk_buff *skb, int reason)
+{
+	if (!sk) {
+		if (skb)
+			count_refused(skb);
+		return 0;
+	}
+	int state = sk->__sk_common.skc_state;
+	if (state == TCP_CLOSE || state == TCP_LISTEN || state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV)
+		return 0;
+	/* The helper takes full sockets only, and returns NULL for others. */
+	__u8 *v = bpf_sk_storage_get(&reset_sent, (struct sock *)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (v)
+		*v = 1;
 	return 0;
 }
 

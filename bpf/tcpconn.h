@@ -34,6 +34,9 @@ enum tcpconn_direction {
 enum tcpconn_flag {
 	TCPCONN_F_ADOPTED = 1,  /* first seen after its handshake: start time unknown */
 	TCPCONN_F_FIN_RCVD = 2, /* the peer's FIN arrived (and was taken off bytes_received) */
+	TCPCONN_F_FIN_ACKED = 4, /* our FIN was acknowledged (and was taken off bytes_sent) */
+	TCPCONN_F_RST_SENT = 8,  /* close records: the local end reset the connection */
+	TCPCONN_F_CONNECTED = 16, /* update records: the local port was picked by connect(): the client */
 };
 
 /* Address families of the record (the kernel's AF_*, which vmlinux.h
@@ -58,13 +61,15 @@ enum tcpconn_geometry {
 	TCPCONN_HANDSHAKE_WAYS = 4,      /* slots per set of the handshake table */
 	TCPCONN_HANDSHAKE_SLOTS = 65536, /* its default size, a power of two */
 	TCPCONN_NOTES = 8,               /* the per-CPU note stack, a power of two */
+	TCPCONN_REFUSED_KEYS = 4096,     /* local addresses whose refused connects are counted */
 };
 
 struct tcpconn_event {
 	__u64 ts_ns;          /* CLOCK_BOOTTIME of the event */
 	__u64 start_ns;       /* CLOCK_BOOTTIME of SYN_SENT / SYN_RECV; 0 if unknown */
 	__u64 conn_id;        /* unique per connection, joins its open/update/close */
-	__u64 bytes_sent;     /* payload sent, retransmissions not counted twice */
+	__u64 bytes_sent;     /* sequence space the peer acknowledged, less our FIN: the
+			       * payload, plus the SYN of an outbound socket */
 	__u64 bytes_received; /* payload received, the peer's FIN not counted */
 	__u64 bytes_retrans;  /* payload bytes retransmitted */
 	__u64 total_retrans;  /* segments retransmitted */
@@ -77,6 +82,8 @@ struct tcpconn_event {
 	__u32 netns_ino;   /* network namespace inode of the socket */
 	__u32 pid;         /* tgid of the connecting process (outbound only) */
 	__s32 sk_err;      /* errno on failure/reset, 0 otherwise */
+	__u32 snd_base;    /* snd_una - bytes_acked: the local ISN, + 1 for a listener's child */
+	__u32 rcv_base;    /* rcv_nxt - bytes_received: the peer's ISN + 1 */
 	__u8 saddr[16];    /* local address: 4 bytes for AF_INET, 16 for AF_INET6 */
 	__u8 daddr[16];    /* peer address */
 	__u16 sport;       /* local port, host order */
@@ -91,11 +98,22 @@ struct tcpconn_event {
 	char comm[16];     /* command of the connecting process (outbound only) */
 };
 
+/* A local address that answered connects with a RST for want of a
+ * listener (the server's side of a refused connect), in its network
+ * namespace: the key of the refused map, whose value counts them. */
+struct tcpconn_refused_key {
+	__u32 netns_ino;
+	__u16 family; /* enum tcpconn_family */
+	__u16 pad;
+	__u8 addr[16]; /* 4 bytes for AF_INET */
+};
+
 /* Refers to every shared type, so that they all reach the object's BTF
  * (an enum nothing refers to is left out): the probe declares one unused
  * pointer to it. */
 struct tcpconn_shared {
 	struct tcpconn_event event;
+	struct tcpconn_refused_key refused_key;
 	enum tcpconn_kind kind;
 	enum tcpconn_direction direction;
 	enum tcpconn_flag flag;

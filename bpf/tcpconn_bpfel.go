@@ -57,6 +57,8 @@ type tcpconnTcpconnEvent struct {
 	NetnsIno      uint32
 	Pid           uint32
 	SkErr         int32
+	SndBase       uint32
+	RcvBase       uint32
 	Saddr         [16]uint8
 	Daddr         [16]uint8
 	Sport         uint16
@@ -82,8 +84,11 @@ const (
 type tcpconnTcpconnFlag uint32
 
 const (
-	tcpconnTcpconnFlagTCPCONN_F_ADOPTED  tcpconnTcpconnFlag = 1
-	tcpconnTcpconnFlagTCPCONN_F_FIN_RCVD tcpconnTcpconnFlag = 2
+	tcpconnTcpconnFlagTCPCONN_F_ADOPTED   tcpconnTcpconnFlag = 1
+	tcpconnTcpconnFlagTCPCONN_F_FIN_RCVD  tcpconnTcpconnFlag = 2
+	tcpconnTcpconnFlagTCPCONN_F_FIN_ACKED tcpconnTcpconnFlag = 4
+	tcpconnTcpconnFlagTCPCONN_F_RST_SENT  tcpconnTcpconnFlag = 8
+	tcpconnTcpconnFlagTCPCONN_F_CONNECTED tcpconnTcpconnFlag = 16
 )
 
 type tcpconnTcpconnGeometry uint32
@@ -92,6 +97,7 @@ const (
 	tcpconnTcpconnGeometryTCPCONN_HANDSHAKE_WAYS  tcpconnTcpconnGeometry = 4
 	tcpconnTcpconnGeometryTCPCONN_HANDSHAKE_SLOTS tcpconnTcpconnGeometry = 65536
 	tcpconnTcpconnGeometryTCPCONN_NOTES           tcpconnTcpconnGeometry = 8
+	tcpconnTcpconnGeometryTCPCONN_REFUSED_KEYS    tcpconnTcpconnGeometry = 4096
 )
 
 type tcpconnTcpconnKind uint32
@@ -102,6 +108,14 @@ const (
 	tcpconnTcpconnKindTCPCONN_KIND_FAILURE tcpconnTcpconnKind = 3
 	tcpconnTcpconnKindTCPCONN_KIND_UPDATE  tcpconnTcpconnKind = 4
 )
+
+type tcpconnTcpconnRefusedKey struct {
+	_        structs.HostLayout
+	NetnsIno uint32
+	Family   uint16
+	Pad      uint16
+	Addr     [16]uint8
+}
 
 type tcpconnTcpconnStat uint32
 
@@ -120,6 +134,8 @@ const (
 const (
 	tcpconnMapConnecting        = "connecting"
 	tcpconnMapEvents            = "events"
+	tcpconnMapRefused           = "refused"
+	tcpconnMapResetSent         = "reset_sent"
 	tcpconnMapSeen              = "seen"
 	tcpconnMapStats             = "stats"
 	tcpconnProgTcpconnBtf       = "tcpconn_btf"
@@ -127,6 +143,7 @@ const (
 	tcpconnProgTcpconnRaw       = "tcpconn_raw"
 	tcpconnProgTcpconnRawBackup = "tcpconn_raw_backup"
 	tcpconnProgTcpconnReport    = "tcpconn_report"
+	tcpconnProgTcpconnReset     = "tcpconn_reset"
 	tcpconnVarHandshakeSets     = "handshake_sets"
 	tcpconnVarHandshakeWays     = "handshake_ways"
 	tcpconnVarIdSecret          = "id_secret"
@@ -181,6 +198,7 @@ type tcpconnProgramSpecs struct {
 	TcpconnRaw       *ebpf.ProgramSpec `ebpf:"tcpconn_raw"`
 	TcpconnRawBackup *ebpf.ProgramSpec `ebpf:"tcpconn_raw_backup"`
 	TcpconnReport    *ebpf.ProgramSpec `ebpf:"tcpconn_report"`
+	TcpconnReset     *ebpf.ProgramSpec `ebpf:"tcpconn_reset"`
 }
 
 // tcpconnMapSpecs contains maps before they are loaded into the kernel.
@@ -189,6 +207,8 @@ type tcpconnProgramSpecs struct {
 type tcpconnMapSpecs struct {
 	Connecting *ebpf.MapSpec `ebpf:"connecting"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
+	Refused    *ebpf.MapSpec `ebpf:"refused"`
+	ResetSent  *ebpf.MapSpec `ebpf:"reset_sent"`
 	Seen       *ebpf.MapSpec `ebpf:"seen"`
 	Stats      *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -226,6 +246,8 @@ func (o *tcpconnObjects) Close() error {
 type tcpconnMaps struct {
 	Connecting *ebpf.Map `ebpf:"connecting"`
 	Events     *ebpf.Map `ebpf:"events"`
+	Refused    *ebpf.Map `ebpf:"refused"`
+	ResetSent  *ebpf.Map `ebpf:"reset_sent"`
 	Seen       *ebpf.Map `ebpf:"seen"`
 	Stats      *ebpf.Map `ebpf:"stats"`
 }
@@ -234,6 +256,8 @@ func (m *tcpconnMaps) Close() error {
 	return _TcpconnClose(
 		m.Connecting,
 		m.Events,
+		m.Refused,
+		m.ResetSent,
 		m.Seen,
 		m.Stats,
 	)
@@ -259,6 +283,7 @@ type tcpconnPrograms struct {
 	TcpconnRaw       *ebpf.Program `ebpf:"tcpconn_raw"`
 	TcpconnRawBackup *ebpf.Program `ebpf:"tcpconn_raw_backup"`
 	TcpconnReport    *ebpf.Program `ebpf:"tcpconn_report"`
+	TcpconnReset     *ebpf.Program `ebpf:"tcpconn_reset"`
 }
 
 func (p *tcpconnPrograms) Close() error {
@@ -268,6 +293,7 @@ func (p *tcpconnPrograms) Close() error {
 		p.TcpconnRaw,
 		p.TcpconnRawBackup,
 		p.TcpconnReport,
+		p.TcpconnReset,
 	)
 }
 

@@ -76,9 +76,38 @@ func (r *tcpconnReceiver) walk(baseline bool) (int, error) {
 	gone := r.track.EndWalk()
 	if r.agg != nil {
 		r.agg.Forget(gone)
+		r.countRefused()
 	}
 	r.lostConns.Store(r.track.Lost())
 	return n, err
+}
+
+// countRefused adds what each local address refused since the previous
+// walk to its workload series: the server's side of refused connects,
+// which make no record. Addresses the probe no longer holds are dropped,
+// so the map stays as small as the probe's.
+func (r *tcpconnReceiver) countRefused() {
+	now := time.Now()
+	prev := r.refused
+	next := make(map[refusedKey]uint64, len(prev))
+	err := r.src.Refused(func(rf bpf.Refused) {
+		k := refusedKey{rf.NetNS, rf.Local}
+		next[k] = rf.Count
+		d := rf.Count
+		if p, ok := prev[k]; ok && p <= rf.Count {
+			d = rf.Count - p
+		}
+		if d == 0 || !r.filter.Keep(&bpf.Record{LocalAddr: rf.Local, PeerAddr: rf.Local}) {
+			return
+		}
+		c := r.track.RefusedConn(rf.Local, now)
+		r.agg.AddRefused(&c, d, now)
+	})
+	if err != nil {
+		r.set.Logger.Warn("read refused connects", zap.Error(err))
+		return
+	}
+	r.refused = next
 }
 
 // report walks every tracked connection: update records for the metrics

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -34,6 +35,8 @@ type recordSource interface {
 	Read(*bpf.Record) error
 	Walk(func(*bpf.Record)) (int, error)
 	CanWalk() error
+	// Refused reports the connects each local address refused (cumulative).
+	Refused(func(bpf.Refused)) error
 	Stop() error
 	Close() error
 	Stats() (bpf.Stats, error)
@@ -75,6 +78,13 @@ type pipeline struct {
 	emitter   *metricemit.Emitter
 	batcher   *accesslog.Batcher
 	logFilter accesslog.Filter
+	// refused: the probe's refused-connect counts at the previous walk.
+	refused map[refusedKey]uint64
+}
+
+type refusedKey struct {
+	netns uint32
+	addr  netip.Addr
 }
 
 func newReceiver(set receiver.Settings, cfg *Config, release func()) *tcpconnReceiver {

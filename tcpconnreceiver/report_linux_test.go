@@ -146,6 +146,8 @@ func TestKernelLongLivedConnections(t *testing.T) {
 	require.Contains(t, closes, earlyPort)
 	ea := closes[earlyPort].Attributes().AsRaw()
 	assert.Equal(t, true, ea["tcpconn.adopted"])
+	// Its direction is unknown, but the walk saw that connect() picked its
+	// port: its SYN is not counted.
 	assert.Equal(t, int64(1500), ea["tcp.bytes.sent"], "the close record carries the connection's total")
 	assert.Equal(t, "client", ea["source.workload.name"])
 	assert.NotEmpty(t, deltas[earlyPort], "the adopted connection is reported while open")

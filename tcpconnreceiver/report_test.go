@@ -1,6 +1,7 @@
 package tcpconnreceiver
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
@@ -70,4 +71,59 @@ func TestReportsCountDeltasAndOpenConnections(t *testing.T) {
 		}
 	})
 	assert.GreaterOrEqual(t, updates, 4, "update records for both connections at each walk")
+}
+
+// TestRefusedConnectsCounted: at each report walk the connects a local
+// address refused since the previous walk go to its workload series, as
+// system.network.tcp.resets{tcp.close.cause=refused}, inbound, peer
+// unknown; an address the filter drops is not counted.
+func TestRefusedConnectsCounted(t *testing.T) {
+	cfg := createDefaultConfig()
+	cfg.FlushInterval = time.Hour
+	cfg.ReportInterval = 50 * time.Millisecond
+	cfg.Filter.ExcludeCIDRs = []string{"10.9.0.0/16"}
+
+	src := &scriptedSource{}
+	src.setLive()
+	server := fixedRecords()[1].LocalAddr // the inbound end's address
+	src.mu.Lock()
+	src.refused = []bpf.Refused{{NetNS: 1, Local: server, Count: 3}, {NetNS: 1, Local: netip.MustParseAddr("10.9.0.1"), Count: 50}}
+	src.mu.Unlock()
+	p := startScriptedSource(t, cfg, src)
+	waitWalks := func(n int) {
+		t.Helper()
+		target := src.walkCount() + n
+		require.Eventually(t, func() bool { return src.walkCount() >= target }, 5*time.Second, time.Millisecond)
+	}
+	waitWalks(2)
+	src.mu.Lock()
+	src.refused[0].Count = 5 // two more
+	src.mu.Unlock()
+	waitWalks(2)
+	p.shutdown(t)
+
+	md := p.metrics.AllMetrics()[0]
+	var got []map[string]any
+	var total int64
+	rms := md.ResourceMetrics()
+	for i := range rms.Len() {
+		sms := rms.At(i).ScopeMetrics()
+		for j := range sms.Len() {
+			ms := sms.At(j).Metrics()
+			for k := range ms.Len() {
+				if m := ms.At(k); m.Name() == "system.network.tcp.resets" {
+					for d := range m.Sum().DataPoints().Len() {
+						dp := m.Sum().DataPoints().At(d)
+						got = append(got, dp.Attributes().AsRaw())
+						total += dp.IntValue()
+					}
+				}
+			}
+		}
+	}
+	require.Len(t, got, 1, "the filtered address is not counted")
+	assert.Equal(t, int64(5), total)
+	assert.Equal(t, "refused", got[0]["tcp.close.cause"])
+	assert.Equal(t, "inbound", got[0]["direction"])
+	assert.Equal(t, "unknown", got[0]["peer.workload"])
 }

@@ -28,6 +28,18 @@ type scriptedSource struct {
 	// live, when not nil, is what a report walk sees; walks counts them.
 	live  []bpf.Record
 	walks int
+	// refused is what Refused reports.
+	refused []bpf.Refused
+}
+
+func (s *scriptedSource) Refused(fn func(bpf.Refused)) error {
+	s.mu.Lock()
+	refused := append([]bpf.Refused{}, s.refused...)
+	s.mu.Unlock()
+	for _, rf := range refused {
+		fn(rf)
+	}
+	return nil
 }
 
 func (s *scriptedSource) setLive(recs ...bpf.Record) {

@@ -38,6 +38,9 @@ const (
 	AttrAdopted           = "tcpconn.adopted"
 	AttrErrorType         = "error.type"
 	AttrErrno             = "tcp.errno"
+	AttrCloseCause        = "tcp.close.cause"
+	AttrHandshake         = "tcp.handshake.duration"
+	AttrConnUID           = "tcp.connection.uid"
 	AttrPID               = "process.pid"
 	AttrExecutable        = "process.executable.name"
 	AttrNetNS             = "tcpconn.netns"
@@ -102,6 +105,10 @@ func (c *Converter) Fill(lr plog.LogRecord, rec *bpf.Record, o *conntable.Observ
 	a.PutInt(AttrPeerPort, int64(rec.PeerPort))
 	a.PutStr(AttrDirection, rec.Direction.String())
 	a.PutInt(AttrConnID, int64(rec.ConnID))
+	if uid, ok := rec.UID(); ok {
+		var b [16]byte
+		a.PutStr(AttrConnUID, string(bpf.UIDString(&b, uid)))
+	}
 	a.PutInt(AttrNetNS, int64(rec.NetNS))
 	a.PutStr(AttrState, rec.NewState.String())
 	a.PutStr(AttrPrevState, rec.OldState.String())
@@ -122,6 +129,12 @@ func (c *Converter) Fill(lr plog.LogRecord, rec *bpf.Record, o *conntable.Observ
 	} else {
 		a.PutDouble(AttrDuration, rec.Duration().Seconds())
 		a.PutStr(AttrStartTime, rec.Start.UTC().Format(time.RFC3339Nano))
+	}
+	if rec.Handshake > 0 && rec.Kind != bpf.KindUpdate {
+		a.PutDouble(AttrHandshake, rec.Handshake.Seconds())
+	}
+	if cause := rec.CloseCause(); cause != bpf.CauseNone {
+		a.PutStr(AttrCloseCause, cause.String())
 	}
 	if warn {
 		a.PutStr(AttrErrorType, errorName(rec))

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tcpconn/tcpconn/bpf"
+	"github.com/tcpconn/tcpconn/identity"
 	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/conntable"
 )
 
@@ -54,6 +55,9 @@ func (a *Aggregator) project(v *View, c *conntable.Conn, e bpf.ErrorType) *Key {
 
 // addrString formats an address once; later series reuse the string.
 func (a *Aggregator) addrString(ip netip.Addr) string {
+	if !ip.IsValid() {
+		return identity.OrUnknown("") // no peer: refused connects
+	}
 	if s, ok := a.addrs[ip]; ok {
 		return s
 	}
@@ -87,8 +91,17 @@ func (a *Aggregator) Add(rec *bpf.Record, o *conntable.Observation) {
 			continue
 		case bpf.KindOpen:
 			s.V.Opened++
+			if v.Histograms && rec.Handshake > 0 {
+				s.Handshake.observe(HandshakeBounds, rec.Handshake.Seconds())
+			}
 		case bpf.KindClose:
 			s.V.Closed++
+			switch rec.CloseCause() {
+			case bpf.CauseResetReceived:
+				s.V.ResetsReceived++
+			case bpf.CauseResetSent:
+				s.V.ResetsSent++
+			}
 			if v.Histograms {
 				if !rec.Start.IsZero() {
 					s.Duration.observe(DurationBounds, rec.Duration().Seconds())
@@ -105,6 +118,20 @@ func (a *Aggregator) Add(rec *bpf.Record, o *conntable.Observation) {
 			s.V.Open--
 		}
 		s.V.Counters = s.V.Counters.Add(o.Delta)
+	}
+}
+
+// AddRefused counts n connects refused at c's local end (the probe saw
+// the RSTs, no connection) in the workload views: the server's side of a
+// refused connect.
+func (a *Aggregator) AddRefused(c *conntable.Conn, n uint64, at time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, v := range a.views {
+		if v.Kind != ViewWorkload {
+			continue
+		}
+		v.get(a.project(v, c, bpf.ErrorNone), at).V.Refused += n
 	}
 }
 

@@ -94,3 +94,61 @@ func TestNoAllocationPerRecord(t *testing.T) {
 	a.Add(rec, o)
 	assert.Zero(t, testing.AllocsPerRun(100, func() { a.Add(rec, o) }))
 }
+
+func TestAddCountsResetsByCause(t *testing.T) {
+	a := New([]ViewSpec{{Kind: ViewWorkload, Project: byPeer}}, Limits{Series: 10})
+	for _, c := range []struct {
+		errno int32
+		flags bpf.Flags
+	}{{104, 0}, {32, 0}, {0, bpf.FlagResetSent}, {0, 0}, {110, bpf.FlagResetSent}} {
+		rec, o := record(bpf.KindClose, "db", t0)
+		rec.Errno, rec.Flags = c.errno, c.flags
+		a.Add(rec, o)
+	}
+	var s *Series
+	a.Collect(t0, func(views []*View) { views[0].Range(func(_ *Key, x *Series) { s = x }) })
+	require.NotNil(t, s)
+	assert.Equal(t, uint64(5), s.V.Closed)
+	assert.Equal(t, uint64(2), s.V.ResetsReceived, "ECONNRESET, EPIPE")
+	assert.Equal(t, uint64(1), s.V.ResetsSent, "a keepalive timeout's reset is a timeout")
+	assert.Equal(t, Values{ResetsReceived: 1}, Values{ResetsReceived: 3, ResetsSent: 2}.Sub(Values{ResetsReceived: 2, ResetsSent: 2}))
+}
+
+func TestAddObservesHandshakesAtOpen(t *testing.T) {
+	a := New([]ViewSpec{{Kind: ViewWorkload, Project: byPeer, Histograms: true}}, Limits{Series: 10})
+	rec, o := record(bpf.KindOpen, "db", t0)
+	rec.Handshake = 1020 * time.Millisecond
+	a.Add(rec, o)
+	rec, o = record(bpf.KindClose, "db", t0.Add(time.Second))
+	rec.Handshake = 1020 * time.Millisecond // carried on from the open: not observed again
+	a.Add(rec, o)
+	rec, o = record(bpf.KindOpen, "db", t0)
+	a.Add(rec, o) // unknown: not observed
+	s := series(a)["db"]
+	require.NotNil(t, s)
+	assert.Equal(t, uint64(1), s.Handshake.Count)
+	assert.InDelta(t, 1.02, s.Handshake.Sum, 1e-9)
+	i := 0
+	for HandshakeBounds[i] < 1.02 {
+		i++
+	}
+	assert.Equal(t, uint64(1), s.Handshake.Counts[i], "in the bucket up to %v s", HandshakeBounds[i])
+}
+
+func TestAddRefusedCountsInWorkloadViewsOnly(t *testing.T) {
+	a := New([]ViewSpec{{Kind: ViewWorkload, Project: byPeer, PeerAddr: true}, {Kind: ViewService, Project: byPeer}}, Limits{Series: 10})
+	c := conntable.Conn{Local: &identity.Identity{}, Peer: &identity.Identity{Workload: "unknown"}, Direction: bpf.DirectionInbound}
+	a.AddRefused(&c, 3, t0)
+	a.AddRefused(&c, 2, t0)
+	var workload, service int
+	a.Collect(t0, func(views []*View) {
+		views[0].Range(func(k *Key, s *Series) {
+			workload++
+			assert.Equal(t, uint64(5), s.V.Refused)
+			assert.Equal(t, "unknown", k.PeerAddr, "no peer address")
+		})
+		views[1].Range(func(*Key, *Series) { service++ })
+	})
+	assert.Equal(t, 1, workload)
+	assert.Zero(t, service, "no service: no connection")
+}

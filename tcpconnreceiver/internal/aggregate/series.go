@@ -12,11 +12,16 @@ type Values struct {
 	Opened, Closed, Failed uint64
 	Open                   int64
 	conntable.Counters
+	// ResetsReceived and ResetsSent count the closes by a reset, by the
+	// end that sent it (bpf.Record.CloseCause); Refused the connects the
+	// local end refused for want of a listener (AddRefused).
+	ResetsReceived, ResetsSent, Refused uint64
 }
 
 // Sub is v - w: what was counted since w.
 func (v Values) Sub(w Values) Values {
-	return Values{v.Opened - w.Opened, v.Closed - w.Closed, v.Failed - w.Failed, v.Open - w.Open, v.Counters.Sub(w.Counters)}
+	return Values{v.Opened - w.Opened, v.Closed - w.Closed, v.Failed - w.Failed, v.Open - w.Open, v.Counters.Sub(w.Counters),
+		v.ResetsReceived - w.ResetsReceived, v.ResetsSent - w.ResetsSent, v.Refused - w.Refused}
 }
 
 // Series is one attribute set's state between flushes. The emitter owns
@@ -30,6 +35,8 @@ type Series struct {
 	Emitted  Values // what the previous flush reported
 	Duration Histogram
 	RTT      Histogram
+	// Handshake: handshake durations, observed at open.
+	Handshake Histogram
 }
 
 // Histogram counts observations in fixed buckets (seconds).
@@ -61,5 +68,8 @@ func (h *Histogram) Reset() {
 // Bucket bounds, in seconds.
 var (
 	DurationBounds = []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600}
-	RTTBounds      = []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}
+	// HandshakeBounds reach past the SYN retransmissions (1 s, then 3 s
+	// and 7 s from the connect).
+	HandshakeBounds = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32}
+	RTTBounds       = []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}
 )

@@ -42,11 +42,13 @@ func (c Counters) Add(o Counters) Counters {
 // Conn is what is known of a connection's two ends: enough to place it in
 // any series.
 type Conn struct {
-	Direction   bpf.Direction
-	IPv6        bool
 	Local, Peer *identity.Identity
 	PeerAddr    netip.Addr
 	PeerPort    uint16
+	// Small fields last: they share the port's word (connState must fit
+	// a map slot).
+	Direction bpf.Direction
+	IPv6      bool
 }
 
 // ConnOf describes rec's connection with its ends' identities.

@@ -1,6 +1,7 @@
 package conntable
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/tcpconn/tcpconn/bpf"
@@ -17,17 +18,22 @@ const MaxConns = 1 << 20
 // probe sends start, direction and process with the open record only: the
 // connection's later records get them from here.
 type connState struct {
-	conn     Conn
-	counted  Counters
-	startNs  int64 // Unix nanoseconds; 0 when unknown
-	comm     [16]byte
-	lastWalk uint32
-	pid      uint32
-	dir      bpf.Direction
-	missed   uint8
-	open     bool
+	conn    Conn
+	counted Counters
+	startNs int64 // Unix nanoseconds; 0 when unknown
+	// handshake: how long the handshake took (bpf.Record.Handshake).
+	handshake time.Duration
+	comm      [16]byte
+	lastWalk  uint32
+	pid       uint32
+	dir       bpf.Direction
+	missed    uint8
+	open      bool
 	// adopted: the table did not see the connection open.
 	adopted bool
+	// connected: a report said the local end is the client
+	// (bpf.FlagConnected), though the direction is unknown.
+	connected bool
 	// baselined: counted holds what the connection had carried before the
 	// receiver started, taken as its baseline rather than counted.
 	baselined bool
@@ -46,6 +52,8 @@ func (st *connState) learn(rec *bpf.Record) {
 		st.startNs = rec.Start.UnixNano()
 	}
 	st.dir, st.pid, st.comm = rec.Direction, rec.PID, rec.Comm
+	st.handshake = rec.Handshake
+	st.connected = rec.Flags&bpf.FlagConnected != 0
 	st.adopted = rec.Flags&bpf.FlagAdopted != 0
 }
 
@@ -54,8 +62,14 @@ func (st *connState) complete(rec *bpf.Record) {
 	if rec.Start.IsZero() && st.startNs != 0 {
 		rec.Start = time.Unix(0, st.startNs)
 	}
-	if rec.Direction == bpf.DirectionUnknown {
-		rec.Direction = st.dir
+	rec.SetDirection(st.dir)
+	if rec.Flags&bpf.FlagConnected != 0 {
+		st.connected = true
+	} else if st.connected && rec.Direction == bpf.DirectionUnknown {
+		rec.SetClient() // a close: its port is released by then
+	}
+	if rec.Handshake == 0 {
+		rec.Handshake = st.handshake
 	}
 	if rec.PID == 0 {
 		rec.PID, rec.Comm = st.pid, st.comm
@@ -151,6 +165,7 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 		st.learn(rec)
 	default:
 		st.complete(rec)
+		cur = CountersOf(rec) // the direction may take the SYN out of BytesSent
 		if st.conn.Local == unresolved || st.conn.Peer == unresolved {
 			st.conn.Local, st.conn.Peer = t.resolve(rec, st.conn.Local, st.conn.Peer)
 		}
@@ -223,6 +238,15 @@ func (t *Table) resolve(rec *bpf.Record, local, peer *identity.Identity) (*ident
 		peer = orUnresolved(t.resolver.Resolve(rec.PeerAddr, rec.PeerPort, at, peerRole))
 	}
 	return local, peer
+}
+
+// RefusedConn describes the server end at local that refused connects
+// (no connection, no peer known), resolved as of at.
+func (t *Table) RefusedConn(local netip.Addr, at time.Time) Conn {
+	return Conn{
+		Local: orUnresolved(t.resolver.Resolve(local, 0, at, identity.RoleServer)), Peer: unresolved,
+		Direction: bpf.DirectionInbound, IPv6: local.Is6() && !local.Is4In6(),
+	}
 }
 
 func orUnresolved(id *identity.Identity) *identity.Identity {

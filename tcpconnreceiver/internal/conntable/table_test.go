@@ -134,3 +134,12 @@ func TestTrackerIDUsedAgainAfterALostClose(t *testing.T) {
 	s.feed(bpf.KindClose, 700, nil)
 	assert.Equal(t, uint64(5000+700), s.sent)
 }
+
+// TestHandshakeCarriedToLaterRecords: the open record's handshake goes on
+// the connection's update and close records.
+func TestHandshakeCarriedToLaterRecords(t *testing.T) {
+	s := &trackerScript{t: t, tr: New(identity.AddressOnly{}, true, false)}
+	s.feed(bpf.KindOpen, 0, func(r *bpf.Record) { r.Direction, r.Handshake = bpf.DirectionOutbound, 7*time.Millisecond })
+	assert.Equal(t, 7*time.Millisecond, s.feed(bpf.KindUpdate, 10, nil).Handshake)
+	assert.Equal(t, 7*time.Millisecond, s.feed(bpf.KindClose, 10, nil).Handshake)
+}

@@ -1199,6 +1199,61 @@ func (ms *KmeshTCPWorkloadSentBytesMetricConfig) Validate() error {
 	return nil
 }
 
+// SystemNetworkTCPResetsMetricAttributeKey specifies the key of an attribute for the system.network.tcp.resets metric.
+type SystemNetworkTCPResetsMetricAttributeKey string
+
+const (
+	SystemNetworkTCPResetsMetricAttributeKeyDirection        SystemNetworkTCPResetsMetricAttributeKey = "direction"
+	SystemNetworkTCPResetsMetricAttributeKeyNetworkType      SystemNetworkTCPResetsMetricAttributeKey = "network.type"
+	SystemNetworkTCPResetsMetricAttributeKeyPeerWorkload     SystemNetworkTCPResetsMetricAttributeKey = "peer.workload"
+	SystemNetworkTCPResetsMetricAttributeKeyPeerWorkloadKind SystemNetworkTCPResetsMetricAttributeKey = "peer.workload.kind"
+	SystemNetworkTCPResetsMetricAttributeKeyPeerNamespace    SystemNetworkTCPResetsMetricAttributeKey = "peer.namespace"
+	SystemNetworkTCPResetsMetricAttributeKeyTCPCloseCause    SystemNetworkTCPResetsMetricAttributeKey = "tcp.close.cause"
+	SystemNetworkTCPResetsMetricAttributeKeyPeerAddress      SystemNetworkTCPResetsMetricAttributeKey = "peer.address"
+	SystemNetworkTCPResetsMetricAttributeKeyPeerPort         SystemNetworkTCPResetsMetricAttributeKey = "peer.port"
+)
+
+// SystemNetworkTCPResetsMetricConfig provides config for the system.network.tcp.resets metric.
+type SystemNetworkTCPResetsMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                     `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []SystemNetworkTCPResetsMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *SystemNetworkTCPResetsMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *SystemNetworkTCPResetsMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case SystemNetworkTCPResetsMetricAttributeKeyDirection, SystemNetworkTCPResetsMetricAttributeKeyNetworkType, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkload, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkloadKind, SystemNetworkTCPResetsMetricAttributeKeyPeerNamespace, SystemNetworkTCPResetsMetricAttributeKeyTCPCloseCause, SystemNetworkTCPResetsMetricAttributeKeyPeerAddress, SystemNetworkTCPResetsMetricAttributeKeyPeerPort:
+		default:
+			return fmt.Errorf("metric system.network.tcp.resets doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, tcp.close.cause, peer.address, peer.port]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
 // TCPBytesReceivedMetricAttributeKey specifies the key of an attribute for the tcp.bytes.received metric.
 type TCPBytesReceivedMetricAttributeKey string
 
@@ -2158,6 +2213,7 @@ type MetricsConfig struct {
 	KmeshTCPWorkloadConnectionsOpened KmeshTCPWorkloadConnectionsOpenedMetricConfig `mapstructure:"kmesh_tcp_workload_connections_opened"`
 	KmeshTCPWorkloadReceivedBytes     KmeshTCPWorkloadReceivedBytesMetricConfig     `mapstructure:"kmesh_tcp_workload_received_bytes"`
 	KmeshTCPWorkloadSentBytes         KmeshTCPWorkloadSentBytesMetricConfig         `mapstructure:"kmesh_tcp_workload_sent_bytes"`
+	SystemNetworkTCPResets            SystemNetworkTCPResetsMetricConfig            `mapstructure:"system.network.tcp.resets"`
 	TCPBytesReceived                  TCPBytesReceivedMetricConfig                  `mapstructure:"tcp.bytes.received"`
 	TCPBytesSent                      TCPBytesSentMetricConfig                      `mapstructure:"tcp.bytes.sent"`
 	TCPConnectionsClosed              TCPConnectionsClosedMetricConfig              `mapstructure:"tcp.connections.closed"`
@@ -2269,6 +2325,11 @@ func DefaultMetricsConfig() MetricsConfig {
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
 			EnabledAttributes:   []KmeshTCPWorkloadSentBytesMetricAttributeKey{KmeshTCPWorkloadSentBytesMetricAttributeKeyReporter, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceWorkload, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCanonicalService, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCanonicalRevision, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceWorkloadNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeySourcePrincipal, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceApp, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceVersion, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCluster, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodAddress, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodName, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationWorkload, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCanonicalService, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPrincipal, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationApp, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationVersion, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCluster, KmeshTCPWorkloadSentBytesMetricAttributeKeyRequestProtocol, KmeshTCPWorkloadSentBytesMetricAttributeKeyResponseFlags, KmeshTCPWorkloadSentBytesMetricAttributeKeyConnectionSecurityPolicy},
+		},
+		SystemNetworkTCPResets: SystemNetworkTCPResetsMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []SystemNetworkTCPResetsMetricAttributeKey{SystemNetworkTCPResetsMetricAttributeKeyDirection, SystemNetworkTCPResetsMetricAttributeKeyNetworkType, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkload, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkloadKind, SystemNetworkTCPResetsMetricAttributeKeyPeerNamespace, SystemNetworkTCPResetsMetricAttributeKeyTCPCloseCause},
 		},
 		TCPBytesReceived: TCPBytesReceivedMetricConfig{
 			Enabled:             true,

@@ -111,6 +111,11 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []KmeshTCPWorkloadSentBytesMetricAttributeKey{KmeshTCPWorkloadSentBytesMetricAttributeKeyReporter, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceWorkload, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCanonicalService, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCanonicalRevision, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceWorkloadNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeySourcePrincipal, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceApp, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceVersion, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCluster, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodAddress, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodName, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationWorkload, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCanonicalService, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPrincipal, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationApp, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationVersion, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCluster, KmeshTCPWorkloadSentBytesMetricAttributeKeyRequestProtocol, KmeshTCPWorkloadSentBytesMetricAttributeKeyResponseFlags, KmeshTCPWorkloadSentBytesMetricAttributeKeyConnectionSecurityPolicy},
 					},
+					SystemNetworkTCPResets: SystemNetworkTCPResetsMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []SystemNetworkTCPResetsMetricAttributeKey{SystemNetworkTCPResetsMetricAttributeKeyDirection, SystemNetworkTCPResetsMetricAttributeKeyNetworkType, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkload, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkloadKind, SystemNetworkTCPResetsMetricAttributeKeyPeerNamespace, SystemNetworkTCPResetsMetricAttributeKeyTCPCloseCause, SystemNetworkTCPResetsMetricAttributeKeyPeerAddress, SystemNetworkTCPResetsMetricAttributeKeyPeerPort},
+					},
 					TCPBytesReceived: TCPBytesReceivedMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategySum,
@@ -317,6 +322,11 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []KmeshTCPWorkloadSentBytesMetricAttributeKey{KmeshTCPWorkloadSentBytesMetricAttributeKeyReporter, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceWorkload, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCanonicalService, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCanonicalRevision, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceWorkloadNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeySourcePrincipal, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceApp, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceVersion, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCluster, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodAddress, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodName, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationWorkload, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCanonicalService, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPrincipal, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationApp, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationVersion, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCluster, KmeshTCPWorkloadSentBytesMetricAttributeKeyRequestProtocol, KmeshTCPWorkloadSentBytesMetricAttributeKeyResponseFlags, KmeshTCPWorkloadSentBytesMetricAttributeKeyConnectionSecurityPolicy},
 					},
+					SystemNetworkTCPResets: SystemNetworkTCPResetsMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []SystemNetworkTCPResetsMetricAttributeKey{SystemNetworkTCPResetsMetricAttributeKeyDirection, SystemNetworkTCPResetsMetricAttributeKeyNetworkType, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkload, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkloadKind, SystemNetworkTCPResetsMetricAttributeKeyPeerNamespace, SystemNetworkTCPResetsMetricAttributeKeyTCPCloseCause, SystemNetworkTCPResetsMetricAttributeKeyPeerAddress, SystemNetworkTCPResetsMetricAttributeKeyPeerPort},
+					},
 					TCPBytesReceived: TCPBytesReceivedMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategySum,
@@ -438,7 +448,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(IstioTCPConnectionsClosedMetricConfig{}, IstioTCPConnectionsFailedMetricConfig{}, IstioTCPConnectionsOpenedMetricConfig{}, IstioTCPReceivedBytesMetricConfig{}, IstioTCPSentBytesMetricConfig{}, KmeshTCPConnectionsClosedMetricConfig{}, KmeshTCPConnectionsFailedMetricConfig{}, KmeshTCPConnectionsOpenedMetricConfig{}, KmeshTCPPacketLossMetricConfig{}, KmeshTCPReceivedBytesMetricConfig{}, KmeshTCPRetransMetricConfig{}, KmeshTCPSentBytesMetricConfig{}, KmeshTCPWorkloadConnectionsClosedMetricConfig{}, KmeshTCPWorkloadConnectionsFailedMetricConfig{}, KmeshTCPWorkloadConnectionsOpenedMetricConfig{}, KmeshTCPWorkloadReceivedBytesMetricConfig{}, KmeshTCPWorkloadSentBytesMetricConfig{}, TCPBytesReceivedMetricConfig{}, TCPBytesSentMetricConfig{}, TCPConnectionsClosedMetricConfig{}, TCPConnectionsFailedMetricConfig{}, TCPConnectionsOpenMetricConfig{}, TCPConnectionsOpenedMetricConfig{}, TCPPacketsLostMetricConfig{}, TCPRetransmitsMetricConfig{}, TCPServiceBytesReceivedMetricConfig{}, TCPServiceBytesSentMetricConfig{}, TCPServiceConnectionsClosedMetricConfig{}, TCPServiceConnectionsFailedMetricConfig{}, TCPServiceConnectionsOpenedMetricConfig{}, TcpconnConnectionsEvictedMetricConfig{}, TcpconnConnectionsLostMetricConfig{}, TcpconnLogsDroppedMetricConfig{}, TcpconnLogsFilteredMetricConfig{}, TcpconnProbeEventsMissedMetricConfig{}, TcpconnProbeHandshakesUntrackedMetricConfig{}, TcpconnProbeRecordsMetricConfig{}, TcpconnProbeRecordsDroppedMetricConfig{}, TcpconnRecordsFilteredMetricConfig{}, TcpconnSeriesOverflowMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(IstioTCPConnectionsClosedMetricConfig{}, IstioTCPConnectionsFailedMetricConfig{}, IstioTCPConnectionsOpenedMetricConfig{}, IstioTCPReceivedBytesMetricConfig{}, IstioTCPSentBytesMetricConfig{}, KmeshTCPConnectionsClosedMetricConfig{}, KmeshTCPConnectionsFailedMetricConfig{}, KmeshTCPConnectionsOpenedMetricConfig{}, KmeshTCPPacketLossMetricConfig{}, KmeshTCPReceivedBytesMetricConfig{}, KmeshTCPRetransMetricConfig{}, KmeshTCPSentBytesMetricConfig{}, KmeshTCPWorkloadConnectionsClosedMetricConfig{}, KmeshTCPWorkloadConnectionsFailedMetricConfig{}, KmeshTCPWorkloadConnectionsOpenedMetricConfig{}, KmeshTCPWorkloadReceivedBytesMetricConfig{}, KmeshTCPWorkloadSentBytesMetricConfig{}, SystemNetworkTCPResetsMetricConfig{}, TCPBytesReceivedMetricConfig{}, TCPBytesSentMetricConfig{}, TCPConnectionsClosedMetricConfig{}, TCPConnectionsFailedMetricConfig{}, TCPConnectionsOpenMetricConfig{}, TCPConnectionsOpenedMetricConfig{}, TCPPacketsLostMetricConfig{}, TCPRetransmitsMetricConfig{}, TCPServiceBytesReceivedMetricConfig{}, TCPServiceBytesSentMetricConfig{}, TCPServiceConnectionsClosedMetricConfig{}, TCPServiceConnectionsFailedMetricConfig{}, TCPServiceConnectionsOpenedMetricConfig{}, TcpconnConnectionsEvictedMetricConfig{}, TcpconnConnectionsLostMetricConfig{}, TcpconnLogsDroppedMetricConfig{}, TcpconnLogsFilteredMetricConfig{}, TcpconnProbeEventsMissedMetricConfig{}, TcpconnProbeHandshakesUntrackedMetricConfig{}, TcpconnProbeRecordsMetricConfig{}, TcpconnProbeRecordsDroppedMetricConfig{}, TcpconnRecordsFilteredMetricConfig{}, TcpconnSeriesOverflowMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}
@@ -643,6 +653,18 @@ func TestKmeshTCPWorkloadSentBytesMetricsConfig_Validate(t *testing.T) {
 	require.ErrorContains(t, cfg.Validate(), "metric kmesh_tcp_workload_sent_bytes doesn't have an attribute invalid, valid attributes: [reporter, source_workload, source_canonical_service, source_canonical_revision, source_workload_namespace, source_principal, source_app, source_version, source_cluster, destination_pod_address, destination_pod_namespace, destination_pod_name, destination_workload, destination_canonical_service, destination_canonical_revision, destination_workload_namespace, destination_principal, destination_app, destination_version, destination_cluster, request_protocol, response_flags, connection_security_policy]")
 
 	cfg = DefaultMetricsConfig().KmeshTCPWorkloadSentBytes
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
+func TestSystemNetworkTCPResetsMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().SystemNetworkTCPResets
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []SystemNetworkTCPResetsMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric system.network.tcp.resets doesn't have an attribute invalid, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, tcp.close.cause, peer.address, peer.port]")
+
+	cfg = DefaultMetricsConfig().SystemNetworkTCPResets
 	cfg.AggregationStrategy = "invalid"
 	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
 }

@@ -181,6 +181,36 @@ var MapAttributeReporter = map[string]AttributeReporter{
 	"destination": AttributeReporterDestination,
 }
 
+// AttributeTCPCloseCause specifies the value tcp.close.cause attribute.
+type AttributeTCPCloseCause int
+
+const (
+	_ AttributeTCPCloseCause = iota
+	AttributeTCPCloseCauseResetReceived
+	AttributeTCPCloseCauseResetSent
+	AttributeTCPCloseCauseRefused
+)
+
+// String returns the string representation of the AttributeTCPCloseCause.
+func (av AttributeTCPCloseCause) String() string {
+	switch av {
+	case AttributeTCPCloseCauseResetReceived:
+		return "reset_received"
+	case AttributeTCPCloseCauseResetSent:
+		return "reset_sent"
+	case AttributeTCPCloseCauseRefused:
+		return "refused"
+	}
+	return ""
+}
+
+// MapAttributeTCPCloseCause is a helper map of string to AttributeTCPCloseCause attribute value.
+var MapAttributeTCPCloseCause = map[string]AttributeTCPCloseCause{
+	"reset_received": AttributeTCPCloseCauseResetReceived,
+	"reset_sent":     AttributeTCPCloseCauseResetSent,
+	"refused":        AttributeTCPCloseCauseRefused,
+}
+
 // AttributeView specifies the value view attribute.
 type AttributeView int
 
@@ -275,6 +305,10 @@ var MetricsInfo = metricsInfo{
 	KmeshTCPWorkloadSentBytes: metricInfo{
 		Name:       "kmesh_tcp_workload_sent_bytes",
 		Attributes: []string{"reporter", "source_workload", "source_canonical_service", "source_canonical_revision", "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster", "destination_pod_address", "destination_pod_namespace", "destination_pod_name", "destination_workload", "destination_canonical_service", "destination_canonical_revision", "destination_workload_namespace", "destination_principal", "destination_app", "destination_version", "destination_cluster", "request_protocol", "response_flags", "connection_security_policy"},
+	},
+	SystemNetworkTCPResets: metricInfo{
+		Name:       "system.network.tcp.resets",
+		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace", "tcp.close.cause", "peer.address", "peer.port"},
 	},
 	TCPBytesReceived: metricInfo{
 		Name:       "tcp.bytes.received",
@@ -380,6 +414,7 @@ type metricsInfo struct {
 	KmeshTCPWorkloadConnectionsOpened metricInfo
 	KmeshTCPWorkloadReceivedBytes     metricInfo
 	KmeshTCPWorkloadSentBytes         metricInfo
+	SystemNetworkTCPResets            metricInfo
 	TCPBytesReceived                  metricInfo
 	TCPBytesSent                      metricInfo
 	TCPConnectionsClosed              metricInfo
@@ -3079,6 +3114,118 @@ func newMetricKmeshTCPWorkloadSentBytes(cfg KmeshTCPWorkloadSentBytesMetricConfi
 	return m
 }
 
+type metricSystemNetworkTCPResets struct {
+	data          pmetric.Metric                     // data buffer for generated metric.
+	config        SystemNetworkTCPResetsMetricConfig // metric config provided by user.
+	capacity      int                                // max observed number of data points added to the metric.
+	aggDataPoints []int64                            // slice containing number of aggregated datapoints at each index
+}
+
+// init fills system.network.tcp.resets metric with initial data.
+func (m *metricSystemNetworkTCPResets) init() {
+	m.data.SetName("system.network.tcp.resets")
+	m.data.SetDescription("otel profile, workload view: established connections that ended in a reset, by which end sent it (tcp.close.cause), counted at close, and connects the local end refused (tcp.close.cause refused, direction inbound, counted at each report walk: tp_btf mode with report_interval). A keepalive timeout, which also sends a reset, is a timeout and not counted. Named as the OpenTelemetry proposal for TCP metrics (semantic-conventions#3682) names it; its network.tcp.reset.cause (why: application, timeout, ...) is not filled.")
+	m.data.SetUnit("{reset}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricSystemNetworkTCPResets) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, tcpCloseCauseAttributeValue string, peerAddressAttributeValue string, peerPortAttributeValue int64) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPResetsMetricAttributeKeyDirection) {
+		dp.Attributes().PutStr("direction", directionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPResetsMetricAttributeKeyNetworkType) {
+		dp.Attributes().PutStr("network.type", networkTypeAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkload) {
+		dp.Attributes().PutStr("peer.workload", peerWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkloadKind) {
+		dp.Attributes().PutStr("peer.workload.kind", peerWorkloadKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPResetsMetricAttributeKeyPeerNamespace) {
+		dp.Attributes().PutStr("peer.namespace", peerNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPResetsMetricAttributeKeyTCPCloseCause) {
+		dp.Attributes().PutStr("tcp.close.cause", tcpCloseCauseAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPResetsMetricAttributeKeyPeerAddress) {
+		dp.Attributes().PutStr("peer.address", peerAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPResetsMetricAttributeKeyPeerPort) {
+		dp.Attributes().PutInt("peer.port", peerPortAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricSystemNetworkTCPResets) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricSystemNetworkTCPResets) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricSystemNetworkTCPResets(cfg SystemNetworkTCPResetsMetricConfig) metricSystemNetworkTCPResets {
+	m := metricSystemNetworkTCPResets{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricTCPBytesReceived struct {
 	data          pmetric.Metric               // data buffer for generated metric.
 	config        TCPBytesReceivedMetricConfig // metric config provided by user.
@@ -5067,6 +5214,7 @@ type MetricsBuilder struct {
 	metricKmeshTCPWorkloadConnectionsOpened metricKmeshTCPWorkloadConnectionsOpened
 	metricKmeshTCPWorkloadReceivedBytes     metricKmeshTCPWorkloadReceivedBytes
 	metricKmeshTCPWorkloadSentBytes         metricKmeshTCPWorkloadSentBytes
+	metricSystemNetworkTCPResets            metricSystemNetworkTCPResets
 	metricTCPBytesReceived                  metricTCPBytesReceived
 	metricTCPBytesSent                      metricTCPBytesSent
 	metricTCPConnectionsClosed              metricTCPConnectionsClosed
@@ -5132,6 +5280,7 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricKmeshTCPWorkloadConnectionsOpened: newMetricKmeshTCPWorkloadConnectionsOpened(mbc.Metrics.KmeshTCPWorkloadConnectionsOpened),
 		metricKmeshTCPWorkloadReceivedBytes:     newMetricKmeshTCPWorkloadReceivedBytes(mbc.Metrics.KmeshTCPWorkloadReceivedBytes),
 		metricKmeshTCPWorkloadSentBytes:         newMetricKmeshTCPWorkloadSentBytes(mbc.Metrics.KmeshTCPWorkloadSentBytes),
+		metricSystemNetworkTCPResets:            newMetricSystemNetworkTCPResets(mbc.Metrics.SystemNetworkTCPResets),
 		metricTCPBytesReceived:                  newMetricTCPBytesReceived(mbc.Metrics.TCPBytesReceived),
 		metricTCPBytesSent:                      newMetricTCPBytesSent(mbc.Metrics.TCPBytesSent),
 		metricTCPConnectionsClosed:              newMetricTCPConnectionsClosed(mbc.Metrics.TCPConnectionsClosed),
@@ -5322,6 +5471,7 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricKmeshTCPWorkloadConnectionsOpened.emit(ils.Metrics())
 	mb.metricKmeshTCPWorkloadReceivedBytes.emit(ils.Metrics())
 	mb.metricKmeshTCPWorkloadSentBytes.emit(ils.Metrics())
+	mb.metricSystemNetworkTCPResets.emit(ils.Metrics())
 	mb.metricTCPBytesReceived.emit(ils.Metrics())
 	mb.metricTCPBytesSent.emit(ils.Metrics())
 	mb.metricTCPConnectionsClosed.emit(ils.Metrics())
@@ -5459,6 +5609,11 @@ func (mb *MetricsBuilder) RecordKmeshTCPWorkloadReceivedBytesDataPoint(ts pcommo
 // RecordKmeshTCPWorkloadSentBytesDataPoint adds a data point to kmesh_tcp_workload_sent_bytes metric.
 func (mb *MetricsBuilder) RecordKmeshTCPWorkloadSentBytesDataPoint(ts pcommon.Timestamp, val int64, reporterAttributeValue AttributeReporter, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationPodAddressAttributeValue string, destinationPodNamespaceAttributeValue string, destinationPodNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
 	mb.metricKmeshTCPWorkloadSentBytes.recordDataPoint(mb.startTime, ts, val, reporterAttributeValue.String(), sourceWorkloadAttributeValue, sourceCanonicalServiceAttributeValue, sourceCanonicalRevisionAttributeValue, sourceWorkloadNamespaceAttributeValue, sourcePrincipalAttributeValue, sourceAppAttributeValue, sourceVersionAttributeValue, sourceClusterAttributeValue, destinationPodAddressAttributeValue, destinationPodNamespaceAttributeValue, destinationPodNameAttributeValue, destinationWorkloadAttributeValue, destinationCanonicalServiceAttributeValue, destinationCanonicalRevisionAttributeValue, destinationWorkloadNamespaceAttributeValue, destinationPrincipalAttributeValue, destinationAppAttributeValue, destinationVersionAttributeValue, destinationClusterAttributeValue, requestProtocolAttributeValue, responseFlagsAttributeValue, connectionSecurityPolicyAttributeValue)
+}
+
+// RecordSystemNetworkTCPResetsDataPoint adds a data point to system.network.tcp.resets metric.
+func (mb *MetricsBuilder) RecordSystemNetworkTCPResetsDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, tcpCloseCauseAttributeValue AttributeTCPCloseCause, peerAddressAttributeValue string, peerPortAttributeValue int64) {
+	mb.metricSystemNetworkTCPResets.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue, tcpCloseCauseAttributeValue.String(), peerAddressAttributeValue, peerPortAttributeValue)
 }
 
 // RecordTCPBytesReceivedDataPoint adds a data point to tcp.bytes.received metric.

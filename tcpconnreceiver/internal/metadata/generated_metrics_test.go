@@ -84,6 +84,7 @@ func TestMetricsBuilder(t *testing.T) {
 			aggMap["kmesh_tcp_workload_connections_opened"] = mb.metricKmeshTCPWorkloadConnectionsOpened.config.AggregationStrategy
 			aggMap["kmesh_tcp_workload_received_bytes"] = mb.metricKmeshTCPWorkloadReceivedBytes.config.AggregationStrategy
 			aggMap["kmesh_tcp_workload_sent_bytes"] = mb.metricKmeshTCPWorkloadSentBytes.config.AggregationStrategy
+			aggMap["system.network.tcp.resets"] = mb.metricSystemNetworkTCPResets.config.AggregationStrategy
 			aggMap["tcp.bytes.received"] = mb.metricTCPBytesReceived.config.AggregationStrategy
 			aggMap["tcp.bytes.sent"] = mb.metricTCPBytesSent.config.AggregationStrategy
 			aggMap["tcp.connections.closed"] = mb.metricTCPConnectionsClosed.config.AggregationStrategy
@@ -208,6 +209,12 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordKmeshTCPWorkloadSentBytesDataPoint(ts, 1, AttributeReporterSource, "source_workload-val", "source_canonical_service-val", "source_canonical_revision-val", "source_workload_namespace-val", "source_principal-val", "source_app-val", "source_version-val", "source_cluster-val", "destination_pod_address-val", "destination_pod_namespace-val", "destination_pod_name-val", "destination_workload-val", "destination_canonical_service-val", "destination_canonical_revision-val", "destination_workload_namespace-val", "destination_principal-val", "destination_app-val", "destination_version-val", "destination_cluster-val", "request_protocol-val", "response_flags-val", "connection_security_policy-val")
 			if tt.name == "reaggregate_set" {
 				mb.RecordKmeshTCPWorkloadSentBytesDataPoint(ts, 3, AttributeReporterDestination, "source_workload-val-2", "source_canonical_service-val-2", "source_canonical_revision-val-2", "source_workload_namespace-val-2", "source_principal-val-2", "source_app-val-2", "source_version-val-2", "source_cluster-val-2", "destination_pod_address-val-2", "destination_pod_namespace-val-2", "destination_pod_name-val-2", "destination_workload-val-2", "destination_canonical_service-val-2", "destination_canonical_revision-val-2", "destination_workload_namespace-val-2", "destination_principal-val-2", "destination_app-val-2", "destination_version-val-2", "destination_cluster-val-2", "request_protocol-val-2", "response_flags-val-2", "connection_security_policy-val-2")
+			}
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordSystemNetworkTCPResetsDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "peer.workload-val", "peer.workload.kind-val", "peer.namespace-val", AttributeTCPCloseCauseResetReceived, "peer.address-val", 9)
+			if tt.name == "reaggregate_set" {
+				mb.RecordSystemNetworkTCPResetsDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "peer.workload-val-2", "peer.workload.kind-val-2", "peer.namespace-val-2", AttributeTCPCloseCauseResetSent, "peer.address-val-2", 10)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
@@ -358,6 +365,7 @@ func TestMetricsBuilder(t *testing.T) {
 				assert.Empty(t, mb.metricKmeshTCPWorkloadConnectionsOpened.aggDataPoints)
 				assert.Empty(t, mb.metricKmeshTCPWorkloadReceivedBytes.aggDataPoints)
 				assert.Empty(t, mb.metricKmeshTCPWorkloadSentBytes.aggDataPoints)
+				assert.Empty(t, mb.metricSystemNetworkTCPResets.aggDataPoints)
 				assert.Empty(t, mb.metricTCPBytesReceived.aggDataPoints)
 				assert.Empty(t, mb.metricTCPBytesSent.aggDataPoints)
 				assert.Empty(t, mb.metricTCPConnectionsClosed.aggDataPoints)
@@ -3016,6 +3024,79 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("response_flags")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("connection_security_policy")
+						assert.False(t, ok)
+					}
+				case "system.network.tcp.resets":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["system.network.tcp.resets"], "Found a duplicate in the metrics slice: system.network.tcp.resets")
+						validatedMetrics["system.network.tcp.resets"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "otel profile, workload view: established connections that ended in a reset, by which end sent it (tcp.close.cause), counted at close, and connects the local end refused (tcp.close.cause refused, direction inbound, counted at each report walk: tp_btf mode with report_interval). A keepalive timeout, which also sends a reset, is a timeout and not counted. Named as the OpenTelemetry proposal for TCP metrics (semantic-conventions#3682) names it; its network.tcp.reset.cause (why: application, timeout, ...) is not filled.", mi.Description())
+						assert.Equal(t, "{reset}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						assert.Equal(t, int64(1), dp.IntValue())
+						directionAttrVal, ok := dp.Attributes().Get("direction")
+						assert.True(t, ok)
+						assert.Equal(t, "outbound", directionAttrVal.Str())
+						networkTypeAttrVal, ok := dp.Attributes().Get("network.type")
+						assert.True(t, ok)
+						assert.Equal(t, "ipv4", networkTypeAttrVal.Str())
+						peerWorkloadAttrVal, ok := dp.Attributes().Get("peer.workload")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.workload-val", peerWorkloadAttrVal.Str())
+						peerWorkloadKindAttrVal, ok := dp.Attributes().Get("peer.workload.kind")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.workload.kind-val", peerWorkloadKindAttrVal.Str())
+						peerNamespaceAttrVal, ok := dp.Attributes().Get("peer.namespace")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.namespace-val", peerNamespaceAttrVal.Str())
+						tcpCloseCauseAttrVal, ok := dp.Attributes().Get("tcp.close.cause")
+						assert.True(t, ok)
+						assert.Equal(t, "reset_received", tcpCloseCauseAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["system.network.tcp.resets"], "Found a duplicate in the metrics slice: system.network.tcp.resets")
+						validatedMetrics["system.network.tcp.resets"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "otel profile, workload view: established connections that ended in a reset, by which end sent it (tcp.close.cause), counted at close, and connects the local end refused (tcp.close.cause refused, direction inbound, counted at each report walk: tp_btf mode with report_interval). A keepalive timeout, which also sends a reset, is a timeout and not counted. Named as the OpenTelemetry proposal for TCP metrics (semantic-conventions#3682) names it; its network.tcp.reset.cause (why: application, timeout, ...) is not filled.", mi.Description())
+						assert.Equal(t, "{reset}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						switch aggMap["system.network.tcp.resets"] {
+						case "sum":
+							assert.Equal(t, int64(4), dp.IntValue())
+						case "avg":
+							assert.Equal(t, int64(2), dp.IntValue())
+						case "min":
+							assert.Equal(t, int64(1), dp.IntValue())
+						case "max":
+							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("direction")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("network.type")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.workload")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.workload.kind")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.namespace")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("tcp.close.cause")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.address")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.port")
 						assert.False(t, ok)
 					}
 				case "tcp.bytes.received":

@@ -169,7 +169,7 @@ func (e *Emitter) emitPerLocal(views []*aggregate.View, ts pcommon.Timestamp, no
 				e.mb.Reset(metadata.WithStartTime(pcommon.NewTimestampFromTime(en.s.Start)))
 				en.view.RecordOpen(e.mb, ts, &en.k, cur.Open)
 			}
-			if en.view.ViewSpec.Histograms && en.k.Error == 0 && (en.s.Duration.Count > 0 || en.s.RTT.Count > 0) {
+			if en.view.ViewSpec.Histograms && en.k.Error == 0 && hasObservations(en.view, en.s) {
 				if hm == (pmetric.MetricSlice{}) {
 					rm := hist.ResourceMetrics().AppendEmpty()
 					res.CopyTo(rm.Resource())
@@ -183,4 +183,15 @@ func (e *Emitter) emitPerLocal(views []*aggregate.View, ts pcommon.Timestamp, no
 		}
 		e.mb.EmitForResource(metadata.WithResource(res))
 	}
+}
+
+// hasObservations reports whether any of the view's histograms of s has
+// an observation to report.
+func hasObservations(v *profile.View, s *aggregate.Series) bool {
+	for _, h := range v.Histograms {
+		if h.Of(s).Count > 0 {
+			return true
+		}
+	}
+	return false
 }

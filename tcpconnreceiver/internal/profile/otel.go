@@ -51,6 +51,8 @@ func otel(opts Options) *Profile {
 					Bounds: aggregate.DurationBounds, Of: func(s *aggregate.Series) *aggregate.Histogram { return &s.Duration }},
 				{Name: "tcp.rtt", Description: "otel profile: smoothed round-trip time of connections (tcp_sock.srtt_us >> 3), observed at close.", Unit: "s",
 					Bounds: aggregate.RTTBounds, Of: func(s *aggregate.Series) *aggregate.Histogram { return &s.RTT }},
+				{Name: "system.network.tcp.handshake.duration", Description: "otel profile: how long handshakes took, observed at open: outbound (client), connect to established; inbound (server), the SYN-ACK's round trip (the closest the kernel keeps). The name is the OpenTelemetry proposal's (semantic-conventions#3682); its network.tcp.handshake.role is the direction here (outbound: client, inbound: server).", Unit: "s",
+					Bounds: aggregate.HandshakeBounds, Of: func(s *aggregate.Series) *aggregate.Histogram { return &s.Handshake }},
 			},
 			HistogramAttributes: otelHistogramAttributes,
 		})
@@ -131,6 +133,16 @@ func otelWorkload(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, k *aggregat
 	mb.RecordTCPBytesReceivedDataPoint(ts, int64(v.Received), dir, nt, w, kind, ns, addr, port)
 	mb.RecordTCPRetransmitsDataPoint(ts, int64(v.Retransmits), dir, nt, w, kind, ns, addr, port)
 	mb.RecordTCPPacketsLostDataPoint(ts, int64(v.Lost), dir, nt, w, kind, ns, addr, port)
+	// Only once a series has seen one: most never do.
+	if v.ResetsReceived > 0 {
+		mb.RecordSystemNetworkTCPResetsDataPoint(ts, int64(v.ResetsReceived), dir, nt, w, kind, ns, metadata.AttributeTCPCloseCauseResetReceived, addr, port)
+	}
+	if v.ResetsSent > 0 {
+		mb.RecordSystemNetworkTCPResetsDataPoint(ts, int64(v.ResetsSent), dir, nt, w, kind, ns, metadata.AttributeTCPCloseCauseResetSent, addr, port)
+	}
+	if v.Refused > 0 {
+		mb.RecordSystemNetworkTCPResetsDataPoint(ts, int64(v.Refused), dir, nt, w, kind, ns, metadata.AttributeTCPCloseCauseRefused, addr, port)
+	}
 }
 
 func otelOpen(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, k *aggregate.Key, open int64) {
@@ -175,7 +187,8 @@ func optedIn(mc *metadata.MetricsBuilderConfig, attr string) bool {
 		slices.Contains(keys(m.TCPBytesSent.EnabledAttributes), attr) ||
 		slices.Contains(keys(m.TCPBytesReceived.EnabledAttributes), attr) ||
 		slices.Contains(keys(m.TCPRetransmits.EnabledAttributes), attr) ||
-		slices.Contains(keys(m.TCPPacketsLost.EnabledAttributes), attr)
+		slices.Contains(keys(m.TCPPacketsLost.EnabledAttributes), attr) ||
+		slices.Contains(keys(m.SystemNetworkTCPResets.EnabledAttributes), attr)
 }
 
 func keys[K ~string](in []K) []string {

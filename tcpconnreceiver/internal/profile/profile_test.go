@@ -172,3 +172,33 @@ func TestNarrowed(t *testing.T) {
 	mc.Metrics.IstioTCPSentBytes.EnabledAttributes = mc.Metrics.IstioTCPSentBytes.EnabledAttributes[1:]
 	assert.True(t, Narrowed(&mc), "an attribute removed")
 }
+
+// TestOTelResets: the otel workload view reports system.network.tcp.resets
+// by the end that sent the reset, once a series has seen one; istio and
+// kmesh keep their metrics.
+func TestOTelResets(t *testing.T) {
+	conn := &conntable.Conn{Direction: bpf.DirectionInbound, Local: end("local"), Peer: end("peer")}
+	mb := metadata.NewMetricsBuilder(metadata.DefaultMetricsBuilderConfig(), receivertest.NewNopSettings(metadata.Type))
+	ts := pcommon.NewTimestampFromTime(time.Unix(100, 0))
+	p := New(Options{Name: OTel, Workload: true})
+	var k aggregate.Key
+	p.Views[0].Project(conn, bpf.ErrorNone, &k)
+	p.Views[0].Record(mb, ts, &k, &aggregate.Values{Closed: 3})
+	assert.Empty(t, points(mb.Emit(), "system.network.tcp.resets"), "no point before a reset")
+
+	p.Views[0].Record(mb, ts, &k, &aggregate.Values{Closed: 3, ResetsReceived: 2, ResetsSent: 1})
+	got := points(mb.Emit(), "system.network.tcp.resets")
+	require.Len(t, got, 2)
+	causes := map[any]bool{}
+	for _, a := range got {
+		causes[a["tcp.close.cause"]] = true
+		assert.Equal(t, "peer.wl", a["peer.workload"])
+		assert.Equal(t, "inbound", a["direction"])
+	}
+	assert.Equal(t, map[any]bool{"reset_received": true, "reset_sent": true}, causes)
+
+	for _, name := range []string{Istio, Kmesh} {
+		p := New(Options{Name: name, Workload: true, Service: true})
+		assert.Empty(t, points(emit(t, p, conn, bpf.ErrorNone), "system.network.tcp.resets"), name)
+	}
+}
