@@ -1,10 +1,12 @@
 package conntable
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/tcpconn/tcpconn/bpf"
 	"github.com/tcpconn/tcpconn/identity"
+	"github.com/tcpconn/tcpconn/natlookup"
 )
 
 // MaxConns bounds the table. Entries leave at close, or after two report
@@ -33,6 +35,9 @@ type connState struct {
 	baselined bool
 	// ignored: open before the receiver started, with adopt_existing off.
 	ignored bool
+	// translated: the node translated the address the connection dialled
+	// (a Service's); conn.PeerAddr and PeerPort are the backend reached.
+	translated bool
 }
 
 // maxInlineConnState: a map keeps values up to this size in its own
@@ -72,6 +77,11 @@ var unresolved = &identity.Identity{}
 // reported. It is owned by one goroutine, the receiver's reader.
 type Table struct {
 	resolver      identity.Resolver
+	backends      identity.BackendResolver
+	nat           natlookup.Lookup
+	natLookups    int64
+	natErrors     int64
+	natLastErr    error
 	conns         map[uint64]connState
 	countAdopted  bool
 	adoptExisting bool
@@ -87,8 +97,16 @@ type Table struct {
 // the start-up walk finds open; countAdopted counts what they carried
 // before the start as new traffic.
 func New(r identity.Resolver, adoptExisting, countAdopted bool) *Table {
-	return &Table{resolver: r, conns: map[uint64]connState{}, adoptExisting: adoptExisting, countAdopted: countAdopted, limit: MaxConns}
+	t := &Table{resolver: r, conns: map[uint64]connState{}, adoptExisting: adoptExisting, countAdopted: countAdopted, limit: MaxConns}
+	t.backends, _ = r.(identity.BackendResolver)
+	return t
 }
+
+// SetNAT has the table ask l, once per connection, where a connection to
+// a Service's virtual address (a peer the resolver marks Virtual) really
+// went: the peer then becomes the backend reached, with the Service kept
+// as its destination service. nil turns it off.
+func (t *Table) SetNAT(l natlookup.Lookup) { t.nat = l }
 
 // Observe accounts rec against its connection's state, and completes rec
 // with what the connection's earlier records said. keep is false for
@@ -129,6 +147,7 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 		st.learn(rec)
 		local, peer := t.resolve(rec, nil, nil)
 		st.conn = ConnOf(rec, local, peer)
+		t.translate(rec, &st)
 		if t.baseline && !t.countAdopted {
 			// Bytes that flowed before the receiver started are not new.
 			st.counted, st.baselined = cur, true
@@ -152,10 +171,19 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 	default:
 		st.complete(rec)
 		if st.conn.Local == unresolved || st.conn.Peer == unresolved {
+			wasUnresolved := st.conn.Peer == unresolved
 			st.conn.Local, st.conn.Peer = t.resolve(rec, st.conn.Local, st.conn.Peer)
+			if wasUnresolved {
+				t.translate(rec, &st)
+			}
 		}
 	}
 	o = Observation{Local: st.conn.Local, Peer: st.conn.Peer, Delta: cur.Sub(st.counted)}
+	if st.translated {
+		// Every record names the socket's peer, the address dialled.
+		o.Dialled = netip.AddrPortFrom(rec.PeerAddr, rec.PeerPort)
+		rec.PeerAddr, rec.PeerPort = st.conn.PeerAddr, st.conn.PeerPort
+	}
 	st.counted = st.counted.Max(cur)
 
 	switch rec.Kind {
@@ -223,6 +251,42 @@ func (t *Table) resolve(rec *bpf.Record, local, peer *identity.Identity) (*ident
 		peer = orUnresolved(t.resolver.Resolve(rec.PeerAddr, rec.PeerPort, at, peerRole))
 	}
 	return local, peer
+}
+
+// translate asks, once, where a connection to a Service's virtual address
+// went: the peer becomes the backend the node translated it to.
+func (t *Table) translate(rec *bpf.Record, st *connState) {
+	if t.nat == nil || st.translated || !st.conn.Peer.Virtual || rec.Direction == bpf.DirectionInbound {
+		return
+	}
+	t.natLookups++
+	reached, ok, err := t.nat.Reached(netip.AddrPortFrom(rec.LocalAddr, rec.LocalPort), netip.AddrPortFrom(rec.PeerAddr, rec.PeerPort))
+	if err != nil {
+		t.natErrors++
+		t.natLastErr = err
+		return
+	}
+	if !ok {
+		return
+	}
+	st.translated = true
+	st.conn.PeerAddr, st.conn.PeerPort = reached.Addr(), reached.Port()
+	if t.backends == nil {
+		return
+	}
+	at := rec.Start
+	if at.IsZero() {
+		at = rec.Time
+	}
+	if id := t.backends.ResolveBackend(st.conn.Peer, reached.Addr(), reached.Port(), at); id != nil {
+		st.conn.Peer = id
+	}
+}
+
+// NATStats counts the conntrack lookups made, those that failed, and the
+// last failure's error.
+func (t *Table) NATStats() (lookups, failed int64, last error) {
+	return t.natLookups, t.natErrors, t.natLastErr
 }
 
 func orUnresolved(id *identity.Identity) *identity.Identity {
