@@ -91,6 +91,7 @@ func (r *tcpconnReceiver) report(due, now time.Time) time.Time {
 	if err != nil {
 		r.set.Logger.Warn("report walk failed", zap.Error(err))
 	}
+	r.logNATFailures()
 	r.set.Logger.Debug("report walk", zap.Int("connections", n), zap.Duration("took", time.Since(start)))
 	if next := due.Add(r.cfg.ReportInterval); next.After(now) {
 		return next

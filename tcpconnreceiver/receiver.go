@@ -19,6 +19,7 @@ import (
 	"github.com/tcpconn/tcpconn/bpf"
 	"github.com/tcpconn/tcpconn/identity"
 	"github.com/tcpconn/tcpconn/identity/kube"
+	"github.com/tcpconn/tcpconn/natlookup"
 	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/accesslog"
 	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/aggregate"
 	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/cidrfilter"
@@ -53,6 +54,10 @@ type tcpconnReceiver struct {
 	resolver identity.Resolver
 	kube     *kube.Resolver
 	src      recordSource
+	// nat looks translated Service destinations up in conntrack; nil when
+	// off or unavailable.
+	nat       natConn
+	natFailed int64 // lookup failures already logged
 
 	// The data path, owned by the reader goroutine (agg is shared with the
 	// flusher under its own lock).
@@ -116,6 +121,9 @@ func (r *tcpconnReceiver) start() error {
 	logAttached(r.set.Logger, src)
 	if r.cfg.Kubernetes.Enabled {
 		r.startKubernetes()
+		if r.cfg.NAT.Enabled {
+			r.openNAT()
+		}
 	}
 	r.wire(time.Now())
 
@@ -148,6 +156,9 @@ func (r *tcpconnReceiver) wire(started time.Time) {
 	resource := rb.Emit()
 	r.filter = cidrfilter.New(r.cfg.Filter)
 	r.track = conntable.New(r.resolver, r.cfg.AdoptExisting, r.cfg.CountAdoptedBytes)
+	if r.nat != nil {
+		r.track.SetNAT(r.nat)
+	}
 	if r.logs != nil {
 		r.batcher = accesslog.NewBatcher(r.cfg.Logs, resource)
 		r.logFilter = accesslog.NewFilter(r.cfg.Logs)
@@ -175,6 +186,33 @@ func (r *tcpconnReceiver) startKubernetes() {
 	r.kube = kube.New(client, r.cfg.Kubernetes, kube.Options{OnHealth: r.kubeHealth})
 	r.resolver = r.kube
 	r.kube.Start()
+}
+
+// natConn is a conntrack lookup the receiver closes at shutdown.
+type natConn interface {
+	natlookup.Lookup
+	Close() error
+}
+
+// openNAT connects to the conntrack table where the node translates
+// Service addresses. Without it (no CAP_NET_ADMIN, no conntrack) the
+// receiver runs on and connections to a ClusterIP name the Service only.
+func (r *tcpconnReceiver) openNAT() {
+	ct, err := natlookup.Open(r.cfg.NAT.NetNS)
+	if err != nil {
+		r.set.Logger.Warn("conntrack lookups of Service destinations are off: connections to a ClusterIP name the Service, not the backend reached", zap.Error(err))
+		return
+	}
+	r.nat = ct
+}
+
+// logNATFailures reports conntrack lookups that failed since the last call.
+func (r *tcpconnReceiver) logNATFailures() {
+	lookups, failed, last := r.track.NATStats()
+	if failed > r.natFailed {
+		r.set.Logger.Warn("conntrack lookups of Service destinations failed", zap.Int64("failed", failed-r.natFailed), zap.Int64("lookups", lookups), zap.Error(last))
+		r.natFailed = failed
+	}
 }
 
 func (r *tcpconnReceiver) kubeHealth(err error) {
@@ -218,6 +256,9 @@ func (r *tcpconnReceiver) shutdown(ctx context.Context) error {
 	r.cancel()
 	if r.kube != nil {
 		r.kube.Stop()
+	}
+	if r.nat != nil {
+		err = errors.Join(err, r.nat.Close())
 	}
 	return errors.Join(err, r.src.Close())
 }
