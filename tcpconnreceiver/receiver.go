@@ -34,6 +34,9 @@ import (
 type recordSource interface {
 	Read(*bpf.Record) error
 	Walk(func(*bpf.Record)) (int, error)
+	// WalkStart is the start-up walk: Walk, with the direction each
+	// namespace's listening sockets tell for connections never seen open.
+	WalkStart(func(*bpf.Record)) (int, error)
 	CanWalk() error
 	Stop() error
 	Close() error

@@ -28,6 +28,20 @@ type scriptedSource struct {
 	// live, when not nil, is what a report walk sees; walks counts them.
 	live  []bpf.Record
 	walks int
+	// listeners tell the start-up walk the direction of what it adopts.
+	listeners *bpf.Listeners
+}
+
+func (s *scriptedSource) WalkStart(visit func(*bpf.Record)) (int, error) {
+	s.mu.Lock()
+	l := s.listeners
+	s.mu.Unlock()
+	return s.Walk(func(rec *bpf.Record) {
+		if l != nil && rec.Direction == bpf.DirectionUnknown {
+			rec.Direction = l.Direction(rec.LocalAddr, rec.LocalPort)
+		}
+		visit(rec)
+	})
 }
 
 func (s *scriptedSource) setLive(recs ...bpf.Record) {
