@@ -35,6 +35,11 @@ type connState struct {
 	baselined bool
 	// ignored: open before the receiver started, with adopt_existing off.
 	ignored bool
+	// pending: a report walk met the connection before its open record,
+	// which is most likely still queued: nothing is counted until it
+	// arrives (with the direction the walk cannot tell), or until the next
+	// walk, which adopts the connection.
+	pending bool
 	// translated: the node translated the address the connection dialled
 	// (a Service's); conn.PeerAddr and PeerPort are the backend reached.
 	translated bool
@@ -119,6 +124,14 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 	cur := CountersOf(rec)
 	begins := rec.Kind == bpf.KindOpen || rec.Kind == bpf.KindFailure
 
+	wasPending := false
+	if known && st.pending && (begins || rec.Kind == bpf.KindClose || t.walk != st.lastWalk) {
+		// Its open record arrived (or never will: a second walk, a close):
+		// the connection starts from here as one never seen.
+		delete(t.conns, rec.ConnID)
+		st, known, wasPending = connState{}, false, true
+	}
+
 	if known && st.ignored && begins {
 		// Set aside by the start-up walk, but its open record was still
 		// queued: it opened under the probe, and is tracked after all.
@@ -138,6 +151,15 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 	case !known && t.baseline && !t.adoptExisting:
 		// Open before the receiver started: left alone to its close.
 		t.conns[rec.ConnID] = connState{ignored: true, lastWalk: t.walk}
+		return o, false
+	case known && st.pending:
+		return o, false // the same walk again (a namespace seen twice)
+	case !known && rec.Kind == bpf.KindUpdate && rec.Direction == bpf.DirectionUnknown && !t.baseline && rec.ConnID != 0 && !wasPending:
+		// A periodic walk met a connection it does not know, and cannot
+		// tell its direction: its open record is most likely still
+		// queued. Wait for it, so that the connection is labelled with
+		// its direction from the start.
+		t.conns[rec.ConnID] = connState{pending: true, lastWalk: t.walk}
 		return o, false
 	case !known:
 		if !begins && rec.Start.IsZero() {
