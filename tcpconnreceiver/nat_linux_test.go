@@ -208,5 +208,3 @@ func TestKernelClusterIPNamesTheBackendReached(t *testing.T) {
 	assert.Zero(t, sumWhereAll(md, "istio_tcp_connections_opened", map[string]string{"source_workload": "frontend", "destination_workload": "unknown"}),
 		"no client-side series to an unknown workload")
 }
-
-func ptr[T any](v T) *T { return &v }

@@ -55,7 +55,7 @@ type tcpconnReceiver struct {
 	logs    consumer.Logs
 
 	resolver identity.Resolver
-	kube     *kube.Resolver
+	kube     *kube.Recovering
 	src      recordSource
 	// nat looks translated Service destinations up in conntrack; nil when
 	// off or unavailable.
@@ -176,17 +176,13 @@ func (r *tcpconnReceiver) wire(started time.Time) {
 	}
 }
 
-// startKubernetes starts the identity resolver. Without API access the
-// receiver keeps running with address-only identity and reports a
-// recoverable error through component status until the API answers.
+// startKubernetes starts the identity resolver. Without API access, or
+// before its client can even be built (no kubeconfig or token yet), the
+// receiver runs with address-only identity and reports a recoverable
+// error through component status; the client is built with backoff and
+// the informers relist until the API answers, then status returns to OK.
 func (r *tcpconnReceiver) startKubernetes() {
-	client, err := kube.NewClient(r.cfg.Kubernetes)
-	if err != nil {
-		r.set.Logger.Warn("Kubernetes identity unavailable, reporting addresses only", zap.Error(err))
-		componentstatus.ReportStatus(r.host, componentstatus.NewRecoverableErrorEvent(err))
-		return
-	}
-	r.kube = kube.New(client, r.cfg.Kubernetes, kube.Options{OnHealth: r.kubeHealth})
+	r.kube = kube.NewRecovering(r.cfg.Kubernetes, kube.Options{OnHealth: r.kubeHealth})
 	r.resolver = r.kube
 	r.kube.Start()
 }
