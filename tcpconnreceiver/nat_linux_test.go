@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tcpconn/tcpconn/identity/kube"
 	"github.com/tcpconn/tcpconn/internal/kubetest"
@@ -69,9 +70,9 @@ func (b *backends) count() (n [2]int) {
 }
 
 // TestKernelClusterIPNamesTheBackendReached: a client pod dials a Service's
-// ClusterIP, which the node translates to one of two backend pods exactly
+// ClusterIP (and its node port on the node's IP), which the node translates to one of two backend pods exactly
 // as kube-proxy's iptables mode does (KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP,
-// statistic mode random). The pods are network namespaces routed by a
+// statistic mode random; KUBE-NODEPORTS -> KUBE-EXT -> KUBE-SVC). The pods are network namespaces routed by a
 // "node" namespace, whose conntrack table the receiver queries
 // (nat.netns); the Pods, Service and EndpointSlice are in a real API
 // server. The client side must name the backend pod it reached and the
@@ -89,7 +90,9 @@ func TestKernelClusterIPNamesTheBackendReached(t *testing.T) {
 	obj := kubetest.Objects{TB: t, Client: api.Client(t)}
 	obj.Namespace("web", "frontend")
 	obj.Namespace("shop", "web")
-	obj.Node("node-a", "198.51.100.250")
+	nodeIP := netip.AddrFrom4([4]byte{natPrefix[0], natPrefix[1], natPrefix[2], 1})
+	routed.NodeAddress(t, nodeIP)
+	obj.Node("node-a", nodeIP.String())
 	obj.Pod(kubetest.PodSpec{Namespace: "web", Name: "frontend-7c9d5-abcde", Node: "node-a", ServiceAccount: "frontend",
 		IP: client.String(), Labels: map[string]string{"app": "frontend", "version": "v1"}, Owner: ptr(obj.Deployment("web", "frontend"))})
 	var pods []*corev1.Pod
@@ -99,11 +102,20 @@ func TestKernelClusterIPNamesTheBackendReached(t *testing.T) {
 			IP: podIPs[i].String(), Labels: map[string]string{"app": "web", "version": version}, Owner: ptr(obj.Deployment("shop", name))}))
 	}
 	clusterIP := netip.MustParseAddr(obj.Service("shop", "web", "", 80, port, pods...))
+	// A NodePort service, as well: the API server allocates the node port.
+	svc, err := obj.Client.CoreV1().Services("shop").Get(context.Background(), "web", metav1.GetOptions{})
+	require.NoError(t, err)
+	svc.Spec.Type = corev1.ServiceTypeNodePort
+	svc, err = obj.Client.CoreV1().Services("shop").Update(context.Background(), svc, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	nodePort := netip.AddrPortFrom(nodeIP, uint16(svc.Spec.Ports[0].NodePort))
 	var targets []netip.AddrPort
 	for _, ip := range podIPs {
 		targets = append(targets, netip.AddrPortFrom(ip, port))
 	}
 	routed.KubeProxyService(t, "WEBSHOP", clusterIP, 80, targets...)
+	routed.KubeProxyNodePort(t, "WEBSHOP", nodePort.Port())
+	dials := []netip.AddrPort{netip.AddrPortFrom(clusterIP, 80), nodePort}
 	kubeconfig, err := api.WriteKubeconfig(t.TempDir())
 	require.NoError(t, err)
 	t.Setenv("KUBECONFIG", kubeconfig)
@@ -137,14 +149,18 @@ func TestKernelClusterIPNamesTheBackendReached(t *testing.T) {
 	}, 30*time.Second, 20*time.Millisecond, "resolver never synchronised")
 	time.Sleep(300 * time.Millisecond) // the first index build follows the sync
 
-	// Connect until both backends have served (random, as kube-proxy).
+	// Connect, to the ClusterIP and to the node port in turn, until both
+	// backends have served (picked at random, as kube-proxy does).
 	conns := 0
+	dialled := map[uint16]netip.AddrPort{} // by client port
 	for n := served.count(); conns < 6 || n[0] == 0 || n[1] == 0; n = served.count() {
 		require.Less(t, conns, 60, "kube-proxy's rules never picked both backends")
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		c, err := routed.Pods[0].Dial(ctx, netip.AddrPortFrom(clusterIP, 80).String())
+		target := dials[conns%len(dials)]
+		c, err := routed.Pods[0].Dial(ctx, target.String())
 		cancel()
 		require.NoError(t, err)
+		dialled[uint16(c.LocalAddr().(*net.TCPAddr).Port)] = target
 		require.NoError(t, netnstest.Ask(c, request, response))
 		require.NoError(t, c.Close())
 		conns++
@@ -159,6 +175,7 @@ func TestKernelClusterIPNamesTheBackendReached(t *testing.T) {
 	defer served.mu.Unlock()
 	workloads := []string{"web-v1", "web-v2"}
 	clientCloses, serverCloses := 0, 0
+	dialledKinds := map[netip.AddrPort]int{}
 	forEachLog(logs.AllLogs(), func(lr plog.LogRecord) {
 		if lr.EventName() != "tcp.connection.close" {
 			return
@@ -179,18 +196,21 @@ func TestKernelClusterIPNamesTheBackendReached(t *testing.T) {
 		switch a[accesslog.AttrDirection] {
 		case "outbound":
 			clientCloses++
-			assert.Equal(t, clusterIP.String(), a[accesslog.AttrDialledAddress], "the address dialled is kept")
-			assert.Equal(t, int64(80), a[accesslog.AttrDialledPort])
+			target := dialled[uint16(a["source.port"].(int64))]
+			assert.Equal(t, target.Addr().String(), a[accesslog.AttrDialledAddress], "the address dialled is kept")
+			assert.Equal(t, int64(target.Port()), a[accesslog.AttrDialledPort])
 			assert.Equal(t, int64(request), a[accesslog.AttrBytesSent])
 			assert.Equal(t, int64(response), a[accesslog.AttrBytesReceived])
-			assert.Contains(t, lr.Body().Str(), fmt.Sprintf("dst.addr=%s:%d dst.dialled=%s:80 dst.service=web.shop.svc.cluster.local dst.workload=%s dst.namespace=shop",
-				podIPs[backend], port, clusterIP, workloads[backend]))
+			assert.Contains(t, lr.Body().Str(), fmt.Sprintf("dst.addr=%s:%d dst.dialled=%s dst.service=web.shop.svc.cluster.local dst.workload=%s dst.namespace=shop",
+				podIPs[backend], port, target, workloads[backend]))
+			dialledKinds[target]++
 		case "inbound":
 			serverCloses++
 			assert.NotContains(t, a, accesslog.AttrDialledAddress, "the server side saw no translation")
 		}
 	})
 	assert.Equal(t, conns, clientCloses, "one client-side close per connection")
+	assert.Len(t, dialledKinds, 2, "through the ClusterIP and the node port: %v", dialledKinds)
 	assert.Equal(t, conns, serverCloses, "one server-side close per connection")
 
 	md := metrics.AllMetrics()[len(metrics.AllMetrics())-1]

@@ -43,6 +43,8 @@ type snapshot struct {
 	hostPorts map[netip.AddrPort]*podEntry
 	nodes     map[netip.Addr]*identity.Identity
 	services  map[netip.Addr]*identity.Identity
+	// nodePorts are the services on each node port, open on every node IP.
+	nodePorts map[uint16]*identity.Identity
 	byUID     map[types.UID]*podEntry
 }
 
@@ -62,12 +64,18 @@ func buildSnapshot(src sources, cfg *Config) *snapshot {
 		hostPorts: map[netip.AddrPort]*podEntry{},
 		nodes:     make(map[netip.Addr]*identity.Identity, len(src.nodes)),
 		services:  make(map[netip.Addr]*identity.Identity, len(src.services)),
+		nodePorts: map[uint16]*identity.Identity{},
 		byUID:     make(map[types.UID]*podEntry, len(src.pods)),
 	}
 	svcByKey := make(map[string]*identity.Identity, len(src.services))
 	for _, svc := range src.services {
 		id := serviceIdentity(svc, cfg)
 		svcByKey[svc.Namespace+"/"+svc.Name] = id
+		for _, p := range svc.Spec.Ports {
+			if p.NodePort > 0 && p.NodePort <= 65535 && (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) {
+				s.nodePorts[uint16(p.NodePort)] = id
+			}
+		}
 		for _, ip := range svc.Spec.ClusterIPs {
 			if a, err := netip.ParseAddr(ip); err == nil {
 				s.services[a] = id
@@ -258,6 +266,11 @@ func (s *snapshot) resolve(addr netip.Addr, port uint16, t time.Time, role ident
 		return e.id
 	}
 	if id := s.nodes[addr]; id != nil {
+		if role == identity.RoleServer {
+			if svc := s.nodePorts[port]; svc != nil {
+				return svc // a node port: the node translates it to a backend
+			}
+		}
 		return id
 	}
 	if role == identity.RoleServer {

@@ -122,3 +122,26 @@ func TestResolveBackendKeepsTheDialledService(t *testing.T) {
 	}
 	assert.Nil(t, s.resolveBackend(svcB, netip.MustParseAddr("10.9.9.9"), 8080, now), "nobody holds it")
 }
+
+// A node IP on a service's node port resolves to the service, marked
+// virtual (the node translates it); on any other port to the node.
+func TestNodePortResolvesToTheService(t *testing.T) {
+	cfg := DefaultConfig()
+	now := time.Now()
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, ClusterIPs: []string{"10.96.0.9"},
+			Ports: []corev1.ServicePort{{Port: 80, NodePort: 30080, Protocol: corev1.ProtocolTCP}}}}
+	tr, err := transform(svc)
+	assert.NoError(t, err)
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"},
+		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.9.0.1"}}}}
+	s := buildSnapshot(sources{owners: noOwners{}, services: []*corev1.Service{tr.(*corev1.Service)}, nodes: []*corev1.Node{node}}, &cfg)
+	nodeIP := netip.MustParseAddr("10.9.0.1")
+	got := s.resolve(nodeIP, 30080, now, identity.RoleServer)
+	if assert.NotNil(t, got) {
+		assert.True(t, got.Virtual)
+		assert.Equal(t, "web", got.ServiceName)
+	}
+	assert.Equal(t, "node-a", s.resolve(nodeIP, 22, now, identity.RoleServer).Node)
+	assert.Equal(t, "node-a", s.resolve(nodeIP, 30080, now, identity.RoleClient).Node, "a client end is never a service")
+}

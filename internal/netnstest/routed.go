@@ -29,6 +29,8 @@ type Routed struct {
 	tag    string
 	// proxied: the node has kube-proxy's KUBE-SERVICES chain.
 	proxied bool
+	// nodePorts: the node has kube-proxy's KUBE-NODEPORTS chain.
+	nodePorts bool
 }
 
 // NewRouted creates a node and pods, pod i at prefix.(10+i). prefix is the
@@ -99,4 +101,33 @@ func (r *Routed) KubeProxyService(tb testing.TB, id string, clusterIP netip.Addr
 		}
 		ipt(append(jump, "-j", sep)...)
 	}
+}
+
+// NodeAddress gives the node namespace an address of its own (on its
+// loopback), as a node's InternalIP, which pods reach through their
+// default route.
+func (r *Routed) NodeAddress(tb testing.TB, ip netip.Addr) {
+	tb.Helper()
+	r.Node.Exec(tb, "ip", "addr", "add", ip.String()+"/32", "dev", "lo")
+}
+
+// KubeProxyNodePort adds what kube-proxy's iptables mode writes for a
+// service's node port: the KUBE-NODEPORTS jump (last in KUBE-SERVICES, for
+// destinations local to the node), and a KUBE-EXT chain that marks for
+// masquerading and goes on to the service's KUBE-SVC chain, which
+// KubeProxyService with the same id must have made.
+func (r *Routed) KubeProxyNodePort(tb testing.TB, id string, nodePort uint16) {
+	tb.Helper()
+	ipt := func(args ...string) { r.Node.Exec(tb, append([]string{"iptables", "-w", "-t", "nat"}, args...)...) }
+	if !r.nodePorts {
+		r.nodePorts = true
+		ipt("-N", "KUBE-NODEPORTS")
+		ipt("-A", "KUBE-SERVICES", "-m", "comment", "--comment", "kubernetes service nodeports; NOTE: this must be the last rule in this chain",
+			"-m", "addrtype", "--dst-type", "LOCAL", "-j", "KUBE-NODEPORTS")
+	}
+	ext := "KUBE-EXT-" + id
+	ipt("-N", ext)
+	ipt("-A", ext, "-m", "comment", "--comment", "masquerade traffic for "+id+" external destinations", "-j", "MARK", "--set-xmark", "0x4000/0x4000")
+	ipt("-A", ext, "-j", "KUBE-SVC-"+id)
+	ipt("-A", "KUBE-NODEPORTS", "-p", "tcp", "-m", "comment", "--comment", id, "-m", "tcp", "--dport", fmt.Sprint(nodePort), "-j", ext)
 }
