@@ -14,7 +14,7 @@ export KUBE_BIN_DIR
 CORE_VERSION    := v1.67.0
 CORE_VERSION_X  := v0.161.0
 
-.PHONY: all generate vmlinux build image kube-bin run test test-unit bench bench-kube bench-walk bench-prog bench-memory bench-scale overhead lint check-generated check-versions clean
+.PHONY: all generate vmlinux build image kube-bin run test test-unit bench bench-kube bench-nat bench-walk bench-prog bench-memory bench-scale overhead lint check-generated check-versions clean
 
 all: build
 
@@ -88,6 +88,10 @@ overhead: build
 bench-kube: kube-bin
 	$(GO) test -run '^$$' -bench 'Resolve' -benchmem ./identity/kube/
 	$(GO) test -run '^$$' -bench 'InformerMemory' -benchtime 1x ./identity/kube/
+
+## bench-nat: one conntrack lookup of a translated connection, as the connection table makes it once per connection to a Service address (as root)
+bench-nat:
+	$(GO) test -count=1 -run '^$$' -bench 'Reached' -benchmem ./natlookup/
 
 ## bench-prog: the tracepoint program's own run time per connection, by bpf_stats (as root)
 bench-prog:

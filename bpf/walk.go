@@ -38,7 +38,18 @@ func (p *Probe) CanWalk() error { return p.iterErr }
 // connection (a closed socket is not visited), so an update never follows
 // its connection's close; an open record still queued in the ring buffer
 // may follow its connection's first update.
-func (p *Probe) Walk(visit func(*Record)) (int, error) {
+func (p *Probe) Walk(visit func(*Record)) (int, error) { return p.walk(visit, false) }
+
+// WalkStart is the start-up walk: Walk, and the update records of
+// connections the probe never saw open get the direction their namespace
+// tells (Listeners.Direction: inbound on a listening port, outbound on an
+// ephemeral port nothing listens on), from the namespace's
+// /proc/thread-self/net/tcp{,6} read as the walk visits it. Later walks
+// leave that out: the receiver keeps what the first record of each
+// connection said.
+func (p *Probe) WalkStart(visit func(*Record)) (int, error) { return p.walk(visit, true) }
+
+func (p *Probe) walk(visit func(*Record), directions bool) (int, error) {
 	if p.iterErr != nil {
 		return 0, p.iterErr
 	}
@@ -47,7 +58,13 @@ func (p *Probe) Walk(visit func(*Record)) (int, error) {
 	}
 	n := 0
 	err := inEachNetns(func(ns string) error {
-		m, err := p.walkNetns(visit)
+		var l *Listeners
+		if directions {
+			// Without them the namespace's adopted connections stay
+			// of unknown direction; the walk goes on.
+			l, _ = readListeners()
+		}
+		m, err := p.walkNetns(visit, l)
 		n += m
 		if err != nil {
 			return fmt.Errorf("report walk in %s: %w", ns, err)
@@ -62,8 +79,9 @@ func (p *Probe) Walk(visit func(*Record)) (int, error) {
 const walkBufRecords = 512
 
 // walkNetns runs the report iterator in the calling thread's network
-// namespace and visits its records as they are read.
-func (p *Probe) walkNetns(visit func(*Record)) (int, error) {
+// namespace and visits its records as they are read; with l, records
+// without a direction get the one l tells.
+func (p *Probe) walkNetns(visit func(*Record), l *Listeners) (int, error) {
 	rd, err := p.report.Open()
 	if err != nil {
 		return 0, err
@@ -76,6 +94,9 @@ func (p *Probe) walkNetns(visit func(*Record)) (int, error) {
 		off := 0
 		for ; off+rawEventSize <= pending; off += rawEventSize {
 			if p.dec.decode(buf[off:off+rawEventSize], &p.walkRec) {
+				if l != nil && p.walkRec.Direction == DirectionUnknown {
+					p.walkRec.Direction = l.Direction(p.walkRec.LocalAddr, p.walkRec.LocalPort)
+				}
 				visit(&p.walkRec)
 				n++
 			}
@@ -88,6 +109,30 @@ func (p *Probe) walkNetns(visit func(*Record)) (int, error) {
 			return n, err
 		}
 	}
+}
+
+// readListeners reads the listening sockets and the ephemeral port range
+// of the calling thread's network namespace.
+func readListeners() (*Listeners, error) {
+	l := &Listeners{}
+	for _, table := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
+		f, err := os.Open(table)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // no IPv6
+		}
+		if err != nil {
+			return nil, err
+		}
+		err = l.Parse(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", table, err)
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		_ = l.ParsePortRange(string(b)) // without it, listeners alone tell
+	}
+	return l, nil
 }
 
 // inEachNetns calls fn once inside every network namespace on the host

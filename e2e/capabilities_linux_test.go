@@ -16,7 +16,7 @@ import (
 )
 
 // The capabilities the agent needs (deploy/agent/daemonset.yaml).
-const agentCaps = "+bpf,+perfmon,+sys_admin,+sys_ptrace"
+const agentCaps = "+bpf,+perfmon,+sys_admin,+sys_ptrace,+net_admin"
 
 // TestRunsWithOnlyItsCapabilities runs the collector as an unprivileged
 // user holding only the agent's capabilities: it starts and reports

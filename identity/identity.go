@@ -53,6 +53,10 @@ type Identity struct {
 	Service          string
 	ServiceName      string
 	ServiceNamespace string
+	// Virtual: the address is a Service's own (a ClusterIP), which no
+	// socket holds: the node translates connections to it to a backend
+	// (see BackendResolver).
+	Virtual bool
 }
 
 // Resolver answers who held an address and port at a time. Implementations
@@ -60,6 +64,16 @@ type Identity struct {
 // receiver calls Resolve for both ends of every new connection.
 type Resolver interface {
 	Resolve(addr netip.Addr, port uint16, at time.Time, role Role) *Identity
+}
+
+// BackendResolver is implemented by resolvers that know which backends
+// stand behind a Service's virtual address.
+type BackendResolver interface {
+	// ResolveBackend returns who held addr:port at time at, reached
+	// through service (an identity with Virtual set, from Resolve): the
+	// backend's own identity with the destination service set to
+	// service's. nil when the backend is unknown.
+	ResolveBackend(service *Identity, addr netip.Addr, port uint16, at time.Time) *Identity
 }
 
 // AddressOnly resolves nothing: every end is known only by its address.

@@ -3,6 +3,7 @@ package tcpconnreceiver
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -58,6 +59,9 @@ type Config struct {
 	// Kubernetes resolves both ends of each connection to pods, workloads
 	// and services.
 	Kubernetes kube.Config `mapstructure:"kubernetes"`
+	// NAT finds, in connection tracking, the backend that a connection to
+	// a Service's ClusterIP reached (with kubernetes on).
+	NAT NATConfig `mapstructure:"nat"`
 
 	metadata.MetricsBuilderConfig `mapstructure:",squash"`
 
@@ -104,6 +108,19 @@ type ProbeConfig struct {
 	BackupProgram bool `mapstructure:"backup_program"`
 }
 
+// NATConfig turns the conntrack lookup of translated Service
+// destinations on or off and says where the translation happens.
+type NATConfig struct {
+	// Enabled looks up, once per connection to a Service's ClusterIP, the
+	// backend the node translated it to (kube-proxy's DNAT), in the
+	// conntrack table of NetNS. Needs CAP_NET_ADMIN there.
+	Enabled bool `mapstructure:"enabled"`
+	// NetNS is the path of the network namespace whose conntrack table holds
+	// the node's translations: "" is the collector's own (the host's with
+	// hostNetwork); /proc/1/ns/net is the host's from a pod with hostPID.
+	NetNS string `mapstructure:"netns"`
+}
+
 // FilterConfig selects connections by the addresses of their two ends.
 type FilterConfig = cidrfilter.Config
 
@@ -135,6 +152,7 @@ func createDefaultConfig() *Config {
 		},
 		Logs:                 accesslog.DefaultConfig(),
 		Kubernetes:           kube.DefaultConfig(),
+		NAT:                  NATConfig{Enabled: true},
 		MetricsBuilderConfig: metadata.DefaultMetricsBuilderConfig(),
 	}
 }
@@ -185,6 +203,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Kubernetes.Validate("kubernetes."); err != nil {
 		errs = append(errs, err)
+	}
+	if c.NAT.NetNS != "" && !filepath.IsAbs(c.NAT.NetNS) {
+		errs = append(errs, fmt.Errorf("nat.netns: must be an absolute path (e.g. /proc/1/ns/net) or empty, got %q", c.NAT.NetNS))
 	}
 	return errors.Join(errs...)
 }

@@ -36,6 +36,9 @@ func TestLoadConfig(t *testing.T) {
 	withKube := createDefaultConfig()
 	withKube.Kubernetes = kube.Config{Enabled: true, AuthType: kube.AuthKubeConfig, Context: "prod", NodeName: "node-a",
 		TrustDomain: "example.org", ClusterName: "prod-eu", ClusterDomain: "corp.local", PodGracePeriod: 10 * time.Minute}
+	withKube.NAT.NetNS = "/proc/1/ns/net"
+	withNone := createDefaultConfig()
+	withNone.Kubernetes.Enabled, withNone.Kubernetes.AuthType, withNone.Kubernetes.InsecureSkipTLSVerify = true, kube.AuthNone, true
 
 	tests := []struct {
 		id       component.ID
@@ -52,6 +55,14 @@ func TestLoadConfig(t *testing.T) {
 			"kubernetes.cluster_name: must not be empty",
 			"kubernetes.cluster_domain: must not be empty",
 			"kubernetes.pod_grace_period: must not be negative",
+			`nat.netns: must be an absolute path (e.g. /proc/1/ns/net) or empty, got "proc/1/ns/net"`,
+		}},
+		{id: component.NewIDWithName(metadata.Type, "kubernetes_none"), expected: withNone},
+		{id: component.NewIDWithName(metadata.Type, "bad_kubernetes_none"), errs: []string{
+			"kubernetes.auth_type: none does not verify the API server's certificate: set kubernetes.insecure_skip_tls_verify: true to accept that",
+		}},
+		{id: component.NewIDWithName(metadata.Type, "bad_kubernetes_insecure"), errs: []string{
+			"kubernetes.insecure_skip_tls_verify: only with auth_type none",
 		}},
 		{id: component.NewIDWithName(metadata.Type, "bad_flush_interval"), errs: []string{"flush_interval: must be positive"}},
 		{id: component.NewIDWithName(metadata.Type, "bad_attach_mode"), errs: []string{`probe.attach_mode: must be auto, tp_btf or raw_tp, got "kprobe"`}},

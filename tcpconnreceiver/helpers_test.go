@@ -101,3 +101,5 @@ func forEachLog(batches []plog.Logs, fn func(plog.LogRecord)) {
 		}
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -14,6 +14,7 @@ import (
 var forbiddenDeps = map[string][]string{
 	"bpf":                                 {"go.opentelemetry.io/collector", "k8s.io/", mod + "/identity", mod + "/tcpconnreceiver"},
 	"identity":                            {mod + "/bpf", "go.opentelemetry.io/collector", mod + "/tcpconnreceiver"},
+	"natlookup":                           {"go.opentelemetry.io/collector", "k8s.io/", mod + "/bpf", mod + "/identity", mod + "/tcpconnreceiver"},
 	"identity/kube":                       {mod + "/bpf", "go.opentelemetry.io/collector/pdata", mod + "/tcpconnreceiver"},
 	"tcpconnreceiver/internal/cidrfilter": {"go.opentelemetry.io/collector", "k8s.io/", mod + "/identity"},
 	"tcpconnreceiver/internal/conntable":  {"go.opentelemetry.io/collector", "k8s.io/", mod + "/identity/kube"},

@@ -72,7 +72,11 @@ func (r *tcpconnReceiver) startReports() bool {
 // found gone off the open counts. baseline marks the start-up walk.
 func (r *tcpconnReceiver) walk(baseline bool) (int, error) {
 	r.track.BeginWalk(baseline)
-	n, err := r.src.Walk(r.handle)
+	walk := r.src.Walk
+	if baseline {
+		walk = r.src.WalkStart
+	}
+	n, err := walk(r.handle)
 	gone := r.track.EndWalk()
 	if r.agg != nil {
 		r.agg.Forget(gone)
@@ -120,6 +124,7 @@ func (r *tcpconnReceiver) report(due, now time.Time) time.Time {
 	if err != nil {
 		r.set.Logger.Warn("report walk failed", zap.Error(err))
 	}
+	r.logNATFailures()
 	r.set.Logger.Debug("report walk", zap.Int("connections", n), zap.Duration("took", time.Since(start)))
 	if next := due.Add(r.cfg.ReportInterval); next.After(now) {
 		return next

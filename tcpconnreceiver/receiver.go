@@ -20,6 +20,7 @@ import (
 	"github.com/tcpconn/tcpconn/bpf"
 	"github.com/tcpconn/tcpconn/identity"
 	"github.com/tcpconn/tcpconn/identity/kube"
+	"github.com/tcpconn/tcpconn/natlookup"
 	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/accesslog"
 	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/aggregate"
 	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/cidrfilter"
@@ -34,6 +35,9 @@ import (
 type recordSource interface {
 	Read(*bpf.Record) error
 	Walk(func(*bpf.Record)) (int, error)
+	// WalkStart is the start-up walk: Walk, with the direction each
+	// namespace's listening sockets tell for connections never seen open.
+	WalkStart(func(*bpf.Record)) (int, error)
 	CanWalk() error
 	// Refused reports the connects each local address refused (cumulative).
 	Refused(func(bpf.Refused)) error
@@ -54,8 +58,12 @@ type tcpconnReceiver struct {
 	logs    consumer.Logs
 
 	resolver identity.Resolver
-	kube     *kube.Resolver
+	kube     *kube.Recovering
 	src      recordSource
+	// nat looks translated Service destinations up in conntrack; nil when
+	// off or unavailable.
+	nat       natConn
+	natFailed int64 // lookup failures already logged
 
 	// The data path, owned by the reader goroutine (agg is shared with the
 	// flusher under its own lock).
@@ -126,6 +134,9 @@ func (r *tcpconnReceiver) start() error {
 	logAttached(r.set.Logger, src)
 	if r.cfg.Kubernetes.Enabled {
 		r.startKubernetes()
+		if r.cfg.NAT.Enabled {
+			r.openNAT()
+		}
 	}
 	r.wire(time.Now())
 
@@ -158,6 +169,9 @@ func (r *tcpconnReceiver) wire(started time.Time) {
 	resource := rb.Emit()
 	r.filter = cidrfilter.New(r.cfg.Filter)
 	r.track = conntable.New(r.resolver, r.cfg.AdoptExisting, r.cfg.CountAdoptedBytes)
+	if r.nat != nil {
+		r.track.SetNAT(r.nat)
+	}
 	if r.logs != nil {
 		r.batcher = accesslog.NewBatcher(r.cfg.Logs, resource)
 		r.logFilter = accesslog.NewFilter(r.cfg.Logs)
@@ -173,19 +187,42 @@ func (r *tcpconnReceiver) wire(started time.Time) {
 	}
 }
 
-// startKubernetes starts the identity resolver. Without API access the
-// receiver keeps running with address-only identity and reports a
-// recoverable error through component status until the API answers.
+// startKubernetes starts the identity resolver. Without API access, or
+// before its client can even be built (no kubeconfig or token yet), the
+// receiver runs with address-only identity and reports a recoverable
+// error through component status; the client is built with backoff and
+// the informers relist until the API answers, then status returns to OK.
 func (r *tcpconnReceiver) startKubernetes() {
-	client, err := kube.NewClient(r.cfg.Kubernetes)
-	if err != nil {
-		r.set.Logger.Warn("Kubernetes identity unavailable, reporting addresses only", zap.Error(err))
-		componentstatus.ReportStatus(r.host, componentstatus.NewRecoverableErrorEvent(err))
-		return
-	}
-	r.kube = kube.New(client, r.cfg.Kubernetes, kube.Options{OnHealth: r.kubeHealth})
+	r.kube = kube.NewRecovering(r.cfg.Kubernetes, kube.Options{OnHealth: r.kubeHealth})
 	r.resolver = r.kube
 	r.kube.Start()
+}
+
+// natConn is a conntrack lookup the receiver closes at shutdown.
+type natConn interface {
+	natlookup.Lookup
+	Close() error
+}
+
+// openNAT connects to the conntrack table where the node translates
+// Service addresses. Without it (no CAP_NET_ADMIN, no conntrack) the
+// receiver runs on and connections to a ClusterIP name the Service only.
+func (r *tcpconnReceiver) openNAT() {
+	ct, err := natlookup.Open(r.cfg.NAT.NetNS)
+	if err != nil {
+		r.set.Logger.Warn("conntrack lookups of Service destinations are off: connections to a ClusterIP name the Service, not the backend reached", zap.Error(err))
+		return
+	}
+	r.nat = ct
+}
+
+// logNATFailures reports conntrack lookups that failed since the last call.
+func (r *tcpconnReceiver) logNATFailures() {
+	lookups, failed, last := r.track.NATStats()
+	if failed > r.natFailed {
+		r.set.Logger.Warn("conntrack lookups of Service destinations failed", zap.Int64("failed", failed-r.natFailed), zap.Int64("lookups", lookups), zap.Error(last))
+		r.natFailed = failed
+	}
 }
 
 func (r *tcpconnReceiver) kubeHealth(err error) {
@@ -229,6 +266,9 @@ func (r *tcpconnReceiver) shutdown(ctx context.Context) error {
 	r.cancel()
 	if r.kube != nil {
 		r.kube.Stop()
+	}
+	if r.nat != nil {
+		err = errors.Join(err, r.nat.Close())
 	}
 	return errors.Join(err, r.src.Close())
 }

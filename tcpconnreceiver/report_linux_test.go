@@ -101,7 +101,7 @@ func TestKernelLongLivedConnections(t *testing.T) {
 			return
 		}
 		port := a["source.port"].(int64)
-		if a["tcpconn.direction"] == "unknown" { // adopted: its ends are not ordered
+		if a["tcpconn.direction"] == "unknown" { // adopted with no direction: its ends are not ordered
 			port = earlyPort
 			if a["network.peer.port"].(int64) != 7100 {
 				return
@@ -133,14 +133,19 @@ func TestKernelLongLivedConnections(t *testing.T) {
 	assert.Equal(t, int64(chunk*chunks), total)
 	assert.LessOrEqual(t, sum, total, "reports never count more than was sent")
 
-	// Idle: an update every interval, with nothing new after the first.
+	// Idle: an update every interval, its 10 bytes in one of them. (The
+	// start-up walk runs after Start returns and may meet the connection
+	// before its open record, with nothing counted yet: now that adopted
+	// ends have a direction, that first update is the idle one's too.)
 	di := deltas[idlePort]
 	assert.GreaterOrEqual(t, len(di), 5, "the idle connection reports every interval")
-	for i, v := range di {
-		if i > 0 {
-			assert.Zero(t, v)
+	var nonZero []int64
+	for _, v := range di {
+		if v != 0 {
+			nonZero = append(nonZero, v)
 		}
 	}
+	assert.Equal(t, []int64{10}, nonZero, "interval deltas %v", di)
 
 	// Adopted: reported with its identity; the metrics count 500, not 1500.
 	require.Contains(t, closes, earlyPort)

@@ -30,6 +30,8 @@ type scriptedSource struct {
 	walks int
 	// refused is what Refused reports.
 	refused []bpf.Refused
+	// listeners tell the start-up walk the direction of what it adopts.
+	listeners *bpf.Listeners
 }
 
 func (s *scriptedSource) Refused(fn func(bpf.Refused)) error {
@@ -40,6 +42,18 @@ func (s *scriptedSource) Refused(fn func(bpf.Refused)) error {
 		fn(rf)
 	}
 	return nil
+}
+
+func (s *scriptedSource) WalkStart(visit func(*bpf.Record)) (int, error) {
+	s.mu.Lock()
+	l := s.listeners
+	s.mu.Unlock()
+	return s.Walk(func(rec *bpf.Record) {
+		if l != nil && rec.Direction == bpf.DirectionUnknown {
+			rec.Direction = l.Direction(rec.LocalAddr, rec.LocalPort)
+		}
+		visit(rec)
+	})
 }
 
 func (s *scriptedSource) setLive(recs ...bpf.Record) {

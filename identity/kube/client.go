@@ -40,6 +40,9 @@ func restConfig(cfg Config) (*rest.Config, error) {
 		}
 		return rc, nil
 	case AuthNone:
+		if !cfg.InsecureSkipTLSVerify {
+			return nil, fmt.Errorf("kubernetes auth_type none: needs insecure_skip_tls_verify: true (the API server's certificate is not verified)")
+		}
 		host, port := os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT")
 		if host == "" || port == "" {
 			return nil, fmt.Errorf("kubernetes auth_type none: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must be set")

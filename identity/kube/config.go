@@ -22,8 +22,13 @@ type Config struct {
 	// Enabled turns on identity resolution through the API server.
 	Enabled bool `mapstructure:"enabled"`
 	// AuthType is serviceAccount (in a pod), kubeConfig (KUBECONFIG or
-	// ~/.kube/config) or none (no credentials).
+	// ~/.kube/config) or none (no credentials, and the API server's
+	// certificate unverified: needs InsecureSkipTLSVerify).
 	AuthType AuthType `mapstructure:"auth_type"`
+	// InsecureSkipTLSVerify accepts whatever certificate the API server
+	// presents. Required, and only allowed, with auth_type none, which has
+	// no CA to verify it with: that choice must be written in the config.
+	InsecureSkipTLSVerify bool `mapstructure:"insecure_skip_tls_verify"`
 	// Context selects a kubeconfig context; empty is the current one.
 	Context string `mapstructure:"context"`
 	// NodeName is this node's name, from the downward API (spec.nodeName).
@@ -58,6 +63,12 @@ func (c *Config) Validate(prefix string) error {
 	case AuthNone, AuthServiceAccount, AuthKubeConfig:
 	default:
 		errs = append(errs, fmt.Errorf("%sauth_type: must be serviceAccount, kubeConfig or none, got %q", prefix, c.AuthType))
+	}
+	switch {
+	case c.AuthType == AuthNone && !c.InsecureSkipTLSVerify:
+		errs = append(errs, fmt.Errorf("%sauth_type: none does not verify the API server's certificate: set %sinsecure_skip_tls_verify: true to accept that, or use serviceAccount or kubeConfig", prefix, prefix))
+	case c.AuthType != AuthNone && c.InsecureSkipTLSVerify:
+		errs = append(errs, fmt.Errorf("%sinsecure_skip_tls_verify: only with auth_type none (serviceAccount and kubeConfig verify with their CA), got auth_type %s", prefix, c.AuthType))
 	}
 	if c.TrustDomain == "" {
 		errs = append(errs, fmt.Errorf("%strust_domain: must not be empty", prefix))

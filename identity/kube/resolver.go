@@ -66,7 +66,10 @@ type Resolver struct {
 	wg     sync.WaitGroup
 }
 
-var _ identity.Resolver = (*Resolver)(nil)
+var (
+	_ identity.Resolver        = (*Resolver)(nil)
+	_ identity.BackendResolver = (*Resolver)(nil)
+)
 
 // New creates a resolver on client. Start begins watching.
 func New(client kubernetes.Interface, cfg Config, opts Options) *Resolver {
@@ -116,6 +119,12 @@ func New(client kubernetes.Interface, cfg Config, opts Options) *Resolver {
 // Resolve returns who held addr:port at time at, or nil when unknown.
 func (r *Resolver) Resolve(addr netip.Addr, port uint16, at time.Time, role identity.Role) *identity.Identity {
 	return r.snap.Load().resolve(addr, port, at, role)
+}
+
+// ResolveBackend returns who held addr:port at time at, as the backend of
+// service (identity.BackendResolver).
+func (r *Resolver) ResolveBackend(service *identity.Identity, addr netip.Addr, port uint16, at time.Time) *identity.Identity {
+	return r.snap.Load().resolveBackend(service, addr, port, at)
 }
 
 // Start begins watching the API server. It does not wait for the caches:

@@ -22,7 +22,10 @@ type podEntry struct {
 	// byPort is the pod's identity as the destination of each service
 	// port that selects it, keyed by target port.
 	byPort map[uint16]*identity.Identity
-	ips    []netip.Addr
+	// viaService is the pod's identity as the backend of each service
+	// whose EndpointSlices hold it, keyed by the service's identity.
+	viaService map[*identity.Identity]*identity.Identity
+	ips        []netip.Addr
 	// ports declared by a host-network pod, which shares its node's IP.
 	ports []uint16
 }
@@ -40,6 +43,8 @@ type snapshot struct {
 	hostPorts map[netip.AddrPort]*podEntry
 	nodes     map[netip.Addr]*identity.Identity
 	services  map[netip.Addr]*identity.Identity
+	// nodePorts are the services on each node port, open on every node IP.
+	nodePorts map[uint16]*identity.Identity
 	byUID     map[types.UID]*podEntry
 }
 
@@ -59,12 +64,18 @@ func buildSnapshot(src sources, cfg *Config) *snapshot {
 		hostPorts: map[netip.AddrPort]*podEntry{},
 		nodes:     make(map[netip.Addr]*identity.Identity, len(src.nodes)),
 		services:  make(map[netip.Addr]*identity.Identity, len(src.services)),
+		nodePorts: map[uint16]*identity.Identity{},
 		byUID:     make(map[types.UID]*podEntry, len(src.pods)),
 	}
 	svcByKey := make(map[string]*identity.Identity, len(src.services))
 	for _, svc := range src.services {
 		id := serviceIdentity(svc, cfg)
 		svcByKey[svc.Namespace+"/"+svc.Name] = id
+		for _, p := range svc.Spec.Ports {
+			if p.NodePort > 0 && p.NodePort <= 65535 && (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) {
+				s.nodePorts[uint16(p.NodePort)] = id
+			}
+		}
 		for _, ip := range svc.Spec.ClusterIPs {
 			if a, err := netip.ParseAddr(ip); err == nil {
 				s.services[a] = id
@@ -80,6 +91,7 @@ func buildSnapshot(src sources, cfg *Config) *snapshot {
 		}
 	}
 	served := servedPorts(src.slices, svcByKey)
+	backed := backedServices(src.slices, svcByKey)
 
 	for _, p := range src.pods {
 		ips := podIPs(p)
@@ -105,6 +117,23 @@ func buildSnapshot(src sources, cfg *Config) *snapshot {
 					e.byPort = map[uint16]*identity.Identity{}
 				}
 				e.byPort[ap] = withService(e.id, svc)
+			}
+			for _, svc := range backed[ip] {
+				if e.viaService == nil {
+					e.viaService = map[*identity.Identity]*identity.Identity{}
+				}
+				if _, done := e.viaService[svc]; done {
+					continue
+				}
+				// Share the byPort value when it names the same service.
+				id := withService(e.id, svc)
+				for _, v := range e.byPort {
+					if v.Service == svc.Service {
+						id = v
+						break
+					}
+				}
+				e.viaService[svc] = id
 			}
 		}
 		s.byUID[p.UID] = e
@@ -169,6 +198,26 @@ func servedPorts(eps []*discoveryv1.EndpointSlice, svcByKey map[string]*identity
 	return out
 }
 
+// backedServices maps each endpoint address to every service whose
+// EndpointSlices hold it, whatever the port.
+func backedServices(eps []*discoveryv1.EndpointSlice, svcByKey map[string]*identity.Identity) map[netip.Addr][]*identity.Identity {
+	out := map[netip.Addr][]*identity.Identity{}
+	for _, es := range eps {
+		svc := svcByKey[es.Namespace+"/"+es.Labels[discoveryv1.LabelServiceName]]
+		if svc == nil {
+			continue
+		}
+		for _, ep := range es.Endpoints {
+			for _, addr := range ep.Addresses {
+				if ip, err := netip.ParseAddr(addr); err == nil && !slices.Contains(out[ip], svc) {
+					out[ip] = append(out[ip], svc)
+				}
+			}
+		}
+	}
+	return out
+}
+
 func podIPs(p *corev1.Pod) []netip.Addr {
 	var out []netip.Addr
 	add := func(s string) {
@@ -217,6 +266,11 @@ func (s *snapshot) resolve(addr netip.Addr, port uint16, t time.Time, role ident
 		return e.id
 	}
 	if id := s.nodes[addr]; id != nil {
+		if role == identity.RoleServer {
+			if svc := s.nodePorts[port]; svc != nil {
+				return svc // a node port: the node translates it to a backend
+			}
+		}
 		return id
 	}
 	if role == identity.RoleServer {
@@ -225,6 +279,27 @@ func (s *snapshot) resolve(addr netip.Addr, port uint16, t time.Time, role ident
 		}
 	}
 	return nil
+}
+
+// resolveBackend finds the identity of the backend addr:port that a
+// connection to service reached at time t: the pod's, with service as its
+// destination service. Only a backend the service's EndpointSlices do not
+// (or not yet) list costs an allocation.
+func (s *snapshot) resolveBackend(service *identity.Identity, addr netip.Addr, port uint16, t time.Time) *identity.Identity {
+	e := pickEntry(s.pods[addr], t)
+	if e == nil {
+		e = s.hostPorts[netip.AddrPortFrom(addr, port)]
+	}
+	if e == nil {
+		return nil
+	}
+	if id := e.viaService[service]; id != nil {
+		return id
+	}
+	if service == nil {
+		return e.id
+	}
+	return withService(e.id, service)
 }
 
 // pickEntry chooses the pod that held the address at t: among those whose

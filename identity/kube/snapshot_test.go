@@ -75,3 +75,73 @@ func BenchmarkResolve(b *testing.B) {
 	}
 	b.ReportMetric(float64(build.Microseconds()), "index-build-us")
 }
+
+// A ClusterIP resolves to its service, marked virtual; the backend reached
+// through it resolves to the pod with that service as its destination
+// service, even where the pod backs two services on one port (where a
+// connection straight to the pod names the first).
+func TestResolveBackendKeepsTheDialledService(t *testing.T) {
+	cfg := DefaultConfig()
+	now := time.Now()
+	pod, other := testPod(1, now.Add(-time.Hour)), testPod(2, now.Add(-time.Hour))
+	tcp := corev1.ProtocolTCP
+	port := int32(8080)
+	src := sources{owners: noOwners{}, pods: []*corev1.Pod{pod, other}}
+	for i, name := range []string{"a", "b"} {
+		src.services = append(src.services, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns"},
+			Spec: corev1.ServiceSpec{ClusterIPs: []string{fmt.Sprintf("10.96.0.%d", i+1)}}})
+		src.slices = append(src.slices, &discoveryv1.EndpointSlice{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Labels: map[string]string{discoveryv1.LabelServiceName: name}},
+			Ports:      []discoveryv1.EndpointPort{{Port: &port, Protocol: &tcp}},
+			Endpoints:  []discoveryv1.Endpoint{{Addresses: []string{pod.Status.PodIP}}},
+		})
+	}
+	s := buildSnapshot(src, &cfg)
+	ip := netip.MustParseAddr(pod.Status.PodIP)
+
+	svcB := s.resolve(netip.MustParseAddr("10.96.0.2"), 80, now, identity.RoleServer)
+	if assert.NotNil(t, svcB) {
+		assert.True(t, svcB.Virtual)
+		assert.Equal(t, "b", svcB.ServiceName)
+	}
+	assert.Equal(t, "a", s.resolve(ip, 8080, now, identity.RoleServer).ServiceName, "straight to the pod: the first service")
+	got := s.resolveBackend(svcB, ip, 8080, now)
+	if assert.NotNil(t, got) {
+		assert.Equal(t, "pod-1", got.Pod)
+		assert.Equal(t, "b", got.ServiceName)
+		assert.Equal(t, "b.ns.svc.cluster.local", got.Service)
+		assert.False(t, got.Virtual)
+	}
+	assert.Equal(t, 0.0, testing.AllocsPerRun(100, func() { s.resolveBackend(svcB, ip, 8080, now) }))
+
+	// A backend the slices do not list (yet): the pod, with the service.
+	late := s.resolveBackend(svcB, netip.MustParseAddr(other.Status.PodIP), 8080, now)
+	if assert.NotNil(t, late) {
+		assert.Equal(t, "pod-2", late.Pod)
+		assert.Equal(t, "b", late.ServiceName)
+	}
+	assert.Nil(t, s.resolveBackend(svcB, netip.MustParseAddr("10.9.9.9"), 8080, now), "nobody holds it")
+}
+
+// A node IP on a service's node port resolves to the service, marked
+// virtual (the node translates it); on any other port to the node.
+func TestNodePortResolvesToTheService(t *testing.T) {
+	cfg := DefaultConfig()
+	now := time.Now()
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, ClusterIPs: []string{"10.96.0.9"},
+			Ports: []corev1.ServicePort{{Port: 80, NodePort: 30080, Protocol: corev1.ProtocolTCP}}}}
+	tr, err := transform(svc)
+	assert.NoError(t, err)
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"},
+		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.9.0.1"}}}}
+	s := buildSnapshot(sources{owners: noOwners{}, services: []*corev1.Service{tr.(*corev1.Service)}, nodes: []*corev1.Node{node}}, &cfg)
+	nodeIP := netip.MustParseAddr("10.9.0.1")
+	got := s.resolve(nodeIP, 30080, now, identity.RoleServer)
+	if assert.NotNil(t, got) {
+		assert.True(t, got.Virtual)
+		assert.Equal(t, "web", got.ServiceName)
+	}
+	assert.Equal(t, "node-a", s.resolve(nodeIP, 22, now, identity.RoleServer).Node)
+	assert.Equal(t, "node-a", s.resolve(nodeIP, 30080, now, identity.RoleClient).Node, "a client end is never a service")
+}

@@ -17,7 +17,7 @@ func transform(obj any) (any, error) {
 	case *corev1.Service:
 		return &corev1.Service{
 			ObjectMeta: trimMeta(o.ObjectMeta, false),
-			Spec:       corev1.ServiceSpec{ClusterIP: o.Spec.ClusterIP, ClusterIPs: o.Spec.ClusterIPs, Type: o.Spec.Type},
+			Spec:       corev1.ServiceSpec{ClusterIP: o.Spec.ClusterIP, ClusterIPs: o.Spec.ClusterIPs, Type: o.Spec.Type, Ports: nodePorts(o.Spec.Ports)},
 		}, nil
 	case *discoveryv1.EndpointSlice:
 		out := &discoveryv1.EndpointSlice{ObjectMeta: trimMeta(o.ObjectMeta, true), AddressType: o.AddressType, Ports: o.Ports}
@@ -34,6 +34,17 @@ func transform(obj any) (any, error) {
 		return &corev1.Node{ObjectMeta: trimMeta(o.ObjectMeta, false), Status: corev1.NodeStatus{Addresses: o.Status.Addresses}}, nil
 	}
 	return obj, nil
+}
+
+// nodePorts keeps the node ports of a service's TCP ports, and nothing else.
+func nodePorts(ports []corev1.ServicePort) []corev1.ServicePort {
+	var out []corev1.ServicePort
+	for _, p := range ports {
+		if p.NodePort != 0 && (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) {
+			out = append(out, corev1.ServicePort{Protocol: corev1.ProtocolTCP, NodePort: p.NodePort})
+		}
+	}
+	return out
 }
 
 func trimPod(p *corev1.Pod) *corev1.Pod {

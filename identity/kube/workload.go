@@ -75,6 +75,7 @@ func serviceIdentity(s *corev1.Service, cfg *Config) *identity.Identity {
 		ServiceNamespace: s.Namespace,
 		Namespace:        s.Namespace,
 		Cluster:          cfg.ClusterName,
+		Virtual:          true,
 	}
 }
 

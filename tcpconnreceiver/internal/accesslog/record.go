@@ -44,6 +44,8 @@ const (
 	AttrPID               = "process.pid"
 	AttrExecutable        = "process.executable.name"
 	AttrNetNS             = "tcpconn.netns"
+	AttrDialledAddress    = "tcpconn.dialled.address"
+	AttrDialledPort       = "tcpconn.dialled.port"
 	AttrIntervalSent      = "tcpconn.interval.bytes.sent"
 	AttrIntervalReceived  = "tcpconn.interval.bytes.received"
 	AttrIntervalRetrans   = "tcpconn.interval.retransmits"
@@ -103,6 +105,10 @@ func (c *Converter) Fill(lr plog.LogRecord, rec *bpf.Record, o *conntable.Observ
 	a.PutInt(AttrDestPort, int64(e.dstPort))
 	a.PutStr(AttrPeerAddress, rec.PeerAddr.String())
 	a.PutInt(AttrPeerPort, int64(rec.PeerPort))
+	if o.Dialled.IsValid() {
+		a.PutStr(AttrDialledAddress, o.Dialled.Addr().String())
+		a.PutInt(AttrDialledPort, int64(o.Dialled.Port()))
+	}
 	a.PutStr(AttrDirection, rec.Direction.String())
 	a.PutInt(AttrConnID, int64(rec.ConnID))
 	if uid, ok := rec.UID(); ok {
@@ -187,7 +193,7 @@ func errorName(rec *bpf.Record) string { return rec.Error().String() }
 
 // body renders the access-log line, in the Kmesh / ztunnel field order:
 // src.addr=IP:PORT src.workload=W src.namespace=N dst.addr=IP:PORT
-// dst.service=S dst.workload=W dst.namespace=N direction=D state=S
+// [dst.dialled=IP:PORT] dst.service=S dst.workload=W dst.namespace=N direction=D state=S
 // sent_bytes=N received_bytes=N duration=Xms
 // [interval_sent_bytes=N interval_received_bytes=N] [error=E]
 func (c *Converter) body(rec *bpf.Record, e ends, o *conntable.Observation, withError bool) string {
@@ -200,6 +206,10 @@ func (c *Converter) body(rec *bpf.Record, e ends, o *conntable.Observation, with
 	b = append(b, identity.OrDash(e.src.Namespace)...)
 	b = append(b, " dst.addr="...)
 	b = netip.AddrPortFrom(e.dstAddr, e.dstPort).AppendTo(b)
+	if o.Dialled.IsValid() {
+		b = append(b, " dst.dialled="...)
+		b = o.Dialled.AppendTo(b)
+	}
 	b = append(b, " dst.service="...)
 	b = append(b, identity.OrDash(e.dst.Service)...)
 	b = append(b, " dst.workload="...)

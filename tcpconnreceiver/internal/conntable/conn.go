@@ -81,4 +81,8 @@ type Observation struct {
 	Delta Counters
 	// BecameOpen / WasOpen move the open-connections count.
 	BecameOpen, WasOpen bool
+	// Dialled is set when the node translated the address the connection
+	// dialled (a Service's ClusterIP): it is that address, and the record's
+	// peer has been rewritten to the backend reached.
+	Dialled netip.AddrPort
 }

@@ -1,11 +1,13 @@
 package conntable
 
 import (
+	"math"
 	"net/netip"
 	"time"
 
 	"github.com/tcpconn/tcpconn/bpf"
 	"github.com/tcpconn/tcpconn/identity"
+	"github.com/tcpconn/tcpconn/natlookup"
 )
 
 // MaxConns bounds the table. Entries leave at close, or after two report
@@ -21,14 +23,15 @@ type connState struct {
 	conn    Conn
 	counted Counters
 	startNs int64 // Unix nanoseconds; 0 when unknown
-	// handshake: how long the handshake took (bpf.Record.Handshake).
-	handshake time.Duration
-	comm      [16]byte
-	lastWalk  uint32
-	pid       uint32
-	dir       bpf.Direction
-	missed    uint8
-	open      bool
+	// handshakeUs: how long the handshake took (bpf.Record.Handshake), in
+	// microseconds: 32 bits keep connState within a map slot.
+	handshakeUs uint32
+	comm        [16]byte
+	lastWalk    uint32
+	pid         uint32
+	dir         bpf.Direction
+	missed      uint8
+	open        bool
 	// adopted: the table did not see the connection open.
 	adopted bool
 	// connected: a report said the local end is the client
@@ -39,6 +42,14 @@ type connState struct {
 	baselined bool
 	// ignored: open before the receiver started, with adopt_existing off.
 	ignored bool
+	// pending: a report walk met the connection before its open record,
+	// which is most likely still queued: nothing is counted until it
+	// arrives (with the direction the walk cannot tell), or until the next
+	// walk, which adopts the connection.
+	pending bool
+	// translated: the node translated the address the connection dialled
+	// (a Service's); conn.PeerAddr and PeerPort are the backend reached.
+	translated bool
 }
 
 // maxInlineConnState: a map keeps values up to this size in its own
@@ -52,7 +63,7 @@ func (st *connState) learn(rec *bpf.Record) {
 		st.startNs = rec.Start.UnixNano()
 	}
 	st.dir, st.pid, st.comm = rec.Direction, rec.PID, rec.Comm
-	st.handshake = rec.Handshake
+	st.handshakeUs = uint32(min(rec.Handshake.Microseconds(), math.MaxUint32))
 	st.connected = rec.Flags&bpf.FlagConnected != 0
 	st.adopted = rec.Flags&bpf.FlagAdopted != 0
 }
@@ -69,7 +80,7 @@ func (st *connState) complete(rec *bpf.Record) {
 		rec.SetClient() // a close: its port is released by then
 	}
 	if rec.Handshake == 0 {
-		rec.Handshake = st.handshake
+		rec.Handshake = time.Duration(st.handshakeUs) * time.Microsecond
 	}
 	if rec.PID == 0 {
 		rec.PID, rec.Comm = st.pid, st.comm
@@ -86,6 +97,11 @@ var unresolved = &identity.Identity{}
 // reported. It is owned by one goroutine, the receiver's reader.
 type Table struct {
 	resolver      identity.Resolver
+	backends      identity.BackendResolver
+	nat           natlookup.Lookup
+	natLookups    int64
+	natErrors     int64
+	natLastErr    error
 	conns         map[uint64]connState
 	countAdopted  bool
 	adoptExisting bool
@@ -101,8 +117,16 @@ type Table struct {
 // the start-up walk finds open; countAdopted counts what they carried
 // before the start as new traffic.
 func New(r identity.Resolver, adoptExisting, countAdopted bool) *Table {
-	return &Table{resolver: r, conns: map[uint64]connState{}, adoptExisting: adoptExisting, countAdopted: countAdopted, limit: MaxConns}
+	t := &Table{resolver: r, conns: map[uint64]connState{}, adoptExisting: adoptExisting, countAdopted: countAdopted, limit: MaxConns}
+	t.backends, _ = r.(identity.BackendResolver)
+	return t
 }
+
+// SetNAT has the table ask l, once per connection, where a connection to
+// a Service's virtual address (a peer the resolver marks Virtual) really
+// went: the peer then becomes the backend reached, with the Service kept
+// as its destination service. nil turns it off.
+func (t *Table) SetNAT(l natlookup.Lookup) { t.nat = l }
 
 // Observe accounts rec against its connection's state, and completes rec
 // with what the connection's earlier records said. keep is false for
@@ -114,6 +138,14 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 	}
 	cur := CountersOf(rec)
 	begins := rec.Kind == bpf.KindOpen || rec.Kind == bpf.KindFailure
+
+	wasPending := false
+	if known && st.pending && (begins || rec.Kind == bpf.KindClose || t.walk != st.lastWalk) {
+		// Its open record arrived (or never will: a second walk, a close):
+		// the connection starts from here as one never seen.
+		delete(t.conns, rec.ConnID)
+		st, known, wasPending = connState{}, false, true
+	}
 
 	if known && st.ignored && begins {
 		// Set aside by the start-up walk, but its open record was still
@@ -135,6 +167,15 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 		// Open before the receiver started: left alone to its close.
 		t.conns[rec.ConnID] = connState{ignored: true, lastWalk: t.walk}
 		return o, false
+	case known && st.pending:
+		return o, false // the same walk again (a namespace seen twice)
+	case !known && rec.Kind == bpf.KindUpdate && rec.Direction == bpf.DirectionUnknown && !t.baseline && rec.ConnID != 0 && !wasPending:
+		// A periodic walk met a connection it does not know, and cannot
+		// tell its direction: its open record is most likely still
+		// queued. Wait for it, so that the connection is labelled with
+		// its direction from the start.
+		t.conns[rec.ConnID] = connState{pending: true, lastWalk: t.walk}
+		return o, false
 	case !known:
 		if !begins && rec.Start.IsZero() {
 			// Never seen open: how it began is unknown.
@@ -143,6 +184,7 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 		st.learn(rec)
 		local, peer := t.resolve(rec, nil, nil)
 		st.conn = ConnOf(rec, local, peer)
+		t.translate(rec, &st)
 		if t.baseline && !t.countAdopted {
 			// Bytes that flowed before the receiver started are not new.
 			st.counted, st.baselined = cur, true
@@ -167,10 +209,19 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 		st.complete(rec)
 		cur = CountersOf(rec) // the direction may take the SYN out of BytesSent
 		if st.conn.Local == unresolved || st.conn.Peer == unresolved {
+			wasUnresolved := st.conn.Peer == unresolved
 			st.conn.Local, st.conn.Peer = t.resolve(rec, st.conn.Local, st.conn.Peer)
+			if wasUnresolved {
+				t.translate(rec, &st)
+			}
 		}
 	}
 	o = Observation{Local: st.conn.Local, Peer: st.conn.Peer, Delta: cur.Sub(st.counted)}
+	if st.translated {
+		// Every record names the socket's peer, the address dialled.
+		o.Dialled = netip.AddrPortFrom(rec.PeerAddr, rec.PeerPort)
+		rec.PeerAddr, rec.PeerPort = st.conn.PeerAddr, st.conn.PeerPort
+	}
 	st.counted = st.counted.Max(cur)
 
 	switch rec.Kind {
@@ -247,6 +298,42 @@ func (t *Table) RefusedConn(local netip.Addr, at time.Time) Conn {
 		Local: orUnresolved(t.resolver.Resolve(local, 0, at, identity.RoleServer)), Peer: unresolved,
 		Direction: bpf.DirectionInbound, IPv6: local.Is6() && !local.Is4In6(),
 	}
+}
+
+// translate asks, once, where a connection to a Service's virtual address
+// went: the peer becomes the backend the node translated it to.
+func (t *Table) translate(rec *bpf.Record, st *connState) {
+	if t.nat == nil || st.translated || !st.conn.Peer.Virtual || rec.Direction == bpf.DirectionInbound {
+		return
+	}
+	t.natLookups++
+	reached, ok, err := t.nat.Reached(netip.AddrPortFrom(rec.LocalAddr, rec.LocalPort), netip.AddrPortFrom(rec.PeerAddr, rec.PeerPort))
+	if err != nil {
+		t.natErrors++
+		t.natLastErr = err
+		return
+	}
+	if !ok {
+		return
+	}
+	st.translated = true
+	st.conn.PeerAddr, st.conn.PeerPort = reached.Addr(), reached.Port()
+	if t.backends == nil {
+		return
+	}
+	at := rec.Start
+	if at.IsZero() {
+		at = rec.Time
+	}
+	if id := t.backends.ResolveBackend(st.conn.Peer, reached.Addr(), reached.Port(), at); id != nil {
+		st.conn.Peer = id
+	}
+}
+
+// NATStats counts the conntrack lookups made, those that failed, and the
+// last failure's error.
+func (t *Table) NATStats() (lookups, failed int64, last error) {
+	return t.natLookups, t.natErrors, t.natLastErr
 }
 
 func orUnresolved(id *identity.Identity) *identity.Identity {

@@ -143,3 +143,42 @@ func TestHandshakeCarriedToLaterRecords(t *testing.T) {
 	assert.Equal(t, 7*time.Millisecond, s.feed(bpf.KindUpdate, 10, nil).Handshake)
 	assert.Equal(t, 7*time.Millisecond, s.feed(bpf.KindClose, 10, nil).Handshake)
 }
+
+// A periodic walk meets an inbound connection before its queued open
+// record: nothing is counted or labelled until the open arrives, so the
+// connection is labelled inbound, its local end as the server, from the
+// start; a connection whose open never comes is adopted at the next walk.
+func TestWalkBeforeOpenWaitsForTheDirection(t *testing.T) {
+	tr := New(fixedResolver(), true, false)
+	recs := fixedRecords()
+	open := recs[1] // inbound open of connection 2
+	upd := open
+	upd.Kind, upd.Direction, upd.Start, upd.BytesReceived = bpf.KindUpdate, bpf.DirectionUnknown, time.Time{}, 300
+	tr.BeginWalk(false)
+	_, keep := tr.Observe(&upd)
+	assert.False(t, keep, "not counted before its open")
+	tr.EndWalk()
+	o, keep := tr.Observe(&open)
+	require.True(t, keep)
+	assert.True(t, o.BecameOpen)
+	assert.Equal(t, "checkout.shop.svc.cluster.local", o.Local.Service, "the local end resolved as the server")
+	tr.BeginWalk(false)
+	upd2 := upd
+	o, _ = tr.Observe(&upd2)
+	assert.Equal(t, bpf.DirectionInbound, upd2.Direction)
+	assert.Equal(t, uint64(300), o.Delta.Received, "all of it, once")
+	tr.EndWalk()
+
+	// Its open record never comes: adopted at the second walk, all counted.
+	lost := upd
+	lost.ConnID = 77
+	for i := range 2 {
+		tr.BeginWalk(false)
+		l := lost
+		o, keep = tr.Observe(&l)
+		assert.Equal(t, i == 1, keep, "walk %d", i)
+		tr.EndWalk()
+	}
+	assert.Equal(t, uint64(300), o.Delta.Received)
+	assert.True(t, o.BecameOpen)
+}

@@ -1,0 +1,112 @@
+package kube
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/tcpconn/tcpconn/identity"
+)
+
+// Recovering is a Resolver that does not need the API server, nor its
+// credentials, at start: it builds its client (NewClient) with exponential
+// backoff until it can (a kubeconfig or service-account token that appears
+// later, an environment filled in late), then runs a Resolver on it, whose
+// informers list and relist by themselves while the API server is away.
+// Until then every lookup answers nil and OnHealth is told why.
+type Recovering struct {
+	cfg       Config
+	opts      Options
+	newClient func(Config) (kubernetes.Interface, error)
+	// MinBackoff and MaxBackoff bound the wait between attempts to build
+	// the client.
+	minBackoff, maxBackoff time.Duration
+
+	res    atomic.Pointer[Resolver]
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+var (
+	_ identity.Resolver        = (*Recovering)(nil)
+	_ identity.BackendResolver = (*Recovering)(nil)
+)
+
+// NewRecovering returns a resolver that builds its client from cfg once
+// started. opts.OnHealth hears the failures to build it as well as the
+// resolver's own health.
+func NewRecovering(cfg Config, opts Options) *Recovering {
+	if opts.OnHealth == nil {
+		opts.OnHealth = func(error) {}
+	}
+	return &Recovering{cfg: cfg, opts: opts, newClient: NewClient, minBackoff: 250 * time.Millisecond, maxBackoff: 30 * time.Second}
+}
+
+// Resolve implements identity.Resolver; nil until the client is built.
+func (r *Recovering) Resolve(addr netip.Addr, port uint16, at time.Time, role identity.Role) *identity.Identity {
+	if res := r.res.Load(); res != nil {
+		return res.Resolve(addr, port, at, role)
+	}
+	return nil
+}
+
+// ResolveBackend implements identity.BackendResolver.
+func (r *Recovering) ResolveBackend(service *identity.Identity, addr netip.Addr, port uint16, at time.Time) *identity.Identity {
+	if res := r.res.Load(); res != nil {
+		return res.ResolveBackend(service, addr, port, at)
+	}
+	return nil
+}
+
+// Start builds the client in the background, retrying with backoff, and
+// starts the resolver on it.
+func (r *Recovering) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	r.wg.Add(1)
+	go r.build(ctx)
+}
+
+func (r *Recovering) build(ctx context.Context) {
+	defer r.wg.Done()
+	wait := r.minBackoff
+	var last string
+	for {
+		client, err := r.newClient(r.cfg)
+		if err == nil {
+			res := New(client, r.cfg, r.opts)
+			res.Start()
+			r.res.Store(res)
+			return
+		}
+		if err.Error() != last { // each new reason once, not every attempt
+			last = err.Error()
+			r.opts.OnHealth(err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, r.maxBackoff)
+	}
+}
+
+// Stop ends the attempts and the resolver's goroutines.
+func (r *Recovering) Stop() {
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	r.wg.Wait()
+	if res := r.res.Load(); res != nil {
+		res.Stop()
+	}
+}
+
+// Resolver is the resolver once the client is built, else nil.
+func (r *Recovering) Resolver() *Resolver { return r.res.Load() }
