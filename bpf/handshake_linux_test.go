@@ -70,9 +70,13 @@ func takenSlots(p *Probe) int {
 	var key uint32
 	var slot tcpconnHandshake
 	n := 0
+	// Only this process's handshakes: the probe sees the whole machine's,
+	// and another process's test may hold a handshake in flight for
+	// seconds (a dropped SYN).
+	self := uint32(os.Getpid())
 	it := p.objs.Connecting.Iterate()
 	for it.Next(&key, &slot) {
-		if slot.Sk != 0 {
+		if slot.Sk != 0 && slot.Pid == self {
 			n++
 		}
 	}

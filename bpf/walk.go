@@ -95,7 +95,7 @@ func (p *Probe) walkNetns(visit func(*Record), l *Listeners) (int, error) {
 		for ; off+rawEventSize <= pending; off += rawEventSize {
 			if p.dec.decode(buf[off:off+rawEventSize], &p.walkRec) {
 				if l != nil && p.walkRec.Direction == DirectionUnknown {
-					p.walkRec.Direction = l.Direction(p.walkRec.LocalAddr, p.walkRec.LocalPort)
+					p.walkRec.SetDirection(l.Direction(p.walkRec.LocalAddr, p.walkRec.LocalPort))
 				}
 				visit(&p.walkRec)
 				n++

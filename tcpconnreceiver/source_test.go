@@ -50,7 +50,7 @@ func (s *scriptedSource) WalkStart(visit func(*bpf.Record)) (int, error) {
 	s.mu.Unlock()
 	return s.Walk(func(rec *bpf.Record) {
 		if l != nil && rec.Direction == bpf.DirectionUnknown {
-			rec.Direction = l.Direction(rec.LocalAddr, rec.LocalPort)
+			rec.SetDirection(l.Direction(rec.LocalAddr, rec.LocalPort))
 		}
 		visit(rec)
 	})
