@@ -185,12 +185,14 @@ func (r *Resolver) podDeleted(obj any) {
 			r.markDirty()
 			return
 		}
-		tomb = podEntry{uid: p.UID, start: p.CreationTimestamp.Time, id: podIdentity(p, r, &r.cfg), ips: ips}
+		tomb = podEntry{uid: p.UID, start: p.CreationTimestamp.Time, end: podEnd(p), id: podIdentity(p, r, &r.cfg), ips: ips}
 		if p.Spec.HostNetwork {
 			tomb.ports = declaredPorts(p)
 		}
 	}
-	tomb.end = now
+	if tomb.end.IsZero() || now.Before(tomb.end) {
+		tomb.end = now // a finished pod keeps the earlier end: when it finished
+	}
 	r.mu.Lock()
 	r.tombstones[string(p.UID)] = &tomb
 	r.mu.Unlock()

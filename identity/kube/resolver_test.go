@@ -2,12 +2,14 @@ package kube
 
 import (
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/tcpconn/tcpconn/identity"
 	"github.com/tcpconn/tcpconn/internal/kubetest"
@@ -190,4 +192,57 @@ func TestResolverAgainstAPIServer(t *testing.T) {
 			return id != nil && id.Pod == "after-restart"
 		}, 60*time.Second, 20*time.Millisecond, "changes after the restart never arrived")
 	})
+}
+
+// TestFinishedPodReleasesIP: a Job's pod that finished keeps its IP in the
+// API while the network plugin gives the IP to a new pod. Connections that
+// started before it finished keep it; later ones get the new pod, and
+// between the two nobody holds the IP.
+func TestFinishedPodReleasesIP(t *testing.T) {
+	srv := kubetest.Start(t)
+	client := srv.Client(t)
+	obj := kubetest.Objects{TB: t, Client: client}
+	obj.Namespace("batch")
+	obj.Node("node-a", "198.51.100.201")
+
+	cfg := DefaultConfig()
+	cfg.Enabled = true
+	r := New(client, cfg, Options{Debounce: 5 * time.Millisecond})
+	r.Start()
+	defer r.Stop()
+	ip := netip.MustParseAddr("198.51.100.30")
+	resolve := func(at time.Time) *identity.Identity { return r.Resolve(ip, 40000, at, identity.RoleClient) }
+
+	for _, phase := range []corev1.PodPhase{corev1.PodSucceeded, corev1.PodFailed} {
+		t.Run(string(phase), func(t *testing.T) {
+			name := "export-" + strings.ToLower(string(phase))
+			old := obj.Pod(kubetest.PodSpec{Namespace: "batch", Name: name, Node: "node-a", IP: ip.String(), Owner: ptr(obj.Job("batch", name))})
+			require.Eventually(t, func() bool { id := resolve(time.Now()); return id != nil && id.Pod == name }, 10*time.Second, 10*time.Millisecond)
+			assert.Equal(t, "Job", resolve(time.Now()).WorkloadKind)
+
+			time.Sleep(1100 * time.Millisecond) // the API's times have one-second precision
+			before := time.Now()                // a connection of the Job's pod, open while it ran
+			finish := before.Add(time.Second)
+			obj.FinishPod("batch", name, phase, finish)
+			require.Eventually(t, func() bool { return resolve(finish.Add(2*time.Second)) == nil }, 10*time.Second, 10*time.Millisecond,
+				"a finished pod still holds its IP after it finished")
+
+			time.Sleep(time.Until(finish.Add(2100 * time.Millisecond)))
+			next := obj.Pod(kubetest.PodSpec{Namespace: "batch", Name: name + "-next", Node: "node-a", IP: ip.String()})
+			require.Eventually(t, func() bool { id := resolve(time.Now()); return id != nil && id.Pod == next.Name }, 10*time.Second, 10*time.Millisecond,
+				"a connection started after the finish does not get the IP's new pod")
+			assert.Equal(t, string(next.UID), resolve(time.Now()).PodUID)
+			id := resolve(before)
+			require.NotNil(t, id, "a connection started before the finish lost its pod")
+			assert.Equal(t, string(old.UID), id.PodUID, "a connection started before the finish keeps the finished pod")
+
+			// Deleted later, the finished pod keeps the time it finished.
+			obj.DeletePod("batch", name)
+			require.Eventually(t, func() bool { r.mu.Lock(); defer r.mu.Unlock(); return r.tombstones[string(old.UID)] != nil }, 10*time.Second, 10*time.Millisecond)
+			time.Sleep(50 * time.Millisecond)
+			assert.Equal(t, string(old.UID), resolve(before).PodUID)
+			assert.Equal(t, string(next.UID), resolve(time.Now()).PodUID)
+			obj.DeletePod("batch", next.Name)
+		})
+	}
 }

@@ -98,12 +98,14 @@ func buildSnapshot(src sources, cfg *Config) *snapshot {
 		if len(ips) == 0 {
 			continue
 		}
-		e := &podEntry{uid: p.UID, start: p.CreationTimestamp.Time, id: podIdentity(p, src.owners, cfg), ips: ips}
+		e := &podEntry{uid: p.UID, start: p.CreationTimestamp.Time, end: podEnd(p), id: podIdentity(p, src.owners, cfg), ips: ips}
 		if p.Spec.HostNetwork {
 			e.ports = declaredPorts(p)
 			for _, ip := range ips {
 				for _, port := range e.ports {
-					s.hostPorts[netip.AddrPortFrom(ip, port)] = e
+					if e.end.IsZero() { // a finished host-network pod listens no more
+						s.hostPorts[netip.AddrPortFrom(ip, port)] = e
+					}
 				}
 			}
 		} else {
@@ -149,6 +151,24 @@ func buildSnapshot(src sources, cfg *Config) *snapshot {
 		}
 	}
 	return s
+}
+
+// finishPrecision: the API's times have one-second precision (rounded
+// down), so a finished pod is taken to hold its IP to the end of the second
+// it finished in. Its successor cannot have the IP sooner: the network
+// plugin releases it only when the pod's sandbox is torn down, after its
+// containers ended.
+const finishPrecision = time.Second
+
+// podEnd is when a pod stopped holding its IPs while it is still in the
+// API: for a finished pod (phase Succeeded or Failed) the time it finished,
+// else zero.
+func podEnd(p *corev1.Pod) time.Time {
+	at := finishedAt(p)
+	if at.IsZero() {
+		return at
+	}
+	return at.Add(finishPrecision)
 }
 
 // servedPorts maps each endpoint address to its ports and the service

@@ -1,6 +1,8 @@
 package kube
 
 import (
+	"time"
+
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -57,6 +59,13 @@ func trimPod(p *corev1.Pod) *corev1.Pod {
 		},
 		Status: corev1.PodStatus{PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs, Phase: p.Status.Phase},
 	}
+	if at := finishedAt(p); !at.IsZero() {
+		// A finished pod: keep only when it finished, as one terminated
+		// container state (finishedAt reads it back).
+		out.Status.ContainerStatuses = []corev1.ContainerStatus{{
+			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{FinishedAt: metav1.NewTime(at)}},
+		}}
+	}
 	out.ObjectMeta.CreationTimestamp = p.CreationTimestamp
 	out.ObjectMeta.OwnerReferences = p.OwnerReferences
 	if p.Spec.HostNetwork {
@@ -84,4 +93,35 @@ func trimOwnerMeta(m metav1.ObjectMeta) metav1.ObjectMeta {
 	out := trimMeta(m, false)
 	out.OwnerReferences = m.OwnerReferences
 	return out
+}
+
+// finished reports whether a pod has run to its end (a Job's pod): the
+// network plugin gives its IP to another pod although the API keeps it.
+func finished(p *corev1.Pod) bool {
+	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+}
+
+// finishedAt is when a finished pod finished: the last of its containers'
+// terminated.finishedAt, else the last transition of its conditions, else
+// zero (not finished, or no time known: then it never releases its IP
+// before it is deleted).
+func finishedAt(p *corev1.Pod) time.Time {
+	if !finished(p) {
+		return time.Time{}
+	}
+	var last time.Time
+	for _, cs := range p.Status.ContainerStatuses {
+		if t := cs.State.Terminated; t != nil && t.FinishedAt.After(last) {
+			last = t.FinishedAt.Time
+		}
+	}
+	if !last.IsZero() {
+		return last
+	}
+	for _, c := range p.Status.Conditions {
+		if c.LastTransitionTime.After(last) {
+			last = c.LastTransitionTime.Time
+		}
+	}
+	return last
 }
