@@ -31,9 +31,11 @@ type Identity struct {
 	Pod    string
 	PodUID string
 	// PodIP is the pod's primary IP, as a string (shared, not formatted per lookup).
-	PodIP        string
-	Namespace    string
-	Node         string
+	PodIP     string
+	Namespace string
+	Node      string
+	// Zone is the topology.kubernetes.io/zone label of the end's node.
+	Zone         string
 	HostNetwork  bool
 	Workload     string
 	WorkloadKind string

@@ -185,7 +185,7 @@ func (r *Resolver) podDeleted(obj any) {
 			r.markDirty()
 			return
 		}
-		tomb = podEntry{uid: p.UID, start: p.CreationTimestamp.Time, end: podEnd(p), id: podIdentity(p, r, &r.cfg), ips: ips}
+		tomb = podEntry{uid: p.UID, start: p.CreationTimestamp.Time, end: podEnd(p), id: podIdentity(p, r, r.snap.Load().zones[p.Spec.NodeName], &r.cfg), ips: ips}
 		if p.Spec.HostNetwork {
 			tomb.ports = declaredPorts(p)
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tcpconn/tcpconn/identity"
 	"github.com/tcpconn/tcpconn/internal/kubetest"
@@ -245,4 +246,44 @@ func TestFinishedPodReleasesIP(t *testing.T) {
 			obj.DeletePod("batch", next.Name)
 		})
 	}
+}
+
+// TestZonesAgainstAPIServer: each end's zone is its node's
+// topology.kubernetes.io/zone label: pods, host-network ends and nodes;
+// empty where the node has none; a relabelled node moves its pods.
+func TestZonesAgainstAPIServer(t *testing.T) {
+	srv := kubetest.Start(t)
+	client := srv.Client(t)
+	obj := kubetest.Objects{TB: t, Client: client}
+	obj.Namespace("shop")
+	obj.ZonedNode("node-a", "198.51.100.210", "zone-a")
+	obj.ZonedNode("node-b", "198.51.100.211", "zone-b")
+	obj.Node("node-c", "198.51.100.212")
+	r := New(client, DefaultConfig(), Options{Debounce: 5 * time.Millisecond})
+	r.Start()
+	defer r.Stop()
+	obj.Pod(kubetest.PodSpec{Namespace: "shop", Name: "a", Node: "node-a", IP: "198.51.100.40"})
+	obj.Pod(kubetest.PodSpec{Namespace: "shop", Name: "b", Node: "node-b", IP: "198.51.100.41"})
+	obj.Pod(kubetest.PodSpec{Namespace: "shop", Name: "c", Node: "node-c", IP: "198.51.100.42"})
+	zone := func(ip string) string {
+		id := r.Resolve(netip.MustParseAddr(ip), 40000, time.Now(), identity.RoleClient)
+		if id == nil {
+			return "<nil>"
+		}
+		return id.Node + "/" + id.Zone
+	}
+	require.Eventually(t, func() bool { return zone("198.51.100.42") == "node-c/" }, 10*time.Second, 10*time.Millisecond)
+	assert.Equal(t, "node-a/zone-a", zone("198.51.100.40"))
+	assert.Equal(t, "node-b/zone-b", zone("198.51.100.41"))
+	assert.Equal(t, "node-b/zone-b", zone("198.51.100.211"), "the node itself")
+
+	n, err := client.CoreV1().Nodes().Get(t.Context(), "node-c", metav1.GetOptions{})
+	require.NoError(t, err)
+	n.Labels = map[string]string{corev1.LabelTopologyZone: "zone-c", "other": "dropped"}
+	_, err = client.CoreV1().Nodes().Update(t.Context(), n, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return zone("198.51.100.42") == "node-c/zone-c" }, 10*time.Second, 10*time.Millisecond)
+	node, err := r.nodes.Get("node-c")
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{corev1.LabelTopologyZone: "zone-c"}, node.Labels, "the informer keeps only the zone label")
 }

@@ -46,6 +46,8 @@ type snapshot struct {
 	// nodePorts are the services on each node port, open on every node IP.
 	nodePorts map[uint16]*identity.Identity
 	byUID     map[types.UID]*podEntry
+	// zones are the nodes' zones by node name.
+	zones map[string]string
 }
 
 // sources are the inputs of a snapshot.
@@ -66,6 +68,7 @@ func buildSnapshot(src sources, cfg *Config) *snapshot {
 		services:  make(map[netip.Addr]*identity.Identity, len(src.services)),
 		nodePorts: map[uint16]*identity.Identity{},
 		byUID:     make(map[types.UID]*podEntry, len(src.pods)),
+		zones:     make(map[string]string, len(src.nodes)),
 	}
 	svcByKey := make(map[string]*identity.Identity, len(src.services))
 	for _, svc := range src.services {
@@ -84,6 +87,9 @@ func buildSnapshot(src sources, cfg *Config) *snapshot {
 	}
 	for _, n := range src.nodes {
 		id := nodeIdentity(n, cfg)
+		if id.Zone != "" {
+			s.zones[n.Name] = id.Zone
+		}
 		for _, a := range n.Status.Addresses {
 			if ip, err := netip.ParseAddr(a.Address); err == nil {
 				s.nodes[ip] = id
@@ -98,7 +104,7 @@ func buildSnapshot(src sources, cfg *Config) *snapshot {
 		if len(ips) == 0 {
 			continue
 		}
-		e := &podEntry{uid: p.UID, start: p.CreationTimestamp.Time, end: podEnd(p), id: podIdentity(p, src.owners, cfg), ips: ips}
+		e := &podEntry{uid: p.UID, start: p.CreationTimestamp.Time, end: podEnd(p), id: podIdentity(p, src.owners, s.zones[p.Spec.NodeName], cfg), ips: ips}
 		if p.Spec.HostNetwork {
 			e.ports = declaredPorts(p)
 			for _, ip := range ips {

@@ -33,7 +33,11 @@ func transform(obj any) (any, error) {
 	case *batchv1.Job:
 		return &batchv1.Job{ObjectMeta: trimOwnerMeta(o.ObjectMeta)}, nil
 	case *corev1.Node:
-		return &corev1.Node{ObjectMeta: trimMeta(o.ObjectMeta, false), Status: corev1.NodeStatus{Addresses: o.Status.Addresses}}, nil
+		out := &corev1.Node{ObjectMeta: trimMeta(o.ObjectMeta, false), Status: corev1.NodeStatus{Addresses: o.Status.Addresses}}
+		if zone := o.Labels[corev1.LabelTopologyZone]; zone != "" {
+			out.Labels = map[string]string{corev1.LabelTopologyZone: zone} // the one label read
+		}
+		return out, nil
 	}
 	return obj, nil
 }

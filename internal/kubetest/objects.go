@@ -37,9 +37,17 @@ func (o Objects) Namespace(name string, serviceAccounts ...string) {
 }
 
 // Node creates a node with an internal IP.
-func (o Objects) Node(name, ip string) {
+func (o Objects) Node(name, ip string) { o.ZonedNode(name, ip, "") }
+
+// ZonedNode creates a node with an internal IP in a zone (its
+// topology.kubernetes.io/zone label; none when zone is empty).
+func (o Objects) ZonedNode(name, ip, zone string) {
 	o.TB.Helper()
-	n, err := o.Client.CoreV1().Nodes().Create(o.ctx(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if zone != "" {
+		node.Labels = map[string]string{corev1.LabelTopologyZone: zone}
+	}
+	n, err := o.Client.CoreV1().Nodes().Create(o.ctx(), node, metav1.CreateOptions{})
 	if err != nil {
 		o.TB.Fatal(err)
 	}
