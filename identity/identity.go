@@ -78,6 +78,26 @@ type BackendResolver interface {
 	ResolveBackend(service *Identity, addr netip.Addr, port uint16, at time.Time) *Identity
 }
 
+// PodResolver is implemented by resolvers that know pods by UID and nodes
+// by name: the local end found by its network namespace (LocalResolver).
+type PodResolver interface {
+	// ResolvePod returns the pod with this UID as a connection end on
+	// port in role (a server end gets the service of its port, as
+	// Resolve gives it), alive or deleted within the grace period; nil
+	// when unknown.
+	ResolvePod(uid string, port uint16, role Role) *Identity
+	// ResolveNode returns the node of this name; nil when unknown.
+	ResolveNode(name string) *Identity
+}
+
+// LocalResolver resolves the local end of a connection by the network
+// namespace of its socket (its inode), which no other pod can take over as
+// an IP can be. nil when the namespace tells nothing: the address rule
+// applies then.
+type LocalResolver interface {
+	ResolveLocal(netns uint64, addr netip.Addr, port uint16, at time.Time, role Role) *Identity
+}
+
 // AddressOnly resolves nothing: every end is known only by its address.
 // The receiver uses it when Kubernetes identity is off.
 type AddressOnly struct{}

@@ -69,6 +69,7 @@ type Resolver struct {
 var (
 	_ identity.Resolver        = (*Resolver)(nil)
 	_ identity.BackendResolver = (*Resolver)(nil)
+	_ identity.PodResolver     = (*Resolver)(nil)
 )
 
 // New creates a resolver on client. Start begins watching.
@@ -125,6 +126,17 @@ func (r *Resolver) Resolve(addr netip.Addr, port uint16, at time.Time, role iden
 // service (identity.BackendResolver).
 func (r *Resolver) ResolveBackend(service *identity.Identity, addr netip.Addr, port uint16, at time.Time) *identity.Identity {
 	return r.snap.Load().resolveBackend(service, addr, port, at)
+}
+
+// ResolvePod returns the pod with this UID as an end on port in role
+// (identity.PodResolver).
+func (r *Resolver) ResolvePod(uid string, port uint16, role identity.Role) *identity.Identity {
+	return r.snap.Load().resolvePod(uid, port, role)
+}
+
+// ResolveNode returns the node of this name (identity.PodResolver).
+func (r *Resolver) ResolveNode(name string) *identity.Identity {
+	return r.snap.Load().nodeByName[name]
 }
 
 // Start begins watching the API server. It does not wait for the caches:

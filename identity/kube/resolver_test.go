@@ -287,3 +287,45 @@ func TestZonesAgainstAPIServer(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, map[string]string{corev1.LabelTopologyZone: "zone-c"}, node.Labels, "the informer keeps only the zone label")
 }
+
+// TestResolvePodByUID: the local end found by its network namespace is
+// named by its pod's UID: the pod (as a server, with the service of its
+// port), also once deleted within the grace period, whoever holds its IP
+// now; nodes by name.
+func TestResolvePodByUID(t *testing.T) {
+	srv := kubetest.Start(t)
+	client := srv.Client(t)
+	obj := kubetest.Objects{TB: t, Client: client}
+	obj.Namespace("shop")
+	obj.ZonedNode("node-a", "198.51.100.220", "zone-a")
+	r := New(client, DefaultConfig(), Options{Debounce: 5 * time.Millisecond})
+	r.Start()
+	defer r.Stop()
+	web := obj.Pod(kubetest.PodSpec{Namespace: "shop", Name: "web-1", Node: "node-a", IP: "198.51.100.50"})
+	obj.Service("shop", "web", "", 80, 8080, web)
+	require.Eventually(t, func() bool {
+		id := r.ResolvePod(string(web.UID), 8080, identity.RoleServer)
+		return id != nil && id.Service != ""
+	}, 10*time.Second, 10*time.Millisecond)
+	assert.Equal(t, "web.shop.svc.cluster.local", r.ResolvePod(string(web.UID), 8080, identity.RoleServer).Service)
+	id := r.ResolvePod(string(web.UID), 41000, identity.RoleClient)
+	require.NotNil(t, id)
+	assert.Equal(t, "web-1", id.Pod)
+	assert.Empty(t, id.Service)
+	assert.Nil(t, r.ResolvePod("00000000-0000-0000-0000-000000000000", 1, identity.RoleClient))
+	node := r.ResolveNode("node-a")
+	require.NotNil(t, node)
+	assert.Equal(t, "Node", node.WorkloadKind)
+	assert.Equal(t, "zone-a", node.Zone)
+	assert.Nil(t, r.ResolveNode("node-z"))
+
+	obj.DeletePod("shop", "web-1")
+	obj.Pod(kubetest.PodSpec{Namespace: "shop", Name: "web-2", Node: "node-a", IP: "198.51.100.50"})
+	require.Eventually(t, func() bool {
+		id := r.Resolve(netip.MustParseAddr("198.51.100.50"), 1, time.Now(), identity.RoleClient)
+		return id != nil && id.Pod == "web-2"
+	}, 10*time.Second, 10*time.Millisecond)
+	id = r.ResolvePod(string(web.UID), 41000, identity.RoleClient)
+	require.NotNil(t, id, "a deleted pod within the grace period")
+	assert.Equal(t, "web-1", id.Pod)
+}

@@ -48,6 +48,10 @@ type snapshot struct {
 	byUID     map[types.UID]*podEntry
 	// zones are the nodes' zones by node name.
 	zones map[string]string
+	// nodeByName: the nodes' identities by name.
+	nodeByName map[string]*identity.Identity
+	// deleted: pods deleted within the grace period, by UID.
+	deleted map[types.UID]*podEntry
 }
 
 // sources are the inputs of a snapshot.
@@ -62,13 +66,15 @@ type sources struct {
 
 func buildSnapshot(src sources, cfg *Config) *snapshot {
 	s := &snapshot{
-		pods:      make(map[netip.Addr][]*podEntry, len(src.pods)),
-		hostPorts: map[netip.AddrPort]*podEntry{},
-		nodes:     make(map[netip.Addr]*identity.Identity, len(src.nodes)),
-		services:  make(map[netip.Addr]*identity.Identity, len(src.services)),
-		nodePorts: map[uint16]*identity.Identity{},
-		byUID:     make(map[types.UID]*podEntry, len(src.pods)),
-		zones:     make(map[string]string, len(src.nodes)),
+		pods:       make(map[netip.Addr][]*podEntry, len(src.pods)),
+		hostPorts:  map[netip.AddrPort]*podEntry{},
+		nodes:      make(map[netip.Addr]*identity.Identity, len(src.nodes)),
+		services:   make(map[netip.Addr]*identity.Identity, len(src.services)),
+		nodePorts:  map[uint16]*identity.Identity{},
+		byUID:      make(map[types.UID]*podEntry, len(src.pods)),
+		zones:      make(map[string]string, len(src.nodes)),
+		nodeByName: make(map[string]*identity.Identity, len(src.nodes)),
+		deleted:    make(map[types.UID]*podEntry, len(src.tombstones)),
 	}
 	svcByKey := make(map[string]*identity.Identity, len(src.services))
 	for _, svc := range src.services {
@@ -87,6 +93,7 @@ func buildSnapshot(src sources, cfg *Config) *snapshot {
 	}
 	for _, n := range src.nodes {
 		id := nodeIdentity(n, cfg)
+		s.nodeByName[n.Name] = id
 		if id.Zone != "" {
 			s.zones[n.Name] = id.Zone
 		}
@@ -150,6 +157,7 @@ func buildSnapshot(src sources, cfg *Config) *snapshot {
 		if _, alive := s.byUID[t.uid]; alive {
 			continue
 		}
+		s.deleted[t.uid] = t
 		for _, ip := range t.ips {
 			if len(t.ports) == 0 {
 				s.pods[ip] = append(s.pods[ip], t)
@@ -305,6 +313,24 @@ func (s *snapshot) resolve(addr netip.Addr, port uint16, t time.Time, role ident
 		}
 	}
 	return nil
+}
+
+// resolvePod finds the pod with this UID, living or deleted, as an end on
+// port in role. It does not allocate.
+func (s *snapshot) resolvePod(uid string, port uint16, role identity.Role) *identity.Identity {
+	e := s.byUID[types.UID(uid)]
+	if e == nil {
+		e = s.deleted[types.UID(uid)]
+	}
+	if e == nil {
+		return nil
+	}
+	if role == identity.RoleServer {
+		if id := e.byPort[port]; id != nil {
+			return id
+		}
+	}
+	return e.id
 }
 
 // resolveBackend finds the identity of the backend addr:port that a
