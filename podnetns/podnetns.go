@@ -148,11 +148,7 @@ func PodUID(cgroup []byte) string {
 		if len(f) != 3 || !strings.Contains(f[2], "kubepods") {
 			continue
 		}
-		path := f[2]
-		if !strings.Contains(path, "kubepods") {
-			continue
-		}
-		for _, seg := range strings.Split(path, "/") {
+		for _, seg := range strings.Split(f[2], "/") {
 			if uid := uidIn(seg); uid != "" {
 				return uid
 			}
