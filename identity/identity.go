@@ -31,9 +31,11 @@ type Identity struct {
 	Pod    string
 	PodUID string
 	// PodIP is the pod's primary IP, as a string (shared, not formatted per lookup).
-	PodIP        string
-	Namespace    string
-	Node         string
+	PodIP     string
+	Namespace string
+	Node      string
+	// Zone is the topology.kubernetes.io/zone label of the end's node.
+	Zone         string
 	HostNetwork  bool
 	Workload     string
 	WorkloadKind string
@@ -74,6 +76,26 @@ type BackendResolver interface {
 	// backend's own identity with the destination service set to
 	// service's. nil when the backend is unknown.
 	ResolveBackend(service *Identity, addr netip.Addr, port uint16, at time.Time) *Identity
+}
+
+// PodResolver is implemented by resolvers that know pods by UID and nodes
+// by name: the local end found by its network namespace (LocalResolver).
+type PodResolver interface {
+	// ResolvePod returns the pod with this UID as a connection end on
+	// port in role (a server end gets the service of its port, as
+	// Resolve gives it), alive or deleted within the grace period; nil
+	// when unknown.
+	ResolvePod(uid string, port uint16, role Role) *Identity
+	// ResolveNode returns the node of this name; nil when unknown.
+	ResolveNode(name string) *Identity
+}
+
+// LocalResolver resolves the local end of a connection by the network
+// namespace of its socket (its inode), which no other pod can take over as
+// an IP can be. nil when the namespace tells nothing: the address rule
+// applies then.
+type LocalResolver interface {
+	ResolveLocal(netns uint64, addr netip.Addr, port uint16, at time.Time, role Role) *Identity
 }
 
 // AddressOnly resolves nothing: every end is known only by its address.

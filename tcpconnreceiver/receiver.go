@@ -21,6 +21,7 @@ import (
 	"github.com/tcpconn/tcpconn/identity"
 	"github.com/tcpconn/tcpconn/identity/kube"
 	"github.com/tcpconn/tcpconn/natlookup"
+	"github.com/tcpconn/tcpconn/podnetns"
 	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/accesslog"
 	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/aggregate"
 	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/cidrfilter"
@@ -64,6 +65,9 @@ type tcpconnReceiver struct {
 	// off or unavailable.
 	nat       natConn
 	natFailed int64 // lookup failures already logged
+	// netns knows which pod each network namespace belongs to; nil when
+	// off (kubernetes.local_by_netns).
+	netns *podnetns.Scanner
 
 	// The data path, owned by the reader goroutine (agg is shared with the
 	// flusher under its own lock).
@@ -172,6 +176,9 @@ func (r *tcpconnReceiver) wire(started time.Time) {
 	if r.nat != nil {
 		r.track.SetNAT(r.nat)
 	}
+	if r.netns != nil {
+		r.track.SetLocal(&localByNetNS{owners: r.netns, pods: r.kube, addrs: r.resolver, node: r.cfg.Kubernetes.NodeName})
+	}
 	if r.logs != nil {
 		r.batcher = accesslog.NewBatcher(r.cfg.Logs, resource)
 		r.logFilter = accesslog.NewFilter(r.cfg.Logs)
@@ -196,6 +203,9 @@ func (r *tcpconnReceiver) startKubernetes() {
 	r.kube = kube.NewRecovering(r.cfg.Kubernetes, kube.Options{OnHealth: r.kubeHealth})
 	r.resolver = r.kube
 	r.kube.Start()
+	if r.cfg.Kubernetes.LocalByNetNS {
+		r.netns = podnetns.NewScanner()
+	}
 }
 
 // natConn is a conntrack lookup the receiver closes at shutdown.

@@ -42,6 +42,10 @@ type Config struct {
 	// PodGracePeriod is how long a deleted pod is remembered, so that
 	// connections it made are still attributed to it after its IP is reused.
 	PodGracePeriod time.Duration `mapstructure:"pod_grace_period"`
+	// LocalByNetNS resolves the local end of a connection by its socket's
+	// network namespace (the pod whose processes run in it, from /proc),
+	// and by its address only when the namespace is not known.
+	LocalByNetNS bool `mapstructure:"local_by_netns"`
 }
 
 // DefaultConfig returns the defaults: off, service account auth, Istio's
@@ -53,6 +57,7 @@ func DefaultConfig() Config {
 		ClusterName:    "Kubernetes",
 		ClusterDomain:  "cluster.local",
 		PodGracePeriod: 5 * time.Minute,
+		LocalByNetNS:   true,
 	}
 }
 

@@ -62,6 +62,22 @@ func (r *Recovering) ResolveBackend(service *identity.Identity, addr netip.Addr,
 	return nil
 }
 
+// ResolvePod implements identity.PodResolver.
+func (r *Recovering) ResolvePod(uid string, port uint16, role identity.Role) *identity.Identity {
+	if res := r.res.Load(); res != nil {
+		return res.ResolvePod(uid, port, role)
+	}
+	return nil
+}
+
+// ResolveNode implements identity.PodResolver.
+func (r *Recovering) ResolveNode(name string) *identity.Identity {
+	if res := r.res.Load(); res != nil {
+		return res.ResolveNode(name)
+	}
+	return nil
+}
+
 // Start builds the client in the background, retrying with backoff, and
 // starts the resolver on it.
 func (r *Recovering) Start() {

@@ -69,6 +69,7 @@ type Resolver struct {
 var (
 	_ identity.Resolver        = (*Resolver)(nil)
 	_ identity.BackendResolver = (*Resolver)(nil)
+	_ identity.PodResolver     = (*Resolver)(nil)
 )
 
 // New creates a resolver on client. Start begins watching.
@@ -125,6 +126,17 @@ func (r *Resolver) Resolve(addr netip.Addr, port uint16, at time.Time, role iden
 // service (identity.BackendResolver).
 func (r *Resolver) ResolveBackend(service *identity.Identity, addr netip.Addr, port uint16, at time.Time) *identity.Identity {
 	return r.snap.Load().resolveBackend(service, addr, port, at)
+}
+
+// ResolvePod returns the pod with this UID as an end on port in role
+// (identity.PodResolver).
+func (r *Resolver) ResolvePod(uid string, port uint16, role identity.Role) *identity.Identity {
+	return r.snap.Load().resolvePod(uid, port, role)
+}
+
+// ResolveNode returns the node of this name (identity.PodResolver).
+func (r *Resolver) ResolveNode(name string) *identity.Identity {
+	return r.snap.Load().nodeByName[name]
 }
 
 // Start begins watching the API server. It does not wait for the caches:
@@ -185,12 +197,14 @@ func (r *Resolver) podDeleted(obj any) {
 			r.markDirty()
 			return
 		}
-		tomb = podEntry{uid: p.UID, start: p.CreationTimestamp.Time, id: podIdentity(p, r, &r.cfg), ips: ips}
+		tomb = podEntry{uid: p.UID, start: p.CreationTimestamp.Time, end: podEnd(p), id: podIdentity(p, r, r.snap.Load().zones[p.Spec.NodeName], &r.cfg), ips: ips}
 		if p.Spec.HostNetwork {
 			tomb.ports = declaredPorts(p)
 		}
 	}
-	tomb.end = now
+	if tomb.end.IsZero() || now.Before(tomb.end) {
+		tomb.end = now // a finished pod keeps the earlier end: when it finished
+	}
 	r.mu.Lock()
 	r.tombstones[string(p.UID)] = &tomb
 	r.mu.Unlock()

@@ -2,12 +2,15 @@ package kube
 
 import (
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tcpconn/tcpconn/identity"
 	"github.com/tcpconn/tcpconn/internal/kubetest"
@@ -190,4 +193,139 @@ func TestResolverAgainstAPIServer(t *testing.T) {
 			return id != nil && id.Pod == "after-restart"
 		}, 60*time.Second, 20*time.Millisecond, "changes after the restart never arrived")
 	})
+}
+
+// TestFinishedPodReleasesIP: a Job's pod that finished keeps its IP in the
+// API while the network plugin gives the IP to a new pod. Connections that
+// started before it finished keep it; later ones get the new pod, and
+// between the two nobody holds the IP.
+func TestFinishedPodReleasesIP(t *testing.T) {
+	srv := kubetest.Start(t)
+	client := srv.Client(t)
+	obj := kubetest.Objects{TB: t, Client: client}
+	obj.Namespace("batch")
+	obj.Node("node-a", "198.51.100.201")
+
+	cfg := DefaultConfig()
+	cfg.Enabled = true
+	r := New(client, cfg, Options{Debounce: 5 * time.Millisecond})
+	r.Start()
+	defer r.Stop()
+	ip := netip.MustParseAddr("198.51.100.30")
+	resolve := func(at time.Time) *identity.Identity { return r.Resolve(ip, 40000, at, identity.RoleClient) }
+
+	for _, phase := range []corev1.PodPhase{corev1.PodSucceeded, corev1.PodFailed} {
+		t.Run(string(phase), func(t *testing.T) {
+			name := "export-" + strings.ToLower(string(phase))
+			old := obj.Pod(kubetest.PodSpec{Namespace: "batch", Name: name, Node: "node-a", IP: ip.String(), Owner: ptr(obj.Job("batch", name))})
+			require.Eventually(t, func() bool { id := resolve(time.Now()); return id != nil && id.Pod == name }, 10*time.Second, 10*time.Millisecond)
+			assert.Equal(t, "Job", resolve(time.Now()).WorkloadKind)
+
+			time.Sleep(1100 * time.Millisecond) // the API's times have one-second precision
+			before := time.Now()                // a connection of the Job's pod, open while it ran
+			finish := before.Add(time.Second)
+			obj.FinishPod("batch", name, phase, finish)
+			require.Eventually(t, func() bool { return resolve(finish.Add(2*time.Second)) == nil }, 10*time.Second, 10*time.Millisecond,
+				"a finished pod still holds its IP after it finished")
+
+			time.Sleep(time.Until(finish.Add(2100 * time.Millisecond)))
+			next := obj.Pod(kubetest.PodSpec{Namespace: "batch", Name: name + "-next", Node: "node-a", IP: ip.String()})
+			require.Eventually(t, func() bool { id := resolve(time.Now()); return id != nil && id.Pod == next.Name }, 10*time.Second, 10*time.Millisecond,
+				"a connection started after the finish does not get the IP's new pod")
+			assert.Equal(t, string(next.UID), resolve(time.Now()).PodUID)
+			id := resolve(before)
+			require.NotNil(t, id, "a connection started before the finish lost its pod")
+			assert.Equal(t, string(old.UID), id.PodUID, "a connection started before the finish keeps the finished pod")
+
+			// Deleted later, the finished pod keeps the time it finished.
+			obj.DeletePod("batch", name)
+			require.Eventually(t, func() bool { r.mu.Lock(); defer r.mu.Unlock(); return r.tombstones[string(old.UID)] != nil }, 10*time.Second, 10*time.Millisecond)
+			time.Sleep(50 * time.Millisecond)
+			assert.Equal(t, string(old.UID), resolve(before).PodUID)
+			assert.Equal(t, string(next.UID), resolve(time.Now()).PodUID)
+			obj.DeletePod("batch", next.Name)
+		})
+	}
+}
+
+// TestZonesAgainstAPIServer: each end's zone is its node's
+// topology.kubernetes.io/zone label: pods, host-network ends and nodes;
+// empty where the node has none; a relabelled node moves its pods.
+func TestZonesAgainstAPIServer(t *testing.T) {
+	srv := kubetest.Start(t)
+	client := srv.Client(t)
+	obj := kubetest.Objects{TB: t, Client: client}
+	obj.Namespace("shop")
+	obj.ZonedNode("node-a", "198.51.100.210", "zone-a")
+	obj.ZonedNode("node-b", "198.51.100.211", "zone-b")
+	obj.Node("node-c", "198.51.100.212")
+	r := New(client, DefaultConfig(), Options{Debounce: 5 * time.Millisecond})
+	r.Start()
+	defer r.Stop()
+	obj.Pod(kubetest.PodSpec{Namespace: "shop", Name: "a", Node: "node-a", IP: "198.51.100.40"})
+	obj.Pod(kubetest.PodSpec{Namespace: "shop", Name: "b", Node: "node-b", IP: "198.51.100.41"})
+	obj.Pod(kubetest.PodSpec{Namespace: "shop", Name: "c", Node: "node-c", IP: "198.51.100.42"})
+	zone := func(ip string) string {
+		id := r.Resolve(netip.MustParseAddr(ip), 40000, time.Now(), identity.RoleClient)
+		if id == nil {
+			return "<nil>"
+		}
+		return id.Node + "/" + id.Zone
+	}
+	require.Eventually(t, func() bool { return zone("198.51.100.42") == "node-c/" }, 10*time.Second, 10*time.Millisecond)
+	assert.Equal(t, "node-a/zone-a", zone("198.51.100.40"))
+	assert.Equal(t, "node-b/zone-b", zone("198.51.100.41"))
+	assert.Equal(t, "node-b/zone-b", zone("198.51.100.211"), "the node itself")
+
+	n, err := client.CoreV1().Nodes().Get(t.Context(), "node-c", metav1.GetOptions{})
+	require.NoError(t, err)
+	n.Labels = map[string]string{corev1.LabelTopologyZone: "zone-c", "other": "dropped"}
+	_, err = client.CoreV1().Nodes().Update(t.Context(), n, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return zone("198.51.100.42") == "node-c/zone-c" }, 10*time.Second, 10*time.Millisecond)
+	node, err := r.nodes.Get("node-c")
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{corev1.LabelTopologyZone: "zone-c"}, node.Labels, "the informer keeps only the zone label")
+}
+
+// TestResolvePodByUID: the local end found by its network namespace is
+// named by its pod's UID: the pod (as a server, with the service of its
+// port), also once deleted within the grace period, whoever holds its IP
+// now; nodes by name.
+func TestResolvePodByUID(t *testing.T) {
+	srv := kubetest.Start(t)
+	client := srv.Client(t)
+	obj := kubetest.Objects{TB: t, Client: client}
+	obj.Namespace("shop")
+	obj.ZonedNode("node-a", "198.51.100.220", "zone-a")
+	r := New(client, DefaultConfig(), Options{Debounce: 5 * time.Millisecond})
+	r.Start()
+	defer r.Stop()
+	web := obj.Pod(kubetest.PodSpec{Namespace: "shop", Name: "web-1", Node: "node-a", IP: "198.51.100.50"})
+	obj.Service("shop", "web", "", 80, 8080, web)
+	require.Eventually(t, func() bool {
+		id := r.ResolvePod(string(web.UID), 8080, identity.RoleServer)
+		return id != nil && id.Service != ""
+	}, 10*time.Second, 10*time.Millisecond)
+	assert.Equal(t, "web.shop.svc.cluster.local", r.ResolvePod(string(web.UID), 8080, identity.RoleServer).Service)
+	id := r.ResolvePod(string(web.UID), 41000, identity.RoleClient)
+	require.NotNil(t, id)
+	assert.Equal(t, "web-1", id.Pod)
+	assert.Empty(t, id.Service)
+	assert.Nil(t, r.ResolvePod("00000000-0000-0000-0000-000000000000", 1, identity.RoleClient))
+	node := r.ResolveNode("node-a")
+	require.NotNil(t, node)
+	assert.Equal(t, "Node", node.WorkloadKind)
+	assert.Equal(t, "zone-a", node.Zone)
+	assert.Nil(t, r.ResolveNode("node-z"))
+
+	obj.DeletePod("shop", "web-1")
+	obj.Pod(kubetest.PodSpec{Namespace: "shop", Name: "web-2", Node: "node-a", IP: "198.51.100.50"})
+	require.Eventually(t, func() bool {
+		id := r.Resolve(netip.MustParseAddr("198.51.100.50"), 1, time.Now(), identity.RoleClient)
+		return id != nil && id.Pod == "web-2"
+	}, 10*time.Second, 10*time.Millisecond)
+	id = r.ResolvePod(string(web.UID), 41000, identity.RoleClient)
+	require.NotNil(t, id, "a deleted pod within the grace period")
+	assert.Equal(t, "web-1", id.Pod)
 }

@@ -46,6 +46,12 @@ type snapshot struct {
 	// nodePorts are the services on each node port, open on every node IP.
 	nodePorts map[uint16]*identity.Identity
 	byUID     map[types.UID]*podEntry
+	// zones are the nodes' zones by node name.
+	zones map[string]string
+	// nodeByName: the nodes' identities by name.
+	nodeByName map[string]*identity.Identity
+	// deleted: pods deleted within the grace period, by UID.
+	deleted map[types.UID]*podEntry
 }
 
 // sources are the inputs of a snapshot.
@@ -60,12 +66,15 @@ type sources struct {
 
 func buildSnapshot(src sources, cfg *Config) *snapshot {
 	s := &snapshot{
-		pods:      make(map[netip.Addr][]*podEntry, len(src.pods)),
-		hostPorts: map[netip.AddrPort]*podEntry{},
-		nodes:     make(map[netip.Addr]*identity.Identity, len(src.nodes)),
-		services:  make(map[netip.Addr]*identity.Identity, len(src.services)),
-		nodePorts: map[uint16]*identity.Identity{},
-		byUID:     make(map[types.UID]*podEntry, len(src.pods)),
+		pods:       make(map[netip.Addr][]*podEntry, len(src.pods)),
+		hostPorts:  map[netip.AddrPort]*podEntry{},
+		nodes:      make(map[netip.Addr]*identity.Identity, len(src.nodes)),
+		services:   make(map[netip.Addr]*identity.Identity, len(src.services)),
+		nodePorts:  map[uint16]*identity.Identity{},
+		byUID:      make(map[types.UID]*podEntry, len(src.pods)),
+		zones:      make(map[string]string, len(src.nodes)),
+		nodeByName: make(map[string]*identity.Identity, len(src.nodes)),
+		deleted:    make(map[types.UID]*podEntry, len(src.tombstones)),
 	}
 	svcByKey := make(map[string]*identity.Identity, len(src.services))
 	for _, svc := range src.services {
@@ -84,6 +93,10 @@ func buildSnapshot(src sources, cfg *Config) *snapshot {
 	}
 	for _, n := range src.nodes {
 		id := nodeIdentity(n, cfg)
+		s.nodeByName[n.Name] = id
+		if id.Zone != "" {
+			s.zones[n.Name] = id.Zone
+		}
 		for _, a := range n.Status.Addresses {
 			if ip, err := netip.ParseAddr(a.Address); err == nil {
 				s.nodes[ip] = id
@@ -98,12 +111,14 @@ func buildSnapshot(src sources, cfg *Config) *snapshot {
 		if len(ips) == 0 {
 			continue
 		}
-		e := &podEntry{uid: p.UID, start: p.CreationTimestamp.Time, id: podIdentity(p, src.owners, cfg), ips: ips}
+		e := &podEntry{uid: p.UID, start: p.CreationTimestamp.Time, end: podEnd(p), id: podIdentity(p, src.owners, s.zones[p.Spec.NodeName], cfg), ips: ips}
 		if p.Spec.HostNetwork {
 			e.ports = declaredPorts(p)
 			for _, ip := range ips {
 				for _, port := range e.ports {
-					s.hostPorts[netip.AddrPortFrom(ip, port)] = e
+					if e.end.IsZero() { // a finished host-network pod listens no more
+						s.hostPorts[netip.AddrPortFrom(ip, port)] = e
+					}
 				}
 			}
 		} else {
@@ -142,6 +157,7 @@ func buildSnapshot(src sources, cfg *Config) *snapshot {
 		if _, alive := s.byUID[t.uid]; alive {
 			continue
 		}
+		s.deleted[t.uid] = t
 		for _, ip := range t.ips {
 			if len(t.ports) == 0 {
 				s.pods[ip] = append(s.pods[ip], t)
@@ -149,6 +165,24 @@ func buildSnapshot(src sources, cfg *Config) *snapshot {
 		}
 	}
 	return s
+}
+
+// finishPrecision: the API's times have one-second precision (rounded
+// down), so a finished pod is taken to hold its IP to the end of the second
+// it finished in. Its successor cannot have the IP sooner: the network
+// plugin releases it only when the pod's sandbox is torn down, after its
+// containers ended.
+const finishPrecision = time.Second
+
+// podEnd is when a pod stopped holding its IPs while it is still in the
+// API: for a finished pod (phase Succeeded or Failed) the time it finished,
+// else zero.
+func podEnd(p *corev1.Pod) time.Time {
+	at := finishedAt(p)
+	if at.IsZero() {
+		return at
+	}
+	return at.Add(finishPrecision)
 }
 
 // servedPorts maps each endpoint address to its ports and the service
@@ -279,6 +313,24 @@ func (s *snapshot) resolve(addr netip.Addr, port uint16, t time.Time, role ident
 		}
 	}
 	return nil
+}
+
+// resolvePod finds the pod with this UID, living or deleted, as an end on
+// port in role. It does not allocate.
+func (s *snapshot) resolvePod(uid string, port uint16, role identity.Role) *identity.Identity {
+	e := s.byUID[types.UID(uid)]
+	if e == nil {
+		e = s.deleted[types.UID(uid)]
+	}
+	if e == nil {
+		return nil
+	}
+	if role == identity.RoleServer {
+		if id := e.byPort[port]; id != nil {
+			return id
+		}
+	}
+	return e.id
 }
 
 // resolveBackend finds the identity of the backend addr:port that a

@@ -1,6 +1,8 @@
 package kube
 
 import (
+	"time"
+
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -31,7 +33,11 @@ func transform(obj any) (any, error) {
 	case *batchv1.Job:
 		return &batchv1.Job{ObjectMeta: trimOwnerMeta(o.ObjectMeta)}, nil
 	case *corev1.Node:
-		return &corev1.Node{ObjectMeta: trimMeta(o.ObjectMeta, false), Status: corev1.NodeStatus{Addresses: o.Status.Addresses}}, nil
+		out := &corev1.Node{ObjectMeta: trimMeta(o.ObjectMeta, false), Status: corev1.NodeStatus{Addresses: o.Status.Addresses}}
+		if zone := o.Labels[corev1.LabelTopologyZone]; zone != "" {
+			out.Labels = map[string]string{corev1.LabelTopologyZone: zone} // the one label read
+		}
+		return out, nil
 	}
 	return obj, nil
 }
@@ -56,6 +62,13 @@ func trimPod(p *corev1.Pod) *corev1.Pod {
 			HostNetwork:        p.Spec.HostNetwork,
 		},
 		Status: corev1.PodStatus{PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs, Phase: p.Status.Phase},
+	}
+	if at := finishedAt(p); !at.IsZero() {
+		// A finished pod: keep only when it finished, as one terminated
+		// container state (finishedAt reads it back).
+		out.Status.ContainerStatuses = []corev1.ContainerStatus{{
+			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{FinishedAt: metav1.NewTime(at)}},
+		}}
 	}
 	out.ObjectMeta.CreationTimestamp = p.CreationTimestamp
 	out.ObjectMeta.OwnerReferences = p.OwnerReferences
@@ -84,4 +97,35 @@ func trimOwnerMeta(m metav1.ObjectMeta) metav1.ObjectMeta {
 	out := trimMeta(m, false)
 	out.OwnerReferences = m.OwnerReferences
 	return out
+}
+
+// finished reports whether a pod has run to its end (a Job's pod): the
+// network plugin gives its IP to another pod although the API keeps it.
+func finished(p *corev1.Pod) bool {
+	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+}
+
+// finishedAt is when a finished pod finished: the last of its containers'
+// terminated.finishedAt, else the last transition of its conditions, else
+// zero (not finished, or no time known: then it never releases its IP
+// before it is deleted).
+func finishedAt(p *corev1.Pod) time.Time {
+	if !finished(p) {
+		return time.Time{}
+	}
+	var last time.Time
+	for _, cs := range p.Status.ContainerStatuses {
+		if t := cs.State.Terminated; t != nil && t.FinishedAt.After(last) {
+			last = t.FinishedAt.Time
+		}
+	}
+	if !last.IsZero() {
+		return last
+	}
+	for _, c := range p.Status.Conditions {
+		if c.LastTransitionTime.After(last) {
+			last = c.LastTransitionTime.Time
+		}
+	}
+	return last
 }

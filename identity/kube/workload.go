@@ -36,13 +36,14 @@ func workloadOf(p *corev1.Pod, o owners) (name, kind string) {
 
 // podIdentity is the identity of a pod as a connection end, without a
 // destination service.
-func podIdentity(p *corev1.Pod, o owners, cfg *Config) *identity.Identity {
+func podIdentity(p *corev1.Pod, o owners, zone string, cfg *Config) *identity.Identity {
 	id := &identity.Identity{
 		Pod:         p.Name,
 		PodUID:      string(p.UID),
 		PodIP:       p.Status.PodIP,
 		Namespace:   p.Namespace,
 		Node:        p.Spec.NodeName,
+		Zone:        zone,
 		HostNetwork: p.Spec.HostNetwork,
 		Cluster:     cfg.ClusterName,
 	}
@@ -80,7 +81,7 @@ func serviceIdentity(s *corev1.Service, cfg *Config) *identity.Identity {
 }
 
 func nodeIdentity(n *corev1.Node, cfg *Config) *identity.Identity {
-	return &identity.Identity{Node: n.Name, Workload: n.Name, WorkloadKind: "Node", HostNetwork: true, Cluster: cfg.ClusterName}
+	return &identity.Identity{Node: n.Name, Zone: n.Labels[corev1.LabelTopologyZone], Workload: n.Name, WorkloadKind: "Node", HostNetwork: true, Cluster: cfg.ClusterName}
 }
 
 func first(vals ...string) string {

@@ -3,6 +3,7 @@ package kubetest
 import (
 	"context"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -36,9 +37,17 @@ func (o Objects) Namespace(name string, serviceAccounts ...string) {
 }
 
 // Node creates a node with an internal IP.
-func (o Objects) Node(name, ip string) {
+func (o Objects) Node(name, ip string) { o.ZonedNode(name, ip, "") }
+
+// ZonedNode creates a node with an internal IP in a zone (its
+// topology.kubernetes.io/zone label; none when zone is empty).
+func (o Objects) ZonedNode(name, ip, zone string) {
 	o.TB.Helper()
-	n, err := o.Client.CoreV1().Nodes().Create(o.ctx(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if zone != "" {
+		node.Labels = map[string]string{corev1.LabelTopologyZone: zone}
+	}
+	n, err := o.Client.CoreV1().Nodes().Create(o.ctx(), node, metav1.CreateOptions{})
 	if err != nil {
 		o.TB.Fatal(err)
 	}
@@ -83,6 +92,44 @@ func (o Objects) CronJob(ns, name string) metav1.OwnerReference {
 		o.TB.Fatal(err)
 	}
 	return controllerRef("batch/v1", "Job", j.Name, string(j.UID))
+}
+
+// Job creates a Job of its own (no CronJob) and returns the owner
+// reference of its pods.
+func (o Objects) Job(ns, name string) metav1.OwnerReference {
+	o.TB.Helper()
+	j, err := o.Client.BatchV1().Jobs(ns).Create(o.ctx(), &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       batchv1.JobSpec{Template: jobTemplate(name)},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		o.TB.Fatal(err)
+	}
+	return controllerRef("batch/v1", "Job", j.Name, string(j.UID))
+}
+
+// FinishPod moves a pod to phase (Succeeded or Failed) as the kubelet does
+// when its containers end: its container terminated at finishedAt, its
+// Ready condition false since then. The pod keeps its IP in the API.
+func (o Objects) FinishPod(ns, name string, phase corev1.PodPhase, finishedAt time.Time) {
+	o.TB.Helper()
+	p, err := o.Client.CoreV1().Pods(ns).Get(o.ctx(), name, metav1.GetOptions{})
+	if err != nil {
+		o.TB.Fatal(err)
+	}
+	at := metav1.NewTime(finishedAt)
+	code := int32(0)
+	if phase == corev1.PodFailed {
+		code = 1
+	}
+	p.Status.Phase = phase
+	p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse, LastTransitionTime: at, Reason: "PodCompleted"}}
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "main", Image: "example.invalid/app:1", State: corev1.ContainerState{
+		Terminated: &corev1.ContainerStateTerminated{ExitCode: code, StartedAt: p.CreationTimestamp, FinishedAt: at},
+	}}}
+	if _, err := o.Client.CoreV1().Pods(ns).UpdateStatus(o.ctx(), p, metav1.UpdateOptions{}); err != nil {
+		o.TB.Fatal(err)
+	}
 }
 
 // PodSpec describes a pod to create.

@@ -156,14 +156,14 @@ func (c *Converter) Fill(lr plog.LogRecord, rec *bpf.Record, o *conntable.Observ
 
 // endKeys are the attribute names of one end's identity.
 type endKeys struct {
-	pod, podUID, namespace, node, workload, workloadKind, serviceAccount, principal,
+	pod, podUID, namespace, node, zone, workload, workloadKind, serviceAccount, principal,
 	app, version, canonicalService, canonicalRevision, cluster, serviceHost, serviceName, serviceNamespace string
 }
 
 func keysFor(prefix string) endKeys {
 	return endKeys{
 		pod: prefix + ".k8s.pod.name", podUID: prefix + ".k8s.pod.uid", namespace: prefix + ".k8s.namespace.name",
-		node: prefix + ".k8s.node.name", workload: prefix + ".workload.name", workloadKind: prefix + ".workload.kind",
+		node: prefix + ".k8s.node.name", zone: prefix + ".cloud.availability_zone", workload: prefix + ".workload.name", workloadKind: prefix + ".workload.kind",
 		serviceAccount: prefix + ".service_account", principal: prefix + ".principal", app: prefix + ".app",
 		version: prefix + ".version", canonicalService: prefix + ".canonical_service",
 		canonicalRevision: prefix + ".canonical_revision", cluster: prefix + ".cluster",
@@ -177,7 +177,7 @@ var sourceKeys, destinationKeys = keysFor("source"), keysFor("destination")
 // left out rather than written empty.
 func putEnd(a pcommon.Map, k *endKeys, id *identity.Identity) {
 	for _, kv := range [...]struct{ key, val string }{
-		{k.pod, id.Pod}, {k.podUID, id.PodUID}, {k.namespace, id.Namespace}, {k.node, id.Node},
+		{k.pod, id.Pod}, {k.podUID, id.PodUID}, {k.namespace, id.Namespace}, {k.node, id.Node}, {k.zone, id.Zone},
 		{k.workload, id.Workload}, {k.workloadKind, id.WorkloadKind}, {k.serviceAccount, id.ServiceAccount},
 		{k.principal, id.Principal}, {k.app, id.App}, {k.version, id.Version},
 		{k.canonicalService, id.CanonicalService}, {k.canonicalRevision, id.CanonicalRevision}, {k.cluster, id.Cluster},

@@ -40,3 +40,28 @@ func TestTranslatedDestinationKeepsTheDialledAddress(t *testing.T) {
 	assert.NotContains(t, lr.Attributes().AsRaw(), AttrDialledAddress)
 	assert.NotContains(t, lr.Body().Str(), "dialled")
 }
+
+// Both ends' node and zone are on the record when known, and left out
+// when not.
+func TestEndsCarryNodeAndZone(t *testing.T) {
+	res := fixedResolver()
+	rec := fixedRecords()[2] // outbound: the local end is the source
+	local := *res[netip.AddrPortFrom(fixture.ClientAddr, 0)]
+	peer := *res[netip.AddrPortFrom(fixture.ServerAddr, 8080)]
+	local.Node, local.Zone = "node-a", "zone-a"
+	peer.Node, peer.Zone = "node-b", "zone-b"
+	o := conntable.Observation{Local: &local, Peer: &peer}
+	lr := plog.NewLogRecord()
+	var c Converter
+	c.Fill(lr, &rec, &o, t0)
+	a := lr.Attributes().AsRaw()
+	assert.Equal(t, "node-a", a["source.k8s.node.name"])
+	assert.Equal(t, "zone-a", a["source.cloud.availability_zone"])
+	assert.Equal(t, "node-b", a["destination.k8s.node.name"])
+	assert.Equal(t, "zone-b", a["destination.cloud.availability_zone"])
+
+	peer.Zone = ""
+	lr = plog.NewLogRecord()
+	c.Fill(lr, &rec, &o, t0)
+	assert.NotContains(t, lr.Attributes().AsRaw(), "destination.cloud.availability_zone")
+}

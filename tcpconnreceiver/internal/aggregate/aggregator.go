@@ -84,6 +84,9 @@ func (a *Aggregator) Add(rec *bpf.Record, o *conntable.Observation) {
 	c := &a.conn
 	*c = conntable.ConnOf(rec, o.Local, o.Peer)
 	for _, v := range a.views {
+		if v.Keep != nil && !v.Keep(c) {
+			continue
+		}
 		s := v.get(a.project(v, c, e), rec.Time)
 		switch rec.Kind {
 		case bpf.KindFailure:
@@ -144,6 +147,9 @@ func (a *Aggregator) Forget(conns []conntable.Conn) {
 	defer a.mu.Unlock()
 	for i := range conns {
 		for _, v := range a.views {
+			if v.Keep != nil && !v.Keep(&conns[i]) {
+				continue
+			}
 			if s := v.series[*a.project(v, &conns[i], bpf.ErrorNone)]; s != nil {
 				s.V.Open--
 			}

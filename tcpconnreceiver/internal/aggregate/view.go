@@ -1,6 +1,10 @@
 package aggregate
 
-import "time"
+import (
+	"time"
+
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/conntable"
+)
 
 // ViewKind names a family of series.
 type ViewKind uint8
@@ -11,6 +15,9 @@ const (
 	ViewWorkload ViewKind = iota + 1
 	// ViewService: per destination service.
 	ViewService
+	// ViewCrossZone: local workload x peer workload x peer zone, for
+	// connections whose ends are in different zones (ViewSpec.Keep).
+	ViewCrossZone
 )
 
 // String returns "workload" or "service", the view attribute's values.
@@ -20,6 +27,8 @@ func (v ViewKind) String() string {
 		return "workload"
 	case ViewService:
 		return "service"
+	case ViewCrossZone:
+		return "cross_zone"
 	}
 	return "unknown"
 }
@@ -32,6 +41,9 @@ type ViewSpec struct {
 	Histograms bool
 	// PeerAddr and PeerPort fill the key's opt-in peer attributes.
 	PeerAddr, PeerPort bool
+	// Keep, when set, chooses the connections the view counts; the
+	// others have no series in it.
+	Keep func(c *conntable.Conn) bool
 }
 
 // View is one family of series with its own cardinality bound and

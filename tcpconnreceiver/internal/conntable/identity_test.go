@@ -61,3 +61,37 @@ func TestUnresolvedEndIsRetried(t *testing.T) {
 	assert.Equal(t, "frontend", o.Local.Workload)
 	assert.Equal(t, "checkout", o.Peer.Workload)
 }
+
+// byNetNS names the pod of one network namespace.
+type byNetNS struct {
+	netns uint64
+	id    *identity.Identity
+}
+
+func (b byNetNS) ResolveLocal(netns uint64, _ netip.Addr, _ uint16, _ time.Time, _ identity.Role) *identity.Identity {
+	if netns == b.netns {
+		return b.id
+	}
+	return nil
+}
+
+// The local end comes from its socket's network namespace when that is
+// known, whoever the address now belongs to; from the address otherwise.
+// The peer is always resolved by address.
+func TestLocalEndByNetNS(t *testing.T) {
+	tr := New(fixedResolver(), true, false)
+	batch := &identity.Identity{Pod: "export-1", Workload: "export", WorkloadKind: "Job"}
+	tr.SetLocal(byNetNS{netns: 4026532001, id: batch})
+	recs := fixedRecords()
+	open := recs[0]
+	open.NetNS = 4026532001
+	o, _ := tr.Observe(&open)
+	assert.Equal(t, "export", o.Local.Workload, "the namespace's pod, not the address's")
+	assert.Equal(t, "checkout", o.Peer.Workload)
+
+	tr = New(fixedResolver(), true, false)
+	tr.SetLocal(byNetNS{netns: 4026532001, id: batch})
+	open.NetNS = 4026532002 // a namespace nobody knows
+	o, _ = tr.Observe(&open)
+	assert.Equal(t, "frontend", o.Local.Workload, "unknown namespace: the address")
+}

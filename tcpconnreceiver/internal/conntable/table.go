@@ -99,6 +99,7 @@ type Table struct {
 	resolver      identity.Resolver
 	backends      identity.BackendResolver
 	nat           natlookup.Lookup
+	local         identity.LocalResolver
 	natLookups    int64
 	natErrors     int64
 	natLastErr    error
@@ -127,6 +128,11 @@ func New(r identity.Resolver, adoptExisting, countAdopted bool) *Table {
 // went: the peer then becomes the backend reached, with the Service kept
 // as its destination service. nil turns it off.
 func (t *Table) SetNAT(l natlookup.Lookup) { t.nat = l }
+
+// SetLocal has the table resolve each connection's local end by its
+// socket's network namespace first (rec.NetNS), by its address only when
+// l knows nothing of the namespace. nil turns it off.
+func (t *Table) SetLocal(l identity.LocalResolver) { t.local = l }
 
 // Observe accounts rec against its connection's state, and completes rec
 // with what the connection's earlier records said. keep is false for
@@ -283,7 +289,14 @@ func (t *Table) resolve(rec *bpf.Record, local, peer *identity.Identity) (*ident
 		localRole, peerRole = identity.RoleServer, identity.RoleClient
 	}
 	if local == nil || local == unresolved {
-		local = orUnresolved(t.resolver.Resolve(rec.LocalAddr, rec.LocalPort, at, localRole))
+		var id *identity.Identity
+		if t.local != nil {
+			id = t.local.ResolveLocal(uint64(rec.NetNS), rec.LocalAddr, rec.LocalPort, at, localRole)
+		}
+		if id == nil {
+			id = t.resolver.Resolve(rec.LocalAddr, rec.LocalPort, at, localRole)
+		}
+		local = orUnresolved(id)
 	}
 	if peer == nil || peer == unresolved {
 		peer = orUnresolved(t.resolver.Resolve(rec.PeerAddr, rec.PeerPort, at, peerRole))

@@ -1254,6 +1254,58 @@ func (ms *SystemNetworkTCPResetsMetricConfig) Validate() error {
 	return nil
 }
 
+// TCPBytesCrossZoneMetricAttributeKey specifies the key of an attribute for the tcp.bytes.cross_zone metric.
+type TCPBytesCrossZoneMetricAttributeKey string
+
+const (
+	TCPBytesCrossZoneMetricAttributeKeyNetworkIoDirection TCPBytesCrossZoneMetricAttributeKey = "network.io.direction"
+	TCPBytesCrossZoneMetricAttributeKeyPeerWorkload       TCPBytesCrossZoneMetricAttributeKey = "peer.workload"
+	TCPBytesCrossZoneMetricAttributeKeyPeerWorkloadKind   TCPBytesCrossZoneMetricAttributeKey = "peer.workload.kind"
+	TCPBytesCrossZoneMetricAttributeKeyPeerNamespace      TCPBytesCrossZoneMetricAttributeKey = "peer.namespace"
+	TCPBytesCrossZoneMetricAttributeKeyPeerZone           TCPBytesCrossZoneMetricAttributeKey = "peer.zone"
+)
+
+// TCPBytesCrossZoneMetricConfig provides config for the tcp.bytes.cross_zone metric.
+type TCPBytesCrossZoneMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []TCPBytesCrossZoneMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *TCPBytesCrossZoneMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *TCPBytesCrossZoneMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case TCPBytesCrossZoneMetricAttributeKeyNetworkIoDirection, TCPBytesCrossZoneMetricAttributeKeyPeerWorkload, TCPBytesCrossZoneMetricAttributeKeyPeerWorkloadKind, TCPBytesCrossZoneMetricAttributeKeyPeerNamespace, TCPBytesCrossZoneMetricAttributeKeyPeerZone:
+		default:
+			return fmt.Errorf("metric tcp.bytes.cross_zone doesn't have an attribute %v, valid attributes: [network.io.direction, peer.workload, peer.workload.kind, peer.namespace, peer.zone]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
 // TCPBytesReceivedMetricAttributeKey specifies the key of an attribute for the tcp.bytes.received metric.
 type TCPBytesReceivedMetricAttributeKey string
 
@@ -2214,6 +2266,7 @@ type MetricsConfig struct {
 	KmeshTCPWorkloadReceivedBytes     KmeshTCPWorkloadReceivedBytesMetricConfig     `mapstructure:"kmesh_tcp_workload_received_bytes"`
 	KmeshTCPWorkloadSentBytes         KmeshTCPWorkloadSentBytesMetricConfig         `mapstructure:"kmesh_tcp_workload_sent_bytes"`
 	SystemNetworkTCPResets            SystemNetworkTCPResetsMetricConfig            `mapstructure:"system.network.tcp.resets"`
+	TCPBytesCrossZone                 TCPBytesCrossZoneMetricConfig                 `mapstructure:"tcp.bytes.cross_zone"`
 	TCPBytesReceived                  TCPBytesReceivedMetricConfig                  `mapstructure:"tcp.bytes.received"`
 	TCPBytesSent                      TCPBytesSentMetricConfig                      `mapstructure:"tcp.bytes.sent"`
 	TCPConnectionsClosed              TCPConnectionsClosedMetricConfig              `mapstructure:"tcp.connections.closed"`
@@ -2330,6 +2383,11 @@ func DefaultMetricsConfig() MetricsConfig {
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
 			EnabledAttributes:   []SystemNetworkTCPResetsMetricAttributeKey{SystemNetworkTCPResetsMetricAttributeKeyDirection, SystemNetworkTCPResetsMetricAttributeKeyNetworkType, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkload, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkloadKind, SystemNetworkTCPResetsMetricAttributeKeyPeerNamespace, SystemNetworkTCPResetsMetricAttributeKeyTCPCloseCause},
+		},
+		TCPBytesCrossZone: TCPBytesCrossZoneMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []TCPBytesCrossZoneMetricAttributeKey{TCPBytesCrossZoneMetricAttributeKeyNetworkIoDirection, TCPBytesCrossZoneMetricAttributeKeyPeerWorkload, TCPBytesCrossZoneMetricAttributeKeyPeerWorkloadKind, TCPBytesCrossZoneMetricAttributeKeyPeerNamespace, TCPBytesCrossZoneMetricAttributeKeyPeerZone},
 		},
 		TCPBytesReceived: TCPBytesReceivedMetricConfig{
 			Enabled:             true,
@@ -2461,23 +2519,27 @@ func (rac *ResourceAttributeConfig) Unmarshal(parser *confmap.Conf) error {
 
 // ResourceAttributesConfig provides config for tcpconn resource attributes.
 type ResourceAttributesConfig struct {
-	HostName           ResourceAttributeConfig `mapstructure:"host.name"`
-	K8sCronjobName     ResourceAttributeConfig `mapstructure:"k8s.cronjob.name"`
-	K8sDaemonsetName   ResourceAttributeConfig `mapstructure:"k8s.daemonset.name"`
-	K8sDeploymentName  ResourceAttributeConfig `mapstructure:"k8s.deployment.name"`
-	K8sJobName         ResourceAttributeConfig `mapstructure:"k8s.job.name"`
-	K8sNamespaceName   ResourceAttributeConfig `mapstructure:"k8s.namespace.name"`
-	K8sNodeName        ResourceAttributeConfig `mapstructure:"k8s.node.name"`
-	K8sPodName         ResourceAttributeConfig `mapstructure:"k8s.pod.name"`
-	K8sPodUID          ResourceAttributeConfig `mapstructure:"k8s.pod.uid"`
-	K8sReplicasetName  ResourceAttributeConfig `mapstructure:"k8s.replicaset.name"`
-	K8sStatefulsetName ResourceAttributeConfig `mapstructure:"k8s.statefulset.name"`
-	ServiceName        ResourceAttributeConfig `mapstructure:"service.name"`
-	ServiceVersion     ResourceAttributeConfig `mapstructure:"service.version"`
+	CloudAvailabilityZone ResourceAttributeConfig `mapstructure:"cloud.availability_zone"`
+	HostName              ResourceAttributeConfig `mapstructure:"host.name"`
+	K8sCronjobName        ResourceAttributeConfig `mapstructure:"k8s.cronjob.name"`
+	K8sDaemonsetName      ResourceAttributeConfig `mapstructure:"k8s.daemonset.name"`
+	K8sDeploymentName     ResourceAttributeConfig `mapstructure:"k8s.deployment.name"`
+	K8sJobName            ResourceAttributeConfig `mapstructure:"k8s.job.name"`
+	K8sNamespaceName      ResourceAttributeConfig `mapstructure:"k8s.namespace.name"`
+	K8sNodeName           ResourceAttributeConfig `mapstructure:"k8s.node.name"`
+	K8sPodName            ResourceAttributeConfig `mapstructure:"k8s.pod.name"`
+	K8sPodUID             ResourceAttributeConfig `mapstructure:"k8s.pod.uid"`
+	K8sReplicasetName     ResourceAttributeConfig `mapstructure:"k8s.replicaset.name"`
+	K8sStatefulsetName    ResourceAttributeConfig `mapstructure:"k8s.statefulset.name"`
+	ServiceName           ResourceAttributeConfig `mapstructure:"service.name"`
+	ServiceVersion        ResourceAttributeConfig `mapstructure:"service.version"`
 }
 
 func DefaultResourceAttributesConfig() ResourceAttributesConfig {
 	return ResourceAttributesConfig{
+		CloudAvailabilityZone: ResourceAttributeConfig{
+			Enabled: true,
+		},
 		HostName: ResourceAttributeConfig{
 			Enabled: true,
 		},

@@ -116,6 +116,11 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []SystemNetworkTCPResetsMetricAttributeKey{SystemNetworkTCPResetsMetricAttributeKeyDirection, SystemNetworkTCPResetsMetricAttributeKeyNetworkType, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkload, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkloadKind, SystemNetworkTCPResetsMetricAttributeKeyPeerNamespace, SystemNetworkTCPResetsMetricAttributeKeyTCPCloseCause, SystemNetworkTCPResetsMetricAttributeKeyPeerAddress, SystemNetworkTCPResetsMetricAttributeKeyPeerPort},
 					},
+					TCPBytesCrossZone: TCPBytesCrossZoneMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []TCPBytesCrossZoneMetricAttributeKey{TCPBytesCrossZoneMetricAttributeKeyNetworkIoDirection, TCPBytesCrossZoneMetricAttributeKeyPeerWorkload, TCPBytesCrossZoneMetricAttributeKeyPeerWorkloadKind, TCPBytesCrossZoneMetricAttributeKeyPeerNamespace, TCPBytesCrossZoneMetricAttributeKeyPeerZone},
+					},
 					TCPBytesReceived: TCPBytesReceivedMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategySum,
@@ -217,19 +222,20 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					},
 				},
 				ResourceAttributes: ResourceAttributesConfig{
-					HostName:           ResourceAttributeConfig{Enabled: true},
-					K8sCronjobName:     ResourceAttributeConfig{Enabled: true},
-					K8sDaemonsetName:   ResourceAttributeConfig{Enabled: true},
-					K8sDeploymentName:  ResourceAttributeConfig{Enabled: true},
-					K8sJobName:         ResourceAttributeConfig{Enabled: true},
-					K8sNamespaceName:   ResourceAttributeConfig{Enabled: true},
-					K8sNodeName:        ResourceAttributeConfig{Enabled: true},
-					K8sPodName:         ResourceAttributeConfig{Enabled: true},
-					K8sPodUID:          ResourceAttributeConfig{Enabled: true},
-					K8sReplicasetName:  ResourceAttributeConfig{Enabled: true},
-					K8sStatefulsetName: ResourceAttributeConfig{Enabled: true},
-					ServiceName:        ResourceAttributeConfig{Enabled: true},
-					ServiceVersion:     ResourceAttributeConfig{Enabled: true},
+					CloudAvailabilityZone: ResourceAttributeConfig{Enabled: true},
+					HostName:              ResourceAttributeConfig{Enabled: true},
+					K8sCronjobName:        ResourceAttributeConfig{Enabled: true},
+					K8sDaemonsetName:      ResourceAttributeConfig{Enabled: true},
+					K8sDeploymentName:     ResourceAttributeConfig{Enabled: true},
+					K8sJobName:            ResourceAttributeConfig{Enabled: true},
+					K8sNamespaceName:      ResourceAttributeConfig{Enabled: true},
+					K8sNodeName:           ResourceAttributeConfig{Enabled: true},
+					K8sPodName:            ResourceAttributeConfig{Enabled: true},
+					K8sPodUID:             ResourceAttributeConfig{Enabled: true},
+					K8sReplicasetName:     ResourceAttributeConfig{Enabled: true},
+					K8sStatefulsetName:    ResourceAttributeConfig{Enabled: true},
+					ServiceName:           ResourceAttributeConfig{Enabled: true},
+					ServiceVersion:        ResourceAttributeConfig{Enabled: true},
 				},
 			},
 		},
@@ -327,6 +333,11 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []SystemNetworkTCPResetsMetricAttributeKey{SystemNetworkTCPResetsMetricAttributeKeyDirection, SystemNetworkTCPResetsMetricAttributeKeyNetworkType, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkload, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkloadKind, SystemNetworkTCPResetsMetricAttributeKeyPeerNamespace, SystemNetworkTCPResetsMetricAttributeKeyTCPCloseCause, SystemNetworkTCPResetsMetricAttributeKeyPeerAddress, SystemNetworkTCPResetsMetricAttributeKeyPeerPort},
 					},
+					TCPBytesCrossZone: TCPBytesCrossZoneMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []TCPBytesCrossZoneMetricAttributeKey{TCPBytesCrossZoneMetricAttributeKeyNetworkIoDirection, TCPBytesCrossZoneMetricAttributeKeyPeerWorkload, TCPBytesCrossZoneMetricAttributeKeyPeerWorkloadKind, TCPBytesCrossZoneMetricAttributeKeyPeerNamespace, TCPBytesCrossZoneMetricAttributeKeyPeerZone},
+					},
 					TCPBytesReceived: TCPBytesReceivedMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategySum,
@@ -428,19 +439,20 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					},
 				},
 				ResourceAttributes: ResourceAttributesConfig{
-					HostName:           ResourceAttributeConfig{Enabled: false},
-					K8sCronjobName:     ResourceAttributeConfig{Enabled: false},
-					K8sDaemonsetName:   ResourceAttributeConfig{Enabled: false},
-					K8sDeploymentName:  ResourceAttributeConfig{Enabled: false},
-					K8sJobName:         ResourceAttributeConfig{Enabled: false},
-					K8sNamespaceName:   ResourceAttributeConfig{Enabled: false},
-					K8sNodeName:        ResourceAttributeConfig{Enabled: false},
-					K8sPodName:         ResourceAttributeConfig{Enabled: false},
-					K8sPodUID:          ResourceAttributeConfig{Enabled: false},
-					K8sReplicasetName:  ResourceAttributeConfig{Enabled: false},
-					K8sStatefulsetName: ResourceAttributeConfig{Enabled: false},
-					ServiceName:        ResourceAttributeConfig{Enabled: false},
-					ServiceVersion:     ResourceAttributeConfig{Enabled: false},
+					CloudAvailabilityZone: ResourceAttributeConfig{Enabled: false},
+					HostName:              ResourceAttributeConfig{Enabled: false},
+					K8sCronjobName:        ResourceAttributeConfig{Enabled: false},
+					K8sDaemonsetName:      ResourceAttributeConfig{Enabled: false},
+					K8sDeploymentName:     ResourceAttributeConfig{Enabled: false},
+					K8sJobName:            ResourceAttributeConfig{Enabled: false},
+					K8sNamespaceName:      ResourceAttributeConfig{Enabled: false},
+					K8sNodeName:           ResourceAttributeConfig{Enabled: false},
+					K8sPodName:            ResourceAttributeConfig{Enabled: false},
+					K8sPodUID:             ResourceAttributeConfig{Enabled: false},
+					K8sReplicasetName:     ResourceAttributeConfig{Enabled: false},
+					K8sStatefulsetName:    ResourceAttributeConfig{Enabled: false},
+					ServiceName:           ResourceAttributeConfig{Enabled: false},
+					ServiceVersion:        ResourceAttributeConfig{Enabled: false},
 				},
 			},
 		},
@@ -448,7 +460,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(IstioTCPConnectionsClosedMetricConfig{}, IstioTCPConnectionsFailedMetricConfig{}, IstioTCPConnectionsOpenedMetricConfig{}, IstioTCPReceivedBytesMetricConfig{}, IstioTCPSentBytesMetricConfig{}, KmeshTCPConnectionsClosedMetricConfig{}, KmeshTCPConnectionsFailedMetricConfig{}, KmeshTCPConnectionsOpenedMetricConfig{}, KmeshTCPPacketLossMetricConfig{}, KmeshTCPReceivedBytesMetricConfig{}, KmeshTCPRetransMetricConfig{}, KmeshTCPSentBytesMetricConfig{}, KmeshTCPWorkloadConnectionsClosedMetricConfig{}, KmeshTCPWorkloadConnectionsFailedMetricConfig{}, KmeshTCPWorkloadConnectionsOpenedMetricConfig{}, KmeshTCPWorkloadReceivedBytesMetricConfig{}, KmeshTCPWorkloadSentBytesMetricConfig{}, SystemNetworkTCPResetsMetricConfig{}, TCPBytesReceivedMetricConfig{}, TCPBytesSentMetricConfig{}, TCPConnectionsClosedMetricConfig{}, TCPConnectionsFailedMetricConfig{}, TCPConnectionsOpenMetricConfig{}, TCPConnectionsOpenedMetricConfig{}, TCPPacketsLostMetricConfig{}, TCPRetransmitsMetricConfig{}, TCPServiceBytesReceivedMetricConfig{}, TCPServiceBytesSentMetricConfig{}, TCPServiceConnectionsClosedMetricConfig{}, TCPServiceConnectionsFailedMetricConfig{}, TCPServiceConnectionsOpenedMetricConfig{}, TcpconnConnectionsEvictedMetricConfig{}, TcpconnConnectionsLostMetricConfig{}, TcpconnLogsDroppedMetricConfig{}, TcpconnLogsFilteredMetricConfig{}, TcpconnProbeEventsMissedMetricConfig{}, TcpconnProbeHandshakesUntrackedMetricConfig{}, TcpconnProbeRecordsMetricConfig{}, TcpconnProbeRecordsDroppedMetricConfig{}, TcpconnRecordsFilteredMetricConfig{}, TcpconnSeriesOverflowMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(IstioTCPConnectionsClosedMetricConfig{}, IstioTCPConnectionsFailedMetricConfig{}, IstioTCPConnectionsOpenedMetricConfig{}, IstioTCPReceivedBytesMetricConfig{}, IstioTCPSentBytesMetricConfig{}, KmeshTCPConnectionsClosedMetricConfig{}, KmeshTCPConnectionsFailedMetricConfig{}, KmeshTCPConnectionsOpenedMetricConfig{}, KmeshTCPPacketLossMetricConfig{}, KmeshTCPReceivedBytesMetricConfig{}, KmeshTCPRetransMetricConfig{}, KmeshTCPSentBytesMetricConfig{}, KmeshTCPWorkloadConnectionsClosedMetricConfig{}, KmeshTCPWorkloadConnectionsFailedMetricConfig{}, KmeshTCPWorkloadConnectionsOpenedMetricConfig{}, KmeshTCPWorkloadReceivedBytesMetricConfig{}, KmeshTCPWorkloadSentBytesMetricConfig{}, SystemNetworkTCPResetsMetricConfig{}, TCPBytesCrossZoneMetricConfig{}, TCPBytesReceivedMetricConfig{}, TCPBytesSentMetricConfig{}, TCPConnectionsClosedMetricConfig{}, TCPConnectionsFailedMetricConfig{}, TCPConnectionsOpenMetricConfig{}, TCPConnectionsOpenedMetricConfig{}, TCPPacketsLostMetricConfig{}, TCPRetransmitsMetricConfig{}, TCPServiceBytesReceivedMetricConfig{}, TCPServiceBytesSentMetricConfig{}, TCPServiceConnectionsClosedMetricConfig{}, TCPServiceConnectionsFailedMetricConfig{}, TCPServiceConnectionsOpenedMetricConfig{}, TcpconnConnectionsEvictedMetricConfig{}, TcpconnConnectionsLostMetricConfig{}, TcpconnLogsDroppedMetricConfig{}, TcpconnLogsFilteredMetricConfig{}, TcpconnProbeEventsMissedMetricConfig{}, TcpconnProbeHandshakesUntrackedMetricConfig{}, TcpconnProbeRecordsMetricConfig{}, TcpconnProbeRecordsDroppedMetricConfig{}, TcpconnRecordsFilteredMetricConfig{}, TcpconnSeriesOverflowMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}
@@ -669,6 +681,18 @@ func TestSystemNetworkTCPResetsMetricsConfig_Validate(t *testing.T) {
 	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
 }
 
+func TestTCPBytesCrossZoneMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().TCPBytesCrossZone
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []TCPBytesCrossZoneMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric tcp.bytes.cross_zone doesn't have an attribute invalid, valid attributes: [network.io.direction, peer.workload, peer.workload.kind, peer.namespace, peer.zone]")
+
+	cfg = DefaultMetricsConfig().TCPBytesCrossZone
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
 func TestTCPBytesReceivedMetricsConfig_Validate(t *testing.T) {
 	cfg := DefaultMetricsConfig().TCPBytesReceived
 	require.NoError(t, cfg.Validate())
@@ -871,37 +895,39 @@ func TestResourceAttributesConfig(t *testing.T) {
 		{
 			name: "all_set",
 			want: ResourceAttributesConfig{
-				HostName:           ResourceAttributeConfig{Enabled: true},
-				K8sCronjobName:     ResourceAttributeConfig{Enabled: true},
-				K8sDaemonsetName:   ResourceAttributeConfig{Enabled: true},
-				K8sDeploymentName:  ResourceAttributeConfig{Enabled: true},
-				K8sJobName:         ResourceAttributeConfig{Enabled: true},
-				K8sNamespaceName:   ResourceAttributeConfig{Enabled: true},
-				K8sNodeName:        ResourceAttributeConfig{Enabled: true},
-				K8sPodName:         ResourceAttributeConfig{Enabled: true},
-				K8sPodUID:          ResourceAttributeConfig{Enabled: true},
-				K8sReplicasetName:  ResourceAttributeConfig{Enabled: true},
-				K8sStatefulsetName: ResourceAttributeConfig{Enabled: true},
-				ServiceName:        ResourceAttributeConfig{Enabled: true},
-				ServiceVersion:     ResourceAttributeConfig{Enabled: true},
+				CloudAvailabilityZone: ResourceAttributeConfig{Enabled: true},
+				HostName:              ResourceAttributeConfig{Enabled: true},
+				K8sCronjobName:        ResourceAttributeConfig{Enabled: true},
+				K8sDaemonsetName:      ResourceAttributeConfig{Enabled: true},
+				K8sDeploymentName:     ResourceAttributeConfig{Enabled: true},
+				K8sJobName:            ResourceAttributeConfig{Enabled: true},
+				K8sNamespaceName:      ResourceAttributeConfig{Enabled: true},
+				K8sNodeName:           ResourceAttributeConfig{Enabled: true},
+				K8sPodName:            ResourceAttributeConfig{Enabled: true},
+				K8sPodUID:             ResourceAttributeConfig{Enabled: true},
+				K8sReplicasetName:     ResourceAttributeConfig{Enabled: true},
+				K8sStatefulsetName:    ResourceAttributeConfig{Enabled: true},
+				ServiceName:           ResourceAttributeConfig{Enabled: true},
+				ServiceVersion:        ResourceAttributeConfig{Enabled: true},
 			},
 		},
 		{
 			name: "none_set",
 			want: ResourceAttributesConfig{
-				HostName:           ResourceAttributeConfig{Enabled: false},
-				K8sCronjobName:     ResourceAttributeConfig{Enabled: false},
-				K8sDaemonsetName:   ResourceAttributeConfig{Enabled: false},
-				K8sDeploymentName:  ResourceAttributeConfig{Enabled: false},
-				K8sJobName:         ResourceAttributeConfig{Enabled: false},
-				K8sNamespaceName:   ResourceAttributeConfig{Enabled: false},
-				K8sNodeName:        ResourceAttributeConfig{Enabled: false},
-				K8sPodName:         ResourceAttributeConfig{Enabled: false},
-				K8sPodUID:          ResourceAttributeConfig{Enabled: false},
-				K8sReplicasetName:  ResourceAttributeConfig{Enabled: false},
-				K8sStatefulsetName: ResourceAttributeConfig{Enabled: false},
-				ServiceName:        ResourceAttributeConfig{Enabled: false},
-				ServiceVersion:     ResourceAttributeConfig{Enabled: false},
+				CloudAvailabilityZone: ResourceAttributeConfig{Enabled: false},
+				HostName:              ResourceAttributeConfig{Enabled: false},
+				K8sCronjobName:        ResourceAttributeConfig{Enabled: false},
+				K8sDaemonsetName:      ResourceAttributeConfig{Enabled: false},
+				K8sDeploymentName:     ResourceAttributeConfig{Enabled: false},
+				K8sJobName:            ResourceAttributeConfig{Enabled: false},
+				K8sNamespaceName:      ResourceAttributeConfig{Enabled: false},
+				K8sNodeName:           ResourceAttributeConfig{Enabled: false},
+				K8sPodName:            ResourceAttributeConfig{Enabled: false},
+				K8sPodUID:             ResourceAttributeConfig{Enabled: false},
+				K8sReplicasetName:     ResourceAttributeConfig{Enabled: false},
+				K8sStatefulsetName:    ResourceAttributeConfig{Enabled: false},
+				ServiceName:           ResourceAttributeConfig{Enabled: false},
+				ServiceVersion:        ResourceAttributeConfig{Enabled: false},
 			},
 		},
 	}

@@ -20,6 +20,7 @@ func TestLogsBuilderAppendLogRecord(t *testing.T) {
 	lb := NewLogsBuilder(settings)
 
 	rb := lb.NewResourceBuilder()
+	rb.SetCloudAvailabilityZone("cloud.availability_zone-val")
 	rb.SetHostName("host.name-val")
 	rb.SetK8sCronjobName("k8s.cronjob.name-val")
 	rb.SetK8sDaemonsetName("k8s.daemonset.name-val")

@@ -91,6 +91,32 @@ var MapAttributeErrorType = map[string]AttributeErrorType{
 	"other":       AttributeErrorTypeOther,
 }
 
+// AttributeNetworkIoDirection specifies the value network.io.direction attribute.
+type AttributeNetworkIoDirection int
+
+const (
+	_ AttributeNetworkIoDirection = iota
+	AttributeNetworkIoDirectionTransmit
+	AttributeNetworkIoDirectionReceive
+)
+
+// String returns the string representation of the AttributeNetworkIoDirection.
+func (av AttributeNetworkIoDirection) String() string {
+	switch av {
+	case AttributeNetworkIoDirectionTransmit:
+		return "transmit"
+	case AttributeNetworkIoDirectionReceive:
+		return "receive"
+	}
+	return ""
+}
+
+// MapAttributeNetworkIoDirection is a helper map of string to AttributeNetworkIoDirection attribute value.
+var MapAttributeNetworkIoDirection = map[string]AttributeNetworkIoDirection{
+	"transmit": AttributeNetworkIoDirectionTransmit,
+	"receive":  AttributeNetworkIoDirectionReceive,
+}
+
 // AttributeNetworkType specifies the value network.type attribute.
 type AttributeNetworkType int
 
@@ -218,6 +244,7 @@ const (
 	_ AttributeView = iota
 	AttributeViewWorkload
 	AttributeViewService
+	AttributeViewCrossZone
 )
 
 // String returns the string representation of the AttributeView.
@@ -227,14 +254,17 @@ func (av AttributeView) String() string {
 		return "workload"
 	case AttributeViewService:
 		return "service"
+	case AttributeViewCrossZone:
+		return "cross_zone"
 	}
 	return ""
 }
 
 // MapAttributeView is a helper map of string to AttributeView attribute value.
 var MapAttributeView = map[string]AttributeView{
-	"workload": AttributeViewWorkload,
-	"service":  AttributeViewService,
+	"workload":   AttributeViewWorkload,
+	"service":    AttributeViewService,
+	"cross_zone": AttributeViewCrossZone,
 }
 
 var MetricsInfo = metricsInfo{
@@ -309,6 +339,10 @@ var MetricsInfo = metricsInfo{
 	SystemNetworkTCPResets: metricInfo{
 		Name:       "system.network.tcp.resets",
 		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace", "tcp.close.cause", "peer.address", "peer.port"},
+	},
+	TCPBytesCrossZone: metricInfo{
+		Name:       "tcp.bytes.cross_zone",
+		Attributes: []string{"network.io.direction", "peer.workload", "peer.workload.kind", "peer.namespace", "peer.zone"},
 	},
 	TCPBytesReceived: metricInfo{
 		Name:       "tcp.bytes.received",
@@ -415,6 +449,7 @@ type metricsInfo struct {
 	KmeshTCPWorkloadReceivedBytes     metricInfo
 	KmeshTCPWorkloadSentBytes         metricInfo
 	SystemNetworkTCPResets            metricInfo
+	TCPBytesCrossZone                 metricInfo
 	TCPBytesReceived                  metricInfo
 	TCPBytesSent                      metricInfo
 	TCPConnectionsClosed              metricInfo
@@ -3226,6 +3261,109 @@ func newMetricSystemNetworkTCPResets(cfg SystemNetworkTCPResetsMetricConfig) met
 	return m
 }
 
+type metricTCPBytesCrossZone struct {
+	data          pmetric.Metric                // data buffer for generated metric.
+	config        TCPBytesCrossZoneMetricConfig // metric config provided by user.
+	capacity      int                           // max observed number of data points added to the metric.
+	aggDataPoints []int64                       // slice containing number of aggregated datapoints at each index
+}
+
+// init fills tcp.bytes.cross_zone metric with initial data.
+func (m *metricTCPBytesCrossZone) init() {
+	m.data.SetName("tcp.bytes.cross_zone")
+	m.data.SetDescription("otel profile: payload bytes between the local end and a peer in another zone (both ends' nodes have a topology.kubernetes.io/zone label, and they differ), per workload pair: what cloud providers bill as inter-zone transfer. transmit: what the local end sent (as tcp.bytes.sent), receive: what it received (as tcp.bytes.received). Connections with an end of unknown zone are not counted.")
+	m.data.SetUnit("By")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricTCPBytesCrossZone) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, networkIoDirectionAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, peerZoneAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, TCPBytesCrossZoneMetricAttributeKeyNetworkIoDirection) {
+		dp.Attributes().PutStr("network.io.direction", networkIoDirectionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPBytesCrossZoneMetricAttributeKeyPeerWorkload) {
+		dp.Attributes().PutStr("peer.workload", peerWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPBytesCrossZoneMetricAttributeKeyPeerWorkloadKind) {
+		dp.Attributes().PutStr("peer.workload.kind", peerWorkloadKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPBytesCrossZoneMetricAttributeKeyPeerNamespace) {
+		dp.Attributes().PutStr("peer.namespace", peerNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, TCPBytesCrossZoneMetricAttributeKeyPeerZone) {
+		dp.Attributes().PutStr("peer.zone", peerZoneAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricTCPBytesCrossZone) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricTCPBytesCrossZone) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricTCPBytesCrossZone(cfg TCPBytesCrossZoneMetricConfig) metricTCPBytesCrossZone {
+	m := metricTCPBytesCrossZone{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricTCPBytesReceived struct {
 	data          pmetric.Metric               // data buffer for generated metric.
 	config        TCPBytesReceivedMetricConfig // metric config provided by user.
@@ -5215,6 +5353,7 @@ type MetricsBuilder struct {
 	metricKmeshTCPWorkloadReceivedBytes     metricKmeshTCPWorkloadReceivedBytes
 	metricKmeshTCPWorkloadSentBytes         metricKmeshTCPWorkloadSentBytes
 	metricSystemNetworkTCPResets            metricSystemNetworkTCPResets
+	metricTCPBytesCrossZone                 metricTCPBytesCrossZone
 	metricTCPBytesReceived                  metricTCPBytesReceived
 	metricTCPBytesSent                      metricTCPBytesSent
 	metricTCPConnectionsClosed              metricTCPConnectionsClosed
@@ -5281,6 +5420,7 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricKmeshTCPWorkloadReceivedBytes:     newMetricKmeshTCPWorkloadReceivedBytes(mbc.Metrics.KmeshTCPWorkloadReceivedBytes),
 		metricKmeshTCPWorkloadSentBytes:         newMetricKmeshTCPWorkloadSentBytes(mbc.Metrics.KmeshTCPWorkloadSentBytes),
 		metricSystemNetworkTCPResets:            newMetricSystemNetworkTCPResets(mbc.Metrics.SystemNetworkTCPResets),
+		metricTCPBytesCrossZone:                 newMetricTCPBytesCrossZone(mbc.Metrics.TCPBytesCrossZone),
 		metricTCPBytesReceived:                  newMetricTCPBytesReceived(mbc.Metrics.TCPBytesReceived),
 		metricTCPBytesSent:                      newMetricTCPBytesSent(mbc.Metrics.TCPBytesSent),
 		metricTCPConnectionsClosed:              newMetricTCPConnectionsClosed(mbc.Metrics.TCPConnectionsClosed),
@@ -5306,6 +5446,12 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricTcpconnSeriesOverflow:             newMetricTcpconnSeriesOverflow(mbc.Metrics.TcpconnSeriesOverflow),
 		resourceAttributeIncludeFilter:          make(map[string]filter.Filter),
 		resourceAttributeExcludeFilter:          make(map[string]filter.Filter),
+	}
+	if mbc.ResourceAttributes.CloudAvailabilityZone.MetricsInclude != nil {
+		mb.resourceAttributeIncludeFilter["cloud.availability_zone"] = filter.CreateFilter(mbc.ResourceAttributes.CloudAvailabilityZone.MetricsInclude)
+	}
+	if mbc.ResourceAttributes.CloudAvailabilityZone.MetricsExclude != nil {
+		mb.resourceAttributeExcludeFilter["cloud.availability_zone"] = filter.CreateFilter(mbc.ResourceAttributes.CloudAvailabilityZone.MetricsExclude)
 	}
 	if mbc.ResourceAttributes.HostName.MetricsInclude != nil {
 		mb.resourceAttributeIncludeFilter["host.name"] = filter.CreateFilter(mbc.ResourceAttributes.HostName.MetricsInclude)
@@ -5472,6 +5618,7 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricKmeshTCPWorkloadReceivedBytes.emit(ils.Metrics())
 	mb.metricKmeshTCPWorkloadSentBytes.emit(ils.Metrics())
 	mb.metricSystemNetworkTCPResets.emit(ils.Metrics())
+	mb.metricTCPBytesCrossZone.emit(ils.Metrics())
 	mb.metricTCPBytesReceived.emit(ils.Metrics())
 	mb.metricTCPBytesSent.emit(ils.Metrics())
 	mb.metricTCPConnectionsClosed.emit(ils.Metrics())
@@ -5614,6 +5761,11 @@ func (mb *MetricsBuilder) RecordKmeshTCPWorkloadSentBytesDataPoint(ts pcommon.Ti
 // RecordSystemNetworkTCPResetsDataPoint adds a data point to system.network.tcp.resets metric.
 func (mb *MetricsBuilder) RecordSystemNetworkTCPResetsDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, tcpCloseCauseAttributeValue AttributeTCPCloseCause, peerAddressAttributeValue string, peerPortAttributeValue int64) {
 	mb.metricSystemNetworkTCPResets.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue, tcpCloseCauseAttributeValue.String(), peerAddressAttributeValue, peerPortAttributeValue)
+}
+
+// RecordTCPBytesCrossZoneDataPoint adds a data point to tcp.bytes.cross_zone metric.
+func (mb *MetricsBuilder) RecordTCPBytesCrossZoneDataPoint(ts pcommon.Timestamp, val int64, networkIoDirectionAttributeValue AttributeNetworkIoDirection, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, peerZoneAttributeValue string) {
+	mb.metricTCPBytesCrossZone.recordDataPoint(mb.startTime, ts, val, networkIoDirectionAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue, peerZoneAttributeValue)
 }
 
 // RecordTCPBytesReceivedDataPoint adds a data point to tcp.bytes.received metric.

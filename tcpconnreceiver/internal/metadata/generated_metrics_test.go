@@ -85,6 +85,7 @@ func TestMetricsBuilder(t *testing.T) {
 			aggMap["kmesh_tcp_workload_received_bytes"] = mb.metricKmeshTCPWorkloadReceivedBytes.config.AggregationStrategy
 			aggMap["kmesh_tcp_workload_sent_bytes"] = mb.metricKmeshTCPWorkloadSentBytes.config.AggregationStrategy
 			aggMap["system.network.tcp.resets"] = mb.metricSystemNetworkTCPResets.config.AggregationStrategy
+			aggMap["tcp.bytes.cross_zone"] = mb.metricTCPBytesCrossZone.config.AggregationStrategy
 			aggMap["tcp.bytes.received"] = mb.metricTCPBytesReceived.config.AggregationStrategy
 			aggMap["tcp.bytes.sent"] = mb.metricTCPBytesSent.config.AggregationStrategy
 			aggMap["tcp.connections.closed"] = mb.metricTCPConnectionsClosed.config.AggregationStrategy
@@ -218,6 +219,12 @@ func TestMetricsBuilder(t *testing.T) {
 			}
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordTCPBytesCrossZoneDataPoint(ts, 1, AttributeNetworkIoDirectionTransmit, "peer.workload-val", "peer.workload.kind-val", "peer.namespace-val", "peer.zone-val")
+			if tt.name == "reaggregate_set" {
+				mb.RecordTCPBytesCrossZoneDataPoint(ts, 3, AttributeNetworkIoDirectionReceive, "peer.workload-val-2", "peer.workload.kind-val-2", "peer.namespace-val-2", "peer.zone-val-2")
+			}
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordTCPBytesReceivedDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "peer.workload-val", "peer.workload.kind-val", "peer.namespace-val", "peer.address-val", 9)
 			if tt.name == "reaggregate_set" {
 				mb.RecordTCPBytesReceivedDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "peer.workload-val-2", "peer.workload.kind-val-2", "peer.namespace-val-2", "peer.address-val-2", 10)
@@ -332,6 +339,7 @@ func TestMetricsBuilder(t *testing.T) {
 			}
 
 			rb := mb.NewResourceBuilder()
+			rb.SetCloudAvailabilityZone("cloud.availability_zone-val")
 			rb.SetHostName("host.name-val")
 			rb.SetK8sCronjobName("k8s.cronjob.name-val")
 			rb.SetK8sDaemonsetName("k8s.daemonset.name-val")
@@ -366,6 +374,7 @@ func TestMetricsBuilder(t *testing.T) {
 				assert.Empty(t, mb.metricKmeshTCPWorkloadReceivedBytes.aggDataPoints)
 				assert.Empty(t, mb.metricKmeshTCPWorkloadSentBytes.aggDataPoints)
 				assert.Empty(t, mb.metricSystemNetworkTCPResets.aggDataPoints)
+				assert.Empty(t, mb.metricTCPBytesCrossZone.aggDataPoints)
 				assert.Empty(t, mb.metricTCPBytesReceived.aggDataPoints)
 				assert.Empty(t, mb.metricTCPBytesSent.aggDataPoints)
 				assert.Empty(t, mb.metricTCPConnectionsClosed.aggDataPoints)
@@ -3097,6 +3106,70 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("peer.address")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("peer.port")
+						assert.False(t, ok)
+					}
+				case "tcp.bytes.cross_zone":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["tcp.bytes.cross_zone"], "Found a duplicate in the metrics slice: tcp.bytes.cross_zone")
+						validatedMetrics["tcp.bytes.cross_zone"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "otel profile: payload bytes between the local end and a peer in another zone (both ends' nodes have a topology.kubernetes.io/zone label, and they differ), per workload pair: what cloud providers bill as inter-zone transfer. transmit: what the local end sent (as tcp.bytes.sent), receive: what it received (as tcp.bytes.received). Connections with an end of unknown zone are not counted.", mi.Description())
+						assert.Equal(t, "By", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						assert.Equal(t, int64(1), dp.IntValue())
+						networkIoDirectionAttrVal, ok := dp.Attributes().Get("network.io.direction")
+						assert.True(t, ok)
+						assert.Equal(t, "transmit", networkIoDirectionAttrVal.Str())
+						peerWorkloadAttrVal, ok := dp.Attributes().Get("peer.workload")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.workload-val", peerWorkloadAttrVal.Str())
+						peerWorkloadKindAttrVal, ok := dp.Attributes().Get("peer.workload.kind")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.workload.kind-val", peerWorkloadKindAttrVal.Str())
+						peerNamespaceAttrVal, ok := dp.Attributes().Get("peer.namespace")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.namespace-val", peerNamespaceAttrVal.Str())
+						peerZoneAttrVal, ok := dp.Attributes().Get("peer.zone")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.zone-val", peerZoneAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["tcp.bytes.cross_zone"], "Found a duplicate in the metrics slice: tcp.bytes.cross_zone")
+						validatedMetrics["tcp.bytes.cross_zone"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "otel profile: payload bytes between the local end and a peer in another zone (both ends' nodes have a topology.kubernetes.io/zone label, and they differ), per workload pair: what cloud providers bill as inter-zone transfer. transmit: what the local end sent (as tcp.bytes.sent), receive: what it received (as tcp.bytes.received). Connections with an end of unknown zone are not counted.", mi.Description())
+						assert.Equal(t, "By", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						switch aggMap["tcp.bytes.cross_zone"] {
+						case "sum":
+							assert.Equal(t, int64(4), dp.IntValue())
+						case "avg":
+							assert.Equal(t, int64(2), dp.IntValue())
+						case "min":
+							assert.Equal(t, int64(1), dp.IntValue())
+						case "max":
+							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("network.io.direction")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.workload")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.workload.kind")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.namespace")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.zone")
 						assert.False(t, ok)
 					}
 				case "tcp.bytes.received":

@@ -21,6 +21,13 @@ func NewResourceBuilder(rac ResourceAttributesConfig) *ResourceBuilder {
 	}
 }
 
+// SetCloudAvailabilityZone sets provided value as "cloud.availability_zone" attribute.
+func (rb *ResourceBuilder) SetCloudAvailabilityZone(val string) {
+	if rb.config.CloudAvailabilityZone.Enabled {
+		rb.res.Attributes().PutStr("cloud.availability_zone", val)
+	}
+}
+
 // SetHostName sets provided value as "host.name" attribute.
 func (rb *ResourceBuilder) SetHostName(val string) {
 	if rb.config.HostName.Enabled {

@@ -23,6 +23,7 @@ const (
 	localPodUID
 	localCanonicalService
 	localCanonicalRevision
+	localZone
 	numLocal
 )
 
@@ -31,6 +32,14 @@ const (
 	peerWorkload = numLocal + iota
 	peerKind
 	peerNamespace
+)
+
+// Cross-zone view: the peer and its zone.
+const (
+	czPeerWorkload = numLocal + iota
+	czPeerKind
+	czPeerNamespace
+	czPeerZone
 )
 
 // Service view: the destination service.
@@ -63,7 +72,38 @@ func otel(opts Options) *Profile {
 			Record:   otelService,
 		})
 	}
+	if opts.Workload && (opts.Metrics == nil || opts.Metrics.Metrics.TCPBytesCrossZone.Enabled) {
+		p.Views = append(p.Views, View{
+			ViewSpec: aggregate.ViewSpec{Kind: aggregate.ViewCrossZone, Project: otelCrossZoneKey, Keep: CrossZone},
+			Record:   otelCrossZone,
+		})
+	}
 	return p
+}
+
+// CrossZone reports whether a connection's ends are on nodes in two
+// different zones, both known.
+func CrossZone(c *conntable.Conn) bool {
+	return c.Local.Zone != "" && c.Peer.Zone != "" && c.Local.Zone != c.Peer.Zone
+}
+
+func otelCrossZoneKey(c *conntable.Conn, e bpf.ErrorType, k *aggregate.Key) {
+	k.Error = e // failures: a series of their own, which reports nothing
+	otelLocal(c.Local, k)
+	l := &k.Labels
+	l[czPeerWorkload], l[czPeerKind], l[czPeerNamespace], l[czPeerZone] = orU(c.Peer.Workload), orU(c.Peer.WorkloadKind), orU(c.Peer.Namespace), c.Peer.Zone
+}
+
+// otelCrossZone writes the bytes a cross-zone series carried, each way.
+// Failures carry none.
+func otelCrossZone(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, k *aggregate.Key, v *aggregate.Values) {
+	if k.Error != bpf.ErrorNone {
+		return
+	}
+	l := &k.Labels
+	w, kind, ns, zone := l[czPeerWorkload], l[czPeerKind], l[czPeerNamespace], l[czPeerZone]
+	mb.RecordTCPBytesCrossZoneDataPoint(ts, int64(v.Sent), metadata.AttributeNetworkIoDirectionTransmit, w, kind, ns, zone)
+	mb.RecordTCPBytesCrossZoneDataPoint(ts, int64(v.Received), metadata.AttributeNetworkIoDirectionReceive, w, kind, ns, zone)
 }
 
 func otelLocal(id *identity.Identity, k *aggregate.Key) {
@@ -71,6 +111,7 @@ func otelLocal(id *identity.Identity, k *aggregate.Key) {
 	l[localWorkload], l[localKind], l[localNamespace] = id.Workload, id.WorkloadKind, id.Namespace
 	l[localPod], l[localPodUID] = id.Pod, id.PodUID
 	l[localCanonicalService], l[localCanonicalRevision] = id.CanonicalService, id.CanonicalRevision
+	l[localZone] = id.Zone
 }
 
 func otelWorkloadKey(c *conntable.Conn, e bpf.ErrorType, k *aggregate.Key) {
@@ -101,6 +142,7 @@ func otelResource(rb *metadata.ResourceBuilder, k *aggregate.Key) {
 	set(rb.SetK8sNamespaceName, l[localNamespace])
 	set(rb.SetServiceName, l[localCanonicalService])
 	set(rb.SetServiceVersion, l[localCanonicalRevision])
+	set(rb.SetCloudAvailabilityZone, l[localZone])
 	workload := l[localWorkload]
 	switch l[localKind] {
 	case "Deployment":

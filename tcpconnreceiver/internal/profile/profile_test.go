@@ -202,3 +202,66 @@ func TestOTelResets(t *testing.T) {
 		assert.Empty(t, points(emit(t, p, conn, bpf.ErrorNone), "system.network.tcp.resets"), name)
 	}
 }
+
+// TestCrossZone: the otel profile counts the bytes of connections whose
+// ends are in two known zones, each way, per peer workload and zone; the
+// local zone goes on the Resource. Same-zone connections and ends of
+// unknown zone are not counted. The mesh profiles keep their label sets.
+func TestCrossZone(t *testing.T) {
+	zoned := func(name, zone string) *identity.Identity { id := end(name); id.Zone = zone; return id }
+	p := New(Options{Name: OTel, Workload: true, Service: true})
+	var cz *View
+	for i := range p.Views {
+		if p.Views[i].Kind == aggregate.ViewCrossZone {
+			cz = &p.Views[i]
+		}
+	}
+	require.NotNil(t, cz, "no cross-zone view")
+	for _, tc := range []struct {
+		local, peer string
+		want        bool
+	}{{"zone-a", "zone-b", true}, {"zone-a", "zone-a", false}, {"", "zone-b", false}, {"zone-a", "", false}} {
+		c := &conntable.Conn{Local: zoned("local", tc.local), Peer: zoned("peer", tc.peer), Direction: bpf.DirectionOutbound}
+		assert.Equal(t, tc.want, cz.Keep(c), "%s -> %s", tc.local, tc.peer)
+	}
+
+	c := &conntable.Conn{Local: zoned("local", "zone-a"), Peer: zoned("peer", "zone-b"), Direction: bpf.DirectionInbound}
+	md := emit(t, p, c, bpf.ErrorNone)
+	assert.ElementsMatch(t, []map[string]any{
+		{"network.io.direction": "transmit", "peer.workload": "peer.wl", "peer.workload.kind": "Deployment", "peer.namespace": "peer.ns", "peer.zone": "zone-b"},
+		{"network.io.direction": "receive", "peer.workload": "peer.wl", "peer.workload.kind": "Deployment", "peer.namespace": "peer.ns", "peer.zone": "zone-b"},
+	}, points(md, "tcp.bytes.cross_zone"))
+	var k aggregate.Key
+	cz.Project(c, bpf.ErrorNone, &k)
+	rb := metadata.NewResourceBuilder(metadata.DefaultResourceAttributesConfig())
+	p.LocalResource(rb, &k)
+	zone, ok := rb.Emit().Attributes().Get("cloud.availability_zone")
+	require.True(t, ok)
+	assert.Equal(t, "zone-a", zone.Str())
+	md = emit(t, p, c, bpf.ErrorRefused)
+	assert.Empty(t, points(md, "tcp.bytes.cross_zone"), "failures carry no bytes")
+
+	off := metadata.DefaultMetricsBuilderConfig()
+	off.Metrics.TCPBytesCrossZone.Enabled = false
+	for _, v := range New(Options{Name: OTel, Workload: true, Metrics: &off}).Views {
+		assert.NotEqual(t, aggregate.ViewCrossZone, v.Kind, "the view is kept for a metric turned off")
+	}
+	for _, name := range []string{Istio, Kmesh} {
+		for _, v := range New(Options{Name: name, Workload: true, Service: true}).Views {
+			assert.NotEqual(t, aggregate.ViewCrossZone, v.Kind, name)
+			md := emit(t, &Profile{Views: []View{v}}, c, bpf.ErrorNone)
+			rms := md.ResourceMetrics()
+			for i := range rms.Len() {
+				ms := rms.At(i).ScopeMetrics().At(0).Metrics()
+				for j := range ms.Len() {
+					for _, attrs := range points(md, ms.At(j).Name()) {
+						for key, val := range attrs {
+							assert.NotContains(t, key, "zone", name)
+							assert.NotContains(t, val, "zone-", name)
+						}
+					}
+				}
+			}
+		}
+	}
+}
