@@ -4,9 +4,15 @@ import (
 	"context"
 	"testing"
 
+	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/receiver/receivertest"
+
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/metadata"
 )
 
 type blockingLogs struct{ release chan struct{} }
@@ -103,3 +109,20 @@ func forEachLog(batches []plog.Logs, fn func(plog.LogRecord)) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// startBoth creates the receiver through its factory for both signals, with
+// the real probe, and starts it; status goes to the returned host.
+func startBoth(t *testing.T, cfg *Config) (receiver.Metrics, receiver.Logs, *consumertest.MetricsSink, *consumertest.LogsSink, *statusHost) {
+	t.Helper()
+	set := receivertest.NewNopSettings(metadata.Type)
+	metrics, logs := new(consumertest.MetricsSink), new(consumertest.LogsSink)
+	f := NewFactory()
+	mr, err := f.CreateMetrics(context.Background(), set, cfg, metrics)
+	require.NoError(t, err)
+	lr, err := f.CreateLogs(context.Background(), set, cfg, logs)
+	require.NoError(t, err)
+	host := &statusHost{}
+	require.NoError(t, mr.Start(context.Background(), host))
+	require.NoError(t, lr.Start(context.Background(), host))
+	return mr, lr, metrics, logs, host
+}

@@ -13,9 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componentstatus"
-	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/plog"
-	"go.opentelemetry.io/collector/receiver/receivertest"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -23,7 +21,6 @@ import (
 	"github.com/tcpconn/tcpconn/internal/kubetest"
 	"github.com/tcpconn/tcpconn/internal/netnstest"
 	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/accesslog"
-	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/metadata"
 )
 
 // The NAT tests use 10.206.0.0/16 (this package's other kernel tests use
@@ -132,16 +129,7 @@ func TestKernelClusterIPNamesTheBackendReached(t *testing.T) {
 	cfg.Filter.IncludeCIDRs = []string{netip.PrefixFrom(client, 24).Masked().String()}
 	cfg.Kubernetes.Enabled, cfg.Kubernetes.AuthType, cfg.Kubernetes.NodeName = true, kube.AuthKubeConfig, "node-a"
 	cfg.NAT.NetNS = routed.NodePath()
-	set := receivertest.NewNopSettings(metadata.Type)
-	metrics, logs := new(consumertest.MetricsSink), new(consumertest.LogsSink)
-	f := NewFactory()
-	mr, err := f.CreateMetrics(context.Background(), set, cfg, metrics)
-	require.NoError(t, err)
-	lr, err := f.CreateLogs(context.Background(), set, cfg, logs)
-	require.NoError(t, err)
-	host := &statusHost{}
-	require.NoError(t, mr.Start(context.Background(), host))
-	require.NoError(t, lr.Start(context.Background(), host))
+	mr, lr, metrics, logs, host := startBoth(t, cfg)
 	require.NotNil(t, mr.(*tcpconnReceiver).nat, "conntrack lookups are on")
 	require.Eventually(t, func() bool {
 		e := host.last()

@@ -10,16 +10,13 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componentstatus"
-	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/plog"
-	"go.opentelemetry.io/collector/receiver/receivertest"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/tcpconn/tcpconn/identity"
 	"github.com/tcpconn/tcpconn/identity/kube"
 	"github.com/tcpconn/tcpconn/internal/kubetest"
 	"github.com/tcpconn/tcpconn/internal/netnstest"
-	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/metadata"
 )
 
 // The network-namespace test's own /24 of 10.206.
@@ -66,16 +63,7 @@ func TestKernelLocalEndByNetNS(t *testing.T) {
 			cfg.Filter.IncludeCIDRs = []string{netip.PrefixFrom(client, 24).Masked().String()}
 			cfg.Kubernetes.Enabled, cfg.Kubernetes.AuthType, cfg.Kubernetes.NodeName = true, kube.AuthKubeConfig, "node-a"
 			cfg.Kubernetes.LocalByNetNS = byNetNS
-			set := receivertest.NewNopSettings(metadata.Type)
-			metrics, logs := new(consumertest.MetricsSink), new(consumertest.LogsSink)
-			f := NewFactory()
-			mr, err := f.CreateMetrics(context.Background(), set, cfg, metrics)
-			require.NoError(t, err)
-			lr, err := f.CreateLogs(context.Background(), set, cfg, logs)
-			require.NoError(t, err)
-			host := &statusHost{}
-			require.NoError(t, mr.Start(context.Background(), host))
-			require.NoError(t, lr.Start(context.Background(), host))
+			mr, lr, metrics, logs, host := startBoth(t, cfg)
 			rcv := mr.(*tcpconnReceiver)
 			require.Eventually(t, func() bool {
 				e := host.last()

@@ -10,15 +10,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componentstatus"
-	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
-	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/tcpconn/tcpconn/identity/kube"
 	"github.com/tcpconn/tcpconn/internal/kubetest"
 	"github.com/tcpconn/tcpconn/internal/netnstest"
-	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/metadata"
 )
 
 // The zone test's own /24 of 10.206.
@@ -80,16 +77,7 @@ func TestKernelCrossZoneBytes(t *testing.T) {
 	cfg.FlushInterval = time.Hour
 	cfg.Filter.IncludeCIDRs = []string{netip.PrefixFrom(client, 24).Masked().String()}
 	cfg.Kubernetes.Enabled, cfg.Kubernetes.AuthType, cfg.Kubernetes.NodeName = true, kube.AuthKubeConfig, "node-a"
-	set := receivertest.NewNopSettings(metadata.Type)
-	metrics, logs := new(consumertest.MetricsSink), new(consumertest.LogsSink)
-	f := NewFactory()
-	mr, err := f.CreateMetrics(context.Background(), set, cfg, metrics)
-	require.NoError(t, err)
-	lr, err := f.CreateLogs(context.Background(), set, cfg, logs)
-	require.NoError(t, err)
-	host := &statusHost{}
-	require.NoError(t, mr.Start(context.Background(), host))
-	require.NoError(t, lr.Start(context.Background(), host))
+	mr, lr, metrics, logs, host := startBoth(t, cfg)
 	require.Eventually(t, func() bool {
 		e := host.last()
 		return e != nil && e.Status() == componentstatus.StatusOK
