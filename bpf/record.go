@@ -75,6 +75,44 @@ const (
 	FlagConnected = Flags(tcpconnTcpconnFlagTCPCONN_F_CONNECTED)
 )
 
+// RetransmitType says why a segment was sent again: the probe's enum
+// tcpconn_retrans_type, as bpf2go generates it.
+type RetransmitType uint8
+
+// Retransmit types, in the order of Record.RetransmitsByType.
+const (
+	// RetransmitSYN: the client's SYN (the connect's handshake).
+	RetransmitSYN = RetransmitType(tcpconnTcpconnRetransTypeTCPCONN_RETRANS_SYN)
+	// RetransmitSYNACK: the server's SYN-ACK.
+	RetransmitSYNACK = RetransmitType(tcpconnTcpconnRetransTypeTCPCONN_RETRANS_SYNACK)
+	// RetransmitTimeout: data, after a retransmission timeout.
+	RetransmitTimeout = RetransmitType(tcpconnTcpconnRetransTypeTCPCONN_RETRANS_TIMEOUT)
+	// RetransmitFast: data, in fast recovery (duplicate ACKs, SACK, RACK).
+	RetransmitFast = RetransmitType(tcpconnTcpconnRetransTypeTCPCONN_RETRANS_FAST)
+	// RetransmitTailLossProbe: data, a tail loss probe.
+	RetransmitTailLossProbe = RetransmitType(tcpconnTcpconnRetransTypeTCPCONN_RETRANS_TLP)
+	// RetransmitTypes is how many types there are.
+	RetransmitTypes = int(tcpconnTcpconnRetransTypeTCPCONN_RETRANS_TYPES)
+)
+
+// String is the type as the network.tcp.retransmit.type attribute names
+// it: syn, syn_ack, timeout, fast, tail_loss_probe.
+func (t RetransmitType) String() string {
+	switch t {
+	case RetransmitSYN:
+		return "syn"
+	case RetransmitSYNACK:
+		return "syn_ack"
+	case RetransmitTimeout:
+		return "timeout"
+	case RetransmitFast:
+		return "fast"
+	case RetransmitTailLossProbe:
+		return "tail_loss_probe"
+	}
+	return "unknown"
+}
+
 // Record is one decoded probe event. It holds no pointers into the ring
 // buffer, so a caller may keep it after the next Read.
 type Record struct {
@@ -111,6 +149,12 @@ type Record struct {
 	Lost          uint64
 	SegsIn        uint64
 	SegsOut       uint64
+	// RetransmitsByType splits Retransmits by RetransmitType (tp_btf mode;
+	// all zero in raw_tp mode): the segments the kernel sent again, counted
+	// at each retransmit from the kernel's tcp_retransmit_skb tracepoint
+	// (SYN-ACKs: the request's count, which the server's socket inherits).
+	// Their sum is Retransmits.
+	RetransmitsByType [RetransmitTypes]uint32
 
 	SRTT   time.Duration
 	RTTMin time.Duration
@@ -322,6 +366,7 @@ func (d *decoder) decode(raw []byte, rec *Record) bool {
 	rec.Lost = ev.Lost
 	rec.SegsIn = ev.SegsIn
 	rec.SegsOut = ev.SegsOut
+	rec.RetransmitsByType = ev.Retrans
 	rec.SRTT = time.Duration(ev.SrttUs) * time.Microsecond
 	rec.RTTMin = 0
 	if ev.RttMinUs != noRTTSample {
