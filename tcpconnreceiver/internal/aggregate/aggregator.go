@@ -102,6 +102,9 @@ func (a *Aggregator) Add(rec *bpf.Record, o *conntable.Observation) {
 			case bpf.CauseResetSent:
 				s.V.ResetsSent++
 			}
+			for i, n := range o.RetransmitsByType {
+				s.V.RetransmitsByType[i] += uint64(n)
+			}
 			if v.Histograms {
 				if !rec.Start.IsZero() {
 					s.Duration.observe(DurationBounds, rec.Duration().Seconds())

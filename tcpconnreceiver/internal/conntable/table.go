@@ -227,6 +227,9 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 	switch rec.Kind {
 	case bpf.KindClose, bpf.KindFailure:
 		o.WasOpen = st.open
+		if rec.Kind == bpf.KindClose && !st.baselined {
+			o.RetransmitsByType = rec.RetransmitsByType
+		}
 		if known {
 			delete(t.conns, rec.ConnID)
 		}

@@ -1254,6 +1254,61 @@ func (ms *SystemNetworkTCPResetsMetricConfig) Validate() error {
 	return nil
 }
 
+// SystemNetworkTCPRetransmitsMetricAttributeKey specifies the key of an attribute for the system.network.tcp.retransmits metric.
+type SystemNetworkTCPRetransmitsMetricAttributeKey string
+
+const (
+	SystemNetworkTCPRetransmitsMetricAttributeKeyDirection                SystemNetworkTCPRetransmitsMetricAttributeKey = "direction"
+	SystemNetworkTCPRetransmitsMetricAttributeKeyNetworkType              SystemNetworkTCPRetransmitsMetricAttributeKey = "network.type"
+	SystemNetworkTCPRetransmitsMetricAttributeKeyPeerWorkload             SystemNetworkTCPRetransmitsMetricAttributeKey = "peer.workload"
+	SystemNetworkTCPRetransmitsMetricAttributeKeyPeerWorkloadKind         SystemNetworkTCPRetransmitsMetricAttributeKey = "peer.workload.kind"
+	SystemNetworkTCPRetransmitsMetricAttributeKeyPeerNamespace            SystemNetworkTCPRetransmitsMetricAttributeKey = "peer.namespace"
+	SystemNetworkTCPRetransmitsMetricAttributeKeyNetworkTCPRetransmitType SystemNetworkTCPRetransmitsMetricAttributeKey = "network.tcp.retransmit.type"
+	SystemNetworkTCPRetransmitsMetricAttributeKeyPeerAddress              SystemNetworkTCPRetransmitsMetricAttributeKey = "peer.address"
+	SystemNetworkTCPRetransmitsMetricAttributeKeyPeerPort                 SystemNetworkTCPRetransmitsMetricAttributeKey = "peer.port"
+)
+
+// SystemNetworkTCPRetransmitsMetricConfig provides config for the system.network.tcp.retransmits metric.
+type SystemNetworkTCPRetransmitsMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                          `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []SystemNetworkTCPRetransmitsMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *SystemNetworkTCPRetransmitsMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *SystemNetworkTCPRetransmitsMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case SystemNetworkTCPRetransmitsMetricAttributeKeyDirection, SystemNetworkTCPRetransmitsMetricAttributeKeyNetworkType, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerWorkload, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerWorkloadKind, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerNamespace, SystemNetworkTCPRetransmitsMetricAttributeKeyNetworkTCPRetransmitType, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerAddress, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerPort:
+		default:
+			return fmt.Errorf("metric system.network.tcp.retransmits doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, network.tcp.retransmit.type, peer.address, peer.port]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
 // TCPBytesReceivedMetricAttributeKey specifies the key of an attribute for the tcp.bytes.received metric.
 type TCPBytesReceivedMetricAttributeKey string
 
@@ -2214,6 +2269,7 @@ type MetricsConfig struct {
 	KmeshTCPWorkloadReceivedBytes     KmeshTCPWorkloadReceivedBytesMetricConfig     `mapstructure:"kmesh_tcp_workload_received_bytes"`
 	KmeshTCPWorkloadSentBytes         KmeshTCPWorkloadSentBytesMetricConfig         `mapstructure:"kmesh_tcp_workload_sent_bytes"`
 	SystemNetworkTCPResets            SystemNetworkTCPResetsMetricConfig            `mapstructure:"system.network.tcp.resets"`
+	SystemNetworkTCPRetransmits       SystemNetworkTCPRetransmitsMetricConfig       `mapstructure:"system.network.tcp.retransmits"`
 	TCPBytesReceived                  TCPBytesReceivedMetricConfig                  `mapstructure:"tcp.bytes.received"`
 	TCPBytesSent                      TCPBytesSentMetricConfig                      `mapstructure:"tcp.bytes.sent"`
 	TCPConnectionsClosed              TCPConnectionsClosedMetricConfig              `mapstructure:"tcp.connections.closed"`
@@ -2330,6 +2386,11 @@ func DefaultMetricsConfig() MetricsConfig {
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
 			EnabledAttributes:   []SystemNetworkTCPResetsMetricAttributeKey{SystemNetworkTCPResetsMetricAttributeKeyDirection, SystemNetworkTCPResetsMetricAttributeKeyNetworkType, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkload, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkloadKind, SystemNetworkTCPResetsMetricAttributeKeyPeerNamespace, SystemNetworkTCPResetsMetricAttributeKeyTCPCloseCause},
+		},
+		SystemNetworkTCPRetransmits: SystemNetworkTCPRetransmitsMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []SystemNetworkTCPRetransmitsMetricAttributeKey{SystemNetworkTCPRetransmitsMetricAttributeKeyDirection, SystemNetworkTCPRetransmitsMetricAttributeKeyNetworkType, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerWorkload, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerWorkloadKind, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerNamespace, SystemNetworkTCPRetransmitsMetricAttributeKeyNetworkTCPRetransmitType},
 		},
 		TCPBytesReceived: TCPBytesReceivedMetricConfig{
 			Enabled:             true,

@@ -116,6 +116,11 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []SystemNetworkTCPResetsMetricAttributeKey{SystemNetworkTCPResetsMetricAttributeKeyDirection, SystemNetworkTCPResetsMetricAttributeKeyNetworkType, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkload, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkloadKind, SystemNetworkTCPResetsMetricAttributeKeyPeerNamespace, SystemNetworkTCPResetsMetricAttributeKeyTCPCloseCause, SystemNetworkTCPResetsMetricAttributeKeyPeerAddress, SystemNetworkTCPResetsMetricAttributeKeyPeerPort},
 					},
+					SystemNetworkTCPRetransmits: SystemNetworkTCPRetransmitsMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []SystemNetworkTCPRetransmitsMetricAttributeKey{SystemNetworkTCPRetransmitsMetricAttributeKeyDirection, SystemNetworkTCPRetransmitsMetricAttributeKeyNetworkType, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerWorkload, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerWorkloadKind, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerNamespace, SystemNetworkTCPRetransmitsMetricAttributeKeyNetworkTCPRetransmitType, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerAddress, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerPort},
+					},
 					TCPBytesReceived: TCPBytesReceivedMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategySum,
@@ -327,6 +332,11 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []SystemNetworkTCPResetsMetricAttributeKey{SystemNetworkTCPResetsMetricAttributeKeyDirection, SystemNetworkTCPResetsMetricAttributeKeyNetworkType, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkload, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkloadKind, SystemNetworkTCPResetsMetricAttributeKeyPeerNamespace, SystemNetworkTCPResetsMetricAttributeKeyTCPCloseCause, SystemNetworkTCPResetsMetricAttributeKeyPeerAddress, SystemNetworkTCPResetsMetricAttributeKeyPeerPort},
 					},
+					SystemNetworkTCPRetransmits: SystemNetworkTCPRetransmitsMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []SystemNetworkTCPRetransmitsMetricAttributeKey{SystemNetworkTCPRetransmitsMetricAttributeKeyDirection, SystemNetworkTCPRetransmitsMetricAttributeKeyNetworkType, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerWorkload, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerWorkloadKind, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerNamespace, SystemNetworkTCPRetransmitsMetricAttributeKeyNetworkTCPRetransmitType, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerAddress, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerPort},
+					},
 					TCPBytesReceived: TCPBytesReceivedMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategySum,
@@ -448,7 +458,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(IstioTCPConnectionsClosedMetricConfig{}, IstioTCPConnectionsFailedMetricConfig{}, IstioTCPConnectionsOpenedMetricConfig{}, IstioTCPReceivedBytesMetricConfig{}, IstioTCPSentBytesMetricConfig{}, KmeshTCPConnectionsClosedMetricConfig{}, KmeshTCPConnectionsFailedMetricConfig{}, KmeshTCPConnectionsOpenedMetricConfig{}, KmeshTCPPacketLossMetricConfig{}, KmeshTCPReceivedBytesMetricConfig{}, KmeshTCPRetransMetricConfig{}, KmeshTCPSentBytesMetricConfig{}, KmeshTCPWorkloadConnectionsClosedMetricConfig{}, KmeshTCPWorkloadConnectionsFailedMetricConfig{}, KmeshTCPWorkloadConnectionsOpenedMetricConfig{}, KmeshTCPWorkloadReceivedBytesMetricConfig{}, KmeshTCPWorkloadSentBytesMetricConfig{}, SystemNetworkTCPResetsMetricConfig{}, TCPBytesReceivedMetricConfig{}, TCPBytesSentMetricConfig{}, TCPConnectionsClosedMetricConfig{}, TCPConnectionsFailedMetricConfig{}, TCPConnectionsOpenMetricConfig{}, TCPConnectionsOpenedMetricConfig{}, TCPPacketsLostMetricConfig{}, TCPRetransmitsMetricConfig{}, TCPServiceBytesReceivedMetricConfig{}, TCPServiceBytesSentMetricConfig{}, TCPServiceConnectionsClosedMetricConfig{}, TCPServiceConnectionsFailedMetricConfig{}, TCPServiceConnectionsOpenedMetricConfig{}, TcpconnConnectionsEvictedMetricConfig{}, TcpconnConnectionsLostMetricConfig{}, TcpconnLogsDroppedMetricConfig{}, TcpconnLogsFilteredMetricConfig{}, TcpconnProbeEventsMissedMetricConfig{}, TcpconnProbeHandshakesUntrackedMetricConfig{}, TcpconnProbeRecordsMetricConfig{}, TcpconnProbeRecordsDroppedMetricConfig{}, TcpconnRecordsFilteredMetricConfig{}, TcpconnSeriesOverflowMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(IstioTCPConnectionsClosedMetricConfig{}, IstioTCPConnectionsFailedMetricConfig{}, IstioTCPConnectionsOpenedMetricConfig{}, IstioTCPReceivedBytesMetricConfig{}, IstioTCPSentBytesMetricConfig{}, KmeshTCPConnectionsClosedMetricConfig{}, KmeshTCPConnectionsFailedMetricConfig{}, KmeshTCPConnectionsOpenedMetricConfig{}, KmeshTCPPacketLossMetricConfig{}, KmeshTCPReceivedBytesMetricConfig{}, KmeshTCPRetransMetricConfig{}, KmeshTCPSentBytesMetricConfig{}, KmeshTCPWorkloadConnectionsClosedMetricConfig{}, KmeshTCPWorkloadConnectionsFailedMetricConfig{}, KmeshTCPWorkloadConnectionsOpenedMetricConfig{}, KmeshTCPWorkloadReceivedBytesMetricConfig{}, KmeshTCPWorkloadSentBytesMetricConfig{}, SystemNetworkTCPResetsMetricConfig{}, SystemNetworkTCPRetransmitsMetricConfig{}, TCPBytesReceivedMetricConfig{}, TCPBytesSentMetricConfig{}, TCPConnectionsClosedMetricConfig{}, TCPConnectionsFailedMetricConfig{}, TCPConnectionsOpenMetricConfig{}, TCPConnectionsOpenedMetricConfig{}, TCPPacketsLostMetricConfig{}, TCPRetransmitsMetricConfig{}, TCPServiceBytesReceivedMetricConfig{}, TCPServiceBytesSentMetricConfig{}, TCPServiceConnectionsClosedMetricConfig{}, TCPServiceConnectionsFailedMetricConfig{}, TCPServiceConnectionsOpenedMetricConfig{}, TcpconnConnectionsEvictedMetricConfig{}, TcpconnConnectionsLostMetricConfig{}, TcpconnLogsDroppedMetricConfig{}, TcpconnLogsFilteredMetricConfig{}, TcpconnProbeEventsMissedMetricConfig{}, TcpconnProbeHandshakesUntrackedMetricConfig{}, TcpconnProbeRecordsMetricConfig{}, TcpconnProbeRecordsDroppedMetricConfig{}, TcpconnRecordsFilteredMetricConfig{}, TcpconnSeriesOverflowMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}
@@ -665,6 +675,18 @@ func TestSystemNetworkTCPResetsMetricsConfig_Validate(t *testing.T) {
 	require.ErrorContains(t, cfg.Validate(), "metric system.network.tcp.resets doesn't have an attribute invalid, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, tcp.close.cause, peer.address, peer.port]")
 
 	cfg = DefaultMetricsConfig().SystemNetworkTCPResets
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
+func TestSystemNetworkTCPRetransmitsMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().SystemNetworkTCPRetransmits
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []SystemNetworkTCPRetransmitsMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric system.network.tcp.retransmits doesn't have an attribute invalid, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, network.tcp.retransmit.type, peer.address, peer.port]")
+
+	cfg = DefaultMetricsConfig().SystemNetworkTCPRetransmits
 	cfg.AggregationStrategy = "invalid"
 	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
 }

@@ -91,6 +91,44 @@ var MapAttributeErrorType = map[string]AttributeErrorType{
 	"other":       AttributeErrorTypeOther,
 }
 
+// AttributeNetworkTCPRetransmitType specifies the value network.tcp.retransmit.type attribute.
+type AttributeNetworkTCPRetransmitType int
+
+const (
+	_ AttributeNetworkTCPRetransmitType = iota
+	AttributeNetworkTCPRetransmitTypeSyn
+	AttributeNetworkTCPRetransmitTypeSynAck
+	AttributeNetworkTCPRetransmitTypeTimeout
+	AttributeNetworkTCPRetransmitTypeFast
+	AttributeNetworkTCPRetransmitTypeTailLossProbe
+)
+
+// String returns the string representation of the AttributeNetworkTCPRetransmitType.
+func (av AttributeNetworkTCPRetransmitType) String() string {
+	switch av {
+	case AttributeNetworkTCPRetransmitTypeSyn:
+		return "syn"
+	case AttributeNetworkTCPRetransmitTypeSynAck:
+		return "syn_ack"
+	case AttributeNetworkTCPRetransmitTypeTimeout:
+		return "timeout"
+	case AttributeNetworkTCPRetransmitTypeFast:
+		return "fast"
+	case AttributeNetworkTCPRetransmitTypeTailLossProbe:
+		return "tail_loss_probe"
+	}
+	return ""
+}
+
+// MapAttributeNetworkTCPRetransmitType is a helper map of string to AttributeNetworkTCPRetransmitType attribute value.
+var MapAttributeNetworkTCPRetransmitType = map[string]AttributeNetworkTCPRetransmitType{
+	"syn":             AttributeNetworkTCPRetransmitTypeSyn,
+	"syn_ack":         AttributeNetworkTCPRetransmitTypeSynAck,
+	"timeout":         AttributeNetworkTCPRetransmitTypeTimeout,
+	"fast":            AttributeNetworkTCPRetransmitTypeFast,
+	"tail_loss_probe": AttributeNetworkTCPRetransmitTypeTailLossProbe,
+}
+
 // AttributeNetworkType specifies the value network.type attribute.
 type AttributeNetworkType int
 
@@ -310,6 +348,10 @@ var MetricsInfo = metricsInfo{
 		Name:       "system.network.tcp.resets",
 		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace", "tcp.close.cause", "peer.address", "peer.port"},
 	},
+	SystemNetworkTCPRetransmits: metricInfo{
+		Name:       "system.network.tcp.retransmits",
+		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace", "network.tcp.retransmit.type", "peer.address", "peer.port"},
+	},
 	TCPBytesReceived: metricInfo{
 		Name:       "tcp.bytes.received",
 		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace", "peer.address", "peer.port"},
@@ -415,6 +457,7 @@ type metricsInfo struct {
 	KmeshTCPWorkloadReceivedBytes     metricInfo
 	KmeshTCPWorkloadSentBytes         metricInfo
 	SystemNetworkTCPResets            metricInfo
+	SystemNetworkTCPRetransmits       metricInfo
 	TCPBytesReceived                  metricInfo
 	TCPBytesSent                      metricInfo
 	TCPConnectionsClosed              metricInfo
@@ -3226,6 +3269,118 @@ func newMetricSystemNetworkTCPResets(cfg SystemNetworkTCPResetsMetricConfig) met
 	return m
 }
 
+type metricSystemNetworkTCPRetransmits struct {
+	data          pmetric.Metric                          // data buffer for generated metric.
+	config        SystemNetworkTCPRetransmitsMetricConfig // metric config provided by user.
+	capacity      int                                     // max observed number of data points added to the metric.
+	aggDataPoints []int64                                 // slice containing number of aggregated datapoints at each index
+}
+
+// init fills system.network.tcp.retransmits metric with initial data.
+func (m *metricSystemNetworkTCPRetransmits) init() {
+	m.data.SetName("system.network.tcp.retransmits")
+	m.data.SetDescription("otel profile, workload view: segments retransmitted, by network.tcp.retransmit.type, counted at close over the connection's life (tp_btf mode; not for connections open before the receiver started unless adopt counts them, nor connects that failed: their SYNs are on the failure access-log records). Their sum over a connection is its tcp.retransmits. Named as the OpenTelemetry proposal for TCP metrics (semantic-conventions#3682) names it; its values syn and syn_ack are ours.")
+	m.data.SetUnit("{segment}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricSystemNetworkTCPRetransmits) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, networkTCPRetransmitTypeAttributeValue string, peerAddressAttributeValue string, peerPortAttributeValue int64) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPRetransmitsMetricAttributeKeyDirection) {
+		dp.Attributes().PutStr("direction", directionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPRetransmitsMetricAttributeKeyNetworkType) {
+		dp.Attributes().PutStr("network.type", networkTypeAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerWorkload) {
+		dp.Attributes().PutStr("peer.workload", peerWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerWorkloadKind) {
+		dp.Attributes().PutStr("peer.workload.kind", peerWorkloadKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerNamespace) {
+		dp.Attributes().PutStr("peer.namespace", peerNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPRetransmitsMetricAttributeKeyNetworkTCPRetransmitType) {
+		dp.Attributes().PutStr("network.tcp.retransmit.type", networkTCPRetransmitTypeAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerAddress) {
+		dp.Attributes().PutStr("peer.address", peerAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerPort) {
+		dp.Attributes().PutInt("peer.port", peerPortAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricSystemNetworkTCPRetransmits) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricSystemNetworkTCPRetransmits) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricSystemNetworkTCPRetransmits(cfg SystemNetworkTCPRetransmitsMetricConfig) metricSystemNetworkTCPRetransmits {
+	m := metricSystemNetworkTCPRetransmits{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricTCPBytesReceived struct {
 	data          pmetric.Metric               // data buffer for generated metric.
 	config        TCPBytesReceivedMetricConfig // metric config provided by user.
@@ -5215,6 +5370,7 @@ type MetricsBuilder struct {
 	metricKmeshTCPWorkloadReceivedBytes     metricKmeshTCPWorkloadReceivedBytes
 	metricKmeshTCPWorkloadSentBytes         metricKmeshTCPWorkloadSentBytes
 	metricSystemNetworkTCPResets            metricSystemNetworkTCPResets
+	metricSystemNetworkTCPRetransmits       metricSystemNetworkTCPRetransmits
 	metricTCPBytesReceived                  metricTCPBytesReceived
 	metricTCPBytesSent                      metricTCPBytesSent
 	metricTCPConnectionsClosed              metricTCPConnectionsClosed
@@ -5281,6 +5437,7 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricKmeshTCPWorkloadReceivedBytes:     newMetricKmeshTCPWorkloadReceivedBytes(mbc.Metrics.KmeshTCPWorkloadReceivedBytes),
 		metricKmeshTCPWorkloadSentBytes:         newMetricKmeshTCPWorkloadSentBytes(mbc.Metrics.KmeshTCPWorkloadSentBytes),
 		metricSystemNetworkTCPResets:            newMetricSystemNetworkTCPResets(mbc.Metrics.SystemNetworkTCPResets),
+		metricSystemNetworkTCPRetransmits:       newMetricSystemNetworkTCPRetransmits(mbc.Metrics.SystemNetworkTCPRetransmits),
 		metricTCPBytesReceived:                  newMetricTCPBytesReceived(mbc.Metrics.TCPBytesReceived),
 		metricTCPBytesSent:                      newMetricTCPBytesSent(mbc.Metrics.TCPBytesSent),
 		metricTCPConnectionsClosed:              newMetricTCPConnectionsClosed(mbc.Metrics.TCPConnectionsClosed),
@@ -5472,6 +5629,7 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricKmeshTCPWorkloadReceivedBytes.emit(ils.Metrics())
 	mb.metricKmeshTCPWorkloadSentBytes.emit(ils.Metrics())
 	mb.metricSystemNetworkTCPResets.emit(ils.Metrics())
+	mb.metricSystemNetworkTCPRetransmits.emit(ils.Metrics())
 	mb.metricTCPBytesReceived.emit(ils.Metrics())
 	mb.metricTCPBytesSent.emit(ils.Metrics())
 	mb.metricTCPConnectionsClosed.emit(ils.Metrics())
@@ -5614,6 +5772,11 @@ func (mb *MetricsBuilder) RecordKmeshTCPWorkloadSentBytesDataPoint(ts pcommon.Ti
 // RecordSystemNetworkTCPResetsDataPoint adds a data point to system.network.tcp.resets metric.
 func (mb *MetricsBuilder) RecordSystemNetworkTCPResetsDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, tcpCloseCauseAttributeValue AttributeTCPCloseCause, peerAddressAttributeValue string, peerPortAttributeValue int64) {
 	mb.metricSystemNetworkTCPResets.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue, tcpCloseCauseAttributeValue.String(), peerAddressAttributeValue, peerPortAttributeValue)
+}
+
+// RecordSystemNetworkTCPRetransmitsDataPoint adds a data point to system.network.tcp.retransmits metric.
+func (mb *MetricsBuilder) RecordSystemNetworkTCPRetransmitsDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, networkTCPRetransmitTypeAttributeValue AttributeNetworkTCPRetransmitType, peerAddressAttributeValue string, peerPortAttributeValue int64) {
+	mb.metricSystemNetworkTCPRetransmits.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue, networkTCPRetransmitTypeAttributeValue.String(), peerAddressAttributeValue, peerPortAttributeValue)
 }
 
 // RecordTCPBytesReceivedDataPoint adds a data point to tcp.bytes.received metric.

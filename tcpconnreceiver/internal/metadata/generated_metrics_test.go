@@ -85,6 +85,7 @@ func TestMetricsBuilder(t *testing.T) {
 			aggMap["kmesh_tcp_workload_received_bytes"] = mb.metricKmeshTCPWorkloadReceivedBytes.config.AggregationStrategy
 			aggMap["kmesh_tcp_workload_sent_bytes"] = mb.metricKmeshTCPWorkloadSentBytes.config.AggregationStrategy
 			aggMap["system.network.tcp.resets"] = mb.metricSystemNetworkTCPResets.config.AggregationStrategy
+			aggMap["system.network.tcp.retransmits"] = mb.metricSystemNetworkTCPRetransmits.config.AggregationStrategy
 			aggMap["tcp.bytes.received"] = mb.metricTCPBytesReceived.config.AggregationStrategy
 			aggMap["tcp.bytes.sent"] = mb.metricTCPBytesSent.config.AggregationStrategy
 			aggMap["tcp.connections.closed"] = mb.metricTCPConnectionsClosed.config.AggregationStrategy
@@ -215,6 +216,12 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordSystemNetworkTCPResetsDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "peer.workload-val", "peer.workload.kind-val", "peer.namespace-val", AttributeTCPCloseCauseResetReceived, "peer.address-val", 9)
 			if tt.name == "reaggregate_set" {
 				mb.RecordSystemNetworkTCPResetsDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "peer.workload-val-2", "peer.workload.kind-val-2", "peer.namespace-val-2", AttributeTCPCloseCauseResetSent, "peer.address-val-2", 10)
+			}
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordSystemNetworkTCPRetransmitsDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "peer.workload-val", "peer.workload.kind-val", "peer.namespace-val", AttributeNetworkTCPRetransmitTypeSyn, "peer.address-val", 9)
+			if tt.name == "reaggregate_set" {
+				mb.RecordSystemNetworkTCPRetransmitsDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "peer.workload-val-2", "peer.workload.kind-val-2", "peer.namespace-val-2", AttributeNetworkTCPRetransmitTypeSynAck, "peer.address-val-2", 10)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
@@ -366,6 +373,7 @@ func TestMetricsBuilder(t *testing.T) {
 				assert.Empty(t, mb.metricKmeshTCPWorkloadReceivedBytes.aggDataPoints)
 				assert.Empty(t, mb.metricKmeshTCPWorkloadSentBytes.aggDataPoints)
 				assert.Empty(t, mb.metricSystemNetworkTCPResets.aggDataPoints)
+				assert.Empty(t, mb.metricSystemNetworkTCPRetransmits.aggDataPoints)
 				assert.Empty(t, mb.metricTCPBytesReceived.aggDataPoints)
 				assert.Empty(t, mb.metricTCPBytesSent.aggDataPoints)
 				assert.Empty(t, mb.metricTCPConnectionsClosed.aggDataPoints)
@@ -3093,6 +3101,79 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("peer.namespace")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("tcp.close.cause")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.address")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.port")
+						assert.False(t, ok)
+					}
+				case "system.network.tcp.retransmits":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["system.network.tcp.retransmits"], "Found a duplicate in the metrics slice: system.network.tcp.retransmits")
+						validatedMetrics["system.network.tcp.retransmits"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "otel profile, workload view: segments retransmitted, by network.tcp.retransmit.type, counted at close over the connection's life (tp_btf mode; not for connections open before the receiver started unless adopt counts them, nor connects that failed: their SYNs are on the failure access-log records). Their sum over a connection is its tcp.retransmits. Named as the OpenTelemetry proposal for TCP metrics (semantic-conventions#3682) names it; its values syn and syn_ack are ours.", mi.Description())
+						assert.Equal(t, "{segment}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						assert.Equal(t, int64(1), dp.IntValue())
+						directionAttrVal, ok := dp.Attributes().Get("direction")
+						assert.True(t, ok)
+						assert.Equal(t, "outbound", directionAttrVal.Str())
+						networkTypeAttrVal, ok := dp.Attributes().Get("network.type")
+						assert.True(t, ok)
+						assert.Equal(t, "ipv4", networkTypeAttrVal.Str())
+						peerWorkloadAttrVal, ok := dp.Attributes().Get("peer.workload")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.workload-val", peerWorkloadAttrVal.Str())
+						peerWorkloadKindAttrVal, ok := dp.Attributes().Get("peer.workload.kind")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.workload.kind-val", peerWorkloadKindAttrVal.Str())
+						peerNamespaceAttrVal, ok := dp.Attributes().Get("peer.namespace")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.namespace-val", peerNamespaceAttrVal.Str())
+						networkTCPRetransmitTypeAttrVal, ok := dp.Attributes().Get("network.tcp.retransmit.type")
+						assert.True(t, ok)
+						assert.Equal(t, "syn", networkTCPRetransmitTypeAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["system.network.tcp.retransmits"], "Found a duplicate in the metrics slice: system.network.tcp.retransmits")
+						validatedMetrics["system.network.tcp.retransmits"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "otel profile, workload view: segments retransmitted, by network.tcp.retransmit.type, counted at close over the connection's life (tp_btf mode; not for connections open before the receiver started unless adopt counts them, nor connects that failed: their SYNs are on the failure access-log records). Their sum over a connection is its tcp.retransmits. Named as the OpenTelemetry proposal for TCP metrics (semantic-conventions#3682) names it; its values syn and syn_ack are ours.", mi.Description())
+						assert.Equal(t, "{segment}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						switch aggMap["system.network.tcp.retransmits"] {
+						case "sum":
+							assert.Equal(t, int64(4), dp.IntValue())
+						case "avg":
+							assert.Equal(t, int64(2), dp.IntValue())
+						case "min":
+							assert.Equal(t, int64(1), dp.IntValue())
+						case "max":
+							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("direction")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("network.type")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.workload")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.workload.kind")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.namespace")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("network.tcp.retransmit.type")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("peer.address")
 						assert.False(t, ok)

@@ -143,6 +143,26 @@ func otelWorkload(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, k *aggregat
 	if v.Refused > 0 {
 		mb.RecordSystemNetworkTCPResetsDataPoint(ts, int64(v.Refused), dir, nt, w, kind, ns, metadata.AttributeTCPCloseCauseRefused, addr, port)
 	}
+	for t, n := range v.RetransmitsByType {
+		if n > 0 {
+			mb.RecordSystemNetworkTCPRetransmitsDataPoint(ts, int64(n), dir, nt, w, kind, ns, RetransmitType(bpf.RetransmitType(t)), addr, port)
+		}
+	}
+}
+
+// RetransmitType is the network.tcp.retransmit.type of t.
+func RetransmitType(t bpf.RetransmitType) metadata.AttributeNetworkTCPRetransmitType {
+	switch t {
+	case bpf.RetransmitSYN:
+		return metadata.AttributeNetworkTCPRetransmitTypeSyn
+	case bpf.RetransmitSYNACK:
+		return metadata.AttributeNetworkTCPRetransmitTypeSynAck
+	case bpf.RetransmitTimeout:
+		return metadata.AttributeNetworkTCPRetransmitTypeTimeout
+	case bpf.RetransmitFast:
+		return metadata.AttributeNetworkTCPRetransmitTypeFast
+	}
+	return metadata.AttributeNetworkTCPRetransmitTypeTailLossProbe
 }
 
 func otelOpen(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, k *aggregate.Key, open int64) {
@@ -188,7 +208,8 @@ func optedIn(mc *metadata.MetricsBuilderConfig, attr string) bool {
 		slices.Contains(keys(m.TCPBytesReceived.EnabledAttributes), attr) ||
 		slices.Contains(keys(m.TCPRetransmits.EnabledAttributes), attr) ||
 		slices.Contains(keys(m.TCPPacketsLost.EnabledAttributes), attr) ||
-		slices.Contains(keys(m.SystemNetworkTCPResets.EnabledAttributes), attr)
+		slices.Contains(keys(m.SystemNetworkTCPResets.EnabledAttributes), attr) ||
+		slices.Contains(keys(m.SystemNetworkTCPRetransmits.EnabledAttributes), attr)
 }
 
 func keys[K ~string](in []K) []string {

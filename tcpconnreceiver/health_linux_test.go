@@ -1,0 +1,168 @@
+package tcpconnreceiver
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpconn/tcpconn/internal/netnstest"
+)
+
+// healthOctet is the range of the TCP health tests (retransmits by type,
+// listener health): 10.205.0.0/16, shared with the bpf package's loss
+// tests.
+const healthOctet = 205
+
+func nsIptables(t *testing.T, ns *netnstest.NS, args ...string) {
+	t.Helper()
+	out, err := exec.Command("ip", append([]string{"netns", "exec", ns.Name, "iptables"}, args...)...).CombinedOutput()
+	require.NoError(t, err, "iptables %s: %s", strings.Join(args, " "), out)
+}
+
+func totalRetrans(t *testing.T, c net.Conn) uint32 {
+	t.Helper()
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	require.NoError(t, err)
+	var info *unix.TCPInfo
+	var ierr error
+	require.NoError(t, rc.Control(func(fd uintptr) {
+		info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}))
+	require.NoError(t, ierr)
+	return info.Total_retrans
+}
+
+// TestKernelRetransmitsByType runs the real probe through the receiver:
+// connects whose first SYN the server drops, then 256 KiB each way with
+// 10 % of the packets lost on the way
+// (both directions). system.network.tcp.retransmits of
+// the client workload counts one syn per dropped SYN, and its types add
+// up to tcp.retransmits; each close record's tcp.retransmits.<type> add up
+// to its tcp.retransmits, which is the socket's own (TCP_INFO).
+func TestKernelRetransmitsByType(t *testing.T) {
+	const size = 256 << 10
+	pair := netnstest.NewPair(t, healthOctet)
+	l, err := pair.Server.Listen(pair.ServerIP.String() + ":7300")
+	require.NoError(t, err)
+	defer l.Close()
+
+	cfg := createDefaultConfig()
+	cfg.Probe.LockFile = filepath.Join(t.TempDir(), "lock")
+	cfg.FlushInterval = time.Hour
+	cfg.Logs.FlushInterval = 50 * time.Millisecond
+	cfg.Filter.IncludeCIDRs = []string{pair.ServerIP.String() + "/24"}
+	names := staticResolver{
+		netip.AddrPortFrom(pair.ClientIP, 0): {Workload: "client", WorkloadKind: "Deployment", Namespace: "a"},
+		netip.AddrPortFrom(pair.ServerIP, 0): {Workload: "server", WorkloadKind: "Deployment", Namespace: "b"},
+	}
+	metrics, logs := new(consumertest.MetricsSink), new(consumertest.LogsSink)
+	r := startKernelReceiver(t, cfg, names, metrics, logs)
+
+	ctx := context.Background()
+	clientRetrans := map[int64]uint32{} // client port -> TCP_INFO total_retrans
+	serverRetrans := map[int64]uint32{}
+	synRule := []string{"INPUT", "-p", "tcp", "--syn", "--dport", "7300", "-m", "statistic", "--mode", "nth", "--every", "1000000000", "--packet", "0", "-j", "DROP"}
+	const synDropped = 2
+	for range synDropped {
+		nsIptables(t, pair.Server, append([]string{"-A"}, synRule...)...)
+		c, err := pair.Client.Dial(ctx, l.Addr().String())
+		require.NoError(t, err)
+		s, err := l.Accept()
+		require.NoError(t, err)
+		nsIptables(t, pair.Server, append([]string{"-D"}, synRule...)...)
+		port := int64(c.LocalAddr().(*net.TCPAddr).Port)
+		clientRetrans[port], serverRetrans[port] = totalRetrans(t, c), totalRetrans(t, s)
+		require.NoError(t, c.Close())
+		require.NoError(t, s.Close())
+	}
+	lossRule := []string{"INPUT", "-p", "tcp", "--dport", "7300", "-m", "statistic", "--mode", "random", "--probability", "0.1", "-j", "DROP"}
+	lossBack := []string{"INPUT", "-p", "tcp", "--sport", "7300", "-m", "statistic", "--mode", "random", "--probability", "0.1", "-j", "DROP"}
+	nsIptables(t, pair.Server, append([]string{"-A"}, lossRule...)...)
+	nsIptables(t, pair.Client, append([]string{"-A"}, lossBack...)...)
+	c, err := pair.Client.Dial(ctx, l.Addr().String())
+	require.NoError(t, err)
+	s, err := l.Accept()
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- netnstest.Answer(s, size, size) }()
+	require.NoError(t, netnstest.Ask(c, size, size))
+	require.NoError(t, <-done)
+	nsIptables(t, pair.Server, append([]string{"-D"}, lossRule...)...)
+	nsIptables(t, pair.Client, append([]string{"-D"}, lossBack...)...)
+	deadline := time.Now().Add(30 * time.Second)
+	port := int64(c.LocalAddr().(*net.TCPAddr).Port)
+	for {
+		ci, si := totalRetrans(t, c), totalRetrans(t, s)
+		time.Sleep(200 * time.Millisecond) // settled: nothing more retransmitted
+		if ci == totalRetrans(t, c) && si == totalRetrans(t, s) || time.Now().After(deadline) {
+			clientRetrans[port], serverRetrans[port] = ci, si
+			break
+		}
+	}
+	require.NoError(t, c.Close())
+	require.NoError(t, s.Close())
+	time.Sleep(200 * time.Millisecond)
+	require.NoError(t, r.Shutdown(context.Background()))
+
+	closes := 0
+	forEachLog(logs.AllLogs(), func(lr plog.LogRecord) {
+		if lr.EventName() != "tcp.connection.close" {
+			return
+		}
+		a := lr.Attributes().AsRaw()
+		port, _ := a["source.port"].(int64)
+		want, ok := clientRetrans[port]
+		if a["tcpconn.direction"] == "inbound" {
+			want, ok = serverRetrans[port]
+		}
+		if !ok {
+			return
+		}
+		closes++
+		var byType int64
+		for k, v := range a {
+			if strings.HasPrefix(k, "tcp.retransmits.") {
+				byType += v.(int64)
+			}
+		}
+		t.Logf("%s port %d: tcp.retransmits %v, by type %d", a["tcpconn.direction"], port, a["tcp.retransmits"], byType)
+		assert.Equal(t, int64(want), a["tcp.retransmits"], "%s close of port %d: TCP_INFO's total", a["tcpconn.direction"], port)
+		assert.Equal(t, int64(want), byType, "%s close of port %d: by type", a["tcpconn.direction"], port)
+	})
+	assert.Equal(t, 2*len(clientRetrans), closes, "both close records of each connection")
+
+	md := metrics.AllMetrics()[len(metrics.AllMetrics())-1]
+	var wantClient, wantServer int64
+	for p, n := range clientRetrans {
+		wantClient += int64(n)
+		wantServer += int64(serverRetrans[p])
+	}
+	byType := map[string]int64{}
+	var clientByType int64
+	forEachSumPoint(md, "system.network.tcp.retransmits", func(dp pmetric.NumberDataPoint) {
+		dir, _ := dp.Attributes().Get("direction")
+		typ, _ := dp.Attributes().Get("network.tcp.retransmit.type")
+		byType[dir.Str()+"/"+typ.Str()] += dp.IntValue()
+		if dir.Str() == "outbound" {
+			clientByType += dp.IntValue()
+		}
+	})
+	t.Logf("system.network.tcp.retransmits: %v", byType)
+	assert.Equal(t, int64(synDropped), byType["outbound/syn"], "one syn retransmit per SYN dropped")
+	assert.Equal(t, wantClient, clientByType, "the client's types add up to its sockets' total_retrans")
+	assert.Equal(t, wantClient, sumForResource(md, "tcp.retransmits", "k8s.deployment.name", "client"), "tcp.retransmits of the client")
+	assert.Equal(t, wantServer, sumForResource(md, "system.network.tcp.retransmits", "k8s.deployment.name", "server"), "the server's types add up")
+	assert.Positive(t, byType["inbound/fast"]+byType["inbound/timeout"]+byType["inbound/tail_loss_probe"], "the server's data retransmits are typed")
+}
