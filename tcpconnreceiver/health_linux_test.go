@@ -166,3 +166,82 @@ func TestKernelRetransmitsByType(t *testing.T) {
 	assert.Equal(t, wantServer, sumForResource(md, "system.network.tcp.retransmits", "k8s.deployment.name", "server"), "the server's types add up")
 	assert.Positive(t, byType["inbound/fast"]+byType["inbound/timeout"]+byType["inbound/tail_loss_probe"], "the server's data retransmits are typed")
 }
+
+// TestKernelRTTWhileLive runs the real probe with 200ms reports over a
+// connection that lives about 1.5 s: every update record carries a
+// smoothed and a minimum RTT (minimum <= smoothed), and the tcp.rtt
+// histogram holds one sample per update and close record of its two
+// ends, not only the closes.
+func TestKernelRTTWhileLive(t *testing.T) {
+	pair := netnstest.NewPair(t, healthOctet)
+	l, err := pair.Server.Listen(pair.ServerIP.String() + ":7310")
+	require.NoError(t, err)
+	defer l.Close()
+
+	cfg := createDefaultConfig()
+	cfg.Probe.LockFile = filepath.Join(t.TempDir(), "lock")
+	cfg.FlushInterval = time.Hour
+	cfg.ReportInterval = 200 * time.Millisecond
+	cfg.Logs.Update = true
+	cfg.Logs.FlushInterval = 50 * time.Millisecond
+	cfg.Filter.IncludeCIDRs = []string{pair.ServerIP.String() + "/24"}
+	names := staticResolver{
+		netip.AddrPortFrom(pair.ClientIP, 0): {Workload: "client", WorkloadKind: "Deployment", Namespace: "a"},
+		netip.AddrPortFrom(pair.ServerIP, 0): {Workload: "server", WorkloadKind: "Deployment", Namespace: "b"},
+	}
+	metrics, logs := new(consumertest.MetricsSink), new(consumertest.LogsSink)
+	r := startKernelReceiver(t, cfg, names, metrics, logs)
+
+	c, err := pair.Client.Dial(context.Background(), l.Addr().String())
+	require.NoError(t, err)
+	s, err := l.Accept()
+	require.NoError(t, err)
+	for range 15 {
+		require.NoError(t, netnstest.Ask(c, 1000, 0))
+		_, err := s.Read(make([]byte, 1000))
+		require.NoError(t, err)
+		_, err = s.Write([]byte{1})
+		require.NoError(t, err)
+		_, err = c.Read(make([]byte, 1))
+		require.NoError(t, err)
+		time.Sleep(100 * time.Millisecond)
+	}
+	require.NoError(t, c.Close())
+	require.NoError(t, s.Close())
+	time.Sleep(200 * time.Millisecond)
+	require.NoError(t, r.Shutdown(context.Background()))
+
+	var updates, samples int
+	forEachLog(logs.AllLogs(), func(lr plog.LogRecord) {
+		a := lr.Attributes().AsRaw()
+		if a["destination.port"] != int64(7310) {
+			return
+		}
+		srtt, _ := a["tcp.rtt.smoothed_us"].(int64)
+		switch lr.EventName() {
+		case "tcp.connection.update":
+			updates++
+			minRTT, _ := a["tcp.rtt.min_us"].(int64)
+			assert.Positive(t, srtt, "update of %s", a["tcpconn.direction"])
+			assert.Positive(t, minRTT, "update of %s", a["tcpconn.direction"])
+			assert.LessOrEqual(t, minRTT, srtt)
+		case "tcp.connection.close":
+		default:
+			return
+		}
+		if srtt > 0 {
+			samples++
+		}
+	})
+	assert.GreaterOrEqual(t, updates, 8, "both ends reported while the connection lived")
+	var count uint64
+	forEachMetric(metrics.AllMetrics()[len(metrics.AllMetrics())-1], func(m pmetric.Metric) {
+		if m.Name() == "tcp.rtt" {
+			for i := range m.Histogram().DataPoints().Len() {
+				count += m.Histogram().DataPoints().At(i).Count()
+			}
+		}
+	})
+	t.Logf("%d update records, tcp.rtt count %d", updates, count)
+	assert.Equal(t, uint64(samples), count, "one RTT sample per update and close record")
+}

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/tcpconn/tcpconn/bpf"
 )
@@ -126,4 +127,59 @@ func TestRefusedConnectsCounted(t *testing.T) {
 	assert.Equal(t, "refused", got[0]["tcp.close.cause"])
 	assert.Equal(t, "inbound", got[0]["direction"])
 	assert.Equal(t, "unknown", got[0]["peer.workload"])
+}
+
+// TestRTTSampledAtEachReport: the tcp.rtt histogram (otel) takes a live
+// connection's smoothed RTT at every report walk, not only at its close,
+// and every update record carries the smoothed and minimum RTT.
+func TestRTTSampledAtEachReport(t *testing.T) {
+	cfg := createDefaultConfig()
+	cfg.FlushInterval = time.Hour
+	cfg.ReportInterval = 50 * time.Millisecond
+	cfg.Logs.Update = true
+
+	recs := fixedRecords()
+	open := recs[0] // outbound open of connection 1
+	live := open
+	live.Kind, live.OldState, live.NewState = bpf.KindUpdate, bpf.StateEstablished, bpf.StateEstablished
+	live.SRTT, live.RTTMin, live.BytesSent = 2*time.Millisecond, time.Millisecond, 10
+
+	src := &scriptedSource{}
+	p := startScriptedSource(t, cfg, src)
+	p.src.push(open)
+	src.setLive(live)
+	target := src.walkCount() + 3
+	require.Eventually(t, func() bool { return src.walkCount() >= target }, 5*time.Second, time.Millisecond)
+	src.setLive()
+	closing := recs[2]
+	closing.SRTT = 4 * time.Millisecond
+	p.src.push(closing)
+	p.shutdown(t)
+
+	var updates int
+	forEachLog(p.logs.AllLogs(), func(lr plog.LogRecord) {
+		if lr.EventName() != "tcp.connection.update" {
+			return
+		}
+		updates++
+		a := lr.Attributes().AsRaw()
+		assert.Equal(t, int64(2000), a["tcp.rtt.smoothed_us"])
+		assert.Equal(t, int64(1000), a["tcp.rtt.min_us"])
+	})
+	require.GreaterOrEqual(t, updates, 3)
+
+	var count uint64
+	var sum float64
+	forEachMetric(p.metrics.AllMetrics()[0], func(m pmetric.Metric) {
+		if m.Name() != "tcp.rtt" {
+			return
+		}
+		for i := range m.Histogram().DataPoints().Len() {
+			dp := m.Histogram().DataPoints().At(i)
+			count += dp.Count()
+			sum += dp.Sum()
+		}
+	})
+	assert.Equal(t, uint64(updates+1), count, "one sample per report and one at close")
+	assert.InDelta(t, float64(updates)*0.002+0.004, sum, 1e-9)
 }

@@ -113,6 +113,12 @@ func (a *Aggregator) Add(rec *bpf.Record, o *conntable.Observation) {
 					s.RTT.observe(RTTBounds, rec.SRTT.Seconds())
 				}
 			}
+		case bpf.KindUpdate:
+			// A live connection's RTT at each report, not only at its
+			// close.
+			if v.Histograms && rec.SRTT > 0 {
+				s.RTT.observe(RTTBounds, rec.SRTT.Seconds())
+			}
 		}
 		if o.BecameOpen {
 			s.V.Open++

@@ -49,7 +49,7 @@ func otel(opts Options) *Profile {
 			Histograms: []Histogram{
 				{Name: "tcp.connection.duration", Description: "otel profile: how long connections lived, observed at close.", Unit: "s",
 					Bounds: aggregate.DurationBounds, Of: func(s *aggregate.Series) *aggregate.Histogram { return &s.Duration }},
-				{Name: "tcp.rtt", Description: "otel profile: smoothed round-trip time of connections (tcp_sock.srtt_us >> 3), observed at close.", Unit: "s",
+				{Name: "tcp.rtt", Description: "otel profile: smoothed round-trip time of connections (tcp_sock.srtt_us >> 3), observed at each report of a live connection and at close.", Unit: "s",
 					Bounds: aggregate.RTTBounds, Of: func(s *aggregate.Series) *aggregate.Histogram { return &s.RTT }},
 				{Name: "system.network.tcp.handshake.duration", Description: "otel profile: how long handshakes took, observed at open: outbound (client), connect to established; inbound (server), the SYN-ACK's round trip (the closest the kernel keeps). The name is the OpenTelemetry proposal's (semantic-conventions#3682); its network.tcp.handshake.role is the direction here (outbound: client, inbound: server).", Unit: "s",
 					Bounds: aggregate.HandshakeBounds, Of: func(s *aggregate.Series) *aggregate.Histogram { return &s.Handshake }},
