@@ -43,6 +43,10 @@ type Probe struct {
 	lock    *nodeLock
 	walkBuf []byte
 	walkRec Record
+	// listen: each namespace's listener counters, as the last walk read
+	// them; listenErr what it failed to read.
+	listen    []ListenStats
+	listenErr error
 }
 
 // Load checks the kernel and privileges, loads the probe and attaches it.

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -57,7 +59,13 @@ func (p *Probe) walk(visit func(*Record), directions bool) (int, error) {
 		p.walkBuf = make([]byte, walkBufRecords*rawEventSize)
 	}
 	n := 0
+	p.listen, p.listenErr = p.listen[:0], nil
 	err := inEachNetns(func(ns string) error {
+		if ls, err := readListenStats(); err != nil {
+			p.listenErr = errors.Join(p.listenErr, fmt.Errorf("%s: %w", ns, err))
+		} else {
+			p.listen = append(p.listen, ls)
+		}
 		var l *Listeners
 		if directions {
 			// Without them the namespace's adopted connections stay
@@ -109,6 +117,56 @@ func (p *Probe) walkNetns(visit func(*Record), l *Listeners) (int, error) {
 			return n, err
 		}
 	}
+}
+
+// Listen calls fn with each network namespace's listener health counters
+// as the last walk read them (Walk or WalkStart: none before the first),
+// and returns what failed to read.
+func (p *Probe) Listen(fn func(ListenStats)) error {
+	for _, ls := range p.listen {
+		fn(ls)
+	}
+	return p.listenErr
+}
+
+// readListenStats reads the calling thread's network namespace: its
+// inode, an address that names it, and its TcpExt listener counters.
+func readListenStats() (ListenStats, error) {
+	var ls ListenStats
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return ls, err
+	}
+	ls.NetNS = uint32(st.Ino)
+	f, err := os.Open("/proc/thread-self/net/netstat")
+	if err != nil {
+		return ls, err
+	}
+	defer f.Close()
+	if err := parseNetstat(f, &ls); err != nil {
+		return ls, err
+	}
+	// Interface addresses through netlink, from this thread: its namespace.
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			if !ok {
+				continue
+			}
+			ip = ip.Unmap()
+			if !ip.IsGlobalUnicast() {
+				continue
+			}
+			if !ls.Local.IsValid() || (ip.Is4() && !ls.Local.Is4()) {
+				ls.Local = ip
+			}
+		}
+	}
+	return ls, nil
 }
 
 // readListeners reads the listening sockets and the ephemeral port range

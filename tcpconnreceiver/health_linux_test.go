@@ -6,18 +6,25 @@ import (
 	"net/netip"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/receiver/receivertest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/sys/unix"
 
+	"github.com/tcpconn/tcpconn/identity"
 	"github.com/tcpconn/tcpconn/internal/netnstest"
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/metadata"
 )
 
 // healthOctet is the range of the TCP health tests (retransmits by type,
@@ -45,14 +52,14 @@ func totalRetrans(t *testing.T, c net.Conn) uint32 {
 }
 
 // TestKernelRetransmitsByType runs the real probe through the receiver:
-// connects whose first SYN the server drops, then 256 KiB each way with
+// connects whose first SYN the server drops, then 512 KiB each way with
 // 10 % of the packets lost on the way
 // (both directions). system.network.tcp.retransmits of
 // the client workload counts one syn per dropped SYN, and its types add
 // up to tcp.retransmits; each close record's tcp.retransmits.<type> add up
 // to its tcp.retransmits, which is the socket's own (TCP_INFO).
 func TestKernelRetransmitsByType(t *testing.T) {
-	const size = 256 << 10
+	const size = 512 << 10
 	pair := netnstest.NewPair(t, healthOctet)
 	l, err := pair.Server.Listen(pair.ServerIP.String() + ":7300")
 	require.NoError(t, err)
@@ -164,7 +171,11 @@ func TestKernelRetransmitsByType(t *testing.T) {
 	assert.Equal(t, wantClient, clientByType, "the client's types add up to its sockets' total_retrans")
 	assert.Equal(t, wantClient, sumForResource(md, "tcp.retransmits", "k8s.deployment.name", "client"), "tcp.retransmits of the client")
 	assert.Equal(t, wantServer, sumForResource(md, "system.network.tcp.retransmits", "k8s.deployment.name", "server"), "the server's types add up")
-	assert.Positive(t, byType["inbound/fast"]+byType["inbound/timeout"]+byType["inbound/tail_loss_probe"], "the server's data retransmits are typed")
+	var data int64
+	for _, d := range []string{"outbound", "inbound"} {
+		data += byType[d+"/fast"] + byType[d+"/timeout"] + byType[d+"/tail_loss_probe"]
+	}
+	assert.Positive(t, data, "data retransmits are typed")
 }
 
 // TestKernelRTTWhileLive runs the real probe with 200ms reports over a
@@ -244,4 +255,103 @@ func TestKernelRTTWhileLive(t *testing.T) {
 	})
 	t.Logf("%d update records, tcp.rtt count %d", updates, count)
 	assert.Equal(t, uint64(samples), count, "one RTT sample per update and close record")
+}
+
+// startKernelReceiverAfterWalk is startKernelReceiver that returns once
+// the start-up walk, which takes the listener counters as a baseline, is
+// done: what happens next is counted.
+func startKernelReceiverAfterWalk(t *testing.T, cfg *Config, res identity.Resolver, m *consumertest.MetricsSink, l *consumertest.LogsSink) *tcpconnReceiver {
+	t.Helper()
+	netnstest.RequireRoot(t)
+	core, seen := observer.New(zap.InfoLevel)
+	set := receivertest.NewNopSettings(metadata.Type)
+	set.Logger = zap.New(core)
+	f := NewFactory()
+	mr, err := f.CreateMetrics(context.Background(), set, cfg, m)
+	require.NoError(t, err)
+	_, err = f.CreateLogs(context.Background(), set, cfg, l)
+	require.NoError(t, err)
+	r := mr.(*tcpconnReceiver)
+	r.resolver = res
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	require.Eventually(t, func() bool { return seen.FilterMessage("connections open at start").Len() > 0 }, 30*time.Second, 5*time.Millisecond)
+	return r
+}
+
+// nstatValue reads one absolute counter of ns with nstat.
+func nstatValue(t *testing.T, ns *netnstest.NS, name string) int64 {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", ns.Name, "nstat", "-saz", name).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == name {
+			v, err := strconv.ParseInt(f[1], 10, 64)
+			require.NoError(t, err)
+			return v
+		}
+	}
+	t.Fatalf("nstat: no %s in %s", name, out)
+	return 0
+}
+
+// TestKernelListenOverflows: a listener with a backlog of 1 that never
+// accepts, and clients that keep connecting. The server pod's
+// system.network.tcp.accept_queue.overflows and .listen.drops equal its
+// namespace's TcpExtListenOverflows and TcpExtListenDrops (nstat), once
+// the listener is closed and a report walk has read them; the client pod
+// has none.
+func TestKernelListenOverflows(t *testing.T) {
+	pair := netnstest.NewPair(t, healthOctet)
+	cfg := createDefaultConfig()
+	cfg.Probe.LockFile = filepath.Join(t.TempDir(), "lock")
+	cfg.FlushInterval = time.Hour
+	cfg.ReportInterval = 100 * time.Millisecond
+	cfg.Filter.IncludeCIDRs = []string{pair.ServerIP.String() + "/24"}
+	names := staticResolver{
+		netip.AddrPortFrom(pair.ClientIP, 0): {Workload: "client", WorkloadKind: "Deployment", Namespace: "a"},
+		netip.AddrPortFrom(pair.ServerIP, 0): {Workload: "server", WorkloadKind: "Deployment", Namespace: "b"},
+	}
+	metrics, logs := new(consumertest.MetricsSink), new(consumertest.LogsSink)
+	r := startKernelReceiverAfterWalk(t, cfg, names, metrics, logs)
+
+	var lfd int
+	require.NoError(t, pair.Server.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		lfd = fd
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: 7320, Addr: pair.ServerIP.As4()}); err != nil {
+			return err
+		}
+		return unix.Listen(fd, 1)
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+	defer cancel()
+	conns := make(chan net.Conn, 8)
+	for range 8 {
+		go func() {
+			c, _ := pair.Client.Dial(ctx, netip.AddrPortFrom(pair.ServerIP, 7320).String())
+			conns <- c
+		}()
+	}
+	<-ctx.Done()
+	require.NoError(t, unix.Close(lfd)) // the counters stop here
+	for range 8 {
+		if c := <-conns; c != nil {
+			c.Close()
+		}
+	}
+	overflows := nstatValue(t, pair.Server, "TcpExtListenOverflows")
+	drops := nstatValue(t, pair.Server, "TcpExtListenDrops")
+	require.Positive(t, overflows, "the backlog-1 listener overflowed")
+	time.Sleep(400 * time.Millisecond) // report walks read them
+	require.NoError(t, r.Shutdown(context.Background()))
+
+	md := metrics.AllMetrics()[len(metrics.AllMetrics())-1]
+	t.Logf("nstat: ListenOverflows %d, ListenDrops %d", overflows, drops)
+	assert.Equal(t, overflows, sumForResource(md, "system.network.tcp.accept_queue.overflows", "k8s.deployment.name", "server"))
+	assert.Equal(t, drops, sumForResource(md, "system.network.tcp.listen.drops", "k8s.deployment.name", "server"))
+	assert.Zero(t, sumForResource(md, "system.network.tcp.accept_queue.overflows", "k8s.deployment.name", "client"))
 }

@@ -81,6 +81,7 @@ func (r *tcpconnReceiver) walk(baseline bool) (int, error) {
 	if r.agg != nil {
 		r.agg.Forget(gone)
 		r.countRefused()
+		r.countListen(baseline)
 	}
 	r.lostConns.Store(r.track.Lost())
 	return n, err
@@ -112,6 +113,47 @@ func (r *tcpconnReceiver) countRefused() {
 		return
 	}
 	r.refused = next
+}
+
+// countListen adds what each network namespace's listeners overflowed and
+// dropped since the previous walk to the workload series of the pod its
+// address names. The start-up walk takes the counters as they are, a
+// baseline: what came before the receiver is not new. A namespace first
+// seen later (a pod started since) counts from zero.
+func (r *tcpconnReceiver) countListen(baseline bool) {
+	now := time.Now()
+	prev := r.listen
+	next := make(map[uint32]bpf.ListenStats, len(prev))
+	err := r.src.Listen(func(ls bpf.ListenStats) {
+		next[ls.NetNS] = ls
+		if baseline {
+			return
+		}
+		var p bpf.ListenStats
+		if old, ok := prev[ls.NetNS]; ok {
+			p = old
+		}
+		d := func(cur, old uint64) uint64 {
+			if cur < old {
+				return 0
+			}
+			return cur - old
+		}
+		overflows, drops := d(ls.Overflows, p.Overflows), d(ls.Drops, p.Drops)
+		if overflows == 0 && drops == 0 {
+			return
+		}
+		// A namespace with no global address names no pod.
+		if !ls.Local.IsValid() || !r.filter.Keep(&bpf.Record{LocalAddr: ls.Local, PeerAddr: ls.Local}) {
+			return
+		}
+		c := r.track.ListenerConn(ls.Local, now)
+		r.agg.AddListen(&c, overflows, drops, now)
+	})
+	if err != nil {
+		r.set.Logger.Warn("read listener counters", zap.Error(err))
+	}
+	r.listen = next
 }
 
 // report walks every tracked connection: update records for the metrics

@@ -41,6 +41,9 @@ type recordSource interface {
 	CanWalk() error
 	// Refused reports the connects each local address refused (cumulative).
 	Refused(func(bpf.Refused)) error
+	// Listen reports each network namespace's listener counters
+	// (cumulative), as the last walk read them.
+	Listen(func(bpf.ListenStats)) error
 	Stop() error
 	Close() error
 	Stats() (bpf.Stats, error)
@@ -88,6 +91,8 @@ type pipeline struct {
 	logFilter accesslog.Filter
 	// refused: the probe's refused-connect counts at the previous walk.
 	refused map[refusedKey]uint64
+	// listen: each namespace's listener counters at the previous walk.
+	listen map[uint32]bpf.ListenStats
 }
 
 type refusedKey struct {

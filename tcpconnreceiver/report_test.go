@@ -183,3 +183,37 @@ func TestRTTSampledAtEachReport(t *testing.T) {
 	assert.Equal(t, uint64(updates+1), count, "one sample per report and one at close")
 	assert.InDelta(t, float64(updates)*0.002+0.004, sum, 1e-9)
 }
+
+// TestListenCountersPerPod: each namespace's listener counters go to the
+// pod its address names, from the start-up walk's values on (a baseline);
+// a namespace first seen later counts from zero; one with no address
+// names no pod and is left out.
+func TestListenCountersPerPod(t *testing.T) {
+	cfg := createDefaultConfig()
+	cfg.FlushInterval = time.Hour
+	cfg.ReportInterval = 20 * time.Millisecond
+	srv := netip.MustParseAddr("10.1.0.1") // checkout in the fixture's resolver
+	src := &scriptedSource{listen: []bpf.ListenStats{{NetNS: 1, Local: srv, Overflows: 100, Drops: 150}}}
+	src.setLive() // report walks, no connection
+	p := startScriptedSource(t, cfg, src, fixedResolver())
+	waitWalks := func(n int) {
+		t.Helper()
+		target := src.walkCount() + n
+		require.Eventually(t, func() bool { return src.walkCount() >= target }, 5*time.Second, time.Millisecond)
+	}
+	waitWalks(2)
+	src.mu.Lock()
+	src.listen = []bpf.ListenStats{
+		{NetNS: 1, Local: srv, Overflows: 103, Drops: 155},
+		{NetNS: 2, Local: netip.MustParseAddr("10.1.0.2"), Overflows: 4, Drops: 4}, // a pod started since
+		{NetNS: 3, Overflows: 9, Drops: 9},                                         // no address
+	}
+	src.mu.Unlock()
+	waitWalks(2)
+	p.shutdown(t)
+
+	md := p.metrics.AllMetrics()[0]
+	assert.Equal(t, int64(3+4), findSum(t, md, "system.network.tcp.accept_queue.overflows"))
+	assert.Equal(t, int64(5+4), findSum(t, md, "system.network.tcp.listen.drops"))
+	assert.Equal(t, int64(3), sumForResource(md, "system.network.tcp.accept_queue.overflows", "k8s.pod.name", "checkout-5d8f-xyz12"))
+}

@@ -32,6 +32,18 @@ type scriptedSource struct {
 	refused []bpf.Refused
 	// listeners tell the start-up walk the direction of what it adopts.
 	listeners *bpf.Listeners
+	// listen is what Listen reports.
+	listen []bpf.ListenStats
+}
+
+func (s *scriptedSource) Listen(fn func(bpf.ListenStats)) error {
+	s.mu.Lock()
+	listen := append([]bpf.ListenStats{}, s.listen...)
+	s.mu.Unlock()
+	for _, ls := range listen {
+		fn(ls)
+	}
+	return nil
 }
 
 func (s *scriptedSource) Refused(fn func(bpf.Refused)) error {

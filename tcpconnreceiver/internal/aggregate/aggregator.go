@@ -144,6 +144,21 @@ func (a *Aggregator) AddRefused(c *conntable.Conn, n uint64, at time.Time) {
 	}
 }
 
+// AddListen counts a network namespace's listener overflows and drops in
+// the workload views, in c's series (see conntable.Table.ListenerConn).
+func (a *Aggregator) AddListen(c *conntable.Conn, overflows, drops uint64, at time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, v := range a.views {
+		if v.Kind != ViewWorkload {
+			continue
+		}
+		s := v.get(a.project(v, c, bpf.ErrorNone), at)
+		s.V.ListenOverflows += overflows
+		s.V.ListenDrops += drops
+	}
+}
+
 // Forget takes connections whose close was lost off the open counts.
 func (a *Aggregator) Forget(conns []conntable.Conn) {
 	if len(conns) == 0 {

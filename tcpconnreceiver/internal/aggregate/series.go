@@ -20,12 +20,16 @@ type Values struct {
 	// RetransmitsByType: closed connections' retransmits by type
 	// (conntable.Observation.RetransmitsByType).
 	RetransmitsByType [bpf.RetransmitTypes]uint64
+	// ListenOverflows and ListenDrops: the local network namespace's
+	// listener counters (AddListen).
+	ListenOverflows, ListenDrops uint64
 }
 
 // Sub is v - w: what was counted since w.
 func (v Values) Sub(w Values) Values {
 	d := Values{v.Opened - w.Opened, v.Closed - w.Closed, v.Failed - w.Failed, v.Open - w.Open, v.Counters.Sub(w.Counters),
-		v.ResetsReceived - w.ResetsReceived, v.ResetsSent - w.ResetsSent, v.Refused - w.Refused, v.RetransmitsByType}
+		v.ResetsReceived - w.ResetsReceived, v.ResetsSent - w.ResetsSent, v.Refused - w.Refused, v.RetransmitsByType,
+		v.ListenOverflows - w.ListenOverflows, v.ListenDrops - w.ListenDrops}
 	for i := range d.RetransmitsByType {
 		d.RetransmitsByType[i] -= w.RetransmitsByType[i]
 	}

@@ -303,6 +303,13 @@ func (t *Table) RefusedConn(local netip.Addr, at time.Time) Conn {
 	}
 }
 
+// ListenerConn is the series of a network namespace's listener counters:
+// the pod its address names as the server, peer unknown. Always IPv4: the counters are the namespace's, not a
+// family's, so that one pod has one series.
+func (t *Table) ListenerConn(local netip.Addr, at time.Time) Conn {
+	return Conn{Local: orUnresolved(t.resolver.Resolve(local, 0, at, identity.RoleServer)), Peer: unresolved, Direction: bpf.DirectionInbound}
+}
+
 // translate asks, once, where a connection to a Service's virtual address
 // went: the peer becomes the backend the node translated it to.
 func (t *Table) translate(rec *bpf.Record, st *connState) {

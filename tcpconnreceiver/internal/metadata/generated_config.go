@@ -1199,6 +1199,46 @@ func (ms *KmeshTCPWorkloadSentBytesMetricConfig) Validate() error {
 	return nil
 }
 
+// SystemNetworkTCPAcceptQueueOverflowsMetricConfig provides config for the system.network.tcp.accept_queue.overflows metric.
+type SystemNetworkTCPAcceptQueueOverflowsMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *SystemNetworkTCPAcceptQueueOverflowsMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+// SystemNetworkTCPListenDropsMetricConfig provides config for the system.network.tcp.listen.drops metric.
+type SystemNetworkTCPListenDropsMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *SystemNetworkTCPListenDropsMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
 // SystemNetworkTCPResetsMetricAttributeKey specifies the key of an attribute for the system.network.tcp.resets metric.
 type SystemNetworkTCPResetsMetricAttributeKey string
 
@@ -2251,48 +2291,50 @@ func (ms *TcpconnSeriesOverflowMetricConfig) Validate() error {
 
 // MetricsConfig provides config for tcpconn metrics.
 type MetricsConfig struct {
-	IstioTCPConnectionsClosed         IstioTCPConnectionsClosedMetricConfig         `mapstructure:"istio_tcp_connections_closed"`
-	IstioTCPConnectionsFailed         IstioTCPConnectionsFailedMetricConfig         `mapstructure:"istio_tcp_connections_failed"`
-	IstioTCPConnectionsOpened         IstioTCPConnectionsOpenedMetricConfig         `mapstructure:"istio_tcp_connections_opened"`
-	IstioTCPReceivedBytes             IstioTCPReceivedBytesMetricConfig             `mapstructure:"istio_tcp_received_bytes"`
-	IstioTCPSentBytes                 IstioTCPSentBytesMetricConfig                 `mapstructure:"istio_tcp_sent_bytes"`
-	KmeshTCPConnectionsClosed         KmeshTCPConnectionsClosedMetricConfig         `mapstructure:"kmesh_tcp_connections_closed"`
-	KmeshTCPConnectionsFailed         KmeshTCPConnectionsFailedMetricConfig         `mapstructure:"kmesh_tcp_connections_failed"`
-	KmeshTCPConnectionsOpened         KmeshTCPConnectionsOpenedMetricConfig         `mapstructure:"kmesh_tcp_connections_opened"`
-	KmeshTCPPacketLoss                KmeshTCPPacketLossMetricConfig                `mapstructure:"kmesh_tcp_packet_loss"`
-	KmeshTCPReceivedBytes             KmeshTCPReceivedBytesMetricConfig             `mapstructure:"kmesh_tcp_received_bytes"`
-	KmeshTCPRetrans                   KmeshTCPRetransMetricConfig                   `mapstructure:"kmesh_tcp_retrans"`
-	KmeshTCPSentBytes                 KmeshTCPSentBytesMetricConfig                 `mapstructure:"kmesh_tcp_sent_bytes"`
-	KmeshTCPWorkloadConnectionsClosed KmeshTCPWorkloadConnectionsClosedMetricConfig `mapstructure:"kmesh_tcp_workload_connections_closed"`
-	KmeshTCPWorkloadConnectionsFailed KmeshTCPWorkloadConnectionsFailedMetricConfig `mapstructure:"kmesh_tcp_workload_connections_failed"`
-	KmeshTCPWorkloadConnectionsOpened KmeshTCPWorkloadConnectionsOpenedMetricConfig `mapstructure:"kmesh_tcp_workload_connections_opened"`
-	KmeshTCPWorkloadReceivedBytes     KmeshTCPWorkloadReceivedBytesMetricConfig     `mapstructure:"kmesh_tcp_workload_received_bytes"`
-	KmeshTCPWorkloadSentBytes         KmeshTCPWorkloadSentBytesMetricConfig         `mapstructure:"kmesh_tcp_workload_sent_bytes"`
-	SystemNetworkTCPResets            SystemNetworkTCPResetsMetricConfig            `mapstructure:"system.network.tcp.resets"`
-	SystemNetworkTCPRetransmits       SystemNetworkTCPRetransmitsMetricConfig       `mapstructure:"system.network.tcp.retransmits"`
-	TCPBytesReceived                  TCPBytesReceivedMetricConfig                  `mapstructure:"tcp.bytes.received"`
-	TCPBytesSent                      TCPBytesSentMetricConfig                      `mapstructure:"tcp.bytes.sent"`
-	TCPConnectionsClosed              TCPConnectionsClosedMetricConfig              `mapstructure:"tcp.connections.closed"`
-	TCPConnectionsFailed              TCPConnectionsFailedMetricConfig              `mapstructure:"tcp.connections.failed"`
-	TCPConnectionsOpen                TCPConnectionsOpenMetricConfig                `mapstructure:"tcp.connections.open"`
-	TCPConnectionsOpened              TCPConnectionsOpenedMetricConfig              `mapstructure:"tcp.connections.opened"`
-	TCPPacketsLost                    TCPPacketsLostMetricConfig                    `mapstructure:"tcp.packets.lost"`
-	TCPRetransmits                    TCPRetransmitsMetricConfig                    `mapstructure:"tcp.retransmits"`
-	TCPServiceBytesReceived           TCPServiceBytesReceivedMetricConfig           `mapstructure:"tcp.service.bytes.received"`
-	TCPServiceBytesSent               TCPServiceBytesSentMetricConfig               `mapstructure:"tcp.service.bytes.sent"`
-	TCPServiceConnectionsClosed       TCPServiceConnectionsClosedMetricConfig       `mapstructure:"tcp.service.connections.closed"`
-	TCPServiceConnectionsFailed       TCPServiceConnectionsFailedMetricConfig       `mapstructure:"tcp.service.connections.failed"`
-	TCPServiceConnectionsOpened       TCPServiceConnectionsOpenedMetricConfig       `mapstructure:"tcp.service.connections.opened"`
-	TcpconnConnectionsEvicted         TcpconnConnectionsEvictedMetricConfig         `mapstructure:"tcpconn.connections.evicted"`
-	TcpconnConnectionsLost            TcpconnConnectionsLostMetricConfig            `mapstructure:"tcpconn.connections.lost"`
-	TcpconnLogsDropped                TcpconnLogsDroppedMetricConfig                `mapstructure:"tcpconn.logs.dropped"`
-	TcpconnLogsFiltered               TcpconnLogsFilteredMetricConfig               `mapstructure:"tcpconn.logs.filtered"`
-	TcpconnProbeEventsMissed          TcpconnProbeEventsMissedMetricConfig          `mapstructure:"tcpconn.probe.events.missed"`
-	TcpconnProbeHandshakesUntracked   TcpconnProbeHandshakesUntrackedMetricConfig   `mapstructure:"tcpconn.probe.handshakes.untracked"`
-	TcpconnProbeRecords               TcpconnProbeRecordsMetricConfig               `mapstructure:"tcpconn.probe.records"`
-	TcpconnProbeRecordsDropped        TcpconnProbeRecordsDroppedMetricConfig        `mapstructure:"tcpconn.probe.records.dropped"`
-	TcpconnRecordsFiltered            TcpconnRecordsFilteredMetricConfig            `mapstructure:"tcpconn.records.filtered"`
-	TcpconnSeriesOverflow             TcpconnSeriesOverflowMetricConfig             `mapstructure:"tcpconn.series.overflow"`
+	IstioTCPConnectionsClosed            IstioTCPConnectionsClosedMetricConfig            `mapstructure:"istio_tcp_connections_closed"`
+	IstioTCPConnectionsFailed            IstioTCPConnectionsFailedMetricConfig            `mapstructure:"istio_tcp_connections_failed"`
+	IstioTCPConnectionsOpened            IstioTCPConnectionsOpenedMetricConfig            `mapstructure:"istio_tcp_connections_opened"`
+	IstioTCPReceivedBytes                IstioTCPReceivedBytesMetricConfig                `mapstructure:"istio_tcp_received_bytes"`
+	IstioTCPSentBytes                    IstioTCPSentBytesMetricConfig                    `mapstructure:"istio_tcp_sent_bytes"`
+	KmeshTCPConnectionsClosed            KmeshTCPConnectionsClosedMetricConfig            `mapstructure:"kmesh_tcp_connections_closed"`
+	KmeshTCPConnectionsFailed            KmeshTCPConnectionsFailedMetricConfig            `mapstructure:"kmesh_tcp_connections_failed"`
+	KmeshTCPConnectionsOpened            KmeshTCPConnectionsOpenedMetricConfig            `mapstructure:"kmesh_tcp_connections_opened"`
+	KmeshTCPPacketLoss                   KmeshTCPPacketLossMetricConfig                   `mapstructure:"kmesh_tcp_packet_loss"`
+	KmeshTCPReceivedBytes                KmeshTCPReceivedBytesMetricConfig                `mapstructure:"kmesh_tcp_received_bytes"`
+	KmeshTCPRetrans                      KmeshTCPRetransMetricConfig                      `mapstructure:"kmesh_tcp_retrans"`
+	KmeshTCPSentBytes                    KmeshTCPSentBytesMetricConfig                    `mapstructure:"kmesh_tcp_sent_bytes"`
+	KmeshTCPWorkloadConnectionsClosed    KmeshTCPWorkloadConnectionsClosedMetricConfig    `mapstructure:"kmesh_tcp_workload_connections_closed"`
+	KmeshTCPWorkloadConnectionsFailed    KmeshTCPWorkloadConnectionsFailedMetricConfig    `mapstructure:"kmesh_tcp_workload_connections_failed"`
+	KmeshTCPWorkloadConnectionsOpened    KmeshTCPWorkloadConnectionsOpenedMetricConfig    `mapstructure:"kmesh_tcp_workload_connections_opened"`
+	KmeshTCPWorkloadReceivedBytes        KmeshTCPWorkloadReceivedBytesMetricConfig        `mapstructure:"kmesh_tcp_workload_received_bytes"`
+	KmeshTCPWorkloadSentBytes            KmeshTCPWorkloadSentBytesMetricConfig            `mapstructure:"kmesh_tcp_workload_sent_bytes"`
+	SystemNetworkTCPAcceptQueueOverflows SystemNetworkTCPAcceptQueueOverflowsMetricConfig `mapstructure:"system.network.tcp.accept_queue.overflows"`
+	SystemNetworkTCPListenDrops          SystemNetworkTCPListenDropsMetricConfig          `mapstructure:"system.network.tcp.listen.drops"`
+	SystemNetworkTCPResets               SystemNetworkTCPResetsMetricConfig               `mapstructure:"system.network.tcp.resets"`
+	SystemNetworkTCPRetransmits          SystemNetworkTCPRetransmitsMetricConfig          `mapstructure:"system.network.tcp.retransmits"`
+	TCPBytesReceived                     TCPBytesReceivedMetricConfig                     `mapstructure:"tcp.bytes.received"`
+	TCPBytesSent                         TCPBytesSentMetricConfig                         `mapstructure:"tcp.bytes.sent"`
+	TCPConnectionsClosed                 TCPConnectionsClosedMetricConfig                 `mapstructure:"tcp.connections.closed"`
+	TCPConnectionsFailed                 TCPConnectionsFailedMetricConfig                 `mapstructure:"tcp.connections.failed"`
+	TCPConnectionsOpen                   TCPConnectionsOpenMetricConfig                   `mapstructure:"tcp.connections.open"`
+	TCPConnectionsOpened                 TCPConnectionsOpenedMetricConfig                 `mapstructure:"tcp.connections.opened"`
+	TCPPacketsLost                       TCPPacketsLostMetricConfig                       `mapstructure:"tcp.packets.lost"`
+	TCPRetransmits                       TCPRetransmitsMetricConfig                       `mapstructure:"tcp.retransmits"`
+	TCPServiceBytesReceived              TCPServiceBytesReceivedMetricConfig              `mapstructure:"tcp.service.bytes.received"`
+	TCPServiceBytesSent                  TCPServiceBytesSentMetricConfig                  `mapstructure:"tcp.service.bytes.sent"`
+	TCPServiceConnectionsClosed          TCPServiceConnectionsClosedMetricConfig          `mapstructure:"tcp.service.connections.closed"`
+	TCPServiceConnectionsFailed          TCPServiceConnectionsFailedMetricConfig          `mapstructure:"tcp.service.connections.failed"`
+	TCPServiceConnectionsOpened          TCPServiceConnectionsOpenedMetricConfig          `mapstructure:"tcp.service.connections.opened"`
+	TcpconnConnectionsEvicted            TcpconnConnectionsEvictedMetricConfig            `mapstructure:"tcpconn.connections.evicted"`
+	TcpconnConnectionsLost               TcpconnConnectionsLostMetricConfig               `mapstructure:"tcpconn.connections.lost"`
+	TcpconnLogsDropped                   TcpconnLogsDroppedMetricConfig                   `mapstructure:"tcpconn.logs.dropped"`
+	TcpconnLogsFiltered                  TcpconnLogsFilteredMetricConfig                  `mapstructure:"tcpconn.logs.filtered"`
+	TcpconnProbeEventsMissed             TcpconnProbeEventsMissedMetricConfig             `mapstructure:"tcpconn.probe.events.missed"`
+	TcpconnProbeHandshakesUntracked      TcpconnProbeHandshakesUntrackedMetricConfig      `mapstructure:"tcpconn.probe.handshakes.untracked"`
+	TcpconnProbeRecords                  TcpconnProbeRecordsMetricConfig                  `mapstructure:"tcpconn.probe.records"`
+	TcpconnProbeRecordsDropped           TcpconnProbeRecordsDroppedMetricConfig           `mapstructure:"tcpconn.probe.records.dropped"`
+	TcpconnRecordsFiltered               TcpconnRecordsFilteredMetricConfig               `mapstructure:"tcpconn.records.filtered"`
+	TcpconnSeriesOverflow                TcpconnSeriesOverflowMetricConfig                `mapstructure:"tcpconn.series.overflow"`
 }
 
 func DefaultMetricsConfig() MetricsConfig {
@@ -2381,6 +2423,12 @@ func DefaultMetricsConfig() MetricsConfig {
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
 			EnabledAttributes:   []KmeshTCPWorkloadSentBytesMetricAttributeKey{KmeshTCPWorkloadSentBytesMetricAttributeKeyReporter, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceWorkload, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCanonicalService, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCanonicalRevision, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceWorkloadNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeySourcePrincipal, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceApp, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceVersion, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCluster, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodAddress, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodName, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationWorkload, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCanonicalService, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPrincipal, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationApp, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationVersion, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCluster, KmeshTCPWorkloadSentBytesMetricAttributeKeyRequestProtocol, KmeshTCPWorkloadSentBytesMetricAttributeKeyResponseFlags, KmeshTCPWorkloadSentBytesMetricAttributeKeyConnectionSecurityPolicy},
+		},
+		SystemNetworkTCPAcceptQueueOverflows: SystemNetworkTCPAcceptQueueOverflowsMetricConfig{
+			Enabled: true,
+		},
+		SystemNetworkTCPListenDrops: SystemNetworkTCPListenDropsMetricConfig{
+			Enabled: true,
 		},
 		SystemNetworkTCPResets: SystemNetworkTCPResetsMetricConfig{
 			Enabled:             true,

@@ -344,6 +344,12 @@ var MetricsInfo = metricsInfo{
 		Name:       "kmesh_tcp_workload_sent_bytes",
 		Attributes: []string{"reporter", "source_workload", "source_canonical_service", "source_canonical_revision", "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster", "destination_pod_address", "destination_pod_namespace", "destination_pod_name", "destination_workload", "destination_canonical_service", "destination_canonical_revision", "destination_workload_namespace", "destination_principal", "destination_app", "destination_version", "destination_cluster", "request_protocol", "response_flags", "connection_security_policy"},
 	},
+	SystemNetworkTCPAcceptQueueOverflows: metricInfo{
+		Name: "system.network.tcp.accept_queue.overflows",
+	},
+	SystemNetworkTCPListenDrops: metricInfo{
+		Name: "system.network.tcp.listen.drops",
+	},
 	SystemNetworkTCPResets: metricInfo{
 		Name:       "system.network.tcp.resets",
 		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace", "tcp.close.cause", "peer.address", "peer.port"},
@@ -439,48 +445,50 @@ var MetricsInfo = metricsInfo{
 }
 
 type metricsInfo struct {
-	IstioTCPConnectionsClosed         metricInfo
-	IstioTCPConnectionsFailed         metricInfo
-	IstioTCPConnectionsOpened         metricInfo
-	IstioTCPReceivedBytes             metricInfo
-	IstioTCPSentBytes                 metricInfo
-	KmeshTCPConnectionsClosed         metricInfo
-	KmeshTCPConnectionsFailed         metricInfo
-	KmeshTCPConnectionsOpened         metricInfo
-	KmeshTCPPacketLoss                metricInfo
-	KmeshTCPReceivedBytes             metricInfo
-	KmeshTCPRetrans                   metricInfo
-	KmeshTCPSentBytes                 metricInfo
-	KmeshTCPWorkloadConnectionsClosed metricInfo
-	KmeshTCPWorkloadConnectionsFailed metricInfo
-	KmeshTCPWorkloadConnectionsOpened metricInfo
-	KmeshTCPWorkloadReceivedBytes     metricInfo
-	KmeshTCPWorkloadSentBytes         metricInfo
-	SystemNetworkTCPResets            metricInfo
-	SystemNetworkTCPRetransmits       metricInfo
-	TCPBytesReceived                  metricInfo
-	TCPBytesSent                      metricInfo
-	TCPConnectionsClosed              metricInfo
-	TCPConnectionsFailed              metricInfo
-	TCPConnectionsOpen                metricInfo
-	TCPConnectionsOpened              metricInfo
-	TCPPacketsLost                    metricInfo
-	TCPRetransmits                    metricInfo
-	TCPServiceBytesReceived           metricInfo
-	TCPServiceBytesSent               metricInfo
-	TCPServiceConnectionsClosed       metricInfo
-	TCPServiceConnectionsFailed       metricInfo
-	TCPServiceConnectionsOpened       metricInfo
-	TcpconnConnectionsEvicted         metricInfo
-	TcpconnConnectionsLost            metricInfo
-	TcpconnLogsDropped                metricInfo
-	TcpconnLogsFiltered               metricInfo
-	TcpconnProbeEventsMissed          metricInfo
-	TcpconnProbeHandshakesUntracked   metricInfo
-	TcpconnProbeRecords               metricInfo
-	TcpconnProbeRecordsDropped        metricInfo
-	TcpconnRecordsFiltered            metricInfo
-	TcpconnSeriesOverflow             metricInfo
+	IstioTCPConnectionsClosed            metricInfo
+	IstioTCPConnectionsFailed            metricInfo
+	IstioTCPConnectionsOpened            metricInfo
+	IstioTCPReceivedBytes                metricInfo
+	IstioTCPSentBytes                    metricInfo
+	KmeshTCPConnectionsClosed            metricInfo
+	KmeshTCPConnectionsFailed            metricInfo
+	KmeshTCPConnectionsOpened            metricInfo
+	KmeshTCPPacketLoss                   metricInfo
+	KmeshTCPReceivedBytes                metricInfo
+	KmeshTCPRetrans                      metricInfo
+	KmeshTCPSentBytes                    metricInfo
+	KmeshTCPWorkloadConnectionsClosed    metricInfo
+	KmeshTCPWorkloadConnectionsFailed    metricInfo
+	KmeshTCPWorkloadConnectionsOpened    metricInfo
+	KmeshTCPWorkloadReceivedBytes        metricInfo
+	KmeshTCPWorkloadSentBytes            metricInfo
+	SystemNetworkTCPAcceptQueueOverflows metricInfo
+	SystemNetworkTCPListenDrops          metricInfo
+	SystemNetworkTCPResets               metricInfo
+	SystemNetworkTCPRetransmits          metricInfo
+	TCPBytesReceived                     metricInfo
+	TCPBytesSent                         metricInfo
+	TCPConnectionsClosed                 metricInfo
+	TCPConnectionsFailed                 metricInfo
+	TCPConnectionsOpen                   metricInfo
+	TCPConnectionsOpened                 metricInfo
+	TCPPacketsLost                       metricInfo
+	TCPRetransmits                       metricInfo
+	TCPServiceBytesReceived              metricInfo
+	TCPServiceBytesSent                  metricInfo
+	TCPServiceConnectionsClosed          metricInfo
+	TCPServiceConnectionsFailed          metricInfo
+	TCPServiceConnectionsOpened          metricInfo
+	TcpconnConnectionsEvicted            metricInfo
+	TcpconnConnectionsLost               metricInfo
+	TcpconnLogsDropped                   metricInfo
+	TcpconnLogsFiltered                  metricInfo
+	TcpconnProbeEventsMissed             metricInfo
+	TcpconnProbeHandshakesUntracked      metricInfo
+	TcpconnProbeRecords                  metricInfo
+	TcpconnProbeRecordsDropped           metricInfo
+	TcpconnRecordsFiltered               metricInfo
+	TcpconnSeriesOverflow                metricInfo
 }
 
 type metricInfo struct {
@@ -3157,6 +3165,110 @@ func newMetricKmeshTCPWorkloadSentBytes(cfg KmeshTCPWorkloadSentBytesMetricConfi
 	return m
 }
 
+type metricSystemNetworkTCPAcceptQueueOverflows struct {
+	data     pmetric.Metric                                   // data buffer for generated metric.
+	config   SystemNetworkTCPAcceptQueueOverflowsMetricConfig // metric config provided by user.
+	capacity int                                              // max observed number of data points added to the metric.
+}
+
+// init fills system.network.tcp.accept_queue.overflows metric with initial data.
+func (m *metricSystemNetworkTCPAcceptQueueOverflows) init() {
+	m.data.SetName("system.network.tcp.accept_queue.overflows")
+	m.data.SetDescription("otel profile: connections a listener of the local pod could not queue, its accept queue full (the pod's network namespace's TcpExt ListenOverflows, read at each report walk: report_interval, tp_btf mode), counted from the receiver's start; on the pod's Resource, no data-point attributes. A pod on the host's network shares the host's counters. Named as the OpenTelemetry proposal for TCP metrics (semantic-conventions#3682) names it.")
+	m.data.SetUnit("{connection}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+}
+
+func (m *metricSystemNetworkTCPAcceptQueueOverflows) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Sum().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricSystemNetworkTCPAcceptQueueOverflows) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricSystemNetworkTCPAcceptQueueOverflows) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricSystemNetworkTCPAcceptQueueOverflows(cfg SystemNetworkTCPAcceptQueueOverflowsMetricConfig) metricSystemNetworkTCPAcceptQueueOverflows {
+	m := metricSystemNetworkTCPAcceptQueueOverflows{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricSystemNetworkTCPListenDrops struct {
+	data     pmetric.Metric                          // data buffer for generated metric.
+	config   SystemNetworkTCPListenDropsMetricConfig // metric config provided by user.
+	capacity int                                     // max observed number of data points added to the metric.
+}
+
+// init fills system.network.tcp.listen.drops metric with initial data.
+func (m *metricSystemNetworkTCPListenDrops) init() {
+	m.data.SetName("system.network.tcp.listen.drops")
+	m.data.SetDescription("otel profile: SYNs and handshake-completing ACKs the local pod's listeners dropped for any reason, the accept-queue overflows among them (TcpExt ListenDrops of its network namespace, read as system.network.tcp.accept_queue.overflows is). Ours: the proposal has no such metric.")
+	m.data.SetUnit("{packet}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+}
+
+func (m *metricSystemNetworkTCPListenDrops) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Sum().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricSystemNetworkTCPListenDrops) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricSystemNetworkTCPListenDrops) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricSystemNetworkTCPListenDrops(cfg SystemNetworkTCPListenDropsMetricConfig) metricSystemNetworkTCPListenDrops {
+	m := metricSystemNetworkTCPListenDrops{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricSystemNetworkTCPResets struct {
 	data          pmetric.Metric                     // data buffer for generated metric.
 	config        SystemNetworkTCPResetsMetricConfig // metric config provided by user.
@@ -5345,55 +5457,57 @@ func newMetricTcpconnSeriesOverflow(cfg TcpconnSeriesOverflowMetricConfig) metri
 // MetricsBuilder provides an interface for scrapers to report metrics while taking care of all the transformations
 // required to produce metric representation defined in metadata and user config.
 type MetricsBuilder struct {
-	config                                  MetricsBuilderConfig // config of the metrics builder.
-	startTime                               pcommon.Timestamp    // start time that will be applied to all recorded data points.
-	metricsCapacity                         int                  // maximum observed number of metrics per resource.
-	metricsBuffer                           pmetric.Metrics      // accumulates metrics data before emitting.
-	buildInfo                               component.BuildInfo  // contains version information.
-	resourceAttributeIncludeFilter          map[string]filter.Filter
-	resourceAttributeExcludeFilter          map[string]filter.Filter
-	metricIstioTCPConnectionsClosed         metricIstioTCPConnectionsClosed
-	metricIstioTCPConnectionsFailed         metricIstioTCPConnectionsFailed
-	metricIstioTCPConnectionsOpened         metricIstioTCPConnectionsOpened
-	metricIstioTCPReceivedBytes             metricIstioTCPReceivedBytes
-	metricIstioTCPSentBytes                 metricIstioTCPSentBytes
-	metricKmeshTCPConnectionsClosed         metricKmeshTCPConnectionsClosed
-	metricKmeshTCPConnectionsFailed         metricKmeshTCPConnectionsFailed
-	metricKmeshTCPConnectionsOpened         metricKmeshTCPConnectionsOpened
-	metricKmeshTCPPacketLoss                metricKmeshTCPPacketLoss
-	metricKmeshTCPReceivedBytes             metricKmeshTCPReceivedBytes
-	metricKmeshTCPRetrans                   metricKmeshTCPRetrans
-	metricKmeshTCPSentBytes                 metricKmeshTCPSentBytes
-	metricKmeshTCPWorkloadConnectionsClosed metricKmeshTCPWorkloadConnectionsClosed
-	metricKmeshTCPWorkloadConnectionsFailed metricKmeshTCPWorkloadConnectionsFailed
-	metricKmeshTCPWorkloadConnectionsOpened metricKmeshTCPWorkloadConnectionsOpened
-	metricKmeshTCPWorkloadReceivedBytes     metricKmeshTCPWorkloadReceivedBytes
-	metricKmeshTCPWorkloadSentBytes         metricKmeshTCPWorkloadSentBytes
-	metricSystemNetworkTCPResets            metricSystemNetworkTCPResets
-	metricSystemNetworkTCPRetransmits       metricSystemNetworkTCPRetransmits
-	metricTCPBytesReceived                  metricTCPBytesReceived
-	metricTCPBytesSent                      metricTCPBytesSent
-	metricTCPConnectionsClosed              metricTCPConnectionsClosed
-	metricTCPConnectionsFailed              metricTCPConnectionsFailed
-	metricTCPConnectionsOpen                metricTCPConnectionsOpen
-	metricTCPConnectionsOpened              metricTCPConnectionsOpened
-	metricTCPPacketsLost                    metricTCPPacketsLost
-	metricTCPRetransmits                    metricTCPRetransmits
-	metricTCPServiceBytesReceived           metricTCPServiceBytesReceived
-	metricTCPServiceBytesSent               metricTCPServiceBytesSent
-	metricTCPServiceConnectionsClosed       metricTCPServiceConnectionsClosed
-	metricTCPServiceConnectionsFailed       metricTCPServiceConnectionsFailed
-	metricTCPServiceConnectionsOpened       metricTCPServiceConnectionsOpened
-	metricTcpconnConnectionsEvicted         metricTcpconnConnectionsEvicted
-	metricTcpconnConnectionsLost            metricTcpconnConnectionsLost
-	metricTcpconnLogsDropped                metricTcpconnLogsDropped
-	metricTcpconnLogsFiltered               metricTcpconnLogsFiltered
-	metricTcpconnProbeEventsMissed          metricTcpconnProbeEventsMissed
-	metricTcpconnProbeHandshakesUntracked   metricTcpconnProbeHandshakesUntracked
-	metricTcpconnProbeRecords               metricTcpconnProbeRecords
-	metricTcpconnProbeRecordsDropped        metricTcpconnProbeRecordsDropped
-	metricTcpconnRecordsFiltered            metricTcpconnRecordsFiltered
-	metricTcpconnSeriesOverflow             metricTcpconnSeriesOverflow
+	config                                     MetricsBuilderConfig // config of the metrics builder.
+	startTime                                  pcommon.Timestamp    // start time that will be applied to all recorded data points.
+	metricsCapacity                            int                  // maximum observed number of metrics per resource.
+	metricsBuffer                              pmetric.Metrics      // accumulates metrics data before emitting.
+	buildInfo                                  component.BuildInfo  // contains version information.
+	resourceAttributeIncludeFilter             map[string]filter.Filter
+	resourceAttributeExcludeFilter             map[string]filter.Filter
+	metricIstioTCPConnectionsClosed            metricIstioTCPConnectionsClosed
+	metricIstioTCPConnectionsFailed            metricIstioTCPConnectionsFailed
+	metricIstioTCPConnectionsOpened            metricIstioTCPConnectionsOpened
+	metricIstioTCPReceivedBytes                metricIstioTCPReceivedBytes
+	metricIstioTCPSentBytes                    metricIstioTCPSentBytes
+	metricKmeshTCPConnectionsClosed            metricKmeshTCPConnectionsClosed
+	metricKmeshTCPConnectionsFailed            metricKmeshTCPConnectionsFailed
+	metricKmeshTCPConnectionsOpened            metricKmeshTCPConnectionsOpened
+	metricKmeshTCPPacketLoss                   metricKmeshTCPPacketLoss
+	metricKmeshTCPReceivedBytes                metricKmeshTCPReceivedBytes
+	metricKmeshTCPRetrans                      metricKmeshTCPRetrans
+	metricKmeshTCPSentBytes                    metricKmeshTCPSentBytes
+	metricKmeshTCPWorkloadConnectionsClosed    metricKmeshTCPWorkloadConnectionsClosed
+	metricKmeshTCPWorkloadConnectionsFailed    metricKmeshTCPWorkloadConnectionsFailed
+	metricKmeshTCPWorkloadConnectionsOpened    metricKmeshTCPWorkloadConnectionsOpened
+	metricKmeshTCPWorkloadReceivedBytes        metricKmeshTCPWorkloadReceivedBytes
+	metricKmeshTCPWorkloadSentBytes            metricKmeshTCPWorkloadSentBytes
+	metricSystemNetworkTCPAcceptQueueOverflows metricSystemNetworkTCPAcceptQueueOverflows
+	metricSystemNetworkTCPListenDrops          metricSystemNetworkTCPListenDrops
+	metricSystemNetworkTCPResets               metricSystemNetworkTCPResets
+	metricSystemNetworkTCPRetransmits          metricSystemNetworkTCPRetransmits
+	metricTCPBytesReceived                     metricTCPBytesReceived
+	metricTCPBytesSent                         metricTCPBytesSent
+	metricTCPConnectionsClosed                 metricTCPConnectionsClosed
+	metricTCPConnectionsFailed                 metricTCPConnectionsFailed
+	metricTCPConnectionsOpen                   metricTCPConnectionsOpen
+	metricTCPConnectionsOpened                 metricTCPConnectionsOpened
+	metricTCPPacketsLost                       metricTCPPacketsLost
+	metricTCPRetransmits                       metricTCPRetransmits
+	metricTCPServiceBytesReceived              metricTCPServiceBytesReceived
+	metricTCPServiceBytesSent                  metricTCPServiceBytesSent
+	metricTCPServiceConnectionsClosed          metricTCPServiceConnectionsClosed
+	metricTCPServiceConnectionsFailed          metricTCPServiceConnectionsFailed
+	metricTCPServiceConnectionsOpened          metricTCPServiceConnectionsOpened
+	metricTcpconnConnectionsEvicted            metricTcpconnConnectionsEvicted
+	metricTcpconnConnectionsLost               metricTcpconnConnectionsLost
+	metricTcpconnLogsDropped                   metricTcpconnLogsDropped
+	metricTcpconnLogsFiltered                  metricTcpconnLogsFiltered
+	metricTcpconnProbeEventsMissed             metricTcpconnProbeEventsMissed
+	metricTcpconnProbeHandshakesUntracked      metricTcpconnProbeHandshakesUntracked
+	metricTcpconnProbeRecords                  metricTcpconnProbeRecords
+	metricTcpconnProbeRecordsDropped           metricTcpconnProbeRecordsDropped
+	metricTcpconnRecordsFiltered               metricTcpconnRecordsFiltered
+	metricTcpconnSeriesOverflow                metricTcpconnSeriesOverflow
 }
 
 // MetricBuilderOption applies changes to default metrics builder.
@@ -5415,54 +5529,56 @@ func WithStartTime(startTime pcommon.Timestamp) MetricBuilderOption {
 }
 func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, options ...MetricBuilderOption) *MetricsBuilder {
 	mb := &MetricsBuilder{
-		config:                                  mbc,
-		startTime:                               pcommon.NewTimestampFromTime(time.Now()),
-		metricsBuffer:                           pmetric.NewMetrics(),
-		buildInfo:                               settings.BuildInfo,
-		metricIstioTCPConnectionsClosed:         newMetricIstioTCPConnectionsClosed(mbc.Metrics.IstioTCPConnectionsClosed),
-		metricIstioTCPConnectionsFailed:         newMetricIstioTCPConnectionsFailed(mbc.Metrics.IstioTCPConnectionsFailed),
-		metricIstioTCPConnectionsOpened:         newMetricIstioTCPConnectionsOpened(mbc.Metrics.IstioTCPConnectionsOpened),
-		metricIstioTCPReceivedBytes:             newMetricIstioTCPReceivedBytes(mbc.Metrics.IstioTCPReceivedBytes),
-		metricIstioTCPSentBytes:                 newMetricIstioTCPSentBytes(mbc.Metrics.IstioTCPSentBytes),
-		metricKmeshTCPConnectionsClosed:         newMetricKmeshTCPConnectionsClosed(mbc.Metrics.KmeshTCPConnectionsClosed),
-		metricKmeshTCPConnectionsFailed:         newMetricKmeshTCPConnectionsFailed(mbc.Metrics.KmeshTCPConnectionsFailed),
-		metricKmeshTCPConnectionsOpened:         newMetricKmeshTCPConnectionsOpened(mbc.Metrics.KmeshTCPConnectionsOpened),
-		metricKmeshTCPPacketLoss:                newMetricKmeshTCPPacketLoss(mbc.Metrics.KmeshTCPPacketLoss),
-		metricKmeshTCPReceivedBytes:             newMetricKmeshTCPReceivedBytes(mbc.Metrics.KmeshTCPReceivedBytes),
-		metricKmeshTCPRetrans:                   newMetricKmeshTCPRetrans(mbc.Metrics.KmeshTCPRetrans),
-		metricKmeshTCPSentBytes:                 newMetricKmeshTCPSentBytes(mbc.Metrics.KmeshTCPSentBytes),
-		metricKmeshTCPWorkloadConnectionsClosed: newMetricKmeshTCPWorkloadConnectionsClosed(mbc.Metrics.KmeshTCPWorkloadConnectionsClosed),
-		metricKmeshTCPWorkloadConnectionsFailed: newMetricKmeshTCPWorkloadConnectionsFailed(mbc.Metrics.KmeshTCPWorkloadConnectionsFailed),
-		metricKmeshTCPWorkloadConnectionsOpened: newMetricKmeshTCPWorkloadConnectionsOpened(mbc.Metrics.KmeshTCPWorkloadConnectionsOpened),
-		metricKmeshTCPWorkloadReceivedBytes:     newMetricKmeshTCPWorkloadReceivedBytes(mbc.Metrics.KmeshTCPWorkloadReceivedBytes),
-		metricKmeshTCPWorkloadSentBytes:         newMetricKmeshTCPWorkloadSentBytes(mbc.Metrics.KmeshTCPWorkloadSentBytes),
-		metricSystemNetworkTCPResets:            newMetricSystemNetworkTCPResets(mbc.Metrics.SystemNetworkTCPResets),
-		metricSystemNetworkTCPRetransmits:       newMetricSystemNetworkTCPRetransmits(mbc.Metrics.SystemNetworkTCPRetransmits),
-		metricTCPBytesReceived:                  newMetricTCPBytesReceived(mbc.Metrics.TCPBytesReceived),
-		metricTCPBytesSent:                      newMetricTCPBytesSent(mbc.Metrics.TCPBytesSent),
-		metricTCPConnectionsClosed:              newMetricTCPConnectionsClosed(mbc.Metrics.TCPConnectionsClosed),
-		metricTCPConnectionsFailed:              newMetricTCPConnectionsFailed(mbc.Metrics.TCPConnectionsFailed),
-		metricTCPConnectionsOpen:                newMetricTCPConnectionsOpen(mbc.Metrics.TCPConnectionsOpen),
-		metricTCPConnectionsOpened:              newMetricTCPConnectionsOpened(mbc.Metrics.TCPConnectionsOpened),
-		metricTCPPacketsLost:                    newMetricTCPPacketsLost(mbc.Metrics.TCPPacketsLost),
-		metricTCPRetransmits:                    newMetricTCPRetransmits(mbc.Metrics.TCPRetransmits),
-		metricTCPServiceBytesReceived:           newMetricTCPServiceBytesReceived(mbc.Metrics.TCPServiceBytesReceived),
-		metricTCPServiceBytesSent:               newMetricTCPServiceBytesSent(mbc.Metrics.TCPServiceBytesSent),
-		metricTCPServiceConnectionsClosed:       newMetricTCPServiceConnectionsClosed(mbc.Metrics.TCPServiceConnectionsClosed),
-		metricTCPServiceConnectionsFailed:       newMetricTCPServiceConnectionsFailed(mbc.Metrics.TCPServiceConnectionsFailed),
-		metricTCPServiceConnectionsOpened:       newMetricTCPServiceConnectionsOpened(mbc.Metrics.TCPServiceConnectionsOpened),
-		metricTcpconnConnectionsEvicted:         newMetricTcpconnConnectionsEvicted(mbc.Metrics.TcpconnConnectionsEvicted),
-		metricTcpconnConnectionsLost:            newMetricTcpconnConnectionsLost(mbc.Metrics.TcpconnConnectionsLost),
-		metricTcpconnLogsDropped:                newMetricTcpconnLogsDropped(mbc.Metrics.TcpconnLogsDropped),
-		metricTcpconnLogsFiltered:               newMetricTcpconnLogsFiltered(mbc.Metrics.TcpconnLogsFiltered),
-		metricTcpconnProbeEventsMissed:          newMetricTcpconnProbeEventsMissed(mbc.Metrics.TcpconnProbeEventsMissed),
-		metricTcpconnProbeHandshakesUntracked:   newMetricTcpconnProbeHandshakesUntracked(mbc.Metrics.TcpconnProbeHandshakesUntracked),
-		metricTcpconnProbeRecords:               newMetricTcpconnProbeRecords(mbc.Metrics.TcpconnProbeRecords),
-		metricTcpconnProbeRecordsDropped:        newMetricTcpconnProbeRecordsDropped(mbc.Metrics.TcpconnProbeRecordsDropped),
-		metricTcpconnRecordsFiltered:            newMetricTcpconnRecordsFiltered(mbc.Metrics.TcpconnRecordsFiltered),
-		metricTcpconnSeriesOverflow:             newMetricTcpconnSeriesOverflow(mbc.Metrics.TcpconnSeriesOverflow),
-		resourceAttributeIncludeFilter:          make(map[string]filter.Filter),
-		resourceAttributeExcludeFilter:          make(map[string]filter.Filter),
+		config:                                     mbc,
+		startTime:                                  pcommon.NewTimestampFromTime(time.Now()),
+		metricsBuffer:                              pmetric.NewMetrics(),
+		buildInfo:                                  settings.BuildInfo,
+		metricIstioTCPConnectionsClosed:            newMetricIstioTCPConnectionsClosed(mbc.Metrics.IstioTCPConnectionsClosed),
+		metricIstioTCPConnectionsFailed:            newMetricIstioTCPConnectionsFailed(mbc.Metrics.IstioTCPConnectionsFailed),
+		metricIstioTCPConnectionsOpened:            newMetricIstioTCPConnectionsOpened(mbc.Metrics.IstioTCPConnectionsOpened),
+		metricIstioTCPReceivedBytes:                newMetricIstioTCPReceivedBytes(mbc.Metrics.IstioTCPReceivedBytes),
+		metricIstioTCPSentBytes:                    newMetricIstioTCPSentBytes(mbc.Metrics.IstioTCPSentBytes),
+		metricKmeshTCPConnectionsClosed:            newMetricKmeshTCPConnectionsClosed(mbc.Metrics.KmeshTCPConnectionsClosed),
+		metricKmeshTCPConnectionsFailed:            newMetricKmeshTCPConnectionsFailed(mbc.Metrics.KmeshTCPConnectionsFailed),
+		metricKmeshTCPConnectionsOpened:            newMetricKmeshTCPConnectionsOpened(mbc.Metrics.KmeshTCPConnectionsOpened),
+		metricKmeshTCPPacketLoss:                   newMetricKmeshTCPPacketLoss(mbc.Metrics.KmeshTCPPacketLoss),
+		metricKmeshTCPReceivedBytes:                newMetricKmeshTCPReceivedBytes(mbc.Metrics.KmeshTCPReceivedBytes),
+		metricKmeshTCPRetrans:                      newMetricKmeshTCPRetrans(mbc.Metrics.KmeshTCPRetrans),
+		metricKmeshTCPSentBytes:                    newMetricKmeshTCPSentBytes(mbc.Metrics.KmeshTCPSentBytes),
+		metricKmeshTCPWorkloadConnectionsClosed:    newMetricKmeshTCPWorkloadConnectionsClosed(mbc.Metrics.KmeshTCPWorkloadConnectionsClosed),
+		metricKmeshTCPWorkloadConnectionsFailed:    newMetricKmeshTCPWorkloadConnectionsFailed(mbc.Metrics.KmeshTCPWorkloadConnectionsFailed),
+		metricKmeshTCPWorkloadConnectionsOpened:    newMetricKmeshTCPWorkloadConnectionsOpened(mbc.Metrics.KmeshTCPWorkloadConnectionsOpened),
+		metricKmeshTCPWorkloadReceivedBytes:        newMetricKmeshTCPWorkloadReceivedBytes(mbc.Metrics.KmeshTCPWorkloadReceivedBytes),
+		metricKmeshTCPWorkloadSentBytes:            newMetricKmeshTCPWorkloadSentBytes(mbc.Metrics.KmeshTCPWorkloadSentBytes),
+		metricSystemNetworkTCPAcceptQueueOverflows: newMetricSystemNetworkTCPAcceptQueueOverflows(mbc.Metrics.SystemNetworkTCPAcceptQueueOverflows),
+		metricSystemNetworkTCPListenDrops:          newMetricSystemNetworkTCPListenDrops(mbc.Metrics.SystemNetworkTCPListenDrops),
+		metricSystemNetworkTCPResets:               newMetricSystemNetworkTCPResets(mbc.Metrics.SystemNetworkTCPResets),
+		metricSystemNetworkTCPRetransmits:          newMetricSystemNetworkTCPRetransmits(mbc.Metrics.SystemNetworkTCPRetransmits),
+		metricTCPBytesReceived:                     newMetricTCPBytesReceived(mbc.Metrics.TCPBytesReceived),
+		metricTCPBytesSent:                         newMetricTCPBytesSent(mbc.Metrics.TCPBytesSent),
+		metricTCPConnectionsClosed:                 newMetricTCPConnectionsClosed(mbc.Metrics.TCPConnectionsClosed),
+		metricTCPConnectionsFailed:                 newMetricTCPConnectionsFailed(mbc.Metrics.TCPConnectionsFailed),
+		metricTCPConnectionsOpen:                   newMetricTCPConnectionsOpen(mbc.Metrics.TCPConnectionsOpen),
+		metricTCPConnectionsOpened:                 newMetricTCPConnectionsOpened(mbc.Metrics.TCPConnectionsOpened),
+		metricTCPPacketsLost:                       newMetricTCPPacketsLost(mbc.Metrics.TCPPacketsLost),
+		metricTCPRetransmits:                       newMetricTCPRetransmits(mbc.Metrics.TCPRetransmits),
+		metricTCPServiceBytesReceived:              newMetricTCPServiceBytesReceived(mbc.Metrics.TCPServiceBytesReceived),
+		metricTCPServiceBytesSent:                  newMetricTCPServiceBytesSent(mbc.Metrics.TCPServiceBytesSent),
+		metricTCPServiceConnectionsClosed:          newMetricTCPServiceConnectionsClosed(mbc.Metrics.TCPServiceConnectionsClosed),
+		metricTCPServiceConnectionsFailed:          newMetricTCPServiceConnectionsFailed(mbc.Metrics.TCPServiceConnectionsFailed),
+		metricTCPServiceConnectionsOpened:          newMetricTCPServiceConnectionsOpened(mbc.Metrics.TCPServiceConnectionsOpened),
+		metricTcpconnConnectionsEvicted:            newMetricTcpconnConnectionsEvicted(mbc.Metrics.TcpconnConnectionsEvicted),
+		metricTcpconnConnectionsLost:               newMetricTcpconnConnectionsLost(mbc.Metrics.TcpconnConnectionsLost),
+		metricTcpconnLogsDropped:                   newMetricTcpconnLogsDropped(mbc.Metrics.TcpconnLogsDropped),
+		metricTcpconnLogsFiltered:                  newMetricTcpconnLogsFiltered(mbc.Metrics.TcpconnLogsFiltered),
+		metricTcpconnProbeEventsMissed:             newMetricTcpconnProbeEventsMissed(mbc.Metrics.TcpconnProbeEventsMissed),
+		metricTcpconnProbeHandshakesUntracked:      newMetricTcpconnProbeHandshakesUntracked(mbc.Metrics.TcpconnProbeHandshakesUntracked),
+		metricTcpconnProbeRecords:                  newMetricTcpconnProbeRecords(mbc.Metrics.TcpconnProbeRecords),
+		metricTcpconnProbeRecordsDropped:           newMetricTcpconnProbeRecordsDropped(mbc.Metrics.TcpconnProbeRecordsDropped),
+		metricTcpconnRecordsFiltered:               newMetricTcpconnRecordsFiltered(mbc.Metrics.TcpconnRecordsFiltered),
+		metricTcpconnSeriesOverflow:                newMetricTcpconnSeriesOverflow(mbc.Metrics.TcpconnSeriesOverflow),
+		resourceAttributeIncludeFilter:             make(map[string]filter.Filter),
+		resourceAttributeExcludeFilter:             make(map[string]filter.Filter),
 	}
 	if mbc.ResourceAttributes.HostName.MetricsInclude != nil {
 		mb.resourceAttributeIncludeFilter["host.name"] = filter.CreateFilter(mbc.ResourceAttributes.HostName.MetricsInclude)
@@ -5628,6 +5744,8 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricKmeshTCPWorkloadConnectionsOpened.emit(ils.Metrics())
 	mb.metricKmeshTCPWorkloadReceivedBytes.emit(ils.Metrics())
 	mb.metricKmeshTCPWorkloadSentBytes.emit(ils.Metrics())
+	mb.metricSystemNetworkTCPAcceptQueueOverflows.emit(ils.Metrics())
+	mb.metricSystemNetworkTCPListenDrops.emit(ils.Metrics())
 	mb.metricSystemNetworkTCPResets.emit(ils.Metrics())
 	mb.metricSystemNetworkTCPRetransmits.emit(ils.Metrics())
 	mb.metricTCPBytesReceived.emit(ils.Metrics())
@@ -5767,6 +5885,16 @@ func (mb *MetricsBuilder) RecordKmeshTCPWorkloadReceivedBytesDataPoint(ts pcommo
 // RecordKmeshTCPWorkloadSentBytesDataPoint adds a data point to kmesh_tcp_workload_sent_bytes metric.
 func (mb *MetricsBuilder) RecordKmeshTCPWorkloadSentBytesDataPoint(ts pcommon.Timestamp, val int64, reporterAttributeValue AttributeReporter, sourceWorkloadAttributeValue string, sourceCanonicalServiceAttributeValue string, sourceCanonicalRevisionAttributeValue string, sourceWorkloadNamespaceAttributeValue string, sourcePrincipalAttributeValue string, sourceAppAttributeValue string, sourceVersionAttributeValue string, sourceClusterAttributeValue string, destinationPodAddressAttributeValue string, destinationPodNamespaceAttributeValue string, destinationPodNameAttributeValue string, destinationWorkloadAttributeValue string, destinationCanonicalServiceAttributeValue string, destinationCanonicalRevisionAttributeValue string, destinationWorkloadNamespaceAttributeValue string, destinationPrincipalAttributeValue string, destinationAppAttributeValue string, destinationVersionAttributeValue string, destinationClusterAttributeValue string, requestProtocolAttributeValue string, responseFlagsAttributeValue string, connectionSecurityPolicyAttributeValue string) {
 	mb.metricKmeshTCPWorkloadSentBytes.recordDataPoint(mb.startTime, ts, val, reporterAttributeValue.String(), sourceWorkloadAttributeValue, sourceCanonicalServiceAttributeValue, sourceCanonicalRevisionAttributeValue, sourceWorkloadNamespaceAttributeValue, sourcePrincipalAttributeValue, sourceAppAttributeValue, sourceVersionAttributeValue, sourceClusterAttributeValue, destinationPodAddressAttributeValue, destinationPodNamespaceAttributeValue, destinationPodNameAttributeValue, destinationWorkloadAttributeValue, destinationCanonicalServiceAttributeValue, destinationCanonicalRevisionAttributeValue, destinationWorkloadNamespaceAttributeValue, destinationPrincipalAttributeValue, destinationAppAttributeValue, destinationVersionAttributeValue, destinationClusterAttributeValue, requestProtocolAttributeValue, responseFlagsAttributeValue, connectionSecurityPolicyAttributeValue)
+}
+
+// RecordSystemNetworkTCPAcceptQueueOverflowsDataPoint adds a data point to system.network.tcp.accept_queue.overflows metric.
+func (mb *MetricsBuilder) RecordSystemNetworkTCPAcceptQueueOverflowsDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricSystemNetworkTCPAcceptQueueOverflows.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordSystemNetworkTCPListenDropsDataPoint adds a data point to system.network.tcp.listen.drops metric.
+func (mb *MetricsBuilder) RecordSystemNetworkTCPListenDropsDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricSystemNetworkTCPListenDrops.recordDataPoint(mb.startTime, ts, val)
 }
 
 // RecordSystemNetworkTCPResetsDataPoint adds a data point to system.network.tcp.resets metric.

@@ -213,6 +213,12 @@ func TestMetricsBuilder(t *testing.T) {
 			}
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordSystemNetworkTCPAcceptQueueOverflowsDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordSystemNetworkTCPListenDropsDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordSystemNetworkTCPResetsDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "peer.workload-val", "peer.workload.kind-val", "peer.namespace-val", AttributeTCPCloseCauseResetReceived, "peer.address-val", 9)
 			if tt.name == "reaggregate_set" {
 				mb.RecordSystemNetworkTCPResetsDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "peer.workload-val-2", "peer.workload.kind-val-2", "peer.namespace-val-2", AttributeTCPCloseCauseResetSent, "peer.address-val-2", 10)
@@ -3034,6 +3040,34 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("connection_security_policy")
 						assert.False(t, ok)
 					}
+				case "system.network.tcp.accept_queue.overflows":
+					assert.False(t, validatedMetrics["system.network.tcp.accept_queue.overflows"], "Found a duplicate in the metrics slice: system.network.tcp.accept_queue.overflows")
+					validatedMetrics["system.network.tcp.accept_queue.overflows"] = true
+					assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+					assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+					assert.Equal(t, "otel profile: connections a listener of the local pod could not queue, its accept queue full (the pod's network namespace's TcpExt ListenOverflows, read at each report walk: report_interval, tp_btf mode), counted from the receiver's start; on the pod's Resource, no data-point attributes. A pod on the host's network shares the host's counters. Named as the OpenTelemetry proposal for TCP metrics (semantic-conventions#3682) names it.", mi.Description())
+					assert.Equal(t, "{connection}", mi.Unit())
+					assert.True(t, mi.Sum().IsMonotonic())
+					assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+					dp := mi.Sum().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
+				case "system.network.tcp.listen.drops":
+					assert.False(t, validatedMetrics["system.network.tcp.listen.drops"], "Found a duplicate in the metrics slice: system.network.tcp.listen.drops")
+					validatedMetrics["system.network.tcp.listen.drops"] = true
+					assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+					assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+					assert.Equal(t, "otel profile: SYNs and handshake-completing ACKs the local pod's listeners dropped for any reason, the accept-queue overflows among them (TcpExt ListenDrops of its network namespace, read as system.network.tcp.accept_queue.overflows is). Ours: the proposal has no such metric.", mi.Description())
+					assert.Equal(t, "{packet}", mi.Unit())
+					assert.True(t, mi.Sum().IsMonotonic())
+					assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+					dp := mi.Sum().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
 				case "system.network.tcp.resets":
 					if tt.name != "reaggregate_set" {
 						assert.False(t, validatedMetrics["system.network.tcp.resets"], "Found a duplicate in the metrics slice: system.network.tcp.resets")

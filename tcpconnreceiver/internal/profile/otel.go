@@ -143,6 +143,13 @@ func otelWorkload(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, k *aggregat
 	if v.Refused > 0 {
 		mb.RecordSystemNetworkTCPResetsDataPoint(ts, int64(v.Refused), dir, nt, w, kind, ns, metadata.AttributeTCPCloseCauseRefused, addr, port)
 	}
+	// Only the series of a namespace's listener counters has them.
+	if v.ListenOverflows > 0 {
+		mb.RecordSystemNetworkTCPAcceptQueueOverflowsDataPoint(ts, int64(v.ListenOverflows))
+	}
+	if v.ListenDrops > 0 {
+		mb.RecordSystemNetworkTCPListenDropsDataPoint(ts, int64(v.ListenDrops))
+	}
 	for t, n := range v.RetransmitsByType {
 		if n > 0 {
 			mb.RecordSystemNetworkTCPRetransmitsDataPoint(ts, int64(n), dir, nt, w, kind, ns, RetransmitType(bpf.RetransmitType(t)), addr, port)
