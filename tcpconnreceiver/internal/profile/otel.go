@@ -39,21 +39,38 @@ const (
 	svcNamespace
 )
 
+// The otel profile's histograms, built by hand (mdatagen builds none):
+// their names, also their switches under metrics:.
+const (
+	HistogramConnectionDuration = "tcp.connection.duration"
+	HistogramRTT                = "tcp.rtt"
+	HistogramHandshakeDuration  = "system.network.tcp.handshake.duration"
+)
+
+// otelHistograms are the workload view's histograms.
+var otelHistograms = []Histogram{
+	{Name: HistogramConnectionDuration, Description: "otel profile: how long connections lived, observed at close.", Unit: "s",
+		Bounds: aggregate.DurationBounds, Of: func(s *aggregate.Series) *aggregate.Histogram { return &s.Duration }},
+	{Name: HistogramRTT, Description: "otel profile: smoothed round-trip time of connections (tcp_sock.srtt_us >> 3), observed at each report of a live connection and at close.", Unit: "s",
+		Bounds: aggregate.RTTBounds, Of: func(s *aggregate.Series) *aggregate.Histogram { return &s.RTT }},
+	{Name: HistogramHandshakeDuration, Description: "otel profile: how long handshakes took, observed at open: outbound (client), connect to established; inbound (server), the SYN-ACK's round trip (the closest the kernel keeps). The name is the OpenTelemetry proposal's (semantic-conventions#3682); its network.tcp.handshake.role is the direction here (outbound: client, inbound: server).", Unit: "s",
+		Bounds: aggregate.HandshakeBounds, Of: func(s *aggregate.Series) *aggregate.Histogram { return &s.Handshake }},
+}
+
 func otel(opts Options) *Profile {
 	p := &Profile{LocalResource: otelResource, LocalKey: otelLocalKey}
 	if opts.Workload {
+		var hs []Histogram
+		for _, h := range otelHistograms {
+			if opts.Histograms && (opts.HistogramEnabled == nil || opts.HistogramEnabled(h.Name)) {
+				hs = append(hs, h)
+			}
+		}
 		p.Views = append(p.Views, View{
-			ViewSpec: aggregate.ViewSpec{Kind: aggregate.ViewWorkload, Project: otelWorkloadKey, Histograms: opts.Histograms,
+			ViewSpec: aggregate.ViewSpec{Kind: aggregate.ViewWorkload, Project: otelWorkloadKey, Histograms: len(hs) > 0,
 				PeerAddr: optedIn(opts.Metrics, "peer.address"), PeerPort: optedIn(opts.Metrics, "peer.port")},
 			Record: otelWorkload, RecordOpen: otelOpen,
-			Histograms: []Histogram{
-				{Name: "tcp.connection.duration", Description: "otel profile: how long connections lived, observed at close.", Unit: "s",
-					Bounds: aggregate.DurationBounds, Of: func(s *aggregate.Series) *aggregate.Histogram { return &s.Duration }},
-				{Name: "tcp.rtt", Description: "otel profile: smoothed round-trip time of connections (tcp_sock.srtt_us >> 3), observed at each report of a live connection and at close.", Unit: "s",
-					Bounds: aggregate.RTTBounds, Of: func(s *aggregate.Series) *aggregate.Histogram { return &s.RTT }},
-				{Name: "system.network.tcp.handshake.duration", Description: "otel profile: how long handshakes took, observed at open: outbound (client), connect to established; inbound (server), the SYN-ACK's round trip (the closest the kernel keeps). The name is the OpenTelemetry proposal's (semantic-conventions#3682); its network.tcp.handshake.role is the direction here (outbound: client, inbound: server).", Unit: "s",
-					Bounds: aggregate.HandshakeBounds, Of: func(s *aggregate.Series) *aggregate.Histogram { return &s.Handshake }},
-			},
+			Histograms:          hs,
 			HistogramAttributes: otelHistogramAttributes,
 		})
 	}

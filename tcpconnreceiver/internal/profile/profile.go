@@ -27,8 +27,10 @@ type Options struct {
 	// Workload and Service turn the views on (istio has one family and
 	// ignores them).
 	Workload, Service bool
-	// Histograms adds the otel profile's duration and RTT histograms.
-	Histograms bool
+	// Histograms adds the otel profile's histograms; HistogramEnabled,
+	// when set, switches each by name (HistogramConnectionDuration, ...).
+	Histograms       bool
+	HistogramEnabled func(name string) bool
 	// Metrics are the metrics' switches: the otel workload metrics' opt-in
 	// attributes (peer.address, peer.port) widen the workload view's key.
 	Metrics *metadata.MetricsBuilderConfig
