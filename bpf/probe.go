@@ -47,6 +47,10 @@ type Probe struct {
 	// them; listenErr what it failed to read.
 	listen    []ListenStats
 	listenErr error
+	// backlogs: the listening sockets' accept queues the last walk saw;
+	// nsAddr the address of the namespace being walked.
+	backlogs []Backlog
+	nsAddr   netip.Addr
 }
 
 // Load checks the kernel and privileges, loads the probe and attaches it.

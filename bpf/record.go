@@ -15,6 +15,9 @@ const (
 	KindClose   = Kind(tcpconnTcpconnKindTCPCONN_KIND_CLOSE)
 	KindFailure = Kind(tcpconnTcpconnKindTCPCONN_KIND_FAILURE)
 	KindUpdate  = Kind(tcpconnTcpconnKindTCPCONN_KIND_UPDATE)
+	// KindListen: a listening socket, from the walk (see Probe.Backlogs):
+	// never handed to Walk's visitor.
+	KindListen = Kind(tcpconnTcpconnKindTCPCONN_KIND_LISTEN)
 )
 
 // String returns the kind as used in event names (tcp.connection.<kind>).
@@ -28,6 +31,8 @@ func (k Kind) String() string {
 		return "failure"
 	case KindUpdate:
 		return "update"
+	case KindListen:
+		return "listen"
 	}
 	return "unknown"
 }
@@ -178,6 +183,11 @@ type Record struct {
 	ClientISN, ServerISN uint32
 	ISNKnown             bool
 
+	// AcceptQueue and AcceptQueueLimit: listen records, the connections
+	// waiting in the accept queue (sk_ack_backlog) and its limit, the
+	// listen() backlog (sk_max_ack_backlog).
+	AcceptQueue, AcceptQueueLimit uint32
+
 	NetNS uint32
 	PID   uint32
 	Comm  [16]byte
@@ -296,6 +306,19 @@ type Refused struct {
 	Count uint64 // cumulative since the probe started
 }
 
+// Backlog is one listening socket's accept queue, as a walk saw it.
+type Backlog struct {
+	NetNS uint32
+	// Local is the listening address; for a socket listening on any
+	// address, an address of its namespace (ListenStats.Local), or
+	// unspecified when the namespace has none.
+	Local netip.Addr
+	Port  uint16
+	// Queued connections wait for accept(); Limit is the listen() backlog
+	// (the queue holds up to Limit + 1).
+	Queued, Limit uint32
+}
+
 // rawEventSize is the size of the C struct tcpconn_event.
 const rawEventSize = int(unsafe.Sizeof(tcpconnTcpconnEvent{}))
 
@@ -367,6 +390,7 @@ func (d *decoder) decode(raw []byte, rec *Record) bool {
 	rec.SegsIn = ev.SegsIn
 	rec.SegsOut = ev.SegsOut
 	rec.RetransmitsByType = ev.Retrans
+	rec.AcceptQueue, rec.AcceptQueueLimit = ev.AckBacklog, ev.MaxAckBacklog
 	rec.SRTT = time.Duration(ev.SrttUs) * time.Microsecond
 	rec.RTTMin = 0
 	if ev.RttMinUs != noRTTSample {

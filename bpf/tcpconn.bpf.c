@@ -313,6 +313,8 @@ static __always_inline void fill(bool btf, struct tcpconn_event *e, struct sock 
 	e->rttvar_us = RD(btf, tp, mdev_us) >> 2;
 	e->rtt_min_us = RD(btf, tp, rtt_min.s[0].v);
 	__builtin_memset(e->retrans, 0, sizeof(e->retrans));
+	e->ack_backlog = 0;
+	e->max_ack_backlog = 0;
 	if (btf && sk->sk_bpf_storage) {
 		struct retrans *r = bpf_sk_storage_get(&retrans, sk, 0, 0);
 		if (r)
@@ -815,12 +817,19 @@ int tcpconn_report(struct bpf_iter__tcp *ctx)
 	struct sock *sk = &tp->inet_conn.icsk_inet.sk;
 	int state = skc->skc_state;
 	/* Handshakes in progress are reported by their open or failure. */
-	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_LISTEN || state == TCP_CLOSE)
+	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_CLOSE)
 		return 0;
 	__u16 family = skc->skc_family;
 	if (family != TCPCONN_AF_INET && family != TCPCONN_AF_INET6)
 		return 0;
-	fill(true, &e, sk, tp, TCPCONN_KIND_UPDATE, state, state, family, bpf_ktime_get_boot_ns());
+	__u8 kind = state == TCP_LISTEN ? TCPCONN_KIND_LISTEN : TCPCONN_KIND_UPDATE;
+	fill(true, &e, sk, tp, kind, state, state, family, bpf_ktime_get_boot_ns());
+	e.ack_backlog = 0;
+	e.max_ack_backlog = 0;
+	if (kind == TCPCONN_KIND_LISTEN) {
+		e.ack_backlog = sk->sk_ack_backlog;
+		e.max_ack_backlog = sk->sk_max_ack_backlog;
+	}
 	bpf_seq_write(ctx->meta->seq, &e, sizeof(e));
 	return 0;
 }

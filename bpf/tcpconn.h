@@ -21,6 +21,7 @@ enum tcpconn_kind {
 	TCPCONN_KIND_CLOSE = 2,   /* an established connection ended (-> CLOSE) */
 	TCPCONN_KIND_FAILURE = 3, /* a handshake never completed (SYN_SENT/SYN_RECV -> CLOSE) */
 	TCPCONN_KIND_UPDATE = 4,  /* periodic report of a live connection */
+	TCPCONN_KIND_LISTEN = 5,  /* the walk's report of a listening socket: its accept queue */
 };
 
 /* Direction, seen from the local end. */
@@ -97,6 +98,8 @@ struct tcpconn_event {
 	__u32 snd_base;    /* snd_una - bytes_acked: the local ISN, + 1 for a listener's child */
 	__u32 rcv_base;    /* rcv_nxt - bytes_received: the peer's ISN + 1 */
 	__u32 retrans[TCPCONN_RETRANS_TYPES]; /* segments retransmitted, by enum tcpconn_retrans_type (tp_btf) */
+	__u32 ack_backlog;     /* listen records: connections in the accept queue (sk_ack_backlog) */
+	__u32 max_ack_backlog; /* listen records: its limit, the listen() backlog (sk_max_ack_backlog) */
 	__u8 saddr[16];    /* local address: 4 bytes for AF_INET, 16 for AF_INET6 */
 	__u8 daddr[16];    /* peer address */
 	__u16 sport;       /* local port, host order */

@@ -65,6 +65,8 @@ type tcpconnTcpconnEvent struct {
 	SndBase       uint32
 	RcvBase       uint32
 	Retrans       [5]uint32
+	AckBacklog    uint32
+	MaxAckBacklog uint32
 	Saddr         [16]uint8
 	Daddr         [16]uint8
 	Sport         uint16
@@ -112,6 +114,7 @@ const (
 	tcpconnTcpconnKindTCPCONN_KIND_CLOSE   tcpconnTcpconnKind = 2
 	tcpconnTcpconnKindTCPCONN_KIND_FAILURE tcpconnTcpconnKind = 3
 	tcpconnTcpconnKindTCPCONN_KIND_UPDATE  tcpconnTcpconnKind = 4
+	tcpconnTcpconnKindTCPCONN_KIND_LISTEN  tcpconnTcpconnKind = 5
 )
 
 type tcpconnTcpconnRefusedKey struct {

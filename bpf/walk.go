@@ -59,13 +59,15 @@ func (p *Probe) walk(visit func(*Record), directions bool) (int, error) {
 		p.walkBuf = make([]byte, walkBufRecords*rawEventSize)
 	}
 	n := 0
-	p.listen, p.listenErr = p.listen[:0], nil
+	p.listen, p.listenErr, p.backlogs = p.listen[:0], nil, p.backlogs[:0]
 	err := inEachNetns(func(ns string) error {
-		if ls, err := readListenStats(); err != nil {
+		ls, err := readListenStats()
+		if err != nil {
 			p.listenErr = errors.Join(p.listenErr, fmt.Errorf("%s: %w", ns, err))
 		} else {
 			p.listen = append(p.listen, ls)
 		}
+		p.nsAddr = ls.Local
 		var l *Listeners
 		if directions {
 			// Without them the namespace's adopted connections stay
@@ -102,6 +104,10 @@ func (p *Probe) walkNetns(visit func(*Record), l *Listeners) (int, error) {
 		off := 0
 		for ; off+rawEventSize <= pending; off += rawEventSize {
 			if p.dec.decode(buf[off:off+rawEventSize], &p.walkRec) {
+				if p.walkRec.Kind == KindListen {
+					p.addBacklog(&p.walkRec)
+					continue
+				}
 				if l != nil && p.walkRec.Direction == DirectionUnknown {
 					p.walkRec.Direction = l.Direction(p.walkRec.LocalAddr, p.walkRec.LocalPort)
 				}
@@ -116,6 +122,23 @@ func (p *Probe) walkNetns(visit func(*Record), l *Listeners) (int, error) {
 		if err != nil {
 			return n, err
 		}
+	}
+}
+
+// addBacklog keeps a listening socket's accept queue for Backlogs.
+func (p *Probe) addBacklog(r *Record) {
+	b := Backlog{NetNS: r.NetNS, Local: r.LocalAddr, Port: r.LocalPort, Queued: r.AcceptQueue, Limit: r.AcceptQueueLimit}
+	if b.Local.IsUnspecified() && p.nsAddr.IsValid() {
+		b.Local = p.nsAddr
+	}
+	p.backlogs = append(p.backlogs, b)
+}
+
+// Backlogs calls fn with each listening socket's accept queue as the last
+// walk saw it (none before the first).
+func (p *Probe) Backlogs(fn func(Backlog)) {
+	for _, b := range p.backlogs {
+		fn(b)
 	}
 }
 
