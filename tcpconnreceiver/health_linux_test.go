@@ -355,3 +355,69 @@ func TestKernelListenOverflows(t *testing.T) {
 	assert.Equal(t, drops, sumForResource(md, "system.network.tcp.listen.drops", "k8s.deployment.name", "server"))
 	assert.Zero(t, sumForResource(md, "system.network.tcp.accept_queue.overflows", "k8s.deployment.name", "client"))
 }
+
+// TestKernelAcceptQueue: a listener with a backlog of 1 that never accepts
+// holds two connections: the server pod's accept_queue.size is 2 and its
+// .limit 1 on server.port 7330, as the walks before the final flush saw.
+func TestKernelAcceptQueue(t *testing.T) {
+	pair := netnstest.NewPair(t, healthOctet)
+	cfg := createDefaultConfig()
+	cfg.Probe.LockFile = filepath.Join(t.TempDir(), "lock")
+	cfg.FlushInterval = time.Hour
+	cfg.ReportInterval = 100 * time.Millisecond
+	cfg.Filter.IncludeCIDRs = []string{pair.ServerIP.String() + "/24"}
+	names := staticResolver{
+		netip.AddrPortFrom(pair.ClientIP, 0): {Workload: "client", WorkloadKind: "Deployment", Namespace: "a"},
+		netip.AddrPortFrom(pair.ServerIP, 0): {Workload: "server", WorkloadKind: "Deployment", Namespace: "b"},
+	}
+	metrics, logs := new(consumertest.MetricsSink), new(consumertest.LogsSink)
+	r := startKernelReceiver(t, cfg, names, metrics, logs)
+
+	var lfd int
+	require.NoError(t, pair.Server.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		lfd = fd
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: 7330}); err != nil {
+			return err
+		}
+		return unix.Listen(fd, 1)
+	}))
+	defer unix.Close(lfd)
+	for range 2 {
+		c, err := pair.Client.Dial(context.Background(), netip.AddrPortFrom(pair.ServerIP, 7330).String())
+		require.NoError(t, err)
+		defer c.Close()
+	}
+	time.Sleep(400 * time.Millisecond) // report walks see the queue
+	require.NoError(t, r.Shutdown(context.Background()))
+
+	gauge := func(name string) (v int64, found bool) {
+		md := metrics.AllMetrics()[len(metrics.AllMetrics())-1]
+		rms := md.ResourceMetrics()
+		for i := range rms.Len() {
+			if w, ok := rms.At(i).Resource().Attributes().Get("k8s.deployment.name"); !ok || w.Str() != "server" {
+				continue
+			}
+			forEachMetric(pmetricOf(rms.At(i)), func(m pmetric.Metric) {
+				if m.Name() != name {
+					return
+				}
+				for d := range m.Gauge().DataPoints().Len() {
+					dp := m.Gauge().DataPoints().At(d)
+					if p, _ := dp.Attributes().Get("server.port"); p.Int() == 7330 {
+						v, found = v+dp.IntValue(), true
+					}
+				}
+			})
+		}
+		return v, found
+	}
+	size, ok := gauge("system.network.tcp.accept_queue.size")
+	require.True(t, ok, "the server pod's listener on 7330")
+	assert.Equal(t, int64(2), size)
+	limit, _ := gauge("system.network.tcp.accept_queue.limit")
+	assert.Equal(t, int64(1), limit)
+}

@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tcpconn/tcpconn/bpf"
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/metricemit"
 )
 
 // readLoop is the only reader of the probe; it ends when the probe is
@@ -82,6 +83,7 @@ func (r *tcpconnReceiver) walk(baseline bool) (int, error) {
 		r.agg.Forget(gone)
 		r.countRefused()
 		r.countListen(baseline)
+		r.keepBacklogs()
 	}
 	r.lostConns.Store(r.track.Lost())
 	return n, err
@@ -154,6 +156,29 @@ func (r *tcpconnReceiver) countListen(baseline bool) {
 		r.set.Logger.Warn("read listener counters", zap.Error(err))
 	}
 	r.listen = next
+}
+
+// keepBacklogs keys the listening sockets' accept queues of this walk by
+// their pod, for the next flush (see metricemit.Backlog).
+func (r *tcpconnReceiver) keepBacklogs() {
+	if r.project == nil {
+		return
+	}
+	now := time.Now()
+	var bs []metricemit.Backlog
+	r.src.Backlogs(func(b bpf.Backlog) {
+		if !b.Local.IsValid() || b.Local.IsUnspecified() || b.Local.IsLoopback() ||
+			!r.filter.Keep(&bpf.Record{LocalAddr: b.Local, PeerAddr: b.Local}) {
+			return // names no pod
+		}
+		c := r.track.ListenerConn(b.Local, now)
+		mb := metricemit.Backlog{Port: b.Port, Queued: b.Queued, Limit: b.Limit}
+		r.project(&c, bpf.ErrorNone, &mb.Key)
+		bs = append(bs, mb)
+	})
+	r.backlogsMu.Lock()
+	r.backlogs = bs
+	r.backlogsMu.Unlock()
 }
 
 // report walks every tracked connection: update records for the metrics

@@ -217,3 +217,58 @@ func TestListenCountersPerPod(t *testing.T) {
 	assert.Equal(t, int64(5+4), findSum(t, md, "system.network.tcp.listen.drops"))
 	assert.Equal(t, int64(3), sumForResource(md, "system.network.tcp.accept_queue.overflows", "k8s.pod.name", "checkout-5d8f-xyz12"))
 }
+
+// TestBacklogsPerPodAndPort: each walk's listening sockets give their
+// pod's system.network.tcp.accept_queue.size and .limit per server.port
+// (sockets of one pod and port added up), also for a pod with no series;
+// a listener whose address names no pod is left out.
+func TestBacklogsPerPodAndPort(t *testing.T) {
+	cfg := createDefaultConfig()
+	cfg.FlushInterval = time.Hour
+	cfg.ReportInterval = 20 * time.Millisecond
+	srv := netip.MustParseAddr("10.1.0.1") // checkout in the fixture's resolver
+	src := &scriptedSource{backlogs: []bpf.Backlog{
+		{NetNS: 1, Local: srv, Port: 8080, Queued: 3, Limit: 128},
+		{NetNS: 1, Local: srv, Port: 8080, Queued: 1, Limit: 128}, // its IPv6 socket
+		{NetNS: 1, Local: srv, Port: 9090, Queued: 0, Limit: 4096},
+		{NetNS: 9, Local: netip.IPv4Unspecified(), Port: 22, Queued: 5, Limit: 5},
+	}}
+	src.setLive()
+	p := startScriptedSource(t, cfg, src, fixedResolver())
+	target := src.walkCount() + 2
+	require.Eventually(t, func() bool { return src.walkCount() >= target }, 5*time.Second, time.Millisecond)
+	p.shutdown(t)
+
+	md := p.metrics.AllMetrics()[0]
+	type point struct {
+		pod  string
+		port int64
+	}
+	got := map[string]map[point]int64{}
+	rms := md.ResourceMetrics()
+	for i := range rms.Len() {
+		pod, _ := rms.At(i).Resource().Attributes().Get("k8s.pod.name")
+		forEachMetric(pmetricOf(rms.At(i)), func(m pmetric.Metric) {
+			if m.Type() != pmetric.MetricTypeGauge {
+				return
+			}
+			for d := range m.Gauge().DataPoints().Len() {
+				dp := m.Gauge().DataPoints().At(d)
+				port, _ := dp.Attributes().Get("server.port")
+				if got[m.Name()] == nil {
+					got[m.Name()] = map[point]int64{}
+				}
+				got[m.Name()][point{pod.Str(), port.Int()}] += dp.IntValue()
+			}
+		})
+	}
+	pod := "checkout-5d8f-xyz12"
+	assert.Equal(t, map[point]int64{{pod, 8080}: 4, {pod, 9090}: 0}, got["system.network.tcp.accept_queue.size"])
+	assert.Equal(t, map[point]int64{{pod, 8080}: 256, {pod, 9090}: 4096}, got["system.network.tcp.accept_queue.limit"])
+}
+
+func pmetricOf(rm pmetric.ResourceMetrics) pmetric.Metrics {
+	md := pmetric.NewMetrics()
+	rm.CopyTo(md.ResourceMetrics().AppendEmpty())
+	return md
+}

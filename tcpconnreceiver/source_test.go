@@ -32,8 +32,18 @@ type scriptedSource struct {
 	refused []bpf.Refused
 	// listeners tell the start-up walk the direction of what it adopts.
 	listeners *bpf.Listeners
-	// listen is what Listen reports.
-	listen []bpf.ListenStats
+	// listen is what Listen reports, backlogs what Backlogs does.
+	listen   []bpf.ListenStats
+	backlogs []bpf.Backlog
+}
+
+func (s *scriptedSource) Backlogs(fn func(bpf.Backlog)) {
+	s.mu.Lock()
+	bs := append([]bpf.Backlog{}, s.backlogs...)
+	s.mu.Unlock()
+	for _, b := range bs {
+		fn(b)
+	}
 }
 
 func (s *scriptedSource) Listen(fn func(bpf.ListenStats)) error {

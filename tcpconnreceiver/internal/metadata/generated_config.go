@@ -1199,6 +1199,54 @@ func (ms *KmeshTCPWorkloadSentBytesMetricConfig) Validate() error {
 	return nil
 }
 
+// SystemNetworkTCPAcceptQueueLimitMetricAttributeKey specifies the key of an attribute for the system.network.tcp.accept_queue.limit metric.
+type SystemNetworkTCPAcceptQueueLimitMetricAttributeKey string
+
+const (
+	SystemNetworkTCPAcceptQueueLimitMetricAttributeKeyServerPort SystemNetworkTCPAcceptQueueLimitMetricAttributeKey = "server.port"
+)
+
+// SystemNetworkTCPAcceptQueueLimitMetricConfig provides config for the system.network.tcp.accept_queue.limit metric.
+type SystemNetworkTCPAcceptQueueLimitMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                               `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []SystemNetworkTCPAcceptQueueLimitMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *SystemNetworkTCPAcceptQueueLimitMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *SystemNetworkTCPAcceptQueueLimitMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case SystemNetworkTCPAcceptQueueLimitMetricAttributeKeyServerPort:
+		default:
+			return fmt.Errorf("metric system.network.tcp.accept_queue.limit doesn't have an attribute %v, valid attributes: [server.port]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
 // SystemNetworkTCPAcceptQueueOverflowsMetricConfig provides config for the system.network.tcp.accept_queue.overflows metric.
 type SystemNetworkTCPAcceptQueueOverflowsMetricConfig struct {
 	Enabled          bool `mapstructure:"enabled"`
@@ -1216,6 +1264,54 @@ func (ms *SystemNetworkTCPAcceptQueueOverflowsMetricConfig) Unmarshal(parser *co
 	}
 
 	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+// SystemNetworkTCPAcceptQueueSizeMetricAttributeKey specifies the key of an attribute for the system.network.tcp.accept_queue.size metric.
+type SystemNetworkTCPAcceptQueueSizeMetricAttributeKey string
+
+const (
+	SystemNetworkTCPAcceptQueueSizeMetricAttributeKeyServerPort SystemNetworkTCPAcceptQueueSizeMetricAttributeKey = "server.port"
+)
+
+// SystemNetworkTCPAcceptQueueSizeMetricConfig provides config for the system.network.tcp.accept_queue.size metric.
+type SystemNetworkTCPAcceptQueueSizeMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                              `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []SystemNetworkTCPAcceptQueueSizeMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *SystemNetworkTCPAcceptQueueSizeMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *SystemNetworkTCPAcceptQueueSizeMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case SystemNetworkTCPAcceptQueueSizeMetricAttributeKeyServerPort:
+		default:
+			return fmt.Errorf("metric system.network.tcp.accept_queue.size doesn't have an attribute %v, valid attributes: [server.port]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
 	return nil
 }
 
@@ -2308,7 +2404,9 @@ type MetricsConfig struct {
 	KmeshTCPWorkloadConnectionsOpened    KmeshTCPWorkloadConnectionsOpenedMetricConfig    `mapstructure:"kmesh_tcp_workload_connections_opened"`
 	KmeshTCPWorkloadReceivedBytes        KmeshTCPWorkloadReceivedBytesMetricConfig        `mapstructure:"kmesh_tcp_workload_received_bytes"`
 	KmeshTCPWorkloadSentBytes            KmeshTCPWorkloadSentBytesMetricConfig            `mapstructure:"kmesh_tcp_workload_sent_bytes"`
+	SystemNetworkTCPAcceptQueueLimit     SystemNetworkTCPAcceptQueueLimitMetricConfig     `mapstructure:"system.network.tcp.accept_queue.limit"`
 	SystemNetworkTCPAcceptQueueOverflows SystemNetworkTCPAcceptQueueOverflowsMetricConfig `mapstructure:"system.network.tcp.accept_queue.overflows"`
+	SystemNetworkTCPAcceptQueueSize      SystemNetworkTCPAcceptQueueSizeMetricConfig      `mapstructure:"system.network.tcp.accept_queue.size"`
 	SystemNetworkTCPListenDrops          SystemNetworkTCPListenDropsMetricConfig          `mapstructure:"system.network.tcp.listen.drops"`
 	SystemNetworkTCPResets               SystemNetworkTCPResetsMetricConfig               `mapstructure:"system.network.tcp.resets"`
 	SystemNetworkTCPRetransmits          SystemNetworkTCPRetransmitsMetricConfig          `mapstructure:"system.network.tcp.retransmits"`
@@ -2424,8 +2522,18 @@ func DefaultMetricsConfig() MetricsConfig {
 			AggregationStrategy: AggregationStrategySum,
 			EnabledAttributes:   []KmeshTCPWorkloadSentBytesMetricAttributeKey{KmeshTCPWorkloadSentBytesMetricAttributeKeyReporter, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceWorkload, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCanonicalService, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCanonicalRevision, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceWorkloadNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeySourcePrincipal, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceApp, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceVersion, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCluster, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodAddress, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodName, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationWorkload, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCanonicalService, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPrincipal, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationApp, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationVersion, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCluster, KmeshTCPWorkloadSentBytesMetricAttributeKeyRequestProtocol, KmeshTCPWorkloadSentBytesMetricAttributeKeyResponseFlags, KmeshTCPWorkloadSentBytesMetricAttributeKeyConnectionSecurityPolicy},
 		},
+		SystemNetworkTCPAcceptQueueLimit: SystemNetworkTCPAcceptQueueLimitMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategyAvg,
+			EnabledAttributes:   []SystemNetworkTCPAcceptQueueLimitMetricAttributeKey{SystemNetworkTCPAcceptQueueLimitMetricAttributeKeyServerPort},
+		},
 		SystemNetworkTCPAcceptQueueOverflows: SystemNetworkTCPAcceptQueueOverflowsMetricConfig{
 			Enabled: true,
+		},
+		SystemNetworkTCPAcceptQueueSize: SystemNetworkTCPAcceptQueueSizeMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategyAvg,
+			EnabledAttributes:   []SystemNetworkTCPAcceptQueueSizeMetricAttributeKey{SystemNetworkTCPAcceptQueueSizeMetricAttributeKeyServerPort},
 		},
 		SystemNetworkTCPListenDrops: SystemNetworkTCPListenDropsMetricConfig{
 			Enabled: true,

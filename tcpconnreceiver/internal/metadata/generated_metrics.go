@@ -344,8 +344,16 @@ var MetricsInfo = metricsInfo{
 		Name:       "kmesh_tcp_workload_sent_bytes",
 		Attributes: []string{"reporter", "source_workload", "source_canonical_service", "source_canonical_revision", "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster", "destination_pod_address", "destination_pod_namespace", "destination_pod_name", "destination_workload", "destination_canonical_service", "destination_canonical_revision", "destination_workload_namespace", "destination_principal", "destination_app", "destination_version", "destination_cluster", "request_protocol", "response_flags", "connection_security_policy"},
 	},
+	SystemNetworkTCPAcceptQueueLimit: metricInfo{
+		Name:       "system.network.tcp.accept_queue.limit",
+		Attributes: []string{"server.port"},
+	},
 	SystemNetworkTCPAcceptQueueOverflows: metricInfo{
 		Name: "system.network.tcp.accept_queue.overflows",
+	},
+	SystemNetworkTCPAcceptQueueSize: metricInfo{
+		Name:       "system.network.tcp.accept_queue.size",
+		Attributes: []string{"server.port"},
 	},
 	SystemNetworkTCPListenDrops: metricInfo{
 		Name: "system.network.tcp.listen.drops",
@@ -462,7 +470,9 @@ type metricsInfo struct {
 	KmeshTCPWorkloadConnectionsOpened    metricInfo
 	KmeshTCPWorkloadReceivedBytes        metricInfo
 	KmeshTCPWorkloadSentBytes            metricInfo
+	SystemNetworkTCPAcceptQueueLimit     metricInfo
 	SystemNetworkTCPAcceptQueueOverflows metricInfo
+	SystemNetworkTCPAcceptQueueSize      metricInfo
 	SystemNetworkTCPListenDrops          metricInfo
 	SystemNetworkTCPResets               metricInfo
 	SystemNetworkTCPRetransmits          metricInfo
@@ -3165,6 +3175,95 @@ func newMetricKmeshTCPWorkloadSentBytes(cfg KmeshTCPWorkloadSentBytesMetricConfi
 	return m
 }
 
+type metricSystemNetworkTCPAcceptQueueLimit struct {
+	data          pmetric.Metric                               // data buffer for generated metric.
+	config        SystemNetworkTCPAcceptQueueLimitMetricConfig // metric config provided by user.
+	capacity      int                                          // max observed number of data points added to the metric.
+	aggDataPoints []int64                                      // slice containing number of aggregated datapoints at each index
+}
+
+// init fills system.network.tcp.accept_queue.limit metric with initial data.
+func (m *metricSystemNetworkTCPAcceptQueueLimit) init() {
+	m.data.SetName("system.network.tcp.accept_queue.limit")
+	m.data.SetDescription("otel profile: the accept-queue limit of the local pod's listening sockets, per port (the listen() backlog, sk_max_ack_backlog; the queue holds one more), as the last report walk saw it (report_interval, tp_btf mode). Sockets of one pod on one port (IPv4 and IPv6) are added up. Ours: the proposal has no such metric.")
+	m.data.SetUnit("{connection}")
+	m.data.SetEmptyGauge()
+	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricSystemNetworkTCPAcceptQueueLimit) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, serverPortAttributeValue int64) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPAcceptQueueLimitMetricAttributeKeyServerPort) {
+		dp.Attributes().PutInt("server.port", serverPortAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Gauge().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricSystemNetworkTCPAcceptQueueLimit) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricSystemNetworkTCPAcceptQueueLimit) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Gauge().DataPoints().At(i).SetIntValue(m.data.Gauge().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricSystemNetworkTCPAcceptQueueLimit(cfg SystemNetworkTCPAcceptQueueLimitMetricConfig) metricSystemNetworkTCPAcceptQueueLimit {
+	m := metricSystemNetworkTCPAcceptQueueLimit{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricSystemNetworkTCPAcceptQueueOverflows struct {
 	data     pmetric.Metric                                   // data buffer for generated metric.
 	config   SystemNetworkTCPAcceptQueueOverflowsMetricConfig // metric config provided by user.
@@ -3209,6 +3308,95 @@ func (m *metricSystemNetworkTCPAcceptQueueOverflows) emit(metrics pmetric.Metric
 
 func newMetricSystemNetworkTCPAcceptQueueOverflows(cfg SystemNetworkTCPAcceptQueueOverflowsMetricConfig) metricSystemNetworkTCPAcceptQueueOverflows {
 	m := metricSystemNetworkTCPAcceptQueueOverflows{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricSystemNetworkTCPAcceptQueueSize struct {
+	data          pmetric.Metric                              // data buffer for generated metric.
+	config        SystemNetworkTCPAcceptQueueSizeMetricConfig // metric config provided by user.
+	capacity      int                                         // max observed number of data points added to the metric.
+	aggDataPoints []int64                                     // slice containing number of aggregated datapoints at each index
+}
+
+// init fills system.network.tcp.accept_queue.size metric with initial data.
+func (m *metricSystemNetworkTCPAcceptQueueSize) init() {
+	m.data.SetName("system.network.tcp.accept_queue.size")
+	m.data.SetDescription("otel profile: connections waiting in the accept queue of the local pod's listening sockets, per port (sk_ack_backlog: handshakes completed, not yet accept()ed), as the last report walk saw it; against system.network.tcp.accept_queue.limit. Ours: the proposal has no such metric.")
+	m.data.SetUnit("{connection}")
+	m.data.SetEmptyGauge()
+	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricSystemNetworkTCPAcceptQueueSize) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, serverPortAttributeValue int64) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPAcceptQueueSizeMetricAttributeKeyServerPort) {
+		dp.Attributes().PutInt("server.port", serverPortAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Gauge().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricSystemNetworkTCPAcceptQueueSize) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricSystemNetworkTCPAcceptQueueSize) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Gauge().DataPoints().At(i).SetIntValue(m.data.Gauge().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricSystemNetworkTCPAcceptQueueSize(cfg SystemNetworkTCPAcceptQueueSizeMetricConfig) metricSystemNetworkTCPAcceptQueueSize {
+	m := metricSystemNetworkTCPAcceptQueueSize{config: cfg}
 
 	if cfg.Enabled {
 		m.data = pmetric.NewMetric()
@@ -5481,7 +5669,9 @@ type MetricsBuilder struct {
 	metricKmeshTCPWorkloadConnectionsOpened    metricKmeshTCPWorkloadConnectionsOpened
 	metricKmeshTCPWorkloadReceivedBytes        metricKmeshTCPWorkloadReceivedBytes
 	metricKmeshTCPWorkloadSentBytes            metricKmeshTCPWorkloadSentBytes
+	metricSystemNetworkTCPAcceptQueueLimit     metricSystemNetworkTCPAcceptQueueLimit
 	metricSystemNetworkTCPAcceptQueueOverflows metricSystemNetworkTCPAcceptQueueOverflows
+	metricSystemNetworkTCPAcceptQueueSize      metricSystemNetworkTCPAcceptQueueSize
 	metricSystemNetworkTCPListenDrops          metricSystemNetworkTCPListenDrops
 	metricSystemNetworkTCPResets               metricSystemNetworkTCPResets
 	metricSystemNetworkTCPRetransmits          metricSystemNetworkTCPRetransmits
@@ -5550,7 +5740,9 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricKmeshTCPWorkloadConnectionsOpened:    newMetricKmeshTCPWorkloadConnectionsOpened(mbc.Metrics.KmeshTCPWorkloadConnectionsOpened),
 		metricKmeshTCPWorkloadReceivedBytes:        newMetricKmeshTCPWorkloadReceivedBytes(mbc.Metrics.KmeshTCPWorkloadReceivedBytes),
 		metricKmeshTCPWorkloadSentBytes:            newMetricKmeshTCPWorkloadSentBytes(mbc.Metrics.KmeshTCPWorkloadSentBytes),
+		metricSystemNetworkTCPAcceptQueueLimit:     newMetricSystemNetworkTCPAcceptQueueLimit(mbc.Metrics.SystemNetworkTCPAcceptQueueLimit),
 		metricSystemNetworkTCPAcceptQueueOverflows: newMetricSystemNetworkTCPAcceptQueueOverflows(mbc.Metrics.SystemNetworkTCPAcceptQueueOverflows),
+		metricSystemNetworkTCPAcceptQueueSize:      newMetricSystemNetworkTCPAcceptQueueSize(mbc.Metrics.SystemNetworkTCPAcceptQueueSize),
 		metricSystemNetworkTCPListenDrops:          newMetricSystemNetworkTCPListenDrops(mbc.Metrics.SystemNetworkTCPListenDrops),
 		metricSystemNetworkTCPResets:               newMetricSystemNetworkTCPResets(mbc.Metrics.SystemNetworkTCPResets),
 		metricSystemNetworkTCPRetransmits:          newMetricSystemNetworkTCPRetransmits(mbc.Metrics.SystemNetworkTCPRetransmits),
@@ -5744,7 +5936,9 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricKmeshTCPWorkloadConnectionsOpened.emit(ils.Metrics())
 	mb.metricKmeshTCPWorkloadReceivedBytes.emit(ils.Metrics())
 	mb.metricKmeshTCPWorkloadSentBytes.emit(ils.Metrics())
+	mb.metricSystemNetworkTCPAcceptQueueLimit.emit(ils.Metrics())
 	mb.metricSystemNetworkTCPAcceptQueueOverflows.emit(ils.Metrics())
+	mb.metricSystemNetworkTCPAcceptQueueSize.emit(ils.Metrics())
 	mb.metricSystemNetworkTCPListenDrops.emit(ils.Metrics())
 	mb.metricSystemNetworkTCPResets.emit(ils.Metrics())
 	mb.metricSystemNetworkTCPRetransmits.emit(ils.Metrics())
@@ -5887,9 +6081,19 @@ func (mb *MetricsBuilder) RecordKmeshTCPWorkloadSentBytesDataPoint(ts pcommon.Ti
 	mb.metricKmeshTCPWorkloadSentBytes.recordDataPoint(mb.startTime, ts, val, reporterAttributeValue.String(), sourceWorkloadAttributeValue, sourceCanonicalServiceAttributeValue, sourceCanonicalRevisionAttributeValue, sourceWorkloadNamespaceAttributeValue, sourcePrincipalAttributeValue, sourceAppAttributeValue, sourceVersionAttributeValue, sourceClusterAttributeValue, destinationPodAddressAttributeValue, destinationPodNamespaceAttributeValue, destinationPodNameAttributeValue, destinationWorkloadAttributeValue, destinationCanonicalServiceAttributeValue, destinationCanonicalRevisionAttributeValue, destinationWorkloadNamespaceAttributeValue, destinationPrincipalAttributeValue, destinationAppAttributeValue, destinationVersionAttributeValue, destinationClusterAttributeValue, requestProtocolAttributeValue, responseFlagsAttributeValue, connectionSecurityPolicyAttributeValue)
 }
 
+// RecordSystemNetworkTCPAcceptQueueLimitDataPoint adds a data point to system.network.tcp.accept_queue.limit metric.
+func (mb *MetricsBuilder) RecordSystemNetworkTCPAcceptQueueLimitDataPoint(ts pcommon.Timestamp, val int64, serverPortAttributeValue int64) {
+	mb.metricSystemNetworkTCPAcceptQueueLimit.recordDataPoint(mb.startTime, ts, val, serverPortAttributeValue)
+}
+
 // RecordSystemNetworkTCPAcceptQueueOverflowsDataPoint adds a data point to system.network.tcp.accept_queue.overflows metric.
 func (mb *MetricsBuilder) RecordSystemNetworkTCPAcceptQueueOverflowsDataPoint(ts pcommon.Timestamp, val int64) {
 	mb.metricSystemNetworkTCPAcceptQueueOverflows.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordSystemNetworkTCPAcceptQueueSizeDataPoint adds a data point to system.network.tcp.accept_queue.size metric.
+func (mb *MetricsBuilder) RecordSystemNetworkTCPAcceptQueueSizeDataPoint(ts pcommon.Timestamp, val int64, serverPortAttributeValue int64) {
+	mb.metricSystemNetworkTCPAcceptQueueSize.recordDataPoint(mb.startTime, ts, val, serverPortAttributeValue)
 }
 
 // RecordSystemNetworkTCPListenDropsDataPoint adds a data point to system.network.tcp.listen.drops metric.

@@ -84,6 +84,8 @@ func TestMetricsBuilder(t *testing.T) {
 			aggMap["kmesh_tcp_workload_connections_opened"] = mb.metricKmeshTCPWorkloadConnectionsOpened.config.AggregationStrategy
 			aggMap["kmesh_tcp_workload_received_bytes"] = mb.metricKmeshTCPWorkloadReceivedBytes.config.AggregationStrategy
 			aggMap["kmesh_tcp_workload_sent_bytes"] = mb.metricKmeshTCPWorkloadSentBytes.config.AggregationStrategy
+			aggMap["system.network.tcp.accept_queue.limit"] = mb.metricSystemNetworkTCPAcceptQueueLimit.config.AggregationStrategy
+			aggMap["system.network.tcp.accept_queue.size"] = mb.metricSystemNetworkTCPAcceptQueueSize.config.AggregationStrategy
 			aggMap["system.network.tcp.resets"] = mb.metricSystemNetworkTCPResets.config.AggregationStrategy
 			aggMap["system.network.tcp.retransmits"] = mb.metricSystemNetworkTCPRetransmits.config.AggregationStrategy
 			aggMap["tcp.bytes.received"] = mb.metricTCPBytesReceived.config.AggregationStrategy
@@ -213,7 +215,19 @@ func TestMetricsBuilder(t *testing.T) {
 			}
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordSystemNetworkTCPAcceptQueueLimitDataPoint(ts, 1, 11)
+			if tt.name == "reaggregate_set" {
+				mb.RecordSystemNetworkTCPAcceptQueueLimitDataPoint(ts, 3, 12)
+			}
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordSystemNetworkTCPAcceptQueueOverflowsDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordSystemNetworkTCPAcceptQueueSizeDataPoint(ts, 1, 11)
+			if tt.name == "reaggregate_set" {
+				mb.RecordSystemNetworkTCPAcceptQueueSizeDataPoint(ts, 3, 12)
+			}
 			defaultMetricsCount++
 			allMetricsCount++
 			mb.RecordSystemNetworkTCPListenDropsDataPoint(ts, 1)
@@ -378,6 +392,8 @@ func TestMetricsBuilder(t *testing.T) {
 				assert.Empty(t, mb.metricKmeshTCPWorkloadConnectionsOpened.aggDataPoints)
 				assert.Empty(t, mb.metricKmeshTCPWorkloadReceivedBytes.aggDataPoints)
 				assert.Empty(t, mb.metricKmeshTCPWorkloadSentBytes.aggDataPoints)
+				assert.Empty(t, mb.metricSystemNetworkTCPAcceptQueueLimit.aggDataPoints)
+				assert.Empty(t, mb.metricSystemNetworkTCPAcceptQueueSize.aggDataPoints)
 				assert.Empty(t, mb.metricSystemNetworkTCPResets.aggDataPoints)
 				assert.Empty(t, mb.metricSystemNetworkTCPRetransmits.aggDataPoints)
 				assert.Empty(t, mb.metricTCPBytesReceived.aggDataPoints)
@@ -3040,6 +3056,46 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("connection_security_policy")
 						assert.False(t, ok)
 					}
+				case "system.network.tcp.accept_queue.limit":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["system.network.tcp.accept_queue.limit"], "Found a duplicate in the metrics slice: system.network.tcp.accept_queue.limit")
+						validatedMetrics["system.network.tcp.accept_queue.limit"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "otel profile: the accept-queue limit of the local pod's listening sockets, per port (the listen() backlog, sk_max_ack_backlog; the queue holds one more), as the last report walk saw it (report_interval, tp_btf mode). Sockets of one pod on one port (IPv4 and IPv6) are added up. Ours: the proposal has no such metric.", mi.Description())
+						assert.Equal(t, "{connection}", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						assert.Equal(t, int64(1), dp.IntValue())
+						serverPortAttrVal, ok := dp.Attributes().Get("server.port")
+						assert.True(t, ok)
+						assert.EqualValues(t, 11, serverPortAttrVal.Int())
+					} else {
+						assert.False(t, validatedMetrics["system.network.tcp.accept_queue.limit"], "Found a duplicate in the metrics slice: system.network.tcp.accept_queue.limit")
+						validatedMetrics["system.network.tcp.accept_queue.limit"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "otel profile: the accept-queue limit of the local pod's listening sockets, per port (the listen() backlog, sk_max_ack_backlog; the queue holds one more), as the last report walk saw it (report_interval, tp_btf mode). Sockets of one pod on one port (IPv4 and IPv6) are added up. Ours: the proposal has no such metric.", mi.Description())
+						assert.Equal(t, "{connection}", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						switch aggMap["system.network.tcp.accept_queue.limit"] {
+						case "sum":
+							assert.Equal(t, int64(4), dp.IntValue())
+						case "avg":
+							assert.Equal(t, int64(2), dp.IntValue())
+						case "min":
+							assert.Equal(t, int64(1), dp.IntValue())
+						case "max":
+							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("server.port")
+						assert.False(t, ok)
+					}
 				case "system.network.tcp.accept_queue.overflows":
 					assert.False(t, validatedMetrics["system.network.tcp.accept_queue.overflows"], "Found a duplicate in the metrics slice: system.network.tcp.accept_queue.overflows")
 					validatedMetrics["system.network.tcp.accept_queue.overflows"] = true
@@ -3054,6 +3110,46 @@ func TestMetricsBuilder(t *testing.T) {
 					assert.Equal(t, ts, dp.Timestamp())
 					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
 					assert.Equal(t, int64(1), dp.IntValue())
+				case "system.network.tcp.accept_queue.size":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["system.network.tcp.accept_queue.size"], "Found a duplicate in the metrics slice: system.network.tcp.accept_queue.size")
+						validatedMetrics["system.network.tcp.accept_queue.size"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "otel profile: connections waiting in the accept queue of the local pod's listening sockets, per port (sk_ack_backlog: handshakes completed, not yet accept()ed), as the last report walk saw it; against system.network.tcp.accept_queue.limit. Ours: the proposal has no such metric.", mi.Description())
+						assert.Equal(t, "{connection}", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						assert.Equal(t, int64(1), dp.IntValue())
+						serverPortAttrVal, ok := dp.Attributes().Get("server.port")
+						assert.True(t, ok)
+						assert.EqualValues(t, 11, serverPortAttrVal.Int())
+					} else {
+						assert.False(t, validatedMetrics["system.network.tcp.accept_queue.size"], "Found a duplicate in the metrics slice: system.network.tcp.accept_queue.size")
+						validatedMetrics["system.network.tcp.accept_queue.size"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "otel profile: connections waiting in the accept queue of the local pod's listening sockets, per port (sk_ack_backlog: handshakes completed, not yet accept()ed), as the last report walk saw it; against system.network.tcp.accept_queue.limit. Ours: the proposal has no such metric.", mi.Description())
+						assert.Equal(t, "{connection}", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						switch aggMap["system.network.tcp.accept_queue.size"] {
+						case "sum":
+							assert.Equal(t, int64(4), dp.IntValue())
+						case "avg":
+							assert.Equal(t, int64(2), dp.IntValue())
+						case "min":
+							assert.Equal(t, int64(1), dp.IntValue())
+						case "max":
+							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("server.port")
+						assert.False(t, ok)
+					}
 				case "system.network.tcp.listen.drops":
 					assert.False(t, validatedMetrics["system.network.tcp.listen.drops"], "Found a duplicate in the metrics slice: system.network.tcp.listen.drops")
 					validatedMetrics["system.network.tcp.listen.drops"] = true

@@ -60,6 +60,7 @@ var otelHistograms = []Histogram{
 func otel(opts Options) *Profile {
 	p := &Profile{LocalResource: otelResource, LocalKey: otelLocalKey}
 	if opts.Workload {
+		p.RecordBacklog = otelBacklog
 		var hs []Histogram
 		for _, h := range otelHistograms {
 			if opts.Histograms && (opts.HistogramEnabled == nil || opts.HistogramEnabled(h.Name)) {
@@ -81,6 +82,12 @@ func otel(opts Options) *Profile {
 		})
 	}
 	return p
+}
+
+// otelBacklog records a local port's accept queue.
+func otelBacklog(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, port uint16, queued, limit int64) {
+	mb.RecordSystemNetworkTCPAcceptQueueSizeDataPoint(ts, queued, int64(port))
+	mb.RecordSystemNetworkTCPAcceptQueueLimitDataPoint(ts, limit, int64(port))
 }
 
 func otelLocal(id *identity.Identity, k *aggregate.Key) {

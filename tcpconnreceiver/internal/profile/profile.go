@@ -45,6 +45,10 @@ type Profile struct {
 	// LocalKey returns the part of a key that names the local end: series
 	// with the same one share a Resource. Used with LocalResource.
 	LocalKey func(k *aggregate.Key) LocalEnd
+	// RecordBacklog records one local port's accept queue (its listening
+	// sockets' queued connections and limit) on the local end's Resource;
+	// nil when the profile has no such metrics. Used with LocalResource.
+	RecordBacklog func(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, port uint16, queued, limit int64)
 }
 
 // LocalEnd is the local end's slots of a key, as a map key.
