@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
@@ -42,6 +43,14 @@ type Probe struct {
 	lock    *nodeLock
 	walkBuf []byte
 	walkRec Record
+	// listen: each namespace's listener counters, as the last walk read
+	// them; listenErr what it failed to read.
+	listen    []ListenStats
+	listenErr error
+	// backlogs: the listening sockets' accept queues the last walk saw;
+	// nsAddr the address of the namespace being walked.
+	backlogs []Backlog
+	nsAddr   netip.Addr
 }
 
 // Load checks the kernel and privileges, loads the probe and attaches it.
@@ -105,8 +114,11 @@ var modeObjects = map[AttachMode]struct {
 	// reset marks sockets that send a reset while open (tcp_send_reset),
 	// for their close record; none in raw_tp mode (no sk_storage there).
 	reset string
+	// retransmit counts each socket's retransmits by type
+	// (tcp_retransmit_skb), for its records; none in raw_tp mode.
+	retransmit string
 }{
-	AttachTPBTF: {prog: tcpconnProgTcpconnBtf, backup: tcpconnProgTcpconnBtfBackup, report: tcpconnProgTcpconnReport, reset: tcpconnProgTcpconnReset},
+	AttachTPBTF: {prog: tcpconnProgTcpconnBtf, backup: tcpconnProgTcpconnBtfBackup, report: tcpconnProgTcpconnReport, reset: tcpconnProgTcpconnReset, retransmit: tcpconnProgTcpconnRetransmit},
 	AttachRawTP: {prog: tcpconnProgTcpconnRaw, backup: tcpconnProgTcpconnRawBackup},
 }
 
@@ -117,10 +129,11 @@ type probeObjects struct {
 	prog, backup *ebpf.Program
 	report       *ebpf.Program // nil in raw_tp mode
 	reset        *ebpf.Program // nil in raw_tp mode
+	retransmit   *ebpf.Program // nil in raw_tp mode
 }
 
 func (o *probeObjects) Close() error {
-	return errors.Join(o.tcpconnMaps.Close(), o.prog.Close(), o.backup.Close(), o.report.Close(), o.reset.Close())
+	return errors.Join(o.tcpconnMaps.Close(), o.prog.Close(), o.backup.Close(), o.report.Close(), o.reset.Close(), o.retransmit.Close())
 }
 
 func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
@@ -133,8 +146,11 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 		return fmt.Errorf("parse embedded probe: %w", err)
 	}
 	names := modeObjects[mode]
+	if names.retransmit != "" && !retransmitHasErr() {
+		names.retransmit = tcpconnProgTcpconnRetransmitSent
+	}
 	for name := range spec.Programs {
-		if name != names.prog && name != names.backup && name != names.report && name != names.reset {
+		if name != names.prog && name != names.backup && name != names.report && name != names.reset && name != names.retransmit {
 			delete(spec.Programs, name)
 		}
 	}
@@ -172,6 +188,7 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 	objs.backup = coll.DetachProgram(names.backup)
 	objs.report = coll.DetachProgram(names.report)
 	objs.reset = coll.DetachProgram(names.reset)
+	objs.retransmit = coll.DetachProgram(names.retransmit)
 	// What is left, the maps of the globals, stays with the programs.
 	coll.Close()
 
@@ -210,6 +227,15 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 		// Before the state-change programs, so that it is detached last.
 		links = append([]link.Link{l}, links...)
 	}
+	if objs.retransmit != nil && !opts.noAttach {
+		l, err := link.AttachTracing(link.TracingOptions{Program: objs.retransmit, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			_ = closeLinks(links)
+			_ = objs.Close()
+			return fmt.Errorf("attach %s tcp_retransmit_skb: %w", mode, err)
+		}
+		links = append([]link.Link{l}, links...)
+	}
 	p.objs, p.links, p.mode = objs, links, mode
 	if objs.report != nil {
 		p.iterErr = p.attachIterators()
@@ -217,6 +243,26 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 		p.iterErr = fmt.Errorf("%w: periodic reports need tp_btf mode", ErrNotSupported)
 	}
 	return nil
+}
+
+// retransmitHasErr says whether the kernel's tcp_retransmit_skb
+// tracepoint passes the retransmit's error (and fires on failures too):
+// its btf_trace_ typedef has the sk, skb, err arguments after the context.
+func retransmitHasErr() bool {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return false
+	}
+	var td *btf.Typedef
+	if err := spec.TypeByName("btf_trace_tcp_retransmit_skb", &td); err != nil {
+		return false
+	}
+	ptr, ok := td.Type.(*btf.Pointer)
+	if !ok {
+		return false
+	}
+	proto, ok := ptr.Target.(*btf.FuncProto)
+	return ok && len(proto.Params) == 4
 }
 
 // attachTracepoint attaches one program to the state-change tracepoint

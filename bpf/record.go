@@ -15,6 +15,9 @@ const (
 	KindClose   = Kind(tcpconnTcpconnKindTCPCONN_KIND_CLOSE)
 	KindFailure = Kind(tcpconnTcpconnKindTCPCONN_KIND_FAILURE)
 	KindUpdate  = Kind(tcpconnTcpconnKindTCPCONN_KIND_UPDATE)
+	// KindListen: a listening socket, from the walk (see Probe.Backlogs):
+	// never handed to Walk's visitor.
+	KindListen = Kind(tcpconnTcpconnKindTCPCONN_KIND_LISTEN)
 )
 
 // String returns the kind as used in event names (tcp.connection.<kind>).
@@ -28,6 +31,8 @@ func (k Kind) String() string {
 		return "failure"
 	case KindUpdate:
 		return "update"
+	case KindListen:
+		return "listen"
 	}
 	return "unknown"
 }
@@ -75,6 +80,44 @@ const (
 	FlagConnected = Flags(tcpconnTcpconnFlagTCPCONN_F_CONNECTED)
 )
 
+// RetransmitType says why a segment was sent again: the probe's enum
+// tcpconn_retrans_type, as bpf2go generates it.
+type RetransmitType uint8
+
+// Retransmit types, in the order of Record.RetransmitsByType.
+const (
+	// RetransmitSYN: the client's SYN (the connect's handshake).
+	RetransmitSYN = RetransmitType(tcpconnTcpconnRetransTypeTCPCONN_RETRANS_SYN)
+	// RetransmitSYNACK: the server's SYN-ACK.
+	RetransmitSYNACK = RetransmitType(tcpconnTcpconnRetransTypeTCPCONN_RETRANS_SYNACK)
+	// RetransmitTimeout: data, after a retransmission timeout.
+	RetransmitTimeout = RetransmitType(tcpconnTcpconnRetransTypeTCPCONN_RETRANS_TIMEOUT)
+	// RetransmitFast: data, in fast recovery (duplicate ACKs, SACK, RACK).
+	RetransmitFast = RetransmitType(tcpconnTcpconnRetransTypeTCPCONN_RETRANS_FAST)
+	// RetransmitTailLossProbe: data, a tail loss probe.
+	RetransmitTailLossProbe = RetransmitType(tcpconnTcpconnRetransTypeTCPCONN_RETRANS_TLP)
+	// RetransmitTypes is how many types there are.
+	RetransmitTypes = int(tcpconnTcpconnRetransTypeTCPCONN_RETRANS_TYPES)
+)
+
+// String is the type as the network.tcp.retransmit.type attribute names
+// it: syn, syn_ack, timeout, fast, tail_loss_probe.
+func (t RetransmitType) String() string {
+	switch t {
+	case RetransmitSYN:
+		return "syn"
+	case RetransmitSYNACK:
+		return "syn_ack"
+	case RetransmitTimeout:
+		return "timeout"
+	case RetransmitFast:
+		return "fast"
+	case RetransmitTailLossProbe:
+		return "tail_loss_probe"
+	}
+	return "unknown"
+}
+
 // Record is one decoded probe event. It holds no pointers into the ring
 // buffer, so a caller may keep it after the next Read.
 type Record struct {
@@ -111,6 +154,12 @@ type Record struct {
 	Lost          uint64
 	SegsIn        uint64
 	SegsOut       uint64
+	// RetransmitsByType splits Retransmits by RetransmitType (tp_btf mode;
+	// all zero in raw_tp mode): the segments the kernel sent again, counted
+	// at each retransmit from the kernel's tcp_retransmit_skb tracepoint
+	// (SYN-ACKs: the request's count, which the server's socket inherits).
+	// Their sum is Retransmits.
+	RetransmitsByType [RetransmitTypes]uint32
 
 	SRTT   time.Duration
 	RTTMin time.Duration
@@ -133,6 +182,11 @@ type Record struct {
 	// unknown on failures and on connections adopted without it. See UID.
 	ClientISN, ServerISN uint32
 	ISNKnown             bool
+
+	// AcceptQueue and AcceptQueueLimit: listen records, the connections
+	// waiting in the accept queue (sk_ack_backlog) and its limit, the
+	// listen() backlog (sk_max_ack_backlog).
+	AcceptQueue, AcceptQueueLimit uint32
 
 	NetNS uint32
 	PID   uint32
@@ -252,6 +306,19 @@ type Refused struct {
 	Count uint64 // cumulative since the probe started
 }
 
+// Backlog is one listening socket's accept queue, as a walk saw it.
+type Backlog struct {
+	NetNS uint32
+	// Local is the listening address; for a socket listening on any
+	// address, an address of its namespace (ListenStats.Local), or
+	// unspecified when the namespace has none.
+	Local netip.Addr
+	Port  uint16
+	// Queued connections wait for accept(); Limit is the listen() backlog
+	// (the queue holds up to Limit + 1).
+	Queued, Limit uint32
+}
+
 // rawEventSize is the size of the C struct tcpconn_event.
 const rawEventSize = int(unsafe.Sizeof(tcpconnTcpconnEvent{}))
 
@@ -322,6 +389,8 @@ func (d *decoder) decode(raw []byte, rec *Record) bool {
 	rec.Lost = ev.Lost
 	rec.SegsIn = ev.SegsIn
 	rec.SegsOut = ev.SegsOut
+	rec.RetransmitsByType = ev.Retrans
+	rec.AcceptQueue, rec.AcceptQueueLimit = ev.AckBacklog, ev.MaxAckBacklog
 	rec.SRTT = time.Duration(ev.SrttUs) * time.Microsecond
 	rec.RTTMin = 0
 	if ev.RttMinUs != noRTTSample {

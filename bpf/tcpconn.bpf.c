@@ -180,6 +180,23 @@ static __always_inline bool reset_was_sent(bool btf, struct sock *sk)
 	return v && *v;
 }
 
+/* Retransmits by type (enum tcpconn_retrans_type), per socket: only
+ * sockets that retransmit get an entry (tcp_retransmit_skb, or a
+ * listener's child whose SYN-ACK was sent again), so fill() of every other
+ * socket finds sk_bpf_storage empty, or holding reset_sent only. Written
+ * under the socket's lock (the retransmit paths, the state change) and
+ * read under it (the state change, the walk). */
+struct retrans {
+	__u32 n[TCPCONN_RETRANS_TYPES];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct retrans);
+} retrans SEC(".maps");
+
 static __always_inline void copy_addr(bool btf, __u8 *dst, const void *src, __u32 len)
 {
 	if (btf) {
@@ -295,6 +312,14 @@ static __always_inline void fill(bool btf, struct tcpconn_event *e, struct sock 
 	e->srtt_us = RD(btf, tp, srtt_us) >> 3;
 	e->rttvar_us = RD(btf, tp, mdev_us) >> 2;
 	e->rtt_min_us = RD(btf, tp, rtt_min.s[0].v);
+	__builtin_memset(e->retrans, 0, sizeof(e->retrans));
+	e->ack_backlog = 0;
+	e->max_ack_backlog = 0;
+	if (btf && sk->sk_bpf_storage) {
+		struct retrans *r = bpf_sk_storage_get(&retrans, sk, 0, 0);
+		if (r)
+			__builtin_memcpy(e->retrans, r->n, sizeof(e->retrans));
+	}
 }
 
 /* reserve takes ring buffer space for one record, counting a drop when
@@ -410,6 +435,17 @@ static __always_inline bool connected(bool btf, struct tcpconn_event *e, struct 
 	return true;
 }
 
+/* synacks_retransmitted keeps a listener's child's SYN-ACK retransmits
+ * (its total_retrans at ESTABLISHED) for its later records. */
+static __always_inline void synacks_retransmitted(struct sock *sk, struct tcpconn_event *e)
+{
+	struct retrans *r = bpf_sk_storage_get(&retrans, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!r)
+		return;
+	r->n[TCPCONN_RETRANS_SYNACK] = e->total_retrans;
+	e->retrans[TCPCONN_RETRANS_SYNACK] = e->total_retrans;
+}
+
 /* interesting is the cheap first test, on the tracepoint's arguments only:
  * of the ten or so state changes of a connection, three matter on the
  * client (SYN_SENT, ESTABLISHED, CLOSE) and two on the server
@@ -468,8 +504,14 @@ static __always_inline void handle(bool btf, struct sock *sk, struct tcp_sock *t
 		 * child accepted before the last ACK has one too, and no entry.) */
 		if (!RD(btf, sk, sk_socket) || !connected(btf, e, sk)) {
 			e->direction = TCPCONN_DIR_INBOUND;
-			if (kind == TCPCONN_KIND_OPEN)
+			if (kind == TCPCONN_KIND_OPEN) {
 				e->start_ns = now;
+				/* A child starts with its request's count of SYN-ACKs
+				 * sent again (req->num_retrans) in total_retrans:
+				 * nothing else was retransmitted yet. */
+				if (btf && e->total_retrans)
+					synacks_retransmitted(sk, e);
+			}
 		}
 	} else if (kind == TCPCONN_KIND_OPEN) {
 		e->flags |= TCPCONN_F_ADOPTED; /* not from a handshake we saw */
@@ -684,6 +726,74 @@ int BPF_PROG(tcpconn_reset, const struct sock *sk, const struct sk_buff *skb, in
 	return 0;
 }
 
+/* A segment retransmitted, counted by type in the socket's retrans entry
+ * by its tcp_skb_pcount: the segments the socket's total_retrans counts.
+ * A SYN in SYN_SENT is the client's SYN, another SYN a SYN-ACK (a
+ * fast-open child, a simultaneous open); data is typed by the congestion
+ * state the kernel retransmits it in: CA_Loss after a retransmission
+ * timeout (the timer's retransmit and the rest of the queue after it),
+ * CA_Recovery in fast recovery, otherwise a tail loss probe (the only
+ * retransmit the kernel sends in Open, Disorder or CWR: fast retransmits
+ * and RACK's reordering timeout enter Recovery first). */
+static __always_inline void count_retransmit(const struct sock *sk, const struct sk_buff *skb)
+{
+	if (!sk || !skb)
+		return;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((struct sock *)sk);
+	if (!tp)
+		return;
+	struct {
+		__u16 segs; /* tcp_gso_segs */
+		__u16 size;
+		__u16 flags; /* tcp_flags */
+	} cb;
+	if (bpf_probe_read_kernel(&cb, sizeof(cb), skb->cb + __builtin_offsetof(struct tcp_skb_cb, tcp_gso_segs)))
+		return;
+	__u32 type;
+	if (cb.flags & 0x02) /* SYN */
+		type = sk->__sk_common.skc_state == TCP_SYN_SENT ? TCPCONN_RETRANS_SYN : TCPCONN_RETRANS_SYNACK;
+	else if (tp->inet_conn.icsk_ca_state == TCP_CA_Loss)
+		type = TCPCONN_RETRANS_TIMEOUT;
+	else if (tp->inet_conn.icsk_ca_state == TCP_CA_Recovery)
+		type = TCPCONN_RETRANS_FAST;
+	else
+		type = TCPCONN_RETRANS_TLP;
+	struct retrans *r = bpf_sk_storage_get(&retrans, (struct sock *)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (r && type < TCPCONN_RETRANS_TYPES)
+		r->n[type] += cb.segs ? cb.segs : 1;
+}
+
+/* Kernels since 6.12 or so fire tcp_retransmit_skb with the retransmit's
+ * error, also where __tcp_retransmit_skb gave up before counting it in
+ * total_retrans (skb still in the host's queue, no route, window closed,
+ * no memory: these errors); a failure after the count (the local stack
+ * could not send it: -ENOBUFS, -EPERM from netfilter) was counted.
+ * (ip_queue_xmit's own -EHOSTUNREACH, after the count, is taken for the
+ * early one: a route lost between the two checks.) */
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tcpconn_retransmit, const struct sock *sk, const struct sk_buff *skb, int err)
+{
+	switch (err) {
+	case -16: /* EBUSY */
+	case -22: /* EINVAL */
+	case -12: /* ENOMEM */
+	case -113: /* EHOSTUNREACH */
+	case -11: /* EAGAIN */
+		return 0;
+	}
+	count_retransmit(sk, skb);
+	return 0;
+}
+
+/* Earlier kernels fire it for retransmits that went out only. The loader
+ * picks this one where the tracepoint has no error argument. */
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tcpconn_retransmit_sent, const struct sock *sk, const struct sk_buff *skb)
+{
+	count_retransmit(sk, skb);
+	return 0;
+}
+
 /* Every report_interval the loader runs this over the TCP sockets of every
  * network namespace: one update record per established connection, idle or
  * not, written to the iterator's seq_file rather than the ring buffer. The
@@ -707,12 +817,19 @@ int tcpconn_report(struct bpf_iter__tcp *ctx)
 	struct sock *sk = &tp->inet_conn.icsk_inet.sk;
 	int state = skc->skc_state;
 	/* Handshakes in progress are reported by their open or failure. */
-	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_LISTEN || state == TCP_CLOSE)
+	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_CLOSE)
 		return 0;
 	__u16 family = skc->skc_family;
 	if (family != TCPCONN_AF_INET && family != TCPCONN_AF_INET6)
 		return 0;
-	fill(true, &e, sk, tp, TCPCONN_KIND_UPDATE, state, state, family, bpf_ktime_get_boot_ns());
+	__u8 kind = state == TCP_LISTEN ? TCPCONN_KIND_LISTEN : TCPCONN_KIND_UPDATE;
+	fill(true, &e, sk, tp, kind, state, state, family, bpf_ktime_get_boot_ns());
+	e.ack_backlog = 0;
+	e.max_ack_backlog = 0;
+	if (kind == TCPCONN_KIND_LISTEN) {
+		e.ack_backlog = sk->sk_ack_backlog;
+		e.max_ack_backlog = sk->sk_max_ack_backlog;
+	}
 	bpf_seq_write(ctx->meta->seq, &e, sizeof(e));
 	return 0;
 }

@@ -21,6 +21,7 @@ enum tcpconn_kind {
 	TCPCONN_KIND_CLOSE = 2,   /* an established connection ended (-> CLOSE) */
 	TCPCONN_KIND_FAILURE = 3, /* a handshake never completed (SYN_SENT/SYN_RECV -> CLOSE) */
 	TCPCONN_KIND_UPDATE = 4,  /* periodic report of a live connection */
+	TCPCONN_KIND_LISTEN = 5,  /* the walk's report of a listening socket: its accept queue */
 };
 
 /* Direction, seen from the local end. */
@@ -37,6 +38,18 @@ enum tcpconn_flag {
 	TCPCONN_F_FIN_ACKED = 4, /* our FIN was acknowledged (and was taken off bytes_sent) */
 	TCPCONN_F_RST_SENT = 8,  /* close records: the local end reset the connection */
 	TCPCONN_F_CONNECTED = 16, /* update records: the local port was picked by connect(): the client */
+};
+
+/* Retransmits by type: the index of the record's retrans[] and of the
+ * probe's per-socket counters (tp_btf/tcp_retransmit_skb; SYN-ACKs from
+ * the request socket's count, which a listener's child inherits). */
+enum tcpconn_retrans_type {
+	TCPCONN_RETRANS_SYN = 0,       /* the client's SYN */
+	TCPCONN_RETRANS_SYNACK = 1,    /* the server's SYN-ACK */
+	TCPCONN_RETRANS_TIMEOUT = 2,   /* data, after a retransmission timeout (CA_Loss) */
+	TCPCONN_RETRANS_FAST = 3,      /* data, in fast recovery (CA_Recovery: dupacks, SACK, RACK) */
+	TCPCONN_RETRANS_TLP = 4,       /* data, a tail loss probe (any other state) */
+	TCPCONN_RETRANS_TYPES = 5,
 };
 
 /* Address families of the record (the kernel's AF_*, which vmlinux.h
@@ -84,6 +97,9 @@ struct tcpconn_event {
 	__s32 sk_err;      /* errno on failure/reset, 0 otherwise */
 	__u32 snd_base;    /* snd_una - bytes_acked: the local ISN, + 1 for a listener's child */
 	__u32 rcv_base;    /* rcv_nxt - bytes_received: the peer's ISN + 1 */
+	__u32 retrans[TCPCONN_RETRANS_TYPES]; /* segments retransmitted, by enum tcpconn_retrans_type (tp_btf) */
+	__u32 ack_backlog;     /* listen records: connections in the accept queue (sk_ack_backlog) */
+	__u32 max_ack_backlog; /* listen records: its limit, the listen() backlog (sk_max_ack_backlog) */
 	__u8 saddr[16];    /* local address: 4 bytes for AF_INET, 16 for AF_INET6 */
 	__u8 daddr[16];    /* peer address */
 	__u16 sport;       /* local port, host order */
@@ -120,6 +136,7 @@ struct tcpconn_shared {
 	enum tcpconn_family family;
 	enum tcpconn_stat stat;
 	enum tcpconn_geometry geometry;
+	enum tcpconn_retrans_type retrans_type;
 };
 
 #endif

@@ -31,6 +31,11 @@ type tcpconnNotes struct {
 	_      [4]byte
 }
 
+type tcpconnRetrans struct {
+	_ structs.HostLayout
+	N [5]uint32
+}
+
 type tcpconnTcpconnDirection uint32
 
 const (
@@ -59,6 +64,9 @@ type tcpconnTcpconnEvent struct {
 	SkErr         int32
 	SndBase       uint32
 	RcvBase       uint32
+	Retrans       [5]uint32
+	AckBacklog    uint32
+	MaxAckBacklog uint32
 	Saddr         [16]uint8
 	Daddr         [16]uint8
 	Sport         uint16
@@ -71,7 +79,6 @@ type tcpconnTcpconnEvent struct {
 	Flags         uint8
 	Pad           uint8
 	Comm          [16]int8
-	_             [4]byte
 }
 
 type tcpconnTcpconnFamily uint32
@@ -107,6 +114,7 @@ const (
 	tcpconnTcpconnKindTCPCONN_KIND_CLOSE   tcpconnTcpconnKind = 2
 	tcpconnTcpconnKindTCPCONN_KIND_FAILURE tcpconnTcpconnKind = 3
 	tcpconnTcpconnKindTCPCONN_KIND_UPDATE  tcpconnTcpconnKind = 4
+	tcpconnTcpconnKindTCPCONN_KIND_LISTEN  tcpconnTcpconnKind = 5
 )
 
 type tcpconnTcpconnRefusedKey struct {
@@ -116,6 +124,17 @@ type tcpconnTcpconnRefusedKey struct {
 	Pad      uint16
 	Addr     [16]uint8
 }
+
+type tcpconnTcpconnRetransType uint32
+
+const (
+	tcpconnTcpconnRetransTypeTCPCONN_RETRANS_SYN     tcpconnTcpconnRetransType = 0
+	tcpconnTcpconnRetransTypeTCPCONN_RETRANS_SYNACK  tcpconnTcpconnRetransType = 1
+	tcpconnTcpconnRetransTypeTCPCONN_RETRANS_TIMEOUT tcpconnTcpconnRetransType = 2
+	tcpconnTcpconnRetransTypeTCPCONN_RETRANS_FAST    tcpconnTcpconnRetransType = 3
+	tcpconnTcpconnRetransTypeTCPCONN_RETRANS_TLP     tcpconnTcpconnRetransType = 4
+	tcpconnTcpconnRetransTypeTCPCONN_RETRANS_TYPES   tcpconnTcpconnRetransType = 5
+)
 
 type tcpconnTcpconnStat uint32
 
@@ -132,23 +151,26 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	tcpconnMapConnecting        = "connecting"
-	tcpconnMapEvents            = "events"
-	tcpconnMapRefused           = "refused"
-	tcpconnMapResetSent         = "reset_sent"
-	tcpconnMapSeen              = "seen"
-	tcpconnMapStats             = "stats"
-	tcpconnProgTcpconnBtf       = "tcpconn_btf"
-	tcpconnProgTcpconnBtfBackup = "tcpconn_btf_backup"
-	tcpconnProgTcpconnRaw       = "tcpconn_raw"
-	tcpconnProgTcpconnRawBackup = "tcpconn_raw_backup"
-	tcpconnProgTcpconnReport    = "tcpconn_report"
-	tcpconnProgTcpconnReset     = "tcpconn_reset"
-	tcpconnVarHandshakeSets     = "handshake_sets"
-	tcpconnVarHandshakeWays     = "handshake_ways"
-	tcpconnVarIdSecret          = "id_secret"
-	tcpconnVarUnusedShared      = "unused_shared"
-	tcpconnVarWakeupBytes       = "wakeup_bytes"
+	tcpconnMapConnecting             = "connecting"
+	tcpconnMapEvents                 = "events"
+	tcpconnMapRefused                = "refused"
+	tcpconnMapResetSent              = "reset_sent"
+	tcpconnMapRetrans                = "retrans"
+	tcpconnMapSeen                   = "seen"
+	tcpconnMapStats                  = "stats"
+	tcpconnProgTcpconnBtf            = "tcpconn_btf"
+	tcpconnProgTcpconnBtfBackup      = "tcpconn_btf_backup"
+	tcpconnProgTcpconnRaw            = "tcpconn_raw"
+	tcpconnProgTcpconnRawBackup      = "tcpconn_raw_backup"
+	tcpconnProgTcpconnReport         = "tcpconn_report"
+	tcpconnProgTcpconnReset          = "tcpconn_reset"
+	tcpconnProgTcpconnRetransmit     = "tcpconn_retransmit"
+	tcpconnProgTcpconnRetransmitSent = "tcpconn_retransmit_sent"
+	tcpconnVarHandshakeSets          = "handshake_sets"
+	tcpconnVarHandshakeWays          = "handshake_ways"
+	tcpconnVarIdSecret               = "id_secret"
+	tcpconnVarUnusedShared           = "unused_shared"
+	tcpconnVarWakeupBytes            = "wakeup_bytes"
 )
 
 // loadTcpconn returns the embedded CollectionSpec for tcpconn.
@@ -193,12 +215,14 @@ type tcpconnSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpconnProgramSpecs struct {
-	TcpconnBtf       *ebpf.ProgramSpec `ebpf:"tcpconn_btf"`
-	TcpconnBtfBackup *ebpf.ProgramSpec `ebpf:"tcpconn_btf_backup"`
-	TcpconnRaw       *ebpf.ProgramSpec `ebpf:"tcpconn_raw"`
-	TcpconnRawBackup *ebpf.ProgramSpec `ebpf:"tcpconn_raw_backup"`
-	TcpconnReport    *ebpf.ProgramSpec `ebpf:"tcpconn_report"`
-	TcpconnReset     *ebpf.ProgramSpec `ebpf:"tcpconn_reset"`
+	TcpconnBtf            *ebpf.ProgramSpec `ebpf:"tcpconn_btf"`
+	TcpconnBtfBackup      *ebpf.ProgramSpec `ebpf:"tcpconn_btf_backup"`
+	TcpconnRaw            *ebpf.ProgramSpec `ebpf:"tcpconn_raw"`
+	TcpconnRawBackup      *ebpf.ProgramSpec `ebpf:"tcpconn_raw_backup"`
+	TcpconnReport         *ebpf.ProgramSpec `ebpf:"tcpconn_report"`
+	TcpconnReset          *ebpf.ProgramSpec `ebpf:"tcpconn_reset"`
+	TcpconnRetransmit     *ebpf.ProgramSpec `ebpf:"tcpconn_retransmit"`
+	TcpconnRetransmitSent *ebpf.ProgramSpec `ebpf:"tcpconn_retransmit_sent"`
 }
 
 // tcpconnMapSpecs contains maps before they are loaded into the kernel.
@@ -209,6 +233,7 @@ type tcpconnMapSpecs struct {
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	Refused    *ebpf.MapSpec `ebpf:"refused"`
 	ResetSent  *ebpf.MapSpec `ebpf:"reset_sent"`
+	Retrans    *ebpf.MapSpec `ebpf:"retrans"`
 	Seen       *ebpf.MapSpec `ebpf:"seen"`
 	Stats      *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -248,6 +273,7 @@ type tcpconnMaps struct {
 	Events     *ebpf.Map `ebpf:"events"`
 	Refused    *ebpf.Map `ebpf:"refused"`
 	ResetSent  *ebpf.Map `ebpf:"reset_sent"`
+	Retrans    *ebpf.Map `ebpf:"retrans"`
 	Seen       *ebpf.Map `ebpf:"seen"`
 	Stats      *ebpf.Map `ebpf:"stats"`
 }
@@ -258,6 +284,7 @@ func (m *tcpconnMaps) Close() error {
 		m.Events,
 		m.Refused,
 		m.ResetSent,
+		m.Retrans,
 		m.Seen,
 		m.Stats,
 	)
@@ -278,12 +305,14 @@ type tcpconnVariables struct {
 //
 // It can be passed to loadTcpconnObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpconnPrograms struct {
-	TcpconnBtf       *ebpf.Program `ebpf:"tcpconn_btf"`
-	TcpconnBtfBackup *ebpf.Program `ebpf:"tcpconn_btf_backup"`
-	TcpconnRaw       *ebpf.Program `ebpf:"tcpconn_raw"`
-	TcpconnRawBackup *ebpf.Program `ebpf:"tcpconn_raw_backup"`
-	TcpconnReport    *ebpf.Program `ebpf:"tcpconn_report"`
-	TcpconnReset     *ebpf.Program `ebpf:"tcpconn_reset"`
+	TcpconnBtf            *ebpf.Program `ebpf:"tcpconn_btf"`
+	TcpconnBtfBackup      *ebpf.Program `ebpf:"tcpconn_btf_backup"`
+	TcpconnRaw            *ebpf.Program `ebpf:"tcpconn_raw"`
+	TcpconnRawBackup      *ebpf.Program `ebpf:"tcpconn_raw_backup"`
+	TcpconnReport         *ebpf.Program `ebpf:"tcpconn_report"`
+	TcpconnReset          *ebpf.Program `ebpf:"tcpconn_reset"`
+	TcpconnRetransmit     *ebpf.Program `ebpf:"tcpconn_retransmit"`
+	TcpconnRetransmitSent *ebpf.Program `ebpf:"tcpconn_retransmit_sent"`
 }
 
 func (p *tcpconnPrograms) Close() error {
@@ -294,6 +323,8 @@ func (p *tcpconnPrograms) Close() error {
 		p.TcpconnRawBackup,
 		p.TcpconnReport,
 		p.TcpconnReset,
+		p.TcpconnRetransmit,
+		p.TcpconnRetransmitSent,
 	)
 }
 

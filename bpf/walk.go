@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -57,7 +59,15 @@ func (p *Probe) walk(visit func(*Record), directions bool) (int, error) {
 		p.walkBuf = make([]byte, walkBufRecords*rawEventSize)
 	}
 	n := 0
+	p.listen, p.listenErr, p.backlogs = p.listen[:0], nil, p.backlogs[:0]
 	err := inEachNetns(func(ns string) error {
+		ls, err := readListenStats()
+		if err != nil {
+			p.listenErr = errors.Join(p.listenErr, fmt.Errorf("%s: %w", ns, err))
+		} else {
+			p.listen = append(p.listen, ls)
+		}
+		p.nsAddr = ls.Local
 		var l *Listeners
 		if directions {
 			// Without them the namespace's adopted connections stay
@@ -94,6 +104,10 @@ func (p *Probe) walkNetns(visit func(*Record), l *Listeners) (int, error) {
 		off := 0
 		for ; off+rawEventSize <= pending; off += rawEventSize {
 			if p.dec.decode(buf[off:off+rawEventSize], &p.walkRec) {
+				if p.walkRec.Kind == KindListen {
+					p.addBacklog(&p.walkRec)
+					continue
+				}
 				if l != nil && p.walkRec.Direction == DirectionUnknown {
 					p.walkRec.SetDirection(l.Direction(p.walkRec.LocalAddr, p.walkRec.LocalPort))
 				}
@@ -109,6 +123,73 @@ func (p *Probe) walkNetns(visit func(*Record), l *Listeners) (int, error) {
 			return n, err
 		}
 	}
+}
+
+// addBacklog keeps a listening socket's accept queue for Backlogs.
+func (p *Probe) addBacklog(r *Record) {
+	b := Backlog{NetNS: r.NetNS, Local: r.LocalAddr, Port: r.LocalPort, Queued: r.AcceptQueue, Limit: r.AcceptQueueLimit}
+	if b.Local.IsUnspecified() && p.nsAddr.IsValid() {
+		b.Local = p.nsAddr
+	}
+	p.backlogs = append(p.backlogs, b)
+}
+
+// Backlogs calls fn with each listening socket's accept queue as the last
+// walk saw it (none before the first).
+func (p *Probe) Backlogs(fn func(Backlog)) {
+	for _, b := range p.backlogs {
+		fn(b)
+	}
+}
+
+// Listen calls fn with each network namespace's listener health counters
+// as the last walk read them (Walk or WalkStart: none before the first),
+// and returns what failed to read.
+func (p *Probe) Listen(fn func(ListenStats)) error {
+	for _, ls := range p.listen {
+		fn(ls)
+	}
+	return p.listenErr
+}
+
+// readListenStats reads the calling thread's network namespace: its
+// inode, an address that names it, and its TcpExt listener counters.
+func readListenStats() (ListenStats, error) {
+	var ls ListenStats
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return ls, err
+	}
+	ls.NetNS = uint32(st.Ino)
+	f, err := os.Open("/proc/thread-self/net/netstat")
+	if err != nil {
+		return ls, err
+	}
+	defer f.Close()
+	if err := parseNetstat(f, &ls); err != nil {
+		return ls, err
+	}
+	// Interface addresses through netlink, from this thread: its namespace.
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			if !ok {
+				continue
+			}
+			ip = ip.Unmap()
+			if !ip.IsGlobalUnicast() {
+				continue
+			}
+			if !ls.Local.IsValid() || (ip.Is4() && !ls.Local.Is4()) {
+				ls.Local = ip
+			}
+		}
+	}
+	return ls, nil
 }
 
 // readListeners reads the listening sockets and the ephemeral port range

@@ -64,6 +64,10 @@ type Config struct {
 	NAT NATConfig `mapstructure:"nat"`
 
 	metadata.MetricsBuilderConfig `mapstructure:",squash"`
+	// HistogramMetrics switch the otel profile's histograms one by one,
+	// under metrics: like the generated metrics (mdatagen builds no
+	// histograms: see Unmarshal).
+	HistogramMetrics HistogramMetricsConfig `mapstructure:"-"`
 
 	// prevent unkeyed literal initialization
 	_ struct{}
@@ -132,6 +136,54 @@ type LogFilterConfig = accesslog.FilterConfig
 
 var _ confmap.Validator = (*Config)(nil)
 
+// HistogramMetricsConfig switches each histogram of the otel profile
+// (with histograms: true), set as metrics: {<name>: {enabled: false}}.
+type HistogramMetricsConfig struct {
+	ConnectionDuration HistogramMetricConfig // tcp.connection.duration
+	RTT                HistogramMetricConfig // tcp.rtt
+	HandshakeDuration  HistogramMetricConfig // system.network.tcp.handshake.duration
+}
+
+// HistogramMetricConfig switches one histogram.
+type HistogramMetricConfig struct {
+	Enabled bool `mapstructure:"enabled"`
+}
+
+// byName maps each histogram's metric name to its switch.
+func (h *HistogramMetricsConfig) byName() map[string]*HistogramMetricConfig {
+	return map[string]*HistogramMetricConfig{
+		profile.HistogramConnectionDuration: &h.ConnectionDuration,
+		profile.HistogramRTT:                &h.RTT,
+		profile.HistogramHandshakeDuration:  &h.HandshakeDuration,
+	}
+}
+
+// Unmarshal takes the histograms' switches out of metrics: (the generated
+// MetricsConfig would refuse their names) and the rest as usual.
+func (c *Config) Unmarshal(conf *confmap.Conf) error {
+	raw := conf.ToStringMap()
+	if m, ok := raw["metrics"].(map[string]any); ok {
+		rest := make(map[string]any, len(m))
+		for name, v := range m {
+			dst, ok := c.HistogramMetrics.byName()[name]
+			if !ok {
+				rest[name] = v
+				continue
+			}
+			sub, ok := v.(map[string]any)
+			if !ok && v != nil {
+				return fmt.Errorf("metrics::%s: want a map, got %T", name, v)
+			}
+			if err := confmap.NewFromStringMap(sub).Unmarshal(dst); err != nil {
+				return fmt.Errorf("metrics::%s: %w", name, err)
+			}
+		}
+		raw["metrics"] = rest
+	}
+	type plain Config // without this method: no recursion
+	return confmap.NewFromStringMap(raw).Unmarshal((*plain)(c))
+}
+
 func createDefaultConfig() *Config {
 	return &Config{
 		FlushInterval:  5 * time.Second,
@@ -154,6 +206,11 @@ func createDefaultConfig() *Config {
 		Kubernetes:           kube.DefaultConfig(),
 		NAT:                  NATConfig{Enabled: true},
 		MetricsBuilderConfig: metadata.DefaultMetricsBuilderConfig(),
+		HistogramMetrics: HistogramMetricsConfig{
+			ConnectionDuration: HistogramMetricConfig{Enabled: true},
+			RTT:                HistogramMetricConfig{Enabled: true},
+			HandshakeDuration:  HistogramMetricConfig{Enabled: true},
+		},
 	}
 }
 
@@ -236,6 +293,10 @@ func (c *Config) profileOptions() profile.Options {
 	return profile.Options{
 		Name: c.Profile, Workload: c.Views.Workload, Service: c.Views.Service,
 		Histograms: c.Histograms, Metrics: &c.MetricsBuilderConfig,
+		HistogramEnabled: func(name string) bool {
+			h, ok := c.HistogramMetrics.byName()[name]
+			return ok && h.Enabled
+		},
 	}
 }
 

@@ -32,6 +32,7 @@ func TestLoadConfig(t *testing.T) {
 	require.NoError(t, confmap.NewFromStringMap(map[string]any{
 		"metrics": map[string]any{"tcp.bytes.sent": map[string]any{"enabled": false}},
 	}).Unmarshal(&custom.MetricsBuilderConfig))
+	custom.HistogramMetrics.RTT.Enabled = false
 
 	withKube := createDefaultConfig()
 	withKube.Kubernetes = kube.Config{Enabled: true, AuthType: kube.AuthKubeConfig, Context: "prod", NodeName: "node-a",

@@ -38,6 +38,9 @@ func (r *tcpconnReceiver) flushLoop(ctx context.Context) {
 }
 
 func (r *tcpconnReceiver) flushMetrics(ctx context.Context) {
+	r.backlogsMu.Lock()
+	r.emitter.SetBacklogs(r.backlogs)
+	r.backlogsMu.Unlock()
 	md := r.emitter.Emit(r.agg, time.Now(), r.recordSelfMetrics)
 	points := md.DataPointCount()
 	if points == 0 {

@@ -3,7 +3,10 @@ package tcpconnreceiver
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +19,7 @@ import (
 
 	"github.com/tcpconn/tcpconn/bpf"
 	"github.com/tcpconn/tcpconn/identity"
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/profile"
 )
 
 // profileSequence plays a fixed history through the aggregator and
@@ -215,4 +219,57 @@ func TestPeerAddressIsOptIn(t *testing.T) {
 	withAddr, points = count(cfg)
 	assert.Equal(t, points, withAddr, "every point of the opted-in metric carries the address")
 	assert.Greater(t, points, 3, "one series per peer address")
+}
+
+// The hand-built histograms are switched one by one under metrics:, as
+// the generated metrics are; histograms: false still turns them all off,
+// and a name that is neither is refused.
+func TestHistogramSwitches(t *testing.T) {
+	names := []string{"tcp.connection.duration", "tcp.rtt", "system.network.tcp.handshake.duration"}
+	emitted := func(cfg *Config) map[string]bool {
+		h := newAggHarness(cfg, fixedResolver())
+		h.add(fixedRecords()...)
+		md := h.emit(t0.Add(time.Minute))
+		got := map[string]bool{}
+		for _, n := range names {
+			forEachHistogramPoint(md, n, func(pmetric.Metric, pmetric.HistogramDataPoint) { got[n] = true })
+		}
+		got["tcp.bytes.sent"] = forEachSumPoint(md, "tcp.bytes.sent", func(pmetric.NumberDataPoint) {})
+		return got
+	}
+	assert.Equal(t, map[string]bool{names[0]: true, names[1]: true, names[2]: true, "tcp.bytes.sent": true}, emitted(createDefaultConfig()))
+
+	cfg := createDefaultConfig()
+	require.NoError(t, confmap.NewFromStringMap(map[string]any{"metrics": map[string]any{
+		"tcp.rtt":        map[string]any{"enabled": false},
+		"tcp.bytes.sent": map[string]any{"enabled": false},
+	}}).Unmarshal(cfg))
+	assert.False(t, cfg.HistogramMetrics.RTT.Enabled)
+	assert.True(t, cfg.HistogramMetrics.ConnectionDuration.Enabled)
+	assert.Equal(t, map[string]bool{names[0]: true, names[2]: true, "tcp.bytes.sent": false}, emitted(cfg))
+
+	cfg = createDefaultConfig()
+	cfg.Histograms = false
+	assert.Equal(t, map[string]bool{"tcp.bytes.sent": true}, emitted(cfg))
+
+	err := confmap.NewFromStringMap(map[string]any{"metrics": map[string]any{"tcp.rttt": map[string]any{"enabled": false}}}).Unmarshal(createDefaultConfig())
+	assert.ErrorContains(t, err, "tcp.rttt")
+}
+
+// histograms.md, written by hand, names each hand-built histogram with its
+// bucket bounds and its description.
+func TestHistogramsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("histograms.md")
+	require.NoError(t, err)
+	text := strings.Join(strings.Fields(string(doc)), " ")
+	for _, v := range profile.New(profile.Options{Name: profile.OTel, Workload: true, Histograms: true}).Views {
+		for _, h := range v.Histograms {
+			assert.Contains(t, text, "### "+h.Name)
+			bounds := make([]string, len(h.Bounds))
+			for i, b := range h.Bounds {
+				bounds[i] = strconv.FormatFloat(b, 'f', -1, 64)
+			}
+			assert.Contains(t, text, strings.Join(bounds, ", "), "bounds of %s", h.Name)
+		}
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tcpconn/tcpconn/bpf"
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/metricemit"
 )
 
 // readLoop is the only reader of the probe; it ends when the probe is
@@ -84,6 +85,8 @@ func (r *tcpconnReceiver) walk(baseline bool) (int, error) {
 	if r.agg != nil {
 		r.agg.Forget(gone)
 		r.countRefused()
+		r.countListen(baseline)
+		r.keepBacklogs()
 	}
 	r.lostConns.Store(r.track.Lost())
 	return n, err
@@ -115,6 +118,70 @@ func (r *tcpconnReceiver) countRefused() {
 		return
 	}
 	r.refused = next
+}
+
+// countListen adds what each network namespace's listeners overflowed and
+// dropped since the previous walk to the workload series of the pod its
+// address names. The start-up walk takes the counters as they are, a
+// baseline: what came before the receiver is not new. A namespace first
+// seen later (a pod started since) counts from zero.
+func (r *tcpconnReceiver) countListen(baseline bool) {
+	now := time.Now()
+	prev := r.listen
+	next := make(map[uint32]bpf.ListenStats, len(prev))
+	err := r.src.Listen(func(ls bpf.ListenStats) {
+		next[ls.NetNS] = ls
+		if baseline {
+			return
+		}
+		var p bpf.ListenStats
+		if old, ok := prev[ls.NetNS]; ok {
+			p = old
+		}
+		d := func(cur, old uint64) uint64 {
+			if cur < old {
+				return 0
+			}
+			return cur - old
+		}
+		overflows, drops := d(ls.Overflows, p.Overflows), d(ls.Drops, p.Drops)
+		if overflows == 0 && drops == 0 {
+			return
+		}
+		// A namespace with no global address names no pod.
+		if !ls.Local.IsValid() || !r.filter.Keep(&bpf.Record{LocalAddr: ls.Local, PeerAddr: ls.Local}) {
+			return
+		}
+		c := r.track.ListenerConn(ls.Local, now)
+		r.agg.AddListen(&c, overflows, drops, now)
+	})
+	if err != nil {
+		r.set.Logger.Warn("read listener counters", zap.Error(err))
+	}
+	r.listen = next
+}
+
+// keepBacklogs keys the listening sockets' accept queues of this walk by
+// their pod, for the next flush (see metricemit.Backlog).
+func (r *tcpconnReceiver) keepBacklogs() {
+	if r.project == nil {
+		return
+	}
+	now := time.Now()
+	var bs []metricemit.Backlog
+	r.src.Backlogs(func(b bpf.Backlog) {
+		if !b.Local.IsValid() || b.Local.IsUnspecified() || b.Local.IsLoopback() ||
+			!r.filter.Keep(&bpf.Record{LocalAddr: b.Local, PeerAddr: b.Local}) {
+			return // names no pod
+		}
+		c := r.track.ListenerConn(b.Local, now)
+		mb := metricemit.Backlog{Port: b.Port, Queued: b.Queued, Limit: b.Limit}
+		r.project(&c, bpf.ErrorNone, &mb.Key)
+		bs = append(bs, mb)
+	})
+	r.backlogsMu.Lock()
+	r.backlogs = bs
+	r.backlogsMu.Unlock()
 }
 
 // report walks every tracked connection: update records for the metrics

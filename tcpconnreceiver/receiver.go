@@ -42,6 +42,12 @@ type recordSource interface {
 	CanWalk() error
 	// Refused reports the connects each local address refused (cumulative).
 	Refused(func(bpf.Refused)) error
+	// Listen reports each network namespace's listener counters
+	// (cumulative), as the last walk read them.
+	Listen(func(bpf.ListenStats)) error
+	// Backlogs reports each listening socket's accept queue, as the last
+	// walk saw it.
+	Backlogs(func(bpf.Backlog))
 	Stop() error
 	Close() error
 	Stats() (bpf.Stats, error)
@@ -92,6 +98,13 @@ type pipeline struct {
 	logFilter accesslog.Filter
 	// refused: the probe's refused-connect counts at the previous walk.
 	refused map[refusedKey]uint64
+	// listen: each namespace's listener counters at the previous walk.
+	listen map[uint32]bpf.ListenStats
+	// project keys a listener in the workload view (nil without one);
+	// backlogs are the accept queues of the last walk, for the flusher.
+	project    aggregate.Project
+	backlogsMu sync.Mutex
+	backlogs   []metricemit.Backlog
 }
 
 type refusedKey struct {
@@ -186,6 +199,11 @@ func (r *tcpconnReceiver) wire(started time.Time) {
 	if r.metrics != nil {
 		prof := profile.New(r.cfg.profileOptions())
 		r.agg = aggregate.New(prof.Specs(), r.cfg.limits())
+		for _, v := range prof.Views {
+			if v.Kind == aggregate.ViewWorkload && prof.RecordBacklog != nil {
+				r.project = v.Project
+			}
+		}
 		mb := metadata.NewMetricsBuilder(r.cfg.MetricsBuilderConfig, r.set, metadata.WithStartTime(pcommon.NewTimestampFromTime(started)))
 		r.emitter = metricemit.New(mb, prof, metricemit.Options{
 			Delta: r.cfg.Temporality == TemporalityDelta, Started: started, Version: r.set.BuildInfo.Version, Resource: resource,

@@ -32,6 +32,28 @@ type scriptedSource struct {
 	refused []bpf.Refused
 	// listeners tell the start-up walk the direction of what it adopts.
 	listeners *bpf.Listeners
+	// listen is what Listen reports, backlogs what Backlogs does.
+	listen   []bpf.ListenStats
+	backlogs []bpf.Backlog
+}
+
+func (s *scriptedSource) Backlogs(fn func(bpf.Backlog)) {
+	s.mu.Lock()
+	bs := append([]bpf.Backlog{}, s.backlogs...)
+	s.mu.Unlock()
+	for _, b := range bs {
+		fn(b)
+	}
+}
+
+func (s *scriptedSource) Listen(fn func(bpf.ListenStats)) error {
+	s.mu.Lock()
+	listen := append([]bpf.ListenStats{}, s.listen...)
+	s.mu.Unlock()
+	for _, ls := range listen {
+		fn(ls)
+	}
+	return nil
 }
 
 func (s *scriptedSource) Refused(fn func(bpf.Refused)) error {

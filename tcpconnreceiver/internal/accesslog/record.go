@@ -15,22 +15,25 @@ import (
 
 // Access-log attribute names. Semantic-convention names where one exists.
 const (
-	AttrNetworkTransport  = "network.transport"
-	AttrNetworkType       = "network.type"
-	AttrSourceAddress     = "source.address"
-	AttrSourcePort        = "source.port"
-	AttrDestAddress       = "destination.address"
-	AttrDestPort          = "destination.port"
-	AttrPeerAddress       = "network.peer.address"
-	AttrPeerPort          = "network.peer.port"
-	AttrDirection         = "tcpconn.direction"
-	AttrConnID            = "tcpconn.connection.id"
-	AttrState             = "tcp.state"
-	AttrPrevState         = "tcp.state.previous"
-	AttrBytesSent         = "tcp.bytes.sent"
-	AttrBytesReceived     = "tcp.bytes.received"
-	AttrRetransmits       = "tcp.retransmits"
-	AttrLost              = "tcp.packets.lost"
+	AttrNetworkTransport = "network.transport"
+	AttrNetworkType      = "network.type"
+	AttrSourceAddress    = "source.address"
+	AttrSourcePort       = "source.port"
+	AttrDestAddress      = "destination.address"
+	AttrDestPort         = "destination.port"
+	AttrPeerAddress      = "network.peer.address"
+	AttrPeerPort         = "network.peer.port"
+	AttrDirection        = "tcpconn.direction"
+	AttrConnID           = "tcpconn.connection.id"
+	AttrState            = "tcp.state"
+	AttrPrevState        = "tcp.state.previous"
+	AttrBytesSent        = "tcp.bytes.sent"
+	AttrBytesReceived    = "tcp.bytes.received"
+	AttrRetransmits      = "tcp.retransmits"
+	AttrLost             = "tcp.packets.lost"
+	// AttrRetransmitsPrefix + a network.tcp.retransmit.type value
+	// (bpf.RetransmitType.String) names the retransmits of that type.
+	AttrRetransmitsPrefix = "tcp.retransmits."
 	AttrSRTT              = "tcp.rtt.smoothed_us"
 	AttrRTTMin            = "tcp.rtt.min_us"
 	AttrDuration          = "tcp.connection.duration"
@@ -55,6 +58,16 @@ const (
 	severityTextWarn      = "WARN"
 	durationMillisDecimal = 3
 )
+
+// retransmitAttrs names the per-type retransmit attributes, by
+// bpf.RetransmitType: tcp.retransmits.syn, ... (built once: no string
+// concatenation per record).
+var retransmitAttrs = func() (a [bpf.RetransmitTypes]string) {
+	for t := range a {
+		a[t] = AttrRetransmitsPrefix + bpf.RetransmitType(t).String()
+	}
+	return a
+}()
 
 // ends orders a record's two ends as client (source) and server
 // (destination), whichever of them is on this node.
@@ -121,6 +134,11 @@ func (c *Converter) Fill(lr plog.LogRecord, rec *bpf.Record, o *conntable.Observ
 	a.PutInt(AttrBytesSent, int64(rec.BytesSent))
 	a.PutInt(AttrBytesReceived, int64(rec.BytesReceived))
 	a.PutInt(AttrRetransmits, int64(rec.Retransmits))
+	for t, n := range rec.RetransmitsByType {
+		if n > 0 {
+			a.PutInt(retransmitAttrs[t], int64(n))
+		}
+	}
 	a.PutInt(AttrLost, int64(rec.Lost))
 	if rec.Kind == bpf.KindUpdate {
 		a.PutInt(AttrIntervalSent, int64(o.Delta.Sent))

@@ -105,6 +105,9 @@ func (a *Aggregator) Add(rec *bpf.Record, o *conntable.Observation) {
 			case bpf.CauseResetSent:
 				s.V.ResetsSent++
 			}
+			for i, n := range o.RetransmitsByType {
+				s.V.RetransmitsByType[i] += uint64(n)
+			}
 			if v.Histograms {
 				if !rec.Start.IsZero() {
 					s.Duration.observe(DurationBounds, rec.Duration().Seconds())
@@ -112,6 +115,12 @@ func (a *Aggregator) Add(rec *bpf.Record, o *conntable.Observation) {
 				if rec.SRTT > 0 {
 					s.RTT.observe(RTTBounds, rec.SRTT.Seconds())
 				}
+			}
+		case bpf.KindUpdate:
+			// A live connection's RTT at each report, not only at its
+			// close.
+			if v.Histograms && rec.SRTT > 0 {
+				s.RTT.observe(RTTBounds, rec.SRTT.Seconds())
 			}
 		}
 		if o.BecameOpen {
@@ -135,6 +144,21 @@ func (a *Aggregator) AddRefused(c *conntable.Conn, n uint64, at time.Time) {
 			continue
 		}
 		v.get(a.project(v, c, bpf.ErrorNone), at).V.Refused += n
+	}
+}
+
+// AddListen counts a network namespace's listener overflows and drops in
+// the workload views, in c's series (see conntable.Table.ListenerConn).
+func (a *Aggregator) AddListen(c *conntable.Conn, overflows, drops uint64, at time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, v := range a.views {
+		if v.Kind != ViewWorkload {
+			continue
+		}
+		s := v.get(a.project(v, c, bpf.ErrorNone), at)
+		s.V.ListenOverflows += overflows
+		s.V.ListenDrops += drops
 	}
 }
 

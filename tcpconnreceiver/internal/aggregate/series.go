@@ -3,6 +3,7 @@ package aggregate
 import (
 	"time"
 
+	"github.com/tcpconn/tcpconn/bpf"
 	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/conntable"
 )
 
@@ -16,12 +17,23 @@ type Values struct {
 	// end that sent it (bpf.Record.CloseCause); Refused the connects the
 	// local end refused for want of a listener (AddRefused).
 	ResetsReceived, ResetsSent, Refused uint64
+	// RetransmitsByType: closed connections' retransmits by type
+	// (conntable.Observation.RetransmitsByType).
+	RetransmitsByType [bpf.RetransmitTypes]uint64
+	// ListenOverflows and ListenDrops: the local network namespace's
+	// listener counters (AddListen).
+	ListenOverflows, ListenDrops uint64
 }
 
 // Sub is v - w: what was counted since w.
 func (v Values) Sub(w Values) Values {
-	return Values{v.Opened - w.Opened, v.Closed - w.Closed, v.Failed - w.Failed, v.Open - w.Open, v.Counters.Sub(w.Counters),
-		v.ResetsReceived - w.ResetsReceived, v.ResetsSent - w.ResetsSent, v.Refused - w.Refused}
+	d := Values{v.Opened - w.Opened, v.Closed - w.Closed, v.Failed - w.Failed, v.Open - w.Open, v.Counters.Sub(w.Counters),
+		v.ResetsReceived - w.ResetsReceived, v.ResetsSent - w.ResetsSent, v.Refused - w.Refused, v.RetransmitsByType,
+		v.ListenOverflows - w.ListenOverflows, v.ListenDrops - w.ListenDrops}
+	for i := range d.RetransmitsByType {
+		d.RetransmitsByType[i] -= w.RetransmitsByType[i]
+	}
+	return d
 }
 
 // Series is one attribute set's state between flushes. The emitter owns

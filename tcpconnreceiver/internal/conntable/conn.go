@@ -79,6 +79,12 @@ type Observation struct {
 	// Delta is what the record adds to the counters since the connection's
 	// previous record: the sum over a connection's records is its total.
 	Delta Counters
+	// RetransmitsByType, on a close record, is the connection's
+	// retransmits by type over its life (bpf.Record.RetransmitsByType),
+	// when all of its traffic is counted (not baselined at start): the
+	// table keeps no per-type counts between records, so the types are
+	// counted once, at close. Zero on other records.
+	RetransmitsByType [bpf.RetransmitTypes]uint32
 	// BecameOpen / WasOpen move the open-connections count.
 	BecameOpen, WasOpen bool
 	// Dialled is set when the node translated the address the connection

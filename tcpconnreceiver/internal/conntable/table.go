@@ -233,6 +233,9 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 	switch rec.Kind {
 	case bpf.KindClose, bpf.KindFailure:
 		o.WasOpen = st.open
+		if rec.Kind == bpf.KindClose && !st.baselined {
+			o.RetransmitsByType = rec.RetransmitsByType
+		}
 		if known {
 			delete(t.conns, rec.ConnID)
 		}
@@ -311,6 +314,13 @@ func (t *Table) RefusedConn(local netip.Addr, at time.Time) Conn {
 		Local: orUnresolved(t.resolver.Resolve(local, 0, at, identity.RoleServer)), Peer: unresolved,
 		Direction: bpf.DirectionInbound, IPv6: local.Is6() && !local.Is4In6(),
 	}
+}
+
+// ListenerConn is the series of a network namespace's listener counters:
+// the pod its address names as the server, peer unknown. Always IPv4: the counters are the namespace's, not a
+// family's, so that one pod has one series.
+func (t *Table) ListenerConn(local netip.Addr, at time.Time) Conn {
+	return Conn{Local: orUnresolved(t.resolver.Resolve(local, 0, at, identity.RoleServer)), Peer: unresolved, Direction: bpf.DirectionInbound}
 }
 
 // translate asks, once, where a connection to a Service's virtual address

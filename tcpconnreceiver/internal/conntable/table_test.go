@@ -182,3 +182,32 @@ func TestWalkBeforeOpenWaitsForTheDirection(t *testing.T) {
 	assert.Equal(t, uint64(300), o.Delta.Received)
 	assert.True(t, o.BecameOpen)
 }
+
+// Retransmits by type are counted once, at close, for a connection whose
+// whole traffic is counted; not for one taken as a baseline at start (its
+// types before the start are unknown), nor on other records.
+func TestTrackerRetransmitsByTypeAtClose(t *testing.T) {
+	byType := [bpf.RetransmitTypes]uint32{bpf.RetransmitSYN: 1, bpf.RetransmitFast: 4}
+	with := func(r *bpf.Record) { r.RetransmitsByType, r.Retransmits = byType, 5 }
+	tr := New(identity.AddressOnly{}, true, false)
+	o, _ := tr.Observe(&bpf.Record{Kind: bpf.KindOpen, ConnID: 1, Direction: bpf.DirectionOutbound, Start: t0})
+	assert.Zero(t, o.RetransmitsByType)
+	rec := &bpf.Record{Kind: bpf.KindUpdate, ConnID: 1}
+	with(rec)
+	o, _ = tr.Observe(rec)
+	assert.Zero(t, o.RetransmitsByType, "not on reports")
+	rec = &bpf.Record{Kind: bpf.KindClose, ConnID: 1}
+	with(rec)
+	o, _ = tr.Observe(rec)
+	assert.Equal(t, byType, o.RetransmitsByType, "at close")
+
+	tr.BeginWalk(true)
+	rec = &bpf.Record{Kind: bpf.KindUpdate, ConnID: 2}
+	with(rec)
+	tr.Observe(rec)
+	tr.EndWalk()
+	rec = &bpf.Record{Kind: bpf.KindClose, ConnID: 2}
+	with(rec)
+	o, _ = tr.Observe(rec)
+	assert.Zero(t, o.RetransmitsByType, "baselined at start: its types are not all new")
+}

@@ -1199,6 +1199,142 @@ func (ms *KmeshTCPWorkloadSentBytesMetricConfig) Validate() error {
 	return nil
 }
 
+// SystemNetworkTCPAcceptQueueLimitMetricAttributeKey specifies the key of an attribute for the system.network.tcp.accept_queue.limit metric.
+type SystemNetworkTCPAcceptQueueLimitMetricAttributeKey string
+
+const (
+	SystemNetworkTCPAcceptQueueLimitMetricAttributeKeyServerPort SystemNetworkTCPAcceptQueueLimitMetricAttributeKey = "server.port"
+)
+
+// SystemNetworkTCPAcceptQueueLimitMetricConfig provides config for the system.network.tcp.accept_queue.limit metric.
+type SystemNetworkTCPAcceptQueueLimitMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                               `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []SystemNetworkTCPAcceptQueueLimitMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *SystemNetworkTCPAcceptQueueLimitMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *SystemNetworkTCPAcceptQueueLimitMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case SystemNetworkTCPAcceptQueueLimitMetricAttributeKeyServerPort:
+		default:
+			return fmt.Errorf("metric system.network.tcp.accept_queue.limit doesn't have an attribute %v, valid attributes: [server.port]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// SystemNetworkTCPAcceptQueueOverflowsMetricConfig provides config for the system.network.tcp.accept_queue.overflows metric.
+type SystemNetworkTCPAcceptQueueOverflowsMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *SystemNetworkTCPAcceptQueueOverflowsMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+// SystemNetworkTCPAcceptQueueSizeMetricAttributeKey specifies the key of an attribute for the system.network.tcp.accept_queue.size metric.
+type SystemNetworkTCPAcceptQueueSizeMetricAttributeKey string
+
+const (
+	SystemNetworkTCPAcceptQueueSizeMetricAttributeKeyServerPort SystemNetworkTCPAcceptQueueSizeMetricAttributeKey = "server.port"
+)
+
+// SystemNetworkTCPAcceptQueueSizeMetricConfig provides config for the system.network.tcp.accept_queue.size metric.
+type SystemNetworkTCPAcceptQueueSizeMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                              `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []SystemNetworkTCPAcceptQueueSizeMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *SystemNetworkTCPAcceptQueueSizeMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *SystemNetworkTCPAcceptQueueSizeMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case SystemNetworkTCPAcceptQueueSizeMetricAttributeKeyServerPort:
+		default:
+			return fmt.Errorf("metric system.network.tcp.accept_queue.size doesn't have an attribute %v, valid attributes: [server.port]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// SystemNetworkTCPListenDropsMetricConfig provides config for the system.network.tcp.listen.drops metric.
+type SystemNetworkTCPListenDropsMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *SystemNetworkTCPListenDropsMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
 // SystemNetworkTCPResetsMetricAttributeKey specifies the key of an attribute for the system.network.tcp.resets metric.
 type SystemNetworkTCPResetsMetricAttributeKey string
 
@@ -1242,6 +1378,61 @@ func (ms *SystemNetworkTCPResetsMetricConfig) Validate() error {
 		case SystemNetworkTCPResetsMetricAttributeKeyDirection, SystemNetworkTCPResetsMetricAttributeKeyNetworkType, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkload, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkloadKind, SystemNetworkTCPResetsMetricAttributeKeyPeerNamespace, SystemNetworkTCPResetsMetricAttributeKeyTCPCloseCause, SystemNetworkTCPResetsMetricAttributeKeyPeerAddress, SystemNetworkTCPResetsMetricAttributeKeyPeerPort:
 		default:
 			return fmt.Errorf("metric system.network.tcp.resets doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, tcp.close.cause, peer.address, peer.port]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// SystemNetworkTCPRetransmitsMetricAttributeKey specifies the key of an attribute for the system.network.tcp.retransmits metric.
+type SystemNetworkTCPRetransmitsMetricAttributeKey string
+
+const (
+	SystemNetworkTCPRetransmitsMetricAttributeKeyDirection                SystemNetworkTCPRetransmitsMetricAttributeKey = "direction"
+	SystemNetworkTCPRetransmitsMetricAttributeKeyNetworkType              SystemNetworkTCPRetransmitsMetricAttributeKey = "network.type"
+	SystemNetworkTCPRetransmitsMetricAttributeKeyPeerWorkload             SystemNetworkTCPRetransmitsMetricAttributeKey = "peer.workload"
+	SystemNetworkTCPRetransmitsMetricAttributeKeyPeerWorkloadKind         SystemNetworkTCPRetransmitsMetricAttributeKey = "peer.workload.kind"
+	SystemNetworkTCPRetransmitsMetricAttributeKeyPeerNamespace            SystemNetworkTCPRetransmitsMetricAttributeKey = "peer.namespace"
+	SystemNetworkTCPRetransmitsMetricAttributeKeyNetworkTCPRetransmitType SystemNetworkTCPRetransmitsMetricAttributeKey = "network.tcp.retransmit.type"
+	SystemNetworkTCPRetransmitsMetricAttributeKeyPeerAddress              SystemNetworkTCPRetransmitsMetricAttributeKey = "peer.address"
+	SystemNetworkTCPRetransmitsMetricAttributeKeyPeerPort                 SystemNetworkTCPRetransmitsMetricAttributeKey = "peer.port"
+)
+
+// SystemNetworkTCPRetransmitsMetricConfig provides config for the system.network.tcp.retransmits metric.
+type SystemNetworkTCPRetransmitsMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                          `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []SystemNetworkTCPRetransmitsMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *SystemNetworkTCPRetransmitsMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *SystemNetworkTCPRetransmitsMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case SystemNetworkTCPRetransmitsMetricAttributeKeyDirection, SystemNetworkTCPRetransmitsMetricAttributeKeyNetworkType, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerWorkload, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerWorkloadKind, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerNamespace, SystemNetworkTCPRetransmitsMetricAttributeKeyNetworkTCPRetransmitType, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerAddress, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerPort:
+		default:
+			return fmt.Errorf("metric system.network.tcp.retransmits doesn't have an attribute %v, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, network.tcp.retransmit.type, peer.address, peer.port]", val)
 		}
 	}
 
@@ -2248,48 +2439,53 @@ func (ms *TcpconnSeriesOverflowMetricConfig) Validate() error {
 
 // MetricsConfig provides config for tcpconn metrics.
 type MetricsConfig struct {
-	IstioTCPConnectionsClosed         IstioTCPConnectionsClosedMetricConfig         `mapstructure:"istio_tcp_connections_closed"`
-	IstioTCPConnectionsFailed         IstioTCPConnectionsFailedMetricConfig         `mapstructure:"istio_tcp_connections_failed"`
-	IstioTCPConnectionsOpened         IstioTCPConnectionsOpenedMetricConfig         `mapstructure:"istio_tcp_connections_opened"`
-	IstioTCPReceivedBytes             IstioTCPReceivedBytesMetricConfig             `mapstructure:"istio_tcp_received_bytes"`
-	IstioTCPSentBytes                 IstioTCPSentBytesMetricConfig                 `mapstructure:"istio_tcp_sent_bytes"`
-	KmeshTCPConnectionsClosed         KmeshTCPConnectionsClosedMetricConfig         `mapstructure:"kmesh_tcp_connections_closed"`
-	KmeshTCPConnectionsFailed         KmeshTCPConnectionsFailedMetricConfig         `mapstructure:"kmesh_tcp_connections_failed"`
-	KmeshTCPConnectionsOpened         KmeshTCPConnectionsOpenedMetricConfig         `mapstructure:"kmesh_tcp_connections_opened"`
-	KmeshTCPPacketLoss                KmeshTCPPacketLossMetricConfig                `mapstructure:"kmesh_tcp_packet_loss"`
-	KmeshTCPReceivedBytes             KmeshTCPReceivedBytesMetricConfig             `mapstructure:"kmesh_tcp_received_bytes"`
-	KmeshTCPRetrans                   KmeshTCPRetransMetricConfig                   `mapstructure:"kmesh_tcp_retrans"`
-	KmeshTCPSentBytes                 KmeshTCPSentBytesMetricConfig                 `mapstructure:"kmesh_tcp_sent_bytes"`
-	KmeshTCPWorkloadConnectionsClosed KmeshTCPWorkloadConnectionsClosedMetricConfig `mapstructure:"kmesh_tcp_workload_connections_closed"`
-	KmeshTCPWorkloadConnectionsFailed KmeshTCPWorkloadConnectionsFailedMetricConfig `mapstructure:"kmesh_tcp_workload_connections_failed"`
-	KmeshTCPWorkloadConnectionsOpened KmeshTCPWorkloadConnectionsOpenedMetricConfig `mapstructure:"kmesh_tcp_workload_connections_opened"`
-	KmeshTCPWorkloadReceivedBytes     KmeshTCPWorkloadReceivedBytesMetricConfig     `mapstructure:"kmesh_tcp_workload_received_bytes"`
-	KmeshTCPWorkloadSentBytes         KmeshTCPWorkloadSentBytesMetricConfig         `mapstructure:"kmesh_tcp_workload_sent_bytes"`
-	SystemNetworkTCPResets            SystemNetworkTCPResetsMetricConfig            `mapstructure:"system.network.tcp.resets"`
-	TCPBytesCrossZone                 TCPBytesCrossZoneMetricConfig                 `mapstructure:"tcp.bytes.cross_zone"`
-	TCPBytesReceived                  TCPBytesReceivedMetricConfig                  `mapstructure:"tcp.bytes.received"`
-	TCPBytesSent                      TCPBytesSentMetricConfig                      `mapstructure:"tcp.bytes.sent"`
-	TCPConnectionsClosed              TCPConnectionsClosedMetricConfig              `mapstructure:"tcp.connections.closed"`
-	TCPConnectionsFailed              TCPConnectionsFailedMetricConfig              `mapstructure:"tcp.connections.failed"`
-	TCPConnectionsOpen                TCPConnectionsOpenMetricConfig                `mapstructure:"tcp.connections.open"`
-	TCPConnectionsOpened              TCPConnectionsOpenedMetricConfig              `mapstructure:"tcp.connections.opened"`
-	TCPPacketsLost                    TCPPacketsLostMetricConfig                    `mapstructure:"tcp.packets.lost"`
-	TCPRetransmits                    TCPRetransmitsMetricConfig                    `mapstructure:"tcp.retransmits"`
-	TCPServiceBytesReceived           TCPServiceBytesReceivedMetricConfig           `mapstructure:"tcp.service.bytes.received"`
-	TCPServiceBytesSent               TCPServiceBytesSentMetricConfig               `mapstructure:"tcp.service.bytes.sent"`
-	TCPServiceConnectionsClosed       TCPServiceConnectionsClosedMetricConfig       `mapstructure:"tcp.service.connections.closed"`
-	TCPServiceConnectionsFailed       TCPServiceConnectionsFailedMetricConfig       `mapstructure:"tcp.service.connections.failed"`
-	TCPServiceConnectionsOpened       TCPServiceConnectionsOpenedMetricConfig       `mapstructure:"tcp.service.connections.opened"`
-	TcpconnConnectionsEvicted         TcpconnConnectionsEvictedMetricConfig         `mapstructure:"tcpconn.connections.evicted"`
-	TcpconnConnectionsLost            TcpconnConnectionsLostMetricConfig            `mapstructure:"tcpconn.connections.lost"`
-	TcpconnLogsDropped                TcpconnLogsDroppedMetricConfig                `mapstructure:"tcpconn.logs.dropped"`
-	TcpconnLogsFiltered               TcpconnLogsFilteredMetricConfig               `mapstructure:"tcpconn.logs.filtered"`
-	TcpconnProbeEventsMissed          TcpconnProbeEventsMissedMetricConfig          `mapstructure:"tcpconn.probe.events.missed"`
-	TcpconnProbeHandshakesUntracked   TcpconnProbeHandshakesUntrackedMetricConfig   `mapstructure:"tcpconn.probe.handshakes.untracked"`
-	TcpconnProbeRecords               TcpconnProbeRecordsMetricConfig               `mapstructure:"tcpconn.probe.records"`
-	TcpconnProbeRecordsDropped        TcpconnProbeRecordsDroppedMetricConfig        `mapstructure:"tcpconn.probe.records.dropped"`
-	TcpconnRecordsFiltered            TcpconnRecordsFilteredMetricConfig            `mapstructure:"tcpconn.records.filtered"`
-	TcpconnSeriesOverflow             TcpconnSeriesOverflowMetricConfig             `mapstructure:"tcpconn.series.overflow"`
+	IstioTCPConnectionsClosed            IstioTCPConnectionsClosedMetricConfig            `mapstructure:"istio_tcp_connections_closed"`
+	IstioTCPConnectionsFailed            IstioTCPConnectionsFailedMetricConfig            `mapstructure:"istio_tcp_connections_failed"`
+	IstioTCPConnectionsOpened            IstioTCPConnectionsOpenedMetricConfig            `mapstructure:"istio_tcp_connections_opened"`
+	IstioTCPReceivedBytes                IstioTCPReceivedBytesMetricConfig                `mapstructure:"istio_tcp_received_bytes"`
+	IstioTCPSentBytes                    IstioTCPSentBytesMetricConfig                    `mapstructure:"istio_tcp_sent_bytes"`
+	KmeshTCPConnectionsClosed            KmeshTCPConnectionsClosedMetricConfig            `mapstructure:"kmesh_tcp_connections_closed"`
+	KmeshTCPConnectionsFailed            KmeshTCPConnectionsFailedMetricConfig            `mapstructure:"kmesh_tcp_connections_failed"`
+	KmeshTCPConnectionsOpened            KmeshTCPConnectionsOpenedMetricConfig            `mapstructure:"kmesh_tcp_connections_opened"`
+	KmeshTCPPacketLoss                   KmeshTCPPacketLossMetricConfig                   `mapstructure:"kmesh_tcp_packet_loss"`
+	KmeshTCPReceivedBytes                KmeshTCPReceivedBytesMetricConfig                `mapstructure:"kmesh_tcp_received_bytes"`
+	KmeshTCPRetrans                      KmeshTCPRetransMetricConfig                      `mapstructure:"kmesh_tcp_retrans"`
+	KmeshTCPSentBytes                    KmeshTCPSentBytesMetricConfig                    `mapstructure:"kmesh_tcp_sent_bytes"`
+	KmeshTCPWorkloadConnectionsClosed    KmeshTCPWorkloadConnectionsClosedMetricConfig    `mapstructure:"kmesh_tcp_workload_connections_closed"`
+	KmeshTCPWorkloadConnectionsFailed    KmeshTCPWorkloadConnectionsFailedMetricConfig    `mapstructure:"kmesh_tcp_workload_connections_failed"`
+	KmeshTCPWorkloadConnectionsOpened    KmeshTCPWorkloadConnectionsOpenedMetricConfig    `mapstructure:"kmesh_tcp_workload_connections_opened"`
+	KmeshTCPWorkloadReceivedBytes        KmeshTCPWorkloadReceivedBytesMetricConfig        `mapstructure:"kmesh_tcp_workload_received_bytes"`
+	KmeshTCPWorkloadSentBytes            KmeshTCPWorkloadSentBytesMetricConfig            `mapstructure:"kmesh_tcp_workload_sent_bytes"`
+	SystemNetworkTCPAcceptQueueLimit     SystemNetworkTCPAcceptQueueLimitMetricConfig     `mapstructure:"system.network.tcp.accept_queue.limit"`
+	SystemNetworkTCPAcceptQueueOverflows SystemNetworkTCPAcceptQueueOverflowsMetricConfig `mapstructure:"system.network.tcp.accept_queue.overflows"`
+	SystemNetworkTCPAcceptQueueSize      SystemNetworkTCPAcceptQueueSizeMetricConfig      `mapstructure:"system.network.tcp.accept_queue.size"`
+	SystemNetworkTCPListenDrops          SystemNetworkTCPListenDropsMetricConfig          `mapstructure:"system.network.tcp.listen.drops"`
+	SystemNetworkTCPResets               SystemNetworkTCPResetsMetricConfig               `mapstructure:"system.network.tcp.resets"`
+	SystemNetworkTCPRetransmits          SystemNetworkTCPRetransmitsMetricConfig          `mapstructure:"system.network.tcp.retransmits"`
+	TCPBytesCrossZone                    TCPBytesCrossZoneMetricConfig                    `mapstructure:"tcp.bytes.cross_zone"`
+	TCPBytesReceived                     TCPBytesReceivedMetricConfig                     `mapstructure:"tcp.bytes.received"`
+	TCPBytesSent                         TCPBytesSentMetricConfig                         `mapstructure:"tcp.bytes.sent"`
+	TCPConnectionsClosed                 TCPConnectionsClosedMetricConfig                 `mapstructure:"tcp.connections.closed"`
+	TCPConnectionsFailed                 TCPConnectionsFailedMetricConfig                 `mapstructure:"tcp.connections.failed"`
+	TCPConnectionsOpen                   TCPConnectionsOpenMetricConfig                   `mapstructure:"tcp.connections.open"`
+	TCPConnectionsOpened                 TCPConnectionsOpenedMetricConfig                 `mapstructure:"tcp.connections.opened"`
+	TCPPacketsLost                       TCPPacketsLostMetricConfig                       `mapstructure:"tcp.packets.lost"`
+	TCPRetransmits                       TCPRetransmitsMetricConfig                       `mapstructure:"tcp.retransmits"`
+	TCPServiceBytesReceived              TCPServiceBytesReceivedMetricConfig              `mapstructure:"tcp.service.bytes.received"`
+	TCPServiceBytesSent                  TCPServiceBytesSentMetricConfig                  `mapstructure:"tcp.service.bytes.sent"`
+	TCPServiceConnectionsClosed          TCPServiceConnectionsClosedMetricConfig          `mapstructure:"tcp.service.connections.closed"`
+	TCPServiceConnectionsFailed          TCPServiceConnectionsFailedMetricConfig          `mapstructure:"tcp.service.connections.failed"`
+	TCPServiceConnectionsOpened          TCPServiceConnectionsOpenedMetricConfig          `mapstructure:"tcp.service.connections.opened"`
+	TcpconnConnectionsEvicted            TcpconnConnectionsEvictedMetricConfig            `mapstructure:"tcpconn.connections.evicted"`
+	TcpconnConnectionsLost               TcpconnConnectionsLostMetricConfig               `mapstructure:"tcpconn.connections.lost"`
+	TcpconnLogsDropped                   TcpconnLogsDroppedMetricConfig                   `mapstructure:"tcpconn.logs.dropped"`
+	TcpconnLogsFiltered                  TcpconnLogsFilteredMetricConfig                  `mapstructure:"tcpconn.logs.filtered"`
+	TcpconnProbeEventsMissed             TcpconnProbeEventsMissedMetricConfig             `mapstructure:"tcpconn.probe.events.missed"`
+	TcpconnProbeHandshakesUntracked      TcpconnProbeHandshakesUntrackedMetricConfig      `mapstructure:"tcpconn.probe.handshakes.untracked"`
+	TcpconnProbeRecords                  TcpconnProbeRecordsMetricConfig                  `mapstructure:"tcpconn.probe.records"`
+	TcpconnProbeRecordsDropped           TcpconnProbeRecordsDroppedMetricConfig           `mapstructure:"tcpconn.probe.records.dropped"`
+	TcpconnRecordsFiltered               TcpconnRecordsFilteredMetricConfig               `mapstructure:"tcpconn.records.filtered"`
+	TcpconnSeriesOverflow                TcpconnSeriesOverflowMetricConfig                `mapstructure:"tcpconn.series.overflow"`
 }
 
 func DefaultMetricsConfig() MetricsConfig {
@@ -2379,10 +2575,31 @@ func DefaultMetricsConfig() MetricsConfig {
 			AggregationStrategy: AggregationStrategySum,
 			EnabledAttributes:   []KmeshTCPWorkloadSentBytesMetricAttributeKey{KmeshTCPWorkloadSentBytesMetricAttributeKeyReporter, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceWorkload, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCanonicalService, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCanonicalRevision, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceWorkloadNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeySourcePrincipal, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceApp, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceVersion, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCluster, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodAddress, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodName, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationWorkload, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCanonicalService, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPrincipal, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationApp, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationVersion, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCluster, KmeshTCPWorkloadSentBytesMetricAttributeKeyRequestProtocol, KmeshTCPWorkloadSentBytesMetricAttributeKeyResponseFlags, KmeshTCPWorkloadSentBytesMetricAttributeKeyConnectionSecurityPolicy},
 		},
+		SystemNetworkTCPAcceptQueueLimit: SystemNetworkTCPAcceptQueueLimitMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategyAvg,
+			EnabledAttributes:   []SystemNetworkTCPAcceptQueueLimitMetricAttributeKey{SystemNetworkTCPAcceptQueueLimitMetricAttributeKeyServerPort},
+		},
+		SystemNetworkTCPAcceptQueueOverflows: SystemNetworkTCPAcceptQueueOverflowsMetricConfig{
+			Enabled: true,
+		},
+		SystemNetworkTCPAcceptQueueSize: SystemNetworkTCPAcceptQueueSizeMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategyAvg,
+			EnabledAttributes:   []SystemNetworkTCPAcceptQueueSizeMetricAttributeKey{SystemNetworkTCPAcceptQueueSizeMetricAttributeKeyServerPort},
+		},
+		SystemNetworkTCPListenDrops: SystemNetworkTCPListenDropsMetricConfig{
+			Enabled: true,
+		},
 		SystemNetworkTCPResets: SystemNetworkTCPResetsMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
 			EnabledAttributes:   []SystemNetworkTCPResetsMetricAttributeKey{SystemNetworkTCPResetsMetricAttributeKeyDirection, SystemNetworkTCPResetsMetricAttributeKeyNetworkType, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkload, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkloadKind, SystemNetworkTCPResetsMetricAttributeKeyPeerNamespace, SystemNetworkTCPResetsMetricAttributeKeyTCPCloseCause},
+		},
+		SystemNetworkTCPRetransmits: SystemNetworkTCPRetransmitsMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []SystemNetworkTCPRetransmitsMetricAttributeKey{SystemNetworkTCPRetransmitsMetricAttributeKeyDirection, SystemNetworkTCPRetransmitsMetricAttributeKeyNetworkType, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerWorkload, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerWorkloadKind, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerNamespace, SystemNetworkTCPRetransmitsMetricAttributeKeyNetworkTCPRetransmitType},
 		},
 		TCPBytesCrossZone: TCPBytesCrossZoneMetricConfig{
 			Enabled:             true,

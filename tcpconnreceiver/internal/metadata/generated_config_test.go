@@ -111,10 +111,31 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []KmeshTCPWorkloadSentBytesMetricAttributeKey{KmeshTCPWorkloadSentBytesMetricAttributeKeyReporter, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceWorkload, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCanonicalService, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCanonicalRevision, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceWorkloadNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeySourcePrincipal, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceApp, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceVersion, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCluster, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodAddress, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodName, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationWorkload, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCanonicalService, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPrincipal, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationApp, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationVersion, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCluster, KmeshTCPWorkloadSentBytesMetricAttributeKeyRequestProtocol, KmeshTCPWorkloadSentBytesMetricAttributeKeyResponseFlags, KmeshTCPWorkloadSentBytesMetricAttributeKeyConnectionSecurityPolicy},
 					},
+					SystemNetworkTCPAcceptQueueLimit: SystemNetworkTCPAcceptQueueLimitMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategyAvg,
+						EnabledAttributes:   []SystemNetworkTCPAcceptQueueLimitMetricAttributeKey{SystemNetworkTCPAcceptQueueLimitMetricAttributeKeyServerPort},
+					},
+					SystemNetworkTCPAcceptQueueOverflows: SystemNetworkTCPAcceptQueueOverflowsMetricConfig{
+						Enabled: true,
+					},
+					SystemNetworkTCPAcceptQueueSize: SystemNetworkTCPAcceptQueueSizeMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategyAvg,
+						EnabledAttributes:   []SystemNetworkTCPAcceptQueueSizeMetricAttributeKey{SystemNetworkTCPAcceptQueueSizeMetricAttributeKeyServerPort},
+					},
+					SystemNetworkTCPListenDrops: SystemNetworkTCPListenDropsMetricConfig{
+						Enabled: true,
+					},
 					SystemNetworkTCPResets: SystemNetworkTCPResetsMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []SystemNetworkTCPResetsMetricAttributeKey{SystemNetworkTCPResetsMetricAttributeKeyDirection, SystemNetworkTCPResetsMetricAttributeKeyNetworkType, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkload, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkloadKind, SystemNetworkTCPResetsMetricAttributeKeyPeerNamespace, SystemNetworkTCPResetsMetricAttributeKeyTCPCloseCause, SystemNetworkTCPResetsMetricAttributeKeyPeerAddress, SystemNetworkTCPResetsMetricAttributeKeyPeerPort},
+					},
+					SystemNetworkTCPRetransmits: SystemNetworkTCPRetransmitsMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []SystemNetworkTCPRetransmitsMetricAttributeKey{SystemNetworkTCPRetransmitsMetricAttributeKeyDirection, SystemNetworkTCPRetransmitsMetricAttributeKeyNetworkType, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerWorkload, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerWorkloadKind, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerNamespace, SystemNetworkTCPRetransmitsMetricAttributeKeyNetworkTCPRetransmitType, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerAddress, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerPort},
 					},
 					TCPBytesCrossZone: TCPBytesCrossZoneMetricConfig{
 						Enabled:             true,
@@ -328,10 +349,31 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []KmeshTCPWorkloadSentBytesMetricAttributeKey{KmeshTCPWorkloadSentBytesMetricAttributeKeyReporter, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceWorkload, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCanonicalService, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCanonicalRevision, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceWorkloadNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeySourcePrincipal, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceApp, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceVersion, KmeshTCPWorkloadSentBytesMetricAttributeKeySourceCluster, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodAddress, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPodName, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationWorkload, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCanonicalService, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCanonicalRevision, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationWorkloadNamespace, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationPrincipal, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationApp, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationVersion, KmeshTCPWorkloadSentBytesMetricAttributeKeyDestinationCluster, KmeshTCPWorkloadSentBytesMetricAttributeKeyRequestProtocol, KmeshTCPWorkloadSentBytesMetricAttributeKeyResponseFlags, KmeshTCPWorkloadSentBytesMetricAttributeKeyConnectionSecurityPolicy},
 					},
+					SystemNetworkTCPAcceptQueueLimit: SystemNetworkTCPAcceptQueueLimitMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategyAvg,
+						EnabledAttributes:   []SystemNetworkTCPAcceptQueueLimitMetricAttributeKey{SystemNetworkTCPAcceptQueueLimitMetricAttributeKeyServerPort},
+					},
+					SystemNetworkTCPAcceptQueueOverflows: SystemNetworkTCPAcceptQueueOverflowsMetricConfig{
+						Enabled: false,
+					},
+					SystemNetworkTCPAcceptQueueSize: SystemNetworkTCPAcceptQueueSizeMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategyAvg,
+						EnabledAttributes:   []SystemNetworkTCPAcceptQueueSizeMetricAttributeKey{SystemNetworkTCPAcceptQueueSizeMetricAttributeKeyServerPort},
+					},
+					SystemNetworkTCPListenDrops: SystemNetworkTCPListenDropsMetricConfig{
+						Enabled: false,
+					},
 					SystemNetworkTCPResets: SystemNetworkTCPResetsMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []SystemNetworkTCPResetsMetricAttributeKey{SystemNetworkTCPResetsMetricAttributeKeyDirection, SystemNetworkTCPResetsMetricAttributeKeyNetworkType, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkload, SystemNetworkTCPResetsMetricAttributeKeyPeerWorkloadKind, SystemNetworkTCPResetsMetricAttributeKeyPeerNamespace, SystemNetworkTCPResetsMetricAttributeKeyTCPCloseCause, SystemNetworkTCPResetsMetricAttributeKeyPeerAddress, SystemNetworkTCPResetsMetricAttributeKeyPeerPort},
+					},
+					SystemNetworkTCPRetransmits: SystemNetworkTCPRetransmitsMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []SystemNetworkTCPRetransmitsMetricAttributeKey{SystemNetworkTCPRetransmitsMetricAttributeKeyDirection, SystemNetworkTCPRetransmitsMetricAttributeKeyNetworkType, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerWorkload, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerWorkloadKind, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerNamespace, SystemNetworkTCPRetransmitsMetricAttributeKeyNetworkTCPRetransmitType, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerAddress, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerPort},
 					},
 					TCPBytesCrossZone: TCPBytesCrossZoneMetricConfig{
 						Enabled:             false,
@@ -460,7 +502,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(IstioTCPConnectionsClosedMetricConfig{}, IstioTCPConnectionsFailedMetricConfig{}, IstioTCPConnectionsOpenedMetricConfig{}, IstioTCPReceivedBytesMetricConfig{}, IstioTCPSentBytesMetricConfig{}, KmeshTCPConnectionsClosedMetricConfig{}, KmeshTCPConnectionsFailedMetricConfig{}, KmeshTCPConnectionsOpenedMetricConfig{}, KmeshTCPPacketLossMetricConfig{}, KmeshTCPReceivedBytesMetricConfig{}, KmeshTCPRetransMetricConfig{}, KmeshTCPSentBytesMetricConfig{}, KmeshTCPWorkloadConnectionsClosedMetricConfig{}, KmeshTCPWorkloadConnectionsFailedMetricConfig{}, KmeshTCPWorkloadConnectionsOpenedMetricConfig{}, KmeshTCPWorkloadReceivedBytesMetricConfig{}, KmeshTCPWorkloadSentBytesMetricConfig{}, SystemNetworkTCPResetsMetricConfig{}, TCPBytesCrossZoneMetricConfig{}, TCPBytesReceivedMetricConfig{}, TCPBytesSentMetricConfig{}, TCPConnectionsClosedMetricConfig{}, TCPConnectionsFailedMetricConfig{}, TCPConnectionsOpenMetricConfig{}, TCPConnectionsOpenedMetricConfig{}, TCPPacketsLostMetricConfig{}, TCPRetransmitsMetricConfig{}, TCPServiceBytesReceivedMetricConfig{}, TCPServiceBytesSentMetricConfig{}, TCPServiceConnectionsClosedMetricConfig{}, TCPServiceConnectionsFailedMetricConfig{}, TCPServiceConnectionsOpenedMetricConfig{}, TcpconnConnectionsEvictedMetricConfig{}, TcpconnConnectionsLostMetricConfig{}, TcpconnLogsDroppedMetricConfig{}, TcpconnLogsFilteredMetricConfig{}, TcpconnProbeEventsMissedMetricConfig{}, TcpconnProbeHandshakesUntrackedMetricConfig{}, TcpconnProbeRecordsMetricConfig{}, TcpconnProbeRecordsDroppedMetricConfig{}, TcpconnRecordsFilteredMetricConfig{}, TcpconnSeriesOverflowMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(IstioTCPConnectionsClosedMetricConfig{}, IstioTCPConnectionsFailedMetricConfig{}, IstioTCPConnectionsOpenedMetricConfig{}, IstioTCPReceivedBytesMetricConfig{}, IstioTCPSentBytesMetricConfig{}, KmeshTCPConnectionsClosedMetricConfig{}, KmeshTCPConnectionsFailedMetricConfig{}, KmeshTCPConnectionsOpenedMetricConfig{}, KmeshTCPPacketLossMetricConfig{}, KmeshTCPReceivedBytesMetricConfig{}, KmeshTCPRetransMetricConfig{}, KmeshTCPSentBytesMetricConfig{}, KmeshTCPWorkloadConnectionsClosedMetricConfig{}, KmeshTCPWorkloadConnectionsFailedMetricConfig{}, KmeshTCPWorkloadConnectionsOpenedMetricConfig{}, KmeshTCPWorkloadReceivedBytesMetricConfig{}, KmeshTCPWorkloadSentBytesMetricConfig{}, SystemNetworkTCPAcceptQueueLimitMetricConfig{}, SystemNetworkTCPAcceptQueueOverflowsMetricConfig{}, SystemNetworkTCPAcceptQueueSizeMetricConfig{}, SystemNetworkTCPListenDropsMetricConfig{}, SystemNetworkTCPResetsMetricConfig{}, SystemNetworkTCPRetransmitsMetricConfig{}, TCPBytesCrossZoneMetricConfig{}, TCPBytesReceivedMetricConfig{}, TCPBytesSentMetricConfig{}, TCPConnectionsClosedMetricConfig{}, TCPConnectionsFailedMetricConfig{}, TCPConnectionsOpenMetricConfig{}, TCPConnectionsOpenedMetricConfig{}, TCPPacketsLostMetricConfig{}, TCPRetransmitsMetricConfig{}, TCPServiceBytesReceivedMetricConfig{}, TCPServiceBytesSentMetricConfig{}, TCPServiceConnectionsClosedMetricConfig{}, TCPServiceConnectionsFailedMetricConfig{}, TCPServiceConnectionsOpenedMetricConfig{}, TcpconnConnectionsEvictedMetricConfig{}, TcpconnConnectionsLostMetricConfig{}, TcpconnLogsDroppedMetricConfig{}, TcpconnLogsFilteredMetricConfig{}, TcpconnProbeEventsMissedMetricConfig{}, TcpconnProbeHandshakesUntrackedMetricConfig{}, TcpconnProbeRecordsMetricConfig{}, TcpconnProbeRecordsDroppedMetricConfig{}, TcpconnRecordsFilteredMetricConfig{}, TcpconnSeriesOverflowMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}
@@ -669,6 +711,30 @@ func TestKmeshTCPWorkloadSentBytesMetricsConfig_Validate(t *testing.T) {
 	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
 }
 
+func TestSystemNetworkTCPAcceptQueueLimitMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().SystemNetworkTCPAcceptQueueLimit
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []SystemNetworkTCPAcceptQueueLimitMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric system.network.tcp.accept_queue.limit doesn't have an attribute invalid, valid attributes: [server.port]")
+
+	cfg = DefaultMetricsConfig().SystemNetworkTCPAcceptQueueLimit
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
+func TestSystemNetworkTCPAcceptQueueSizeMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().SystemNetworkTCPAcceptQueueSize
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []SystemNetworkTCPAcceptQueueSizeMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric system.network.tcp.accept_queue.size doesn't have an attribute invalid, valid attributes: [server.port]")
+
+	cfg = DefaultMetricsConfig().SystemNetworkTCPAcceptQueueSize
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
 func TestSystemNetworkTCPResetsMetricsConfig_Validate(t *testing.T) {
 	cfg := DefaultMetricsConfig().SystemNetworkTCPResets
 	require.NoError(t, cfg.Validate())
@@ -677,6 +743,18 @@ func TestSystemNetworkTCPResetsMetricsConfig_Validate(t *testing.T) {
 	require.ErrorContains(t, cfg.Validate(), "metric system.network.tcp.resets doesn't have an attribute invalid, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, tcp.close.cause, peer.address, peer.port]")
 
 	cfg = DefaultMetricsConfig().SystemNetworkTCPResets
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
+func TestSystemNetworkTCPRetransmitsMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().SystemNetworkTCPRetransmits
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []SystemNetworkTCPRetransmitsMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric system.network.tcp.retransmits doesn't have an attribute invalid, valid attributes: [direction, network.type, peer.workload, peer.workload.kind, peer.namespace, network.tcp.retransmit.type, peer.address, peer.port]")
+
+	cfg = DefaultMetricsConfig().SystemNetworkTCPRetransmits
 	cfg.AggregationStrategy = "invalid"
 	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
 }

@@ -117,6 +117,44 @@ var MapAttributeNetworkIoDirection = map[string]AttributeNetworkIoDirection{
 	"receive":  AttributeNetworkIoDirectionReceive,
 }
 
+// AttributeNetworkTCPRetransmitType specifies the value network.tcp.retransmit.type attribute.
+type AttributeNetworkTCPRetransmitType int
+
+const (
+	_ AttributeNetworkTCPRetransmitType = iota
+	AttributeNetworkTCPRetransmitTypeSyn
+	AttributeNetworkTCPRetransmitTypeSynAck
+	AttributeNetworkTCPRetransmitTypeTimeout
+	AttributeNetworkTCPRetransmitTypeFast
+	AttributeNetworkTCPRetransmitTypeTailLossProbe
+)
+
+// String returns the string representation of the AttributeNetworkTCPRetransmitType.
+func (av AttributeNetworkTCPRetransmitType) String() string {
+	switch av {
+	case AttributeNetworkTCPRetransmitTypeSyn:
+		return "syn"
+	case AttributeNetworkTCPRetransmitTypeSynAck:
+		return "syn_ack"
+	case AttributeNetworkTCPRetransmitTypeTimeout:
+		return "timeout"
+	case AttributeNetworkTCPRetransmitTypeFast:
+		return "fast"
+	case AttributeNetworkTCPRetransmitTypeTailLossProbe:
+		return "tail_loss_probe"
+	}
+	return ""
+}
+
+// MapAttributeNetworkTCPRetransmitType is a helper map of string to AttributeNetworkTCPRetransmitType attribute value.
+var MapAttributeNetworkTCPRetransmitType = map[string]AttributeNetworkTCPRetransmitType{
+	"syn":             AttributeNetworkTCPRetransmitTypeSyn,
+	"syn_ack":         AttributeNetworkTCPRetransmitTypeSynAck,
+	"timeout":         AttributeNetworkTCPRetransmitTypeTimeout,
+	"fast":            AttributeNetworkTCPRetransmitTypeFast,
+	"tail_loss_probe": AttributeNetworkTCPRetransmitTypeTailLossProbe,
+}
+
 // AttributeNetworkType specifies the value network.type attribute.
 type AttributeNetworkType int
 
@@ -336,9 +374,27 @@ var MetricsInfo = metricsInfo{
 		Name:       "kmesh_tcp_workload_sent_bytes",
 		Attributes: []string{"reporter", "source_workload", "source_canonical_service", "source_canonical_revision", "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster", "destination_pod_address", "destination_pod_namespace", "destination_pod_name", "destination_workload", "destination_canonical_service", "destination_canonical_revision", "destination_workload_namespace", "destination_principal", "destination_app", "destination_version", "destination_cluster", "request_protocol", "response_flags", "connection_security_policy"},
 	},
+	SystemNetworkTCPAcceptQueueLimit: metricInfo{
+		Name:       "system.network.tcp.accept_queue.limit",
+		Attributes: []string{"server.port"},
+	},
+	SystemNetworkTCPAcceptQueueOverflows: metricInfo{
+		Name: "system.network.tcp.accept_queue.overflows",
+	},
+	SystemNetworkTCPAcceptQueueSize: metricInfo{
+		Name:       "system.network.tcp.accept_queue.size",
+		Attributes: []string{"server.port"},
+	},
+	SystemNetworkTCPListenDrops: metricInfo{
+		Name: "system.network.tcp.listen.drops",
+	},
 	SystemNetworkTCPResets: metricInfo{
 		Name:       "system.network.tcp.resets",
 		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace", "tcp.close.cause", "peer.address", "peer.port"},
+	},
+	SystemNetworkTCPRetransmits: metricInfo{
+		Name:       "system.network.tcp.retransmits",
+		Attributes: []string{"direction", "network.type", "peer.workload", "peer.workload.kind", "peer.namespace", "network.tcp.retransmit.type", "peer.address", "peer.port"},
 	},
 	TCPBytesCrossZone: metricInfo{
 		Name:       "tcp.bytes.cross_zone",
@@ -431,48 +487,53 @@ var MetricsInfo = metricsInfo{
 }
 
 type metricsInfo struct {
-	IstioTCPConnectionsClosed         metricInfo
-	IstioTCPConnectionsFailed         metricInfo
-	IstioTCPConnectionsOpened         metricInfo
-	IstioTCPReceivedBytes             metricInfo
-	IstioTCPSentBytes                 metricInfo
-	KmeshTCPConnectionsClosed         metricInfo
-	KmeshTCPConnectionsFailed         metricInfo
-	KmeshTCPConnectionsOpened         metricInfo
-	KmeshTCPPacketLoss                metricInfo
-	KmeshTCPReceivedBytes             metricInfo
-	KmeshTCPRetrans                   metricInfo
-	KmeshTCPSentBytes                 metricInfo
-	KmeshTCPWorkloadConnectionsClosed metricInfo
-	KmeshTCPWorkloadConnectionsFailed metricInfo
-	KmeshTCPWorkloadConnectionsOpened metricInfo
-	KmeshTCPWorkloadReceivedBytes     metricInfo
-	KmeshTCPWorkloadSentBytes         metricInfo
-	SystemNetworkTCPResets            metricInfo
-	TCPBytesCrossZone                 metricInfo
-	TCPBytesReceived                  metricInfo
-	TCPBytesSent                      metricInfo
-	TCPConnectionsClosed              metricInfo
-	TCPConnectionsFailed              metricInfo
-	TCPConnectionsOpen                metricInfo
-	TCPConnectionsOpened              metricInfo
-	TCPPacketsLost                    metricInfo
-	TCPRetransmits                    metricInfo
-	TCPServiceBytesReceived           metricInfo
-	TCPServiceBytesSent               metricInfo
-	TCPServiceConnectionsClosed       metricInfo
-	TCPServiceConnectionsFailed       metricInfo
-	TCPServiceConnectionsOpened       metricInfo
-	TcpconnConnectionsEvicted         metricInfo
-	TcpconnConnectionsLost            metricInfo
-	TcpconnLogsDropped                metricInfo
-	TcpconnLogsFiltered               metricInfo
-	TcpconnProbeEventsMissed          metricInfo
-	TcpconnProbeHandshakesUntracked   metricInfo
-	TcpconnProbeRecords               metricInfo
-	TcpconnProbeRecordsDropped        metricInfo
-	TcpconnRecordsFiltered            metricInfo
-	TcpconnSeriesOverflow             metricInfo
+	IstioTCPConnectionsClosed            metricInfo
+	IstioTCPConnectionsFailed            metricInfo
+	IstioTCPConnectionsOpened            metricInfo
+	IstioTCPReceivedBytes                metricInfo
+	IstioTCPSentBytes                    metricInfo
+	KmeshTCPConnectionsClosed            metricInfo
+	KmeshTCPConnectionsFailed            metricInfo
+	KmeshTCPConnectionsOpened            metricInfo
+	KmeshTCPPacketLoss                   metricInfo
+	KmeshTCPReceivedBytes                metricInfo
+	KmeshTCPRetrans                      metricInfo
+	KmeshTCPSentBytes                    metricInfo
+	KmeshTCPWorkloadConnectionsClosed    metricInfo
+	KmeshTCPWorkloadConnectionsFailed    metricInfo
+	KmeshTCPWorkloadConnectionsOpened    metricInfo
+	KmeshTCPWorkloadReceivedBytes        metricInfo
+	KmeshTCPWorkloadSentBytes            metricInfo
+	SystemNetworkTCPAcceptQueueLimit     metricInfo
+	SystemNetworkTCPAcceptQueueOverflows metricInfo
+	SystemNetworkTCPAcceptQueueSize      metricInfo
+	SystemNetworkTCPListenDrops          metricInfo
+	SystemNetworkTCPResets               metricInfo
+	SystemNetworkTCPRetransmits          metricInfo
+	TCPBytesCrossZone                    metricInfo
+	TCPBytesReceived                     metricInfo
+	TCPBytesSent                         metricInfo
+	TCPConnectionsClosed                 metricInfo
+	TCPConnectionsFailed                 metricInfo
+	TCPConnectionsOpen                   metricInfo
+	TCPConnectionsOpened                 metricInfo
+	TCPPacketsLost                       metricInfo
+	TCPRetransmits                       metricInfo
+	TCPServiceBytesReceived              metricInfo
+	TCPServiceBytesSent                  metricInfo
+	TCPServiceConnectionsClosed          metricInfo
+	TCPServiceConnectionsFailed          metricInfo
+	TCPServiceConnectionsOpened          metricInfo
+	TcpconnConnectionsEvicted            metricInfo
+	TcpconnConnectionsLost               metricInfo
+	TcpconnLogsDropped                   metricInfo
+	TcpconnLogsFiltered                  metricInfo
+	TcpconnProbeEventsMissed             metricInfo
+	TcpconnProbeHandshakesUntracked      metricInfo
+	TcpconnProbeRecords                  metricInfo
+	TcpconnProbeRecordsDropped           metricInfo
+	TcpconnRecordsFiltered               metricInfo
+	TcpconnSeriesOverflow                metricInfo
 }
 
 type metricInfo struct {
@@ -3149,6 +3210,288 @@ func newMetricKmeshTCPWorkloadSentBytes(cfg KmeshTCPWorkloadSentBytesMetricConfi
 	return m
 }
 
+type metricSystemNetworkTCPAcceptQueueLimit struct {
+	data          pmetric.Metric                               // data buffer for generated metric.
+	config        SystemNetworkTCPAcceptQueueLimitMetricConfig // metric config provided by user.
+	capacity      int                                          // max observed number of data points added to the metric.
+	aggDataPoints []int64                                      // slice containing number of aggregated datapoints at each index
+}
+
+// init fills system.network.tcp.accept_queue.limit metric with initial data.
+func (m *metricSystemNetworkTCPAcceptQueueLimit) init() {
+	m.data.SetName("system.network.tcp.accept_queue.limit")
+	m.data.SetDescription("otel profile: the accept-queue limit of the local pod's listening sockets, per port (the listen() backlog, sk_max_ack_backlog; the queue holds one more), as the last report walk saw it (report_interval, tp_btf mode). Sockets of one pod on one port (IPv4 and IPv6) are added up. Ours: the proposal has no such metric.")
+	m.data.SetUnit("{connection}")
+	m.data.SetEmptyGauge()
+	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricSystemNetworkTCPAcceptQueueLimit) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, serverPortAttributeValue int64) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPAcceptQueueLimitMetricAttributeKeyServerPort) {
+		dp.Attributes().PutInt("server.port", serverPortAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Gauge().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricSystemNetworkTCPAcceptQueueLimit) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricSystemNetworkTCPAcceptQueueLimit) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Gauge().DataPoints().At(i).SetIntValue(m.data.Gauge().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricSystemNetworkTCPAcceptQueueLimit(cfg SystemNetworkTCPAcceptQueueLimitMetricConfig) metricSystemNetworkTCPAcceptQueueLimit {
+	m := metricSystemNetworkTCPAcceptQueueLimit{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricSystemNetworkTCPAcceptQueueOverflows struct {
+	data     pmetric.Metric                                   // data buffer for generated metric.
+	config   SystemNetworkTCPAcceptQueueOverflowsMetricConfig // metric config provided by user.
+	capacity int                                              // max observed number of data points added to the metric.
+}
+
+// init fills system.network.tcp.accept_queue.overflows metric with initial data.
+func (m *metricSystemNetworkTCPAcceptQueueOverflows) init() {
+	m.data.SetName("system.network.tcp.accept_queue.overflows")
+	m.data.SetDescription("otel profile: connections a listener of the local pod could not queue, its accept queue full (the pod's network namespace's TcpExt ListenOverflows, read at each report walk: report_interval, tp_btf mode), counted from the receiver's start; on the pod's Resource, no data-point attributes. A pod on the host's network shares the host's counters. Named as the OpenTelemetry proposal for TCP metrics (semantic-conventions#3682) names it.")
+	m.data.SetUnit("{connection}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+}
+
+func (m *metricSystemNetworkTCPAcceptQueueOverflows) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Sum().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricSystemNetworkTCPAcceptQueueOverflows) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricSystemNetworkTCPAcceptQueueOverflows) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricSystemNetworkTCPAcceptQueueOverflows(cfg SystemNetworkTCPAcceptQueueOverflowsMetricConfig) metricSystemNetworkTCPAcceptQueueOverflows {
+	m := metricSystemNetworkTCPAcceptQueueOverflows{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricSystemNetworkTCPAcceptQueueSize struct {
+	data          pmetric.Metric                              // data buffer for generated metric.
+	config        SystemNetworkTCPAcceptQueueSizeMetricConfig // metric config provided by user.
+	capacity      int                                         // max observed number of data points added to the metric.
+	aggDataPoints []int64                                     // slice containing number of aggregated datapoints at each index
+}
+
+// init fills system.network.tcp.accept_queue.size metric with initial data.
+func (m *metricSystemNetworkTCPAcceptQueueSize) init() {
+	m.data.SetName("system.network.tcp.accept_queue.size")
+	m.data.SetDescription("otel profile: connections waiting in the accept queue of the local pod's listening sockets, per port (sk_ack_backlog: handshakes completed, not yet accept()ed), as the last report walk saw it; against system.network.tcp.accept_queue.limit. Ours: the proposal has no such metric.")
+	m.data.SetUnit("{connection}")
+	m.data.SetEmptyGauge()
+	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricSystemNetworkTCPAcceptQueueSize) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, serverPortAttributeValue int64) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPAcceptQueueSizeMetricAttributeKeyServerPort) {
+		dp.Attributes().PutInt("server.port", serverPortAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Gauge().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricSystemNetworkTCPAcceptQueueSize) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricSystemNetworkTCPAcceptQueueSize) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Gauge().DataPoints().At(i).SetIntValue(m.data.Gauge().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricSystemNetworkTCPAcceptQueueSize(cfg SystemNetworkTCPAcceptQueueSizeMetricConfig) metricSystemNetworkTCPAcceptQueueSize {
+	m := metricSystemNetworkTCPAcceptQueueSize{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricSystemNetworkTCPListenDrops struct {
+	data     pmetric.Metric                          // data buffer for generated metric.
+	config   SystemNetworkTCPListenDropsMetricConfig // metric config provided by user.
+	capacity int                                     // max observed number of data points added to the metric.
+}
+
+// init fills system.network.tcp.listen.drops metric with initial data.
+func (m *metricSystemNetworkTCPListenDrops) init() {
+	m.data.SetName("system.network.tcp.listen.drops")
+	m.data.SetDescription("otel profile: SYNs and handshake-completing ACKs the local pod's listeners dropped for any reason, the accept-queue overflows among them (TcpExt ListenDrops of its network namespace, read as system.network.tcp.accept_queue.overflows is). Ours: the proposal has no such metric.")
+	m.data.SetUnit("{packet}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+}
+
+func (m *metricSystemNetworkTCPListenDrops) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Sum().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricSystemNetworkTCPListenDrops) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricSystemNetworkTCPListenDrops) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricSystemNetworkTCPListenDrops(cfg SystemNetworkTCPListenDropsMetricConfig) metricSystemNetworkTCPListenDrops {
+	m := metricSystemNetworkTCPListenDrops{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricSystemNetworkTCPResets struct {
 	data          pmetric.Metric                     // data buffer for generated metric.
 	config        SystemNetworkTCPResetsMetricConfig // metric config provided by user.
@@ -3253,6 +3596,118 @@ func (m *metricSystemNetworkTCPResets) emit(metrics pmetric.MetricSlice) {
 
 func newMetricSystemNetworkTCPResets(cfg SystemNetworkTCPResetsMetricConfig) metricSystemNetworkTCPResets {
 	m := metricSystemNetworkTCPResets{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricSystemNetworkTCPRetransmits struct {
+	data          pmetric.Metric                          // data buffer for generated metric.
+	config        SystemNetworkTCPRetransmitsMetricConfig // metric config provided by user.
+	capacity      int                                     // max observed number of data points added to the metric.
+	aggDataPoints []int64                                 // slice containing number of aggregated datapoints at each index
+}
+
+// init fills system.network.tcp.retransmits metric with initial data.
+func (m *metricSystemNetworkTCPRetransmits) init() {
+	m.data.SetName("system.network.tcp.retransmits")
+	m.data.SetDescription("otel profile, workload view: segments retransmitted, by network.tcp.retransmit.type, counted at close over the connection's life (tp_btf mode; not for connections open before the receiver started unless adopt counts them, nor connects that failed: their SYNs are on the failure access-log records). Their sum over a connection is its tcp.retransmits. Named as the OpenTelemetry proposal for TCP metrics (semantic-conventions#3682) names it; its values syn and syn_ack are ours.")
+	m.data.SetUnit("{segment}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricSystemNetworkTCPRetransmits) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, directionAttributeValue string, networkTypeAttributeValue string, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, networkTCPRetransmitTypeAttributeValue string, peerAddressAttributeValue string, peerPortAttributeValue int64) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPRetransmitsMetricAttributeKeyDirection) {
+		dp.Attributes().PutStr("direction", directionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPRetransmitsMetricAttributeKeyNetworkType) {
+		dp.Attributes().PutStr("network.type", networkTypeAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerWorkload) {
+		dp.Attributes().PutStr("peer.workload", peerWorkloadAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerWorkloadKind) {
+		dp.Attributes().PutStr("peer.workload.kind", peerWorkloadKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerNamespace) {
+		dp.Attributes().PutStr("peer.namespace", peerNamespaceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPRetransmitsMetricAttributeKeyNetworkTCPRetransmitType) {
+		dp.Attributes().PutStr("network.tcp.retransmit.type", networkTCPRetransmitTypeAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerAddress) {
+		dp.Attributes().PutStr("peer.address", peerAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, SystemNetworkTCPRetransmitsMetricAttributeKeyPeerPort) {
+		dp.Attributes().PutInt("peer.port", peerPortAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricSystemNetworkTCPRetransmits) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricSystemNetworkTCPRetransmits) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricSystemNetworkTCPRetransmits(cfg SystemNetworkTCPRetransmitsMetricConfig) metricSystemNetworkTCPRetransmits {
+	m := metricSystemNetworkTCPRetransmits{config: cfg}
 
 	if cfg.Enabled {
 		m.data = pmetric.NewMetric()
@@ -5328,55 +5783,60 @@ func newMetricTcpconnSeriesOverflow(cfg TcpconnSeriesOverflowMetricConfig) metri
 // MetricsBuilder provides an interface for scrapers to report metrics while taking care of all the transformations
 // required to produce metric representation defined in metadata and user config.
 type MetricsBuilder struct {
-	config                                  MetricsBuilderConfig // config of the metrics builder.
-	startTime                               pcommon.Timestamp    // start time that will be applied to all recorded data points.
-	metricsCapacity                         int                  // maximum observed number of metrics per resource.
-	metricsBuffer                           pmetric.Metrics      // accumulates metrics data before emitting.
-	buildInfo                               component.BuildInfo  // contains version information.
-	resourceAttributeIncludeFilter          map[string]filter.Filter
-	resourceAttributeExcludeFilter          map[string]filter.Filter
-	metricIstioTCPConnectionsClosed         metricIstioTCPConnectionsClosed
-	metricIstioTCPConnectionsFailed         metricIstioTCPConnectionsFailed
-	metricIstioTCPConnectionsOpened         metricIstioTCPConnectionsOpened
-	metricIstioTCPReceivedBytes             metricIstioTCPReceivedBytes
-	metricIstioTCPSentBytes                 metricIstioTCPSentBytes
-	metricKmeshTCPConnectionsClosed         metricKmeshTCPConnectionsClosed
-	metricKmeshTCPConnectionsFailed         metricKmeshTCPConnectionsFailed
-	metricKmeshTCPConnectionsOpened         metricKmeshTCPConnectionsOpened
-	metricKmeshTCPPacketLoss                metricKmeshTCPPacketLoss
-	metricKmeshTCPReceivedBytes             metricKmeshTCPReceivedBytes
-	metricKmeshTCPRetrans                   metricKmeshTCPRetrans
-	metricKmeshTCPSentBytes                 metricKmeshTCPSentBytes
-	metricKmeshTCPWorkloadConnectionsClosed metricKmeshTCPWorkloadConnectionsClosed
-	metricKmeshTCPWorkloadConnectionsFailed metricKmeshTCPWorkloadConnectionsFailed
-	metricKmeshTCPWorkloadConnectionsOpened metricKmeshTCPWorkloadConnectionsOpened
-	metricKmeshTCPWorkloadReceivedBytes     metricKmeshTCPWorkloadReceivedBytes
-	metricKmeshTCPWorkloadSentBytes         metricKmeshTCPWorkloadSentBytes
-	metricSystemNetworkTCPResets            metricSystemNetworkTCPResets
-	metricTCPBytesCrossZone                 metricTCPBytesCrossZone
-	metricTCPBytesReceived                  metricTCPBytesReceived
-	metricTCPBytesSent                      metricTCPBytesSent
-	metricTCPConnectionsClosed              metricTCPConnectionsClosed
-	metricTCPConnectionsFailed              metricTCPConnectionsFailed
-	metricTCPConnectionsOpen                metricTCPConnectionsOpen
-	metricTCPConnectionsOpened              metricTCPConnectionsOpened
-	metricTCPPacketsLost                    metricTCPPacketsLost
-	metricTCPRetransmits                    metricTCPRetransmits
-	metricTCPServiceBytesReceived           metricTCPServiceBytesReceived
-	metricTCPServiceBytesSent               metricTCPServiceBytesSent
-	metricTCPServiceConnectionsClosed       metricTCPServiceConnectionsClosed
-	metricTCPServiceConnectionsFailed       metricTCPServiceConnectionsFailed
-	metricTCPServiceConnectionsOpened       metricTCPServiceConnectionsOpened
-	metricTcpconnConnectionsEvicted         metricTcpconnConnectionsEvicted
-	metricTcpconnConnectionsLost            metricTcpconnConnectionsLost
-	metricTcpconnLogsDropped                metricTcpconnLogsDropped
-	metricTcpconnLogsFiltered               metricTcpconnLogsFiltered
-	metricTcpconnProbeEventsMissed          metricTcpconnProbeEventsMissed
-	metricTcpconnProbeHandshakesUntracked   metricTcpconnProbeHandshakesUntracked
-	metricTcpconnProbeRecords               metricTcpconnProbeRecords
-	metricTcpconnProbeRecordsDropped        metricTcpconnProbeRecordsDropped
-	metricTcpconnRecordsFiltered            metricTcpconnRecordsFiltered
-	metricTcpconnSeriesOverflow             metricTcpconnSeriesOverflow
+	config                                     MetricsBuilderConfig // config of the metrics builder.
+	startTime                                  pcommon.Timestamp    // start time that will be applied to all recorded data points.
+	metricsCapacity                            int                  // maximum observed number of metrics per resource.
+	metricsBuffer                              pmetric.Metrics      // accumulates metrics data before emitting.
+	buildInfo                                  component.BuildInfo  // contains version information.
+	resourceAttributeIncludeFilter             map[string]filter.Filter
+	resourceAttributeExcludeFilter             map[string]filter.Filter
+	metricIstioTCPConnectionsClosed            metricIstioTCPConnectionsClosed
+	metricIstioTCPConnectionsFailed            metricIstioTCPConnectionsFailed
+	metricIstioTCPConnectionsOpened            metricIstioTCPConnectionsOpened
+	metricIstioTCPReceivedBytes                metricIstioTCPReceivedBytes
+	metricIstioTCPSentBytes                    metricIstioTCPSentBytes
+	metricKmeshTCPConnectionsClosed            metricKmeshTCPConnectionsClosed
+	metricKmeshTCPConnectionsFailed            metricKmeshTCPConnectionsFailed
+	metricKmeshTCPConnectionsOpened            metricKmeshTCPConnectionsOpened
+	metricKmeshTCPPacketLoss                   metricKmeshTCPPacketLoss
+	metricKmeshTCPReceivedBytes                metricKmeshTCPReceivedBytes
+	metricKmeshTCPRetrans                      metricKmeshTCPRetrans
+	metricKmeshTCPSentBytes                    metricKmeshTCPSentBytes
+	metricKmeshTCPWorkloadConnectionsClosed    metricKmeshTCPWorkloadConnectionsClosed
+	metricKmeshTCPWorkloadConnectionsFailed    metricKmeshTCPWorkloadConnectionsFailed
+	metricKmeshTCPWorkloadConnectionsOpened    metricKmeshTCPWorkloadConnectionsOpened
+	metricKmeshTCPWorkloadReceivedBytes        metricKmeshTCPWorkloadReceivedBytes
+	metricKmeshTCPWorkloadSentBytes            metricKmeshTCPWorkloadSentBytes
+	metricSystemNetworkTCPAcceptQueueLimit     metricSystemNetworkTCPAcceptQueueLimit
+	metricSystemNetworkTCPAcceptQueueOverflows metricSystemNetworkTCPAcceptQueueOverflows
+	metricSystemNetworkTCPAcceptQueueSize      metricSystemNetworkTCPAcceptQueueSize
+	metricSystemNetworkTCPListenDrops          metricSystemNetworkTCPListenDrops
+	metricSystemNetworkTCPResets               metricSystemNetworkTCPResets
+	metricSystemNetworkTCPRetransmits          metricSystemNetworkTCPRetransmits
+	metricTCPBytesCrossZone                    metricTCPBytesCrossZone
+	metricTCPBytesReceived                     metricTCPBytesReceived
+	metricTCPBytesSent                         metricTCPBytesSent
+	metricTCPConnectionsClosed                 metricTCPConnectionsClosed
+	metricTCPConnectionsFailed                 metricTCPConnectionsFailed
+	metricTCPConnectionsOpen                   metricTCPConnectionsOpen
+	metricTCPConnectionsOpened                 metricTCPConnectionsOpened
+	metricTCPPacketsLost                       metricTCPPacketsLost
+	metricTCPRetransmits                       metricTCPRetransmits
+	metricTCPServiceBytesReceived              metricTCPServiceBytesReceived
+	metricTCPServiceBytesSent                  metricTCPServiceBytesSent
+	metricTCPServiceConnectionsClosed          metricTCPServiceConnectionsClosed
+	metricTCPServiceConnectionsFailed          metricTCPServiceConnectionsFailed
+	metricTCPServiceConnectionsOpened          metricTCPServiceConnectionsOpened
+	metricTcpconnConnectionsEvicted            metricTcpconnConnectionsEvicted
+	metricTcpconnConnectionsLost               metricTcpconnConnectionsLost
+	metricTcpconnLogsDropped                   metricTcpconnLogsDropped
+	metricTcpconnLogsFiltered                  metricTcpconnLogsFiltered
+	metricTcpconnProbeEventsMissed             metricTcpconnProbeEventsMissed
+	metricTcpconnProbeHandshakesUntracked      metricTcpconnProbeHandshakesUntracked
+	metricTcpconnProbeRecords                  metricTcpconnProbeRecords
+	metricTcpconnProbeRecordsDropped           metricTcpconnProbeRecordsDropped
+	metricTcpconnRecordsFiltered               metricTcpconnRecordsFiltered
+	metricTcpconnSeriesOverflow                metricTcpconnSeriesOverflow
 }
 
 // MetricBuilderOption applies changes to default metrics builder.
@@ -5398,54 +5858,59 @@ func WithStartTime(startTime pcommon.Timestamp) MetricBuilderOption {
 }
 func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, options ...MetricBuilderOption) *MetricsBuilder {
 	mb := &MetricsBuilder{
-		config:                                  mbc,
-		startTime:                               pcommon.NewTimestampFromTime(time.Now()),
-		metricsBuffer:                           pmetric.NewMetrics(),
-		buildInfo:                               settings.BuildInfo,
-		metricIstioTCPConnectionsClosed:         newMetricIstioTCPConnectionsClosed(mbc.Metrics.IstioTCPConnectionsClosed),
-		metricIstioTCPConnectionsFailed:         newMetricIstioTCPConnectionsFailed(mbc.Metrics.IstioTCPConnectionsFailed),
-		metricIstioTCPConnectionsOpened:         newMetricIstioTCPConnectionsOpened(mbc.Metrics.IstioTCPConnectionsOpened),
-		metricIstioTCPReceivedBytes:             newMetricIstioTCPReceivedBytes(mbc.Metrics.IstioTCPReceivedBytes),
-		metricIstioTCPSentBytes:                 newMetricIstioTCPSentBytes(mbc.Metrics.IstioTCPSentBytes),
-		metricKmeshTCPConnectionsClosed:         newMetricKmeshTCPConnectionsClosed(mbc.Metrics.KmeshTCPConnectionsClosed),
-		metricKmeshTCPConnectionsFailed:         newMetricKmeshTCPConnectionsFailed(mbc.Metrics.KmeshTCPConnectionsFailed),
-		metricKmeshTCPConnectionsOpened:         newMetricKmeshTCPConnectionsOpened(mbc.Metrics.KmeshTCPConnectionsOpened),
-		metricKmeshTCPPacketLoss:                newMetricKmeshTCPPacketLoss(mbc.Metrics.KmeshTCPPacketLoss),
-		metricKmeshTCPReceivedBytes:             newMetricKmeshTCPReceivedBytes(mbc.Metrics.KmeshTCPReceivedBytes),
-		metricKmeshTCPRetrans:                   newMetricKmeshTCPRetrans(mbc.Metrics.KmeshTCPRetrans),
-		metricKmeshTCPSentBytes:                 newMetricKmeshTCPSentBytes(mbc.Metrics.KmeshTCPSentBytes),
-		metricKmeshTCPWorkloadConnectionsClosed: newMetricKmeshTCPWorkloadConnectionsClosed(mbc.Metrics.KmeshTCPWorkloadConnectionsClosed),
-		metricKmeshTCPWorkloadConnectionsFailed: newMetricKmeshTCPWorkloadConnectionsFailed(mbc.Metrics.KmeshTCPWorkloadConnectionsFailed),
-		metricKmeshTCPWorkloadConnectionsOpened: newMetricKmeshTCPWorkloadConnectionsOpened(mbc.Metrics.KmeshTCPWorkloadConnectionsOpened),
-		metricKmeshTCPWorkloadReceivedBytes:     newMetricKmeshTCPWorkloadReceivedBytes(mbc.Metrics.KmeshTCPWorkloadReceivedBytes),
-		metricKmeshTCPWorkloadSentBytes:         newMetricKmeshTCPWorkloadSentBytes(mbc.Metrics.KmeshTCPWorkloadSentBytes),
-		metricSystemNetworkTCPResets:            newMetricSystemNetworkTCPResets(mbc.Metrics.SystemNetworkTCPResets),
-		metricTCPBytesCrossZone:                 newMetricTCPBytesCrossZone(mbc.Metrics.TCPBytesCrossZone),
-		metricTCPBytesReceived:                  newMetricTCPBytesReceived(mbc.Metrics.TCPBytesReceived),
-		metricTCPBytesSent:                      newMetricTCPBytesSent(mbc.Metrics.TCPBytesSent),
-		metricTCPConnectionsClosed:              newMetricTCPConnectionsClosed(mbc.Metrics.TCPConnectionsClosed),
-		metricTCPConnectionsFailed:              newMetricTCPConnectionsFailed(mbc.Metrics.TCPConnectionsFailed),
-		metricTCPConnectionsOpen:                newMetricTCPConnectionsOpen(mbc.Metrics.TCPConnectionsOpen),
-		metricTCPConnectionsOpened:              newMetricTCPConnectionsOpened(mbc.Metrics.TCPConnectionsOpened),
-		metricTCPPacketsLost:                    newMetricTCPPacketsLost(mbc.Metrics.TCPPacketsLost),
-		metricTCPRetransmits:                    newMetricTCPRetransmits(mbc.Metrics.TCPRetransmits),
-		metricTCPServiceBytesReceived:           newMetricTCPServiceBytesReceived(mbc.Metrics.TCPServiceBytesReceived),
-		metricTCPServiceBytesSent:               newMetricTCPServiceBytesSent(mbc.Metrics.TCPServiceBytesSent),
-		metricTCPServiceConnectionsClosed:       newMetricTCPServiceConnectionsClosed(mbc.Metrics.TCPServiceConnectionsClosed),
-		metricTCPServiceConnectionsFailed:       newMetricTCPServiceConnectionsFailed(mbc.Metrics.TCPServiceConnectionsFailed),
-		metricTCPServiceConnectionsOpened:       newMetricTCPServiceConnectionsOpened(mbc.Metrics.TCPServiceConnectionsOpened),
-		metricTcpconnConnectionsEvicted:         newMetricTcpconnConnectionsEvicted(mbc.Metrics.TcpconnConnectionsEvicted),
-		metricTcpconnConnectionsLost:            newMetricTcpconnConnectionsLost(mbc.Metrics.TcpconnConnectionsLost),
-		metricTcpconnLogsDropped:                newMetricTcpconnLogsDropped(mbc.Metrics.TcpconnLogsDropped),
-		metricTcpconnLogsFiltered:               newMetricTcpconnLogsFiltered(mbc.Metrics.TcpconnLogsFiltered),
-		metricTcpconnProbeEventsMissed:          newMetricTcpconnProbeEventsMissed(mbc.Metrics.TcpconnProbeEventsMissed),
-		metricTcpconnProbeHandshakesUntracked:   newMetricTcpconnProbeHandshakesUntracked(mbc.Metrics.TcpconnProbeHandshakesUntracked),
-		metricTcpconnProbeRecords:               newMetricTcpconnProbeRecords(mbc.Metrics.TcpconnProbeRecords),
-		metricTcpconnProbeRecordsDropped:        newMetricTcpconnProbeRecordsDropped(mbc.Metrics.TcpconnProbeRecordsDropped),
-		metricTcpconnRecordsFiltered:            newMetricTcpconnRecordsFiltered(mbc.Metrics.TcpconnRecordsFiltered),
-		metricTcpconnSeriesOverflow:             newMetricTcpconnSeriesOverflow(mbc.Metrics.TcpconnSeriesOverflow),
-		resourceAttributeIncludeFilter:          make(map[string]filter.Filter),
-		resourceAttributeExcludeFilter:          make(map[string]filter.Filter),
+		config:                                     mbc,
+		startTime:                                  pcommon.NewTimestampFromTime(time.Now()),
+		metricsBuffer:                              pmetric.NewMetrics(),
+		buildInfo:                                  settings.BuildInfo,
+		metricIstioTCPConnectionsClosed:            newMetricIstioTCPConnectionsClosed(mbc.Metrics.IstioTCPConnectionsClosed),
+		metricIstioTCPConnectionsFailed:            newMetricIstioTCPConnectionsFailed(mbc.Metrics.IstioTCPConnectionsFailed),
+		metricIstioTCPConnectionsOpened:            newMetricIstioTCPConnectionsOpened(mbc.Metrics.IstioTCPConnectionsOpened),
+		metricIstioTCPReceivedBytes:                newMetricIstioTCPReceivedBytes(mbc.Metrics.IstioTCPReceivedBytes),
+		metricIstioTCPSentBytes:                    newMetricIstioTCPSentBytes(mbc.Metrics.IstioTCPSentBytes),
+		metricKmeshTCPConnectionsClosed:            newMetricKmeshTCPConnectionsClosed(mbc.Metrics.KmeshTCPConnectionsClosed),
+		metricKmeshTCPConnectionsFailed:            newMetricKmeshTCPConnectionsFailed(mbc.Metrics.KmeshTCPConnectionsFailed),
+		metricKmeshTCPConnectionsOpened:            newMetricKmeshTCPConnectionsOpened(mbc.Metrics.KmeshTCPConnectionsOpened),
+		metricKmeshTCPPacketLoss:                   newMetricKmeshTCPPacketLoss(mbc.Metrics.KmeshTCPPacketLoss),
+		metricKmeshTCPReceivedBytes:                newMetricKmeshTCPReceivedBytes(mbc.Metrics.KmeshTCPReceivedBytes),
+		metricKmeshTCPRetrans:                      newMetricKmeshTCPRetrans(mbc.Metrics.KmeshTCPRetrans),
+		metricKmeshTCPSentBytes:                    newMetricKmeshTCPSentBytes(mbc.Metrics.KmeshTCPSentBytes),
+		metricKmeshTCPWorkloadConnectionsClosed:    newMetricKmeshTCPWorkloadConnectionsClosed(mbc.Metrics.KmeshTCPWorkloadConnectionsClosed),
+		metricKmeshTCPWorkloadConnectionsFailed:    newMetricKmeshTCPWorkloadConnectionsFailed(mbc.Metrics.KmeshTCPWorkloadConnectionsFailed),
+		metricKmeshTCPWorkloadConnectionsOpened:    newMetricKmeshTCPWorkloadConnectionsOpened(mbc.Metrics.KmeshTCPWorkloadConnectionsOpened),
+		metricKmeshTCPWorkloadReceivedBytes:        newMetricKmeshTCPWorkloadReceivedBytes(mbc.Metrics.KmeshTCPWorkloadReceivedBytes),
+		metricKmeshTCPWorkloadSentBytes:            newMetricKmeshTCPWorkloadSentBytes(mbc.Metrics.KmeshTCPWorkloadSentBytes),
+		metricSystemNetworkTCPAcceptQueueLimit:     newMetricSystemNetworkTCPAcceptQueueLimit(mbc.Metrics.SystemNetworkTCPAcceptQueueLimit),
+		metricSystemNetworkTCPAcceptQueueOverflows: newMetricSystemNetworkTCPAcceptQueueOverflows(mbc.Metrics.SystemNetworkTCPAcceptQueueOverflows),
+		metricSystemNetworkTCPAcceptQueueSize:      newMetricSystemNetworkTCPAcceptQueueSize(mbc.Metrics.SystemNetworkTCPAcceptQueueSize),
+		metricSystemNetworkTCPListenDrops:          newMetricSystemNetworkTCPListenDrops(mbc.Metrics.SystemNetworkTCPListenDrops),
+		metricSystemNetworkTCPResets:               newMetricSystemNetworkTCPResets(mbc.Metrics.SystemNetworkTCPResets),
+		metricSystemNetworkTCPRetransmits:          newMetricSystemNetworkTCPRetransmits(mbc.Metrics.SystemNetworkTCPRetransmits),
+		metricTCPBytesCrossZone:                    newMetricTCPBytesCrossZone(mbc.Metrics.TCPBytesCrossZone),
+		metricTCPBytesReceived:                     newMetricTCPBytesReceived(mbc.Metrics.TCPBytesReceived),
+		metricTCPBytesSent:                         newMetricTCPBytesSent(mbc.Metrics.TCPBytesSent),
+		metricTCPConnectionsClosed:                 newMetricTCPConnectionsClosed(mbc.Metrics.TCPConnectionsClosed),
+		metricTCPConnectionsFailed:                 newMetricTCPConnectionsFailed(mbc.Metrics.TCPConnectionsFailed),
+		metricTCPConnectionsOpen:                   newMetricTCPConnectionsOpen(mbc.Metrics.TCPConnectionsOpen),
+		metricTCPConnectionsOpened:                 newMetricTCPConnectionsOpened(mbc.Metrics.TCPConnectionsOpened),
+		metricTCPPacketsLost:                       newMetricTCPPacketsLost(mbc.Metrics.TCPPacketsLost),
+		metricTCPRetransmits:                       newMetricTCPRetransmits(mbc.Metrics.TCPRetransmits),
+		metricTCPServiceBytesReceived:              newMetricTCPServiceBytesReceived(mbc.Metrics.TCPServiceBytesReceived),
+		metricTCPServiceBytesSent:                  newMetricTCPServiceBytesSent(mbc.Metrics.TCPServiceBytesSent),
+		metricTCPServiceConnectionsClosed:          newMetricTCPServiceConnectionsClosed(mbc.Metrics.TCPServiceConnectionsClosed),
+		metricTCPServiceConnectionsFailed:          newMetricTCPServiceConnectionsFailed(mbc.Metrics.TCPServiceConnectionsFailed),
+		metricTCPServiceConnectionsOpened:          newMetricTCPServiceConnectionsOpened(mbc.Metrics.TCPServiceConnectionsOpened),
+		metricTcpconnConnectionsEvicted:            newMetricTcpconnConnectionsEvicted(mbc.Metrics.TcpconnConnectionsEvicted),
+		metricTcpconnConnectionsLost:               newMetricTcpconnConnectionsLost(mbc.Metrics.TcpconnConnectionsLost),
+		metricTcpconnLogsDropped:                   newMetricTcpconnLogsDropped(mbc.Metrics.TcpconnLogsDropped),
+		metricTcpconnLogsFiltered:                  newMetricTcpconnLogsFiltered(mbc.Metrics.TcpconnLogsFiltered),
+		metricTcpconnProbeEventsMissed:             newMetricTcpconnProbeEventsMissed(mbc.Metrics.TcpconnProbeEventsMissed),
+		metricTcpconnProbeHandshakesUntracked:      newMetricTcpconnProbeHandshakesUntracked(mbc.Metrics.TcpconnProbeHandshakesUntracked),
+		metricTcpconnProbeRecords:                  newMetricTcpconnProbeRecords(mbc.Metrics.TcpconnProbeRecords),
+		metricTcpconnProbeRecordsDropped:           newMetricTcpconnProbeRecordsDropped(mbc.Metrics.TcpconnProbeRecordsDropped),
+		metricTcpconnRecordsFiltered:               newMetricTcpconnRecordsFiltered(mbc.Metrics.TcpconnRecordsFiltered),
+		metricTcpconnSeriesOverflow:                newMetricTcpconnSeriesOverflow(mbc.Metrics.TcpconnSeriesOverflow),
+		resourceAttributeIncludeFilter:             make(map[string]filter.Filter),
+		resourceAttributeExcludeFilter:             make(map[string]filter.Filter),
 	}
 	if mbc.ResourceAttributes.CloudAvailabilityZone.MetricsInclude != nil {
 		mb.resourceAttributeIncludeFilter["cloud.availability_zone"] = filter.CreateFilter(mbc.ResourceAttributes.CloudAvailabilityZone.MetricsInclude)
@@ -5617,7 +6082,12 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricKmeshTCPWorkloadConnectionsOpened.emit(ils.Metrics())
 	mb.metricKmeshTCPWorkloadReceivedBytes.emit(ils.Metrics())
 	mb.metricKmeshTCPWorkloadSentBytes.emit(ils.Metrics())
+	mb.metricSystemNetworkTCPAcceptQueueLimit.emit(ils.Metrics())
+	mb.metricSystemNetworkTCPAcceptQueueOverflows.emit(ils.Metrics())
+	mb.metricSystemNetworkTCPAcceptQueueSize.emit(ils.Metrics())
+	mb.metricSystemNetworkTCPListenDrops.emit(ils.Metrics())
 	mb.metricSystemNetworkTCPResets.emit(ils.Metrics())
+	mb.metricSystemNetworkTCPRetransmits.emit(ils.Metrics())
 	mb.metricTCPBytesCrossZone.emit(ils.Metrics())
 	mb.metricTCPBytesReceived.emit(ils.Metrics())
 	mb.metricTCPBytesSent.emit(ils.Metrics())
@@ -5758,9 +6228,34 @@ func (mb *MetricsBuilder) RecordKmeshTCPWorkloadSentBytesDataPoint(ts pcommon.Ti
 	mb.metricKmeshTCPWorkloadSentBytes.recordDataPoint(mb.startTime, ts, val, reporterAttributeValue.String(), sourceWorkloadAttributeValue, sourceCanonicalServiceAttributeValue, sourceCanonicalRevisionAttributeValue, sourceWorkloadNamespaceAttributeValue, sourcePrincipalAttributeValue, sourceAppAttributeValue, sourceVersionAttributeValue, sourceClusterAttributeValue, destinationPodAddressAttributeValue, destinationPodNamespaceAttributeValue, destinationPodNameAttributeValue, destinationWorkloadAttributeValue, destinationCanonicalServiceAttributeValue, destinationCanonicalRevisionAttributeValue, destinationWorkloadNamespaceAttributeValue, destinationPrincipalAttributeValue, destinationAppAttributeValue, destinationVersionAttributeValue, destinationClusterAttributeValue, requestProtocolAttributeValue, responseFlagsAttributeValue, connectionSecurityPolicyAttributeValue)
 }
 
+// RecordSystemNetworkTCPAcceptQueueLimitDataPoint adds a data point to system.network.tcp.accept_queue.limit metric.
+func (mb *MetricsBuilder) RecordSystemNetworkTCPAcceptQueueLimitDataPoint(ts pcommon.Timestamp, val int64, serverPortAttributeValue int64) {
+	mb.metricSystemNetworkTCPAcceptQueueLimit.recordDataPoint(mb.startTime, ts, val, serverPortAttributeValue)
+}
+
+// RecordSystemNetworkTCPAcceptQueueOverflowsDataPoint adds a data point to system.network.tcp.accept_queue.overflows metric.
+func (mb *MetricsBuilder) RecordSystemNetworkTCPAcceptQueueOverflowsDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricSystemNetworkTCPAcceptQueueOverflows.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordSystemNetworkTCPAcceptQueueSizeDataPoint adds a data point to system.network.tcp.accept_queue.size metric.
+func (mb *MetricsBuilder) RecordSystemNetworkTCPAcceptQueueSizeDataPoint(ts pcommon.Timestamp, val int64, serverPortAttributeValue int64) {
+	mb.metricSystemNetworkTCPAcceptQueueSize.recordDataPoint(mb.startTime, ts, val, serverPortAttributeValue)
+}
+
+// RecordSystemNetworkTCPListenDropsDataPoint adds a data point to system.network.tcp.listen.drops metric.
+func (mb *MetricsBuilder) RecordSystemNetworkTCPListenDropsDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricSystemNetworkTCPListenDrops.recordDataPoint(mb.startTime, ts, val)
+}
+
 // RecordSystemNetworkTCPResetsDataPoint adds a data point to system.network.tcp.resets metric.
 func (mb *MetricsBuilder) RecordSystemNetworkTCPResetsDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, tcpCloseCauseAttributeValue AttributeTCPCloseCause, peerAddressAttributeValue string, peerPortAttributeValue int64) {
 	mb.metricSystemNetworkTCPResets.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue, tcpCloseCauseAttributeValue.String(), peerAddressAttributeValue, peerPortAttributeValue)
+}
+
+// RecordSystemNetworkTCPRetransmitsDataPoint adds a data point to system.network.tcp.retransmits metric.
+func (mb *MetricsBuilder) RecordSystemNetworkTCPRetransmitsDataPoint(ts pcommon.Timestamp, val int64, directionAttributeValue AttributeDirection, networkTypeAttributeValue AttributeNetworkType, peerWorkloadAttributeValue string, peerWorkloadKindAttributeValue string, peerNamespaceAttributeValue string, networkTCPRetransmitTypeAttributeValue AttributeNetworkTCPRetransmitType, peerAddressAttributeValue string, peerPortAttributeValue int64) {
+	mb.metricSystemNetworkTCPRetransmits.recordDataPoint(mb.startTime, ts, val, directionAttributeValue.String(), networkTypeAttributeValue.String(), peerWorkloadAttributeValue, peerWorkloadKindAttributeValue, peerNamespaceAttributeValue, networkTCPRetransmitTypeAttributeValue.String(), peerAddressAttributeValue, peerPortAttributeValue)
 }
 
 // RecordTCPBytesCrossZoneDataPoint adds a data point to tcp.bytes.cross_zone metric.

@@ -84,7 +84,10 @@ func TestMetricsBuilder(t *testing.T) {
 			aggMap["kmesh_tcp_workload_connections_opened"] = mb.metricKmeshTCPWorkloadConnectionsOpened.config.AggregationStrategy
 			aggMap["kmesh_tcp_workload_received_bytes"] = mb.metricKmeshTCPWorkloadReceivedBytes.config.AggregationStrategy
 			aggMap["kmesh_tcp_workload_sent_bytes"] = mb.metricKmeshTCPWorkloadSentBytes.config.AggregationStrategy
+			aggMap["system.network.tcp.accept_queue.limit"] = mb.metricSystemNetworkTCPAcceptQueueLimit.config.AggregationStrategy
+			aggMap["system.network.tcp.accept_queue.size"] = mb.metricSystemNetworkTCPAcceptQueueSize.config.AggregationStrategy
 			aggMap["system.network.tcp.resets"] = mb.metricSystemNetworkTCPResets.config.AggregationStrategy
+			aggMap["system.network.tcp.retransmits"] = mb.metricSystemNetworkTCPRetransmits.config.AggregationStrategy
 			aggMap["tcp.bytes.cross_zone"] = mb.metricTCPBytesCrossZone.config.AggregationStrategy
 			aggMap["tcp.bytes.received"] = mb.metricTCPBytesReceived.config.AggregationStrategy
 			aggMap["tcp.bytes.sent"] = mb.metricTCPBytesSent.config.AggregationStrategy
@@ -213,9 +216,33 @@ func TestMetricsBuilder(t *testing.T) {
 			}
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordSystemNetworkTCPAcceptQueueLimitDataPoint(ts, 1, 11)
+			if tt.name == "reaggregate_set" {
+				mb.RecordSystemNetworkTCPAcceptQueueLimitDataPoint(ts, 3, 12)
+			}
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordSystemNetworkTCPAcceptQueueOverflowsDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordSystemNetworkTCPAcceptQueueSizeDataPoint(ts, 1, 11)
+			if tt.name == "reaggregate_set" {
+				mb.RecordSystemNetworkTCPAcceptQueueSizeDataPoint(ts, 3, 12)
+			}
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordSystemNetworkTCPListenDropsDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordSystemNetworkTCPResetsDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "peer.workload-val", "peer.workload.kind-val", "peer.namespace-val", AttributeTCPCloseCauseResetReceived, "peer.address-val", 9)
 			if tt.name == "reaggregate_set" {
 				mb.RecordSystemNetworkTCPResetsDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "peer.workload-val-2", "peer.workload.kind-val-2", "peer.namespace-val-2", AttributeTCPCloseCauseResetSent, "peer.address-val-2", 10)
+			}
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordSystemNetworkTCPRetransmitsDataPoint(ts, 1, AttributeDirectionOutbound, AttributeNetworkTypeIpv4, "peer.workload-val", "peer.workload.kind-val", "peer.namespace-val", AttributeNetworkTCPRetransmitTypeSyn, "peer.address-val", 9)
+			if tt.name == "reaggregate_set" {
+				mb.RecordSystemNetworkTCPRetransmitsDataPoint(ts, 3, AttributeDirectionInbound, AttributeNetworkTypeIpv6, "peer.workload-val-2", "peer.workload.kind-val-2", "peer.namespace-val-2", AttributeNetworkTCPRetransmitTypeSynAck, "peer.address-val-2", 10)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
@@ -373,7 +400,10 @@ func TestMetricsBuilder(t *testing.T) {
 				assert.Empty(t, mb.metricKmeshTCPWorkloadConnectionsOpened.aggDataPoints)
 				assert.Empty(t, mb.metricKmeshTCPWorkloadReceivedBytes.aggDataPoints)
 				assert.Empty(t, mb.metricKmeshTCPWorkloadSentBytes.aggDataPoints)
+				assert.Empty(t, mb.metricSystemNetworkTCPAcceptQueueLimit.aggDataPoints)
+				assert.Empty(t, mb.metricSystemNetworkTCPAcceptQueueSize.aggDataPoints)
 				assert.Empty(t, mb.metricSystemNetworkTCPResets.aggDataPoints)
+				assert.Empty(t, mb.metricSystemNetworkTCPRetransmits.aggDataPoints)
 				assert.Empty(t, mb.metricTCPBytesCrossZone.aggDataPoints)
 				assert.Empty(t, mb.metricTCPBytesReceived.aggDataPoints)
 				assert.Empty(t, mb.metricTCPBytesSent.aggDataPoints)
@@ -3035,6 +3065,114 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("connection_security_policy")
 						assert.False(t, ok)
 					}
+				case "system.network.tcp.accept_queue.limit":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["system.network.tcp.accept_queue.limit"], "Found a duplicate in the metrics slice: system.network.tcp.accept_queue.limit")
+						validatedMetrics["system.network.tcp.accept_queue.limit"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "otel profile: the accept-queue limit of the local pod's listening sockets, per port (the listen() backlog, sk_max_ack_backlog; the queue holds one more), as the last report walk saw it (report_interval, tp_btf mode). Sockets of one pod on one port (IPv4 and IPv6) are added up. Ours: the proposal has no such metric.", mi.Description())
+						assert.Equal(t, "{connection}", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						assert.Equal(t, int64(1), dp.IntValue())
+						serverPortAttrVal, ok := dp.Attributes().Get("server.port")
+						assert.True(t, ok)
+						assert.EqualValues(t, 11, serverPortAttrVal.Int())
+					} else {
+						assert.False(t, validatedMetrics["system.network.tcp.accept_queue.limit"], "Found a duplicate in the metrics slice: system.network.tcp.accept_queue.limit")
+						validatedMetrics["system.network.tcp.accept_queue.limit"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "otel profile: the accept-queue limit of the local pod's listening sockets, per port (the listen() backlog, sk_max_ack_backlog; the queue holds one more), as the last report walk saw it (report_interval, tp_btf mode). Sockets of one pod on one port (IPv4 and IPv6) are added up. Ours: the proposal has no such metric.", mi.Description())
+						assert.Equal(t, "{connection}", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						switch aggMap["system.network.tcp.accept_queue.limit"] {
+						case "sum":
+							assert.Equal(t, int64(4), dp.IntValue())
+						case "avg":
+							assert.Equal(t, int64(2), dp.IntValue())
+						case "min":
+							assert.Equal(t, int64(1), dp.IntValue())
+						case "max":
+							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("server.port")
+						assert.False(t, ok)
+					}
+				case "system.network.tcp.accept_queue.overflows":
+					assert.False(t, validatedMetrics["system.network.tcp.accept_queue.overflows"], "Found a duplicate in the metrics slice: system.network.tcp.accept_queue.overflows")
+					validatedMetrics["system.network.tcp.accept_queue.overflows"] = true
+					assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+					assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+					assert.Equal(t, "otel profile: connections a listener of the local pod could not queue, its accept queue full (the pod's network namespace's TcpExt ListenOverflows, read at each report walk: report_interval, tp_btf mode), counted from the receiver's start; on the pod's Resource, no data-point attributes. A pod on the host's network shares the host's counters. Named as the OpenTelemetry proposal for TCP metrics (semantic-conventions#3682) names it.", mi.Description())
+					assert.Equal(t, "{connection}", mi.Unit())
+					assert.True(t, mi.Sum().IsMonotonic())
+					assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+					dp := mi.Sum().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
+				case "system.network.tcp.accept_queue.size":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["system.network.tcp.accept_queue.size"], "Found a duplicate in the metrics slice: system.network.tcp.accept_queue.size")
+						validatedMetrics["system.network.tcp.accept_queue.size"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "otel profile: connections waiting in the accept queue of the local pod's listening sockets, per port (sk_ack_backlog: handshakes completed, not yet accept()ed), as the last report walk saw it; against system.network.tcp.accept_queue.limit. Ours: the proposal has no such metric.", mi.Description())
+						assert.Equal(t, "{connection}", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						assert.Equal(t, int64(1), dp.IntValue())
+						serverPortAttrVal, ok := dp.Attributes().Get("server.port")
+						assert.True(t, ok)
+						assert.EqualValues(t, 11, serverPortAttrVal.Int())
+					} else {
+						assert.False(t, validatedMetrics["system.network.tcp.accept_queue.size"], "Found a duplicate in the metrics slice: system.network.tcp.accept_queue.size")
+						validatedMetrics["system.network.tcp.accept_queue.size"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "otel profile: connections waiting in the accept queue of the local pod's listening sockets, per port (sk_ack_backlog: handshakes completed, not yet accept()ed), as the last report walk saw it; against system.network.tcp.accept_queue.limit. Ours: the proposal has no such metric.", mi.Description())
+						assert.Equal(t, "{connection}", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						switch aggMap["system.network.tcp.accept_queue.size"] {
+						case "sum":
+							assert.Equal(t, int64(4), dp.IntValue())
+						case "avg":
+							assert.Equal(t, int64(2), dp.IntValue())
+						case "min":
+							assert.Equal(t, int64(1), dp.IntValue())
+						case "max":
+							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("server.port")
+						assert.False(t, ok)
+					}
+				case "system.network.tcp.listen.drops":
+					assert.False(t, validatedMetrics["system.network.tcp.listen.drops"], "Found a duplicate in the metrics slice: system.network.tcp.listen.drops")
+					validatedMetrics["system.network.tcp.listen.drops"] = true
+					assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+					assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+					assert.Equal(t, "otel profile: SYNs and handshake-completing ACKs the local pod's listeners dropped for any reason, the accept-queue overflows among them (TcpExt ListenDrops of its network namespace, read as system.network.tcp.accept_queue.overflows is). Ours: the proposal has no such metric.", mi.Description())
+					assert.Equal(t, "{packet}", mi.Unit())
+					assert.True(t, mi.Sum().IsMonotonic())
+					assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+					dp := mi.Sum().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
 				case "system.network.tcp.resets":
 					if tt.name != "reaggregate_set" {
 						assert.False(t, validatedMetrics["system.network.tcp.resets"], "Found a duplicate in the metrics slice: system.network.tcp.resets")
@@ -3102,6 +3240,79 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("peer.namespace")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("tcp.close.cause")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.address")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.port")
+						assert.False(t, ok)
+					}
+				case "system.network.tcp.retransmits":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["system.network.tcp.retransmits"], "Found a duplicate in the metrics slice: system.network.tcp.retransmits")
+						validatedMetrics["system.network.tcp.retransmits"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "otel profile, workload view: segments retransmitted, by network.tcp.retransmit.type, counted at close over the connection's life (tp_btf mode; not for connections open before the receiver started unless adopt counts them, nor connects that failed: their SYNs are on the failure access-log records). Their sum over a connection is its tcp.retransmits. Named as the OpenTelemetry proposal for TCP metrics (semantic-conventions#3682) names it; its values syn and syn_ack are ours.", mi.Description())
+						assert.Equal(t, "{segment}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						assert.Equal(t, int64(1), dp.IntValue())
+						directionAttrVal, ok := dp.Attributes().Get("direction")
+						assert.True(t, ok)
+						assert.Equal(t, "outbound", directionAttrVal.Str())
+						networkTypeAttrVal, ok := dp.Attributes().Get("network.type")
+						assert.True(t, ok)
+						assert.Equal(t, "ipv4", networkTypeAttrVal.Str())
+						peerWorkloadAttrVal, ok := dp.Attributes().Get("peer.workload")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.workload-val", peerWorkloadAttrVal.Str())
+						peerWorkloadKindAttrVal, ok := dp.Attributes().Get("peer.workload.kind")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.workload.kind-val", peerWorkloadKindAttrVal.Str())
+						peerNamespaceAttrVal, ok := dp.Attributes().Get("peer.namespace")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.namespace-val", peerNamespaceAttrVal.Str())
+						networkTCPRetransmitTypeAttrVal, ok := dp.Attributes().Get("network.tcp.retransmit.type")
+						assert.True(t, ok)
+						assert.Equal(t, "syn", networkTCPRetransmitTypeAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["system.network.tcp.retransmits"], "Found a duplicate in the metrics slice: system.network.tcp.retransmits")
+						validatedMetrics["system.network.tcp.retransmits"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "otel profile, workload view: segments retransmitted, by network.tcp.retransmit.type, counted at close over the connection's life (tp_btf mode; not for connections open before the receiver started unless adopt counts them, nor connects that failed: their SYNs are on the failure access-log records). Their sum over a connection is its tcp.retransmits. Named as the OpenTelemetry proposal for TCP metrics (semantic-conventions#3682) names it; its values syn and syn_ack are ours.", mi.Description())
+						assert.Equal(t, "{segment}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						switch aggMap["system.network.tcp.retransmits"] {
+						case "sum":
+							assert.Equal(t, int64(4), dp.IntValue())
+						case "avg":
+							assert.Equal(t, int64(2), dp.IntValue())
+						case "min":
+							assert.Equal(t, int64(1), dp.IntValue())
+						case "max":
+							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("direction")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("network.type")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.workload")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.workload.kind")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.namespace")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("network.tcp.retransmit.type")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("peer.address")
 						assert.False(t, ok)

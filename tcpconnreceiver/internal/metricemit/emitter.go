@@ -30,7 +30,22 @@ type Emitter struct {
 	base pcommon.Resource
 	// chunk: see Options.Chunk.
 	chunk int
+	// backlogs: the local ports' accept queues for the next Emit.
+	backlogs []Backlog
 }
+
+// Backlog is one local port's accept queue: Key is the listener's series
+// key in the workload view (its local end names the Resource).
+type Backlog struct {
+	Key           aggregate.Key
+	Port          uint16
+	Queued, Limit uint32
+}
+
+// SetBacklogs gives the accept queues the next Emit records (profiles with
+// RecordBacklog only), replacing the previous ones. Entries of one local
+// end and port are added up.
+func (e *Emitter) SetBacklogs(bs []Backlog) { e.backlogs = bs }
 
 // Options configure an Emitter.
 type Options struct {
@@ -147,9 +162,35 @@ func (e *Emitter) emitPerLocal(views []*aggregate.View, ts pcommon.Timestamp, no
 			groups[local] = append(groups[local], entry{*k, s, &e.prof.Views[i]})
 		})
 	}
-	for _, entries := range groups {
+	type queue struct{ queued, limit int64 }
+	var ports map[profile.LocalEnd]map[uint16]queue // by local end, by port
+	keys := map[profile.LocalEnd]aggregate.Key{}
+	if e.prof.RecordBacklog != nil && len(e.backlogs) > 0 {
+		ports = make(map[profile.LocalEnd]map[uint16]queue)
+		for i := range e.backlogs {
+			b := &e.backlogs[i]
+			local := e.prof.LocalKey(&b.Key)
+			if ports[local] == nil {
+				ports[local] = map[uint16]queue{}
+			}
+			q := ports[local][b.Port]
+			q.queued += int64(b.Queued)
+			q.limit += int64(b.Limit)
+			ports[local][b.Port] = q
+			if _, ok := groups[local]; !ok {
+				groups[local] = nil // a pod with listeners and no series
+				keys[local] = b.Key
+			}
+		}
+	}
+	for local, entries := range groups {
 		rb := e.mb.NewResourceBuilder()
-		e.prof.LocalResource(rb, &entries[0].k)
+		if len(entries) > 0 {
+			e.prof.LocalResource(rb, &entries[0].k)
+		} else {
+			k := keys[local]
+			e.prof.LocalResource(rb, &k)
+		}
 		res := rb.Emit()
 		e.base.Attributes().Range(func(key string, val pcommon.Value) bool {
 			val.CopyTo(res.Attributes().PutEmpty(key))
@@ -179,6 +220,12 @@ func (e *Emitter) emitPerLocal(views []*aggregate.View, ts pcommon.Timestamp, no
 					hm = sm.Metrics()
 				}
 				e.appendHistograms(hm, en.view, &en.k, en.s, pcommon.NewTimestampFromTime(histStart), ts)
+			}
+		}
+		if qs := ports[local]; len(qs) > 0 {
+			e.mb.Reset(metadata.WithStartTime(pcommon.NewTimestampFromTime(now)))
+			for port, q := range qs {
+				e.prof.RecordBacklog(e.mb, ts, port, q.queued, q.limit)
 			}
 		}
 		e.mb.EmitForResource(metadata.WithResource(res))

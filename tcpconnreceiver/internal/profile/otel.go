@@ -48,21 +48,39 @@ const (
 	svcNamespace
 )
 
+// The otel profile's histograms, built by hand (mdatagen builds none):
+// their names, also their switches under metrics:.
+const (
+	HistogramConnectionDuration = "tcp.connection.duration"
+	HistogramRTT                = "tcp.rtt"
+	HistogramHandshakeDuration  = "system.network.tcp.handshake.duration"
+)
+
+// otelHistograms are the workload view's histograms.
+var otelHistograms = []Histogram{
+	{Name: HistogramConnectionDuration, Description: "otel profile: how long connections lived, observed at close.", Unit: "s",
+		Bounds: aggregate.DurationBounds, Of: func(s *aggregate.Series) *aggregate.Histogram { return &s.Duration }},
+	{Name: HistogramRTT, Description: "otel profile: smoothed round-trip time of connections (tcp_sock.srtt_us >> 3), observed at each report of a live connection and at close.", Unit: "s",
+		Bounds: aggregate.RTTBounds, Of: func(s *aggregate.Series) *aggregate.Histogram { return &s.RTT }},
+	{Name: HistogramHandshakeDuration, Description: "otel profile: how long handshakes took, observed at open: outbound (client), connect to established; inbound (server), the SYN-ACK's round trip (the closest the kernel keeps). The name is the OpenTelemetry proposal's (semantic-conventions#3682); its network.tcp.handshake.role is the direction here (outbound: client, inbound: server).", Unit: "s",
+		Bounds: aggregate.HandshakeBounds, Of: func(s *aggregate.Series) *aggregate.Histogram { return &s.Handshake }},
+}
+
 func otel(opts Options) *Profile {
 	p := &Profile{LocalResource: otelResource, LocalKey: otelLocalKey}
 	if opts.Workload {
+		p.RecordBacklog = otelBacklog
+		var hs []Histogram
+		for _, h := range otelHistograms {
+			if opts.Histograms && (opts.HistogramEnabled == nil || opts.HistogramEnabled(h.Name)) {
+				hs = append(hs, h)
+			}
+		}
 		p.Views = append(p.Views, View{
-			ViewSpec: aggregate.ViewSpec{Kind: aggregate.ViewWorkload, Project: otelWorkloadKey, Histograms: opts.Histograms,
+			ViewSpec: aggregate.ViewSpec{Kind: aggregate.ViewWorkload, Project: otelWorkloadKey, Histograms: len(hs) > 0,
 				PeerAddr: optedIn(opts.Metrics, "peer.address"), PeerPort: optedIn(opts.Metrics, "peer.port")},
 			Record: otelWorkload, RecordOpen: otelOpen,
-			Histograms: []Histogram{
-				{Name: "tcp.connection.duration", Description: "otel profile: how long connections lived, observed at close.", Unit: "s",
-					Bounds: aggregate.DurationBounds, Of: func(s *aggregate.Series) *aggregate.Histogram { return &s.Duration }},
-				{Name: "tcp.rtt", Description: "otel profile: smoothed round-trip time of connections (tcp_sock.srtt_us >> 3), observed at close.", Unit: "s",
-					Bounds: aggregate.RTTBounds, Of: func(s *aggregate.Series) *aggregate.Histogram { return &s.RTT }},
-				{Name: "system.network.tcp.handshake.duration", Description: "otel profile: how long handshakes took, observed at open: outbound (client), connect to established; inbound (server), the SYN-ACK's round trip (the closest the kernel keeps). The name is the OpenTelemetry proposal's (semantic-conventions#3682); its network.tcp.handshake.role is the direction here (outbound: client, inbound: server).", Unit: "s",
-					Bounds: aggregate.HandshakeBounds, Of: func(s *aggregate.Series) *aggregate.Histogram { return &s.Handshake }},
-			},
+			Histograms:          hs,
 			HistogramAttributes: otelHistogramAttributes,
 		})
 	}
@@ -104,6 +122,12 @@ func otelCrossZone(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, k *aggrega
 	w, kind, ns, zone := l[czPeerWorkload], l[czPeerKind], l[czPeerNamespace], l[czPeerZone]
 	mb.RecordTCPBytesCrossZoneDataPoint(ts, int64(v.Sent), metadata.AttributeNetworkIoDirectionTransmit, w, kind, ns, zone)
 	mb.RecordTCPBytesCrossZoneDataPoint(ts, int64(v.Received), metadata.AttributeNetworkIoDirectionReceive, w, kind, ns, zone)
+}
+
+// otelBacklog records a local port's accept queue.
+func otelBacklog(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, port uint16, queued, limit int64) {
+	mb.RecordSystemNetworkTCPAcceptQueueSizeDataPoint(ts, queued, int64(port))
+	mb.RecordSystemNetworkTCPAcceptQueueLimitDataPoint(ts, limit, int64(port))
 }
 
 func otelLocal(id *identity.Identity, k *aggregate.Key) {
@@ -185,6 +209,33 @@ func otelWorkload(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, k *aggregat
 	if v.Refused > 0 {
 		mb.RecordSystemNetworkTCPResetsDataPoint(ts, int64(v.Refused), dir, nt, w, kind, ns, metadata.AttributeTCPCloseCauseRefused, addr, port)
 	}
+	// Only the series of a namespace's listener counters has them.
+	if v.ListenOverflows > 0 {
+		mb.RecordSystemNetworkTCPAcceptQueueOverflowsDataPoint(ts, int64(v.ListenOverflows))
+	}
+	if v.ListenDrops > 0 {
+		mb.RecordSystemNetworkTCPListenDropsDataPoint(ts, int64(v.ListenDrops))
+	}
+	for t, n := range v.RetransmitsByType {
+		if n > 0 {
+			mb.RecordSystemNetworkTCPRetransmitsDataPoint(ts, int64(n), dir, nt, w, kind, ns, RetransmitType(bpf.RetransmitType(t)), addr, port)
+		}
+	}
+}
+
+// RetransmitType is the network.tcp.retransmit.type of t.
+func RetransmitType(t bpf.RetransmitType) metadata.AttributeNetworkTCPRetransmitType {
+	switch t {
+	case bpf.RetransmitSYN:
+		return metadata.AttributeNetworkTCPRetransmitTypeSyn
+	case bpf.RetransmitSYNACK:
+		return metadata.AttributeNetworkTCPRetransmitTypeSynAck
+	case bpf.RetransmitTimeout:
+		return metadata.AttributeNetworkTCPRetransmitTypeTimeout
+	case bpf.RetransmitFast:
+		return metadata.AttributeNetworkTCPRetransmitTypeFast
+	}
+	return metadata.AttributeNetworkTCPRetransmitTypeTailLossProbe
 }
 
 func otelOpen(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, k *aggregate.Key, open int64) {
@@ -230,7 +281,8 @@ func optedIn(mc *metadata.MetricsBuilderConfig, attr string) bool {
 		slices.Contains(keys(m.TCPBytesReceived.EnabledAttributes), attr) ||
 		slices.Contains(keys(m.TCPRetransmits.EnabledAttributes), attr) ||
 		slices.Contains(keys(m.TCPPacketsLost.EnabledAttributes), attr) ||
-		slices.Contains(keys(m.SystemNetworkTCPResets.EnabledAttributes), attr)
+		slices.Contains(keys(m.SystemNetworkTCPResets.EnabledAttributes), attr) ||
+		slices.Contains(keys(m.SystemNetworkTCPRetransmits.EnabledAttributes), attr)
 }
 
 func keys[K ~string](in []K) []string {

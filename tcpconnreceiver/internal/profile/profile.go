@@ -27,8 +27,10 @@ type Options struct {
 	// Workload and Service turn the views on (istio has one family and
 	// ignores them).
 	Workload, Service bool
-	// Histograms adds the otel profile's duration and RTT histograms.
-	Histograms bool
+	// Histograms adds the otel profile's histograms; HistogramEnabled,
+	// when set, switches each by name (HistogramConnectionDuration, ...).
+	Histograms       bool
+	HistogramEnabled func(name string) bool
 	// Metrics are the metrics' switches: the otel workload metrics' opt-in
 	// attributes (peer.address, peer.port) widen the workload view's key.
 	Metrics *metadata.MetricsBuilderConfig
@@ -43,6 +45,10 @@ type Profile struct {
 	// LocalKey returns the part of a key that names the local end: series
 	// with the same one share a Resource. Used with LocalResource.
 	LocalKey func(k *aggregate.Key) LocalEnd
+	// RecordBacklog records one local port's accept queue (its listening
+	// sockets' queued connections and limit) on the local end's Resource;
+	// nil when the profile has no such metrics. Used with LocalResource.
+	RecordBacklog func(mb *metadata.MetricsBuilder, ts pcommon.Timestamp, port uint16, queued, limit int64)
 }
 
 // LocalEnd is the local end's slots of a key, as a map key.

@@ -1,0 +1,423 @@
+package tcpconnreceiver
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/receiver/receivertest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpconn/tcpconn/identity"
+	"github.com/tcpconn/tcpconn/internal/netnstest"
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/metadata"
+)
+
+// healthOctet is the range of the TCP health tests (retransmits by type,
+// listener health): 10.205.0.0/16, shared with the bpf package's loss
+// tests.
+const healthOctet = 205
+
+func nsIptables(t *testing.T, ns *netnstest.NS, args ...string) {
+	t.Helper()
+	out, err := exec.Command("ip", append([]string{"netns", "exec", ns.Name, "iptables"}, args...)...).CombinedOutput()
+	require.NoError(t, err, "iptables %s: %s", strings.Join(args, " "), out)
+}
+
+func totalRetrans(t *testing.T, c net.Conn) uint32 {
+	t.Helper()
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	require.NoError(t, err)
+	var info *unix.TCPInfo
+	var ierr error
+	require.NoError(t, rc.Control(func(fd uintptr) {
+		info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}))
+	require.NoError(t, ierr)
+	return info.Total_retrans
+}
+
+// TestKernelRetransmitsByType runs the real probe through the receiver:
+// connects whose first SYN the server drops, then 512 KiB each way with
+// 10 % of the packets lost on the way
+// (both directions). system.network.tcp.retransmits of
+// the client workload counts one syn per dropped SYN, and its types add
+// up to tcp.retransmits; each close record's tcp.retransmits.<type> add up
+// to its tcp.retransmits, which is the socket's own (TCP_INFO).
+func TestKernelRetransmitsByType(t *testing.T) {
+	const size = 512 << 10
+	pair := netnstest.NewPair(t, healthOctet)
+	l, err := pair.Server.Listen(pair.ServerIP.String() + ":7300")
+	require.NoError(t, err)
+	defer l.Close()
+
+	cfg := createDefaultConfig()
+	cfg.Probe.LockFile = filepath.Join(t.TempDir(), "lock")
+	cfg.FlushInterval = time.Hour
+	cfg.Logs.FlushInterval = 50 * time.Millisecond
+	cfg.Filter.IncludeCIDRs = []string{pair.ServerIP.String() + "/24"}
+	names := staticResolver{
+		netip.AddrPortFrom(pair.ClientIP, 0): {Workload: "client", WorkloadKind: "Deployment", Namespace: "a"},
+		netip.AddrPortFrom(pair.ServerIP, 0): {Workload: "server", WorkloadKind: "Deployment", Namespace: "b"},
+	}
+	metrics, logs := new(consumertest.MetricsSink), new(consumertest.LogsSink)
+	r := startKernelReceiver(t, cfg, names, metrics, logs)
+
+	ctx := context.Background()
+	clientRetrans := map[int64]uint32{} // client port -> TCP_INFO total_retrans
+	serverRetrans := map[int64]uint32{}
+	synRule := []string{"INPUT", "-p", "tcp", "--syn", "--dport", "7300", "-m", "statistic", "--mode", "nth", "--every", "1000000000", "--packet", "0", "-j", "DROP"}
+	const synDropped = 2
+	for range synDropped {
+		nsIptables(t, pair.Server, append([]string{"-A"}, synRule...)...)
+		c, err := pair.Client.Dial(ctx, l.Addr().String())
+		require.NoError(t, err)
+		s, err := l.Accept()
+		require.NoError(t, err)
+		nsIptables(t, pair.Server, append([]string{"-D"}, synRule...)...)
+		port := int64(c.LocalAddr().(*net.TCPAddr).Port)
+		clientRetrans[port], serverRetrans[port] = totalRetrans(t, c), totalRetrans(t, s)
+		require.NoError(t, c.Close())
+		require.NoError(t, s.Close())
+	}
+	lossRule := []string{"INPUT", "-p", "tcp", "--dport", "7300", "-m", "statistic", "--mode", "random", "--probability", "0.1", "-j", "DROP"}
+	lossBack := []string{"INPUT", "-p", "tcp", "--sport", "7300", "-m", "statistic", "--mode", "random", "--probability", "0.1", "-j", "DROP"}
+	nsIptables(t, pair.Server, append([]string{"-A"}, lossRule...)...)
+	nsIptables(t, pair.Client, append([]string{"-A"}, lossBack...)...)
+	c, err := pair.Client.Dial(ctx, l.Addr().String())
+	require.NoError(t, err)
+	s, err := l.Accept()
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- netnstest.Answer(s, size, size) }()
+	require.NoError(t, netnstest.Ask(c, size, size))
+	require.NoError(t, <-done)
+	nsIptables(t, pair.Server, append([]string{"-D"}, lossRule...)...)
+	nsIptables(t, pair.Client, append([]string{"-D"}, lossBack...)...)
+	deadline := time.Now().Add(30 * time.Second)
+	port := int64(c.LocalAddr().(*net.TCPAddr).Port)
+	for {
+		ci, si := totalRetrans(t, c), totalRetrans(t, s)
+		time.Sleep(200 * time.Millisecond) // settled: nothing more retransmitted
+		if ci == totalRetrans(t, c) && si == totalRetrans(t, s) || time.Now().After(deadline) {
+			clientRetrans[port], serverRetrans[port] = ci, si
+			break
+		}
+	}
+	require.NoError(t, c.Close())
+	require.NoError(t, s.Close())
+	time.Sleep(200 * time.Millisecond)
+	require.NoError(t, r.Shutdown(context.Background()))
+
+	closes := 0
+	forEachLog(logs.AllLogs(), func(lr plog.LogRecord) {
+		if lr.EventName() != "tcp.connection.close" {
+			return
+		}
+		a := lr.Attributes().AsRaw()
+		port, _ := a["source.port"].(int64)
+		want, ok := clientRetrans[port]
+		if a["tcpconn.direction"] == "inbound" {
+			want, ok = serverRetrans[port]
+		}
+		if !ok {
+			return
+		}
+		closes++
+		var byType int64
+		for k, v := range a {
+			if strings.HasPrefix(k, "tcp.retransmits.") {
+				byType += v.(int64)
+			}
+		}
+		t.Logf("%s port %d: tcp.retransmits %v, by type %d", a["tcpconn.direction"], port, a["tcp.retransmits"], byType)
+		assert.Equal(t, int64(want), a["tcp.retransmits"], "%s close of port %d: TCP_INFO's total", a["tcpconn.direction"], port)
+		assert.Equal(t, int64(want), byType, "%s close of port %d: by type", a["tcpconn.direction"], port)
+	})
+	assert.Equal(t, 2*len(clientRetrans), closes, "both close records of each connection")
+
+	md := metrics.AllMetrics()[len(metrics.AllMetrics())-1]
+	var wantClient, wantServer int64
+	for p, n := range clientRetrans {
+		wantClient += int64(n)
+		wantServer += int64(serverRetrans[p])
+	}
+	byType := map[string]int64{}
+	var clientByType int64
+	forEachSumPoint(md, "system.network.tcp.retransmits", func(dp pmetric.NumberDataPoint) {
+		dir, _ := dp.Attributes().Get("direction")
+		typ, _ := dp.Attributes().Get("network.tcp.retransmit.type")
+		byType[dir.Str()+"/"+typ.Str()] += dp.IntValue()
+		if dir.Str() == "outbound" {
+			clientByType += dp.IntValue()
+		}
+	})
+	t.Logf("system.network.tcp.retransmits: %v", byType)
+	assert.Equal(t, int64(synDropped), byType["outbound/syn"], "one syn retransmit per SYN dropped")
+	assert.Equal(t, wantClient, clientByType, "the client's types add up to its sockets' total_retrans")
+	assert.Equal(t, wantClient, sumForResource(md, "tcp.retransmits", "k8s.deployment.name", "client"), "tcp.retransmits of the client")
+	assert.Equal(t, wantServer, sumForResource(md, "system.network.tcp.retransmits", "k8s.deployment.name", "server"), "the server's types add up")
+	var data int64
+	for _, d := range []string{"outbound", "inbound"} {
+		data += byType[d+"/fast"] + byType[d+"/timeout"] + byType[d+"/tail_loss_probe"]
+	}
+	assert.Positive(t, data, "data retransmits are typed")
+}
+
+// TestKernelRTTWhileLive runs the real probe with 200ms reports over a
+// connection that lives about 1.5 s: every update record carries a
+// smoothed and a minimum RTT (minimum <= smoothed), and the tcp.rtt
+// histogram holds one sample per update and close record of its two
+// ends, not only the closes.
+func TestKernelRTTWhileLive(t *testing.T) {
+	pair := netnstest.NewPair(t, healthOctet)
+	l, err := pair.Server.Listen(pair.ServerIP.String() + ":7310")
+	require.NoError(t, err)
+	defer l.Close()
+
+	cfg := createDefaultConfig()
+	cfg.Probe.LockFile = filepath.Join(t.TempDir(), "lock")
+	cfg.FlushInterval = time.Hour
+	cfg.ReportInterval = 200 * time.Millisecond
+	cfg.Logs.Update = true
+	cfg.Logs.FlushInterval = 50 * time.Millisecond
+	cfg.Filter.IncludeCIDRs = []string{pair.ServerIP.String() + "/24"}
+	names := staticResolver{
+		netip.AddrPortFrom(pair.ClientIP, 0): {Workload: "client", WorkloadKind: "Deployment", Namespace: "a"},
+		netip.AddrPortFrom(pair.ServerIP, 0): {Workload: "server", WorkloadKind: "Deployment", Namespace: "b"},
+	}
+	metrics, logs := new(consumertest.MetricsSink), new(consumertest.LogsSink)
+	r := startKernelReceiver(t, cfg, names, metrics, logs)
+
+	c, err := pair.Client.Dial(context.Background(), l.Addr().String())
+	require.NoError(t, err)
+	s, err := l.Accept()
+	require.NoError(t, err)
+	for range 15 {
+		require.NoError(t, netnstest.Ask(c, 1000, 0))
+		_, err := s.Read(make([]byte, 1000))
+		require.NoError(t, err)
+		_, err = s.Write([]byte{1})
+		require.NoError(t, err)
+		_, err = c.Read(make([]byte, 1))
+		require.NoError(t, err)
+		time.Sleep(100 * time.Millisecond)
+	}
+	require.NoError(t, c.Close())
+	require.NoError(t, s.Close())
+	time.Sleep(200 * time.Millisecond)
+	require.NoError(t, r.Shutdown(context.Background()))
+
+	var updates, samples int
+	forEachLog(logs.AllLogs(), func(lr plog.LogRecord) {
+		a := lr.Attributes().AsRaw()
+		if a["destination.port"] != int64(7310) {
+			return
+		}
+		srtt, _ := a["tcp.rtt.smoothed_us"].(int64)
+		switch lr.EventName() {
+		case "tcp.connection.update":
+			updates++
+			minRTT, _ := a["tcp.rtt.min_us"].(int64)
+			assert.Positive(t, srtt, "update of %s", a["tcpconn.direction"])
+			assert.Positive(t, minRTT, "update of %s", a["tcpconn.direction"])
+			assert.LessOrEqual(t, minRTT, srtt)
+		case "tcp.connection.close":
+		default:
+			return
+		}
+		if srtt > 0 {
+			samples++
+		}
+	})
+	assert.GreaterOrEqual(t, updates, 8, "both ends reported while the connection lived")
+	var count uint64
+	forEachMetric(metrics.AllMetrics()[len(metrics.AllMetrics())-1], func(m pmetric.Metric) {
+		if m.Name() == "tcp.rtt" {
+			for i := range m.Histogram().DataPoints().Len() {
+				count += m.Histogram().DataPoints().At(i).Count()
+			}
+		}
+	})
+	t.Logf("%d update records, tcp.rtt count %d", updates, count)
+	assert.Equal(t, uint64(samples), count, "one RTT sample per update and close record")
+}
+
+// startKernelReceiverAfterWalk is startKernelReceiver that returns once
+// the start-up walk, which takes the listener counters as a baseline, is
+// done: what happens next is counted.
+func startKernelReceiverAfterWalk(t *testing.T, cfg *Config, res identity.Resolver, m *consumertest.MetricsSink, l *consumertest.LogsSink) *tcpconnReceiver {
+	t.Helper()
+	netnstest.RequireRoot(t)
+	core, seen := observer.New(zap.InfoLevel)
+	set := receivertest.NewNopSettings(metadata.Type)
+	set.Logger = zap.New(core)
+	f := NewFactory()
+	mr, err := f.CreateMetrics(context.Background(), set, cfg, m)
+	require.NoError(t, err)
+	_, err = f.CreateLogs(context.Background(), set, cfg, l)
+	require.NoError(t, err)
+	r := mr.(*tcpconnReceiver)
+	r.resolver = res
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	require.Eventually(t, func() bool { return seen.FilterMessage("connections open at start").Len() > 0 }, 30*time.Second, 5*time.Millisecond)
+	return r
+}
+
+// nstatValue reads one absolute counter of ns with nstat.
+func nstatValue(t *testing.T, ns *netnstest.NS, name string) int64 {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", ns.Name, "nstat", "-saz", name).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == name {
+			v, err := strconv.ParseInt(f[1], 10, 64)
+			require.NoError(t, err)
+			return v
+		}
+	}
+	t.Fatalf("nstat: no %s in %s", name, out)
+	return 0
+}
+
+// TestKernelListenOverflows: a listener with a backlog of 1 that never
+// accepts, and clients that keep connecting. The server pod's
+// system.network.tcp.accept_queue.overflows and .listen.drops equal its
+// namespace's TcpExtListenOverflows and TcpExtListenDrops (nstat), once
+// the listener is closed and a report walk has read them; the client pod
+// has none.
+func TestKernelListenOverflows(t *testing.T) {
+	pair := netnstest.NewPair(t, healthOctet)
+	cfg := createDefaultConfig()
+	cfg.Probe.LockFile = filepath.Join(t.TempDir(), "lock")
+	cfg.FlushInterval = time.Hour
+	cfg.ReportInterval = 100 * time.Millisecond
+	cfg.Filter.IncludeCIDRs = []string{pair.ServerIP.String() + "/24"}
+	names := staticResolver{
+		netip.AddrPortFrom(pair.ClientIP, 0): {Workload: "client", WorkloadKind: "Deployment", Namespace: "a"},
+		netip.AddrPortFrom(pair.ServerIP, 0): {Workload: "server", WorkloadKind: "Deployment", Namespace: "b"},
+	}
+	metrics, logs := new(consumertest.MetricsSink), new(consumertest.LogsSink)
+	r := startKernelReceiverAfterWalk(t, cfg, names, metrics, logs)
+
+	var lfd int
+	require.NoError(t, pair.Server.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		lfd = fd
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: 7320, Addr: pair.ServerIP.As4()}); err != nil {
+			return err
+		}
+		return unix.Listen(fd, 1)
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+	defer cancel()
+	conns := make(chan net.Conn, 8)
+	for range 8 {
+		go func() {
+			c, _ := pair.Client.Dial(ctx, netip.AddrPortFrom(pair.ServerIP, 7320).String())
+			conns <- c
+		}()
+	}
+	<-ctx.Done()
+	require.NoError(t, unix.Close(lfd)) // the counters stop here
+	for range 8 {
+		if c := <-conns; c != nil {
+			c.Close()
+		}
+	}
+	overflows := nstatValue(t, pair.Server, "TcpExtListenOverflows")
+	drops := nstatValue(t, pair.Server, "TcpExtListenDrops")
+	require.Positive(t, overflows, "the backlog-1 listener overflowed")
+	time.Sleep(400 * time.Millisecond) // report walks read them
+	require.NoError(t, r.Shutdown(context.Background()))
+
+	md := metrics.AllMetrics()[len(metrics.AllMetrics())-1]
+	t.Logf("nstat: ListenOverflows %d, ListenDrops %d", overflows, drops)
+	assert.Equal(t, overflows, sumForResource(md, "system.network.tcp.accept_queue.overflows", "k8s.deployment.name", "server"))
+	assert.Equal(t, drops, sumForResource(md, "system.network.tcp.listen.drops", "k8s.deployment.name", "server"))
+	assert.Zero(t, sumForResource(md, "system.network.tcp.accept_queue.overflows", "k8s.deployment.name", "client"))
+}
+
+// TestKernelAcceptQueue: a listener with a backlog of 1 that never accepts
+// holds two connections: the server pod's accept_queue.size is 2 and its
+// .limit 1 on server.port 7330, as the walks before the final flush saw.
+func TestKernelAcceptQueue(t *testing.T) {
+	pair := netnstest.NewPair(t, healthOctet)
+	cfg := createDefaultConfig()
+	cfg.Probe.LockFile = filepath.Join(t.TempDir(), "lock")
+	cfg.FlushInterval = time.Hour
+	cfg.ReportInterval = 100 * time.Millisecond
+	cfg.Filter.IncludeCIDRs = []string{pair.ServerIP.String() + "/24"}
+	names := staticResolver{
+		netip.AddrPortFrom(pair.ClientIP, 0): {Workload: "client", WorkloadKind: "Deployment", Namespace: "a"},
+		netip.AddrPortFrom(pair.ServerIP, 0): {Workload: "server", WorkloadKind: "Deployment", Namespace: "b"},
+	}
+	metrics, logs := new(consumertest.MetricsSink), new(consumertest.LogsSink)
+	r := startKernelReceiver(t, cfg, names, metrics, logs)
+
+	var lfd int
+	require.NoError(t, pair.Server.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		lfd = fd
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: 7330}); err != nil {
+			return err
+		}
+		return unix.Listen(fd, 1)
+	}))
+	defer unix.Close(lfd)
+	for range 2 {
+		c, err := pair.Client.Dial(context.Background(), netip.AddrPortFrom(pair.ServerIP, 7330).String())
+		require.NoError(t, err)
+		defer c.Close()
+	}
+	time.Sleep(400 * time.Millisecond) // report walks see the queue
+	require.NoError(t, r.Shutdown(context.Background()))
+
+	gauge := func(name string) (v int64, found bool) {
+		md := metrics.AllMetrics()[len(metrics.AllMetrics())-1]
+		rms := md.ResourceMetrics()
+		for i := range rms.Len() {
+			if w, ok := rms.At(i).Resource().Attributes().Get("k8s.deployment.name"); !ok || w.Str() != "server" {
+				continue
+			}
+			forEachMetric(pmetricOf(rms.At(i)), func(m pmetric.Metric) {
+				if m.Name() != name {
+					return
+				}
+				for d := range m.Gauge().DataPoints().Len() {
+					dp := m.Gauge().DataPoints().At(d)
+					if p, _ := dp.Attributes().Get("server.port"); p.Int() == 7330 {
+						v, found = v+dp.IntValue(), true
+					}
+				}
+			})
+		}
+		return v, found
+	}
+	size, ok := gauge("system.network.tcp.accept_queue.size")
+	require.True(t, ok, "the server pod's listener on 7330")
+	assert.Equal(t, int64(2), size)
+	limit, _ := gauge("system.network.tcp.accept_queue.limit")
+	assert.Equal(t, int64(1), limit)
+}
