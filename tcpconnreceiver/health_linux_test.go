@@ -13,18 +13,12 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
-	"go.opentelemetry.io/collector/receiver/receivertest"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/sys/unix"
 
-	"github.com/tcpconn/tcpconn/identity"
 	"github.com/tcpconn/tcpconn/internal/netnstest"
-	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/metadata"
 )
 
 // healthOctet is the range of the TCP health tests (retransmits by type,
@@ -257,27 +251,6 @@ func TestKernelRTTWhileLive(t *testing.T) {
 	assert.Equal(t, uint64(samples), count, "one RTT sample per update and close record")
 }
 
-// startKernelReceiverAfterWalk is startKernelReceiver that returns once
-// the start-up walk, which takes the listener counters as a baseline, is
-// done: what happens next is counted.
-func startKernelReceiverAfterWalk(t *testing.T, cfg *Config, res identity.Resolver, m *consumertest.MetricsSink, l *consumertest.LogsSink) *tcpconnReceiver {
-	t.Helper()
-	netnstest.RequireRoot(t)
-	core, seen := observer.New(zap.InfoLevel)
-	set := receivertest.NewNopSettings(metadata.Type)
-	set.Logger = zap.New(core)
-	f := NewFactory()
-	mr, err := f.CreateMetrics(context.Background(), set, cfg, m)
-	require.NoError(t, err)
-	_, err = f.CreateLogs(context.Background(), set, cfg, l)
-	require.NoError(t, err)
-	r := mr.(*tcpconnReceiver)
-	r.resolver = res
-	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
-	require.Eventually(t, func() bool { return seen.FilterMessage("connections open at start").Len() > 0 }, 30*time.Second, 5*time.Millisecond)
-	return r
-}
-
 // nstatValue reads one absolute counter of ns with nstat.
 func nstatValue(t *testing.T, ns *netnstest.NS, name string) int64 {
 	t.Helper()
@@ -313,7 +286,7 @@ func TestKernelListenOverflows(t *testing.T) {
 		netip.AddrPortFrom(pair.ServerIP, 0): {Workload: "server", WorkloadKind: "Deployment", Namespace: "b"},
 	}
 	metrics, logs := new(consumertest.MetricsSink), new(consumertest.LogsSink)
-	r := startKernelReceiverAfterWalk(t, cfg, names, metrics, logs)
+	r := startKernelReceiver(t, cfg, names, metrics, logs)
 
 	var lfd int
 	require.NoError(t, pair.Server.Do(func() error {

@@ -16,6 +16,8 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/receiver/receivertest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tcpconn/tcpconn/identity"
 	"github.com/tcpconn/tcpconn/internal/netnstest"
@@ -167,7 +169,9 @@ func startKernelReceiver(t *testing.T, cfg *Config, res identity.Resolver, m *co
 	t.Helper()
 	netnstest.RequireRoot(t)
 	f := NewFactory()
+	core, seen := observer.New(zap.InfoLevel)
 	set := receivertest.NewNopSettings(metadata.Type)
+	set.Logger = zap.New(core)
 	mr, err := f.CreateMetrics(context.Background(), set, cfg, m)
 	require.NoError(t, err)
 	_, err = f.CreateLogs(context.Background(), set, cfg, l)
@@ -175,5 +179,10 @@ func startKernelReceiver(t *testing.T, cfg *Config, res identity.Resolver, m *co
 	r := mr.(*tcpconnReceiver)
 	r.resolver = res
 	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	if cfg.ReportInterval > 0 {
+		// The start-up walk runs in the reader after Start returns: what
+		// it finds open is adopted, what opens later is not.
+		require.Eventually(t, func() bool { return seen.FilterMessage("connections open at start").Len() > 0 }, 30*time.Second, 5*time.Millisecond)
+	}
 	return r
 }

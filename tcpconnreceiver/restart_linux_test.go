@@ -103,8 +103,7 @@ func TestKernelRestartKeepsDirectionAndIdentity(t *testing.T) {
 		})
 		return n >= 2*conns
 	}
-	first := startKernel(t, cfg(), res)
-	time.Sleep(300 * time.Millisecond) // its start-up walk, before the connections
+	first := startKernel(t, cfg(), res) // after its start-up walk: the connections are new to it
 	var clients, servers []net.Conn
 	for range conns {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
