@@ -14,7 +14,7 @@ export KUBE_BIN_DIR
 CORE_VERSION    := v1.67.0
 CORE_VERSION_X  := v0.161.0
 
-.PHONY: all generate vmlinux build image kube-bin run test test-unit bench bench-kube bench-nat bench-walk bench-prog bench-memory bench-scale overhead lint check-generated check-versions clean
+.PHONY: all generate vmlinux build image kube-bin run test test-unit bench bench-kube bench-nat bench-walk bench-prog bench-memory bench-scale overhead overhead-nat lint check-generated check-versions clean
 
 all: build
 
@@ -83,6 +83,10 @@ clean:
 ## overhead: probe overhead on a connect/close storm run by a separate process (as root)
 overhead: build
 	$(GO) test -run '^$$' -bench Overhead -benchtime 1x -timeout 30m -v ./bench/
+
+## overhead-nat: the conntrack lookup's cost per connection, paired, on a storm to a ClusterIP (as root; real API server)
+overhead-nat: build kube-bin
+	$(GO) test -run '^$$' -bench Overhead -benchtime 1x -timeout 30m -v ./bench/ -args -overhead.modes=collector-metrics-kube,collector-metrics-nat,collector-kube,collector-nat -overhead.rounds=20
 
 ## bench-kube: resolver lookup cost and informer memory for 3000 pods on a real API server
 bench-kube: kube-bin

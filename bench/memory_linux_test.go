@@ -24,17 +24,9 @@ func BenchmarkCollectorMemory(b *testing.B) {
 func benchCollectorMemory(b *testing.B, conns int) {
 	netnstest.RequireRoot(b)
 	pair := netnstest.NewPair(b, 207)
-	cmd := collectorCmd(b, true)
-	cfg := cmd.Args[len(cmd.Args)-1]
-	raw, err := os.ReadFile(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
 	// Reports every 2s, so that the open connections are walked.
-	if err := os.WriteFile(cfg, []byte(strings.Replace(string(raw), "tcpconn: {probe:", "tcpconn: {report_interval: 2s, probe:", 1)), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	o := startProcess(b, cmd).(*processObserver)
+	cmd, _ := collectorCmd(b, true, "    report_interval: 2s\n")
+	o := startProcess(b, cmd, time.Second).(*processObserver)
 	defer o.stop(b)
 	idle := rss(b, o.cmd.Process.Pid)
 

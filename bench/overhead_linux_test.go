@@ -1,16 +1,19 @@
 package bench
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +27,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpconn/tcpconn/bpf"
+	"github.com/tcpconn/tcpconn/internal/kubetest"
 	"github.com/tcpconn/tcpconn/internal/netnstest"
 	"github.com/tcpconn/tcpconn/internal/pairstat"
 )
@@ -36,6 +40,10 @@ const (
 // Knobs for narrowing a run while working on one mode, e.g.
 // go test ./bench -bench Overhead -args -overhead.modes=baseline,probe -overhead.rounds=10
 var (
+	// collector-kube and collector-nat (Kubernetes identity from a real
+	// API server, conntrack lookups off and on), and their
+	// collector-metrics-* variants without access logs, send every mode's
+	// storm through a ClusterIP; they are not in the default run.
 	modesFlag  = flag.String("overhead.modes", "baseline,attach-only,probe,probe-nobackup,collector-metrics,collector,tcplife", "modes to alternate; the baseline is always run")
 	roundsFlag = flag.Int("overhead.rounds", 20, "rounds, each running every mode once")
 	connsFlag  = flag.Int("overhead.conns", 2000, "connections per client per round")
@@ -78,15 +86,21 @@ func overheadModes() []string {
 // baseline of the same round.
 func BenchmarkOverhead(b *testing.B) {
 	netnstest.RequireRoot(b)
-	pair := netnstest.NewPair(b, 204)
-	// Client-closed connections leave TIME_WAIT behind: reuse those ports.
-	pair.Client.Exec(b, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1")
+	modes := overheadModes()
+	var sn stormNet
+	if slices.ContainsFunc(modes, serviceMode) {
+		sn = newServiceNet(b)
+	} else {
+		pair := netnstest.NewPair(b, 204)
+		// Client-closed connections leave TIME_WAIT behind: reuse those ports.
+		pair.Client.Exec(b, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1")
+		sn = stormNet{server: pair.Server.Name, client: pair.Client.Name, listen: pair.ServerIP, dial: pair.ServerIP}
+	}
 	ensureTracefs(b)
 
 	type sample struct{ rate, work, obs, node float64 }
 	res := map[string][]sample{}
 	port := 9000
-	modes := overheadModes()
 	// The probe's own counts, summed per probe mode.
 	counts := map[string]*bpf.Stats{}
 	for round := range *roundsFlag {
@@ -94,9 +108,12 @@ func BenchmarkOverhead(b *testing.B) {
 		// a round (TIME_WAIT sockets piling up, say) favours none of them.
 		for k := range modes {
 			mode := modes[(round+k)%len(modes)]
-			o := start(b, mode)
 			port++
-			r := runStorm(b, pair, port)
+			if sn.route != nil {
+				sn.route(port)
+			}
+			o := start(b, mode, &sn)
+			r := runStorm(b, &sn, port)
 			var obs time.Duration
 			if o != nil {
 				obs = o.stop(b)
@@ -143,19 +160,125 @@ func BenchmarkOverhead(b *testing.B) {
 				mode, c.Dropped, c.Skipped, c.Rescued, c.Missed)
 		}
 	}
+	// Modes paired with another than the baseline: the cost of what one
+	// adds to the other, round by round.
+	for mode, other := range map[string]string{"collector-nat": "collector-kube", "collector-metrics-nat": "collector-metrics-kube"} {
+		if res[mode] == nil || res[other] == nil {
+			continue
+		}
+		var added []float64
+		for i, s := range res[mode] {
+			o := res[other][i]
+			added = append(added, s.work+s.obs-(o.work+o.obs))
+		}
+		lo, hi := pairstat.MedianInterval(added)
+		fmt.Fprintf(&table, "\n%s against %s, paired per round: %.1f µs/conn added (95 %% interval of the median %.1f to %.1f)\n", mode, other, pairstat.Median(added), lo, hi)
+		b.ReportMetric(pairstat.Median(added), mode+"-vs-"+other+"-us/conn")
+	}
+	if sn.route != nil {
+		fmt.Fprintf(&table, "\nEvery mode's storm went to a ClusterIP the node namespace translated (DNAT) to the server pod.\n")
+	}
 	b.Logf("%d rounds of %d connections each, modes alternating; medians, paired per round:\n%s",
 		*roundsFlag, stormClients**connsFlag, table.String())
 }
 
+// stormNet is where the storms run: the server's and the clients'
+// network namespaces, the address the server listens on and the one the
+// clients dial (a ClusterIP, or the server's own).
+type stormNet struct {
+	server, client string
+	listen, dial   netip.Addr
+	// route, when set, makes the node translate dial:port to listen:port
+	// before a storm on port.
+	route func(port int)
+	// collector is the receiver configuration the *-kube and *-nat modes
+	// add (a format taking nat.enabled); env their process's environment
+	// (KUBECONFIG).
+	collector string
+	env       []string
+}
+
+// serviceMode: a mode that needs the storm to go through a Service.
+func serviceMode(mode string) bool {
+	return strings.HasSuffix(mode, "-kube") || strings.HasSuffix(mode, "-nat")
+}
+
+// The overhead harness's ClusterIP storms use 10.206.22.0/24.
+var serviceNetPrefix = [3]byte{10, 206, 22}
+
+// newServiceNet is a node namespace routing a client pod and a server pod,
+// as in the NAT tests, and a real API server holding the node, both pods
+// and a Service whose ClusterIP the node translates to the server pod as
+// kube-proxy's iptables mode does (one KUBE-SVC chain per storm port, so
+// that every storm has fresh ports as with a pair of namespaces).
+func newServiceNet(b *testing.B) stormNet {
+	if _, err := exec.LookPath("conntrack"); err != nil {
+		netnstest.Unavailable(b, "the conntrack command (Debian package conntrack)")
+	}
+	routed := netnstest.NewRouted(b, serviceNetPrefix, 2)
+	routed.Pods[0].Exec(b, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1")
+	nodeIP := netip.AddrFrom4([4]byte{serviceNetPrefix[0], serviceNetPrefix[1], serviceNetPrefix[2], 1})
+	routed.NodeAddress(b, nodeIP)
+	api := kubetest.Start(b)
+	obj := kubetest.Objects{TB: b, Client: api.Client(b)}
+	obj.Namespace("bench", "client", "server")
+	obj.Node("node-a", nodeIP.String())
+	obj.Pod(kubetest.PodSpec{Namespace: "bench", Name: "client-0", Node: "node-a", ServiceAccount: "client",
+		IP: routed.PodIPs[0].String(), Labels: map[string]string{"app": "client"}})
+	server := obj.Pod(kubetest.PodSpec{Namespace: "bench", Name: "server-0", Node: "node-a", ServiceAccount: "server",
+		IP: routed.PodIPs[1].String(), Labels: map[string]string{"app": "server"}})
+	clusterIP := netip.MustParseAddr(obj.Service("bench", "server", "", 9000, 9000, server))
+	kubeconfig, err := api.WriteKubeconfig(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return stormNet{
+		server: routed.Pods[1].Name, client: routed.Pods[0].Name, listen: routed.PodIPs[1], dial: clusterIP,
+		route: func(port int) {
+			// The node's conntrack keeps a closed connection 120 s
+			// (TIME_WAIT): 8000 a storm fill its table (262144) in
+			// nine rounds of four modes, and then it drops SYNs.
+			routed.Node.Exec(b, "conntrack", "-F")
+			routed.KubeProxyService(b, fmt.Sprint("OVH", port), clusterIP, uint16(port), netip.AddrPortFrom(routed.PodIPs[1], uint16(port)))
+		},
+		collector: fmt.Sprintf("    kubernetes: {enabled: true, auth_type: kubeConfig, node_name: node-a}\n"+
+			"    nat: {enabled: %%v, netns: %s}\n", routed.NodePath()),
+		env: []string{"KUBECONFIG=" + kubeconfig},
+	}
+}
+
 // start begins observing in a mode; nil for the baseline.
-func start(b *testing.B, mode string) observer {
+func start(b *testing.B, mode string, sn *stormNet) observer {
 	switch mode {
+	case "collector-metrics-kube", "collector-metrics-nat":
+		cmd, _ := collectorCmd(b, false, fmt.Sprintf(sn.collector, mode == "collector-metrics-nat"))
+		cmd.Env = append(os.Environ(), sn.env...)
+		return startProcess(b, cmd, 3*time.Second) // the informers synchronised
+	case "collector-kube", "collector-nat":
+		cmd, out := collectorCmd(b, true, fmt.Sprintf(sn.collector, mode == "collector-nat"))
+		cmd.Env = append(os.Environ(), sn.env...)
+		o := startProcess(b, cmd, 3*time.Second) // the informers synchronised
+		o.(*processObserver).check = func() {
+			// Each client end's close record of a translated connection
+			// keeps the address dialled.
+			// Both ends' close records, for scale (the logs pipeline
+			// drops whole batches when the file exporter lags).
+			n := countInFile(b, out, `"tcpconn.dialled.address"`)
+			closes := countInFile(b, out, `"tcp.connection.close"`)
+			if (n > 0) != (mode == "collector-nat") {
+				b.Fatalf("%s: %d access-log records of translated connections", mode, n)
+			}
+			b.Logf("%s: %d access-log records of translated connections, %d close records in all", mode, n, closes)
+		}
+		return o
 	case "probe":
 		return startProbe(b, bpf.Options{})
 	case "collector":
-		return startProcess(b, collectorCmd(b, true))
+		cmd, _ := collectorCmd(b, true, "")
+		return startProcess(b, cmd, time.Second)
 	case "collector-metrics":
-		return startProcess(b, collectorCmd(b, false))
+		cmd, _ := collectorCmd(b, false, "")
+		return startProcess(b, cmd, time.Second)
 	case "probe-nobackup":
 		return startProbe(b, bpf.Options{NoBackup: true})
 	case "probe-raw":
@@ -170,11 +293,11 @@ func start(b *testing.B, mode string) observer {
 			}
 			bin = "/usr/sbin/tcplife"
 		}
-		return startProcess(b, exec.Command(bin))
+		return startProcess(b, exec.Command(bin), time.Second)
 	case "baseline":
 		return nil
 	}
-	b.Fatalf("unknown overhead mode %q (baseline, probe, probe-nobackup, probe-raw, attach-only, collector, collector-metrics, tcplife)", mode)
+	b.Fatalf("unknown overhead mode %q (baseline, probe, probe-nobackup, probe-raw, attach-only, collector, collector-metrics, collector-kube, collector-nat, collector-metrics-kube, collector-metrics-nat, tcplife)", mode)
 	return nil
 }
 
@@ -257,14 +380,18 @@ func (o *noopObserver) stop(*testing.B) time.Duration {
 type processObserver struct {
 	cmd  *exec.Cmd
 	cpu0 time.Duration
+	// check, when set, runs after the process exited.
+	check func()
 }
 
-func startProcess(b *testing.B, cmd *exec.Cmd) observer {
+// startProcess starts cmd and gives it ready to load, attach (and
+// synchronise) before the storm: its CPU is counted from then.
+func startProcess(b *testing.B, cmd *exec.Cmd, ready time.Duration) observer {
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	time.Sleep(time.Second) // loaded and attached
+	time.Sleep(ready)
 	return &processObserver{cmd: cmd, cpu0: procCPU(cmd.Process.Pid)}
 }
 
@@ -273,13 +400,27 @@ func (o *processObserver) stop(b *testing.B) time.Duration {
 	cpu := procCPU(o.cmd.Process.Pid) - o.cpu0
 	_ = o.cmd.Process.Signal(syscall.SIGTERM)
 	_ = o.cmd.Wait()
+	if o.check != nil {
+		o.check()
+	}
 	return cpu
+}
+
+// countInFile counts the occurrences of s in the file at path.
+func countInFile(b *testing.B, path, s string) int {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return bytes.Count(raw, []byte(s))
 }
 
 // collectorCmd runs bin/otelcol-tcpconn: probe, receiver, batch and the
 // file exporter, metrics and, with logs, access logs (one per closed
-// connection end, the default).
-func collectorCmd(b *testing.B, logs bool) *exec.Cmd {
+// connection end, the default); extra is more of the receiver's
+// configuration, lines indented by four spaces. It returns the command and
+// the file the metrics and access logs go to.
+func collectorCmd(b *testing.B, logs bool, extra string) (*exec.Cmd, string) {
 	bin, err := filepath.Abs(filepath.Join("..", "bin", "otelcol-tcpconn"))
 	if err != nil {
 		b.Fatal(err)
@@ -294,8 +435,9 @@ func collectorCmd(b *testing.B, logs bool) *exec.Cmd {
 		logsPipeline = "    logs: {receivers: [tcpconn], processors: [batch], exporters: [file]}\n"
 	}
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`receivers:
-  tcpconn: {probe: {lock_file: %s/lock}}
-processors:
+  tcpconn:
+    probe: {lock_file: %s/lock}
+%sprocessors:
   batch: {}
 exporters:
   file: {path: %s/out.json}
@@ -303,10 +445,10 @@ service:
   telemetry: {metrics: {level: none}}
   pipelines:
     metrics: {receivers: [tcpconn], processors: [batch], exporters: [file]}
-%s`, dir, dir, logsPipeline)), 0o644); err != nil {
+%s`, dir, extra, dir, logsPipeline)), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	return exec.Command(bin, "--config", cfg)
+	return exec.Command(bin, "--config", cfg), filepath.Join(dir, "out.json")
 }
 
 // procCPU is a process's CPU time in nanoseconds: the sum of its threads'
@@ -340,10 +482,10 @@ func ensureTracefs(b *testing.B) {
 
 // runStorm runs one storm in a child process (this test binary) and
 // returns what the child measured of itself.
-func runStorm(b *testing.B, pair *netnstest.Pair, port int) stormResult {
+func runStorm(b *testing.B, sn *stormNet, port int) stormResult {
 	b.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%s:%d,%d,%d", stormEnv, pair.Server.Name, pair.Client.Name, pair.ServerIP, port, *connsFlag, *payloadFlag))
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%s:%d,%d,%d,%s:%d", stormEnv, sn.server, sn.client, sn.listen, port, *connsFlag, *payloadFlag, sn.dial, port))
 	out, err := cmd.Output()
 	if err != nil {
 		b.Fatalf("storm child: %v: %s", err, out)
@@ -374,10 +516,11 @@ func stormMain() {
 }
 
 // storm opens and closes stormClients x stormConns connections between the
-// namespaces spec names, and measures itself.
+// namespaces spec names (server, client, listen address, connections per
+// client, payload, address dialled), and measures itself.
 func storm(spec string) (stormResult, error) {
 	parts := strings.Split(spec, ",")
-	if len(parts) != 5 {
+	if len(parts) != 6 {
 		return stormResult{}, fmt.Errorf("bad storm spec %q", spec)
 	}
 	stormConns, err := strconv.Atoi(parts[3])
@@ -398,8 +541,8 @@ func storm(spec string) (stormResult, error) {
 		return stormResult{}, err
 	}
 	defer client.Close()
-	target := parts[2]
-	l, err := server.Listen(target)
+	target := parts[5]
+	l, err := server.Listen(parts[2])
 	if err != nil {
 		return stormResult{}, err
 	}

@@ -131,3 +131,44 @@ func (r *Routed) KubeProxyNodePort(tb testing.TB, id string, nodePort uint16) {
 	ipt("-A", ext, "-j", "KUBE-SVC-"+id)
 	ipt("-A", "KUBE-NODEPORTS", "-p", "tcp", "-m", "comment", "--comment", id, "-m", "tcp", "--dport", fmt.Sprint(nodePort), "-j", ext)
 }
+
+// KubeProxyMasquerade adds kube-proxy's KUBE-POSTROUTING chain to the
+// node's nat table: packets marked for masquerading (0x4000, by the
+// KUBE-EXT chains of node ports, and by KUBE-SEP chains on hairpin) leave
+// with the node's address as their source. MASQUERADE takes an address of
+// the outgoing device, or of the node's other devices when it has none: on
+// a node whose pod veths hold no address (Calico) that is the node's; here
+// every pod veth holds the pods' gateway, 169.254.1.1, which this makes
+// link-scoped, so that masquerading passes it over for the node's address
+// (NodeAddress, on its loopback) as on such a node.
+func (r *Routed) KubeProxyMasquerade(tb testing.TB) {
+	tb.Helper()
+	for i := range r.Pods {
+		host := fmt.Sprintf("vn%sp%d", r.tag, i)
+		r.Node.Exec(tb, "ip", "addr", "del", "169.254.1.1/32", "dev", host)
+		r.Node.Exec(tb, "ip", "addr", "add", "169.254.1.1/32", "dev", host, "scope", "link")
+		// Taking a device's last address took its routes with it.
+		r.Node.Exec(tb, "ip", "route", "replace", r.PodIPs[i].String()+"/32", "dev", host)
+	}
+	ipt := func(args ...string) { r.Node.Exec(tb, append([]string{"iptables", "-w", "-t", "nat"}, args...)...) }
+	ipt("-N", "KUBE-POSTROUTING")
+	ipt("-A", "POSTROUTING", "-m", "comment", "--comment", "kubernetes postrouting rules", "-j", "KUBE-POSTROUTING")
+	ipt("-A", "KUBE-POSTROUTING", "-m", "mark", "!", "--mark", "0x4000/0x4000", "-j", "RETURN")
+	ipt("-A", "KUBE-POSTROUTING", "-j", "MARK", "--xor-mark", "0x4000")
+	ipt("-A", "KUBE-POSTROUTING", "-m", "comment", "--comment", "kubernetes service traffic requiring SNAT", "-j", "MASQUERADE", "--random-fully")
+}
+
+// LinkNodes wires two nodes as hosts on one network: a veth between their
+// namespaces, each node's address (NodeAddress, which this calls) routed
+// to the other over it. Pods stay reachable only through their own node.
+func LinkNodes(tb testing.TB, a, b *Routed, aIP, bIP netip.Addr) {
+	tb.Helper()
+	a.NodeAddress(tb, aIP)
+	b.NodeAddress(tb, bIP)
+	av, bv := "vn"+a.tag+"x", "vn"+b.tag+"x"
+	run(tb, "ip", "link", "add", av, "netns", a.Node.Name, "type", "veth", "peer", "name", bv, "netns", b.Node.Name)
+	a.Node.Exec(tb, "ip", "link", "set", av, "up")
+	b.Node.Exec(tb, "ip", "link", "set", bv, "up")
+	a.Node.Exec(tb, "ip", "route", "add", bIP.String()+"/32", "dev", av, "src", aIP.String())
+	b.Node.Exec(tb, "ip", "route", "add", aIP.String()+"/32", "dev", bv, "src", bIP.String())
+}
