@@ -76,6 +76,15 @@ func (b *backends) count() (n [2]int) {
 // Service, and reporter=source and reporter=destination series (istio
 // profile) must agree on the workloads.
 func TestKernelClusterIPNamesTheBackendReached(t *testing.T) {
+	// kube-proxy's iptables and nftables modes both translate in the node's
+	// conntrack. (Its ipvs mode does too, with net.ipv4.vs.conntrack=1, which
+	// kube-proxy sets; this kernel has no IPVS to try it.)
+	for _, mode := range []string{"iptables", "nftables"} {
+		t.Run(mode, func(t *testing.T) { testClusterIPNamesTheBackendReached(t, mode) })
+	}
+}
+
+func testClusterIPNamesTheBackendReached(t *testing.T, mode string) {
 	const (
 		request  = 3000
 		response = 700
@@ -110,8 +119,12 @@ func TestKernelClusterIPNamesTheBackendReached(t *testing.T) {
 	for _, ip := range podIPs {
 		targets = append(targets, netip.AddrPortFrom(ip, port))
 	}
-	routed.KubeProxyService(t, "WEBSHOP", clusterIP, 80, targets...)
-	routed.KubeProxyNodePort(t, "WEBSHOP", nodePort.Port())
+	if mode == "nftables" {
+		routed.KubeProxyNFT(t, "WEBSHOP", clusterIP, 80, nodePort.Port(), targets...)
+	} else {
+		routed.KubeProxyService(t, "WEBSHOP", clusterIP, 80, targets...)
+		routed.KubeProxyNodePort(t, "WEBSHOP", nodePort.Port())
+	}
 	dials := []netip.AddrPort{netip.AddrPortFrom(clusterIP, 80), nodePort}
 	kubeconfig, err := api.WriteKubeconfig(t.TempDir())
 	require.NoError(t, err)
