@@ -276,30 +276,8 @@ func nstatValue(t *testing.T, ns *netnstest.NS, name string) int64 {
 // has none.
 func TestKernelListenOverflows(t *testing.T) {
 	pair := netnstest.NewPair(t, healthOctet)
-	cfg := createDefaultConfig()
-	cfg.Probe.LockFile = filepath.Join(t.TempDir(), "lock")
-	cfg.FlushInterval = time.Hour
-	cfg.ReportInterval = 100 * time.Millisecond
-	cfg.Filter.IncludeCIDRs = []string{pair.ServerIP.String() + "/24"}
-	names := staticResolver{
-		netip.AddrPortFrom(pair.ClientIP, 0): {Workload: "client", WorkloadKind: "Deployment", Namespace: "a"},
-		netip.AddrPortFrom(pair.ServerIP, 0): {Workload: "server", WorkloadKind: "Deployment", Namespace: "b"},
-	}
-	metrics, logs := new(consumertest.MetricsSink), new(consumertest.LogsSink)
-	r := startKernelReceiver(t, cfg, names, metrics, logs)
-
-	var lfd int
-	require.NoError(t, pair.Server.Do(func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		lfd = fd
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: 7320, Addr: pair.ServerIP.As4()}); err != nil {
-			return err
-		}
-		return unix.Listen(fd, 1)
-	}))
+	r, metrics := startHealthReceiver(t, pair)
+	lfd := backlogOneListener(t, pair, &unix.SockaddrInet4{Port: 7320, Addr: pair.ServerIP.As4()})
 	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
 	defer cancel()
 	conns := make(chan net.Conn, 8)
@@ -334,30 +312,8 @@ func TestKernelListenOverflows(t *testing.T) {
 // .limit 1 on server.port 7330, as the walks before the final flush saw.
 func TestKernelAcceptQueue(t *testing.T) {
 	pair := netnstest.NewPair(t, healthOctet)
-	cfg := createDefaultConfig()
-	cfg.Probe.LockFile = filepath.Join(t.TempDir(), "lock")
-	cfg.FlushInterval = time.Hour
-	cfg.ReportInterval = 100 * time.Millisecond
-	cfg.Filter.IncludeCIDRs = []string{pair.ServerIP.String() + "/24"}
-	names := staticResolver{
-		netip.AddrPortFrom(pair.ClientIP, 0): {Workload: "client", WorkloadKind: "Deployment", Namespace: "a"},
-		netip.AddrPortFrom(pair.ServerIP, 0): {Workload: "server", WorkloadKind: "Deployment", Namespace: "b"},
-	}
-	metrics, logs := new(consumertest.MetricsSink), new(consumertest.LogsSink)
-	r := startKernelReceiver(t, cfg, names, metrics, logs)
-
-	var lfd int
-	require.NoError(t, pair.Server.Do(func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		lfd = fd
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: 7330}); err != nil {
-			return err
-		}
-		return unix.Listen(fd, 1)
-	}))
+	r, metrics := startHealthReceiver(t, pair)
+	lfd := backlogOneListener(t, pair, &unix.SockaddrInet4{Port: 7330})
 	defer unix.Close(lfd)
 	for range 2 {
 		c, err := pair.Client.Dial(context.Background(), netip.AddrPortFrom(pair.ServerIP, 7330).String())
@@ -393,4 +349,40 @@ func TestKernelAcceptQueue(t *testing.T) {
 	assert.Equal(t, int64(2), size)
 	limit, _ := gauge("system.network.tcp.accept_queue.limit")
 	assert.Equal(t, int64(1), limit)
+}
+
+// startHealthReceiver starts the receiver of the listener-health tests: a
+// report every 100 ms, the pair's two pods named (client and server).
+func startHealthReceiver(t *testing.T, pair *netnstest.Pair) (*tcpconnReceiver, *consumertest.MetricsSink) {
+	t.Helper()
+	cfg := createDefaultConfig()
+	cfg.Probe.LockFile = filepath.Join(t.TempDir(), "lock")
+	cfg.FlushInterval = time.Hour
+	cfg.ReportInterval = 100 * time.Millisecond
+	cfg.Filter.IncludeCIDRs = []string{pair.ServerIP.String() + "/24"}
+	names := staticResolver{
+		netip.AddrPortFrom(pair.ClientIP, 0): {Workload: "client", WorkloadKind: "Deployment", Namespace: "a"},
+		netip.AddrPortFrom(pair.ServerIP, 0): {Workload: "server", WorkloadKind: "Deployment", Namespace: "b"},
+	}
+	metrics := new(consumertest.MetricsSink)
+	return startKernelReceiver(t, cfg, names, metrics, new(consumertest.LogsSink)), metrics
+}
+
+// backlogOneListener listens at sa in the server pod with a backlog of 1,
+// and never accepts; the caller closes the socket.
+func backlogOneListener(t *testing.T, pair *netnstest.Pair, sa *unix.SockaddrInet4) int {
+	t.Helper()
+	var lfd int
+	require.NoError(t, pair.Server.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		lfd = fd
+		if err := unix.Bind(fd, sa); err != nil {
+			return err
+		}
+		return unix.Listen(fd, 1)
+	}))
+	return lfd
 }
