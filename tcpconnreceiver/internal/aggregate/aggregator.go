@@ -87,7 +87,14 @@ func (a *Aggregator) Add(rec *bpf.Record, o *conntable.Observation) {
 		if v.Keep != nil && !v.Keep(c) {
 			continue
 		}
-		s := v.get(a.project(v, c, e), rec.Time)
+		k := a.project(v, c, e)
+		overflowed := v.overflowed
+		s := v.get(k, rec.Time)
+		if k.PeerAddr == Overflow && v.PeerAddr && v.overflowed == overflowed {
+			// The address cache was full: the record went to a series whose
+			// peer.address reads "overflow"; it is counted as overflow too.
+			v.overflowed++
+		}
 		switch rec.Kind {
 		case bpf.KindFailure:
 			s.V.Failed++
@@ -191,8 +198,31 @@ func (a *Aggregator) Collect(now time.Time, fn func(views []*View)) {
 		for _, v := range a.views {
 			v.expire(now.Add(-a.limits.Expiry))
 		}
+		a.pruneAddrs()
 	}
 	fn(a.views)
+}
+
+// pruneAddrs drops the cached address strings no series uses any more, so
+// the cache follows the series' expiry instead of only growing.
+func (a *Aggregator) pruneAddrs() {
+	if len(a.addrs) == 0 {
+		return
+	}
+	used := make(map[string]struct{}, len(a.addrs))
+	for _, v := range a.views {
+		if !v.PeerAddr {
+			continue
+		}
+		for k := range v.series {
+			used[k.PeerAddr] = struct{}{}
+		}
+	}
+	for ip, s := range a.addrs {
+		if _, ok := used[s]; !ok {
+			delete(a.addrs, ip)
+		}
+	}
 }
 
 // Series returns how many series each view holds, in view order.

@@ -1,6 +1,8 @@
 package aggregate
 
 import (
+	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -151,4 +153,37 @@ func TestAddRefusedCountsInWorkloadViewsOnly(t *testing.T) {
 	})
 	assert.Equal(t, 1, workload)
 	assert.Zero(t, service, "no service: no connection")
+}
+
+// The peer-address cache is bounded by the series limit, what it cannot
+// hold is counted as overflow, and it shrinks with the series' expiry.
+func TestPeerAddressCacheBoundedAndExpired(t *testing.T) {
+	a := New([]ViewSpec{{Kind: ViewWorkload, Project: byPeer, PeerAddr: true}}, Limits{Series: 2, Expiry: time.Minute})
+	add := func(ip string, at time.Time) {
+		rec, o := record(bpf.KindOpen, "db", at)
+		rec.PeerAddr = netip.MustParseAddr(ip)
+		a.Add(rec, o)
+	}
+	addrs := func(at time.Time) (out []string, overflowed int64) {
+		a.Collect(at, func(views []*View) {
+			views[0].Range(func(k *Key, _ *Series) { out = append(out, k.PeerAddr) })
+			overflowed = views[0].Overflowed()
+		})
+		slices.Sort(out)
+		return out, overflowed
+	}
+	add("10.0.0.1", t0)
+	add("10.0.0.2", t0)
+	add("10.0.0.3", t0) // the view and the cache hold two
+	got, overflowed := addrs(t0)
+	assert.Equal(t, []string{"", "10.0.0.1", "10.0.0.2"}, got, "the overflow series has no address")
+	assert.Equal(t, int64(1), overflowed, "the third address is counted")
+
+	// An hour later every series expired, and the cache with them: a new
+	// address gets its own string again (not "overflow").
+	_, _ = addrs(t0.Add(time.Hour))
+	add("10.0.0.4", t0.Add(time.Hour))
+	got, overflowed = addrs(t0.Add(time.Hour))
+	assert.Equal(t, []string{"10.0.0.4"}, got)
+	assert.Equal(t, int64(1), overflowed)
 }
