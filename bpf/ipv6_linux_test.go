@@ -34,8 +34,9 @@ func addIPv6(t *testing.T, pair *netnstest.Pair) (server, client netip.Addr) {
 
 // TestIPv6BytesCauseAndUID: over IPv6, with 3 % of the client's egress
 // dropped, a megabyte each way, closed by the client's RST: each end's
-// bytes equal its TCP_INFO, the causes are right and both ends carry one
-// UID.
+// bytes and retransmits equal its TCP_INFO (tp_btf: the retransmits by type
+// add up to them), the causes are right, both ends have a handshake
+// duration and carry one UID.
 func TestIPv6BytesCauseAndUID(t *testing.T) {
 	for _, mode := range []AttachMode{AttachTPBTF, AttachRawTP} {
 		t.Run(string(mode), func(t *testing.T) {
@@ -69,14 +70,25 @@ func TestIPv6BytesCauseAndUID(t *testing.T) {
 				uid, ok := r.UID()
 				require.True(t, ok)
 				uids = append(uids, uid)
+				if r.Kind == KindOpen {
+					assert.Positive(t, r.Handshake, "handshake duration, %v end", dir)
+				}
 				if r.Kind != KindClose {
 					continue
+				}
+				if mode == AttachTPBTF {
+					var typed uint64
+					for _, n := range r.RetransmitsByType {
+						typed += uint64(n)
+					}
+					assert.Equal(t, r.Retransmits, typed, "retransmits by type add up, %v end", dir)
 				}
 				if dir == DirectionOutbound {
 					assert.Equal(t, uint64(size), r.BytesSent)
 					assert.Equal(t, x.client.Bytes_acked-1, r.BytesSent)
 					assert.Equal(t, x.client.Bytes_received, r.BytesReceived)
 					assert.Equal(t, CauseResetSent, r.CloseCause())
+					assert.Equal(t, uint64(x.client.Total_retrans), r.Retransmits)
 				} else {
 					assert.Equal(t, x.server.Bytes_acked, r.BytesSent)
 					assert.Equal(t, x.server.Bytes_received, r.BytesReceived)
