@@ -67,7 +67,8 @@ func TestRetransmitsByTypeData(t *testing.T) {
 		chain string
 	}
 	// At 15 % both ways a megabyte can take over a minute of backed-off
-	// retransmissions on a busy machine: 128 KiB still times out often.
+	// retransmissions on a busy machine: 256 KiB, and more exchanges until
+	// one times out.
 	scenarios := []struct {
 		name  string
 		rules []rule
@@ -75,15 +76,32 @@ func TestRetransmitsByTypeData(t *testing.T) {
 		size  int
 	}{
 		{"network 3 %", []rule{{pair.Client, "INPUT"}, {pair.Server, "INPUT"}}, "0.03", 1 << 20},
-		{"network 15 %", []rule{{pair.Client, "INPUT"}, {pair.Server, "INPUT"}}, "0.15", 128 << 10},
+		{"network 15 %", []rule{{pair.Client, "INPUT"}, {pair.Server, "INPUT"}}, "0.15", 256 << 10},
 	}
 	type exchange struct {
 		scenario string
 		x        lossyExchange
 	}
 	var all []exchange
+	// dataRTOs are the retransmission timeouts an end's TCP_INFO counted
+	// past its handshake's (a lost SYN or SYN-ACK times out too, and is
+	// typed syn or syn_ack).
+	dataRTOs := func(rto uint16, r *Record) int {
+		return int(rto) - int(r.RetransmitsByType[RetransmitSYN]) - int(r.RetransmitsByType[RetransmitSYNACK])
+	}
+	closes := func(port uint16) (cl, sv *Record) {
+		col.waitFor(t, "both close records", func(rs []Record) bool {
+			cl = findRecord(rs, KindClose, pair.ClientIP, func(r *Record) bool { return r.LocalPort == port })
+			sv = findRecord(rs, KindClose, pair.ServerIP, func(r *Record) bool { return r.PeerPort == port })
+			return cl != nil && sv != nil
+		})
+		return cl, sv
+	}
+	rtos := 0 // ends at 15 % whose data timed out
 	for _, sc := range scenarios {
-		for i := range 3 {
+		// Three exchanges each; at 15 % until some end's data timed out
+		// (at most eight).
+		for i := 0; i < 3 || (sc.prob == "0.15" && rtos == 0 && i < 8); i++ {
 			for _, r := range sc.rules {
 				iptables(t, r.ns, "-A", r.chain, "-p", "tcp", "-m", "statistic", "--mode", "random", "--probability", sc.prob, "-j", "DROP")
 			}
@@ -92,7 +110,12 @@ func TestRetransmitsByTypeData(t *testing.T) {
 					iptables(t, r.ns, "-D", r.chain, "-p", "tcp", "-m", "statistic", "--mode", "random", "--probability", sc.prob, "-j", "DROP")
 				}
 			}
-			all = append(all, exchange{sc.name, runLossyExchange(t, pair, l, sc.size, i == 2, lift)})
+			x := runLossyExchange(t, pair, l, sc.size, i == 2, lift)
+			if sc.prob == "0.15" {
+				cl, sv := closes(x.clientPort)
+				rtos += min(max(dataRTOs(x.client.Total_rto, cl), 0), 1) + min(max(dataRTOs(x.server.Total_rto, sv), 0), 1)
+			}
+			all = append(all, exchange{sc.name, x})
 		}
 	}
 	recs := col.waitFor(t, "both close records of every connection", func(rs []Record) bool {
@@ -112,6 +135,13 @@ func TestRetransmitsByTypeData(t *testing.T) {
 		assert.Equal(t, uint64(e.x.client.Total_retrans), sumByType(cl), "client: retransmits by type %v add up to TCP_INFO's, %s", cl.RetransmitsByType, what)
 		assert.Equal(t, uint64(e.x.server.Total_retrans), sumByType(sv), "server: retransmits by type %v add up to TCP_INFO's, %s", sv.RetransmitsByType, what)
 		assert.Equal(t, cl.Retransmits, sumByType(cl), "client record's own total, %s", what)
+		// An end whose data timed out has data retransmits typed so.
+		if n := dataRTOs(e.x.client.Total_rto, cl); n > 0 {
+			assert.Positive(t, cl.RetransmitsByType[RetransmitTimeout], "client's data timed out %d times, %s", n, what)
+		}
+		if n := dataRTOs(e.x.server.Total_rto, sv); n > 0 {
+			assert.Positive(t, sv.RetransmitsByType[RetransmitTimeout], "server's data timed out %d times, %s", n, what)
+		}
 		if byScenario[e.scenario] == nil {
 			byScenario[e.scenario] = new([RetransmitTypes]uint64)
 		}
@@ -124,10 +154,9 @@ func TestRetransmitsByTypeData(t *testing.T) {
 	}
 	for name, n := range byScenario {
 		assert.Positive(t, n[RetransmitFast], "%s: no fast retransmit typed", name)
-		if name == "network 15 %" {
-			assert.Positive(t, n[RetransmitTimeout], "%s: no retransmit after a timeout typed", name)
-		}
 	}
+	require.Positive(t, rtos, "at 15 %% loss some end's data timed out (TCP_INFO total_rto)")
+	assert.Positive(t, byScenario["network 15 %"][RetransmitTimeout], "network 15 %%: no retransmit after a timeout typed")
 }
 
 // TestRetransmitsByTypeHandshake: a server dropping every other SYN, then a
