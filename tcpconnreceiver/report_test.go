@@ -145,6 +145,7 @@ func TestRTTSampledAtEachReport(t *testing.T) {
 	live.SRTT, live.RTTMin, live.BytesSent = 2*time.Millisecond, time.Millisecond, 10
 
 	src := &scriptedSource{}
+	src.setLive() // walks on from the start (CanWalk), with nothing open yet
 	p := startScriptedSource(t, cfg, src)
 	p.src.push(open)
 	src.setLive(live)
