@@ -387,7 +387,9 @@ type processObserver struct {
 // startProcess starts cmd and gives it ready to load, attach (and
 // synchronise) before the storm: its CPU is counted from then.
 func startProcess(b *testing.B, cmd *exec.Cmd, ready time.Duration) observer {
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if cmd.Stdout == nil {
+		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	}
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}

@@ -324,6 +324,19 @@ func (p *Probe) Read(rec *Record) error {
 	}
 }
 
+// SetPollInterval changes how long Read waits for a record when the ring
+// buffer is empty, from now on: the reader backs off while the node is
+// idle and polls at PollInterval again when records come. Records past
+// WakeupBytes wake the reader whatever it is. Call it from the reader's
+// goroutine, between Reads.
+func (p *Probe) SetPollInterval(d time.Duration) {
+	if d <= 0 || d == p.poll {
+		return
+	}
+	p.poll = d
+	p.reader.SetDeadline(time.Now().Add(d))
+}
+
 // Stop detaches the program, so no new records are produced, and wakes the
 // reader: Read then returns what is left in the ring buffer, then ErrStopped.
 func (p *Probe) Stop() error {

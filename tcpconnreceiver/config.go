@@ -100,6 +100,12 @@ type ProbeConfig struct {
 	WakeupBytes int `mapstructure:"wakeup_bytes"`
 	// PollInterval bounds how long a record waits in the ring buffer.
 	PollInterval time.Duration `mapstructure:"poll_interval"`
+	// IdlePollInterval is how far the reader backs off while the ring
+	// buffer stays empty: the wait doubles from PollInterval up to it and
+	// drops back to PollInterval at the next record. A record below
+	// WakeupBytes that comes after an idle spell waits at most this long.
+	// 0, or at most PollInterval: no back-off.
+	IdlePollInterval time.Duration `mapstructure:"idle_poll_interval"`
 	// LockFile is held while the probe runs, so that a second probe on the
 	// node fails to start instead of reporting every connection twice.
 	// Empty turns the check off.
@@ -196,11 +202,12 @@ func createDefaultConfig() *Config {
 		SeriesExpiry:   10 * time.Minute,
 		Histograms:     true,
 		Probe: ProbeConfig{
-			AttachMode:     string(bpf.AttachAuto),
-			RingBufferSize: bpf.DefaultRingBufferBytes,
-			PollInterval:   bpf.DefaultPollInterval,
-			LockFile:       DefaultLockFile,
-			BackupProgram:  true,
+			AttachMode:       string(bpf.AttachAuto),
+			RingBufferSize:   bpf.DefaultRingBufferBytes,
+			PollInterval:     bpf.DefaultPollInterval,
+			IdlePollInterval: DefaultIdlePollInterval,
+			LockFile:         DefaultLockFile,
+			BackupProgram:    true,
 		},
 		Logs:                 accesslog.DefaultConfig(),
 		Kubernetes:           kube.DefaultConfig(),
@@ -252,6 +259,9 @@ func (c *Config) Validate() error {
 	if c.Probe.PollInterval < time.Millisecond || c.Probe.PollInterval > time.Minute {
 		errs = append(errs, fmt.Errorf("probe.poll_interval: must be between 1ms and 1m, got %v", c.Probe.PollInterval))
 	}
+	if c.Probe.IdlePollInterval < 0 || c.Probe.IdlePollInterval > time.Minute {
+		errs = append(errs, fmt.Errorf("probe.idle_poll_interval: must be between 0 (no back-off) and 1m, got %v", c.Probe.IdlePollInterval))
+	}
 	if err := c.Filter.Validate("filter."); err != nil {
 		errs = append(errs, err)
 	}
@@ -273,6 +283,9 @@ const (
 	ProfileIstio = profile.Istio
 	ProfileKmesh = profile.Kmesh
 )
+
+// DefaultIdlePollInterval is probe.idle_poll_interval's default.
+const DefaultIdlePollInterval = time.Second
 
 // DefaultLockFile is the node-wide lock of probe.lock_file.
 const DefaultLockFile = "/run/otelcol-tcpconn.lock"

@@ -22,11 +22,13 @@ func (r *tcpconnReceiver) readLoop() {
 	}
 	reports := r.startReports()
 	next := time.Now().Add(r.cfg.ReportInterval)
+	poll := r.newPoller()
 	var rec bpf.Record
 	for {
 		err := r.src.Read(&rec)
 		switch {
 		case err == nil:
+			poll.busy()
 			r.recordsRead.Add(1)
 			r.handle(&rec)
 			if reports && !rec.Time.Before(next) {
@@ -40,6 +42,12 @@ func (r *tcpconnReceiver) readLoop() {
 			if reports && !now.Before(next) {
 				next = r.report(next, now)
 			}
+			pending := r.batcher != nil && r.batcher.Pending()
+			if reports {
+				poll.idle(pending, next.Sub(time.Now()))
+			} else {
+				poll.idle(pending, -1)
+			}
 		case errors.Is(err, bpf.ErrStopped):
 			return
 		default:
@@ -47,6 +55,57 @@ func (r *tcpconnReceiver) readLoop() {
 			return
 		}
 	}
+}
+
+// pollSetter is a source whose wait for records can change between Reads
+// (bpf.Probe).
+type pollSetter interface {
+	SetPollInterval(time.Duration)
+}
+
+// poller backs the reader's wait off while the ring buffer stays empty:
+// it doubles from probe.poll_interval up to probe.idle_poll_interval, and
+// drops back at the next record, or while access-log records wait for
+// their batch's tick. It never waits past the next report walk. Records
+// past wakeup_bytes wake the reader whatever its wait.
+type poller struct {
+	src       pollSetter // nil: the source polls at its own pace
+	base, max time.Duration
+	wait      time.Duration
+}
+
+func (r *tcpconnReceiver) newPoller() *poller {
+	ps, _ := r.src.(pollSetter)
+	base := r.cfg.Probe.PollInterval
+	return &poller{src: ps, base: base, max: max(base, r.cfg.Probe.IdlePollInterval), wait: base}
+}
+
+func (p *poller) set(d time.Duration) {
+	if p.src != nil && d != p.wait {
+		p.wait = d
+		p.src.SetPollInterval(d)
+	}
+}
+
+// busy: a record came.
+func (p *poller) busy() {
+	if p.wait != p.base {
+		p.set(p.base)
+	}
+}
+
+// idle: a wait ended with no record. pending says access-log records wait
+// for a tick; untilReport is how long to the next report walk (negative:
+// none).
+func (p *poller) idle(pending bool, untilReport time.Duration) {
+	d := min(2*p.wait, p.max)
+	if pending {
+		d = p.base
+	}
+	if untilReport >= 0 {
+		d = min(d, max(untilReport, p.base))
+	}
+	p.set(d)
 }
 
 // startReports runs the start-up walk, which adopts the connections open

@@ -74,6 +74,9 @@ func (b *Batcher) Add(rec *bpf.Record, o *conntable.Observation, now time.Time) 
 	}
 }
 
+// Pending says whether a partial batch waits for Tick.
+func (b *Batcher) Pending() bool { return b.n > 0 }
+
 // Tick sends a partial batch that has waited its flush interval.
 func (b *Batcher) Tick(now time.Time) {
 	if b.n > 0 && now.Sub(b.first) >= b.cfg.FlushInterval {

@@ -1,0 +1,130 @@
+package bench
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/tcpconn/tcpconn/internal/netnstest"
+)
+
+var (
+	idleFor   = flag.Duration("idle-for", 30*time.Second, "how long BenchmarkCollectorIdle measures each configuration")
+	idleConns = flag.Int("idle-conns", 300, "connections BenchmarkCollectorIdle holds open")
+	idleBin   = flag.String("idle-bin", filepath.Join("..", "bin", "otelcol-tcpconn"), "the collector BenchmarkCollectorIdle runs (before and after: a copy of an older build)")
+)
+
+// BenchmarkCollectorIdle reports the collector's CPU in ms per second of
+// wall time on an idle node: a few hundred connections held open between
+// two network namespaces, none opening or closing. The collector is
+// bin/otelcol-tcpconn with the receiver's defaults (metrics and access
+// logs to the file exporter through batch); the sub-benchmarks change one
+// thing each, so that the cost of the ring-buffer polls, the report walk,
+// the metrics flush and the logs pipeline can be told apart.
+//
+//	go test ./bench -run '^$' -bench CollectorIdle -benchtime 1x -v
+func BenchmarkCollectorIdle(b *testing.B) {
+	for _, c := range []struct {
+		name  string
+		logs  bool
+		probe string // more of the receiver's probe block
+		extra string // more of the receiver's configuration
+	}{
+		{name: "default", logs: true},
+		{name: "walk=off", logs: true, extra: "    report_interval: 0s\n"},
+		{name: "poll=1s", logs: true, probe: ", poll_interval: 1s"},
+		{name: "flush=1h", logs: true, extra: "    flush_interval: 1h\n    series_expiry: 0s\n"},
+		{name: "logs=off", logs: false},
+		{name: "quiet", logs: false, probe: ", poll_interval: 1s", extra: "    report_interval: 0s\n    flush_interval: 1h\n    series_expiry: 0s\n"},
+	} {
+		b.Run(c.name, func(b *testing.B) { benchCollectorIdle(b, c.logs, c.probe, c.extra) })
+	}
+}
+
+func benchCollectorIdle(b *testing.B, logs bool, probe, extra string) {
+	netnstest.RequireRoot(b)
+	pair := netnstest.NewPair(b, 207)
+	netnstest.HoldInChildren(b, pair, *idleConns)
+	cmd, logPath := idleCollectorCmd(b, logs, probe, extra)
+	outPath := filepath.Join(filepath.Dir(logPath), "out.json")
+	// The start-up walk and the first flush (5s) are not idle.
+	o := startProcess(b, cmd, 6*time.Second).(*processObserver)
+	recs0 := lastProbeRecords(outPath)
+	start := time.Now()
+	time.Sleep(*idleFor)
+	cpu := procCPU(o.cmd.Process.Pid) - o.cpu0
+	wall := time.Since(start)
+	recs := lastProbeRecords(outPath) - recs0
+	o.stop(b)
+	if cpu <= 0 {
+		out, _ := os.ReadFile(logPath)
+		b.Fatalf("the collector did not run: %s", out)
+	}
+	msPerS := float64(cpu) / float64(time.Millisecond) / wall.Seconds()
+	b.ReportMetric(msPerS, "cpu-ms/s")
+	// The probe sees every connection of the node: other work on it makes
+	// records, and the node was not idle. Flushed every 5s, so about.
+	b.ReportMetric(float64(recs)/wall.Seconds(), "records/s")
+	b.Logf("collector CPU %.2f ms/s idle with %d open connections (%v of CPU in %v; about %d records read meanwhile, from the node's other connections)",
+		msPerS, *idleConns, cpu.Round(time.Microsecond), wall.Round(time.Millisecond), recs)
+}
+
+var probeRecordsRE = regexp.MustCompile(`"name":"tcpconn\.probe\.records".*?"asInt":"(\d+)"`)
+
+// lastProbeRecords is the last tcpconn.probe.records the collector wrote
+// to its file (0 before its first flush, or without flushes).
+func lastProbeRecords(path string) int64 {
+	raw, _ := os.ReadFile(path)
+	m := probeRecordsRE.FindAllSubmatch(raw, -1)
+	if len(m) == 0 {
+		return 0
+	}
+	n, _ := strconv.ParseInt(string(m[len(m)-1][1]), 10, 64)
+	return n
+}
+
+// idleCollectorCmd is collectorCmd with more of the probe block; it also
+// returns where the collector's own output goes.
+func idleCollectorCmd(b *testing.B, logs bool, probe, extra string) (*exec.Cmd, string) {
+	bin, err := filepath.Abs(*idleBin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		netnstest.Unavailable(b, bin+" (run `make build`)")
+	}
+	dir := b.TempDir()
+	cfg := filepath.Join(dir, "collector.yaml")
+	logsPipeline := ""
+	if logs {
+		logsPipeline = "    logs: {receivers: [tcpconn], processors: [batch], exporters: [file]}\n"
+	}
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`receivers:
+  tcpconn:
+    probe: {lock_file: %s/lock%s}
+%sprocessors:
+  batch: {}
+exporters:
+  file: {path: %s/out.json}
+service:
+  telemetry: {metrics: {level: none}}
+  pipelines:
+    metrics: {receivers: [tcpconn], processors: [batch], exporters: [file]}
+%s`, dir, probe, extra, dir, logsPipeline)), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	out, err := os.Create(filepath.Join(dir, "collector.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { out.Close() })
+	cmd := exec.Command(bin, "--config", cfg)
+	cmd.Stdout, cmd.Stderr = out, out
+	return cmd, out.Name()
+}
