@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/collector/pdata/pmetric"
+
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
@@ -268,7 +270,8 @@ func start(b *testing.B, mode string, sn *stormNet) observer {
 			if (n > 0) != (mode == "collector-nat") {
 				b.Fatalf("%s: %d access-log records of translated connections", mode, n)
 			}
-			b.Logf("%s: %d access-log records of translated connections, %d close records in all", mode, n, closes)
+			b.Logf("%s: %d access-log records of translated connections, %d close records in all, %d dropped by the receiver (tcpconn.logs.dropped)",
+				mode, n, closes, lastSum(b, out, "tcpconn.logs.dropped"))
 		}
 		return o
 	case "probe":
@@ -415,6 +418,37 @@ func countInFile(b *testing.B, path, s string) int {
 		b.Fatal(err)
 	}
 	return bytes.Count(raw, []byte(s))
+}
+
+// lastSum is the largest value a Sum metric of that name took in the file
+// exporter's output (its self-metrics are cumulative).
+func lastSum(b *testing.B, path, name string) int64 {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var most int64
+	for _, line := range bytes.Split(raw, []byte("\n")) {
+		md, err := (&pmetric.JSONUnmarshaler{}).UnmarshalMetrics(line)
+		if err != nil || md.ResourceMetrics().Len() == 0 {
+			continue // a logs line, or empty
+		}
+		rms := md.ResourceMetrics()
+		for i := range rms.Len() {
+			sms := rms.At(i).ScopeMetrics()
+			for j := range sms.Len() {
+				ms := sms.At(j).Metrics()
+				for k := range ms.Len() {
+					if m := ms.At(k); m.Name() == name && m.Type() == pmetric.MetricTypeSum {
+						for d := range m.Sum().DataPoints().Len() {
+							most = max(most, m.Sum().DataPoints().At(d).IntValue())
+						}
+					}
+				}
+			}
+		}
+	}
+	return most
 }
 
 // collectorCmd runs bin/otelcol-tcpconn: probe, receiver, batch and the
