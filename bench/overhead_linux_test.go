@@ -270,8 +270,9 @@ func start(b *testing.B, mode string, sn *stormNet) observer {
 			if (n > 0) != (mode == "collector-nat") {
 				b.Fatalf("%s: %d access-log records of translated connections", mode, n)
 			}
-			b.Logf("%s: %d access-log records of translated connections, %d close records in all, %d dropped by the receiver (tcpconn.logs.dropped)",
-				mode, n, closes, lastSum(b, out, "tcpconn.logs.dropped"))
+			b.Logf("%s: %d access-log records of translated connections, %d close and %d failure records in all; records read %d (tcpconn.probe.records); dropped: %d by the receiver's logs queue (tcpconn.logs.dropped), %d by the probe's ring buffer (tcpconn.probe.records.dropped)",
+				mode, n, closes, countInFile(b, out, `"tcp.connection.failure"`), lastSum(b, out, "tcpconn.probe.records"),
+				lastSum(b, out, "tcpconn.logs.dropped"), lastSum(b, out, "tcpconn.probe.records.dropped"))
 		}
 		return o
 	case "probe":
