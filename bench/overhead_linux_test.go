@@ -265,13 +265,13 @@ func start(b *testing.B, mode string, sn *stormNet) observer {
 			// keeps the address dialled.
 			// Both ends' close records, for scale (the logs pipeline
 			// drops whole batches when the file exporter lags).
-			n := countInFile(b, out, `"tcpconn.dialled.address"`)
-			closes := countInFile(b, out, `"tcp.connection.close"`)
+			n := countInFile(b, out+".logs", `"tcpconn.dialled.address"`)
+			closes := countInFile(b, out+".logs", `"tcp.connection.close"`)
 			if (n > 0) != (mode == "collector-nat") {
 				b.Fatalf("%s: %d access-log records of translated connections", mode, n)
 			}
 			b.Logf("%s: %d access-log records of translated connections, %d close and %d failure records in all; records read %d (tcpconn.probe.records); dropped: %d by the receiver's logs queue (tcpconn.logs.dropped), %d by the probe's ring buffer (tcpconn.probe.records.dropped)",
-				mode, n, closes, countInFile(b, out, `"tcp.connection.failure"`), lastSum(b, out, "tcpconn.probe.records"),
+				mode, n, closes, countInFile(b, out+".logs", `"tcp.connection.failure"`), lastSum(b, out, "tcpconn.probe.records"),
 				lastSum(b, out, "tcpconn.logs.dropped"), lastSum(b, out, "tcpconn.probe.records.dropped"))
 		}
 		return o
@@ -469,7 +469,7 @@ func collectorCmd(b *testing.B, logs bool, extra string) (*exec.Cmd, string) {
 	cfg := filepath.Join(dir, "collector.yaml")
 	logsPipeline := ""
 	if logs {
-		logsPipeline = "    logs: {receivers: [tcpconn], processors: [batch], exporters: [file]}\n"
+		logsPipeline = "    logs: {receivers: [tcpconn], processors: [batch], exporters: [file/logs]}\n"
 	}
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`receivers:
   tcpconn:
@@ -478,11 +478,12 @@ func collectorCmd(b *testing.B, logs bool, extra string) (*exec.Cmd, string) {
   batch: {}
 exporters:
   file: {path: %s/out.json}
+  file/logs: {path: %s/out.json.logs}
 service:
   telemetry: {metrics: {level: none}}
   pipelines:
     metrics: {receivers: [tcpconn], processors: [batch], exporters: [file]}
-%s`, dir, extra, dir, logsPipeline)), 0o644); err != nil {
+%s`, dir, extra, dir, dir, logsPipeline)), 0o644); err != nil {
 		b.Fatal(err)
 	}
 	return exec.Command(bin, "--config", cfg), filepath.Join(dir, "out.json")
