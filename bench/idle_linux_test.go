@@ -103,7 +103,7 @@ func idleCollectorCmd(b *testing.B, logs bool, probe, extra string) (*exec.Cmd, 
 	cfg := filepath.Join(dir, "collector.yaml")
 	logsPipeline := ""
 	if logs {
-		logsPipeline = "    logs: {receivers: [tcpconn], processors: [batch], exporters: [file]}\n"
+		logsPipeline = "    logs: {receivers: [tcpconn], processors: [batch], exporters: [file/logs]}\n"
 	}
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`receivers:
   tcpconn:
@@ -112,11 +112,12 @@ func idleCollectorCmd(b *testing.B, logs bool, probe, extra string) (*exec.Cmd, 
   batch: {}
 exporters:
   file: {path: %s/out.json}
+  file/logs: {path: %s/out.json.logs}
 service:
   telemetry: {metrics: {level: none}}
   pipelines:
     metrics: {receivers: [tcpconn], processors: [batch], exporters: [file]}
-%s`, dir, probe, extra, dir, logsPipeline)), 0o644); err != nil {
+%s`, dir, probe, extra, dir, dir, logsPipeline)), 0o644); err != nil {
 		b.Fatal(err)
 	}
 	out, err := os.Create(filepath.Join(dir, "collector.log"))
