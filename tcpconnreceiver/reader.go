@@ -166,7 +166,7 @@ func (r *tcpconnReceiver) countRefused() {
 		if p, ok := prev[k]; ok && p <= rf.Count {
 			d = rf.Count - p
 		}
-		if d == 0 || !r.filter.Keep(&bpf.Record{LocalAddr: rf.Local, PeerAddr: rf.Local}) {
+		if d == 0 || !r.filter.KeepAddr(rf.Local) {
 			return
 		}
 		c := r.track.RefusedConn(rf.Local, now)
@@ -208,7 +208,7 @@ func (r *tcpconnReceiver) countListen(baseline bool) {
 			return
 		}
 		// A namespace with no global address names no pod.
-		if !ls.Local.IsValid() || !r.filter.Keep(&bpf.Record{LocalAddr: ls.Local, PeerAddr: ls.Local}) {
+		if !ls.Local.IsValid() || !r.filter.KeepAddr(ls.Local) {
 			return
 		}
 		c := r.track.ListenerConn(ls.Local, now)
@@ -230,7 +230,7 @@ func (r *tcpconnReceiver) keepBacklogs() {
 	var bs []metricemit.Backlog
 	r.src.Backlogs(func(b bpf.Backlog) {
 		if !b.Local.IsValid() || b.Local.IsUnspecified() || b.Local.IsLoopback() ||
-			!r.filter.Keep(&bpf.Record{LocalAddr: b.Local, PeerAddr: b.Local}) {
+			!r.filter.KeepAddr(b.Local) {
 			return // names no pod
 		}
 		c := r.track.ListenerConn(b.Local, now)

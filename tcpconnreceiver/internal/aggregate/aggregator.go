@@ -144,28 +144,27 @@ func (a *Aggregator) Add(rec *bpf.Record, o *conntable.Observation) {
 // the RSTs, no connection) in the workload views: the server's side of a
 // refused connect.
 func (a *Aggregator) AddRefused(c *conntable.Conn, n uint64, at time.Time) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, v := range a.views {
-		if v.Kind != ViewWorkload {
-			continue
-		}
-		v.get(a.project(v, c, bpf.ErrorNone), at).V.Refused += n
-	}
+	a.addWorkload(c, at, func(v *Values) { v.Refused += n })
 }
 
 // AddListen counts a network namespace's listener overflows and drops in
 // the workload views, in c's series (see conntable.Table.ListenerConn).
 func (a *Aggregator) AddListen(c *conntable.Conn, overflows, drops uint64, at time.Time) {
+	a.addWorkload(c, at, func(v *Values) {
+		v.ListenOverflows += overflows
+		v.ListenDrops += drops
+	})
+}
+
+// addWorkload adds to c's series in every workload view (counts read at a
+// walk, which belong to a pod, not to a connection).
+func (a *Aggregator) addWorkload(c *conntable.Conn, at time.Time, add func(*Values)) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, v := range a.views {
-		if v.Kind != ViewWorkload {
-			continue
+		if v.Kind == ViewWorkload {
+			add(&v.get(a.project(v, c, bpf.ErrorNone), at).V)
 		}
-		s := v.get(a.project(v, c, bpf.ErrorNone), at)
-		s.V.ListenOverflows += overflows
-		s.V.ListenDrops += drops
 	}
 }
 

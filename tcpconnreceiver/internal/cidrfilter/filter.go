@@ -56,6 +56,12 @@ func New(cfg Config) Filter {
 	return Filter{include: parse(cfg.IncludeCIDRs), exclude: parse(cfg.ExcludeCIDRs)}
 }
 
+// KeepAddr reports whether an end alone at addr passes the filter: the
+// local address of what has no connection (refused connects, listeners).
+func (f Filter) KeepAddr(addr netip.Addr) bool {
+	return (len(f.include) == 0 || contains(f.include, addr)) && !contains(f.exclude, addr)
+}
+
 // Keep reports whether rec's connection passes the filter.
 func (f Filter) Keep(rec *bpf.Record) bool {
 	if len(f.include) > 0 && !contains(f.include, rec.LocalAddr) && !contains(f.include, rec.PeerAddr) {

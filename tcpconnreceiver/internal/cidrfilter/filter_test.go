@@ -31,3 +31,13 @@ func TestValidateNamesEveryBadPrefix(t *testing.T) {
 	assert.ErrorContains(t, err, "filter.exclude_cidrs[0]")
 	assert.NoError(t, (&Config{IncludeCIDRs: []string{"::/0"}}).Validate("filter."))
 }
+
+// KeepAddr is Keep for an end with no peer.
+func TestKeepAddr(t *testing.T) {
+	f := New(Config{IncludeCIDRs: []string{"10.0.0.0/8"}, ExcludeCIDRs: []string{"10.9.0.0/16"}})
+	for _, a := range []string{"10.1.0.1", "10.9.3.4", "192.168.1.1"} {
+		addr := netip.MustParseAddr(a)
+		assert.Equal(t, f.Keep(&bpf.Record{LocalAddr: addr, PeerAddr: addr}), f.KeepAddr(addr), a)
+	}
+	assert.True(t, New(Config{}).KeepAddr(netip.MustParseAddr("127.0.0.1")))
+}

@@ -283,10 +283,7 @@ func (t *Table) Lost() int64 { return t.lost }
 
 // resolve fills the ends still unknown.
 func (t *Table) resolve(rec *bpf.Record, local, peer *identity.Identity) (*identity.Identity, *identity.Identity) {
-	at := rec.Start
-	if at.IsZero() {
-		at = rec.Time
-	}
+	at := began(rec)
 	localRole, peerRole := identity.RoleClient, identity.RoleServer
 	if rec.Direction == bpf.DirectionInbound {
 		localRole, peerRole = identity.RoleServer, identity.RoleClient
@@ -307,18 +304,27 @@ func (t *Table) resolve(rec *bpf.Record, local, peer *identity.Identity) (*ident
 	return local, peer
 }
 
+// began is when rec's connection started, for resolving its ends as they
+// were then: its event time when the start is unknown.
+func began(rec *bpf.Record) time.Time {
+	if rec.Start.IsZero() {
+		return rec.Time
+	}
+	return rec.Start
+}
+
 // RefusedConn describes the server end at local that refused connects
 // (no connection, no peer known), resolved as of at.
 func (t *Table) RefusedConn(local netip.Addr, at time.Time) Conn {
-	return Conn{
-		Local: orUnresolved(t.resolver.Resolve(local, 0, at, identity.RoleServer)), Peer: unresolved,
-		Direction: bpf.DirectionInbound, IPv6: local.Is6() && !local.Is4In6(),
-	}
+	c := t.ListenerConn(local, at)
+	c.IPv6 = local.Is6() && !local.Is4In6()
+	return c
 }
 
 // ListenerConn is the series of a network namespace's listener counters:
-// the pod its address names as the server, peer unknown. Always IPv4: the counters are the namespace's, not a
-// family's, so that one pod has one series.
+// the pod its address names as the server, peer unknown. Always IPv4: the
+// counters are the namespace's, not a family's, so that one pod has one
+// series.
 func (t *Table) ListenerConn(local netip.Addr, at time.Time) Conn {
 	return Conn{Local: orUnresolved(t.resolver.Resolve(local, 0, at, identity.RoleServer)), Peer: unresolved, Direction: bpf.DirectionInbound}
 }
@@ -344,11 +350,7 @@ func (t *Table) translate(rec *bpf.Record, st *connState) {
 	if t.backends == nil {
 		return
 	}
-	at := rec.Start
-	if at.IsZero() {
-		at = rec.Time
-	}
-	if id := t.backends.ResolveBackend(st.conn.Peer, reached.Addr(), reached.Port(), at); id != nil {
+	if id := t.backends.ResolveBackend(st.conn.Peer, reached.Addr(), reached.Port(), began(rec)); id != nil {
 		st.conn.Peer = id
 	}
 }
