@@ -92,12 +92,14 @@ func TestKernelRetransmitsByType(t *testing.T) {
 	}
 	lossRule := []string{"INPUT", "-p", "tcp", "--dport", "7300", "-m", "statistic", "--mode", "random", "--probability", "0.1", "-j", "DROP"}
 	lossBack := []string{"INPUT", "-p", "tcp", "--sport", "7300", "-m", "statistic", "--mode", "random", "--probability", "0.1", "-j", "DROP"}
-	nsIptables(t, pair.Server, append([]string{"-A"}, lossRule...)...)
-	nsIptables(t, pair.Client, append([]string{"-A"}, lossBack...)...)
 	c, err := pair.Client.Dial(ctx, l.Addr().String())
 	require.NoError(t, err)
 	s, err := l.Accept()
 	require.NoError(t, err)
+	// The loss starts once the handshake is done: the syn type counts
+	// exactly the SYNs dropped above.
+	nsIptables(t, pair.Server, append([]string{"-A"}, lossRule...)...)
+	nsIptables(t, pair.Client, append([]string{"-A"}, lossBack...)...)
 	done := make(chan error, 1)
 	go func() { done <- netnstest.Answer(s, size, size) }()
 	require.NoError(t, netnstest.Ask(c, size, size))
