@@ -14,7 +14,7 @@ export KUBE_BIN_DIR
 CORE_VERSION    := v1.67.0
 CORE_VERSION_X  := v0.161.0
 
-.PHONY: all generate vmlinux build image kube-bin run test test-unit bench bench-kube bench-nat bench-walk bench-prog bench-memory bench-idle bench-scale overhead overhead-nat lint check-generated check-versions clean
+.PHONY: all generate vmlinux build image kube-bin node-bin node-up node-down run test test-unit bench bench-kube bench-nat bench-walk bench-prog bench-memory bench-idle bench-scale overhead overhead-nat lint check-generated check-versions clean
 
 all: build
 
@@ -43,14 +43,31 @@ kube-bin:
 	  $(GO) build -trimpath -o "$(KUBE_BIN_DIR)/etcd" go.etcd.io/etcd/server/v3; \
 	fi
 
+## node-bin: build the node's parts for the node tests and make node-up (kubelet, kube-proxy, kube-controller-manager, kube-scheduler; cached in KUBE_BIN_DIR)
+NODE_BINS := kube-controller-manager kube-scheduler kubelet kube-proxy
+node-bin: kube-bin
+	@for b in $(NODE_BINS); do \
+	  if [ -x "$(KUBE_BIN_DIR)/$$b" ]; then echo "$$b $(KUBE_VERSION) cached in $(KUBE_BIN_DIR)"; \
+	  else (cd hack/kube-bin && $(GO) build -trimpath -o "$(KUBE_BIN_DIR)/$$b" k8s.io/kubernetes/cmd/$$b) || exit 1; fi; \
+	done
+
+NODE_DIR ?= /run/tcpconn-node
+## node-up: a real single-node Kubernetes on this machine (as root; containerd, runc and the CNI plugins from Debian) with the agent's image loaded; then: KUBECONFIG=$(NODE_DIR)/node/kubeconfig kubectl apply -k deploy/
+node-up: build image node-bin
+	$(GO) run ./internal/kubenode/nodectl up -dir $(NODE_DIR) -image dist/otelcol-tcpconn-image.tar
+
+## node-down: stop the node and restore the host (sysctls, netfilter, mounts, cgroups)
+node-down:
+	$(GO) run ./internal/kubenode/nodectl down -dir $(NODE_DIR)
+
 ## run: build, then run the collector with the default config (as root)
 run: build
 	@if [ "$$(id -u)" != 0 ]; then echo "make run loads an eBPF probe: run it as root (sudo make run)" >&2; exit 1; fi
 	./$(BIN) --config $(CONFIG)
 
-## test: build the collector and the API server, then run every test (as root: kernel and pipeline tests load the probe)
-test: build image kube-bin
-	$(GO) test -count=1 -race ./...
+## test: build the collector, the image and the Kubernetes parts, then run every test (as root: kernel, pipeline and node tests load the probe)
+test: build image node-bin
+	$(GO) test -count=1 -race -timeout 45m ./...
 
 ## test-unit: tests that need neither root nor the collector binary
 test-unit:

@@ -176,14 +176,7 @@ func (r *tcpconnReceiver) start() error {
 
 // wire builds the data path for the signals that have a consumer.
 func (r *tcpconnReceiver) wire(started time.Time) {
-	rb := metadata.NewResourceBuilder(r.cfg.ResourceAttributes)
-	if host, err := os.Hostname(); err == nil {
-		rb.SetHostName(host)
-	}
-	if node := r.cfg.Kubernetes.NodeName; node != "" {
-		rb.SetK8sNodeName(node)
-	}
-	resource := rb.Emit()
+	resource, self := r.resources()
 	r.filter = cidrfilter.New(r.cfg.Filter)
 	r.track = conntable.New(r.resolver, r.cfg.AdoptExisting, r.cfg.CountAdoptedBytes)
 	if r.nat != nil {
@@ -206,10 +199,35 @@ func (r *tcpconnReceiver) wire(started time.Time) {
 		}
 		mb := metadata.NewMetricsBuilder(r.cfg.MetricsBuilderConfig, r.set, metadata.WithStartTime(pcommon.NewTimestampFromTime(started)))
 		r.emitter = metricemit.New(mb, prof, metricemit.Options{
-			Delta: r.cfg.Temporality == TemporalityDelta, Started: started, Version: r.set.BuildInfo.Version, Resource: resource,
+			Delta: r.cfg.Temporality == TemporalityDelta, Started: started, Version: r.set.BuildInfo.Version, Resource: resource, Self: self,
 			Chunk: emitChunk(&r.cfg.MetricsBuilderConfig),
 		})
 	}
+}
+
+// resources are the receiver's Resource (the node: host.name and
+// k8s.node.name) and the Resource of what the collector reports of itself:
+// that plus the collector's own service.name and service.instance.id (its
+// service::telemetry::resource), so Prometheus's job and instance tell an
+// agent from a gateway and from the workloads it reports on.
+func (r *tcpconnReceiver) resources() (resource, self pcommon.Resource) {
+	rb := metadata.NewResourceBuilder(r.cfg.ResourceAttributes)
+	// In a pod the hostname is the pod's name, not the node's.
+	if node := r.cfg.Kubernetes.NodeName; node != "" {
+		rb.SetHostName(node)
+		rb.SetK8sNodeName(node)
+	} else if host, err := os.Hostname(); err == nil {
+		rb.SetHostName(host)
+	}
+	resource = rb.Emit()
+	self = pcommon.NewResource()
+	resource.CopyTo(self)
+	for _, k := range []string{"service.name", "service.instance.id"} {
+		if v, ok := r.set.Resource.Attributes().Get(k); ok {
+			self.Attributes().PutStr(k, v.AsString())
+		}
+	}
+	return resource, self
 }
 
 // startKubernetes starts the identity resolver. Without API access, or

@@ -2748,7 +2748,9 @@ type ResourceAttributesConfig struct {
 	K8sPodUID             ResourceAttributeConfig `mapstructure:"k8s.pod.uid"`
 	K8sReplicasetName     ResourceAttributeConfig `mapstructure:"k8s.replicaset.name"`
 	K8sStatefulsetName    ResourceAttributeConfig `mapstructure:"k8s.statefulset.name"`
+	ServiceInstanceID     ResourceAttributeConfig `mapstructure:"service.instance.id"`
 	ServiceName           ResourceAttributeConfig `mapstructure:"service.name"`
+	ServiceNamespace      ResourceAttributeConfig `mapstructure:"service.namespace"`
 	ServiceVersion        ResourceAttributeConfig `mapstructure:"service.version"`
 }
 
@@ -2790,7 +2792,13 @@ func DefaultResourceAttributesConfig() ResourceAttributesConfig {
 		K8sStatefulsetName: ResourceAttributeConfig{
 			Enabled: true,
 		},
+		ServiceInstanceID: ResourceAttributeConfig{
+			Enabled: true,
+		},
 		ServiceName: ResourceAttributeConfig{
+			Enabled: true,
+		},
+		ServiceNamespace: ResourceAttributeConfig{
 			Enabled: true,
 		},
 		ServiceVersion: ResourceAttributeConfig{

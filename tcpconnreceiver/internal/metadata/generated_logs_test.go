@@ -32,7 +32,9 @@ func TestLogsBuilderAppendLogRecord(t *testing.T) {
 	rb.SetK8sPodUID("k8s.pod.uid-val")
 	rb.SetK8sReplicasetName("k8s.replicaset.name-val")
 	rb.SetK8sStatefulsetName("k8s.statefulset.name-val")
+	rb.SetServiceInstanceID("service.instance.id-val")
 	rb.SetServiceName("service.name-val")
+	rb.SetServiceNamespace("service.namespace-val")
 	rb.SetServiceVersion("service.version-val")
 	res := rb.Emit()
 

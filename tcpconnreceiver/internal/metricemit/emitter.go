@@ -26,8 +26,9 @@ type Emitter struct {
 	started time.Time
 	// version is the scope version the builder writes, for the histograms.
 	version string
-	// base is the receiver's own Resource.
-	base pcommon.Resource
+	// base is the receiver's own Resource; self is the Resource of what
+	// the collector reports of itself (see Options.Self).
+	base, self pcommon.Resource
 	// chunk: see Options.Chunk.
 	chunk int
 	// backlogs: the local ports' accept queues for the next Emit.
@@ -54,8 +55,15 @@ type Options struct {
 	Started time.Time
 	// Version is the collector's version, the histograms' scope version.
 	Version string
-	// Resource is the receiver's own Resource (host, node).
+	// Resource is the receiver's own Resource (host, node), on every
+	// series; per local end it is added to that end's attributes.
 	Resource pcommon.Resource
+	// Self is Resource plus the collector's own service.name and
+	// service.instance.id: the Resource of the self-metrics, and of every
+	// series in profiles without a Resource per local end (istio, kmesh),
+	// so an agent's own series are told apart from its workloads' and
+	// from a gateway's. Empty: Resource.
+	Self pcommon.Resource
 	// Chunk, when positive, starts a new ResourceMetrics (with the same
 	// Resource) every Chunk series on the shared Resource. The generated
 	// builder looks for an equal data point among those recorded so far
@@ -67,7 +75,11 @@ type Options struct {
 
 // New returns an emitter of prof's series.
 func New(mb *metadata.MetricsBuilder, prof *profile.Profile, opts Options) *Emitter {
-	return &Emitter{mb: mb, prof: prof, delta: opts.Delta, started: opts.Started, version: opts.Version, base: opts.Resource, chunk: opts.Chunk}
+	self := opts.Self
+	if self == (pcommon.Resource{}) {
+		self = opts.Resource
+	}
+	return &Emitter{mb: mb, prof: prof, delta: opts.Delta, started: opts.Started, version: opts.Version, base: opts.Resource, self: self, chunk: opts.Chunk}
 }
 
 // SelfMetrics records the receiver's own counters at ts.
@@ -86,7 +98,7 @@ func (e *Emitter) Emit(agg *aggregate.Aggregator, now time.Time, self SelfMetric
 		} else {
 			e.emitShared(views, ts, now)
 		}
-		md = e.mb.Emit(metadata.WithResource(e.resource()))
+		md = e.mb.Emit(metadata.WithResource(e.sharedResource()))
 		if e.delta {
 			markDelta(md)
 		}
@@ -96,7 +108,7 @@ func (e *Emitter) Emit(agg *aggregate.Aggregator, now time.Time, self SelfMetric
 		}
 	})
 	self(e.mb, ts)
-	selfMD := e.mb.Emit(metadata.WithResource(e.resource()))
+	selfMD := e.mb.Emit(metadata.WithResource(e.copyOf(e.self)))
 	if e.prof.LocalResource == nil && md.ResourceMetrics().Len() > 0 {
 		// The series went on the receiver's Resource: the self-metrics
 		// join them there.
@@ -109,9 +121,21 @@ func (e *Emitter) Emit(agg *aggregate.Aggregator, now time.Time, self SelfMetric
 	return md
 }
 
-func (e *Emitter) resource() pcommon.Resource {
+func (e *Emitter) resource() pcommon.Resource { return e.copyOf(e.base) }
+
+// sharedResource is the Resource of the series no local end names: the
+// receiver's with a Resource per local end (the ends it could not name),
+// else the collector's own (self).
+func (e *Emitter) sharedResource() pcommon.Resource {
+	if e.prof.LocalResource != nil {
+		return e.resource()
+	}
+	return e.copyOf(e.self)
+}
+
+func (e *Emitter) copyOf(r pcommon.Resource) pcommon.Resource {
 	res := pcommon.NewResource()
-	e.base.CopyTo(res)
+	r.CopyTo(res)
 	return res
 }
 
@@ -142,7 +166,7 @@ func (e *Emitter) emitShared(views []*aggregate.View, ts pcommon.Timestamp, now 
 			d := e.advance(s, now)
 			pv.Record(e.mb, ts, k, &d)
 			if n++; e.chunk > 0 && n%e.chunk == 0 {
-				e.mb.EmitForResource(metadata.WithResource(e.resource()))
+				e.mb.EmitForResource(metadata.WithResource(e.sharedResource()))
 			}
 		})
 	}

@@ -165,6 +165,14 @@ func otelResource(rb *metadata.ResourceBuilder, k *aggregate.Key) {
 	set(rb.SetK8sPodUID, l[localPodUID])
 	set(rb.SetK8sNamespaceName, l[localNamespace])
 	set(rb.SetServiceName, l[localCanonicalService])
+	if l[localCanonicalService] != "" {
+		set(rb.SetServiceNamespace, l[localNamespace])
+	}
+	// job and instance in Prometheus: without an instance the pods of one
+	// workload share every label and their counters overwrite each other.
+	if l[localPod] != "" {
+		rb.SetServiceInstanceID(l[localNamespace] + "." + l[localPod])
+	}
 	set(rb.SetServiceVersion, l[localCanonicalRevision])
 	set(rb.SetCloudAvailabilityZone, l[localZone])
 	workload := l[localWorkload]
@@ -181,6 +189,11 @@ func otelResource(rb *metadata.ResourceBuilder, k *aggregate.Key) {
 		rb.SetK8sJobName(workload)
 	case "ReplicaSet":
 		rb.SetK8sReplicasetName(workload)
+	case "Node":
+		// The node's own processes: job="node", instance=<node>, as a
+		// node exporter's series are named.
+		rb.SetServiceName("node")
+		rb.SetServiceInstanceID(workload)
 	}
 }
 
