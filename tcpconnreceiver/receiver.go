@@ -74,6 +74,9 @@ type tcpconnReceiver struct {
 	// netns knows which pod each network namespace belongs to; nil when
 	// off (kubernetes.local_by_netns).
 	netns *podnetns.Scanner
+	// hostNetNS finds the node's own network namespace (nat.netns: host);
+	// tests substitute one of their own.
+	hostNetNS func() (string, error)
 
 	// The data path, owned by the reader goroutine (agg is shared with the
 	// flusher under its own lock).
@@ -114,11 +117,12 @@ type refusedKey struct {
 
 func newReceiver(set receiver.Settings, cfg *Config, release func()) *tcpconnReceiver {
 	return &tcpconnReceiver{
-		set:      set,
-		cfg:      cfg,
-		open:     openProbe,
-		resolver: identity.AddressOnly{},
-		release:  release,
+		set:       set,
+		cfg:       cfg,
+		open:      openProbe,
+		resolver:  identity.AddressOnly{},
+		release:   release,
+		hostNetNS: func() (string, error) { return podnetns.HostNetNS("/proc") },
 	}
 }
 
@@ -236,11 +240,22 @@ type natConn interface {
 // Service addresses. Without it (no CAP_NET_ADMIN, no conntrack) the
 // receiver runs on and connections to a ClusterIP name the Service only.
 func (r *tcpconnReceiver) openNAT() {
-	ct, err := natlookup.Open(r.cfg.NAT.NetNS)
+	const off = "conntrack lookups of Service destinations are off: connections to a ClusterIP name the Service, not the backend reached"
+	path := r.cfg.NAT.NetNS
+	if path == NetNSHost {
+		host, err := r.hostNetNS()
+		if err != nil {
+			r.set.Logger.Warn(off, zap.String("nat.netns", NetNSHost), zap.Error(err))
+			return
+		}
+		path = host
+	}
+	ct, err := natlookup.Open(path)
 	if err != nil {
-		r.set.Logger.Warn("conntrack lookups of Service destinations are off: connections to a ClusterIP name the Service, not the backend reached", zap.Error(err))
+		r.set.Logger.Warn(off, zap.String("nat.netns", r.cfg.NAT.NetNS), zap.Error(err))
 		return
 	}
+	r.set.Logger.Debug("conntrack lookups of Service destinations", zap.String("netns", path))
 	r.nat = ct
 }
 
