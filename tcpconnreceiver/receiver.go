@@ -74,9 +74,15 @@ type tcpconnReceiver struct {
 	// netns knows which pod each network namespace belongs to; nil when
 	// off (kubernetes.local_by_netns).
 	netns *podnetns.Scanner
-	// hostNetNS finds the node's own network namespace (nat.netns: host);
-	// tests substitute one of their own.
+	// hostNetNS finds the node's own network namespace (nat.netns: host,
+	// the node's addresses); tests substitute one of their own. hostNS is
+	// what it found at start, or hostNSErr why nothing.
 	hostNetNS func() (string, error)
+	hostNS    string
+	hostNSErr error
+	// nodeAddrsErr is the last failure to read the node's addresses,
+	// logged once.
+	nodeAddrsErr string
 
 	// The data path, owned by the reader goroutine (agg is shared with the
 	// flusher under its own lock).
@@ -154,6 +160,7 @@ func (r *tcpconnReceiver) start() error {
 	r.src = src
 	logAttached(r.set.Logger, src)
 	if r.cfg.Kubernetes.Enabled {
+		r.hostNS, r.hostNSErr = r.hostNetNS()
 		r.startKubernetes()
 		if r.cfg.NAT.Enabled {
 			r.openNAT()
@@ -228,6 +235,10 @@ func (r *tcpconnReceiver) startKubernetes() {
 	if r.cfg.Kubernetes.LocalByNetNS {
 		r.netns = podnetns.NewScanner()
 	}
+	if r.cfg.Kubernetes.NodeName != "" && r.hostNSErr != nil {
+		r.set.Logger.Warn("the node's own network namespace cannot be read: connections from the node's addresses that its Node object does not list (a CNI bridge's, whence kubelet probes pods) have an unknown peer",
+			zap.Error(r.hostNSErr))
+	}
 }
 
 // natConn is a conntrack lookup the receiver closes at shutdown.
@@ -243,12 +254,11 @@ func (r *tcpconnReceiver) openNAT() {
 	const off = "conntrack lookups of Service destinations are off: connections to a ClusterIP name the Service, not the backend reached"
 	path := r.cfg.NAT.NetNS
 	if path == NetNSHost {
-		host, err := r.hostNetNS()
-		if err != nil {
-			r.set.Logger.Warn(off, zap.String("nat.netns", NetNSHost), zap.Error(err))
+		if r.hostNSErr != nil {
+			r.set.Logger.Warn(off, zap.String("nat.netns", NetNSHost), zap.Error(r.hostNSErr))
 			return
 		}
-		path = host
+		path = r.hostNS
 	}
 	ct, err := natlookup.Open(path)
 	if err != nil {

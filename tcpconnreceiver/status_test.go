@@ -43,10 +43,10 @@ func (h *statusHost) last() *componentstatus.Event {
 	return h.events[len(h.events)-1]
 }
 
-// Without a reachable API server the receiver runs, with addresses only,
-// and says so through component status; Shutdown stops the informers
-// (goleak in TestMain).
-func TestKubernetesUnreachableReportsDegraded(t *testing.T) {
+// unreachableKubeconfig writes a kubeconfig of an API server nobody
+// answers on.
+func unreachableKubeconfig(t *testing.T) string {
+	t.Helper()
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
 	require.NoError(t, os.WriteFile(kubeconfig, []byte(`apiVersion: v1
 kind: Config
@@ -55,7 +55,14 @@ users: [{name: u, user: {token: t}}]
 contexts: [{name: c, context: {cluster: c, user: u}}]
 current-context: c
 `), 0o600))
-	t.Setenv("KUBECONFIG", kubeconfig)
+	return kubeconfig
+}
+
+// Without a reachable API server the receiver runs, with addresses only,
+// and says so through component status; Shutdown stops the informers
+// (goleak in TestMain).
+func TestKubernetesUnreachableReportsDegraded(t *testing.T) {
+	t.Setenv("KUBECONFIG", unreachableKubeconfig(t))
 
 	cfg := createDefaultConfig()
 	cfg.FlushInterval = time.Hour

@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,7 +27,11 @@ type Recovering struct {
 	// the client.
 	minBackoff, maxBackoff time.Duration
 
-	res    atomic.Pointer[Resolver]
+	res atomic.Pointer[Resolver]
+	// mu orders SetLocalNodeAddresses with the resolver's start, so the
+	// latest addresses reach it whichever comes first.
+	mu     sync.Mutex
+	local  *localNode
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -78,6 +83,17 @@ func (r *Recovering) ResolveNode(name string) *identity.Identity {
 	return nil
 }
 
+// SetLocalNodeAddresses implements Resolver.SetLocalNodeAddresses; before
+// the client is built the addresses are kept for the resolver to come.
+func (r *Recovering) SetLocalNodeAddresses(node string, addrs []netip.Addr) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.local = &localNode{name: node, addrs: slices.Clone(addrs)}
+	if res := r.res.Load(); res != nil {
+		res.SetLocalNodeAddresses(node, addrs)
+	}
+}
+
 // Start builds the client in the background, retrying with backoff, and
 // starts the resolver on it.
 func (r *Recovering) Start() {
@@ -95,8 +111,13 @@ func (r *Recovering) build(ctx context.Context) {
 		client, err := r.newClient(r.cfg)
 		if err == nil {
 			res := New(client, r.cfg, r.opts)
+			r.mu.Lock()
+			if r.local != nil {
+				res.SetLocalNodeAddresses(r.local.name, r.local.addrs)
+			}
 			res.Start()
 			r.res.Store(res)
+			r.mu.Unlock()
 			return
 		}
 		if err.Error() != last { // each new reason once, not every attempt

@@ -14,7 +14,8 @@ import (
 )
 
 // The client cannot be built at first: the reason is reported once, the
-// attempts go on with backoff, and once it builds the resolver runs on it.
+// attempts go on with backoff, and once it builds the resolver runs on it,
+// with the node's addresses given before.
 func TestRecoveringBuildsTheClientLater(t *testing.T) {
 	var mu sync.Mutex
 	var reasons []string
@@ -38,9 +39,15 @@ func TestRecoveringBuildsTheClientLater(t *testing.T) {
 		return kubernetes.NewForConfig(&rest.Config{Host: "https://127.0.0.1:1", TLSClientConfig: rest.TLSClientConfig{Insecure: true}})
 	}
 	assert.Nil(t, r.Resolve(netip.MustParseAddr("10.0.0.1"), 80, time.Now(), 0), "nothing known before the client")
+	bridge := netip.MustParseAddr("10.0.0.1")
+	r.SetLocalNodeAddresses("node-a", []netip.Addr{bridge})
 	r.Start()
 	require.Eventually(t, func() bool { return r.Resolver() != nil }, 5*time.Second, time.Millisecond)
 	r.Stop()
+	res := r.Resolver()
+	res.mu.Lock()
+	assert.Equal(t, newLocalNode("node-a", []netip.Addr{bridge}), res.local, "the addresses given before the client")
+	res.mu.Unlock()
 	mu.Lock()
 	defer mu.Unlock()
 	assert.Equal(t, 5, attempts)
