@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/collector/component"
@@ -66,7 +67,10 @@ type tcpconnReceiver struct {
 
 	resolver identity.Resolver
 	kube     *kube.Recovering
-	src      recordSource
+	// identityState is the state of Kubernetes identity, a
+	// metadata.AttributeState, for tcpconn.identity.status.
+	identityState atomic.Int32
+	src           recordSource
 	// nat looks translated Service destinations up in conntrack; nil when
 	// off or unavailable.
 	nat       natConn
@@ -122,7 +126,7 @@ type refusedKey struct {
 }
 
 func newReceiver(set receiver.Settings, cfg *Config, release func()) *tcpconnReceiver {
-	return &tcpconnReceiver{
+	r := &tcpconnReceiver{
 		set:       set,
 		cfg:       cfg,
 		open:      openProbe,
@@ -130,6 +134,17 @@ func newReceiver(set receiver.Settings, cfg *Config, release func()) *tcpconnRec
 		release:   release,
 		hostNetNS: func() (string, error) { return podnetns.HostNetNS("/proc") },
 	}
+	// Enabled, identity is degraded until the resolver says otherwise:
+	// nothing is synchronised yet.
+	r.setIdentityState(metadata.AttributeStateDisabled)
+	if cfg.Kubernetes.Enabled {
+		r.setIdentityState(metadata.AttributeStateDegraded)
+	}
+	return r
+}
+
+func (r *tcpconnReceiver) setIdentityState(s metadata.AttributeState) {
+	r.identityState.Store(int32(s))
 }
 
 func (r *tcpconnReceiver) setMetrics(next consumer.Metrics) { r.metrics = next }
@@ -278,14 +293,28 @@ func (r *tcpconnReceiver) logNATFailures() {
 	}
 }
 
+// kubeHealth hears the resolver's health and tells it in the log, the
+// component status and tcpconn.identity.status. Off (no client: no
+// service-account token, no kubeconfig) and degraded (the API server away)
+// are both recoverable errors, not permanent ones: kube.Recovering goes on
+// trying, and a token mounted late or an API server back makes identity
+// whole again, which a permanent error, final in the collector's status
+// model, could never report.
 func (r *tcpconnReceiver) kubeHealth(err error) {
-	if err != nil {
+	switch {
+	case errors.Is(err, kube.ErrNoClient):
+		r.setIdentityState(metadata.AttributeStateOff)
+		r.set.Logger.Warn("Kubernetes identity off: every connection end is reported by its address until the client can be built", zap.Error(err))
+		componentstatus.ReportStatus(r.host, componentstatus.NewRecoverableErrorEvent(err))
+	case err != nil:
+		r.setIdentityState(metadata.AttributeStateDegraded)
 		r.set.Logger.Warn("Kubernetes identity degraded: known identities are kept, new pods are unknown until the API server answers", zap.Error(err))
 		componentstatus.ReportStatus(r.host, componentstatus.NewRecoverableErrorEvent(err))
-		return
+	default:
+		r.setIdentityState(metadata.AttributeStateOk)
+		r.set.Logger.Info("Kubernetes identity synchronised")
+		componentstatus.ReportStatus(r.host, componentstatus.NewEvent(componentstatus.StatusOK))
 	}
-	r.set.Logger.Info("Kubernetes identity synchronised")
-	componentstatus.ReportStatus(r.host, componentstatus.NewEvent(componentstatus.StatusOK))
 }
 
 // Shutdown detaches the probe, delivers every record it had produced, and

@@ -2,6 +2,8 @@ package kube
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"sync"
@@ -13,12 +15,18 @@ import (
 	"github.com/tcpconn/tcpconn/identity"
 )
 
+// ErrNoClient wraps the reasons Recovering reports while it cannot build
+// its client: nothing can be resolved then, not even what a resolver that
+// lost its API server would still know.
+var ErrNoClient = errors.New("kubernetes client not built yet, retrying")
+
 // Recovering is a Resolver that does not need the API server, nor its
 // credentials, at start: it builds its client (NewClient) with exponential
 // backoff until it can (a kubeconfig or service-account token that appears
 // later, an environment filled in late), then runs a Resolver on it, whose
 // informers list and relist by themselves while the API server is away.
-// Until then every lookup answers nil and OnHealth is told why.
+// Until then every lookup answers nil and OnHealth is told why (an
+// ErrNoClient).
 type Recovering struct {
 	cfg       Config
 	opts      Options
@@ -122,7 +130,7 @@ func (r *Recovering) build(ctx context.Context) {
 		}
 		if err.Error() != last { // each new reason once, not every attempt
 			last = err.Error()
-			r.opts.OnHealth(err)
+			r.opts.OnHealth(fmt.Errorf("%w: %w", ErrNoClient, err))
 		}
 		select {
 		case <-ctx.Done():

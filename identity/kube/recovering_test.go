@@ -19,12 +19,14 @@ import (
 func TestRecoveringBuildsTheClientLater(t *testing.T) {
 	var mu sync.Mutex
 	var reasons []string
+	var noClient []bool // errors.Is(reason, ErrNoClient)
 	attempts := 0
 	r := NewRecovering(DefaultConfig(), Options{OnHealth: func(err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
 			reasons = append(reasons, err.Error())
+			noClient = append(noClient, errors.Is(err, ErrNoClient))
 		}
 	}})
 	r.minBackoff, r.maxBackoff = time.Millisecond, 4*time.Millisecond
@@ -53,10 +55,12 @@ func TestRecoveringBuildsTheClientLater(t *testing.T) {
 	assert.Equal(t, 5, attempts)
 	// Then the resolver's own health may follow (its API server is away).
 	require.NotEmpty(t, reasons)
-	assert.Equal(t, "kubernetes auth_type serviceAccount: unable to load in-cluster configuration", reasons[0])
+	assert.Equal(t, "kubernetes client not built yet, retrying: kubernetes auth_type serviceAccount: unable to load in-cluster configuration", reasons[0])
+	assert.True(t, noClient[0], "no client: ErrNoClient")
 	if len(reasons) > 1 {
 		assert.Len(t, reasons, 2, "each reason once: %q", reasons)
 		assert.Contains(t, reasons[1], "not reachable")
+		assert.False(t, noClient[1], "the resolver's own health: not ErrNoClient")
 	}
 }
 
