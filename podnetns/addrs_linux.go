@@ -17,36 +17,58 @@ const ipvsDevice = "kube-ipvs0"
 
 // InterfaceAddrs lists the addresses of the interfaces of the network
 // namespace at netnsPath (e.g. HostNetNS's), but those of kube-proxy's
-// IPVS device. It enters the namespace on an OS thread of its own, which
-// is discarded afterwards: it needs CAP_SYS_ADMIN, and the right to open
-// the path (CAP_SYS_PTRACE for another process's /proc/<pid>/ns/net).
+// IPVS device. It needs CAP_SYS_ADMIN (setns), and the right to open the
+// path (CAP_SYS_PTRACE for another process's /proc/<pid>/ns/net).
 func InterfaceAddrs(netnsPath string) ([]netip.Addr, error) {
-	type result struct {
-		addrs []netip.Addr
-		err   error
-	}
-	done := make(chan result, 1)
+	var addrs []netip.Addr
+	err := inNetNS(netnsPath, func() (err error) {
+		addrs, err = ownAddrs()
+		return err
+	})
+	return addrs, err
+}
+
+// inNetNS runs fn on an OS thread switched into the namespace at path,
+// then switches the thread back before handing it to other goroutines.
+// Letting the thread die with a locked goroutine instead would not do:
+// the process's main thread cannot die, and the runtime parks it for good
+// in the namespace, where /proc/self/ns/net (the main thread's) would
+// then point. Only if the way back fails is the thread left locked, so
+// that it is discarded.
+func inNetNS(path string, fn func() error) error {
+	done := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		fd, err := unix.Open(netnsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		runtime.LockOSThread()
+		own, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			done <- result{err: fmt.Errorf("open network namespace %s: %w", netnsPath, err)}
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("open own network namespace: %w", err)
+			return
+		}
+		defer unix.Close(own)
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("open network namespace %s: %w", path, err)
 			return
 		}
 		err = unix.Setns(fd, unix.CLONE_NEWNET)
 		_ = unix.Close(fd)
 		if err != nil {
-			done <- result{err: fmt.Errorf("enter network namespace %s: %w", netnsPath, err)}
+			runtime.UnlockOSThread() // setns failed: the thread is where it was
+			done <- fmt.Errorf("enter network namespace %s: %w", path, err)
 			return
 		}
-		addrs, err := ownAddrs()
+		err = fn()
 		if err != nil {
-			err = fmt.Errorf("interface addresses in %s: %w", netnsPath, err)
+			err = fmt.Errorf("in network namespace %s: %w", path, err)
 		}
-		done <- result{addrs, err}
+		if unix.Setns(own, unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		done <- err
 	}()
-	r := <-done
-	return r.addrs, r.err
+	return <-done
 }
 
 // ownAddrs lists the addresses of the calling thread's namespace: one

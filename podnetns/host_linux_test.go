@@ -1,6 +1,7 @@
 package podnetns
 
 import (
+	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -15,7 +16,12 @@ import (
 // scanner made by NewScanner names it the host's.
 func TestHostNetNSIsTheInitialNamespace(t *testing.T) {
 	netnstest.RequireRoot(t) // another process's ns link needs the right to trace it
-	own := nsInode("/proc/self/ns/net")
+	// This thread's, not /proc/self's (the main thread's): a test helper
+	// whose locked goroutine ended in another namespace on the main thread
+	// leaves it parked there.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	own := nsInode("/proc/thread-self/ns/net")
 	require.NotZero(t, own)
 	path, err := HostNetNS("/proc")
 	require.NoError(t, err)
