@@ -67,10 +67,7 @@ type tcpconnReceiver struct {
 
 	resolver identity.Resolver
 	kube     *kube.Recovering
-	// identityState is the state of Kubernetes identity, a
-	// metadata.AttributeState, for tcpconn.identity.status.
-	identityState atomic.Int32
-	src           recordSource
+	src      recordSource
 	// nat looks translated Service destinations up in conntrack; nil when
 	// off or unavailable.
 	nat       natConn
@@ -87,6 +84,9 @@ type tcpconnReceiver struct {
 	// nodeAddrsErr is the last failure to read the node's addresses,
 	// logged once.
 	nodeAddrsErr string
+	// identityState is the state of Kubernetes identity, a
+	// metadata.AttributeState, for tcpconn.identity.status.
+	identityState atomic.Int32
 
 	// The data path, owned by the reader goroutine (agg is shared with the
 	// flusher under its own lock).
