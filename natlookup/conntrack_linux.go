@@ -23,8 +23,9 @@ type Conntrack struct {
 var _ Lookup = (*Conntrack)(nil)
 
 // Open connects to the conntrack table of the network namespace at
-// netnsPath (e.g. /proc/1/ns/net, the host's when the caller shares the
-// host PID namespace, or /run/netns/<name>); "" is the caller's own.
+// netnsPath (e.g. the host's, from podnetns.HostNetNS when the caller
+// shares the host PID namespace, or /run/netns/<name>); "" is the
+// caller's own.
 func Open(netnsPath string) (*Conntrack, error) {
 	cfg := &netlink.Config{}
 	if netnsPath != "" {

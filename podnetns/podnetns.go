@@ -36,8 +36,8 @@ func (p ProcCgroups) Cgroup(pid int) ([]byte, error) {
 type Owner struct {
 	// PodUID is the pod whose processes run in the namespace.
 	PodUID string
-	// Host: the node's own namespace (init's, PID 1's), which the node's
-	// processes and host-network pods share.
+	// Host: the node's own namespace (the initial one, see HostNetNS),
+	// which the node's processes and host-network pods share.
 	Host bool
 }
 
@@ -74,16 +74,20 @@ type Scanner struct {
 	// Proc is the proc mount ("/proc"; with hostPID in a pod, the host's).
 	Proc    string
 	Cgroups CgroupReader
-	// HostNetNS is a path to the node's own network namespace
-	// ("/proc/1/ns/net"); when it cannot be read, no namespace is the
+	// HostNetNS is a path to the node's own network namespace (see
+	// HostNetNS); when it is empty or cannot be read, no namespace is the
 	// host's.
 	HostNetNS string
 	latest    atomic.Pointer[Map]
 }
 
-// NewScanner returns a scanner of /proc.
+// NewScanner returns a scanner of /proc. The host's namespace is found
+// once, here (HostNetNS): PIDs 1 and 2 keep theirs for the node's life.
+// Where neither can be read, no namespace is the host's: the node's
+// processes are then resolved by address.
 func NewScanner() *Scanner {
-	return &Scanner{Proc: "/proc", Cgroups: ProcCgroups{Proc: "/proc"}, HostNetNS: "/proc/1/ns/net"}
+	host, _ := HostNetNS("/proc")
+	return &Scanner{Proc: "/proc", Cgroups: ProcCgroups{Proc: "/proc"}, HostNetNS: host}
 }
 
 // Owner looks ino up in the latest scan.

@@ -125,11 +125,18 @@ type NATConfig struct {
 	// backend the node translated it to (kube-proxy's DNAT), in the
 	// conntrack table of NetNS. Needs CAP_NET_ADMIN there.
 	Enabled bool `mapstructure:"enabled"`
-	// NetNS is the path of the network namespace whose conntrack table holds
-	// the node's translations: "" is the collector's own (the host's with
-	// hostNetwork); /proc/1/ns/net is the host's from a pod with hostPID.
+	// NetNS is the network namespace whose conntrack table holds the
+	// node's translations: "" is the collector's own (the host's with
+	// hostNetwork); NetNSHost is the host's, found through the host's
+	// PID namespace (hostPID in a pod); else a path (/run/netns/<name>).
 	NetNS string `mapstructure:"netns"`
 }
+
+// NetNSHost is nat.netns's name for the node's own network namespace: the
+// first readable of /proc/1/ns/net and /proc/2/ns/net (podnetns.HostNetNS).
+// A path to PID 1's alone does not do: on some nodes PID 1 is a sandbox's
+// process whose namespace even root cannot open.
+const NetNSHost = "host"
 
 // FilterConfig selects connections by the addresses of their two ends.
 type FilterConfig = cidrfilter.Config
@@ -271,8 +278,8 @@ func (c *Config) Validate() error {
 	if err := c.Kubernetes.Validate("kubernetes."); err != nil {
 		errs = append(errs, err)
 	}
-	if c.NAT.NetNS != "" && !filepath.IsAbs(c.NAT.NetNS) {
-		errs = append(errs, fmt.Errorf("nat.netns: must be an absolute path (e.g. /proc/1/ns/net) or empty, got %q", c.NAT.NetNS))
+	if c.NAT.NetNS != "" && c.NAT.NetNS != NetNSHost && !filepath.IsAbs(c.NAT.NetNS) {
+		errs = append(errs, fmt.Errorf("nat.netns: must be host (the node's own, with hostPID), an absolute path (e.g. /run/netns/node) or empty (the collector's own), got %q", c.NAT.NetNS))
 	}
 	return errors.Join(errs...)
 }

@@ -37,7 +37,9 @@ func TestLoadConfig(t *testing.T) {
 	withKube := createDefaultConfig()
 	withKube.Kubernetes = kube.Config{Enabled: true, AuthType: kube.AuthKubeConfig, Context: "prod", NodeName: "node-a",
 		TrustDomain: "example.org", ClusterName: "prod-eu", ClusterDomain: "corp.local", PodGracePeriod: 10 * time.Minute}
-	withKube.NAT.NetNS = "/proc/1/ns/net"
+	withKube.NAT.NetNS = NetNSHost
+	natPath := createDefaultConfig()
+	natPath.NAT.NetNS = "/run/netns/node"
 	withNone := createDefaultConfig()
 	withNone.Kubernetes.Enabled, withNone.Kubernetes.AuthType, withNone.Kubernetes.InsecureSkipTLSVerify = true, kube.AuthNone, true
 
@@ -56,8 +58,10 @@ func TestLoadConfig(t *testing.T) {
 			"kubernetes.cluster_name: must not be empty",
 			"kubernetes.cluster_domain: must not be empty",
 			"kubernetes.pod_grace_period: must not be negative",
-			`nat.netns: must be an absolute path (e.g. /proc/1/ns/net) or empty, got "proc/1/ns/net"`,
+			`nat.netns: must be host (the node's own, with hostPID), an absolute path (e.g. /run/netns/node) or empty (the collector's own), got "proc/1/ns/net"`,
 		}},
+		{id: component.NewIDWithName(metadata.Type, "nat_path"), expected: natPath},
+		{id: component.NewIDWithName(metadata.Type, "bad_nat_host"), errs: []string{`nat.netns: must be host (the node's own, with hostPID), an absolute path (e.g. /run/netns/node) or empty (the collector's own), got "Host"`}},
 		{id: component.NewIDWithName(metadata.Type, "kubernetes_none"), expected: withNone},
 		{id: component.NewIDWithName(metadata.Type, "bad_kubernetes_none"), errs: []string{
 			"kubernetes.auth_type: none does not verify the API server's certificate: set kubernetes.insecure_skip_tls_verify: true to accept that",

@@ -56,6 +56,12 @@ func (r *tcpconnReceiver) flushMetrics(ctx context.Context) {
 	}
 }
 
+// identityStates are tcpconn.identity.status's states, each a point in
+// every flush (1 for the current one), in a fixed order.
+var identityStates = []metadata.AttributeState{
+	metadata.AttributeStateOk, metadata.AttributeStateDegraded, metadata.AttributeStateOff, metadata.AttributeStateDisabled,
+}
+
 // recordSelfMetrics writes the receiver's own counters.
 func (r *tcpconnReceiver) recordSelfMetrics(mb *metadata.MetricsBuilder, now pcommon.Timestamp) {
 	mb.RecordTcpconnProbeRecordsDataPoint(now, r.recordsRead.Load())
@@ -68,6 +74,14 @@ func (r *tcpconnReceiver) recordSelfMetrics(mb *metadata.MetricsBuilder, now pco
 		mb.RecordTcpconnProbeEventsMissedDataPoint(now, int64(st.Missed))
 	} else {
 		r.set.Logger.Warn("read probe stats", zap.Error(err))
+	}
+	identity := metadata.AttributeState(r.identityState.Load())
+	for _, s := range identityStates {
+		v := int64(0)
+		if s == identity {
+			v = 1
+		}
+		mb.RecordTcpconnIdentityStatusDataPoint(now, v, s)
 	}
 	if r.batcher != nil {
 		mb.RecordTcpconnLogsDroppedDataPoint(now, r.batcher.Dropped())

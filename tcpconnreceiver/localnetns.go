@@ -45,8 +45,37 @@ func (l *localByNetNS) ResolveLocal(ino uint64, addr netip.Addr, port uint16, at
 	return l.pods.ResolvePod(o.PodUID, port, role)
 }
 
-// scanNetNS refreshes which pod each network namespace belongs to; the
-// report walks call it, as they enter every namespace anyway.
+// scanNode refreshes what the receiver knows of the node's namespaces and
+// addresses; the report walks call it (as they enter every namespace
+// anyway), or the start alone without walks.
+func (r *tcpconnReceiver) scanNode() {
+	r.scanNetNS()
+	r.refreshNodeAddrs()
+}
+
+// refreshNodeAddrs gives the resolver the addresses of the node's own
+// interfaces, read in the host's network namespace, as the node's: a CNI
+// bridge's gateway address, which kubelet's probes come from, is in no
+// Node object. It needs the node's name and the host's namespace.
+func (r *tcpconnReceiver) refreshNodeAddrs() {
+	node := r.cfg.Kubernetes.NodeName
+	if r.kube == nil || node == "" || r.hostNS == "" {
+		return
+	}
+	addrs, err := podnetns.InterfaceAddrs(r.hostNS)
+	if err != nil {
+		if err.Error() != r.nodeAddrsErr { // each new reason once, not every walk
+			r.nodeAddrsErr = err.Error()
+			r.set.Logger.Warn("reading the node's interface addresses failed: connections from those its Node object does not list have an unknown peer", zap.Error(err))
+		}
+		return
+	}
+	r.nodeAddrsErr = ""
+	r.kube.SetLocalNodeAddresses(node, addrs)
+	r.set.Logger.Debug("node interface addresses", zap.String("node", node), zap.Int("addresses", len(addrs)))
+}
+
+// scanNetNS refreshes which pod each network namespace belongs to.
 func (r *tcpconnReceiver) scanNetNS() {
 	if r.netns == nil {
 		return

@@ -114,12 +114,12 @@ func (p *poller) idle(pending bool, untilReport time.Duration) {
 // reports will run.
 func (r *tcpconnReceiver) startReports() bool {
 	if r.cfg.ReportInterval <= 0 {
-		r.scanNetNS() // once: without walks, namespaces made later are resolved by address
+		r.scanNode() // once: without walks, namespaces made later are resolved by address, and the node has the addresses it had at start
 		return false
 	}
 	if err := r.src.CanWalk(); err != nil {
 		r.set.Logger.Warn("periodic reports of open connections are off", zap.Error(err))
-		r.scanNetNS()
+		r.scanNode()
 		return false
 	}
 	n, err := r.walk(true)
@@ -133,7 +133,7 @@ func (r *tcpconnReceiver) startReports() bool {
 // walk runs one report walk through handle, then takes the connections it
 // found gone off the open counts. baseline marks the start-up walk.
 func (r *tcpconnReceiver) walk(baseline bool) (int, error) {
-	r.scanNetNS()
+	r.scanNode()
 	r.track.BeginWalk(baseline)
 	walk := r.src.Walk
 	if baseline {

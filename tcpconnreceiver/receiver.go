@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/collector/component"
@@ -74,6 +75,18 @@ type tcpconnReceiver struct {
 	// netns knows which pod each network namespace belongs to; nil when
 	// off (kubernetes.local_by_netns).
 	netns *podnetns.Scanner
+	// hostNetNS finds the node's own network namespace (nat.netns: host,
+	// the node's addresses); tests substitute one of their own. hostNS is
+	// what it found at start, or hostNSErr why nothing.
+	hostNetNS func() (string, error)
+	hostNS    string
+	hostNSErr error
+	// nodeAddrsErr is the last failure to read the node's addresses,
+	// logged once.
+	nodeAddrsErr string
+	// identityState is the state of Kubernetes identity, a
+	// metadata.AttributeState, for tcpconn.identity.status.
+	identityState atomic.Int32
 
 	// The data path, owned by the reader goroutine (agg is shared with the
 	// flusher under its own lock).
@@ -113,13 +126,25 @@ type refusedKey struct {
 }
 
 func newReceiver(set receiver.Settings, cfg *Config, release func()) *tcpconnReceiver {
-	return &tcpconnReceiver{
-		set:      set,
-		cfg:      cfg,
-		open:     openProbe,
-		resolver: identity.AddressOnly{},
-		release:  release,
+	r := &tcpconnReceiver{
+		set:       set,
+		cfg:       cfg,
+		open:      openProbe,
+		resolver:  identity.AddressOnly{},
+		release:   release,
+		hostNetNS: func() (string, error) { return podnetns.HostNetNS("/proc") },
 	}
+	// Enabled, identity is degraded until the resolver says otherwise:
+	// nothing is synchronised yet.
+	r.setIdentityState(metadata.AttributeStateDisabled)
+	if cfg.Kubernetes.Enabled {
+		r.setIdentityState(metadata.AttributeStateDegraded)
+	}
+	return r
+}
+
+func (r *tcpconnReceiver) setIdentityState(s metadata.AttributeState) {
+	r.identityState.Store(int32(s))
 }
 
 func (r *tcpconnReceiver) setMetrics(next consumer.Metrics) { r.metrics = next }
@@ -150,6 +175,7 @@ func (r *tcpconnReceiver) start() error {
 	r.src = src
 	logAttached(r.set.Logger, src)
 	if r.cfg.Kubernetes.Enabled {
+		r.hostNS, r.hostNSErr = r.hostNetNS()
 		r.startKubernetes()
 		if r.cfg.NAT.Enabled {
 			r.openNAT()
@@ -242,6 +268,10 @@ func (r *tcpconnReceiver) startKubernetes() {
 	if r.cfg.Kubernetes.LocalByNetNS {
 		r.netns = podnetns.NewScanner()
 	}
+	if r.cfg.Kubernetes.NodeName != "" && r.hostNSErr != nil {
+		r.set.Logger.Warn("the node's own network namespace cannot be read: connections from the node's addresses that its Node object does not list (a CNI bridge's, whence kubelet probes pods) have an unknown peer",
+			zap.Error(r.hostNSErr))
+	}
 }
 
 // natConn is a conntrack lookup the receiver closes at shutdown.
@@ -254,11 +284,21 @@ type natConn interface {
 // Service addresses. Without it (no CAP_NET_ADMIN, no conntrack) the
 // receiver runs on and connections to a ClusterIP name the Service only.
 func (r *tcpconnReceiver) openNAT() {
-	ct, err := natlookup.Open(r.cfg.NAT.NetNS)
+	const off = "conntrack lookups of Service destinations are off: connections to a ClusterIP name the Service, not the backend reached"
+	path := r.cfg.NAT.NetNS
+	if path == NetNSHost {
+		if r.hostNSErr != nil {
+			r.set.Logger.Warn(off, zap.String("nat.netns", NetNSHost), zap.Error(r.hostNSErr))
+			return
+		}
+		path = r.hostNS
+	}
+	ct, err := natlookup.Open(path)
 	if err != nil {
-		r.set.Logger.Warn("conntrack lookups of Service destinations are off: connections to a ClusterIP name the Service, not the backend reached", zap.Error(err))
+		r.set.Logger.Warn(off, zap.String("nat.netns", r.cfg.NAT.NetNS), zap.Error(err))
 		return
 	}
+	r.set.Logger.Debug("conntrack lookups of Service destinations", zap.String("netns", path))
 	r.nat = ct
 }
 
@@ -271,14 +311,28 @@ func (r *tcpconnReceiver) logNATFailures() {
 	}
 }
 
+// kubeHealth hears the resolver's health and tells it in the log, the
+// component status and tcpconn.identity.status. Off (no client: no
+// service-account token, no kubeconfig) and degraded (the API server away)
+// are both recoverable errors, not permanent ones: kube.Recovering goes on
+// trying, and a token mounted late or an API server back makes identity
+// whole again, which a permanent error, final in the collector's status
+// model, could never report.
 func (r *tcpconnReceiver) kubeHealth(err error) {
-	if err != nil {
+	switch {
+	case errors.Is(err, kube.ErrNoClient):
+		r.setIdentityState(metadata.AttributeStateOff)
+		r.set.Logger.Warn("Kubernetes identity off: every connection end is reported by its address until the client can be built", zap.Error(err))
+		componentstatus.ReportStatus(r.host, componentstatus.NewRecoverableErrorEvent(err))
+	case err != nil:
+		r.setIdentityState(metadata.AttributeStateDegraded)
 		r.set.Logger.Warn("Kubernetes identity degraded: known identities are kept, new pods are unknown until the API server answers", zap.Error(err))
 		componentstatus.ReportStatus(r.host, componentstatus.NewRecoverableErrorEvent(err))
-		return
+	default:
+		r.setIdentityState(metadata.AttributeStateOk)
+		r.set.Logger.Info("Kubernetes identity synchronised")
+		componentstatus.ReportStatus(r.host, componentstatus.NewEvent(componentstatus.StatusOK))
 	}
-	r.set.Logger.Info("Kubernetes identity synchronised")
-	componentstatus.ReportStatus(r.host, componentstatus.NewEvent(componentstatus.StatusOK))
 }
 
 // Shutdown detaches the probe, delivers every record it had produced, and

@@ -2,7 +2,10 @@ package kube
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,12 +15,18 @@ import (
 	"github.com/tcpconn/tcpconn/identity"
 )
 
+// ErrNoClient wraps the reasons Recovering reports while it cannot build
+// its client: nothing can be resolved then, not even what a resolver that
+// lost its API server would still know.
+var ErrNoClient = errors.New("kubernetes client not built yet, retrying")
+
 // Recovering is a Resolver that does not need the API server, nor its
 // credentials, at start: it builds its client (NewClient) with exponential
 // backoff until it can (a kubeconfig or service-account token that appears
 // later, an environment filled in late), then runs a Resolver on it, whose
 // informers list and relist by themselves while the API server is away.
-// Until then every lookup answers nil and OnHealth is told why.
+// Until then every lookup answers nil and OnHealth is told why (an
+// ErrNoClient).
 type Recovering struct {
 	cfg       Config
 	opts      Options
@@ -26,7 +35,11 @@ type Recovering struct {
 	// the client.
 	minBackoff, maxBackoff time.Duration
 
-	res    atomic.Pointer[Resolver]
+	res atomic.Pointer[Resolver]
+	// mu orders SetLocalNodeAddresses with the resolver's start, so the
+	// latest addresses reach it whichever comes first.
+	mu     sync.Mutex
+	local  *localNode
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -78,6 +91,17 @@ func (r *Recovering) ResolveNode(name string) *identity.Identity {
 	return nil
 }
 
+// SetLocalNodeAddresses implements Resolver.SetLocalNodeAddresses; before
+// the client is built the addresses are kept for the resolver to come.
+func (r *Recovering) SetLocalNodeAddresses(node string, addrs []netip.Addr) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.local = &localNode{name: node, addrs: slices.Clone(addrs)}
+	if res := r.res.Load(); res != nil {
+		res.SetLocalNodeAddresses(node, addrs)
+	}
+}
+
 // Start builds the client in the background, retrying with backoff, and
 // starts the resolver on it.
 func (r *Recovering) Start() {
@@ -95,13 +119,18 @@ func (r *Recovering) build(ctx context.Context) {
 		client, err := r.newClient(r.cfg)
 		if err == nil {
 			res := New(client, r.cfg, r.opts)
+			r.mu.Lock()
+			if r.local != nil {
+				res.SetLocalNodeAddresses(r.local.name, r.local.addrs)
+			}
 			res.Start()
 			r.res.Store(res)
+			r.mu.Unlock()
 			return
 		}
 		if err.Error() != last { // each new reason once, not every attempt
 			last = err.Error()
-			r.opts.OnHealth(err)
+			r.opts.OnHealth(fmt.Errorf("%w: %w", ErrNoClient, err))
 		}
 		select {
 		case <-ctx.Done():

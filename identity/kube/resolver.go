@@ -61,6 +61,7 @@ type Resolver struct {
 
 	mu         sync.Mutex
 	tombstones map[string]*podEntry // by pod UID
+	local      localNode
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -137,6 +138,27 @@ func (r *Resolver) ResolvePod(uid string, port uint16, role identity.Role) *iden
 // ResolveNode returns the node of this name (identity.PodResolver).
 func (r *Resolver) ResolveNode(name string) *identity.Identity {
 	return r.snap.Load().nodeByName[name]
+}
+
+// SetLocalNodeAddresses names addrs as addresses of the node called node
+// (the one this resolver runs on), replacing those of the previous call.
+// They are the addresses the node's own interfaces hold, which its Node
+// object need not list: a CNI bridge's gateway address, from which
+// kubelet's probes reach the pods, is in no status.addresses. An address
+// the API gives a pod, another node or a Service keeps that meaning (under
+// kube-proxy's IPVS mode the node holds every ClusterIP), and loopback
+// addresses are left out: every network namespace has its own. The
+// addresses name the node once its Node object is known. A change
+// rebuilds the index; the same addresses again cost nothing.
+func (r *Resolver) SetLocalNodeAddresses(node string, addrs []netip.Addr) {
+	l := newLocalNode(node, addrs)
+	r.mu.Lock()
+	changed := !l.equal(r.local)
+	r.local = l
+	r.mu.Unlock()
+	if changed {
+		r.markDirty()
+	}
 }
 
 // Start begins watching the API server. It does not wait for the caches:
@@ -272,6 +294,7 @@ func (r *Resolver) rebuild() {
 	for _, t := range r.tombstones {
 		src.tombstones = append(src.tombstones, t)
 	}
+	src.local = r.local
 	r.mu.Unlock()
 	r.snap.Store(buildSnapshot(src, &r.cfg))
 }

@@ -62,6 +62,31 @@ type sources struct {
 	nodes      []*corev1.Node
 	tombstones []*podEntry
 	owners     owners
+	// local: the addresses of this node's own interfaces.
+	local localNode
+}
+
+// localNode is the node the resolver runs on and the addresses its
+// interfaces hold (Resolver.SetLocalNodeAddresses).
+type localNode struct {
+	name  string
+	addrs []netip.Addr // sorted, unique, no loopback
+}
+
+func newLocalNode(name string, addrs []netip.Addr) localNode {
+	l := localNode{name: name, addrs: make([]netip.Addr, 0, len(addrs))}
+	for _, a := range addrs {
+		if a = a.Unmap(); a.IsValid() && !a.IsLoopback() && !a.IsUnspecified() {
+			l.addrs = append(l.addrs, a)
+		}
+	}
+	slices.SortFunc(l.addrs, netip.Addr.Compare)
+	l.addrs = slices.Compact(l.addrs)
+	return l
+}
+
+func (l localNode) equal(o localNode) bool {
+	return l.name == o.name && slices.Equal(l.addrs, o.addrs)
 }
 
 func buildSnapshot(src sources, cfg *Config) *snapshot {
@@ -100,6 +125,15 @@ func buildSnapshot(src sources, cfg *Config) *snapshot {
 		for _, a := range n.Status.Addresses {
 			if ip, err := netip.ParseAddr(a.Address); err == nil {
 				s.nodes[ip] = id
+			}
+		}
+	}
+	if id := s.nodeByName[src.local.name]; id != nil {
+		for _, a := range src.local.addrs {
+			_, nodes := s.nodes[a]
+			_, service := s.services[a]
+			if !nodes && !service {
+				s.nodes[a] = id
 			}
 		}
 	}

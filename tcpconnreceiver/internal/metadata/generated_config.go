@@ -2221,6 +2221,54 @@ func (ms *TcpconnConnectionsLostMetricConfig) Unmarshal(parser *confmap.Conf) er
 	return nil
 }
 
+// TcpconnIdentityStatusMetricAttributeKey specifies the key of an attribute for the tcpconn.identity.status metric.
+type TcpconnIdentityStatusMetricAttributeKey string
+
+const (
+	TcpconnIdentityStatusMetricAttributeKeyState TcpconnIdentityStatusMetricAttributeKey = "state"
+)
+
+// TcpconnIdentityStatusMetricConfig provides config for the tcpconn.identity.status metric.
+type TcpconnIdentityStatusMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                    `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []TcpconnIdentityStatusMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *TcpconnIdentityStatusMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *TcpconnIdentityStatusMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case TcpconnIdentityStatusMetricAttributeKeyState:
+		default:
+			return fmt.Errorf("metric tcpconn.identity.status doesn't have an attribute %v, valid attributes: [state]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
 // TcpconnLogsDroppedMetricConfig provides config for the tcpconn.logs.dropped metric.
 type TcpconnLogsDroppedMetricConfig struct {
 	Enabled          bool `mapstructure:"enabled"`
@@ -2478,6 +2526,7 @@ type MetricsConfig struct {
 	TCPServiceConnectionsOpened          TCPServiceConnectionsOpenedMetricConfig          `mapstructure:"tcp.service.connections.opened"`
 	TcpconnConnectionsEvicted            TcpconnConnectionsEvictedMetricConfig            `mapstructure:"tcpconn.connections.evicted"`
 	TcpconnConnectionsLost               TcpconnConnectionsLostMetricConfig               `mapstructure:"tcpconn.connections.lost"`
+	TcpconnIdentityStatus                TcpconnIdentityStatusMetricConfig                `mapstructure:"tcpconn.identity.status"`
 	TcpconnLogsDropped                   TcpconnLogsDroppedMetricConfig                   `mapstructure:"tcpconn.logs.dropped"`
 	TcpconnLogsFiltered                  TcpconnLogsFilteredMetricConfig                  `mapstructure:"tcpconn.logs.filtered"`
 	TcpconnProbeEventsMissed             TcpconnProbeEventsMissedMetricConfig             `mapstructure:"tcpconn.probe.events.missed"`
@@ -2676,6 +2725,11 @@ func DefaultMetricsConfig() MetricsConfig {
 		},
 		TcpconnConnectionsLost: TcpconnConnectionsLostMetricConfig{
 			Enabled: true,
+		},
+		TcpconnIdentityStatus: TcpconnIdentityStatusMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategyAvg,
+			EnabledAttributes:   []TcpconnIdentityStatusMetricAttributeKey{TcpconnIdentityStatusMetricAttributeKeyState},
 		},
 		TcpconnLogsDropped: TcpconnLogsDroppedMetricConfig{
 			Enabled: true,

@@ -245,6 +245,40 @@ var MapAttributeReporter = map[string]AttributeReporter{
 	"destination": AttributeReporterDestination,
 }
 
+// AttributeState specifies the value state attribute.
+type AttributeState int
+
+const (
+	_ AttributeState = iota
+	AttributeStateOk
+	AttributeStateDegraded
+	AttributeStateOff
+	AttributeStateDisabled
+)
+
+// String returns the string representation of the AttributeState.
+func (av AttributeState) String() string {
+	switch av {
+	case AttributeStateOk:
+		return "ok"
+	case AttributeStateDegraded:
+		return "degraded"
+	case AttributeStateOff:
+		return "off"
+	case AttributeStateDisabled:
+		return "disabled"
+	}
+	return ""
+}
+
+// MapAttributeState is a helper map of string to AttributeState attribute value.
+var MapAttributeState = map[string]AttributeState{
+	"ok":       AttributeStateOk,
+	"degraded": AttributeStateDegraded,
+	"off":      AttributeStateOff,
+	"disabled": AttributeStateDisabled,
+}
+
 // AttributeTCPCloseCause specifies the value tcp.close.cause attribute.
 type AttributeTCPCloseCause int
 
@@ -458,6 +492,10 @@ var MetricsInfo = metricsInfo{
 	TcpconnConnectionsLost: metricInfo{
 		Name: "tcpconn.connections.lost",
 	},
+	TcpconnIdentityStatus: metricInfo{
+		Name:       "tcpconn.identity.status",
+		Attributes: []string{"state"},
+	},
 	TcpconnLogsDropped: metricInfo{
 		Name: "tcpconn.logs.dropped",
 	},
@@ -526,6 +564,7 @@ type metricsInfo struct {
 	TCPServiceConnectionsOpened          metricInfo
 	TcpconnConnectionsEvicted            metricInfo
 	TcpconnConnectionsLost               metricInfo
+	TcpconnIdentityStatus                metricInfo
 	TcpconnLogsDropped                   metricInfo
 	TcpconnLogsFiltered                  metricInfo
 	TcpconnProbeEventsMissed             metricInfo
@@ -5286,6 +5325,95 @@ func newMetricTcpconnConnectionsLost(cfg TcpconnConnectionsLostMetricConfig) met
 	return m
 }
 
+type metricTcpconnIdentityStatus struct {
+	data          pmetric.Metric                    // data buffer for generated metric.
+	config        TcpconnIdentityStatusMetricConfig // metric config provided by user.
+	capacity      int                               // max observed number of data points added to the metric.
+	aggDataPoints []int64                           // slice containing number of aggregated datapoints at each index
+}
+
+// init fills tcpconn.identity.status metric with initial data.
+func (m *metricTcpconnIdentityStatus) init() {
+	m.data.SetName("tcpconn.identity.status")
+	m.data.SetDescription("Whether connection ends are named as Kubernetes identities: 1 for the current state, 0 for the others. Anything but ok means peers and local ends are, or may be, unknown; the log and the component status say why.")
+	m.data.SetUnit("1")
+	m.data.SetEmptyGauge()
+	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricTcpconnIdentityStatus) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, stateAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, TcpconnIdentityStatusMetricAttributeKeyState) {
+		dp.Attributes().PutStr("state", stateAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Gauge().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricTcpconnIdentityStatus) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricTcpconnIdentityStatus) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Gauge().DataPoints().At(i).SetIntValue(m.data.Gauge().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricTcpconnIdentityStatus(cfg TcpconnIdentityStatusMetricConfig) metricTcpconnIdentityStatus {
+	m := metricTcpconnIdentityStatus{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricTcpconnLogsDropped struct {
 	data     pmetric.Metric                 // data buffer for generated metric.
 	config   TcpconnLogsDroppedMetricConfig // metric config provided by user.
@@ -5829,6 +5957,7 @@ type MetricsBuilder struct {
 	metricTCPServiceConnectionsOpened          metricTCPServiceConnectionsOpened
 	metricTcpconnConnectionsEvicted            metricTcpconnConnectionsEvicted
 	metricTcpconnConnectionsLost               metricTcpconnConnectionsLost
+	metricTcpconnIdentityStatus                metricTcpconnIdentityStatus
 	metricTcpconnLogsDropped                   metricTcpconnLogsDropped
 	metricTcpconnLogsFiltered                  metricTcpconnLogsFiltered
 	metricTcpconnProbeEventsMissed             metricTcpconnProbeEventsMissed
@@ -5901,6 +6030,7 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricTCPServiceConnectionsOpened:          newMetricTCPServiceConnectionsOpened(mbc.Metrics.TCPServiceConnectionsOpened),
 		metricTcpconnConnectionsEvicted:            newMetricTcpconnConnectionsEvicted(mbc.Metrics.TcpconnConnectionsEvicted),
 		metricTcpconnConnectionsLost:               newMetricTcpconnConnectionsLost(mbc.Metrics.TcpconnConnectionsLost),
+		metricTcpconnIdentityStatus:                newMetricTcpconnIdentityStatus(mbc.Metrics.TcpconnIdentityStatus),
 		metricTcpconnLogsDropped:                   newMetricTcpconnLogsDropped(mbc.Metrics.TcpconnLogsDropped),
 		metricTcpconnLogsFiltered:                  newMetricTcpconnLogsFiltered(mbc.Metrics.TcpconnLogsFiltered),
 		metricTcpconnProbeEventsMissed:             newMetricTcpconnProbeEventsMissed(mbc.Metrics.TcpconnProbeEventsMissed),
@@ -6116,6 +6246,7 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricTCPServiceConnectionsOpened.emit(ils.Metrics())
 	mb.metricTcpconnConnectionsEvicted.emit(ils.Metrics())
 	mb.metricTcpconnConnectionsLost.emit(ils.Metrics())
+	mb.metricTcpconnIdentityStatus.emit(ils.Metrics())
 	mb.metricTcpconnLogsDropped.emit(ils.Metrics())
 	mb.metricTcpconnLogsFiltered.emit(ils.Metrics())
 	mb.metricTcpconnProbeEventsMissed.emit(ils.Metrics())
@@ -6348,6 +6479,11 @@ func (mb *MetricsBuilder) RecordTcpconnConnectionsEvictedDataPoint(ts pcommon.Ti
 // RecordTcpconnConnectionsLostDataPoint adds a data point to tcpconn.connections.lost metric.
 func (mb *MetricsBuilder) RecordTcpconnConnectionsLostDataPoint(ts pcommon.Timestamp, val int64) {
 	mb.metricTcpconnConnectionsLost.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordTcpconnIdentityStatusDataPoint adds a data point to tcpconn.identity.status metric.
+func (mb *MetricsBuilder) RecordTcpconnIdentityStatusDataPoint(ts pcommon.Timestamp, val int64, stateAttributeValue AttributeState) {
+	mb.metricTcpconnIdentityStatus.recordDataPoint(mb.startTime, ts, val, stateAttributeValue.String())
 }
 
 // RecordTcpconnLogsDroppedDataPoint adds a data point to tcpconn.logs.dropped metric.

@@ -102,6 +102,7 @@ func TestMetricsBuilder(t *testing.T) {
 			aggMap["tcp.service.connections.closed"] = mb.metricTCPServiceConnectionsClosed.config.AggregationStrategy
 			aggMap["tcp.service.connections.failed"] = mb.metricTCPServiceConnectionsFailed.config.AggregationStrategy
 			aggMap["tcp.service.connections.opened"] = mb.metricTCPServiceConnectionsOpened.config.AggregationStrategy
+			aggMap["tcpconn.identity.status"] = mb.metricTcpconnIdentityStatus.config.AggregationStrategy
 			aggMap["tcpconn.logs.filtered"] = mb.metricTcpconnLogsFiltered.config.AggregationStrategy
 			aggMap["tcpconn.series.overflow"] = mb.metricTcpconnSeriesOverflow.config.AggregationStrategy
 
@@ -336,6 +337,12 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordTcpconnConnectionsLostDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordTcpconnIdentityStatusDataPoint(ts, 1, AttributeStateOk)
+			if tt.name == "reaggregate_set" {
+				mb.RecordTcpconnIdentityStatusDataPoint(ts, 3, AttributeStateDegraded)
+			}
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordTcpconnLogsDroppedDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
@@ -420,6 +427,7 @@ func TestMetricsBuilder(t *testing.T) {
 				assert.Empty(t, mb.metricTCPServiceConnectionsClosed.aggDataPoints)
 				assert.Empty(t, mb.metricTCPServiceConnectionsFailed.aggDataPoints)
 				assert.Empty(t, mb.metricTCPServiceConnectionsOpened.aggDataPoints)
+				assert.Empty(t, mb.metricTcpconnIdentityStatus.aggDataPoints)
 				assert.Empty(t, mb.metricTcpconnLogsFiltered.aggDataPoints)
 				assert.Empty(t, mb.metricTcpconnSeriesOverflow.aggDataPoints)
 			}
@@ -4237,6 +4245,46 @@ func TestMetricsBuilder(t *testing.T) {
 					assert.Equal(t, ts, dp.Timestamp())
 					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
 					assert.Equal(t, int64(1), dp.IntValue())
+				case "tcpconn.identity.status":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["tcpconn.identity.status"], "Found a duplicate in the metrics slice: tcpconn.identity.status")
+						validatedMetrics["tcpconn.identity.status"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "Whether connection ends are named as Kubernetes identities: 1 for the current state, 0 for the others. Anything but ok means peers and local ends are, or may be, unknown; the log and the component status say why.", mi.Description())
+						assert.Equal(t, "1", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						assert.Equal(t, int64(1), dp.IntValue())
+						stateAttrVal, ok := dp.Attributes().Get("state")
+						assert.True(t, ok)
+						assert.Equal(t, "ok", stateAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["tcpconn.identity.status"], "Found a duplicate in the metrics slice: tcpconn.identity.status")
+						validatedMetrics["tcpconn.identity.status"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "Whether connection ends are named as Kubernetes identities: 1 for the current state, 0 for the others. Anything but ok means peers and local ends are, or may be, unknown; the log and the component status say why.", mi.Description())
+						assert.Equal(t, "1", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						switch aggMap["tcpconn.identity.status"] {
+						case "sum":
+							assert.Equal(t, int64(4), dp.IntValue())
+						case "avg":
+							assert.Equal(t, int64(2), dp.IntValue())
+						case "min":
+							assert.Equal(t, int64(1), dp.IntValue())
+						case "max":
+							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("state")
+						assert.False(t, ok)
+					}
 				case "tcpconn.logs.dropped":
 					assert.False(t, validatedMetrics["tcpconn.logs.dropped"], "Found a duplicate in the metrics slice: tcpconn.logs.dropped")
 					validatedMetrics["tcpconn.logs.dropped"] = true
