@@ -79,7 +79,10 @@ func (c *cluster) deployAgent(kustomization string) {
 	patched := strings.NewReplacer(
 		"http://prometheus.observability.svc:9090/api/v1/write", sink,
 		"otlp-backend.observability.svc:4317", c.logs.addr,
+		"otelcol-tcpconn-gateway.otelcol-tcpconn.svc:4317", c.logs.addr, // the istio overlay's agents send logs straight out
 	).Replace(rendered)
+	// The sink speaks OTLP without TLS.
+	patched = regexp.MustCompile(`(name: LOGS_INSECURE\s+value: )"false"`).ReplaceAllString(patched, `$1"true"`)
 	require.NotEqual(c.t, rendered, patched, "the gateway's endpoints were not found in the manifests")
 	c.run(patched, "apply", "-f", "-")
 	c.waitPods("otelcol-tcpconn", "app.kubernetes.io/component=agent", 1)
@@ -136,7 +139,7 @@ func (c *cluster) server(ns, name string, replicas int32, svcType string, reques
 	labels := map[string]string{"app": name}
 	ctr := corev1.Container{
 		Name: name, Image: kubenode.AppImage,
-		Args: []string{"serve", "-port", "8080", "-health", "8081", "-request", strconv.Itoa(request), "-response", strconv.Itoa(response)},
+		Args:  []string{"serve", "-port", "8080", "-health", "8081", "-request", strconv.Itoa(request), "-response", strconv.Itoa(response)},
 		Ports: []corev1.ContainerPort{{Name: "app", ContainerPort: 8080}, {Name: "health", ContainerPort: 8081}},
 	}
 	if probes {
@@ -154,7 +157,7 @@ func (c *cluster) server(ns, name string, replicas int32, svcType string, reques
 	require.NoError(c.t, err)
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+		Spec:       corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}},
 	}
 	switch svcType {
 	case "None":
@@ -200,7 +203,11 @@ type clientSpec struct {
 }
 
 func (s clientSpec) podSpec(restart corev1.RestartPolicy) corev1.PodSpec {
-	args := []string{"client", "-target", s.target, "-conns", strconv.Itoa(s.conns),
+	// The API server publishes a pod's address a moment after its
+	// containers start: connections before that are named on the client's
+	// side (its namespace) but not on the server's (see README,
+	// Troubleshooting). Clients wait for it, as most real ones do.
+	args := []string{"client", "-delay", "3s", "-target", s.target, "-conns", strconv.Itoa(s.conns),
 		"-request", strconv.Itoa(s.request), "-response", strconv.Itoa(s.response)}
 	if s.hold {
 		args = append(args, "-hold")
@@ -371,13 +378,19 @@ func matches(labels, match map[string]string) bool {
 // scrape reads the agent's Prometheus exporter as Prometheus would.
 func (c *cluster) scrape(pod corev1.Pod) exposition {
 	c.t.Helper()
-	hc := http.Client{Timeout: 10 * time.Second}
-	resp, err := hc.Get("http://" + net.JoinHostPort(pod.Status.PodIP, "9464") + "/metrics")
-	require.NoError(c.t, err)
-	defer resp.Body.Close()
-	e, err := parseExposition(resp.Body)
+	e, err := tryScrape(pod)
 	require.NoError(c.t, err)
 	return e
+}
+
+func tryScrape(pod corev1.Pod) (exposition, error) {
+	hc := http.Client{Timeout: 10 * time.Second}
+	resp, err := hc.Get("http://" + net.JoinHostPort(pod.Status.PodIP, "9464") + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return parseExposition(resp.Body)
 }
 
 // eventually scrapes the agent until ok holds (the agent flushes every
@@ -386,8 +399,8 @@ func (c *cluster) eventually(pod corev1.Pod, what string, ok func(exposition) bo
 	c.t.Helper()
 	deadline := time.Now().Add(100 * time.Second)
 	for {
-		e := c.scrape(pod)
-		if ok(e) {
+		e, err := tryScrape(pod) // the agent may be restarting
+		if err == nil && ok(e) {
 			return e
 		}
 		if time.Now().After(deadline) {

@@ -107,9 +107,10 @@ func TestServiceAccountRights(t *testing.T) {
 func TestShippedConfigsValidate(t *testing.T) {
 	bin := collector(t)
 	for _, cfg := range []string{"agent/agent.yaml", "gateway/gateway.yaml", "overlays/istio/agent.yaml"} {
-		cmd := exec.Command(bin, "validate", "--config", cfg)
+		// As the DaemonSet runs it (health checks from component status).
+		cmd := exec.Command(bin, "validate", "--config", cfg, "--feature-gates=+extension.healthcheck.useComponentStatus")
 		cmd.Env = append(os.Environ(), "K8S_NODE_NAME=node-a", "OTLP_ENDPOINT=gateway:4317", "GATEWAY_SERVICE=gateway-headless.ns",
-			"REMOTE_WRITE_ENDPOINT=http://store:9090/api/v1/write", "LOGS_ENDPOINT=backend:4317")
+			"REMOTE_WRITE_ENDPOINT=http://store:9090/api/v1/write", "LOGS_ENDPOINT=backend:4317", "LOGS_INSECURE=false", "POD_NAME=gateway-0")
 		out, err := cmd.CombinedOutput()
 		require.NoError(t, err, "%s: %s", cfg, out)
 	}

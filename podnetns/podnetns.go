@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,6 +40,9 @@ type Owner struct {
 	// Host: the node's own namespace (the initial one, see HostNetNS),
 	// which the node's processes and host-network pods share.
 	Host bool
+	// pid is the process the scan found the pod by: while it lives in the
+	// namespace, the namespace is still that pod's (see Scanner.Resolve).
+	pid int
 }
 
 // Map is one scan's answer: network namespace inode -> owner. Namespaces
@@ -47,6 +51,9 @@ type Owner struct {
 type Map struct {
 	owners map[uint64]Owner
 	host   uint64
+	// unknown: namespaces Resolve scanned for in vain since the last
+	// periodic Scan.
+	unknown map[uint64]bool
 }
 
 // Owner returns the owner of the namespace with inode ino.
@@ -77,8 +84,9 @@ type Scanner struct {
 	// HostNetNS is a path to the node's own network namespace (see
 	// HostNetNS); when it is empty or cannot be read, no namespace is the
 	// host's.
-	HostNetNS string
-	latest    atomic.Pointer[Map]
+	HostNetNS  string
+	latest     atomic.Pointer[Map]
+	lastRescan time.Time
 }
 
 // NewScanner returns a scanner of /proc. The host's namespace is found
@@ -93,11 +101,64 @@ func NewScanner() *Scanner {
 // Owner looks ino up in the latest scan.
 func (s *Scanner) Owner(ino uint64) (Owner, bool) { return s.latest.Load().Owner(ino) }
 
+// rescanEvery bounds the scans Resolve starts: at most one per interval,
+// however many unknown namespaces a burst of connections brings.
+const rescanEvery = 250 * time.Millisecond
+
+// Resolve looks ino up like Owner, but scans /proc again first (at most
+// every rescanEvery) when the latest scan cannot be trusted for it: the
+// namespace is unknown (a pod started since, whose first connections come
+// before the next periodic scan), or the process that named it no longer
+// lives there (the kernel gave a dead pod's namespace inode to a new one).
+// A namespace still unknown after a scan is not scanned for again until
+// the next periodic Scan. Called from one goroutine at a time.
+func (s *Scanner) Resolve(ino uint64, now time.Time) (Owner, bool) {
+	m := s.latest.Load()
+	o, ok := m.Owner(ino)
+	if ok && (o.Host || s.stillIn(o.pid, ino)) {
+		return o, true
+	}
+	if ino == 0 || m == nil || m.unknown[ino] || now.Sub(s.lastRescan) < rescanEvery {
+		if ok && !o.Host {
+			return Owner{}, false // stale: better the address rule than another pod
+		}
+		return o, ok
+	}
+	s.lastRescan = now
+	fresh, err := s.scan()
+	if err != nil {
+		return Owner{}, false
+	}
+	if o, ok = fresh.Owner(ino); !ok {
+		fresh.unknown = m.unknown
+		if fresh.unknown == nil {
+			fresh.unknown = map[uint64]bool{}
+		}
+		fresh.unknown[ino] = true
+	}
+	s.latest.Store(fresh)
+	return o, ok
+}
+
+// stillIn says whether pid still runs in the namespace with inode ino.
+func (s *Scanner) stillIn(pid int, ino uint64) bool {
+	return pid > 0 && nsInode(filepath.Join(s.Proc, strconv.Itoa(pid), "ns", "net")) == ino
+}
+
 // Scan walks /proc once and publishes what it found. A namespace goes to
 // the first pod found among its processes: each process's cgroup is read
 // only while its namespace has no pod yet, so a scan reads one cgroup file
 // per pod namespace (plus the processes outside pods).
 func (s *Scanner) Scan() (*Map, error) {
+	m, err := s.scan()
+	if err != nil {
+		return nil, err
+	}
+	s.latest.Store(m)
+	return m, nil
+}
+
+func (s *Scanner) scan() (*Map, error) {
 	m := &Map{owners: map[uint64]Owner{}, host: nsInode(s.HostNetNS)}
 	dirs, err := os.ReadDir(s.Proc)
 	if err != nil {
@@ -120,10 +181,9 @@ func (s *Scanner) Scan() (*Map, error) {
 			continue // the process is gone
 		}
 		if uid := PodUID(b); uid != "" {
-			m.owners[ino] = Owner{PodUID: uid}
+			m.owners[ino] = Owner{PodUID: uid, pid: pid}
 		}
 	}
-	s.latest.Store(m)
 	return m, nil
 }
 

@@ -64,7 +64,7 @@ func TestScanRealNamespaces(t *testing.T) {
 	require.NoError(t, err)
 	o, ok := s.Owner(podIno)
 	require.True(t, ok, "the pod's namespace is not found (%d namespaces of pods)", m.Len())
-	assert.Equal(t, Owner{PodUID: uid}, o)
+	assert.Equal(t, uid, o.PodUID)
 	_, ok = s.Owner(otherIno)
 	assert.False(t, ok, "a namespace with no pod process")
 	host := nsInode("/proc/self/ns/net")

@@ -12,7 +12,7 @@ import (
 
 // netnsOwners is podnetns.Scanner's lookup.
 type netnsOwners interface {
-	Owner(ino uint64) (podnetns.Owner, bool)
+	Resolve(ino uint64, now time.Time) (podnetns.Owner, bool)
 }
 
 // localByNetNS resolves a connection's local end by its socket's network
@@ -29,7 +29,7 @@ type localByNetNS struct {
 // ResolveLocal implements identity.LocalResolver; nil when the namespace
 // is not known to belong to a pod or the node (the address rule applies).
 func (l *localByNetNS) ResolveLocal(ino uint64, addr netip.Addr, port uint16, at time.Time, role identity.Role) *identity.Identity {
-	o, ok := l.owners.Owner(ino)
+	o, ok := l.owners.Resolve(ino, time.Now())
 	if !ok {
 		return nil
 	}

@@ -13,7 +13,10 @@ import (
 
 type fakeOwners map[uint64]podnetns.Owner
 
-func (f fakeOwners) Owner(ino uint64) (podnetns.Owner, bool) { o, ok := f[ino]; return o, ok }
+func (f fakeOwners) Resolve(ino uint64, _ time.Time) (podnetns.Owner, bool) {
+	o, ok := f[ino]
+	return o, ok
+}
 
 type fakePods struct {
 	pods  map[string]*identity.Identity

@@ -59,8 +59,8 @@ type Node struct {
 type state struct {
 	Pids  map[string]int      `json:"pids"`
 	Args  map[string][]string `json:"args"`
-	Host  hostState      `json:"host"`
-	Order []string       `json:"order"`
+	Host  hostState           `json:"host"`
+	Order []string            `json:"order"`
 }
 
 func (n *Node) path(name string) string { return filepath.Join(n.Dir, name) }

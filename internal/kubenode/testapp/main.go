@@ -5,7 +5,7 @@
 //
 //	testapp pause
 //	testapp serve -port 8080 -request 1000 -response 5000 -health 8081
-//	testapp client -target 10.211.0.10:80 -conns 10 -request 1000 -response 5000 [-hold] [-stay]
+//	testapp client -target 10.211.0.10:80 -conns 10 -request 1000 -response 5000 [-delay 3s] [-hold] [-stay]
 //
 // With -hold the client keeps its connections open after the first
 // exchange until it gets SIGUSR1, then exchanges once more and closes: a
@@ -40,6 +40,7 @@ func main() {
 	conns := fs.Int("conns", 1, "client: connections")
 	hold := fs.Bool("hold", false, "client: keep connections open until SIGUSR1, then exchange again")
 	stay := fs.Bool("stay", false, "client: sleep when done instead of exiting")
+	delay := fs.Duration("delay", 0, "client: wait this long before the first connection")
 	_ = fs.Parse(os.Args[2:])
 	var err error
 	switch os.Args[1] {
@@ -48,6 +49,7 @@ func main() {
 	case "serve":
 		err = serve(*port, *health, *request, *response)
 	case "client":
+		time.Sleep(*delay)
 		err = client(*target, *conns, *request, *response, *hold)
 		if err == nil && *stay {
 			waitSignal(syscall.SIGTERM, syscall.SIGINT)
