@@ -96,9 +96,10 @@ func endsOf(rec *bpf.Record, local, peer *identity.Identity) ends {
 
 // Converter turns records into access-log records. It is owned by the
 // reader goroutine and reuses its buffers from record to record, so that
-// what a record costs is what pdata keeps of it.
+// what a record costs is what pdata keeps of it. The zero Converter writes
+// bodies.
 type Converter struct {
-	// noBody leaves the body empty (logs.body: none).
+	// noBody leaves the body empty (Config.Body BodyNone).
 	noBody bool
 	// text holds every string built for one record (the body line,
 	// addresses, the UID, the start time, the command): they become one
@@ -112,6 +113,9 @@ type Converter struct {
 	// attrs holds each key once.
 	mb xpdata.MapBuilder
 }
+
+// NewConverter returns a converter that writes records as cfg says.
+func NewConverter(cfg Config) *Converter { return &Converter{noBody: cfg.Body == BodyNone} }
 
 // attrKind says which field of an attr holds its value.
 type attrKind uint8
