@@ -69,3 +69,19 @@ func TestFillExactOutput(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, string(want), got.String())
 }
+
+// Fill allocates nothing of its own beyond one string for the record's
+// text: every other allocation is pdata's, one per value and one for the
+// attribute array. Before, each address, the UID, the start time, the
+// command, the body and the event name were strings of their own.
+func TestFillAllocations(t *testing.T) {
+	recs, obs := exactCases()
+	var c Converter
+	lr := plog.NewLogRecord()
+	for i := range recs {
+		c.Fill(lr, &recs[i], &obs[i], t0)
+		values := lr.Attributes().Len() + 1 // and the body
+		allocs := testing.AllocsPerRun(20, func() { c.Fill(lr, &recs[i], &obs[i], t0) })
+		require.LessOrEqual(t, allocs, float64(values+2), "record %d", i)
+	}
+}
