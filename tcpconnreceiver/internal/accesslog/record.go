@@ -103,7 +103,9 @@ type Converter struct {
 	noBody bool
 	// text holds every string built for one record (the body line,
 	// addresses, the UID, the start time, the command): they become one
-	// string, one allocation, which the attributes share by slicing.
+	// string, one allocation, which the body and attributes share by
+	// slicing (so any of them kept downstream keeps the few hundred bytes
+	// of the whole).
 	text []byte
 	// attrs is the record's attributes in order, gathered before any goes
 	// to pdata so that its map is allocated once at its exact size.
@@ -165,7 +167,7 @@ func (c *Converter) addText(key string, s span) {
 	c.attrs = append(c.attrs, attr{key: key, lo: s.lo, hi: s.hi, kind: attrText})
 }
 
-// addr appends a's text to the record's text and returns where it is.
+// appendAddr appends a's text to the record's text and returns where it is.
 func (c *Converter) appendAddr(a netip.Addr) span {
 	lo := len(c.text)
 	if a.IsValid() {
