@@ -290,12 +290,16 @@ func (r *Record) Duration() time.Duration {
 }
 
 // CommString returns the command name without its NUL padding.
-func (r *Record) CommString() string {
+func (r *Record) CommString() string { return string(r.Command()) }
+
+// Command is the command name without its NUL padding, in the record
+// itself: for appending where a string would be one more allocation.
+func (r *Record) Command() []byte {
 	n := 0
 	for n < len(r.Comm) && r.Comm[n] != 0 {
 		n++
 	}
-	return string(r.Comm[:n])
+	return r.Comm[:n]
 }
 
 // Refused is one local address's count of connects refused for want of

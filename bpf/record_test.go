@@ -45,6 +45,7 @@ func TestDecode(t *testing.T) {
 	assert.Equal(t, time.Unix(0, 1_700_000_005_000_000_000), rec.Time)
 	assert.Equal(t, 120*time.Microsecond, rec.SRTT)
 	assert.Equal(t, "curl", rec.CommString())
+	assert.Equal(t, []byte("curl"), rec.Command())
 	assert.Equal(t, FlagFinReceived, rec.Flags)
 
 	// A dual-stack socket's v4-mapped address is reported as IPv4.

@@ -25,7 +25,7 @@ func TestLoadConfig(t *testing.T) {
 	custom.SeriesLimit, custom.SeriesExpiry, custom.Histograms = 500, time.Hour, false
 	custom.ReportInterval, custom.AdoptExisting, custom.CountAdoptedBytes = 30*time.Second, false, true
 	custom.Probe = ProbeConfig{AttachMode: "raw_tp", RingBufferSize: 1 << 20, WakeupBytes: 4096, PollInterval: 20 * time.Millisecond, IdlePollInterval: 500 * time.Millisecond, LockFile: "/run/custom.lock", BackupProgram: false}
-	custom.Logs = LogsConfig{Open: true, Close: true, Failure: false, Update: true, MaxBatchSize: 50, FlushInterval: 200 * time.Millisecond, QueueSize: 8,
+	custom.Logs = LogsConfig{Open: true, Close: true, Failure: false, Update: true, MaxBatchSize: 50, FlushInterval: 200 * time.Millisecond, Body: "none", QueueSize: 8,
 		SamplingRatio: 0.25, Filter: LogFilterConfig{IncludeNamespaces: []string{"shop"}, ExcludeNamespaces: []string{"kube-system"},
 			FailuresOnly: true, MinDuration: time.Second, MinBytes: 100}}
 	custom.Filter = FilterConfig{IncludeCIDRs: []string{"10.0.0.0/8", "fd00::/8"}, ExcludeCIDRs: []string{"10.0.0.1/32"}}
@@ -82,6 +82,7 @@ func TestLoadConfig(t *testing.T) {
 		{id: component.NewIDWithName(metadata.Type, "bad_logs"), errs: []string{
 			"logs.max_batch_size: must be positive",
 			"logs.flush_interval: must be positive",
+			`logs.body: must be line or none, got "json"`,
 			"logs.queue_size: must be positive",
 			"logs.sampling_ratio: must be between 0 and 1, got 1.5",
 			"logs.filter.min_duration: must not be negative",

@@ -19,7 +19,7 @@ import (
 type Batcher struct {
 	cfg      Config
 	resource pcommon.Resource
-	conv     Converter
+	conv     *Converter
 	queue    chan plog.Logs
 	dropped  atomic.Int64
 
@@ -31,7 +31,7 @@ type Batcher struct {
 
 // NewBatcher returns a batcher whose batches carry resource.
 func NewBatcher(cfg Config, resource pcommon.Resource) *Batcher {
-	return &Batcher{cfg: cfg, resource: resource, queue: make(chan plog.Logs, cfg.QueueSize)}
+	return &Batcher{cfg: cfg, resource: resource, conv: NewConverter(cfg), queue: make(chan plog.Logs, cfg.QueueSize)}
 }
 
 // Queue is where full batches wait for the sender; it is closed by Close.

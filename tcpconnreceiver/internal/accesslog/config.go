@@ -20,6 +20,11 @@ type Config struct {
 	MaxBatchSize int `mapstructure:"max_batch_size"`
 	// FlushInterval is the longest a record waits for its batch to fill.
 	FlushInterval time.Duration `mapstructure:"flush_interval"`
+	// Body is what a record's body holds: BodyLine, the one-line summary
+	// (Kmesh / ztunnel field order) of values the attributes also carry, or
+	// BodyNone, for stores that index the attributes and would only keep
+	// the line twice.
+	Body string `mapstructure:"body"`
 	// QueueSize is how many batches may wait for a slow logs consumer
 	// before new batches are dropped (and counted).
 	QueueSize int `mapstructure:"queue_size"`
@@ -30,6 +35,12 @@ type Config struct {
 	// resets are always kept.
 	SamplingRatio float64 `mapstructure:"sampling_ratio"`
 }
+
+// Body choices.
+const (
+	BodyLine = "line"
+	BodyNone = "none"
+)
 
 // FilterConfig selects access-log records. Every record it drops is
 // counted in tcpconn.logs.filtered by reason.
@@ -56,6 +67,7 @@ func DefaultConfig() Config {
 		Failure:       true,
 		MaxBatchSize:  1000,
 		FlushInterval: time.Second,
+		Body:          BodyLine,
 		QueueSize:     100,
 		SamplingRatio: 1,
 	}
@@ -69,6 +81,9 @@ func (c *Config) Validate(prefix string) error {
 	}
 	if c.FlushInterval <= 0 {
 		errs = append(errs, fmt.Errorf("%sflush_interval: must be positive, got %v", prefix, c.FlushInterval))
+	}
+	if c.Body != BodyLine && c.Body != BodyNone {
+		errs = append(errs, fmt.Errorf("%sbody: must be %s or %s, got %q", prefix, BodyLine, BodyNone, c.Body))
 	}
 	if c.SamplingRatio < 0 || c.SamplingRatio > 1 {
 		errs = append(errs, fmt.Errorf("%ssampling_ratio: must be between 0 and 1, got %v", prefix, c.SamplingRatio))

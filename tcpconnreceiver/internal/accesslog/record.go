@@ -7,6 +7,7 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/xpdata"
 
 	"github.com/tcpconn/tcpconn/bpf"
 	"github.com/tcpconn/tcpconn/identity"
@@ -59,6 +60,15 @@ const (
 	durationMillisDecimal = 3
 )
 
+// eventNames is tcp.connection.<kind> by bpf.Kind (built once: no string
+// concatenation per record).
+var eventNames = func() (n [256]string) {
+	for k := range n {
+		n[k] = eventNamePrefix + bpf.Kind(k).String()
+	}
+	return n
+}()
+
 // retransmitAttrs names the per-type retransmit attributes, by
 // bpf.RetransmitType: tcp.retransmits.syn, ... (built once: no string
 // concatenation per record).
@@ -84,21 +94,100 @@ func endsOf(rec *bpf.Record, local, peer *identity.Identity) ends {
 	return ends{rec.LocalAddr, rec.PeerAddr, rec.LocalPort, rec.PeerPort, local, peer}
 }
 
-// Converter turns records into access-log records. It reuses one byte
-// buffer for the body line; it is owned by the reader goroutine.
+// Converter turns records into access-log records. It is owned by the
+// reader goroutine and reuses its buffers from record to record, so that
+// what a record costs is what pdata keeps of it. The zero Converter writes
+// bodies.
 type Converter struct {
-	buf []byte
+	// noBody leaves the body empty (Config.Body BodyNone).
+	noBody bool
+	// text holds every string built for one record (the body line,
+	// addresses, the UID, the start time, the command): they become one
+	// string, one allocation, which the body and attributes share by
+	// slicing (so any of them kept downstream keeps the few hundred bytes
+	// of the whole).
+	text []byte
+	// attrs is the record's attributes in order, gathered before any goes
+	// to pdata so that its map is allocated once at its exact size.
+	attrs []attr
+	// mb builds the attribute map without Map.Put's search for an
+	// existing key, which made adding n attributes cost n²/2 comparisons;
+	// attrs holds each key once.
+	mb xpdata.MapBuilder
 }
 
-// Fill writes rec into lr: the one-line body in the Kmesh / ztunnel field
-// order and the same values as typed attributes.
+// NewConverter returns a converter that writes records as cfg says.
+func NewConverter(cfg Config) *Converter { return &Converter{noBody: cfg.Body == BodyNone} }
+
+// attrKind says which field of an attr holds its value.
+type attrKind uint8
+
+const (
+	attrStr    attrKind = iota // str
+	attrText                   // text[lo:hi] of the record's text
+	attrInt                    // num
+	attrDouble                 // dbl
+	attrBool                   // num != 0
+)
+
+// attr is one attribute waiting for the record's text to become a string.
+type attr struct {
+	key    string
+	str    string
+	num    int64
+	dbl    float64
+	lo, hi int
+	kind   attrKind
+}
+
+// span is where a string sits in the record's text.
+type span struct{ lo, hi int }
+
+func (c *Converter) addStr(key, val string) {
+	c.attrs = append(c.attrs, attr{key: key, str: val, kind: attrStr})
+}
+
+func (c *Converter) addInt(key string, val int64) {
+	c.attrs = append(c.attrs, attr{key: key, num: val, kind: attrInt})
+}
+
+func (c *Converter) addDouble(key string, val float64) {
+	c.attrs = append(c.attrs, attr{key: key, dbl: val, kind: attrDouble})
+}
+
+func (c *Converter) addBool(key string, val bool) {
+	var n int64
+	if val {
+		n = 1
+	}
+	c.attrs = append(c.attrs, attr{key: key, num: n, kind: attrBool})
+}
+
+func (c *Converter) addText(key string, s span) {
+	c.attrs = append(c.attrs, attr{key: key, lo: s.lo, hi: s.hi, kind: attrText})
+}
+
+// appendAddr appends a's text to the record's text and returns where it is.
+func (c *Converter) appendAddr(a netip.Addr) span {
+	lo := len(c.text)
+	if a.IsValid() {
+		c.text = a.AppendTo(c.text)
+	} else {
+		c.text = append(c.text, a.String()...) // "invalid IP", as String had it
+	}
+	return span{lo, len(c.text)}
+}
+
+// Fill writes rec into lr, a new record: the one-line body in the Kmesh /
+// ztunnel field order (unless the body is off) and the same values as
+// typed attributes. lr's attributes are replaced, not merged.
 func (c *Converter) Fill(lr plog.LogRecord, rec *bpf.Record, o *conntable.Observation, observed time.Time) {
 	e := endsOf(rec, o.Local, o.Peer)
 	warn := isFailure(rec)
 
 	lr.SetTimestamp(pcommon.NewTimestampFromTime(rec.Time))
 	lr.SetObservedTimestamp(pcommon.NewTimestampFromTime(observed))
-	lr.SetEventName(eventNamePrefix + rec.Kind.String())
+	lr.SetEventName(eventNames[rec.Kind])
 	if warn {
 		lr.SetSeverityNumber(plog.SeverityNumberWarn)
 		lr.SetSeverityText(severityTextWarn)
@@ -106,70 +195,114 @@ func (c *Converter) Fill(lr plog.LogRecord, rec *bpf.Record, o *conntable.Observ
 		lr.SetSeverityNumber(plog.SeverityNumberInfo)
 		lr.SetSeverityText(severityTextInfo)
 	}
-	lr.Body().SetStr(c.body(rec, e, o, warn))
 
-	a := lr.Attributes()
-	a.EnsureCapacity(32)
-	a.PutStr(AttrNetworkTransport, "tcp")
-	a.PutStr(AttrNetworkType, networkType(rec))
-	a.PutStr(AttrSourceAddress, e.srcAddr.String())
-	a.PutInt(AttrSourcePort, int64(e.srcPort))
-	a.PutStr(AttrDestAddress, e.dstAddr.String())
-	a.PutInt(AttrDestPort, int64(e.dstPort))
-	a.PutStr(AttrPeerAddress, rec.PeerAddr.String())
-	a.PutInt(AttrPeerPort, int64(rec.PeerPort))
-	if o.Dialled.IsValid() {
-		a.PutStr(AttrDialledAddress, o.Dialled.Addr().String())
-		a.PutInt(AttrDialledPort, int64(o.Dialled.Port()))
+	c.text, c.attrs = c.text[:0], c.attrs[:0]
+	if !c.noBody {
+		c.body(rec, e, o, warn)
 	}
-	a.PutStr(AttrDirection, rec.Direction.String())
-	a.PutInt(AttrConnID, int64(rec.ConnID))
-	if uid, ok := rec.UID(); ok {
-		var b [16]byte
-		a.PutStr(AttrConnUID, string(bpf.UIDString(&b, uid)))
+	body := len(c.text)
+	c.attributes(rec, e, o, warn)
+
+	text := string(c.text)
+	if !c.noBody {
+		lr.Body().SetStr(text[:body])
 	}
-	a.PutInt(AttrNetNS, int64(rec.NetNS))
-	a.PutStr(AttrState, rec.NewState.String())
-	a.PutStr(AttrPrevState, rec.OldState.String())
-	a.PutInt(AttrBytesSent, int64(rec.BytesSent))
-	a.PutInt(AttrBytesReceived, int64(rec.BytesReceived))
-	a.PutInt(AttrRetransmits, int64(rec.Retransmits))
-	for t, n := range rec.RetransmitsByType {
-		if n > 0 {
-			a.PutInt(retransmitAttrs[t], int64(n))
+	c.mb.EnsureCapacity(len(c.attrs))
+	for i := range c.attrs {
+		a := &c.attrs[i]
+		v := c.mb.AppendEmpty(a.key)
+		switch a.kind {
+		case attrStr:
+			v.SetStr(a.str)
+		case attrText:
+			v.SetStr(text[a.lo:a.hi])
+		case attrInt:
+			v.SetInt(a.num)
+		case attrDouble:
+			v.SetDouble(a.dbl)
+		case attrBool:
+			v.SetBool(a.num != 0)
 		}
 	}
-	a.PutInt(AttrLost, int64(rec.Lost))
-	if rec.Kind == bpf.KindUpdate {
-		a.PutInt(AttrIntervalSent, int64(o.Delta.Sent))
-		a.PutInt(AttrIntervalReceived, int64(o.Delta.Received))
-		a.PutInt(AttrIntervalRetrans, int64(o.Delta.Retransmits))
-		a.PutInt(AttrIntervalLost, int64(o.Delta.Lost))
+	c.mb.UnsafeIntoMap(lr.Attributes())
+}
+
+// attributes gathers rec's attributes in their documented order; the
+// strings made for this record go into the record's text.
+func (c *Converter) attributes(rec *bpf.Record, e ends, o *conntable.Observation, warn bool) {
+	c.addStr(AttrNetworkTransport, "tcp")
+	c.addStr(AttrNetworkType, networkType(rec))
+	src := c.appendAddr(e.srcAddr)
+	c.addText(AttrSourceAddress, src)
+	c.addInt(AttrSourcePort, int64(e.srcPort))
+	dst := c.appendAddr(e.dstAddr)
+	c.addText(AttrDestAddress, dst)
+	c.addInt(AttrDestPort, int64(e.dstPort))
+	// The peer is one of the two ends: its address is already written.
+	peer := dst
+	if rec.PeerAddr == e.srcAddr {
+		peer = src
 	}
-	a.PutInt(AttrSRTT, rec.SRTT.Microseconds())
-	a.PutInt(AttrRTTMin, rec.RTTMin.Microseconds())
+	c.addText(AttrPeerAddress, peer)
+	c.addInt(AttrPeerPort, int64(rec.PeerPort))
+	if o.Dialled.IsValid() {
+		c.addText(AttrDialledAddress, c.appendAddr(o.Dialled.Addr()))
+		c.addInt(AttrDialledPort, int64(o.Dialled.Port()))
+	}
+	c.addStr(AttrDirection, rec.Direction.String())
+	c.addInt(AttrConnID, int64(rec.ConnID))
+	if uid, ok := rec.UID(); ok {
+		var b [16]byte
+		lo := len(c.text)
+		c.text = append(c.text, bpf.UIDString(&b, uid)...)
+		c.addText(AttrConnUID, span{lo, len(c.text)})
+	}
+	c.addInt(AttrNetNS, int64(rec.NetNS))
+	c.addStr(AttrState, rec.NewState.String())
+	c.addStr(AttrPrevState, rec.OldState.String())
+	c.addInt(AttrBytesSent, int64(rec.BytesSent))
+	c.addInt(AttrBytesReceived, int64(rec.BytesReceived))
+	c.addInt(AttrRetransmits, int64(rec.Retransmits))
+	for t, n := range rec.RetransmitsByType {
+		if n > 0 {
+			c.addInt(retransmitAttrs[t], int64(n))
+		}
+	}
+	c.addInt(AttrLost, int64(rec.Lost))
+	if rec.Kind == bpf.KindUpdate {
+		c.addInt(AttrIntervalSent, int64(o.Delta.Sent))
+		c.addInt(AttrIntervalReceived, int64(o.Delta.Received))
+		c.addInt(AttrIntervalRetrans, int64(o.Delta.Retransmits))
+		c.addInt(AttrIntervalLost, int64(o.Delta.Lost))
+	}
+	c.addInt(AttrSRTT, rec.SRTT.Microseconds())
+	c.addInt(AttrRTTMin, rec.RTTMin.Microseconds())
 	if rec.Flags&bpf.FlagAdopted != 0 {
-		a.PutBool(AttrAdopted, true)
+		c.addBool(AttrAdopted, true)
 	} else {
-		a.PutDouble(AttrDuration, rec.Duration().Seconds())
-		a.PutStr(AttrStartTime, rec.Start.UTC().Format(time.RFC3339Nano))
+		c.addDouble(AttrDuration, rec.Duration().Seconds())
+		lo := len(c.text)
+		c.text = rec.Start.UTC().AppendFormat(c.text, time.RFC3339Nano)
+		c.addText(AttrStartTime, span{lo, len(c.text)})
 	}
 	if rec.Handshake > 0 && rec.Kind != bpf.KindUpdate {
-		a.PutDouble(AttrHandshake, rec.Handshake.Seconds())
+		c.addDouble(AttrHandshake, rec.Handshake.Seconds())
 	}
 	if cause := rec.CloseCause(); cause != bpf.CauseNone {
-		a.PutStr(AttrCloseCause, cause.String())
+		c.addStr(AttrCloseCause, cause.String())
 	}
 	if warn {
-		a.PutStr(AttrErrorType, errorName(rec))
-		a.PutInt(AttrErrno, int64(rec.Errno))
+		c.addStr(AttrErrorType, errorName(rec))
+		c.addInt(AttrErrno, int64(rec.Errno))
 	}
 	if rec.PID != 0 {
-		a.PutInt(AttrPID, int64(rec.PID))
-		a.PutStr(AttrExecutable, rec.CommString())
+		c.addInt(AttrPID, int64(rec.PID))
+		lo := len(c.text)
+		c.text = append(c.text, rec.Command()...)
+		c.addText(AttrExecutable, span{lo, len(c.text)})
 	}
-	putEnd(a, &sourceKeys, e.src)
-	putEnd(a, &destinationKeys, e.dst)
+	c.end(&sourceKeys, e.src)
+	c.end(&destinationKeys, e.dst)
 }
 
 // endKeys are the attribute names of one end's identity.
@@ -191,9 +324,10 @@ func keysFor(prefix string) endKeys {
 
 var sourceKeys, destinationKeys = keysFor("source"), keysFor("destination")
 
-// putEnd writes the known identity fields of one end; unknown ones are
-// left out rather than written empty.
-func putEnd(a pcommon.Map, k *endKeys, id *identity.Identity) {
+// end gathers the known identity fields of one end; unknown ones are left
+// out rather than written empty. The values are the resolver's own
+// strings, shared by every record of the pod: nothing is built here.
+func (c *Converter) end(k *endKeys, id *identity.Identity) {
 	for _, kv := range [...]struct{ key, val string }{
 		{k.pod, id.Pod}, {k.podUID, id.PodUID}, {k.namespace, id.Namespace}, {k.node, id.Node}, {k.zone, id.Zone},
 		{k.workload, id.Workload}, {k.workloadKind, id.WorkloadKind}, {k.serviceAccount, id.ServiceAccount},
@@ -202,7 +336,7 @@ func putEnd(a pcommon.Map, k *endKeys, id *identity.Identity) {
 		{k.serviceHost, id.Service}, {k.serviceName, id.ServiceName}, {k.serviceNamespace, id.ServiceNamespace},
 	} {
 		if kv.val != "" {
-			a.PutStr(kv.key, kv.val)
+			c.addStr(kv.key, kv.val)
 		}
 	}
 }
@@ -214,8 +348,8 @@ func errorName(rec *bpf.Record) string { return rec.Error().String() }
 // [dst.dialled=IP:PORT] dst.service=S dst.workload=W dst.namespace=N direction=D state=S
 // sent_bytes=N received_bytes=N duration=Xms
 // [interval_sent_bytes=N interval_received_bytes=N] [error=E]
-func (c *Converter) body(rec *bpf.Record, e ends, o *conntable.Observation, withError bool) string {
-	b := c.buf[:0]
+func (c *Converter) body(rec *bpf.Record, e ends, o *conntable.Observation, withError bool) {
+	b := c.text
 	b = append(b, "src.addr="...)
 	b = netip.AddrPortFrom(e.srcAddr, e.srcPort).AppendTo(b)
 	b = append(b, " src.workload="...)
@@ -259,8 +393,7 @@ func (c *Converter) body(rec *bpf.Record, e ends, o *conntable.Observation, with
 		b = append(b, " error="...)
 		b = append(b, errorName(rec)...)
 	}
-	c.buf = b
-	return string(b)
+	c.text = b
 }
 
 func networkType(rec *bpf.Record) string {

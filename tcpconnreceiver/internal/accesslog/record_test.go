@@ -4,7 +4,10 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/open-telemetry/opentelemetry-collector-contrib/pkg/pdatatest/plogtest"
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 
 	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/conntable"
@@ -64,4 +67,43 @@ func TestEndsCarryNodeAndZone(t *testing.T) {
 	lr = plog.NewLogRecord()
 	c.Fill(lr, &rec, &o, t0)
 	assert.NotContains(t, lr.Attributes().AsRaw(), "destination.cloud.availability_zone")
+}
+
+// With logs.body: none a record has no body and every other field as
+// with the line, attributes in the same order: the line only repeats them.
+func TestBodyNone(t *testing.T) {
+	recs, obs := exactCases()
+	batches := func(body string) plog.LogRecordSlice {
+		cfg := DefaultConfig()
+		cfg.Body = body
+		b := NewBatcher(cfg, pcommon.NewResource())
+		for i := range recs {
+			b.Add(&recs[i], &obs[i], t0)
+		}
+		b.Close()
+		out := plog.NewLogRecordSlice()
+		for ld := range b.Queue() {
+			ld.ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().MoveAndAppendTo(out)
+		}
+		return out
+	}
+	line, none := batches(BodyLine), batches(BodyNone)
+	require.Equal(t, len(recs), none.Len())
+	require.Equal(t, line.Len(), none.Len())
+	for i := range none.Len() {
+		withLine, without := line.At(i), none.At(i)
+		assert.Equal(t, pcommon.ValueTypeEmpty, without.Body().Type())
+		assert.Contains(t, withLine.Body().Str(), "src.addr=")
+		assert.Equal(t, keys(withLine.Attributes()), keys(without.Attributes()))
+		require.NoError(t, withLine.Body().FromRaw(nil))
+		assert.NoError(t, plogtest.CompareLogRecord(withLine, without))
+	}
+}
+
+func keys(m pcommon.Map) []string {
+	var k []string
+	for key := range m.All() {
+		k = append(k, key)
+	}
+	return k
 }
