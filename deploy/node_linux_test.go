@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -43,6 +44,35 @@ func TestAgentOnNode(t *testing.T) {
 	t.Run("CountersOnlyGrow", func(t *testing.T) { c.t = t; testMonotonic(c, agent) })
 	t.Run("Rollout", func(t *testing.T) { c.t = t; testRollout(c) })
 	t.Run("APIServerAway", func(t *testing.T) { c.t = t; testAPIAway(c) })
+}
+
+// TestAgentOnNodeIstio runs the istio overlay on a node whose kube-proxy
+// is in nftables mode: a client through a ClusterIP to two replicas, and
+// the two reporters' series agree on both workloads and the bytes.
+func TestAgentOnNodeIstio(t *testing.T) {
+	c := startCluster(t, "nftables", "overlays/istio")
+	agent := c.agent()
+	const conns = 12
+	c.namespace("shop")
+	svc, _ := c.server("shop", "web", 2, "", request, response, true)
+	client := c.clientDeployment(clientSpec{ns: "shop", name: "client", target: svc.Spec.ClusterIP + ":80", conns: conns, request: request, response: response})
+	c.waitLog("shop", client.Name, "done")
+	pair := map[string]string{"source_workload": "client", "source_workload_namespace": "shop", "destination_workload": "web",
+		"destination_workload_namespace": "shop", "destination_service_name": "web"}
+	e := c.eventually(agent, "both reporters' closes", func(e exposition) bool {
+		return e.sum("istio_tcp_connections_closed_total", with(pair, "reporter", "source")) >= conns &&
+			e.sum("istio_tcp_connections_closed_total", with(pair, "reporter", "destination")) >= conns
+	})
+	for _, reporter := range []string{"source", "destination"} {
+		m := with(pair, "reporter", reporter)
+		assert.Equal(t, float64(conns), e.sum("istio_tcp_connections_opened_total", m), reporter)
+		assert.Equal(t, float64(conns), e.sum("istio_tcp_connections_closed_total", m), reporter)
+		// As ztunnel: sent_bytes is what the server sent, on both reporters.
+		assert.Equal(t, float64(conns*response), e.sum("istio_tcp_sent_bytes_total", m), reporter)
+		assert.Equal(t, float64(conns*request), e.sum("istio_tcp_received_bytes_total", m), reporter)
+	}
+	assert.Zero(t, e.sum("istio_tcp_connections_closed_total", map[string]string{"destination_service_name": "web", "destination_workload": "unknown"}),
+		"no ClusterIP connection with an unknown backend")
 }
 
 // testClusterIP: a client pod calls a Service's ClusterIP with two
@@ -257,6 +287,38 @@ func testMonotonic(c *cluster, agent corev1.Pod) {
 		}
 	}
 	assert.NotEmpty(t, prev)
+	dashboardLabels(t, c.scrape(agent))
+}
+
+var byClause = regexp.MustCompile(`by \(([^)]*)\) \((?:rate\()?([a-z_]+)`)
+
+// dashboardLabels: every label the otel dashboard groups a metric by is on
+// that metric in the shipped agent's scrape.
+func dashboardLabels(t *testing.T, e exposition) {
+	raw, err := os.ReadFile(filepath.Join("dashboards", "tcpconn-otel.json"))
+	require.NoError(t, err)
+	have := map[string]map[string]bool{}
+	for _, s := range e {
+		if have[s.name] == nil {
+			have[s.name] = map[string]bool{}
+		}
+		for k := range s.labels {
+			have[s.name][k] = true
+		}
+	}
+	checked := 0
+	for _, m := range byClause.FindAllStringSubmatch(string(raw), -1) {
+		metric := m[2]
+		if have[metric] == nil {
+			continue // a metric this run produced no sample of (failures, say)
+		}
+		for _, l := range strings.Split(m[1], ",") {
+			l = strings.TrimSpace(l)
+			assert.True(t, have[metric][l], "the dashboard groups %s by %s, which the agent's scrape does not have", metric, l)
+			checked++
+		}
+	}
+	assert.Positive(t, checked)
 }
 
 // testRollout: the agent pod is replaced while a client holds connections
