@@ -66,8 +66,12 @@ run: build
 	./$(BIN) --config $(CONFIG)
 
 ## test: build the collector, the image and the Kubernetes parts, then run every test (as root: kernel, pipeline and node tests load the probe)
+# The node tests run after the others, alone: their agent's probe sees every
+# connection on the machine, and the kernel tests' storms (100k connections)
+# would overflow its ring buffer (counted, but the node tests count exactly).
 test: build image node-bin
-	$(GO) test -count=1 -race -timeout 45m ./...
+	$(GO) test -count=1 -race -timeout 30m -skip '^TestAgentOnNode' ./...
+	$(GO) test -count=1 -race -timeout 30m -run '^TestAgentOnNode' -v ./deploy/
 
 ## test-unit: tests that need neither root nor the collector binary
 test-unit:

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/tcpconn/tcpconn/internal/kubetest"
 )
 
 // writeFiles writes every configuration file the node's parts read.
@@ -156,5 +158,5 @@ metricsBindAddress: "127.0.0.1:%[6]d"
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 iptables: {localhostNodePorts: false, syncPeriod: 5s, minSyncPeriod: 0s}
 nftables: {syncPeriod: 5s, minSyncPeriod: 0s}
-`, n.path("kubeconfig"), n.ProxyMode, NodeName, PodCIDR, NodeIP, freePort())
+`, n.path("kubeconfig"), n.ProxyMode, NodeName, PodCIDR, NodeIP, kubetest.FreePort())
 }

@@ -251,12 +251,3 @@ func removeCgroups() error {
 	}
 	return errors.Join(errs...)
 }
-
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tcpconn/tcpconn/internal/kubetest"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -180,8 +182,8 @@ type MissingError struct{ What []string }
 func (e *MissingError) Error() string { return fmt.Sprintf("a Kubernetes node needs %v", e.What) }
 
 func (n *Node) startControlPlane(ctx context.Context, p *pki) error {
-	etcdURL := "http://127.0.0.1:" + strconv.Itoa(freePort())
-	peer := "http://127.0.0.1:" + strconv.Itoa(freePort())
+	etcdURL := "http://127.0.0.1:" + strconv.Itoa(kubetest.FreePort())
+	peer := "http://127.0.0.1:" + strconv.Itoa(kubetest.FreePort())
 	if err := n.start("etcd", "--name=node", "--data-dir="+n.path("etcd"),
 		"--listen-client-urls="+etcdURL, "--advertise-client-urls="+etcdURL,
 		"--listen-peer-urls="+peer, "--initial-advertise-peer-urls="+peer,

@@ -89,7 +89,7 @@ func start(dir string) (*Server, error) {
 	if err := s.writeFiles(); err != nil {
 		return nil, err
 	}
-	clientPort, peerPort, apiPort := freePort(), freePort(), freePort()
+	clientPort, peerPort, apiPort := FreePort(), FreePort(), FreePort()
 	s.etcdURL = fmt.Sprintf("http://127.0.0.1:%d", clientPort)
 	s.apiPort = apiPort
 	var err error
@@ -299,7 +299,7 @@ func (w lockedWriter) Write(b []byte) (int, error) {
 	return w.p.out.Write(b)
 }
 
-func freePort() int {
+func FreePort() int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		panic(err)

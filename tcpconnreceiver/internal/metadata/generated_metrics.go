@@ -5335,8 +5335,8 @@ type metricTcpconnIdentityStatus struct {
 // init fills tcpconn.identity.status metric with initial data.
 func (m *metricTcpconnIdentityStatus) init() {
 	m.data.SetName("tcpconn.identity.status")
-	m.data.SetDescription("Whether connection ends are named as Kubernetes identities: 1 for the current state, 0 for the others. Anything but ok means peers and local ends are, or may be, unknown; the log and the component status say why.")
-	m.data.SetUnit("1")
+	m.data.SetDescription("Whether connection ends are named as Kubernetes identities: 1 for the current state, 0 for the others. Anything but ok means peers and local ends are, or may be, unknown; the log and the component status say why. (Unit {state}, not 1, which Prometheus would name tcpconn_identity_status_ratio.)")
+	m.data.SetUnit("{state}")
 	m.data.SetEmptyGauge()
 	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)
 	m.aggDataPoints = m.aggDataPoints[:0]

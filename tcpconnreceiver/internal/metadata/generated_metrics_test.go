@@ -4251,8 +4251,8 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["tcpconn.identity.status"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "Whether connection ends are named as Kubernetes identities: 1 for the current state, 0 for the others. Anything but ok means peers and local ends are, or may be, unknown; the log and the component status say why.", mi.Description())
-						assert.Equal(t, "1", mi.Unit())
+						assert.Equal(t, "Whether connection ends are named as Kubernetes identities: 1 for the current state, 0 for the others. Anything but ok means peers and local ends are, or may be, unknown; the log and the component status say why. (Unit {state}, not 1, which Prometheus would name tcpconn_identity_status_ratio.)", mi.Description())
+						assert.Equal(t, "{state}", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())
 						assert.Equal(t, ts, dp.Timestamp())
@@ -4266,8 +4266,8 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["tcpconn.identity.status"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "Whether connection ends are named as Kubernetes identities: 1 for the current state, 0 for the others. Anything but ok means peers and local ends are, or may be, unknown; the log and the component status say why.", mi.Description())
-						assert.Equal(t, "1", mi.Unit())
+						assert.Equal(t, "Whether connection ends are named as Kubernetes identities: 1 for the current state, 0 for the others. Anything but ok means peers and local ends are, or may be, unknown; the log and the component status say why. (Unit {state}, not 1, which Prometheus would name tcpconn_identity_status_ratio.)", mi.Description())
+						assert.Equal(t, "{state}", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())
 						assert.Equal(t, ts, dp.Timestamp())
