@@ -106,47 +106,14 @@ func TestKernelRetransmitsByType(t *testing.T) {
 	require.NoError(t, <-done)
 	nsIptables(t, pair.Server, append([]string{"-D"}, lossRule...)...)
 	nsIptables(t, pair.Client, append([]string{"-D"}, lossBack...)...)
-	deadline := time.Now().Add(30 * time.Second)
 	port := int64(c.LocalAddr().(*net.TCPAddr).Port)
-	for {
-		ci, si := totalRetrans(t, c), totalRetrans(t, s)
-		time.Sleep(200 * time.Millisecond) // settled: nothing more retransmitted
-		if ci == totalRetrans(t, c) && si == totalRetrans(t, s) || time.Now().After(deadline) {
-			clientRetrans[port], serverRetrans[port] = ci, si
-			break
-		}
-	}
+	clientRetrans[port], serverRetrans[port] = settledRetrans(t, c, s)
 	require.NoError(t, c.Close())
 	require.NoError(t, s.Close())
 	time.Sleep(200 * time.Millisecond)
 	require.NoError(t, r.Shutdown(context.Background()))
 
-	closes := 0
-	forEachLog(logs.AllLogs(), func(lr plog.LogRecord) {
-		if lr.EventName() != "tcp.connection.close" {
-			return
-		}
-		a := lr.Attributes().AsRaw()
-		port, _ := a["source.port"].(int64)
-		want, ok := clientRetrans[port]
-		if a["tcpconn.direction"] == "inbound" {
-			want, ok = serverRetrans[port]
-		}
-		if !ok {
-			return
-		}
-		closes++
-		var byType int64
-		for k, v := range a {
-			if strings.HasPrefix(k, "tcp.retransmits.") {
-				byType += v.(int64)
-			}
-		}
-		t.Logf("%s port %d: tcp.retransmits %v, by type %d", a["tcpconn.direction"], port, a["tcp.retransmits"], byType)
-		assert.Equal(t, int64(want), a["tcp.retransmits"], "%s close of port %d: TCP_INFO's total", a["tcpconn.direction"], port)
-		assert.Equal(t, int64(want), byType, "%s close of port %d: by type", a["tcpconn.direction"], port)
-	})
-	assert.Equal(t, 2*len(clientRetrans), closes, "both close records of each connection")
+	assert.Equal(t, 2*len(clientRetrans), checkCloseRetransmits(t, logs, clientRetrans, serverRetrans), "both close records of each connection")
 
 	md := metrics.AllMetrics()[len(metrics.AllMetrics())-1]
 	var wantClient, wantServer int64
@@ -174,6 +141,147 @@ func TestKernelRetransmitsByType(t *testing.T) {
 		data += byType[d+"/fast"] + byType[d+"/timeout"] + byType[d+"/tail_loss_probe"]
 	}
 	assert.Positive(t, data, "data retransmits are typed")
+}
+
+// checkCloseRetransmits checks the close records of the connections in
+// client and server (TCP_INFO total_retrans by the client's port): their
+// tcp.retransmits and the sum of their tcp.retransmits.<type> are the
+// socket's. It returns how many it found.
+func checkCloseRetransmits(t *testing.T, logs *consumertest.LogsSink, client, server map[int64]uint32) int {
+	t.Helper()
+	closes := 0
+	forEachLog(logs.AllLogs(), func(lr plog.LogRecord) {
+		if lr.EventName() != "tcp.connection.close" {
+			return
+		}
+		a := lr.Attributes().AsRaw()
+		port, _ := a["source.port"].(int64)
+		want, ok := client[port]
+		if a["tcpconn.direction"] == "inbound" {
+			want, ok = server[port]
+		}
+		if !ok {
+			return
+		}
+		closes++
+		var byType int64
+		for k, v := range a {
+			if strings.HasPrefix(k, "tcp.retransmits.") {
+				byType += v.(int64)
+			}
+		}
+		t.Logf("%s port %d: tcp.retransmits %v, by type %d", a["tcpconn.direction"], port, a["tcp.retransmits"], byType)
+		assert.Equal(t, int64(want), a["tcp.retransmits"], "%s close of port %d: TCP_INFO's total", a["tcpconn.direction"], port)
+		assert.Equal(t, int64(want), byType, "%s close of port %d: by type", a["tcpconn.direction"], port)
+	})
+	return closes
+}
+
+// settledRetrans waits until neither socket retransmits any more (at most
+// 30 s) and returns their TCP_INFO total_retrans.
+func settledRetrans(t *testing.T, c, s net.Conn) (client, server uint32) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ci, si := totalRetrans(t, c), totalRetrans(t, s)
+		time.Sleep(200 * time.Millisecond) // settled: nothing more retransmitted
+		if ci == totalRetrans(t, c) && si == totalRetrans(t, s) || time.Now().After(deadline) {
+			return ci, si
+		}
+	}
+}
+
+// TestKernelRetransmitsByTypeWhileLive: one connection exchanging 64 KiB
+// each way, again and again, with 10 % of its packets lost both ways,
+// reports every 200 ms and a flush every 300 ms. A flush shows its data
+// retransmits in system.network.tcp.retransmits while it is still open
+// (each report adds what grew since the last); after its close each
+// end's types add up to its socket's total_retrans (TCP_INFO), in the
+// metric as on the close record. Over IPv4 and over IPv6.
+func TestKernelRetransmitsByTypeWhileLive(t *testing.T) {
+	for _, family := range []string{"ipv4", "ipv6"} {
+		t.Run(family, func(t *testing.T) { testRetransmitsByTypeWhileLive(t, family == "ipv6") })
+	}
+}
+
+func testRetransmitsByTypeWhileLive(t *testing.T, v6 bool) {
+	const chunk = 64 << 10
+	pair := netnstest.NewPair(t, healthOctet)
+	server, client, firewall := pair.ServerIP, pair.ClientIP, "iptables"
+	if v6 {
+		server, client = pair.AddIPv6(t)
+		firewall = "ip6tables"
+	}
+	l, err := pair.Server.Listen(netip.AddrPortFrom(server, 7340).String())
+	require.NoError(t, err)
+	defer l.Close()
+
+	cfg := createDefaultConfig()
+	cfg.Probe.LockFile = filepath.Join(t.TempDir(), "lock")
+	cfg.ReportInterval = 200 * time.Millisecond
+	cfg.FlushInterval = 300 * time.Millisecond
+	cfg.Logs.FlushInterval = 50 * time.Millisecond
+	cfg.Filter.IncludeCIDRs = []string{netip.PrefixFrom(server, server.BitLen()/2).Masked().String()}
+	names := staticResolver{
+		netip.AddrPortFrom(client, 0): {Workload: "client", WorkloadKind: "Deployment", Namespace: "a"},
+		netip.AddrPortFrom(server, 0): {Workload: "server", WorkloadKind: "Deployment", Namespace: "b"},
+	}
+	metrics, logs := new(consumertest.MetricsSink), new(consumertest.LogsSink)
+	r := startKernelReceiver(t, cfg, names, metrics, logs)
+
+	c, err := pair.Client.Dial(context.Background(), netip.AddrPortFrom(server, 7340).String())
+	require.NoError(t, err)
+	defer c.Close()
+	s, err := l.Accept()
+	require.NoError(t, err)
+	defer s.Close()
+	loss := []struct {
+		ns   *netnstest.NS
+		rule []string
+	}{
+		{pair.Server, []string{"INPUT", "-p", "tcp", "--dport", "7340", "-m", "statistic", "--mode", "random", "--probability", "0.1", "-j", "DROP"}},
+		{pair.Client, []string{"INPUT", "-p", "tcp", "--sport", "7340", "-m", "statistic", "--mode", "random", "--probability", "0.1", "-j", "DROP"}},
+	}
+	for _, l := range loss {
+		l.ns.Exec(t, append([]string{firewall, "-A"}, l.rule...)...)
+	}
+	// Data retransmits in the last flush, while the connection lives.
+	dataLive := func() (n int64) {
+		all := metrics.AllMetrics()
+		if len(all) == 0 {
+			return 0
+		}
+		forEachSumPoint(all[len(all)-1], "system.network.tcp.retransmits", func(dp pmetric.NumberDataPoint) {
+			if typ, _ := dp.Attributes().Get("network.tcp.retransmit.type"); typ.Str() != "syn" && typ.Str() != "syn_ack" {
+				n += dp.IntValue()
+			}
+		})
+		return n
+	}
+	exchanges := 0
+	for deadline := time.Now().Add(time.Minute); dataLive() == 0; exchanges++ {
+		require.True(t, time.Now().Before(deadline), "no data retransmit in a flush while the connection lived (%d exchanges)", exchanges)
+		done := make(chan error, 1)
+		go func() { done <- netnstest.Answer(s, chunk, chunk) }()
+		require.NoError(t, netnstest.Ask(c, chunk, chunk))
+		require.NoError(t, <-done)
+	}
+	t.Logf("data retransmits flushed while open: %d, after %d exchanges", dataLive(), exchanges)
+	for _, l := range loss {
+		l.ns.Exec(t, append([]string{firewall, "-D"}, l.rule...)...)
+	}
+	ci, si := settledRetrans(t, c, s)
+	port := int64(c.LocalAddr().(*net.TCPAddr).Port)
+	require.NoError(t, c.Close())
+	require.NoError(t, s.Close())
+	time.Sleep(200 * time.Millisecond)
+	require.NoError(t, r.Shutdown(context.Background()))
+
+	md := metrics.AllMetrics()[len(metrics.AllMetrics())-1]
+	assert.Equal(t, int64(ci), sumForResource(md, "system.network.tcp.retransmits", "k8s.deployment.name", "client"), "the client's types add up to TCP_INFO's")
+	assert.Equal(t, int64(si), sumForResource(md, "system.network.tcp.retransmits", "k8s.deployment.name", "server"), "the server's types add up to TCP_INFO's")
+	assert.Equal(t, int64(ci), sumForResource(md, "tcp.retransmits", "k8s.deployment.name", "client"))
+	assert.Equal(t, 2, checkCloseRetransmits(t, logs, map[int64]uint32{port: ci}, map[int64]uint32{port: si}), "both close records")
 }
 
 // TestKernelRTTWhileLive runs the real probe with 200ms reports over a
