@@ -171,13 +171,14 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 		st, known = connState{}, false
 	}
 
-	// The retransmits by type counted so far (stored), and the ones the
-	// record's are taken from (typed): reset or taken as a baseline below
-	// wherever counted is.
-	var stored, typed retransmits
+	// The retransmits by type counted so far: reset, or taken as a
+	// baseline, below wherever counted is; retyped once they are no
+	// longer what Table.typed holds. (No array comparisons: they cost a
+	// call each, on every record.)
+	var typed retransmits
+	retyped := false
 	if st.typed {
-		stored = t.typed[rec.ConnID]
-		typed = stored
+		typed = t.typed[rec.ConnID]
 	}
 	switch {
 	case known && st.ignored:
@@ -214,20 +215,21 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 			// Bytes that flowed before the receiver started are not new,
 			// nor are retransmits.
 			st.counted, st.baselined = cur, true
-			typed = rec.RetransmitsByType
+			typed = retransmits(rec.RetransmitsByType)
+			retyped = typed.any()
 		}
 	case begins:
 		switch {
 		case !st.adopted:
 			// A second open under one id: a raw_tp id used again by a
 			// new connection after the old one's close was lost.
-			st.counted, typed = Counters{}, retransmits{}
+			st.counted, typed, retyped = Counters{}, retransmits{}, st.typed
 		case st.baselined:
 			// A walk saw it before its queued open record, and it was the
 			// start-up walk: the connection opened after the probe
 			// started, so what that walk took as its baseline is new
 			// traffic after all.
-			st.counted, st.baselined, typed = Counters{}, false, retransmits{}
+			st.counted, st.baselined, typed, retyped = Counters{}, false, retransmits{}, st.typed
 		}
 		// Otherwise a walk saw it before its queued open record and
 		// counted what it carried then; the record says how it began.
@@ -250,7 +252,7 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 		rec.PeerAddr, rec.PeerPort = st.conn.PeerAddr, st.conn.PeerPort
 	}
 	st.counted = st.counted.Max(cur)
-	o.RetransmitsByType, typed = grown(&rec.RetransmitsByType, typed)
+	o.RetransmitsByType, retyped = typed.grow(&rec.RetransmitsByType, retyped)
 
 	switch rec.Kind {
 	case bpf.KindClose, bpf.KindFailure:
@@ -269,7 +271,7 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 		if !known && len(t.conns) >= t.limit {
 			t.evict()
 		}
-		if typed != stored {
+		if retyped {
 			t.typed[rec.ConnID], st.typed = typed, true
 		}
 		t.conns[rec.ConnID] = st
@@ -301,19 +303,30 @@ func (t *Table) forget(id uint64, st *connState) {
 
 // retransmits are a connection's retransmits by type, as its records
 // carry them (bpf.Record.RetransmitsByType): cumulative.
-type retransmits = [bpf.RetransmitTypes]uint32
+type retransmits [bpf.RetransmitTypes]uint32
 
-// grown returns what cur adds to the retransmits by type already counted,
-// per type (counts only grow, as Counters.Sub), and the counts the next
-// record's are taken from.
-func grown(cur *retransmits, counted retransmits) (d, next retransmits) {
-	for i, n := range cur {
-		if n > counted[i] {
-			d[i] = n - counted[i]
-			counted[i] = n
+// any says whether r counts any retransmit.
+func (r *retransmits) any() bool {
+	for _, n := range r {
+		if n > 0 {
+			return true
 		}
 	}
-	return d, counted
+	return false
+}
+
+// grow returns what cur adds to the retransmits by type already counted,
+// r, per type (counts only grow, as Counters.Sub), and takes cur's into r;
+// changed comes back true if r changed, or if it was.
+func (r *retransmits) grow(cur *[bpf.RetransmitTypes]uint32, changed bool) (d [bpf.RetransmitTypes]uint32, _ bool) {
+	for i, n := range cur {
+		if n > r[i] {
+			d[i] = n - r[i]
+			r[i] = n
+			changed = true
+		}
+	}
+	return d, changed
 }
 
 // TakeEvicted returns the open connections evicted since the last call.
