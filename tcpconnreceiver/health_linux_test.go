@@ -447,12 +447,7 @@ func TestKernelAcceptQueue(t *testing.T) {
 	time.Sleep(400 * time.Millisecond) // report walks see the queue
 	require.NoError(t, r.Shutdown(context.Background()))
 
-	md := metrics.AllMetrics()[len(metrics.AllMetrics())-1]
-	size, ok := serverGauge(md, "system.network.tcp.accept_queue.size", 7330)
-	require.True(t, ok, "the server pod's listener on 7330")
-	assert.Equal(t, int64(2), size)
-	limit, _ := serverGauge(md, "system.network.tcp.accept_queue.limit", 7330)
-	assert.Equal(t, int64(1), limit)
+	assertTwoOfOne(t, metrics.AllMetrics()[len(metrics.AllMetrics())-1], 7330)
 }
 
 // TestKernelListenerHealthIPv6: a pod with IPv6 addresses only, which its
@@ -489,13 +484,8 @@ func TestKernelListenerHealthIPv6(t *testing.T) {
 	require.NoError(t, r.Shutdown(context.Background()))
 
 	md := metrics.AllMetrics()[len(metrics.AllMetrics())-1]
-	for _, port := range []uint16{7350, 7351} {
-		size, ok := serverGauge(md, "system.network.tcp.accept_queue.size", port)
-		require.True(t, ok, "the server pod's listener on %d", port)
-		assert.Equal(t, int64(2), size, "port %d", port)
-		limit, _ := serverGauge(md, "system.network.tcp.accept_queue.limit", port)
-		assert.Equal(t, int64(1), limit, "port %d", port)
-	}
+	assertTwoOfOne(t, md, 7350)
+	assertTwoOfOne(t, md, 7351)
 	assert.Equal(t, overflows, sumForResource(md, "system.network.tcp.accept_queue.overflows", "k8s.deployment.name", "server"))
 	assert.Equal(t, drops, sumForResource(md, "system.network.tcp.listen.drops", "k8s.deployment.name", "server"))
 	assert.Zero(t, sumForResource(md, "system.network.tcp.accept_queue.overflows", "k8s.deployment.name", "client"))
@@ -553,12 +543,7 @@ func TestKernelDualStackListener(t *testing.T) {
 	time.Sleep(400 * time.Millisecond) // report walks see the queue
 	require.NoError(t, r.Shutdown(context.Background()))
 
-	md := metrics.AllMetrics()[len(metrics.AllMetrics())-1]
-	size, ok := serverGauge(md, "system.network.tcp.accept_queue.size", 7360)
-	require.True(t, ok, "the server pod's listener on 7360")
-	assert.Equal(t, int64(2), size)
-	limit, _ := serverGauge(md, "system.network.tcp.accept_queue.limit", 7360)
-	assert.Equal(t, int64(1), limit)
+	assertTwoOfOne(t, metrics.AllMetrics()[len(metrics.AllMetrics())-1], 7360)
 
 	uids := map[int64][]string{}
 	forEachLog(logs.AllLogs(), func(lr plog.LogRecord) {
@@ -585,6 +570,17 @@ func TestKernelDualStackListener(t *testing.T) {
 		assert.Equal(t, u[0], u[1], "one uid on both ends, port %d (%s)", port, ports[port])
 	}
 	assert.Len(t, uids, 2)
+}
+
+// assertTwoOfOne: the server pod's listener on port held 2 connections
+// against a limit of 1 (accept_queue.size and .limit).
+func assertTwoOfOne(t *testing.T, md pmetric.Metrics, port uint16) {
+	t.Helper()
+	size, ok := serverGauge(md, "system.network.tcp.accept_queue.size", port)
+	require.True(t, ok, "the server pod's listener on %d", port)
+	assert.Equal(t, int64(2), size, "port %d", port)
+	limit, _ := serverGauge(md, "system.network.tcp.accept_queue.limit", port)
+	assert.Equal(t, int64(1), limit, "port %d", port)
 }
 
 // serverGauge sums the server pod's points of a gauge on server.port
