@@ -54,8 +54,9 @@ type Pair struct {
 	// BlackHole is an address on the link whose frames nobody receives:
 	// a connect to it times out.
 	BlackHole netip.Addr
-	// serverDev and clientDev: the veth pair's ends.
-	serverDev, clientDev string
+	// ServerDev and ClientDev name the veth pair's ends, in the server's
+	// and the client's namespace.
+	ServerDev, ClientDev string
 }
 
 // NewPair creates a pair under 10.<octet>.<n>.0/24, where octet is the
@@ -79,7 +80,7 @@ func NewPair(tb testing.TB, octet byte) *Pair {
 	p.Server = newNS(tb, "tcs"+tag)
 	p.Client = newNS(tb, "tcc"+tag)
 	vs, vc := "vs"+tag, "vc"+tag
-	p.serverDev, p.clientDev = vs, vc
+	p.ServerDev, p.ClientDev = vs, vc
 	run(tb, "ip", "link", "add", vs, "netns", p.Server.Name, "type", "veth", "peer", "name", vc, "netns", p.Client.Name)
 	p.Server.Exec(tb, "ip", "addr", "add", p.ServerIP.String()+"/24", "dev", vs)
 	p.Client.Exec(tb, "ip", "addr", "add", p.ClientIP.String()+"/24", "dev", vc)
@@ -103,8 +104,8 @@ func (p *Pair) AddIPv6(tb testing.TB) (server, client netip.Addr) {
 	a := p.ServerIP.As4()
 	prefix := fmt.Sprintf("fd00:%d:%x::", a[1], a[2])
 	server, client = netip.MustParseAddr(prefix+"1"), netip.MustParseAddr(prefix+"2")
-	p.Server.Exec(tb, "ip", "-6", "addr", "add", server.String()+"/64", "dev", p.serverDev, "nodad")
-	p.Client.Exec(tb, "ip", "-6", "addr", "add", client.String()+"/64", "dev", p.clientDev, "nodad")
+	p.Server.Exec(tb, "ip", "-6", "addr", "add", server.String()+"/64", "dev", p.ServerDev, "nodad")
+	p.Client.Exec(tb, "ip", "-6", "addr", "add", client.String()+"/64", "dev", p.ClientDev, "nodad")
 	return server, client
 }
 
