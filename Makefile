@@ -14,7 +14,7 @@ export KUBE_BIN_DIR
 CORE_VERSION    := v1.67.0
 CORE_VERSION_X  := v0.161.0
 
-.PHONY: all generate vmlinux build image kube-bin node-bin node-up node-down run test test-unit bench bench-kube bench-nat bench-walk bench-prog bench-memory bench-idle bench-scale overhead overhead-nat lint check-generated check-versions clean
+.PHONY: all generate vmlinux build image kube-bin node-bin node-up node-down run test test-unit bench bench-kube bench-nat bench-walk bench-prog bench-prog-pair bench-memory bench-idle bench-scale overhead overhead-nat lint check-generated check-versions clean
 
 all: build
 
@@ -121,6 +121,11 @@ bench-nat:
 ## bench-prog: the tracepoint program's own run time per connection, by bpf_stats (as root)
 bench-prog:
 	$(GO) test -run '^$$' -bench Program -benchtime 20000x -count 3 ./bpf/
+
+## bench-prog-pair: this build's programs against BASE's (default: issue 17's branch point), per connection by bpf_stats, on four storms, paired rounds (as root; needs git and clang-19)
+BASE ?= e6c6f82
+bench-prog-pair:
+	$(GO) test -run '^$$' -bench ProgramAgainstBase -benchtime 1x -timeout 60m -v ./bpf/ -args -prog.base=$(BASE) -prog.rounds=20
 
 ## bench-walk: one report walk at 10k and 100k open connections (as root)
 bench-walk:

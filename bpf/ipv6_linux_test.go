@@ -1,10 +1,8 @@
 package bpf
 
 import (
-	"fmt"
 	"net/netip"
 	"os/exec"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -12,25 +10,6 @@ import (
 
 	"github.com/tcpconn/tcpconn/internal/netnstest"
 )
-
-// addIPv6 gives the pair's veth ends fd00:205:<n>::1 (server) and ::2
-// (client), n from the pair's IPv4 subnet, and returns them.
-func addIPv6(t *testing.T, pair *netnstest.Pair) (server, client netip.Addr) {
-	t.Helper()
-	n := pair.ServerIP.As4()[2]
-	server = netip.MustParseAddr(fmt.Sprintf("fd00:205:%x::1", n))
-	client = netip.MustParseAddr(fmt.Sprintf("fd00:205:%x::2", n))
-	for _, e := range []struct {
-		ns   *netnstest.NS
-		addr netip.Addr
-	}{{pair.Server, server}, {pair.Client, client}} {
-		out, err := exec.Command("ip", "netns", "exec", e.ns.Name, "ip", "-o", "link", "show", "type", "veth").CombinedOutput()
-		require.NoError(t, err, "%s", out)
-		dev := strings.TrimSpace(strings.SplitN(strings.SplitN(string(out), ":", 3)[1], "@", 2)[0])
-		e.ns.Exec(t, "ip", "-6", "addr", "add", e.addr.String()+"/64", "dev", dev, "nodad")
-	}
-	return server, client
-}
 
 // TestIPv6BytesCauseAndUID: over IPv6, with 3 % of the client's egress
 // dropped, a megabyte each way, closed by the client's RST: each end's
@@ -42,7 +21,7 @@ func TestIPv6BytesCauseAndUID(t *testing.T) {
 		t.Run(string(mode), func(t *testing.T) {
 			const size = 1 << 20
 			pair := netnstest.NewPair(t, lossOctet)
-			server, client := addIPv6(t, pair)
+			server, client := pair.AddIPv6(t)
 			p := loadProbe(t, Options{Mode: mode})
 			col := collect(p, func(r *Record) bool { return r.LocalAddr == server || r.LocalAddr == client })
 			l, err := pair.Server.Listen(netip.AddrPortFrom(server, 9500).String())

@@ -29,19 +29,8 @@ func benchProgram(b *testing.B, mode AttachMode) {
 	pair.Client.Exec(b, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1")
 	target := sink(b, pair, "9100")
 
-	p, err := Load(Options{Mode: mode})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.Close()
-	drained := make(chan struct{})
-	go func() {
-		defer close(drained)
-		var rec Record
-		for p.Read(&rec) != ErrStopped {
-		}
-	}()
-	defer func() { _ = p.Stop(); <-drained }()
+	p, unload := loadDrained(b, Options{Mode: mode})
+	defer unload()
 
 	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 	if err != nil {
@@ -63,6 +52,23 @@ func benchProgram(b *testing.B, mode AttachMode) {
 	b.ReportMetric(ns/float64(b.N), "prog-ns/conn")
 	b.ReportMetric(runs/float64(b.N), "runs/conn")
 	b.ReportMetric(ns/runs, "ns/run")
+}
+
+// loadDrained loads the probe with a reader that discards its records;
+// unload stops and closes it.
+func loadDrained(b *testing.B, opts Options) (p *Probe, unload func()) {
+	p, err := Load(opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		var rec Record
+		for p.Read(&rec) != ErrStopped {
+		}
+	}()
+	return p, func() { _ = p.Stop(); <-drained; _ = p.Close() }
 }
 
 // progStats sums the programs' run counts and run times.

@@ -19,16 +19,22 @@ func sink(t testing.TB, pair *netnstest.Pair, port string) string {
 	l, err := pair.Server.Listen(pair.ServerIP.String() + ":" + port)
 	require.NoError(t, err)
 	t.Cleanup(func() { l.Close() })
+	serve(l, func(c net.Conn) { _, _ = io.Copy(io.Discard, c); c.Close() })
+	return pair.ServerIP.String() + ":" + port
+}
+
+// serve accepts connections on l until it is closed, each handled by
+// handle in a goroutine of its own.
+func serve(l net.Listener, handle func(net.Conn)) {
 	go func() {
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
-			go func() { _, _ = io.Copy(io.Discard, c); c.Close() }()
+			go handle(c)
 		}
 	}()
-	return pair.ServerIP.String() + ":" + port
 }
 
 // openAndClose opens n connections from the client namespace to target,

@@ -67,6 +67,13 @@ func sumWhere(t *testing.T, md pmetric.Metrics, name, key, val string) int64 {
 // key has value val.
 func sumForResource(md pmetric.Metrics, name, key, val string) int64 {
 	var total int64
+	forEachResourceSumPoint(md, name, key, val, func(dp pmetric.NumberDataPoint) { total += dp.IntValue() })
+	return total
+}
+
+// forEachResourceSumPoint calls fn for every point of the named Sum
+// metric under Resources whose attribute key has value val.
+func forEachResourceSumPoint(md pmetric.Metrics, name, key, val string, fn func(pmetric.NumberDataPoint)) {
 	rms := md.ResourceMetrics()
 	for i := range rms.Len() {
 		if v, ok := rms.At(i).Resource().Attributes().Get(key); !ok || v.Str() != val {
@@ -74,9 +81,8 @@ func sumForResource(md pmetric.Metrics, name, key, val string) int64 {
 		}
 		one := pmetric.NewMetrics()
 		rms.At(i).CopyTo(one.ResourceMetrics().AppendEmpty())
-		forEachSumPoint(one, name, func(dp pmetric.NumberDataPoint) { total += dp.IntValue() })
+		forEachSumPoint(one, name, fn)
 	}
-	return total
 }
 
 // forEachMetric calls fn for every metric in md.

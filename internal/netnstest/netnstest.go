@@ -54,6 +54,9 @@ type Pair struct {
 	// BlackHole is an address on the link whose frames nobody receives:
 	// a connect to it times out.
 	BlackHole netip.Addr
+	// ServerDev and ClientDev name the veth pair's ends, in the server's
+	// and the client's namespace.
+	ServerDev, ClientDev string
 }
 
 // NewPair creates a pair under 10.<octet>.<n>.0/24, where octet is the
@@ -77,6 +80,7 @@ func NewPair(tb testing.TB, octet byte) *Pair {
 	p.Server = newNS(tb, "tcs"+tag)
 	p.Client = newNS(tb, "tcc"+tag)
 	vs, vc := "vs"+tag, "vc"+tag
+	p.ServerDev, p.ClientDev = vs, vc
 	run(tb, "ip", "link", "add", vs, "netns", p.Server.Name, "type", "veth", "peer", "name", vc, "netns", p.Client.Name)
 	p.Server.Exec(tb, "ip", "addr", "add", p.ServerIP.String()+"/24", "dev", vs)
 	p.Client.Exec(tb, "ip", "addr", "add", p.ClientIP.String()+"/24", "dev", vc)
@@ -88,6 +92,21 @@ func NewPair(tb testing.TB, octet byte) *Pair {
 	// Frames to this MAC reach the server's veth and are dropped there.
 	p.Client.Exec(tb, "ip", "neigh", "add", p.BlackHole.String(), "lladdr", "02:00:00:00:00:99", "dev", vc, "nud", "permanent")
 	return p
+}
+
+// AddIPv6 gives the pair's veth ends IPv6 addresses in the range that
+// mirrors its IPv4 one, fd00:<octet>:<n>::/64 for 10.<octet>.<n>.0/24
+// (the octet's decimal digits read as hex: fd00:205::/32 for 10.205):
+// ::1 the server, ::2 the client, usable at once (no duplicate address
+// detection). It returns them.
+func (p *Pair) AddIPv6(tb testing.TB) (server, client netip.Addr) {
+	tb.Helper()
+	a := p.ServerIP.As4()
+	prefix := fmt.Sprintf("fd00:%d:%x::", a[1], a[2])
+	server, client = netip.MustParseAddr(prefix+"1"), netip.MustParseAddr(prefix+"2")
+	p.Server.Exec(tb, "ip", "-6", "addr", "add", server.String()+"/64", "dev", p.ServerDev, "nodad")
+	p.Client.Exec(tb, "ip", "-6", "addr", "add", client.String()+"/64", "dev", p.ClientDev, "nodad")
+	return server, client
 }
 
 func newNS(tb testing.TB, name string) *NS {

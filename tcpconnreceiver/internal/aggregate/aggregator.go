@@ -112,9 +112,6 @@ func (a *Aggregator) Add(rec *bpf.Record, o *conntable.Observation) {
 			case bpf.CauseResetSent:
 				s.V.ResetsSent++
 			}
-			for i, n := range o.RetransmitsByType {
-				s.V.RetransmitsByType[i] += uint64(n)
-			}
 			if v.Histograms {
 				if !rec.Start.IsZero() {
 					s.Duration.observe(DurationBounds, rec.Duration().Seconds())
@@ -137,6 +134,9 @@ func (a *Aggregator) Add(rec *bpf.Record, o *conntable.Observation) {
 			s.V.Open--
 		}
 		s.V.Counters = s.V.Counters.Add(o.Delta)
+		for i, n := range o.RetransmitsByType {
+			s.V.RetransmitsByType[i] += uint64(n)
+		}
 	}
 }
 

@@ -64,6 +64,33 @@ func TestAddCountsEventsAndTraffic(t *testing.T) {
 	assert.Equal(t, uint64(1), ok.RTT.Count)
 }
 
+// Retransmits by type are counted from every record that grew them, as
+// the counters are: an open's handshake retransmits, a report's, a
+// close's; a failure's count nowhere, as none of its counters do.
+func TestAddCountsRetransmitsByTypeAsTheyGrow(t *testing.T) {
+	a := New([]ViewSpec{{Kind: ViewWorkload, Project: byPeer}}, Limits{Series: 10})
+	for _, e := range []struct {
+		kind bpf.Kind
+		typ  bpf.RetransmitType
+	}{{bpf.KindOpen, bpf.RetransmitSYN}, {bpf.KindUpdate, bpf.RetransmitFast}, {bpf.KindClose, bpf.RetransmitTimeout}, {bpf.KindFailure, bpf.RetransmitSYN}} {
+		rec, o := record(e.kind, "db", t0)
+		o.RetransmitsByType[e.typ] = 2
+		if e.kind == bpf.KindFailure {
+			rec.Errno = 111
+		}
+		a.Add(rec, o)
+	}
+	var got [bpf.RetransmitTypes]uint64
+	a.Collect(t0, func(views []*View) {
+		views[0].Range(func(k *Key, s *Series) {
+			for i, n := range s.V.RetransmitsByType {
+				got[i] += n
+			}
+		})
+	})
+	assert.Equal(t, [bpf.RetransmitTypes]uint64{bpf.RetransmitSYN: 2, bpf.RetransmitTimeout: 2, bpf.RetransmitFast: 2}, got)
+}
+
 func TestOverflowAndExpiry(t *testing.T) {
 	a := New([]ViewSpec{{Kind: ViewService, Project: byPeer}}, Limits{Series: 2, Expiry: time.Minute})
 	for i, peer := range []string{"a", "b", "c", "d"} {

@@ -17,8 +17,8 @@ type Values struct {
 	// end that sent it (bpf.Record.CloseCause); Refused the connects the
 	// local end refused for want of a listener (AddRefused).
 	ResetsReceived, ResetsSent, Refused uint64
-	// RetransmitsByType: closed connections' retransmits by type
-	// (conntable.Observation.RetransmitsByType).
+	// RetransmitsByType: retransmits by type, as the records of the
+	// series' connections grew them (conntable.Observation.RetransmitsByType).
 	RetransmitsByType [bpf.RetransmitTypes]uint64
 	// ListenOverflows and ListenDrops: the local network namespace's
 	// listener counters (AddListen).

@@ -79,11 +79,12 @@ type Observation struct {
 	// Delta is what the record adds to the counters since the connection's
 	// previous record: the sum over a connection's records is its total.
 	Delta Counters
-	// RetransmitsByType, on a close record, is the connection's
-	// retransmits by type over its life (bpf.Record.RetransmitsByType),
-	// when all of its traffic is counted (not baselined at start): the
-	// table keeps no per-type counts between records, so the types are
-	// counted once, at close. Zero on other records.
+	// RetransmitsByType is what the record adds to the connection's
+	// retransmits by type (bpf.Record.RetransmitsByType) since its
+	// previous record, as Delta is for the counters: a report adds what
+	// grew since the last, the close the rest, so the sum over a
+	// connection is its total (since the baseline, for one open before
+	// the receiver started).
 	RetransmitsByType [bpf.RetransmitTypes]uint32
 	// BecameOpen / WasOpen move the open-connections count.
 	BecameOpen, WasOpen bool

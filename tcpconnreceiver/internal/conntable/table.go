@@ -50,10 +50,16 @@ type connState struct {
 	// translated: the node translated the address the connection dialled
 	// (a Service's); conn.PeerAddr and PeerPort are the backend reached.
 	translated bool
+	// typed: Table.typed holds the connection's retransmits by type
+	// already counted.
+	typed bool
 }
 
 // maxInlineConnState: a map keeps values up to this size in its own
 // slots; a larger connState would cost an allocation per connection.
+// (Hence the retransmits by type counted so far live in Table.typed, for
+// the few connections that retransmit, rather than here: five more
+// counters would take every entry past it.)
 const maxInlineConnState = 128
 
 // learn takes what rec knows of how the connection began.
@@ -96,14 +102,19 @@ var unresolved = &identity.Identity{}
 // against the time the connection started) and the counters already
 // reported. It is owned by one goroutine, the receiver's reader.
 type Table struct {
-	resolver      identity.Resolver
-	backends      identity.BackendResolver
-	nat           natlookup.Lookup
-	local         identity.LocalResolver
-	natLookups    int64
-	natErrors     int64
-	natLastErr    error
-	conns         map[uint64]connState
+	resolver   identity.Resolver
+	backends   identity.BackendResolver
+	nat        natlookup.Lookup
+	local      identity.LocalResolver
+	natLookups int64
+	natErrors  int64
+	natLastErr error
+	conns      map[uint64]connState
+	// typed: the retransmits by type counted so far, of the connections
+	// whose records carried any (connState.typed), so that each record
+	// adds what its types grew by since the last. Most connections never
+	// retransmit: they cost nothing here.
+	typed         map[uint64]retransmits
 	countAdopted  bool
 	adoptExisting bool
 	walk          uint32
@@ -118,7 +129,7 @@ type Table struct {
 // the start-up walk finds open; countAdopted counts what they carried
 // before the start as new traffic.
 func New(r identity.Resolver, adoptExisting, countAdopted bool) *Table {
-	t := &Table{resolver: r, conns: map[uint64]connState{}, adoptExisting: adoptExisting, countAdopted: countAdopted, limit: MaxConns}
+	t := &Table{resolver: r, conns: map[uint64]connState{}, typed: map[uint64]retransmits{}, adoptExisting: adoptExisting, countAdopted: countAdopted, limit: MaxConns}
 	t.backends, _ = r.(identity.BackendResolver)
 	return t
 }
@@ -149,21 +160,30 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 	if known && st.pending && (begins || rec.Kind == bpf.KindClose || t.walk != st.lastWalk) {
 		// Its open record arrived (or never will: a second walk, a close):
 		// the connection starts from here as one never seen.
-		delete(t.conns, rec.ConnID)
+		t.forget(rec.ConnID, &st)
 		st, known, wasPending = connState{}, false, true
 	}
 
 	if known && st.ignored && begins {
 		// Set aside by the start-up walk, but its open record was still
 		// queued: it opened under the probe, and is tracked after all.
-		delete(t.conns, rec.ConnID)
+		t.forget(rec.ConnID, &st)
 		st, known = connState{}, false
 	}
 
+	// The retransmits by type counted so far: reset, or taken as a
+	// baseline, below wherever counted is; retyped once they are no
+	// longer what Table.typed holds. (No array comparisons: they cost a
+	// call each, on every record.)
+	var typed retransmits
+	retyped := false
+	if st.typed {
+		typed = t.typed[rec.ConnID]
+	}
 	switch {
 	case known && st.ignored:
 		if rec.Kind == bpf.KindClose || rec.Kind == bpf.KindFailure {
-			delete(t.conns, rec.ConnID)
+			t.forget(rec.ConnID, &st)
 		} else if rec.Kind == bpf.KindUpdate {
 			st.lastWalk, st.missed = t.walk, 0
 			t.conns[rec.ConnID] = st
@@ -192,21 +212,24 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 		st.conn = ConnOf(rec, local, peer)
 		t.translate(rec, &st)
 		if t.baseline && !t.countAdopted {
-			// Bytes that flowed before the receiver started are not new.
+			// Bytes that flowed before the receiver started are not new,
+			// nor are retransmits.
 			st.counted, st.baselined = cur, true
+			typed = retransmits(rec.RetransmitsByType)
+			retyped = typed.any()
 		}
 	case begins:
 		switch {
 		case !st.adopted:
 			// A second open under one id: a raw_tp id used again by a
 			// new connection after the old one's close was lost.
-			st.counted = Counters{}
+			st.counted, typed, retyped = Counters{}, retransmits{}, st.typed
 		case st.baselined:
 			// A walk saw it before its queued open record, and it was the
 			// start-up walk: the connection opened after the probe
 			// started, so what that walk took as its baseline is new
 			// traffic after all.
-			st.counted, st.baselined = Counters{}, false
+			st.counted, st.baselined, typed, retyped = Counters{}, false, retransmits{}, st.typed
 		}
 		// Otherwise a walk saw it before its queued open record and
 		// counted what it carried then; the record says how it began.
@@ -229,15 +252,13 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 		rec.PeerAddr, rec.PeerPort = st.conn.PeerAddr, st.conn.PeerPort
 	}
 	st.counted = st.counted.Max(cur)
+	o.RetransmitsByType, retyped = typed.grow(&rec.RetransmitsByType, retyped)
 
 	switch rec.Kind {
 	case bpf.KindClose, bpf.KindFailure:
 		o.WasOpen = st.open
-		if rec.Kind == bpf.KindClose && !st.baselined {
-			o.RetransmitsByType = rec.RetransmitsByType
-		}
 		if known {
-			delete(t.conns, rec.ConnID)
+			t.forget(rec.ConnID, &st)
 		}
 		return o, true
 	case bpf.KindUpdate:
@@ -249,6 +270,9 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 	if rec.ConnID != 0 {
 		if !known && len(t.conns) >= t.limit {
 			t.evict()
+		}
+		if retyped {
+			t.typed[rec.ConnID], st.typed = typed, true
 		}
 		t.conns[rec.ConnID] = st
 	}
@@ -266,6 +290,43 @@ func (t *Table) evict() {
 	}
 	t.evicted += int64(len(t.conns))
 	clear(t.conns)
+	clear(t.typed)
+}
+
+// forget removes a connection's entry, with its retransmits by type.
+func (t *Table) forget(id uint64, st *connState) {
+	delete(t.conns, id)
+	if st.typed {
+		delete(t.typed, id)
+	}
+}
+
+// retransmits are a connection's retransmits by type, as its records
+// carry them (bpf.Record.RetransmitsByType): cumulative.
+type retransmits [bpf.RetransmitTypes]uint32
+
+// any says whether r counts any retransmit.
+func (r *retransmits) any() bool {
+	for _, n := range r {
+		if n > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// grow returns what cur adds to the retransmits by type already counted,
+// r, per type (counts only grow, as Counters.Sub), and takes cur's into r;
+// changed comes back true if r changed, or if it was.
+func (r *retransmits) grow(cur *[bpf.RetransmitTypes]uint32, changed bool) (d [bpf.RetransmitTypes]uint32, _ bool) {
+	for i, n := range cur {
+		if n > r[i] {
+			d[i] = n - r[i]
+			r[i] = n
+			changed = true
+		}
+	}
+	return d, changed
 }
 
 // TakeEvicted returns the open connections evicted since the last call.
@@ -392,7 +453,7 @@ func (t *Table) EndWalk() []Conn {
 			t.conns[id] = st
 			continue
 		}
-		delete(t.conns, id)
+		t.forget(id, &st)
 		t.lost++
 		if st.open {
 			gone = append(gone, st.conn)

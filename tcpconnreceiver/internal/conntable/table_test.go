@@ -108,6 +108,9 @@ func TestTrackerAdoptsOrIgnoresConnectionsOpenAtStart(t *testing.T) {
 	require.Empty(t, s.tr.conns, "forgotten at its close")
 }
 
+// The retransmits by type counted so far are kept in Table.typed, for
+// the connections that retransmitted, so that connState stays within a
+// map slot.
 func TestConnStateFitsInMapSlots(t *testing.T) {
 	assert.LessOrEqual(t, unsafe.Sizeof(connState{}), uintptr(maxInlineConnState))
 }
@@ -183,31 +186,49 @@ func TestWalkBeforeOpenWaitsForTheDirection(t *testing.T) {
 	assert.True(t, o.BecameOpen)
 }
 
-// Retransmits by type are counted once, at close, for a connection whose
-// whole traffic is counted; not for one taken as a baseline at start (its
-// types before the start are unknown), nor on other records.
-func TestTrackerRetransmitsByTypeAtClose(t *testing.T) {
-	byType := [bpf.RetransmitTypes]uint32{bpf.RetransmitSYN: 1, bpf.RetransmitFast: 4}
-	with := func(r *bpf.Record) { r.RetransmitsByType, r.Retransmits = byType, 5 }
+// Retransmits by type are counted as they grow: each record adds what its
+// types grew by since the connection's previous record (open, reports,
+// close), so their sum is the close record's; a connection taken as a
+// baseline at start counts from its baseline. The counts live beside the
+// table only for connections that retransmitted, and leave with them.
+func TestTrackerRetransmitsByTypeAsTheyGrow(t *testing.T) {
+	type rt = [bpf.RetransmitTypes]uint32
 	tr := New(identity.AddressOnly{}, true, false)
-	o, _ := tr.Observe(&bpf.Record{Kind: bpf.KindOpen, ConnID: 1, Direction: bpf.DirectionOutbound, Start: t0})
-	assert.Zero(t, o.RetransmitsByType)
-	rec := &bpf.Record{Kind: bpf.KindUpdate, ConnID: 1}
-	with(rec)
-	o, _ = tr.Observe(rec)
-	assert.Zero(t, o.RetransmitsByType, "not on reports")
-	rec = &bpf.Record{Kind: bpf.KindClose, ConnID: 1}
-	with(rec)
-	o, _ = tr.Observe(rec)
-	assert.Equal(t, byType, o.RetransmitsByType, "at close")
+	feed := func(kind bpf.Kind, id uint64, types rt) rt {
+		rec := &bpf.Record{Kind: kind, ConnID: id, Direction: bpf.DirectionOutbound, Start: t0, RetransmitsByType: types}
+		for _, n := range types {
+			rec.Retransmits += uint64(n)
+		}
+		o, keep := tr.Observe(rec)
+		require.True(t, keep)
+		return o.RetransmitsByType
+	}
+	assert.Equal(t, rt{bpf.RetransmitSYN: 1}, feed(bpf.KindOpen, 1, rt{bpf.RetransmitSYN: 1}), "at the open")
+	assert.Equal(t, rt{bpf.RetransmitFast: 4}, feed(bpf.KindUpdate, 1, rt{bpf.RetransmitSYN: 1, bpf.RetransmitFast: 4}), "a report: what grew")
+	assert.Zero(t, feed(bpf.KindUpdate, 1, rt{bpf.RetransmitSYN: 1, bpf.RetransmitFast: 4}), "nothing grew")
+	assert.Equal(t, rt{bpf.RetransmitTimeout: 2, bpf.RetransmitFast: 1},
+		feed(bpf.KindClose, 1, rt{bpf.RetransmitSYN: 1, bpf.RetransmitTimeout: 2, bpf.RetransmitFast: 5}), "the close: the rest")
+	assert.Empty(t, tr.typed, "forgotten at its close")
+
+	assert.Zero(t, feed(bpf.KindOpen, 2, rt{}))
+	assert.Empty(t, tr.typed, "a connection that never retransmitted takes no room")
+	assert.Equal(t, rt{bpf.RetransmitTailLossProbe: 1}, feed(bpf.KindClose, 2, rt{bpf.RetransmitTailLossProbe: 1}), "retransmitted after its last report")
 
 	tr.BeginWalk(true)
-	rec = &bpf.Record{Kind: bpf.KindUpdate, ConnID: 2}
-	with(rec)
-	tr.Observe(rec)
+	assert.Zero(t, feed(bpf.KindUpdate, 3, rt{bpf.RetransmitFast: 7}), "baselined at start")
 	tr.EndWalk()
-	rec = &bpf.Record{Kind: bpf.KindClose, ConnID: 2}
-	with(rec)
-	o, _ = tr.Observe(rec)
-	assert.Zero(t, o.RetransmitsByType, "baselined at start: its types are not all new")
+	assert.Equal(t, rt{bpf.RetransmitFast: 2}, feed(bpf.KindClose, 3, rt{bpf.RetransmitFast: 9}), "counted from its baseline")
+
+	// One that leaves unseen (its close lost) or at the table's bound
+	// takes its counts along.
+	feed(bpf.KindUpdate, 4, rt{bpf.RetransmitFast: 1})
+	for range 2 {
+		tr.BeginWalk(false)
+		tr.EndWalk()
+	}
+	assert.Empty(t, tr.typed, "a lost close")
+	tr.SetLimit(1)
+	feed(bpf.KindOpen, 5, rt{bpf.RetransmitSYN: 1})
+	feed(bpf.KindOpen, 6, rt{})
+	assert.Empty(t, tr.typed, "evicted")
 }

@@ -3653,7 +3653,7 @@ type metricSystemNetworkTCPRetransmits struct {
 // init fills system.network.tcp.retransmits metric with initial data.
 func (m *metricSystemNetworkTCPRetransmits) init() {
 	m.data.SetName("system.network.tcp.retransmits")
-	m.data.SetDescription("otel profile, workload view: segments retransmitted, by network.tcp.retransmit.type, counted at close over the connection's life (tp_btf mode; not for connections open before the receiver started unless adopt counts them, nor connects that failed: their SYNs are on the failure access-log records). Their sum over a connection is its tcp.retransmits. Named as the OpenTelemetry proposal for TCP metrics (semantic-conventions#3682) names it; its values syn and syn_ack are ours.")
+	m.data.SetDescription("otel profile, workload view: segments retransmitted, by network.tcp.retransmit.type, counted as they grow: the open adds its handshake's, each report what grew since the connection's previous record, the close the rest (tp_btf mode; for connections open before the receiver started, from its start; not for connects that failed: their SYNs are on the failure access-log records). Their sum over a connection is its tcp.retransmits. Named as the OpenTelemetry proposal for TCP metrics (semantic-conventions#3682) names it; its values syn and syn_ack are ours.")
 	m.data.SetUnit("{segment}")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)

@@ -3262,7 +3262,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["system.network.tcp.retransmits"] = true
 						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-						assert.Equal(t, "otel profile, workload view: segments retransmitted, by network.tcp.retransmit.type, counted at close over the connection's life (tp_btf mode; not for connections open before the receiver started unless adopt counts them, nor connects that failed: their SYNs are on the failure access-log records). Their sum over a connection is its tcp.retransmits. Named as the OpenTelemetry proposal for TCP metrics (semantic-conventions#3682) names it; its values syn and syn_ack are ours.", mi.Description())
+						assert.Equal(t, "otel profile, workload view: segments retransmitted, by network.tcp.retransmit.type, counted as they grow: the open adds its handshake's, each report what grew since the connection's previous record, the close the rest (tp_btf mode; for connections open before the receiver started, from its start; not for connects that failed: their SYNs are on the failure access-log records). Their sum over a connection is its tcp.retransmits. Named as the OpenTelemetry proposal for TCP metrics (semantic-conventions#3682) names it; its values syn and syn_ack are ours.", mi.Description())
 						assert.Equal(t, "{segment}", mi.Unit())
 						assert.True(t, mi.Sum().IsMonotonic())
 						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
@@ -3294,7 +3294,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["system.network.tcp.retransmits"] = true
 						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-						assert.Equal(t, "otel profile, workload view: segments retransmitted, by network.tcp.retransmit.type, counted at close over the connection's life (tp_btf mode; not for connections open before the receiver started unless adopt counts them, nor connects that failed: their SYNs are on the failure access-log records). Their sum over a connection is its tcp.retransmits. Named as the OpenTelemetry proposal for TCP metrics (semantic-conventions#3682) names it; its values syn and syn_ack are ours.", mi.Description())
+						assert.Equal(t, "otel profile, workload view: segments retransmitted, by network.tcp.retransmit.type, counted as they grow: the open adds its handshake's, each report what grew since the connection's previous record, the close the rest (tp_btf mode; for connections open before the receiver started, from its start; not for connects that failed: their SYNs are on the failure access-log records). Their sum over a connection is its tcp.retransmits. Named as the OpenTelemetry proposal for TCP metrics (semantic-conventions#3682) names it; its values syn and syn_ack are ours.", mi.Description())
 						assert.Equal(t, "{segment}", mi.Unit())
 						assert.True(t, mi.Sum().IsMonotonic())
 						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
