@@ -22,7 +22,7 @@ func BenchmarkWalk(b *testing.B) {
 
 func benchWalk(b *testing.B, conns int) {
 	netnstest.RequireRoot(b)
-	pair := netnstest.NewPair(b, 206)
+	pair := netnstest.NewPair(b, 209)
 	p, err := Load(Options{Mode: AttachTPBTF, RingBufferBytes: 64 << 20})
 	if err != nil {
 		b.Fatal(err)
