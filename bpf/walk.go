@@ -35,11 +35,15 @@ func (p *Probe) CanWalk() error { return p.iterErr }
 // Update records carry the connection's id, addresses and counters but not
 // its start, direction or process: those came with its open record, or
 // the probe never saw it open (it opened before the probe, or its open
-// record was dropped). Walk is for the goroutine that calls Read: a close
-// record Read returns after Walk was produced after the walk saw its
-// connection (a closed socket is not visited), so an update never follows
-// its connection's close; an open record still queued in the ring buffer
-// may follow its connection's first update.
+// record was dropped).
+//
+// The iterator reads each socket under its lock and skips closed ones, so
+// a connection's update is produced before its close record. Read may run
+// on another goroutine meanwhile (see Probe): a reader that takes the
+// walk's records as they come, between Reads, may read a close before the
+// update the walk made of that connection just before it closed, and must
+// drop that update. An open record still queued in the ring buffer may
+// follow its connection's first update.
 func (p *Probe) Walk(visit func(*Record)) (int, error) { return p.walk(visit, false) }
 
 // WalkStart is the start-up walk: Walk, and the update records of
