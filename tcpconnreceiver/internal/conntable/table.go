@@ -144,6 +144,11 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 	}
 	cur := CountersOf(rec)
 	begins := rec.Kind == bpf.KindOpen || rec.Kind == bpf.KindFailure
+	// The start-up walk sets aside, or takes as a baseline, what it
+	// reports only: the reader applies records from the ring buffer while
+	// a walk runs, and those are the probe's own, of connections that
+	// opened or closed under it.
+	baseline := t.baseline && rec.Kind == bpf.KindUpdate
 
 	wasPending := false
 	if known && st.pending && (begins || rec.Kind == bpf.KindClose || t.walk != st.lastWalk) {
@@ -169,13 +174,13 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 			t.conns[rec.ConnID] = st
 		}
 		return o, false
-	case !known && t.baseline && !t.adoptExisting:
+	case !known && baseline && !t.adoptExisting:
 		// Open before the receiver started: left alone to its close.
 		t.conns[rec.ConnID] = connState{ignored: true, lastWalk: t.walk}
 		return o, false
 	case known && st.pending:
 		return o, false // the same walk again (a namespace seen twice)
-	case !known && rec.Kind == bpf.KindUpdate && rec.Direction == bpf.DirectionUnknown && !t.baseline && rec.ConnID != 0 && !wasPending:
+	case !known && rec.Kind == bpf.KindUpdate && rec.Direction == bpf.DirectionUnknown && !baseline && rec.ConnID != 0 && !wasPending:
 		// A periodic walk met a connection it does not know, and cannot
 		// tell its direction: its open record is most likely still
 		// queued. Wait for it, so that the connection is labelled with
@@ -191,7 +196,7 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 		local, peer := t.resolve(rec, nil, nil)
 		st.conn = ConnOf(rec, local, peer)
 		t.translate(rec, &st)
-		if t.baseline && !t.countAdopted {
+		if baseline && !t.countAdopted {
 			// Bytes that flowed before the receiver started are not new.
 			st.counted, st.baselined = cur, true
 		}
@@ -370,7 +375,10 @@ func orUnresolved(id *identity.Identity) *identity.Identity {
 
 // BeginWalk starts a report walk; baseline marks the start-up walk, which
 // takes the counters of the connections open before the receiver started
-// as their baseline (or leaves them alone, when not adopting them).
+// as their baseline (or leaves them alone, when not adopting them). Until
+// EndWalk, the walk's update records may come between records from the
+// ring buffer: a connection's update must come before its close (see
+// bpf.Probe.Walk), an open may come either side of it.
 func (t *Table) BeginWalk(baseline bool) {
 	t.walk++
 	t.baseline = baseline

@@ -211,3 +211,29 @@ func TestTrackerRetransmitsByTypeAtClose(t *testing.T) {
 	o, _ = tr.Observe(rec)
 	assert.Zero(t, o.RetransmitsByType, "baselined at start: its types are not all new")
 }
+
+// The reader applies records from the ring buffer while a walk runs, the
+// start-up walk too: a connection that opens and closes meanwhile is the
+// probe's own, counted in full and never set aside, and the close of one
+// that closed before the walk reached it is counted as after the walk.
+func TestRecordsReadDuringTheStartUpWalkAreNotItsBaseline(t *testing.T) {
+	byType := [bpf.RetransmitTypes]uint32{bpf.RetransmitFast: 2}
+	for _, adopt := range []bool{true, false} {
+		tr := New(identity.AddressOnly{}, adopt, false)
+		tr.BeginWalk(true)
+		o, keep := tr.Observe(&bpf.Record{Kind: bpf.KindOpen, ConnID: 1, Direction: bpf.DirectionOutbound, Start: t0, Time: t0})
+		require.True(t, keep, "adopt_existing %v", adopt)
+		assert.True(t, o.BecameOpen)
+		o, keep = tr.Observe(&bpf.Record{Kind: bpf.KindClose, ConnID: 1, BytesSent: 900, Retransmits: 2, RetransmitsByType: byType, Time: t0.Add(time.Second)})
+		require.True(t, keep)
+		assert.True(t, o.WasOpen)
+		assert.Equal(t, uint64(900), o.Delta.Sent)
+		assert.Equal(t, byType, o.RetransmitsByType, "all of its traffic counted")
+
+		o, keep = tr.Observe(&bpf.Record{Kind: bpf.KindClose, ConnID: 2, BytesSent: 500, Time: t0.Add(time.Second)})
+		require.True(t, keep)
+		assert.Equal(t, uint64(500), o.Delta.Sent)
+		tr.EndWalk()
+		assert.Zero(t, tr.Len(), "nothing left behind")
+	}
+}
