@@ -309,9 +309,13 @@ func (p *Probe) Read(rec *Record) error {
 // ReadNow is Read without the wait: ErrNoData at once when the ring buffer
 // holds no record. The reader drains the ring buffer with it between the
 // batches of a walk that runs on another goroutine, where waiting for the
-// poll deadline would hold the walk up. Like Read, it is for the reader's
-// goroutine, and allocates nothing per record.
+// poll deadline would hold the walk up. Once Stop was called it returns
+// ErrStopped at once, and Read delivers what is left. Like Read, it is for
+// the reader's goroutine, and allocates nothing per record.
 func (p *Probe) ReadNow(rec *Record) error {
+	if p.stopped.Load() {
+		return ErrStopped
+	}
 	if p.reader.AvailableBytes() == 0 {
 		return ErrNoData
 	}
