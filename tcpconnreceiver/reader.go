@@ -150,7 +150,6 @@ func (r *tcpconnReceiver) walk(baseline bool) (int, error) {
 		r.keepBacklogs()
 	}
 	r.lostConns.Store(r.track.Lost())
-	r.applyHeld()
 	return res.n, res.err
 }
 

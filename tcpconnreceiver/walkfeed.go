@@ -94,8 +94,7 @@ type walkResult struct {
 // connection's close, and must be applied first. A close applied first
 // would leave the update to count, or to start tracking, a connection that
 // is gone (bpf.Probe.Walk). The walk's records come in time order, one
-// socket after the other. What is still held when the walk ends is the
-// caller's to apply (applyHeld), after the walk, as before.
+// socket after the other.
 func (r *tcpconnReceiver) follow(walk func(func(*bpf.Record)) (int, error)) walkResult {
 	if r.feed == nil {
 		r.feed = newWalkFeed()
@@ -116,14 +115,18 @@ func (r *tcpconnReceiver) follow(walk func(func(*bpf.Record)) (int, error)) walk
 	for {
 		empty := true
 		if ring {
-			ring, empty = r.drainRing(past)
+			ring, empty = r.drainRing(past, walkDrainMax)
+		}
+		if r.releaseHeld(past) {
+			empty = false
 		}
 		if !empty {
 			select {
 			case b := <-f.full:
 				past = r.applyWalk(b, past)
 			case res := <-done:
-				return r.finishWalk(res, past)
+				r.endWalk(past, ring)
+				return res
 			default:
 			}
 			continue
@@ -132,7 +135,8 @@ func (r *tcpconnReceiver) follow(walk func(func(*bpf.Record)) (int, error)) walk
 		case b := <-f.full:
 			past = r.applyWalk(b, past)
 		case res := <-done:
-			return r.finishWalk(res, past)
+			r.endWalk(past, ring)
+			return res
 		case now := <-tick.C:
 			if r.batcher != nil {
 				r.batcher.Tick(now)
@@ -141,20 +145,28 @@ func (r *tcpconnReceiver) follow(walk func(func(*bpf.Record)) (int, error)) walk
 	}
 }
 
-// finishWalk applies the batches the walk handed over before it ended.
-func (r *tcpconnReceiver) finishWalk(res walkResult, past time.Time) walkResult {
-	for {
-		select {
-		case b := <-r.feed.full:
-			past = r.applyWalk(b, past)
-		default:
-			return res
+// afterEveryWalk is later than any record: once the walk has ended, every
+// record held for it may go.
+var afterEveryWalk = time.Unix(1<<40, 0)
+
+// endWalk applies the batches the walk handed over before it ended, then
+// the records held after its last one, still reading the ring buffer
+// between them: half as many as it applies, so that it ends.
+func (r *tcpconnReceiver) endWalk(past time.Time, ring bool) {
+	f := r.feed
+	for len(f.full) > 0 {
+		past = r.applyWalk(<-f.full, past)
+	}
+	for f.next < len(f.held) {
+		if ring {
+			ring, _ = r.drainRing(afterEveryWalk, walkDrainMax/2)
 		}
+		r.releaseHeld(afterEveryWalk)
 	}
 }
 
-// applyWalk applies one batch of the walk, gives it back, and applies the
-// held records the walk has now passed. It returns the new past.
+// applyWalk applies one batch of the walk and gives it back. It returns
+// the new past.
 func (r *tcpconnReceiver) applyWalk(b []bpf.Record, past time.Time) time.Time {
 	if last := b[len(b)-1].Time; last.After(past) {
 		past = last
@@ -163,25 +175,17 @@ func (r *tcpconnReceiver) applyWalk(b []bpf.Record, past time.Time) time.Time {
 		r.handle(&b[i])
 	}
 	r.feed.free <- b[:0]
-	f := r.feed
-	for f.next < len(f.held) && f.held[f.next].Time.Before(past) {
-		r.handle(&f.held[f.next])
-		f.next++
-	}
-	if f.next == len(f.held) {
-		f.held, f.next = f.held[:0], 0
-	}
 	return past
 }
 
-// drainRing reads what the ring buffer holds, up to walkDrainMax records,
-// and applies each at once when nothing read before it is held and the
-// walk has passed its time, or holds it. empty says the ring buffer was
-// found empty; ok is false once it can no longer be read (stopped, or
-// failed): the read loop then reads it, and says why.
-func (r *tcpconnReceiver) drainRing(past time.Time) (ok, empty bool) {
+// drainRing reads what the ring buffer holds, up to limit records, and
+// applies each at once when nothing read before it is held and the walk
+// has passed its time, or holds it. empty says the ring buffer was found
+// empty; ok is false once it can no longer be read (stopped, or failed):
+// the read loop then reads it, and says why.
+func (r *tcpconnReceiver) drainRing(past time.Time, limit int) (ok, empty bool) {
 	f := r.feed
-	for range walkDrainMax {
+	for range limit {
 		err := r.src.ReadNow(&f.rec)
 		switch {
 		case err == nil:
@@ -200,12 +204,22 @@ func (r *tcpconnReceiver) drainRing(past time.Time) (ok, empty bool) {
 	return true, false
 }
 
-// applyHeld applies the records from the ring buffer that the walk's last
-// record had not passed, in the order they were read.
-func (r *tcpconnReceiver) applyHeld() {
+// releaseHeld applies up to walkDrainMax held records that the walk has
+// passed, in the order they were read, so that the ring buffer is read
+// between them: they may be many, when the walk spent long where it had
+// little to report. It reports whether more are ready.
+func (r *tcpconnReceiver) releaseHeld(past time.Time) bool {
 	f := r.feed
-	for ; f.next < len(f.held); f.next++ {
+	for range walkDrainMax {
+		if f.next == len(f.held) {
+			f.held, f.next = f.held[:0], 0
+			return false
+		}
+		if !f.held[f.next].Time.Before(past) {
+			return false
+		}
 		r.handle(&f.held[f.next])
+		f.next++
 	}
-	f.held, f.next = f.held[:0], 0
+	return f.next < len(f.held) && f.held[f.next].Time.Before(past)
 }
