@@ -101,9 +101,10 @@ bench-nat:
 bench-prog:
 	$(GO) test -run '^$$' -bench Program -benchtime 20000x -count 3 ./bpf/
 
-## bench-walk: one report walk at 10k and 100k open connections (as root)
+## bench-walk: one report walk at 10k and 100k open connections: the kernel's side and its decoding (as root), then the reader's
 bench-walk:
 	$(GO) test -run '^$$' -bench Walk -benchtime 5x -timeout 20m ./bpf/
+	$(GO) test -run '^$$' -bench WalkApply -benchtime 5x -count 6 ./tcpconnreceiver/
 
 ## image: the OCI image (dist/otelcol-tcpconn-image.tar) without a container engine
 image: build
