@@ -24,7 +24,7 @@ type connState struct {
 	counted Counters
 	startNs int64 // Unix nanoseconds; 0 when unknown
 	// handshakeUs: how long the handshake took (bpf.Record.Handshake), in
-	// microseconds: 32 bits keep connState within a map slot.
+	// microseconds: 32 bits keep connState within maxConnState.
 	handshakeUs uint32
 	comm        [16]byte
 	lastWalk    uint32
@@ -52,9 +52,9 @@ type connState struct {
 	translated bool
 }
 
-// maxInlineConnState: a map keeps values up to this size in its own
-// slots; a larger connState would cost an allocation per connection.
-const maxInlineConnState = 128
+// maxConnState: two cache lines. A report walk reads the state of every
+// open connection, in the kernel's order: each costs its lines.
+const maxConnState = 128
 
 // learn takes what rec knows of how the connection began.
 func (st *connState) learn(rec *bpf.Record) {
@@ -103,7 +103,7 @@ type Table struct {
 	natLookups    int64
 	natErrors     int64
 	natLastErr    error
-	conns         map[uint64]connState
+	conns         slots
 	countAdopted  bool
 	adoptExisting bool
 	walk          uint32
@@ -118,7 +118,7 @@ type Table struct {
 // the start-up walk finds open; countAdopted counts what they carried
 // before the start as new traffic.
 func New(r identity.Resolver, adoptExisting, countAdopted bool) *Table {
-	t := &Table{resolver: r, conns: map[uint64]connState{}, adoptExisting: adoptExisting, countAdopted: countAdopted, limit: MaxConns}
+	t := &Table{resolver: r, conns: slots{index: map[uint64]int32{}}, adoptExisting: adoptExisting, countAdopted: countAdopted, limit: MaxConns}
 	t.backends, _ = r.(identity.BackendResolver)
 	return t
 }
@@ -138,9 +138,13 @@ func (t *Table) SetLocal(l identity.LocalResolver) { t.local = l }
 // with what the connection's earlier records said. keep is false for
 // records of connections that are left alone.
 func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
-	st, known := t.conns[rec.ConnID]
+	slot, known := t.conns.index[rec.ConnID]
 	if rec.ConnID == 0 {
 		known = false
+	}
+	var st connState
+	if known {
+		st = t.conns.states[slot]
 	}
 	cur := CountersOf(rec)
 	begins := rec.Kind == bpf.KindOpen || rec.Kind == bpf.KindFailure
@@ -154,29 +158,31 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 	if known && st.pending && (begins || rec.Kind == bpf.KindClose || t.walk != st.lastWalk) {
 		// Its open record arrived (or never will: a second walk, a close):
 		// the connection starts from here as one never seen.
-		delete(t.conns, rec.ConnID)
+		t.conns.remove(rec.ConnID, slot)
 		st, known, wasPending = connState{}, false, true
 	}
 
 	if known && st.ignored && begins {
 		// Set aside by the start-up walk, but its open record was still
 		// queued: it opened under the probe, and is tracked after all.
-		delete(t.conns, rec.ConnID)
+		t.conns.remove(rec.ConnID, slot)
 		st, known = connState{}, false
 	}
 
 	switch {
 	case known && st.ignored:
 		if rec.Kind == bpf.KindClose || rec.Kind == bpf.KindFailure {
-			delete(t.conns, rec.ConnID)
+			t.conns.remove(rec.ConnID, slot)
 		} else if rec.Kind == bpf.KindUpdate {
 			st.lastWalk, st.missed = t.walk, 0
-			t.conns[rec.ConnID] = st
+			t.conns.states[slot] = st
 		}
 		return o, false
 	case !known && baseline && !t.adoptExisting:
 		// Open before the receiver started: left alone to its close.
-		t.conns[rec.ConnID] = connState{ignored: true, lastWalk: t.walk}
+		if rec.ConnID != 0 { // no id, nothing to find it by
+			t.conns.add(rec.ConnID, connState{ignored: true, lastWalk: t.walk})
+		}
 		return o, false
 	case known && st.pending:
 		return o, false // the same walk again (a namespace seen twice)
@@ -185,7 +191,7 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 		// tell its direction: its open record is most likely still
 		// queued. Wait for it, so that the connection is labelled with
 		// its direction from the start.
-		t.conns[rec.ConnID] = connState{pending: true, lastWalk: t.walk}
+		t.conns.add(rec.ConnID, connState{pending: true, lastWalk: t.walk})
 		return o, false
 	case !known:
 		if !begins && rec.Start.IsZero() {
@@ -242,7 +248,7 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 			o.RetransmitsByType = rec.RetransmitsByType
 		}
 		if known {
-			delete(t.conns, rec.ConnID)
+			t.conns.remove(rec.ConnID, slot)
 		}
 		return o, true
 	case bpf.KindUpdate:
@@ -251,11 +257,14 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 	if !st.open {
 		st.open, o.BecameOpen = true, true
 	}
-	if rec.ConnID != 0 {
-		if !known && len(t.conns) >= t.limit {
+	switch {
+	case known:
+		t.conns.states[slot] = st
+	case rec.ConnID != 0:
+		if len(t.conns.index) >= t.limit {
 			t.evict()
 		}
-		t.conns[rec.ConnID] = st
+		t.conns.add(rec.ConnID, st)
 	}
 	return o, true
 }
@@ -264,13 +273,13 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 // records were lost and no report walk removes their connections. The
 // open ones are kept in evictedOpen for the open count to follow.
 func (t *Table) evict() {
-	for _, st := range t.conns {
-		if st.open {
+	for _, slot := range t.conns.index {
+		if st := &t.conns.states[slot]; st.open {
 			t.evictedOpen = append(t.evictedOpen, st.conn)
 		}
 	}
-	t.evicted += int64(len(t.conns))
-	clear(t.conns)
+	t.evicted += int64(len(t.conns.index))
+	t.conns.clear()
 }
 
 // TakeEvicted returns the open connections evicted since the last call.
@@ -391,26 +400,65 @@ func (t *Table) BeginWalk(baseline bool) {
 func (t *Table) EndWalk() []Conn {
 	t.baseline = false
 	var gone []Conn
-	for id, st := range t.conns {
+	for id, slot := range t.conns.index {
+		st := &t.conns.states[slot]
 		if st.lastWalk == t.walk {
 			continue
 		}
 		st.missed++
 		if st.missed < 2 {
-			t.conns[id] = st
 			continue
 		}
-		delete(t.conns, id)
 		t.lost++
 		if st.open {
 			gone = append(gone, st.conn)
 		}
+		t.conns.remove(id, slot)
 	}
 	return gone
 }
 
 // Len is the number of connections in the table.
-func (t *Table) Len() int { return len(t.conns) }
+func (t *Table) Len() int { return len(t.conns.index) }
+
+// slots holds the table's connections: an index by id into states, which
+// are updated where they lie. A map of the states themselves (128 bytes
+// each) was 27 MB at 100k connections (both ends), and every record of a
+// walk cost a lookup that missed the cache and a second one to store the
+// state back; the index is a tenth of that.
+type slots struct {
+	index  map[uint64]int32
+	states []connState
+	// free lists the states no connection holds, for the next to come.
+	free []int32
+}
+
+// add gives id a state: a free one, or one more.
+func (s *slots) add(id uint64, st connState) {
+	var slot int32
+	if n := len(s.free); n > 0 {
+		slot, s.free = s.free[n-1], s.free[:n-1]
+		s.states[slot] = st
+	} else {
+		slot = int32(len(s.states))
+		s.states = append(s.states, st)
+	}
+	s.index[id] = slot
+}
+
+// remove frees id's state, at slot.
+func (s *slots) remove(id uint64, slot int32) {
+	delete(s.index, id)
+	s.states[slot] = connState{} // its identities may go
+	s.free = append(s.free, slot)
+}
+
+// clear frees every state; the memory stays for the connections to come.
+func (s *slots) clear() {
+	clear(s.index)
+	clear(s.states)
+	s.states, s.free = s.states[:0], s.free[:0]
+}
 
 // SetLimit bounds the table below MaxConns (tests of a full table).
 func (t *Table) SetLimit(n int) { t.limit = n }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tcpconn/tcpconn/bpf"
 	"github.com/tcpconn/tcpconn/identity"
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/fixture"
 )
 
 // trackerScript feeds records to a Table and sums what it counted.
@@ -105,11 +106,11 @@ func TestTrackerAdoptsOrIgnoresConnectionsOpenAtStart(t *testing.T) {
 	s.walk(false, 1500)
 	s.feed(bpf.KindClose, 1600, nil)
 	assert.Zero(t, s.sent, "not adopted: left alone")
-	require.Empty(t, s.tr.conns, "forgotten at its close")
+	require.Zero(t, s.tr.Len(), "forgotten at its close")
 }
 
-func TestConnStateFitsInMapSlots(t *testing.T) {
-	assert.LessOrEqual(t, unsafe.Sizeof(connState{}), uintptr(maxInlineConnState))
+func TestConnStateFitsInTwoCacheLines(t *testing.T) {
+	assert.LessOrEqual(t, unsafe.Sizeof(connState{}), uintptr(maxConnState))
 }
 
 // Without adopt_existing, a connection the start-up walk set aside whose
@@ -235,5 +236,26 @@ func TestRecordsReadDuringTheStartUpWalkAreNotItsBaseline(t *testing.T) {
 		assert.Equal(t, uint64(500), o.Delta.Sent)
 		tr.EndWalk()
 		assert.Zero(t, tr.Len(), "nothing left behind")
+	}
+}
+
+// Connections that come and go reuse the states of those gone: the table
+// holds as many as were ever open at once, and a state given up keeps
+// nothing of its connection.
+func TestStatesReusedAfterClose(t *testing.T) {
+	tr := New(fixedResolver(), true, false)
+	for i := range 1000 {
+		for id := range uint64(3) {
+			_, keep := tr.Observe(&bpf.Record{Kind: bpf.KindOpen, ConnID: uint64(i)*3 + id + 1, Direction: bpf.DirectionOutbound, Start: t0, LocalAddr: fixture.ClientAddr, PeerAddr: fixture.ServerAddr})
+			require.True(t, keep)
+		}
+		for id := range uint64(3) {
+			tr.Observe(&bpf.Record{Kind: bpf.KindClose, ConnID: uint64(i)*3 + id + 1})
+		}
+	}
+	assert.Zero(t, tr.Len())
+	assert.Len(t, tr.conns.states, 3, "three open at once at most")
+	for _, st := range tr.conns.states {
+		assert.Zero(t, st, "nothing kept of a closed connection")
 	}
 }
