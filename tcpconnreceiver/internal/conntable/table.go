@@ -400,9 +400,11 @@ func (t *Table) BeginWalk(baseline bool) {
 func (t *Table) EndWalk() []Conn {
 	t.baseline = false
 	var gone []Conn
-	for id, slot := range t.conns.index {
-		st := &t.conns.states[slot]
-		if st.lastWalk == t.walk {
+	// In the order the states lie, not the index's: a walk's worth of
+	// them, read from end to end.
+	for slot := range t.conns.states {
+		id, st := t.conns.ids[slot], &t.conns.states[slot]
+		if id == 0 || st.lastWalk == t.walk {
 			continue
 		}
 		st.missed++
@@ -413,7 +415,7 @@ func (t *Table) EndWalk() []Conn {
 		if st.open {
 			gone = append(gone, st.conn)
 		}
-		t.conns.remove(id, slot)
+		t.conns.remove(id, int32(slot))
 	}
 	return gone
 }
@@ -429,6 +431,8 @@ func (t *Table) Len() int { return len(t.conns.index) }
 type slots struct {
 	index  map[uint64]int32
 	states []connState
+	// ids: the id of each state's connection, 0 where none holds it.
+	ids []uint64
 	// free lists the states no connection holds, for the next to come.
 	free []int32
 }
@@ -438,10 +442,10 @@ func (s *slots) add(id uint64, st connState) {
 	var slot int32
 	if n := len(s.free); n > 0 {
 		slot, s.free = s.free[n-1], s.free[:n-1]
-		s.states[slot] = st
+		s.states[slot], s.ids[slot] = st, id
 	} else {
 		slot = int32(len(s.states))
-		s.states = append(s.states, st)
+		s.states, s.ids = append(s.states, st), append(s.ids, id)
 	}
 	s.index[id] = slot
 }
@@ -449,7 +453,7 @@ func (s *slots) add(id uint64, st connState) {
 // remove frees id's state, at slot.
 func (s *slots) remove(id uint64, slot int32) {
 	delete(s.index, id)
-	s.states[slot] = connState{} // its identities may go
+	s.states[slot], s.ids[slot] = connState{}, 0 // its identities may go
 	s.free = append(s.free, slot)
 }
 
@@ -457,7 +461,7 @@ func (s *slots) remove(id uint64, slot int32) {
 func (s *slots) clear() {
 	clear(s.index)
 	clear(s.states)
-	s.states, s.free = s.states[:0], s.free[:0]
+	s.states, s.ids, s.free = s.states[:0], s.ids[:0], s.free[:0]
 }
 
 // SetLimit bounds the table below MaxConns (tests of a full table).

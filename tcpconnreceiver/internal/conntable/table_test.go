@@ -255,7 +255,8 @@ func TestStatesReusedAfterClose(t *testing.T) {
 	}
 	assert.Zero(t, tr.Len())
 	assert.Len(t, tr.conns.states, 3, "three open at once at most")
-	for _, st := range tr.conns.states {
+	for slot, st := range tr.conns.states {
 		assert.Zero(t, st, "nothing kept of a closed connection")
+		assert.Zero(t, tr.conns.ids[slot])
 	}
 }
