@@ -57,7 +57,12 @@ func send(t *testing.T, c net.Conn, n int) {
 func walkOf(t *testing.T, p *Probe, pair *netnstest.Pair) (client, server map[netip.AddrPort]Record) {
 	t.Helper()
 	client, server = map[netip.AddrPort]Record{}, map[netip.AddrPort]Record{}
+	// The clocks' offset is measured once, at Load: a second either way.
+	before, after := time.Now().Add(-time.Second), time.Now().Add(time.Second)
 	_, err := p.Walk(func(r *Record) {
+		if r.Time.Before(before) || r.Time.After(after) {
+			t.Errorf("walk record's time %v, not during the walk (%v)", r.Time, after.Add(-time.Second))
+		}
 		switch r.LocalAddr {
 		case pair.ClientIP:
 			client[netip.AddrPortFrom(r.LocalAddr, r.LocalPort)] = *r
