@@ -55,6 +55,9 @@ type Probe struct {
 	// nsAddr the address of the namespace being walked.
 	backlogs []Backlog
 	nsAddr   netip.Addr
+	// walkSkipped: the namespaces the last walk found without a TCP
+	// socket, and did not run the iterator in.
+	walkSkipped []uint32
 }
 
 // Load checks the kernel and privileges, loads the probe and attaches it.

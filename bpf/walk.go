@@ -63,7 +63,7 @@ func (p *Probe) walk(visit func(*Record), directions bool) (int, error) {
 		p.walkBuf = make([]byte, walkBufRecords*rawEventSize)
 	}
 	n := 0
-	p.listen, p.listenErr, p.backlogs = p.listen[:0], nil, p.backlogs[:0]
+	p.listen, p.listenErr, p.backlogs, p.walkSkipped = p.listen[:0], nil, p.backlogs[:0], p.walkSkipped[:0]
 	err := inEachNetns(func(ns string) error {
 		ls, err := readListenStats()
 		if err != nil {
@@ -72,6 +72,15 @@ func (p *Probe) walk(visit func(*Record), directions bool) (int, error) {
 			p.listen = append(p.listen, ls)
 		}
 		p.nsAddr = ls.Local
+		if inUse, err := tcpInUse(); err == nil && inUse == 0 {
+			// No TCP socket, listening or not: nothing to report, where
+			// the iterator would still scan every socket of every
+			// namespace (the kernel's socket hash is the host's, and
+			// iter/tcp filters it by namespace), the walk's main cost on
+			// a host of many namespaces.
+			p.walkSkipped = append(p.walkSkipped, ls.NetNS)
+			return nil
+		}
 		var l *Listeners
 		if directions {
 			// Without them the namespace's adopted connections stay
@@ -194,6 +203,28 @@ func readListenStats() (ListenStats, error) {
 		}
 	}
 	return ls, nil
+}
+
+// tcpInUse counts the calling thread's network namespace's TCP sockets
+// in use, IPv4 and IPv6: listening, connected or closing (time-wait ones
+// are not, nor are they reported).
+func tcpInUse() (int, error) {
+	n := 0
+	for _, t := range []struct{ path, prefix string }{{"/proc/thread-self/net/sockstat", "TCP:"}, {"/proc/thread-self/net/sockstat6", "TCP6:"}} {
+		b, err := os.ReadFile(t.path)
+		if errors.Is(err, os.ErrNotExist) && t.prefix == "TCP6:" {
+			continue // no IPv6
+		}
+		if err != nil {
+			return 0, err
+		}
+		m, err := parseSockstatTCP(string(b), t.prefix)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", t.path, err)
+		}
+		n += m
+	}
+	return n, nil
 }
 
 // readListeners reads the listening sockets and the ephemeral port range
