@@ -120,16 +120,9 @@ func (r *tcpconnReceiver) follow(walk func(func(*bpf.Record)) (int, error)) walk
 		if r.releaseHeld(past) {
 			empty = false
 		}
+		wait := tick.C
 		if !empty {
-			select {
-			case b := <-f.full:
-				past = r.applyWalk(b, past)
-			case res := <-done:
-				r.endWalk(past, ring)
-				return res
-			default:
-			}
-			continue
+			wait = goOn // more to read or release: a batch if one is ready, no wait
 		}
 		select {
 		case b := <-f.full:
@@ -137,13 +130,20 @@ func (r *tcpconnReceiver) follow(walk func(func(*bpf.Record)) (int, error)) walk
 		case res := <-done:
 			r.endWalk(past, ring)
 			return res
-		case now := <-tick.C:
-			if r.batcher != nil {
+		case now := <-wait:
+			if empty && r.batcher != nil {
 				r.batcher.Tick(now)
 			}
 		}
 	}
 }
+
+// goOn is always ready: follow's wait when it has more to do.
+var goOn = func() <-chan time.Time {
+	c := make(chan time.Time)
+	close(c)
+	return c
+}()
 
 // afterEveryWalk is later than any record: once the walk has ended, every
 // record held for it may go.

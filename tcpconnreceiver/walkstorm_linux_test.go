@@ -11,14 +11,12 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/plog"
-	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/tcpconn/tcpconn/bpf"
+	"github.com/tcpconn/tcpconn/identity"
 	"github.com/tcpconn/tcpconn/internal/netnstest"
-	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/metadata"
 )
 
 // init lets HoldInChildren run this test binary as a connection holder
@@ -103,29 +101,21 @@ func TestKernelWalkDuringStorm(t *testing.T) {
 	cfg.Filter.IncludeCIDRs = []string{fmt.Sprintf("%d.%d.%d.0/24", walkStormPrefix[0], walkStormPrefix[1], walkStormPrefix[2])}
 
 	probe := &stormProbe{}
-	f := NewFactory()
-	set := receivertest.NewNopSettings(metadata.Type)
 	metrics, logs := new(consumertest.MetricsSink), new(consumertest.LogsSink)
-	mr, err := f.CreateMetrics(context.Background(), set, cfg, metrics)
-	require.NoError(t, err)
-	lr, err := f.CreateLogs(context.Background(), set, cfg, logs)
-	require.NoError(t, err)
-	rcv := mr.(*tcpconnReceiver)
-	probe.read = rcv.recordsRead.Load
-	rcv.open = func(opts bpf.Options) (recordSource, error) {
+	var rcv *tcpconnReceiver
+	probe.read = func() int64 { return rcv.recordsRead.Load() }
+	rcv = startKernelReceiverOn(t, cfg, identity.AddressOnly{}, metrics, logs, func(opts bpf.Options) (recordSource, error) {
 		p, err := bpf.Load(opts)
 		if err != nil {
 			return nil, err
 		}
 		probe.Probe = p
 		return probe, nil
-	}
-	require.NoError(t, mr.Start(context.Background(), componenttest.NewNopHost()))
-	require.NoError(t, lr.Start(context.Background(), componenttest.NewNopHost()))
+	})
 	stopped := false
 	t.Cleanup(func() {
 		if !stopped {
-			_ = mr.Shutdown(context.Background())
+			_ = rcv.Shutdown(context.Background())
 		}
 	})
 	probe.waitWalks(t, 1) // the start-up walk adopted them, and one more
@@ -178,8 +168,7 @@ func TestKernelWalkDuringStorm(t *testing.T) {
 	st, err := probe.Stats()
 	require.NoError(t, err)
 
-	require.NoError(t, mr.Shutdown(context.Background()))
-	require.NoError(t, lr.Shutdown(context.Background()))
+	require.NoError(t, rcv.Shutdown(context.Background()))
 	stopped = true
 
 	assert.Zero(t, st.Dropped, "records dropped in the kernel")
