@@ -67,10 +67,10 @@ func NewPair(tb testing.TB, octet byte) *Pair {
 	return newPair(tb, [3]byte{10, octet, byte(n)}, n)
 }
 
-// NewPairOn creates a pair on the /24 prefix names (three octets): for a
-// test that shares its package's range with another process (a benchmark
-// of the same range, run beside the tests), on a /24 NewPair never picks
-// there.
+// NewPairOn creates a pair on the /24 that prefix names (three octets),
+// not the next one NewPair takes: for a test whose range another process
+// uses with NewPair meanwhile (a benchmark run beside the tests), which
+// starts at .1 and takes a /24 per pair.
 func NewPairOn(tb testing.TB, prefix [3]byte) *Pair {
 	tb.Helper()
 	return newPair(tb, prefix, counter.Add(1))
