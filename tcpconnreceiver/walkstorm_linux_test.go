@@ -102,9 +102,14 @@ func TestKernelWalkDuringStorm(t *testing.T) {
 
 	probe := &stormProbe{}
 	metrics, logs := new(consumertest.MetricsSink), new(consumertest.LogsSink)
-	var rcv *tcpconnReceiver
-	probe.read = func() int64 { return rcv.recordsRead.Load() }
-	rcv = startKernelReceiverOn(t, cfg, identity.AddressOnly{}, metrics, logs, func(opts bpf.Options) (recordSource, error) {
+	var started atomic.Pointer[tcpconnReceiver] // walks begin before Start returns
+	probe.read = func() int64 {
+		if r := started.Load(); r != nil {
+			return r.recordsRead.Load()
+		}
+		return 0
+	}
+	rcv := startKernelReceiverOn(t, cfg, identity.AddressOnly{}, metrics, logs, func(opts bpf.Options) (recordSource, error) {
 		p, err := bpf.Load(opts)
 		if err != nil {
 			return nil, err
@@ -112,6 +117,7 @@ func TestKernelWalkDuringStorm(t *testing.T) {
 		probe.Probe = p
 		return probe, nil
 	})
+	started.Store(rcv)
 	stopped := false
 	t.Cleanup(func() {
 		if !stopped {
