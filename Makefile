@@ -127,9 +127,10 @@ BASE ?= e6c6f82
 bench-prog-pair:
 	$(GO) test -run '^$$' -bench ProgramAgainstBase -benchtime 1x -timeout 60m -v ./bpf/ -args -prog.base=$(BASE) -prog.rounds=20
 
-## bench-walk: one report walk at 10k and 100k open connections (as root)
+## bench-walk: one report walk at 10k and 100k open connections: the kernel's side and its decoding (as root), then the reader's
 bench-walk:
 	$(GO) test -run '^$$' -bench Walk -benchtime 5x -timeout 20m ./bpf/
+	$(GO) test -run '^$$' -bench WalkApply -benchtime 5x -count 6 ./tcpconnreceiver/
 
 ## image: the OCI image (dist/otelcol-tcpconn-image.tar) without a container engine
 image: build

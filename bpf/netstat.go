@@ -73,3 +73,25 @@ func parseNetstat(r io.Reader, s *ListenStats) error {
 	}
 	return nil
 }
+
+// parseSockstatTCP reads how many TCP sockets a /proc/net/sockstat (TCP:)
+// or sockstat6 (TCP6:) table counts in use: the namespace's hashed ones,
+// listening, connected or closing (not time-wait). prefix is "TCP:" or
+// "TCP6:".
+func parseSockstatTCP(table, prefix string) (int, error) {
+	for line := range strings.Lines(table) {
+		f := strings.Fields(line)
+		if len(f) < 3 || f[0] != prefix {
+			continue
+		}
+		if f[1] != "inuse" {
+			return 0, fmt.Errorf("%s %s: not inuse", prefix, f[1])
+		}
+		n, err := strconv.Atoi(f[2])
+		if err != nil {
+			return 0, fmt.Errorf("%s inuse: %w", prefix, err)
+		}
+		return n, nil
+	}
+	return 0, fmt.Errorf("no %s line", prefix)
+}

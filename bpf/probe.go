@@ -23,6 +23,9 @@ import (
 
 // Probe is the loaded and attached eBPF program and its ring buffer reader.
 // Read is for one goroutine; Stop, Stats and Close may be called from any.
+// A walk (Walk, WalkStart, then Listen and Backlogs) is for one goroutine
+// at a time, which may be another than Read's while Read runs: the two
+// share nothing but the decoder, which only reads.
 type Probe struct {
 	mode    AttachMode
 	objs    probeObjects
@@ -31,6 +34,7 @@ type Probe struct {
 	raw     ringbuf.Record
 	dec     decoder
 	poll    time.Duration
+	noWait  bool // ReadNow set the deadline in the past; Read sets it back
 	stopped atomic.Bool
 	stopMu  sync.Mutex
 	statsMu sync.Mutex
@@ -51,6 +55,9 @@ type Probe struct {
 	// nsAddr the address of the namespace being walked.
 	backlogs []Backlog
 	nsAddr   netip.Addr
+	// walkSkipped: the namespaces the last walk found without a TCP
+	// socket, and did not run the iterator in.
+	walkSkipped []uint32
 }
 
 // Load checks the kernel and privileges, loads the probe and attaches it.
@@ -295,6 +302,37 @@ func (p *Probe) FallbackReason() error { return p.fallback }
 // into rec. It returns ErrNoData when none arrived, ErrStopped once Stop was
 // called and the ring buffer is drained, and never allocates per record.
 func (p *Probe) Read(rec *Record) error {
+	if p.noWait {
+		p.noWait = false
+		p.reader.SetDeadline(time.Now().Add(p.poll))
+	}
+	return p.read(rec)
+}
+
+// ReadNow is Read without the wait: ErrNoData at once when the ring buffer
+// holds no record. The reader drains the ring buffer with it between the
+// batches of a walk that runs on another goroutine, where waiting for the
+// poll deadline would hold the walk up. Once Stop was called it returns
+// ErrStopped at once, and Read delivers what is left. Like Read, it is for
+// the reader's goroutine, and allocates nothing per record.
+func (p *Probe) ReadNow(rec *Record) error {
+	if p.stopped.Load() {
+		return ErrStopped
+	}
+	if p.reader.AvailableBytes() == 0 {
+		return ErrNoData
+	}
+	if !p.noWait {
+		// Below wakeup_bytes records come without a wakeup, and the
+		// reader would wait for its deadline even with records there: a
+		// deadline already past reads what is there.
+		p.noWait = true
+		p.reader.SetDeadline(time.Unix(0, 1))
+	}
+	return p.read(rec)
+}
+
+func (p *Probe) read(rec *Record) error {
 	for {
 		err := p.reader.ReadInto(&p.raw)
 		switch {
@@ -306,6 +344,7 @@ func (p *Probe) Read(rec *Record) error {
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			// The deadline only matters when the ring is empty: refresh it
 			// here, not per record.
+			p.noWait = false
 			p.reader.SetDeadline(time.Now().Add(p.poll))
 			if p.stopped.Load() {
 				return ErrStopped
@@ -334,6 +373,7 @@ func (p *Probe) SetPollInterval(d time.Duration) {
 		return
 	}
 	p.poll = d
+	p.noWait = false
 	p.reader.SetDeadline(time.Now().Add(d))
 }
 

@@ -241,3 +241,50 @@ func assertClose(t *testing.T, pair *netnstest.Pair, open, r Record, clientPorts
 		assert.Equal(t, request, r.BytesReceived, "server received")
 	}
 }
+
+// TestReadNowDoesNotWait: ReadNow hands out what the ring buffer holds and
+// returns ErrNoData at once when it is empty, where Read would wait for
+// the poll interval (here a minute, and the few records stay below
+// wakeup_bytes); after Stop it says so, and Read still ends at
+// ErrStopped.
+func TestReadNowDoesNotWait(t *testing.T) {
+	pair := netnstest.NewPair(t, testOctet)
+	p := loadProbe(t, Options{Mode: AttachTPBTF, PollInterval: time.Minute})
+	target := sink(t, pair, "7001")
+	const conns = 3
+	require.NoError(t, openAndClose(pair, target, conns))
+
+	// An open and a close on each end of each connection (the server's
+	// close follows the client's).
+	ours, empty := 0, false
+	var rec Record
+	for deadline := time.Now().Add(10 * time.Second); (ours < 4*conns || !empty) && time.Now().Before(deadline); {
+		start := time.Now()
+		err := p.ReadNow(&rec)
+		require.Less(t, time.Since(start), 500*time.Millisecond, "ReadNow waited")
+		switch {
+		case err == nil:
+			if rec.LocalAddr == pair.ClientIP || rec.LocalAddr == pair.ServerIP {
+				ours++
+			}
+		case errors.Is(err, ErrNoData):
+			empty = ours == 4*conns
+			time.Sleep(time.Millisecond)
+		default:
+			require.NoError(t, err)
+		}
+	}
+	require.Equal(t, 4*conns, ours, "records of the test's connections")
+	require.True(t, empty, "ErrNoData on the empty ring buffer")
+
+	require.NoError(t, p.Stop())
+	require.ErrorIs(t, p.ReadNow(&rec), ErrStopped)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		err := p.Read(&rec)
+		if errors.Is(err, ErrStopped) {
+			break
+		}
+		require.True(t, err == nil || errors.Is(err, ErrNoData), "Read: %v", err)
+		require.True(t, time.Now().Before(deadline), "Read never reported ErrStopped")
+	}
+}

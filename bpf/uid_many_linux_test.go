@@ -18,6 +18,7 @@ import (
 // server's open record of each connection carries the same one.
 func TestConnectionUIDDistinct(t *testing.T) {
 	const n = 100_000
+	netnstest.Heavy(t)
 	pair := netnstest.NewPair(t, lossOctet)
 	p := loadProbe(t, Options{Mode: AttachTPBTF})
 	var mu sync.Mutex

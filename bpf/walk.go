@@ -35,11 +35,15 @@ func (p *Probe) CanWalk() error { return p.iterErr }
 // Update records carry the connection's id, addresses and counters but not
 // its start, direction or process: those came with its open record, or
 // the probe never saw it open (it opened before the probe, or its open
-// record was dropped). Walk is for the goroutine that calls Read: a close
-// record Read returns after Walk was produced after the walk saw its
-// connection (a closed socket is not visited), so an update never follows
-// its connection's close; an open record still queued in the ring buffer
-// may follow its connection's first update.
+// record was dropped).
+//
+// The iterator reads each socket under its lock and skips closed ones, so
+// a connection's update is produced before its close record. Read may run
+// on another goroutine meanwhile (see Probe): a reader that takes the
+// walk's records as they come, between Reads, may read a close before the
+// update the walk made of that connection just before it closed, and must
+// drop that update. An open record still queued in the ring buffer may
+// follow its connection's first update.
 func (p *Probe) Walk(visit func(*Record)) (int, error) { return p.walk(visit, false) }
 
 // WalkStart is the start-up walk: Walk, and the update records of
@@ -59,7 +63,7 @@ func (p *Probe) walk(visit func(*Record), directions bool) (int, error) {
 		p.walkBuf = make([]byte, walkBufRecords*rawEventSize)
 	}
 	n := 0
-	p.listen, p.listenErr, p.backlogs = p.listen[:0], nil, p.backlogs[:0]
+	p.listen, p.listenErr, p.backlogs, p.walkSkipped = p.listen[:0], nil, p.backlogs[:0], p.walkSkipped[:0]
 	err := inEachNetns(func(ns string) error {
 		ls, err := readListenStats()
 		if err != nil {
@@ -68,6 +72,15 @@ func (p *Probe) walk(visit func(*Record), directions bool) (int, error) {
 			p.listen = append(p.listen, ls)
 		}
 		p.nsAddr = ls.Local
+		if inUse, err := tcpInUse(); err == nil && inUse == 0 {
+			// No TCP socket, listening or not: nothing to report, where
+			// the iterator would still scan every socket of every
+			// namespace (the kernel's socket hash is the host's, and
+			// iter/tcp filters it by namespace), the walk's main cost on
+			// a host of many namespaces.
+			p.walkSkipped = append(p.walkSkipped, ls.NetNS)
+			return nil
+		}
 		var l *Listeners
 		if directions {
 			// Without them the namespace's adopted connections stay
@@ -190,6 +203,28 @@ func readListenStats() (ListenStats, error) {
 		}
 	}
 	return ls, nil
+}
+
+// tcpInUse counts the calling thread's network namespace's TCP sockets
+// in use, IPv4 and IPv6: listening, connected or closing (time-wait ones
+// are not, nor are they reported).
+func tcpInUse() (int, error) {
+	n := 0
+	for _, t := range []struct{ path, prefix string }{{"/proc/thread-self/net/sockstat", "TCP:"}, {"/proc/thread-self/net/sockstat6", "TCP6:"}} {
+		b, err := os.ReadFile(t.path)
+		if errors.Is(err, os.ErrNotExist) && t.prefix == "TCP6:" {
+			continue // no IPv6
+		}
+		if err != nil {
+			return 0, err
+		}
+		m, err := parseSockstatTCP(string(b), t.prefix)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", t.path, err)
+		}
+		n += m
+	}
+	return n, nil
 }
 
 // readListeners reads the listening sockets and the ephemeral port range

@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -21,13 +22,19 @@ func BenchmarkWalk(b *testing.B) {
 }
 
 func benchWalk(b *testing.B, conns int) {
+	p := holdForWalk(b, conns)
+	measureWalk(b, p, conns)
+}
+
+// holdForWalk loads the probe and holds conns connections open.
+func holdForWalk(b *testing.B, conns int) *Probe {
 	netnstest.RequireRoot(b)
-	pair := netnstest.NewPair(b, 206)
+	pair := netnstest.NewPair(b, 209)
 	p, err := Load(Options{Mode: AttachTPBTF, RingBufferBytes: 64 << 20})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer p.Close()
+	b.Cleanup(func() { _ = p.Close() })
 	go func() { // keep the ring buffer drained
 		var rec Record
 		for p.Read(&rec) != ErrStopped {
@@ -37,8 +44,12 @@ func benchWalk(b *testing.B, conns int) {
 	start := time.Now()
 	netnstest.HoldInChildren(b, pair, conns)
 	b.Logf("opened %d connections in %v", conns, time.Since(start))
+	return p
+}
 
+func measureWalk(b *testing.B, p *Probe, conns int) {
 	var walked int
+	var err error
 	b.ResetTimer()
 	cpu0 := cpuTime()
 	for b.Loop() {
@@ -54,6 +65,28 @@ func benchWalk(b *testing.B, conns int) {
 	}
 	b.ReportMetric(float64(walked), "sockets")
 	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/walk")
+}
+
+// BenchmarkWalkNamespaces is BenchmarkWalk at 100k connections with ten
+// network namespaces more: idle ones (no TCP socket, which the walk
+// skips), then the same each with a listener, as pods have (the kernel's
+// socket hash is the host's: the iterator scans all of it in each).
+func BenchmarkWalkNamespaces(b *testing.B) {
+	const conns, extra = 100_000, 10
+	p := holdForWalk(b, conns)
+	var nss []*netnstest.NS
+	for i := range extra {
+		nss = append(nss, netnstest.NewNS(b, fmt.Sprintf("tcw%d%d", os.Getpid()%100000, i)))
+	}
+	b.Run(fmt.Sprintf("idle=%d", extra), func(b *testing.B) { measureWalk(b, p, conns) })
+	for _, ns := range nss {
+		l, err := ns.Listen("127.0.0.1:7000")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { l.Close() })
+	}
+	b.Run(fmt.Sprintf("listening=%d", extra), func(b *testing.B) { measureWalk(b, p, conns) })
 }
 
 // cpuTime is this process's user + system CPU time.

@@ -1,9 +1,11 @@
 package bpf
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
@@ -63,7 +65,13 @@ func send(t *testing.T, c net.Conn, n int) {
 func walkOf(t *testing.T, p *Probe, pair *netnstest.Pair) (client, server map[netip.AddrPort]Record) {
 	t.Helper()
 	client, server = map[netip.AddrPort]Record{}, map[netip.AddrPort]Record{}
+	start := time.Now()
+	var first, last time.Time
 	_, err := p.Walk(func(r *Record) {
+		if first.IsZero() {
+			first = r.Time
+		}
+		last = r.Time
 		switch r.LocalAddr {
 		case pair.ClientIP:
 			client[netip.AddrPortFrom(r.LocalAddr, r.LocalPort)] = *r
@@ -72,6 +80,9 @@ func walkOf(t *testing.T, p *Probe, pair *netnstest.Pair) (client, server map[ne
 		}
 	})
 	require.NoError(t, err)
+	// The clocks' offset is measured once, at Load: a second either way.
+	assert.WithinRange(t, first, start.Add(-time.Second), time.Now().Add(time.Second), "the walk's records bear its time")
+	assert.WithinRange(t, last, start.Add(-time.Second), time.Now().Add(time.Second))
 	return client, server
 }
 
@@ -150,4 +161,45 @@ func TestWalkNotSupportedInRawTP(t *testing.T) {
 	p := loadProbe(t, Options{Mode: AttachRawTP})
 	_, err := p.Walk(func(*Record) {})
 	require.ErrorIs(t, err, ErrNotSupported)
+}
+
+// TestWalkSkipsNamespacesWithoutTCP: the walk runs no iterator in a
+// namespace without a TCP socket (each run scans every socket on the
+// host), still reads its listener counters, and walks it again once it
+// has a listener, IPv6 ones counted.
+func TestWalkSkipsNamespacesWithoutTCP(t *testing.T) {
+	pair := netnstest.NewPair(t, testOctet)
+	target := sink(t, pair, "7002")
+	empty := netnstest.NewNS(t, fmt.Sprintf("tce%d", os.Getpid()%100000))
+	p := loadProbe(t, Options{Mode: AttachTPBTF})
+	c, err := pair.Client.Dial(t.Context(), target)
+	require.NoError(t, err)
+	defer c.Close()
+	inode := func(ns *netnstest.NS) uint32 {
+		ino, err := ns.Inode()
+		require.NoError(t, err)
+		return uint32(ino)
+	}
+
+	w, _ := walkOf(t, p, pair)
+	assert.Contains(t, w, netip.MustParseAddrPort(c.LocalAddr().String()))
+	assert.Contains(t, p.walkSkipped, inode(empty))
+	assert.NotContains(t, p.walkSkipped, inode(pair.Client))
+	assert.NotContains(t, p.walkSkipped, inode(pair.Server))
+	read := false
+	require.NoError(t, p.Listen(func(ls ListenStats) { read = read || ls.NetNS == inode(empty) }))
+	assert.True(t, read, "its listener counters read all the same")
+
+	l, err := empty.Listen("[::1]:7003")
+	require.NoError(t, err)
+	defer l.Close()
+	walkOf(t, p, pair)
+	assert.NotContains(t, p.walkSkipped, inode(empty), "an IPv6 listener")
+	var port uint16
+	p.Backlogs(func(b Backlog) {
+		if b.NetNS == inode(empty) {
+			port = b.Port
+		}
+	})
+	assert.Equal(t, uint16(7003), port, "its accept queue reported")
 }

@@ -12,8 +12,9 @@ import (
 
 // readLoop is the only reader of the probe; it ends when the probe is
 // stopped and drained, so records produced before Shutdown are delivered.
-// It also runs the report walks, so that updates and closes of one
-// connection are handled in order.
+// It also applies the report walks, which read the kernel on a goroutine
+// of their own (follow), so that updates and closes of one connection are
+// handled in order by one writer.
 func (r *tcpconnReceiver) readLoop() {
 	defer r.wg.Done()
 	defer close(r.readerDone)
@@ -130,8 +131,9 @@ func (r *tcpconnReceiver) startReports() bool {
 	return true
 }
 
-// walk runs one report walk through handle, then takes the connections it
-// found gone off the open counts. baseline marks the start-up walk.
+// walk runs one report walk through handle, draining the ring buffer
+// meanwhile (follow), then takes the connections it found gone off the
+// open counts. baseline marks the start-up walk.
 func (r *tcpconnReceiver) walk(baseline bool) (int, error) {
 	r.scanNode()
 	r.track.BeginWalk(baseline)
@@ -139,7 +141,7 @@ func (r *tcpconnReceiver) walk(baseline bool) (int, error) {
 	if baseline {
 		walk = r.src.WalkStart
 	}
-	n, err := walk(r.handle)
+	res := r.follow(walk)
 	gone := r.track.EndWalk()
 	if r.agg != nil {
 		r.agg.Forget(gone)
@@ -148,7 +150,7 @@ func (r *tcpconnReceiver) walk(baseline bool) (int, error) {
 		r.keepBacklogs()
 	}
 	r.lostConns.Store(r.track.Lost())
-	return n, err
+	return res.n, res.err
 }
 
 // countRefused adds what each local address refused since the previous

@@ -36,6 +36,10 @@ import (
 // a scripted source to drive the receiver without a kernel.
 type recordSource interface {
 	Read(*bpf.Record) error
+	// ReadNow is Read without the wait, for draining the ring buffer
+	// while a walk runs: ErrNoData at once when it is empty, ErrStopped
+	// at once after Stop.
+	ReadNow(*bpf.Record) error
 	Walk(func(*bpf.Record)) (int, error)
 	// WalkStart is the start-up walk: Walk, with the direction each
 	// namespace's listening sockets tell for connections never seen open.
@@ -92,6 +96,9 @@ type tcpconnReceiver struct {
 	// flusher under its own lock).
 	pipeline
 	selfCounters
+
+	// feed hands the report walks' records to the reader (follow).
+	feed *walkFeed
 
 	startOnce    sync.Once
 	startErr     error

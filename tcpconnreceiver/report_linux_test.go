@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/tcpconn/tcpconn/bpf"
 	"github.com/tcpconn/tcpconn/identity"
 	"github.com/tcpconn/tcpconn/internal/netnstest"
 	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/metadata"
@@ -167,6 +168,15 @@ func TestKernelLongLivedConnections(t *testing.T) {
 
 func startKernelReceiver(t *testing.T, cfg *Config, res identity.Resolver, m *consumertest.MetricsSink, l *consumertest.LogsSink) *tcpconnReceiver {
 	t.Helper()
+	return startKernelReceiverOn(t, cfg, res, m, l, nil)
+}
+
+// startKernelReceiverOn is startKernelReceiver with open, when not nil,
+// in place of loading the probe as the receiver does.
+func startKernelReceiverOn(t *testing.T, cfg *Config, res identity.Resolver, m *consumertest.MetricsSink, l *consumertest.LogsSink,
+	open func(bpf.Options) (recordSource, error),
+) *tcpconnReceiver {
+	t.Helper()
 	netnstest.RequireRoot(t)
 	f := NewFactory()
 	core, seen := observer.New(zap.InfoLevel)
@@ -178,6 +188,9 @@ func startKernelReceiver(t *testing.T, cfg *Config, res identity.Resolver, m *co
 	require.NoError(t, err)
 	r := mr.(*tcpconnReceiver)
 	r.resolver = res
+	if open != nil {
+		r.open = open
+	}
 	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
 	if cfg.ReportInterval > 0 {
 		// The start-up walk runs in the reader after Start returns: what

@@ -35,6 +35,8 @@ type scriptedSource struct {
 	// listen is what Listen reports, backlogs what Backlogs does.
 	listen   []bpf.ListenStats
 	backlogs []bpf.Backlog
+	// onRead, when set, is called (under mu) for each record read.
+	onRead func()
 }
 
 func (s *scriptedSource) Backlogs(fn func(bpf.Backlog)) {
@@ -120,8 +122,7 @@ func (s *scriptedSource) push(recs ...bpf.Record) {
 func (s *scriptedSource) Read(rec *bpf.Record) error {
 	s.mu.Lock()
 	if len(s.recs) > 0 {
-		*rec = s.recs[0]
-		s.recs = s.recs[1:]
+		s.take(rec)
 		s.mu.Unlock()
 		return nil
 	}
@@ -132,6 +133,28 @@ func (s *scriptedSource) Read(rec *bpf.Record) error {
 	}
 	time.Sleep(time.Millisecond)
 	return bpf.ErrNoData
+}
+
+// ReadNow is Read without the wait; after Stop, Read hands out the rest.
+func (s *scriptedSource) ReadNow(rec *bpf.Record) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.stopped:
+		return bpf.ErrStopped
+	case len(s.recs) == 0:
+		return bpf.ErrNoData
+	}
+	s.take(rec)
+	return nil
+}
+
+func (s *scriptedSource) take(rec *bpf.Record) {
+	*rec = s.recs[0]
+	s.recs = s.recs[1:]
+	if s.onRead != nil {
+		s.onRead()
+	}
 }
 
 func (s *scriptedSource) Stop() error {
@@ -173,6 +196,13 @@ func startScripted(t *testing.T, cfg *Config, resolver ...identity.Resolver) *pi
 // compares them with the wall clock, is turned off.
 func startScriptedSource(t *testing.T, cfg *Config, src *scriptedSource, resolver ...identity.Resolver) *pipelines {
 	t.Helper()
+	return startScriptedAs(t, cfg, src, src, resolver...)
+}
+
+// startScriptedAs is startScriptedSource with as, a source built on src,
+// in place of the probe.
+func startScriptedAs(t *testing.T, cfg *Config, src *scriptedSource, as recordSource, resolver ...identity.Resolver) *pipelines {
+	t.Helper()
 	cfg.SeriesExpiry = 0
 	f := NewFactory()
 	set := receivertest.NewNopSettings(metadata.Type)
@@ -183,7 +213,7 @@ func startScriptedSource(t *testing.T, cfg *Config, src *scriptedSource, resolve
 	require.NoError(t, err)
 	require.Same(t, mr, lr, "metrics and logs must share one receiver")
 	p.rcv = mr.(*tcpconnReceiver)
-	p.rcv.open = func(bpf.Options) (recordSource, error) { return p.src, nil }
+	p.rcv.open = func(bpf.Options) (recordSource, error) { return as, nil }
 	if len(resolver) > 0 {
 		p.rcv.resolver = resolver[0]
 	}

@@ -2,6 +2,7 @@ package netnstest
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -10,7 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // Hold opens n connections from client to a listener of its own on target
@@ -150,4 +153,33 @@ func hold(spec string) error {
 	fmt.Println("ready")
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	return nil
+}
+
+// heavyLock is the name, in the abstract socket namespace (of the host's
+// network namespace), that Heavy binds: it goes with its process, and
+// leaves nothing behind.
+const heavyLock = "@tcpconn-heavy-kernel-test"
+
+// Heavy makes the tests that load the host the most (100,000 connections
+// and more) take turns across test processes: go test ./... runs every
+// package's tests at once, and two of them together overflowed the
+// probes' ring buffers, theirs and those of the tests beside them. It
+// waits for the other's end, and holds the turn until the test's.
+func Heavy(tb testing.TB) {
+	tb.Helper()
+	waited := time.Now()
+	for {
+		l, err := net.Listen("unix", heavyLock)
+		if err == nil {
+			if d := time.Since(waited); d > time.Second {
+				tb.Logf("waited %v for another heavy test", d.Round(time.Second))
+			}
+			tb.Cleanup(func() { l.Close() })
+			return
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			tb.Fatalf("take the heavy tests' turn: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -63,20 +63,31 @@ type Pair struct {
 // caller's package's own range and n counts pairs in this process.
 func NewPair(tb testing.TB, octet byte) *Pair {
 	tb.Helper()
-	RequireRoot(tb)
-	if _, err := exec.LookPath("ip"); err != nil {
-		Unavailable(tb, "the ip command (iproute2)")
-	}
 	n := counter.Add(1)
 	if n > 250 {
 		tb.Fatalf("netnstest: more than 250 pairs in one process")
 	}
-	tag := fmt.Sprintf("%d%d", os.Getpid()%100000, n)
-	p := &Pair{
-		ClientIP:  netip.AddrFrom4([4]byte{10, octet, byte(n), 2}),
-		ServerIP:  netip.AddrFrom4([4]byte{10, octet, byte(n), 1}),
-		BlackHole: netip.AddrFrom4([4]byte{10, octet, byte(n), 3}),
+	return newPair(tb, [3]byte{10, octet, byte(n)}, n)
+}
+
+// NewPairOn creates a pair on the /24 that prefix names (three octets),
+// not the next one NewPair takes: for a test whose range another process
+// uses with NewPair meanwhile (a benchmark run beside the tests), which
+// starts at .1 and takes a /24 per pair.
+func NewPairOn(tb testing.TB, prefix [3]byte) *Pair {
+	tb.Helper()
+	return newPair(tb, prefix, counter.Add(1))
+}
+
+func newPair(tb testing.TB, prefix [3]byte, n uint32) *Pair {
+	tb.Helper()
+	RequireRoot(tb)
+	if _, err := exec.LookPath("ip"); err != nil {
+		Unavailable(tb, "the ip command (iproute2)")
 	}
+	tag := fmt.Sprintf("%d%d", os.Getpid()%100000, n)
+	host := func(h byte) netip.Addr { return netip.AddrFrom4([4]byte{prefix[0], prefix[1], prefix[2], h}) }
+	p := &Pair{ClientIP: host(2), ServerIP: host(1), BlackHole: host(3)}
 	p.Server = newNS(tb, "tcs"+tag)
 	p.Client = newNS(tb, "tcc"+tag)
 	vs, vc := "vs"+tag, "vc"+tag

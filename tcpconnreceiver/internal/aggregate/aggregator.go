@@ -34,9 +34,71 @@ type Aggregator struct {
 func New(specs []ViewSpec, limits Limits) *Aggregator {
 	a := &Aggregator{limits: limits, addrs: map[netip.Addr]string{}}
 	for _, s := range specs {
-		a.views = append(a.views, &View{ViewSpec: s, series: map[Key]*Series{}, limit: limits.Series})
+		a.views = append(a.views, &View{ViewSpec: s, series: map[Key]*Series{}, memo: map[memoKey]memo{}, limit: limits.Series})
 	}
 	return a
+}
+
+// memoKey is what a connection's key in a view is made of: a projection
+// reads the connection's ends, direction and family only (see Project),
+// and the view may add the peer's address and port.
+type memoKey struct {
+	local, peer *identity.Identity
+	addr        netip.Addr
+	port        uint16
+	dir         bpf.Direction
+	ipv6        bool
+	err         bpf.ErrorType
+}
+
+// memoPerSeries bounds a view's memo at this many entries per series of
+// its limit.
+const memoPerSeries = 4
+
+// memo is where a memoKey's records go: the series, and whether each
+// record there counts as overflow.
+type memo struct {
+	series   *Series
+	overflow bool
+}
+
+// seriesOf returns the series of c in v, creating it (View.get), and
+// counts the record as overflow where it goes to an overflow series or
+// its peer address to "overflow". The answer is remembered by what the
+// key is made of until the next Collect, the only place series go away:
+// hashing the key's twenty labels at every record and view cost more
+// than the rest of the record (the report walks, which bring every open
+// connection at once, spent a third of their time there).
+func (a *Aggregator) seriesOf(v *View, c *conntable.Conn, e bpf.ErrorType, now time.Time) *Series {
+	mk := memoKey{local: c.Local, peer: c.Peer, dir: c.Direction, ipv6: c.IPv6, err: e}
+	if v.PeerAddr {
+		mk.addr = c.PeerAddr
+	}
+	if v.PeerPort {
+		mk.port = c.PeerPort
+	}
+	if m, ok := v.memo[mk]; ok {
+		m.series.LastSeen = now
+		if m.overflow {
+			v.overflowed++
+		}
+		return m.series
+	}
+	k := a.project(v, c, e)
+	before := v.overflowed
+	s := v.get(k, now)
+	if k.PeerAddr == Overflow && v.PeerAddr && v.overflowed == before {
+		// The address cache was full: the record went to a series whose
+		// peer.address reads "overflow"; it is counted as overflow too.
+		v.overflowed++
+	}
+	// Bounded: several keys share a series (a workload's pods), but a key
+	// per connection (peer.port) would hold an entry per connection until
+	// the next Collect.
+	if len(v.memo) < memoPerSeries*v.limit {
+		v.memo[mk] = memo{series: s, overflow: v.overflowed != before}
+	}
+	return s
 }
 
 // project fills the view's scratch key for a connection.
@@ -87,14 +149,7 @@ func (a *Aggregator) Add(rec *bpf.Record, o *conntable.Observation) {
 		if v.Keep != nil && !v.Keep(c) {
 			continue
 		}
-		k := a.project(v, c, e)
-		overflowed := v.overflowed
-		s := v.get(k, rec.Time)
-		if k.PeerAddr == Overflow && v.PeerAddr && v.overflowed == overflowed {
-			// The address cache was full: the record went to a series whose
-			// peer.address reads "overflow"; it is counted as overflow too.
-			v.overflowed++
-		}
+		s := a.seriesOf(v, c, e, rec.Time)
 		switch rec.Kind {
 		case bpf.KindFailure:
 			s.V.Failed++
@@ -193,6 +248,11 @@ func (a *Aggregator) Forget(conns []conntable.Conn) {
 func (a *Aggregator) Collect(now time.Time, fn func(views []*View)) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	for _, v := range a.views {
+		// What it remembers may name series about to expire, or identities
+		// the resolver has replaced since.
+		clear(v.memo)
+	}
 	if a.limits.Expiry > 0 {
 		for _, v := range a.views {
 			v.expire(now.Add(-a.limits.Expiry))

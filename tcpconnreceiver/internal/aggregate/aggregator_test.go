@@ -214,3 +214,36 @@ func TestPeerAddressCacheBoundedAndExpired(t *testing.T) {
 	assert.Equal(t, []string{"10.0.0.4"}, got)
 	assert.Equal(t, int64(1), overflowed)
 }
+
+// The aggregator remembers each connection's series by its ends (the
+// resolver's shared identities) until the next Collect: records of one
+// series add up there, a record the full view sends to the overflow
+// series is counted as overflow each time, and a series that expired at
+// a Collect starts anew when its connections come back.
+func TestSeriesRememberedUntilCollect(t *testing.T) {
+	local, db, cache := &identity.Identity{}, &identity.Identity{Workload: "db"}, &identity.Identity{Workload: "cache"}
+	a := New([]ViewSpec{{Kind: ViewService, Project: byPeer}}, Limits{Series: 1, Expiry: time.Minute})
+	add := func(peer *identity.Identity, at time.Time) {
+		rec, o := record(bpf.KindOpen, "", at)
+		o.Local, o.Peer = local, peer
+		a.Add(rec, o)
+	}
+	for range 2 {
+		add(db, t0)
+		add(cache, t0) // the view holds one series: to the overflow series
+	}
+	var overflowed int64
+	a.Collect(t0, func(views []*View) { overflowed = views[0].Overflowed() })
+	got := series(a) // an hour later: both expired
+	assert.Equal(t, int64(2), overflowed, "each record sent to the overflow series")
+	assert.Empty(t, got)
+
+	later := t0.Add(2 * time.Hour)
+	add(db, later)
+	add(db, later)
+	got = map[string]*Series{}
+	a.Collect(later, func(views []*View) { views[0].Range(func(k *Key, s *Series) { got[k.Labels[0]] = s }) })
+	require.Contains(t, got, "db", "a new series, not the expired one")
+	assert.Equal(t, uint64(2), got["db"].V.Opened)
+	assert.True(t, later.Equal(got["db"].Start))
+}

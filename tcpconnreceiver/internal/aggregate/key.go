@@ -37,5 +37,8 @@ var overflowKey = func() Key {
 	return k
 }()
 
-// Project fills k for a connection; e is set for failures.
+// Project fills k for a connection; e is set for failures. It reads c's
+// ends (Local, Peer: the resolver's shared values, never modified),
+// Direction and IPv6 only: the aggregator remembers a connection's series
+// by them (Aggregator.seriesOf).
 type Project func(c *conntable.Conn, e bpf.ErrorType, k *Key)

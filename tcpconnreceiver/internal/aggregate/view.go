@@ -51,7 +51,10 @@ type ViewSpec struct {
 type View struct {
 	ViewSpec
 	series map[Key]*Series
-	limit  int
+	// memo: the series of the connections seen since the last Collect
+	// (Aggregator.seriesOf).
+	memo  map[memoKey]memo
+	limit int
 	// overflowed counts records routed to the overflow series.
 	overflowed int64
 	scratch    Key

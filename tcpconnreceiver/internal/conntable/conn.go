@@ -46,7 +46,7 @@ type Conn struct {
 	PeerAddr    netip.Addr
 	PeerPort    uint16
 	// Small fields last: they share the port's word (connState must fit
-	// a map slot).
+	// maxConnState).
 	Direction bpf.Direction
 	IPv6      bool
 }

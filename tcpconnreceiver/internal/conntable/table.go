@@ -24,7 +24,7 @@ type connState struct {
 	counted Counters
 	startNs int64 // Unix nanoseconds; 0 when unknown
 	// handshakeUs: how long the handshake took (bpf.Record.Handshake), in
-	// microseconds: 32 bits keep connState within a map slot.
+	// microseconds: 32 bits keep connState within maxConnState.
 	handshakeUs uint32
 	comm        [16]byte
 	lastWalk    uint32
@@ -55,12 +55,12 @@ type connState struct {
 	typed bool
 }
 
-// maxInlineConnState: a map keeps values up to this size in its own
-// slots; a larger connState would cost an allocation per connection.
-// (Hence the retransmits by type counted so far live in Table.typed, for
-// the few connections that retransmit, rather than here: five more
-// counters would take every entry past it.)
-const maxInlineConnState = 128
+// maxConnState: two cache lines. A report walk reads the state of every
+// open connection, in the kernel's order: each costs its lines. (Hence the
+// retransmits by type counted so far live in Table.typed, for the few
+// connections that retransmit, rather than here: five more counters would
+// take every entry past it.)
+const maxConnState = 128
 
 // learn takes what rec knows of how the connection began.
 func (st *connState) learn(rec *bpf.Record) {
@@ -102,19 +102,19 @@ var unresolved = &identity.Identity{}
 // against the time the connection started) and the counters already
 // reported. It is owned by one goroutine, the receiver's reader.
 type Table struct {
-	resolver   identity.Resolver
-	backends   identity.BackendResolver
-	nat        natlookup.Lookup
-	local      identity.LocalResolver
-	natLookups int64
-	natErrors  int64
-	natLastErr error
-	conns      map[uint64]connState
+	resolver      identity.Resolver
+	backends      identity.BackendResolver
+	nat           natlookup.Lookup
+	local         identity.LocalResolver
+	natLookups    int64
+	natErrors     int64
+	natLastErr    error
+	conns         slots
 	// typed: the retransmits by type counted so far, of the connections
 	// whose records carried any (connState.typed), so that each record
 	// adds what its types grew by since the last. Most connections never
 	// retransmit: they cost nothing here.
-	typed         map[uint64]retransmits
+	typed map[uint64]retransmits
 	countAdopted  bool
 	adoptExisting bool
 	walk          uint32
@@ -129,7 +129,7 @@ type Table struct {
 // the start-up walk finds open; countAdopted counts what they carried
 // before the start as new traffic.
 func New(r identity.Resolver, adoptExisting, countAdopted bool) *Table {
-	t := &Table{resolver: r, conns: map[uint64]connState{}, typed: map[uint64]retransmits{}, adoptExisting: adoptExisting, countAdopted: countAdopted, limit: MaxConns}
+	t := &Table{resolver: r, conns: slots{index: map[uint64]int32{}}, typed: map[uint64]retransmits{}, adoptExisting: adoptExisting, countAdopted: countAdopted, limit: MaxConns}
 	t.backends, _ = r.(identity.BackendResolver)
 	return t
 }
@@ -149,25 +149,34 @@ func (t *Table) SetLocal(l identity.LocalResolver) { t.local = l }
 // with what the connection's earlier records said. keep is false for
 // records of connections that are left alone.
 func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
-	st, known := t.conns[rec.ConnID]
+	slot, known := t.conns.index[rec.ConnID]
 	if rec.ConnID == 0 {
 		known = false
 	}
+	var st connState
+	if known {
+		st = t.conns.states[slot]
+	}
 	cur := CountersOf(rec)
 	begins := rec.Kind == bpf.KindOpen || rec.Kind == bpf.KindFailure
+	// The start-up walk sets aside, or takes as a baseline, what it
+	// reports only: the reader applies records from the ring buffer while
+	// a walk runs, and those are the probe's own, of connections that
+	// opened or closed under it.
+	baseline := t.baseline && rec.Kind == bpf.KindUpdate
 
 	wasPending := false
 	if known && st.pending && (begins || rec.Kind == bpf.KindClose || t.walk != st.lastWalk) {
 		// Its open record arrived (or never will: a second walk, a close):
 		// the connection starts from here as one never seen.
-		t.forget(rec.ConnID, &st)
+		t.forget(rec.ConnID, slot, &st)
 		st, known, wasPending = connState{}, false, true
 	}
 
 	if known && st.ignored && begins {
 		// Set aside by the start-up walk, but its open record was still
 		// queued: it opened under the probe, and is tracked after all.
-		t.forget(rec.ConnID, &st)
+		t.forget(rec.ConnID, slot, &st)
 		st, known = connState{}, false
 	}
 
@@ -183,24 +192,26 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 	switch {
 	case known && st.ignored:
 		if rec.Kind == bpf.KindClose || rec.Kind == bpf.KindFailure {
-			t.forget(rec.ConnID, &st)
+			t.forget(rec.ConnID, slot, &st)
 		} else if rec.Kind == bpf.KindUpdate {
 			st.lastWalk, st.missed = t.walk, 0
-			t.conns[rec.ConnID] = st
+			t.conns.states[slot] = st
 		}
 		return o, false
-	case !known && t.baseline && !t.adoptExisting:
+	case !known && baseline && !t.adoptExisting:
 		// Open before the receiver started: left alone to its close.
-		t.conns[rec.ConnID] = connState{ignored: true, lastWalk: t.walk}
+		if rec.ConnID != 0 { // no id, nothing to find it by
+			t.conns.add(rec.ConnID, connState{ignored: true, lastWalk: t.walk})
+		}
 		return o, false
 	case known && st.pending:
 		return o, false // the same walk again (a namespace seen twice)
-	case !known && rec.Kind == bpf.KindUpdate && rec.Direction == bpf.DirectionUnknown && !t.baseline && rec.ConnID != 0 && !wasPending:
+	case !known && rec.Kind == bpf.KindUpdate && rec.Direction == bpf.DirectionUnknown && !baseline && rec.ConnID != 0 && !wasPending:
 		// A periodic walk met a connection it does not know, and cannot
 		// tell its direction: its open record is most likely still
 		// queued. Wait for it, so that the connection is labelled with
 		// its direction from the start.
-		t.conns[rec.ConnID] = connState{pending: true, lastWalk: t.walk}
+		t.conns.add(rec.ConnID, connState{pending: true, lastWalk: t.walk})
 		return o, false
 	case !known:
 		if !begins && rec.Start.IsZero() {
@@ -211,7 +222,7 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 		local, peer := t.resolve(rec, nil, nil)
 		st.conn = ConnOf(rec, local, peer)
 		t.translate(rec, &st)
-		if t.baseline && !t.countAdopted {
+		if baseline && !t.countAdopted {
 			// Bytes that flowed before the receiver started are not new,
 			// nor are retransmits.
 			st.counted, st.baselined = cur, true
@@ -258,7 +269,7 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 	case bpf.KindClose, bpf.KindFailure:
 		o.WasOpen = st.open
 		if known {
-			t.forget(rec.ConnID, &st)
+			t.forget(rec.ConnID, slot, &st)
 		}
 		return o, true
 	case bpf.KindUpdate:
@@ -267,14 +278,20 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 	if !st.open {
 		st.open, o.BecameOpen = true, true
 	}
-	if rec.ConnID != 0 {
-		if !known && len(t.conns) >= t.limit {
+	switch {
+	case known:
+		if retyped {
+			t.typed[rec.ConnID], st.typed = typed, true
+		}
+		t.conns.states[slot] = st
+	case rec.ConnID != 0:
+		if len(t.conns.index) >= t.limit {
 			t.evict()
 		}
 		if retyped {
 			t.typed[rec.ConnID], st.typed = typed, true
 		}
-		t.conns[rec.ConnID] = st
+		t.conns.add(rec.ConnID, st)
 	}
 	return o, true
 }
@@ -283,22 +300,23 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 // records were lost and no report walk removes their connections. The
 // open ones are kept in evictedOpen for the open count to follow.
 func (t *Table) evict() {
-	for _, st := range t.conns {
-		if st.open {
+	for _, slot := range t.conns.index {
+		if st := &t.conns.states[slot]; st.open {
 			t.evictedOpen = append(t.evictedOpen, st.conn)
 		}
 	}
-	t.evicted += int64(len(t.conns))
-	clear(t.conns)
+	t.evicted += int64(len(t.conns.index))
+	t.conns.clear()
 	clear(t.typed)
 }
 
-// forget removes a connection's entry, with its retransmits by type.
-func (t *Table) forget(id uint64, st *connState) {
-	delete(t.conns, id)
-	if st.typed {
+// forget removes a connection's entry, at slot, with its retransmits by
+// type.
+func (t *Table) forget(id uint64, slot int32, st *connState) {
+	if st.typed { // before remove, which clears the slot st may point at
 		delete(t.typed, id)
 	}
+	t.conns.remove(id, slot)
 }
 
 // retransmits are a connection's retransmits by type, as its records
@@ -431,7 +449,10 @@ func orUnresolved(id *identity.Identity) *identity.Identity {
 
 // BeginWalk starts a report walk; baseline marks the start-up walk, which
 // takes the counters of the connections open before the receiver started
-// as their baseline (or leaves them alone, when not adopting them).
+// as their baseline (or leaves them alone, when not adopting them). Until
+// EndWalk, the walk's update records may come between records from the
+// ring buffer: a connection's update must come before its close (see
+// bpf.Probe.Walk), an open may come either side of it.
 func (t *Table) BeginWalk(baseline bool) {
 	t.walk++
 	t.baseline = baseline
@@ -444,26 +465,69 @@ func (t *Table) BeginWalk(baseline bool) {
 func (t *Table) EndWalk() []Conn {
 	t.baseline = false
 	var gone []Conn
-	for id, st := range t.conns {
-		if st.lastWalk == t.walk {
+	// In the order the states lie, not the index's: a walk's worth of
+	// them, read from end to end.
+	for slot := range t.conns.states {
+		id, st := t.conns.ids[slot], &t.conns.states[slot]
+		if id == 0 || st.lastWalk == t.walk {
 			continue
 		}
 		st.missed++
 		if st.missed < 2 {
-			t.conns[id] = st
 			continue
 		}
-		t.forget(id, &st)
 		t.lost++
 		if st.open {
 			gone = append(gone, st.conn)
 		}
+		t.forget(id, int32(slot), st)
 	}
 	return gone
 }
 
 // Len is the number of connections in the table.
-func (t *Table) Len() int { return len(t.conns) }
+func (t *Table) Len() int { return len(t.conns.index) }
+
+// slots holds the table's connections: an index by id into states, which
+// are updated where they lie. A map of the states themselves (128 bytes
+// each) was 27 MB at 100k connections (both ends), and every record of a
+// walk cost a lookup that missed the cache and a second one to store the
+// state back; the index is a tenth of that.
+type slots struct {
+	index  map[uint64]int32
+	states []connState
+	// ids: the id of each state's connection, 0 where none holds it.
+	ids []uint64
+	// free lists the states no connection holds, for the next to come.
+	free []int32
+}
+
+// add gives id a state: a free one, or one more.
+func (s *slots) add(id uint64, st connState) {
+	var slot int32
+	if n := len(s.free); n > 0 {
+		slot, s.free = s.free[n-1], s.free[:n-1]
+		s.states[slot], s.ids[slot] = st, id
+	} else {
+		slot = int32(len(s.states))
+		s.states, s.ids = append(s.states, st), append(s.ids, id)
+	}
+	s.index[id] = slot
+}
+
+// remove frees id's state, at slot.
+func (s *slots) remove(id uint64, slot int32) {
+	delete(s.index, id)
+	s.states[slot], s.ids[slot] = connState{}, 0 // its identities may go
+	s.free = append(s.free, slot)
+}
+
+// clear frees every state; the memory stays for the connections to come.
+func (s *slots) clear() {
+	clear(s.index)
+	clear(s.states)
+	s.states, s.ids, s.free = s.states[:0], s.ids[:0], s.free[:0]
+}
 
 // SetLimit bounds the table below MaxConns (tests of a full table).
 func (t *Table) SetLimit(n int) { t.limit = n }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tcpconn/tcpconn/bpf"
 	"github.com/tcpconn/tcpconn/identity"
+	"github.com/tcpconn/tcpconn/tcpconnreceiver/internal/fixture"
 )
 
 // trackerScript feeds records to a Table and sums what it counted.
@@ -105,14 +106,14 @@ func TestTrackerAdoptsOrIgnoresConnectionsOpenAtStart(t *testing.T) {
 	s.walk(false, 1500)
 	s.feed(bpf.KindClose, 1600, nil)
 	assert.Zero(t, s.sent, "not adopted: left alone")
-	require.Empty(t, s.tr.conns, "forgotten at its close")
+	require.Zero(t, s.tr.Len(), "forgotten at its close")
 }
 
 // The retransmits by type counted so far are kept in Table.typed, for
-// the connections that retransmitted, so that connState stays within a
-// map slot.
-func TestConnStateFitsInMapSlots(t *testing.T) {
-	assert.LessOrEqual(t, unsafe.Sizeof(connState{}), uintptr(maxInlineConnState))
+// the connections that retransmitted, so that connState stays within two
+// cache lines.
+func TestConnStateFitsInTwoCacheLines(t *testing.T) {
+	assert.LessOrEqual(t, unsafe.Sizeof(connState{}), uintptr(maxConnState))
 }
 
 // Without adopt_existing, a connection the start-up walk set aside whose
@@ -231,4 +232,52 @@ func TestTrackerRetransmitsByTypeAsTheyGrow(t *testing.T) {
 	feed(bpf.KindOpen, 5, rt{bpf.RetransmitSYN: 1})
 	feed(bpf.KindOpen, 6, rt{})
 	assert.Empty(t, tr.typed, "evicted")
+}
+
+// The reader applies records from the ring buffer while a walk runs, the
+// start-up walk too: a connection that opens and closes meanwhile is the
+// probe's own, counted in full and never set aside, and the close of one
+// that closed before the walk reached it is counted as after the walk.
+func TestRecordsReadDuringTheStartUpWalkAreNotItsBaseline(t *testing.T) {
+	byType := [bpf.RetransmitTypes]uint32{bpf.RetransmitFast: 2}
+	for _, adopt := range []bool{true, false} {
+		tr := New(identity.AddressOnly{}, adopt, false)
+		tr.BeginWalk(true)
+		o, keep := tr.Observe(&bpf.Record{Kind: bpf.KindOpen, ConnID: 1, Direction: bpf.DirectionOutbound, Start: t0, Time: t0})
+		require.True(t, keep, "adopt_existing %v", adopt)
+		assert.True(t, o.BecameOpen)
+		o, keep = tr.Observe(&bpf.Record{Kind: bpf.KindClose, ConnID: 1, BytesSent: 900, Retransmits: 2, RetransmitsByType: byType, Time: t0.Add(time.Second)})
+		require.True(t, keep)
+		assert.True(t, o.WasOpen)
+		assert.Equal(t, uint64(900), o.Delta.Sent)
+		assert.Equal(t, byType, o.RetransmitsByType, "all of its traffic counted")
+
+		o, keep = tr.Observe(&bpf.Record{Kind: bpf.KindClose, ConnID: 2, BytesSent: 500, Time: t0.Add(time.Second)})
+		require.True(t, keep)
+		assert.Equal(t, uint64(500), o.Delta.Sent)
+		tr.EndWalk()
+		assert.Zero(t, tr.Len(), "nothing left behind")
+	}
+}
+
+// Connections that come and go reuse the states of those gone: the table
+// holds as many as were ever open at once, and a state given up keeps
+// nothing of its connection.
+func TestStatesReusedAfterClose(t *testing.T) {
+	tr := New(fixedResolver(), true, false)
+	for i := range 1000 {
+		for id := range uint64(3) {
+			_, keep := tr.Observe(&bpf.Record{Kind: bpf.KindOpen, ConnID: uint64(i)*3 + id + 1, Direction: bpf.DirectionOutbound, Start: t0, LocalAddr: fixture.ClientAddr, PeerAddr: fixture.ServerAddr})
+			require.True(t, keep)
+		}
+		for id := range uint64(3) {
+			tr.Observe(&bpf.Record{Kind: bpf.KindClose, ConnID: uint64(i)*3 + id + 1})
+		}
+	}
+	assert.Zero(t, tr.Len())
+	assert.Len(t, tr.conns.states, 3, "three open at once at most")
+	for slot, st := range tr.conns.states {
+		assert.Zero(t, st, "nothing kept of a closed connection")
+		assert.Zero(t, tr.conns.ids[slot])
+	}
 }
