@@ -59,10 +59,10 @@ type Options struct {
 	// series; per local end it is added to that end's attributes.
 	Resource pcommon.Resource
 	// Self is Resource plus the collector's own service.name and
-	// service.instance.id: the Resource of the self-metrics, and of every
-	// series in profiles without a Resource per local end (istio, kmesh),
-	// so an agent's own series are told apart from its workloads' and
-	// from a gateway's. Empty: Resource.
+	// service.instance.id: the Resource of the self-metrics in profiles
+	// with a Resource per local end (otel), so an agent's own series are
+	// told apart from its workloads' and from a gateway's; elsewhere the
+	// self-metrics join the series on Resource. Empty: Resource.
 	Self pcommon.Resource
 	// Chunk, when positive, starts a new ResourceMetrics (with the same
 	// Resource) every Chunk series on the shared Resource. The generated
@@ -123,15 +123,11 @@ func (e *Emitter) Emit(agg *aggregate.Aggregator, now time.Time, self SelfMetric
 
 func (e *Emitter) resource() pcommon.Resource { return e.copyOf(e.base) }
 
-// sharedResource is the Resource of the series no local end names: the
-// receiver's with a Resource per local end (the ends it could not name),
-// else the collector's own (self).
-func (e *Emitter) sharedResource() pcommon.Resource {
-	if e.prof.LocalResource != nil {
-		return e.resource()
-	}
-	return e.copyOf(e.self)
-}
+// sharedResource is the Resource of the series no local end names (the
+// ends the receiver could not name, or every series of the istio and kmesh
+// profiles, whose Prometheus label sets are Istio's and Kmesh's exactly:
+// the collector's service there would add job and instance).
+func (e *Emitter) sharedResource() pcommon.Resource { return e.resource() }
 
 func (e *Emitter) copyOf(r pcommon.Resource) pcommon.Resource {
 	res := pcommon.NewResource()
