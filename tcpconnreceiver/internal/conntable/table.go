@@ -102,19 +102,19 @@ var unresolved = &identity.Identity{}
 // against the time the connection started) and the counters already
 // reported. It is owned by one goroutine, the receiver's reader.
 type Table struct {
-	resolver      identity.Resolver
-	backends      identity.BackendResolver
-	nat           natlookup.Lookup
-	local         identity.LocalResolver
-	natLookups    int64
-	natErrors     int64
-	natLastErr    error
-	conns         slots
+	resolver   identity.Resolver
+	backends   identity.BackendResolver
+	nat        natlookup.Lookup
+	local      identity.LocalResolver
+	natLookups int64
+	natErrors  int64
+	natLastErr error
+	conns      slots
 	// typed: the retransmits by type counted so far, of the connections
 	// whose records carried any (connState.typed), so that each record
 	// adds what its types grew by since the last. Most connections never
 	// retransmit: they cost nothing here.
-	typed map[uint64]retransmits
+	typed         map[uint64]retransmits
 	countAdopted  bool
 	adoptExisting bool
 	walk          uint32
