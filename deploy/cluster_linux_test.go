@@ -203,14 +203,22 @@ type clientSpec struct {
 	conns             int
 	request, response int
 	hold, hostNetwork bool
+	// delay before the first connection: 3s when empty (see podSpec).
+	delay string
 }
 
 func (s clientSpec) podSpec(restart corev1.RestartPolicy) corev1.PodSpec {
 	// The API server publishes a pod's address a moment after its
-	// containers start: connections before that are named on the client's
-	// side (its namespace) but not on the server's (see README,
-	// Troubleshooting). Clients wait for it, as most real ones do.
-	args := []string{"client", "-delay", "3s", "-target", s.target, "-conns", strconv.Itoa(s.conns),
+	// containers start. A connection before that is named on both ends
+	// when both are on this node (the client by its namespace, the server's
+	// peer by the client's socket), but a pod that takes a finished pod's
+	// address would be named as that pod by the other end (README,
+	// Troubleshooting): clients wait for it unless a test says not to.
+	delay := s.delay
+	if delay == "" {
+		delay = "3s"
+	}
+	args := []string{"client", "-delay", delay, "-target", s.target, "-conns", strconv.Itoa(s.conns),
 		"-request", strconv.Itoa(s.request), "-response", strconv.Itoa(s.response)}
 	if s.hold {
 		args = append(args, "-hold")

@@ -313,6 +313,12 @@ func TestResolvePodByUID(t *testing.T) {
 	assert.Equal(t, "web-1", id.Pod)
 	assert.Empty(t, id.Service)
 	assert.Nil(t, r.ResolvePod("00000000-0000-0000-0000-000000000000", 1, identity.RoleClient))
+	// A pod the API server has no address of yet: named by its UID.
+	early := obj.Pod(kubetest.PodSpec{Namespace: "shop", Name: "early-1", Node: "node-a"})
+	require.Eventually(t, func() bool {
+		id := r.ResolvePod(string(early.UID), 41000, identity.RoleClient)
+		return id != nil && id.Pod == "early-1"
+	}, 10*time.Second, 10*time.Millisecond, "a pod without an address, by its UID")
 	node := r.ResolveNode("node-a")
 	require.NotNil(t, node)
 	assert.Equal(t, "Node", node.WorkloadKind)

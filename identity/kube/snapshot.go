@@ -142,10 +142,14 @@ func buildSnapshot(src sources, cfg *Config) *snapshot {
 
 	for _, p := range src.pods {
 		ips := podIPs(p)
+		e := &podEntry{uid: p.UID, start: p.CreationTimestamp.Time, end: podEnd(p), id: podIdentity(p, src.owners, s.zones[p.Spec.NodeName], cfg), ips: ips}
 		if len(ips) == 0 {
+			// By UID only: its network namespace names it (ResolvePod)
+			// before the API server has its address, which is when a
+			// pod's very first connections come.
+			s.byUID[p.UID] = e
 			continue
 		}
-		e := &podEntry{uid: p.UID, start: p.CreationTimestamp.Time, end: podEnd(p), id: podIdentity(p, src.owners, s.zones[p.Spec.NodeName], cfg), ips: ips}
 		if p.Spec.HostNetwork {
 			e.ports = declaredPorts(p)
 			for _, ip := range ips {

@@ -168,8 +168,10 @@ func (o Objects) Pod(s PodSpec) *corev1.Pod {
 		o.TB.Fatal(err)
 	}
 	created.Status.Phase = corev1.PodRunning
-	created.Status.PodIP = s.IP
-	created.Status.PodIPs = []corev1.PodIP{{IP: s.IP}}
+	if s.IP != "" { // none: the kubelet has not reported the pod's address yet
+		created.Status.PodIP = s.IP
+		created.Status.PodIPs = []corev1.PodIP{{IP: s.IP}}
+	}
 	updated, err := o.Client.CoreV1().Pods(s.Namespace).UpdateStatus(o.ctx(), created, metav1.UpdateOptions{})
 	if err != nil {
 		o.TB.Fatal(err)

@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
+	"github.com/tcpconn/tcpconn/bpf"
 	"github.com/tcpconn/tcpconn/identity"
 )
 
@@ -95,3 +97,39 @@ func TestLocalEndByNetNS(t *testing.T) {
 	o, _ = tr.Observe(&open)
 	assert.Equal(t, "frontend", o.Local.Workload, "unknown namespace: the address")
 }
+
+// A peer the resolver does not know (a pod whose address the API server
+// has not published yet) is named by the other socket of the connection
+// when that socket is on this node and its own end is named by its
+// namespace; a socket at that address whose peer is someone else is not
+// the other end.
+func TestPeerByTheOtherSocketOnTheNode(t *testing.T) {
+	tr := New(nobody{}, true, false)
+	batch := &identity.Identity{Pod: "export-1", Workload: "export", WorkloadKind: "Job"}
+	tr.SetLocal(byNetNS{netns: 4026532001, id: batch})
+	client, server := netip.MustParseAddr("10.9.0.2"), netip.MustParseAddr("10.9.0.1")
+	o, keep := tr.Observe(&bpf.Record{Kind: bpf.KindOpen, ConnID: 1, NetNS: 4026532001, Direction: bpf.DirectionOutbound, Time: t0,
+		LocalAddr: client, LocalPort: 40000, PeerAddr: server, PeerPort: 8080})
+	require.True(t, keep)
+	assert.Equal(t, "export", o.Local.Workload)
+
+	o, keep = tr.Observe(&bpf.Record{Kind: bpf.KindOpen, ConnID: 2, NetNS: 4026532002, Direction: bpf.DirectionInbound, Time: t0,
+		LocalAddr: server, LocalPort: 8080, PeerAddr: client, PeerPort: 40000})
+	require.True(t, keep)
+	assert.Equal(t, "export", o.Peer.Workload, "the client's socket names the server's peer")
+
+	o, _ = tr.Observe(&bpf.Record{Kind: bpf.KindOpen, ConnID: 3, NetNS: 4026532002, Direction: bpf.DirectionInbound, Time: t0,
+		LocalAddr: server, LocalPort: 9090, PeerAddr: client, PeerPort: 40000})
+	assert.Empty(t, o.Peer.Workload, "that socket's peer is another end: not this connection's")
+
+	tr.Observe(&bpf.Record{Kind: bpf.KindClose, ConnID: 1, NetNS: 4026532001, Time: t0.Add(time.Second),
+		LocalAddr: client, LocalPort: 40000, PeerAddr: server, PeerPort: 8080})
+	o, _ = tr.Observe(&bpf.Record{Kind: bpf.KindOpen, ConnID: 4, NetNS: 4026532002, Direction: bpf.DirectionInbound, Time: t0,
+		LocalAddr: server, LocalPort: 8080, PeerAddr: client, PeerPort: 40000})
+	assert.Empty(t, o.Peer.Workload, "a closed socket names nobody")
+}
+
+// nobody is a resolver that knows no address yet.
+type nobody struct{}
+
+func (nobody) Resolve(netip.Addr, uint16, time.Time, identity.Role) *identity.Identity { return nil }

@@ -114,7 +114,15 @@ type Table struct {
 	// whose records carried any (connState.typed), so that each record
 	// adds what its types grew by since the last. Most connections never
 	// retransmit: they cost nothing here.
-	typed         map[uint64]retransmits
+	typed map[uint64]retransmits
+	// locals: the connections on this node by their local address and
+	// port, so that a peer the resolver does not know (a pod whose address
+	// the API server has not published yet) is named as the socket at its
+	// end, when that socket is one of ours (see mirror). Cleared at each
+	// walk, whose records put the live connections back, so it holds at
+	// most what opened between two walks besides them; an entry whose
+	// connection left is checked at use.
+	locals        map[netip.AddrPort]uint64
 	countAdopted  bool
 	adoptExisting bool
 	walk          uint32
@@ -129,7 +137,7 @@ type Table struct {
 // the start-up walk finds open; countAdopted counts what they carried
 // before the start as new traffic.
 func New(r identity.Resolver, adoptExisting, countAdopted bool) *Table {
-	t := &Table{resolver: r, conns: slots{index: map[uint64]int32{}}, typed: map[uint64]retransmits{}, adoptExisting: adoptExisting, countAdopted: countAdopted, limit: MaxConns}
+	t := &Table{resolver: r, conns: slots{index: map[uint64]int32{}}, typed: map[uint64]retransmits{}, locals: map[netip.AddrPort]uint64{}, adoptExisting: adoptExisting, countAdopted: countAdopted, limit: MaxConns}
 	t.backends, _ = r.(identity.BackendResolver)
 	return t
 }
@@ -278,6 +286,9 @@ func (t *Table) Observe(rec *bpf.Record) (o Observation, keep bool) {
 	if !st.open {
 		st.open, o.BecameOpen = true, true
 	}
+	if rec.ConnID != 0 && (!known || rec.Kind == bpf.KindUpdate) && st.conn.Local != unresolved && !rec.LocalAddr.IsLoopback() {
+		t.locals[netip.AddrPortFrom(rec.LocalAddr, rec.LocalPort)] = rec.ConnID
+	}
 	switch {
 	case known:
 		if retyped {
@@ -308,6 +319,7 @@ func (t *Table) evict() {
 	t.evicted += int64(len(t.conns.index))
 	t.conns.clear()
 	clear(t.typed)
+	clear(t.locals)
 }
 
 // forget removes a connection's entry, at slot, with its retransmits by
@@ -378,9 +390,34 @@ func (t *Table) resolve(rec *bpf.Record, local, peer *identity.Identity) (*ident
 		local = orUnresolved(id)
 	}
 	if peer == nil || peer == unresolved {
-		peer = orUnresolved(t.resolver.Resolve(rec.PeerAddr, rec.PeerPort, at, peerRole))
+		id := t.resolver.Resolve(rec.PeerAddr, rec.PeerPort, at, peerRole)
+		if id == nil {
+			id = t.mirror(rec)
+		}
+		peer = orUnresolved(id)
 	}
 	return local, peer
+}
+
+// mirror is the local end of the connection's other socket when that
+// socket is on this node too and its own end is named (by its network
+// namespace, which needs no API server): the socket whose local address
+// and port are rec's peer and whose peer is rec's local end (after the
+// node's translation, for a client that dialled a ClusterIP).
+func (t *Table) mirror(rec *bpf.Record) *identity.Identity {
+	id, ok := t.locals[netip.AddrPortFrom(rec.PeerAddr, rec.PeerPort)]
+	if !ok || id == rec.ConnID {
+		return nil
+	}
+	slot, ok := t.conns.index[id]
+	if !ok {
+		return nil
+	}
+	other := &t.conns.states[slot].conn
+	if other.Local == nil || other.Local == unresolved || other.PeerAddr != rec.LocalAddr || other.PeerPort != rec.LocalPort {
+		return nil
+	}
+	return other.Local
 }
 
 // began is when rec's connection started, for resolving its ends as they
@@ -454,6 +491,7 @@ func orUnresolved(id *identity.Identity) *identity.Identity {
 // ring buffer: a connection's update must come before its close (see
 // bpf.Probe.Walk), an open may come either side of it.
 func (t *Table) BeginWalk(baseline bool) {
+	clear(t.locals)
 	t.walk++
 	t.baseline = baseline
 }
