@@ -98,7 +98,7 @@ func (e *Emitter) Emit(agg *aggregate.Aggregator, now time.Time, self SelfMetric
 		} else {
 			e.emitShared(views, ts, now)
 		}
-		md = e.mb.Emit(metadata.WithResource(e.sharedResource()))
+		md = e.mb.Emit(metadata.WithResource(e.resource()))
 		if e.delta {
 			markDelta(md)
 		}
@@ -121,13 +121,12 @@ func (e *Emitter) Emit(agg *aggregate.Aggregator, now time.Time, self SelfMetric
 	return md
 }
 
+// resource is the receiver's Resource: that of the series no local end
+// names (the ends the receiver could not name, or every series of the
+// istio and kmesh profiles, whose Prometheus label sets are Istio's and
+// Kmesh's exactly: the collector's service there would add job and
+// instance).
 func (e *Emitter) resource() pcommon.Resource { return e.copyOf(e.base) }
-
-// sharedResource is the Resource of the series no local end names (the
-// ends the receiver could not name, or every series of the istio and kmesh
-// profiles, whose Prometheus label sets are Istio's and Kmesh's exactly:
-// the collector's service there would add job and instance).
-func (e *Emitter) sharedResource() pcommon.Resource { return e.resource() }
 
 func (e *Emitter) copyOf(r pcommon.Resource) pcommon.Resource {
 	res := pcommon.NewResource()
@@ -162,7 +161,7 @@ func (e *Emitter) emitShared(views []*aggregate.View, ts pcommon.Timestamp, now 
 			d := e.advance(s, now)
 			pv.Record(e.mb, ts, k, &d)
 			if n++; e.chunk > 0 && n%e.chunk == 0 {
-				e.mb.EmitForResource(metadata.WithResource(e.sharedResource()))
+				e.mb.EmitForResource(metadata.WithResource(e.resource()))
 			}
 		})
 	}
