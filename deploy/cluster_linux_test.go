@@ -183,13 +183,7 @@ func (c *cluster) waitProgrammed(ip string) {
 	c.t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
-		var out []byte
-		if c.node.ProxyMode == "nftables" {
-			out, _ = exec.Command("nft", "list", "table", "ip", "kube-proxy").Output()
-		} else {
-			out, _ = exec.Command("iptables", "-t", "nat", "-S", "KUBE-SERVICES").Output()
-		}
-		if strings.Contains(string(out), ip) {
+		if c.node.Programmed(ip) {
 			return
 		}
 		time.Sleep(200 * time.Millisecond)

@@ -3,6 +3,7 @@ package kubenode
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -16,6 +17,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/tcpconn/tcpconn/internal/kubetest"
 )
 
 // AppImage runs testapp (serve, client); PauseImage is the same binary as
@@ -84,4 +87,17 @@ func image(layer v1.Layer, entrypoint []string) (v1.Image, error) {
 	cfg.Architecture, cfg.OS = "amd64", "linux"
 	cfg.Config = v1.Config{Entrypoint: entrypoint}
 	return mutate.ConfigFile(img, cfg)
+}
+
+// UpWithTestImages builds the test workloads' images into dir, then brings
+// a node up in dir/node with kube-proxy in mode and those images plus
+// images imported, within three minutes: what the tests and nodectl share.
+func UpWithTestImages(dir, mode string, images ...string) (*Node, error) {
+	test, err := BuildTestImages(dir)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	return Up(ctx, Options{Dir: filepath.Join(dir, "node"), BinDir: kubetest.BinDir(), ProxyMode: mode, Images: append([]string{test}, images...)})
 }

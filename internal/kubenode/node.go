@@ -161,19 +161,20 @@ func Up(ctx context.Context, opts Options) (n *Node, err error) {
 	if err := n.start("kube-proxy", "--config="+n.path("kube-proxy.yaml"), "--v=1"); err != nil {
 		return n, err
 	}
-	return n, n.poll(ctx, "kube-proxy's rules", 60*time.Second, n.proxyProgrammed)
+	return n, n.poll(ctx, "kube-proxy's rules", 60*time.Second, func() (bool, error) { return n.Programmed("10.211.0.1"), nil })
 }
 
-// proxyProgrammed says whether kube-proxy has written the kubernetes
-// Service's rule, in the tables of its mode.
-func (n *Node) proxyProgrammed() (bool, error) {
+// Programmed says whether kube-proxy has written a rule for the Service
+// address ip (the kubernetes Service's is 10.211.0.1), in the tables of
+// its mode.
+func (n *Node) Programmed(ip string) bool {
 	var out []byte
 	if n.ProxyMode == "nftables" {
 		out, _ = exec.Command("nft", "list", "table", "ip", "kube-proxy").Output()
 	} else {
 		out, _ = exec.Command("iptables", "-t", "nat", "-S", "KUBE-SERVICES").Output()
 	}
-	return bytes.Contains(out, []byte("10.211.0.1")), nil
+	return bytes.Contains(out, []byte(ip))
 }
 
 // MissingError says what a node needs that this machine lacks.

@@ -1,7 +1,6 @@
 package kubenode
 
 import (
-	"context"
 	"os"
 	"testing"
 	"time"
@@ -24,15 +23,8 @@ func Start(tb testing.TB, mode string, images ...string) *Node {
 			netnstest.Unavailable(tb, "image "+img+" (make image)")
 		}
 	}
-	dir := tb.TempDir()
-	test, err := BuildTestImages(dir)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
 	start := time.Now()
-	n, err := Up(ctx, Options{Dir: dir + "/node", BinDir: kubetest.BinDir(), ProxyMode: mode, Images: append([]string{test}, images...)})
+	n, err := UpWithTestImages(tb.TempDir(), mode, images...)
 	if err != nil {
 		tb.Fatalf("node up: %v", err)
 	}

@@ -9,7 +9,6 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"log"
@@ -18,7 +17,6 @@ import (
 	"time"
 
 	"github.com/tcpconn/tcpconn/internal/kubenode"
-	"github.com/tcpconn/tcpconn/internal/kubetest"
 )
 
 func main() {
@@ -57,14 +55,8 @@ func up(dir, proxy string, images []string) error {
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return err
 	}
-	test, err := kubenode.BuildTestImages(abs)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
 	start := time.Now()
-	n, err := kubenode.Up(ctx, kubenode.Options{Dir: filepath.Join(abs, "node"), BinDir: kubetest.BinDir(), ProxyMode: proxy, Images: append([]string{test}, images...)})
+	n, err := kubenode.UpWithTestImages(abs, proxy, images...)
 	if err != nil {
 		return err
 	}
