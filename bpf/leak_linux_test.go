@@ -88,5 +88,5 @@ func TestBackupProgramIsOptional(t *testing.T) {
 	require.NoError(t, err)
 	defer without.Close()
 	assert.Equal(t, with-1, links()-before, "one link fewer without the backup")
-	assert.Len(t, without.links, 3, "the probe alone on inet_sock_set_state, and the tcp_send_reset and tcp_retransmit_skb programs")
+	assert.Len(t, without.links, 4, "the probe alone on inet_sock_set_state, the tcp_send_reset program, and the tcp_retransmit_skb program with its own backup")
 }

@@ -122,10 +122,11 @@ var modeObjects = map[AttachMode]struct {
 	// for their close record; none in raw_tp mode (no sk_storage there).
 	reset string
 	// retransmit counts each socket's retransmits by type
-	// (tcp_retransmit_skb), for its records; none in raw_tp mode.
-	retransmit string
+	// (tcp_retransmit_skb), for its records; retransmitBackup, attached
+	// after it, types those the kernel kept it from. None in raw_tp mode.
+	retransmit, retransmitBackup string
 }{
-	AttachTPBTF: {prog: tcpconnProgTcpconnBtf, backup: tcpconnProgTcpconnBtfBackup, report: tcpconnProgTcpconnReport, reset: tcpconnProgTcpconnReset, retransmit: tcpconnProgTcpconnRetransmit},
+	AttachTPBTF: {prog: tcpconnProgTcpconnBtf, backup: tcpconnProgTcpconnBtfBackup, report: tcpconnProgTcpconnReport, reset: tcpconnProgTcpconnReset, retransmit: tcpconnProgTcpconnRetransmit, retransmitBackup: tcpconnProgTcpconnRetransmitBackup},
 	AttachRawTP: {prog: tcpconnProgTcpconnRaw, backup: tcpconnProgTcpconnRawBackup},
 }
 
@@ -133,14 +134,14 @@ var modeObjects = map[AttachMode]struct {
 // attach mode, named as in modeObjects.
 type probeObjects struct {
 	tcpconnMaps
-	prog, backup *ebpf.Program
-	report       *ebpf.Program // nil in raw_tp mode
-	reset        *ebpf.Program // nil in raw_tp mode
-	retransmit   *ebpf.Program // nil in raw_tp mode
+	prog, backup                 *ebpf.Program
+	report                       *ebpf.Program // nil in raw_tp mode
+	reset                        *ebpf.Program // nil in raw_tp mode
+	retransmit, retransmitBackup *ebpf.Program // nil in raw_tp mode
 }
 
 func (o *probeObjects) Close() error {
-	return errors.Join(o.tcpconnMaps.Close(), o.prog.Close(), o.backup.Close(), o.report.Close(), o.reset.Close(), o.retransmit.Close())
+	return errors.Join(o.tcpconnMaps.Close(), o.prog.Close(), o.backup.Close(), o.report.Close(), o.reset.Close(), o.retransmit.Close(), o.retransmitBackup.Close())
 }
 
 func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
@@ -154,10 +155,10 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 	}
 	names := modeObjects[mode]
 	if names.retransmit != "" && !retransmitHasErr() {
-		names.retransmit = tcpconnProgTcpconnRetransmitSent
+		names.retransmit, names.retransmitBackup = tcpconnProgTcpconnRetransmitSent, tcpconnProgTcpconnRetransmitSentBackup
 	}
 	for name := range spec.Programs {
-		if name != names.prog && name != names.backup && name != names.report && name != names.reset && name != names.retransmit {
+		if name != names.prog && name != names.backup && name != names.report && name != names.reset && name != names.retransmit && name != names.retransmitBackup {
 			delete(spec.Programs, name)
 		}
 	}
@@ -196,6 +197,7 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 	objs.report = coll.DetachProgram(names.report)
 	objs.reset = coll.DetachProgram(names.reset)
 	objs.retransmit = coll.DetachProgram(names.retransmit)
+	objs.retransmitBackup = coll.DetachProgram(names.retransmitBackup)
 	// What is left, the maps of the globals, stays with the programs.
 	coll.Close()
 
@@ -235,13 +237,15 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 		links = append([]link.Link{l}, links...)
 	}
 	if objs.retransmit != nil && !opts.noAttach {
-		l, err := link.AttachTracing(link.TracingOptions{Program: objs.retransmit, AttachType: ebpf.AttachTraceRawTp})
+		// The program, then its backup (the order the tracepoint calls
+		// them in), both before the state-change programs.
+		retransmit, err := attachRetransmit(objs.retransmit, objs.retransmitBackup)
 		if err != nil {
 			_ = closeLinks(links)
 			_ = objs.Close()
 			return fmt.Errorf("attach %s tcp_retransmit_skb: %w", mode, err)
 		}
-		links = append([]link.Link{l}, links...)
+		links = append(retransmit, links...)
 	}
 	p.objs, p.links, p.mode = objs, links, mode
 	if objs.report != nil {
@@ -250,6 +254,19 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 		p.iterErr = fmt.Errorf("%w: periodic reports need tp_btf mode", ErrNotSupported)
 	}
 	return nil
+}
+
+// attachRetransmit attaches the retransmit programs in order.
+func attachRetransmit(progs ...*ebpf.Program) ([]link.Link, error) {
+	links := make([]link.Link, 0, len(progs))
+	for _, prog := range progs {
+		l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			return nil, errors.Join(err, closeLinks(links))
+		}
+		links = append(links, l)
+	}
+	return links, nil
 }
 
 // retransmitHasErr says whether the kernel's tcp_retransmit_skb

@@ -179,7 +179,7 @@ func measureThis(b *testing.B, storm func() error) progCost {
 	p, unload := loadDrained(b, Options{Mode: AttachTPBTF})
 	defer unload()
 	return measure(b, map[string][]*ebpf.Program{
-		"state": {p.objs.prog, p.objs.backup}, "reset": {p.objs.reset}, "retransmit": {p.objs.retransmit},
+		"state": {p.objs.prog, p.objs.backup}, "reset": {p.objs.reset}, "retransmit": {p.objs.retransmit, p.objs.retransmitBackup},
 	}, storm)
 }
 

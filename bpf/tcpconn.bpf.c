@@ -188,6 +188,12 @@ static __always_inline bool reset_was_sent(bool btf, struct sock *sk)
  * read under it (the state change, the walk). */
 struct retrans {
 	__u32 n[TCPCONN_RETRANS_TYPES];
+	/* typed: the socket's total_retrans as far as n counts it. Each
+	 * retransmit adds what total_retrans grew by since, not its own
+	 * segments: one the kernel kept the program from (a recursion miss)
+	 * is typed by the next one, or by the backup program right after it;
+	 * one the kernel did not count adds nothing. */
+	__u32 typed;
 };
 
 struct {
@@ -443,6 +449,7 @@ static __always_inline void synacks_retransmitted(struct sock *sk, struct tcpcon
 	if (!r)
 		return;
 	r->n[TCPCONN_RETRANS_SYNACK] = e->total_retrans;
+	r->typed = e->total_retrans;
 	e->retrans[TCPCONN_RETRANS_SYNACK] = e->total_retrans;
 }
 
@@ -726,16 +733,21 @@ int BPF_PROG(tcpconn_reset, const struct sock *sk, const struct sk_buff *skb, in
 	return 0;
 }
 
-/* A segment retransmitted, counted by type in the socket's retrans entry
- * by its tcp_skb_pcount: the segments the socket's total_retrans counts.
- * A SYN in SYN_SENT is the client's SYN, another SYN a SYN-ACK (a
- * fast-open child, a simultaneous open); data is typed by the congestion
- * state the kernel retransmits it in: CA_Loss after a retransmission
- * timeout (the timer's retransmit and the rest of the queue after it),
- * CA_Recovery in fast recovery, otherwise a tail loss probe (the only
- * retransmit the kernel sends in Open, Disorder or CWR: fast retransmits
- * and RACK's reordering timeout enter Recovery first). */
-static __always_inline void count_retransmit(const struct sock *sk, const struct sk_buff *skb)
+/* A segment retransmitted, counted by type in the socket's retrans entry:
+ * what its total_retrans grew by since the entry last counted (see
+ * struct retrans), which is this retransmit's tcp_skb_pcount when nothing
+ * was missed. A SYN in SYN_SENT is the client's SYN, another SYN a SYN-ACK
+ * (a fast-open child, a simultaneous open); data is typed by the
+ * congestion state the kernel retransmits it in: CA_Loss after a
+ * retransmission timeout (the timer's retransmit and the rest of the
+ * queue after it), CA_Recovery in fast recovery, otherwise a tail loss
+ * probe (the only retransmit the kernel sends in Open, Disorder or CWR:
+ * fast retransmits and RACK's reordering timeout enter Recovery first).
+ *
+ * counted says whether the kernel counted this one in total_retrans; it
+ * matters only to a new entry, which counts this retransmit and none
+ * before it (those of a connection open before the probe started). */
+static __always_inline void count_retransmit(const struct sock *sk, const struct sk_buff *skb, bool counted)
 {
 	if (!sk || !skb)
 		return;
@@ -749,6 +761,20 @@ static __always_inline void count_retransmit(const struct sock *sk, const struct
 	} cb;
 	if (bpf_probe_read_kernel(&cb, sizeof(cb), skb->cb + __builtin_offsetof(struct tcp_skb_cb, tcp_gso_segs)))
 		return;
+	__u32 total = tp->total_retrans;
+	struct retrans *r = bpf_sk_storage_get(&retrans, (struct sock *)sk, 0, 0);
+	if (!r) {
+		if (!counted)
+			return; /* nothing to type: the entry waits for one that is */
+		r = bpf_sk_storage_get(&retrans, (struct sock *)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!r)
+			return;
+		__u32 segs = cb.segs ? cb.segs : 1;
+		r->typed = total - (segs < total ? segs : total);
+	}
+	__u32 grew = total - r->typed;
+	if ((__s32)grew <= 0)
+		return; /* the backup after the probe, or one the kernel did not count */
 	__u32 type;
 	if (cb.flags & 0x02) /* SYN */
 		type = sk->__sk_common.skc_state == TCP_SYN_SENT ? TCPCONN_RETRANS_SYN : TCPCONN_RETRANS_SYNACK;
@@ -758,20 +784,21 @@ static __always_inline void count_retransmit(const struct sock *sk, const struct
 		type = TCPCONN_RETRANS_FAST;
 	else
 		type = TCPCONN_RETRANS_TLP;
-	struct retrans *r = bpf_sk_storage_get(&retrans, (struct sock *)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (r && type < TCPCONN_RETRANS_TYPES)
-		r->n[type] += cb.segs ? cb.segs : 1;
+	if (type < TCPCONN_RETRANS_TYPES)
+		r->n[type] += grew;
+	r->typed = total;
 }
 
-/* Kernels since 6.12 or so fire tcp_retransmit_skb with the retransmit's
- * error, also where __tcp_retransmit_skb gave up before counting it in
- * total_retrans (skb still in the host's queue, no route, window closed,
- * no memory: these errors); a failure after the count (the local stack
- * could not send it: -ENOBUFS, -EPERM from netfilter) was counted.
+/* retransmit_counted says whether a retransmit that ended with err was
+ * counted in total_retrans. Kernels since 6.12 or so fire
+ * tcp_retransmit_skb with the error, also where __tcp_retransmit_skb gave
+ * up before counting it (skb still in the host's queue, no route, window
+ * closed, no memory: these errors); a failure after the count (the local
+ * stack could not send it: -ENOBUFS, -EPERM from netfilter) was counted.
  * (ip_queue_xmit's own -EHOSTUNREACH, after the count, is taken for the
- * early one: a route lost between the two checks.) */
-SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(tcpconn_retransmit, const struct sock *sk, const struct sk_buff *skb, int err)
+ * early one: a route lost between the two checks; the next retransmit
+ * types it.) */
+static __always_inline bool retransmit_counted(int err)
 {
 	switch (err) {
 	case -16: /* EBUSY */
@@ -779,18 +806,44 @@ int BPF_PROG(tcpconn_retransmit, const struct sock *sk, const struct sk_buff *sk
 	case -12: /* ENOMEM */
 	case -113: /* EHOSTUNREACH */
 	case -11: /* EAGAIN */
-		return 0;
+		return false;
 	}
-	count_retransmit(sk, skb);
+	return true;
+}
+
+/* The kernel does not run a tracing program on a CPU where it is already
+ * running (see the state-change probe's backup): a retransmit in a
+ * softirq that interrupts this program is skipped. The same program runs
+ * again as a backup, attached after it, with a recursion guard of its
+ * own: what the first counted, the second finds counted (struct retrans's
+ * typed), and what the kernel kept the first from, the second types. */
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tcpconn_retransmit, const struct sock *sk, const struct sk_buff *skb, int err)
+{
+	count_retransmit(sk, skb, retransmit_counted(err));
+	return 0;
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tcpconn_retransmit_backup, const struct sock *sk, const struct sk_buff *skb, int err)
+{
+	count_retransmit(sk, skb, retransmit_counted(err));
 	return 0;
 }
 
 /* Earlier kernels fire it for retransmits that went out only. The loader
- * picks this one where the tracepoint has no error argument. */
+ * picks these where the tracepoint has no error argument. */
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(tcpconn_retransmit_sent, const struct sock *sk, const struct sk_buff *skb)
 {
-	count_retransmit(sk, skb);
+	count_retransmit(sk, skb, true);
+	return 0;
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tcpconn_retransmit_sent_backup, const struct sock *sk, const struct sk_buff *skb)
+{
+	count_retransmit(sk, skb, true);
 	return 0;
 }
 

@@ -32,8 +32,9 @@ type tcpconnNotes struct {
 }
 
 type tcpconnRetrans struct {
-	_ structs.HostLayout
-	N [5]uint32
+	_     structs.HostLayout
+	N     [5]uint32
+	Typed uint32
 }
 
 type tcpconnTcpconnDirection uint32
@@ -151,26 +152,28 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	tcpconnMapConnecting             = "connecting"
-	tcpconnMapEvents                 = "events"
-	tcpconnMapRefused                = "refused"
-	tcpconnMapResetSent              = "reset_sent"
-	tcpconnMapRetrans                = "retrans"
-	tcpconnMapSeen                   = "seen"
-	tcpconnMapStats                  = "stats"
-	tcpconnProgTcpconnBtf            = "tcpconn_btf"
-	tcpconnProgTcpconnBtfBackup      = "tcpconn_btf_backup"
-	tcpconnProgTcpconnRaw            = "tcpconn_raw"
-	tcpconnProgTcpconnRawBackup      = "tcpconn_raw_backup"
-	tcpconnProgTcpconnReport         = "tcpconn_report"
-	tcpconnProgTcpconnReset          = "tcpconn_reset"
-	tcpconnProgTcpconnRetransmit     = "tcpconn_retransmit"
-	tcpconnProgTcpconnRetransmitSent = "tcpconn_retransmit_sent"
-	tcpconnVarHandshakeSets          = "handshake_sets"
-	tcpconnVarHandshakeWays          = "handshake_ways"
-	tcpconnVarIdSecret               = "id_secret"
-	tcpconnVarUnusedShared           = "unused_shared"
-	tcpconnVarWakeupBytes            = "wakeup_bytes"
+	tcpconnMapConnecting                   = "connecting"
+	tcpconnMapEvents                       = "events"
+	tcpconnMapRefused                      = "refused"
+	tcpconnMapResetSent                    = "reset_sent"
+	tcpconnMapRetrans                      = "retrans"
+	tcpconnMapSeen                         = "seen"
+	tcpconnMapStats                        = "stats"
+	tcpconnProgTcpconnBtf                  = "tcpconn_btf"
+	tcpconnProgTcpconnBtfBackup            = "tcpconn_btf_backup"
+	tcpconnProgTcpconnRaw                  = "tcpconn_raw"
+	tcpconnProgTcpconnRawBackup            = "tcpconn_raw_backup"
+	tcpconnProgTcpconnReport               = "tcpconn_report"
+	tcpconnProgTcpconnReset                = "tcpconn_reset"
+	tcpconnProgTcpconnRetransmit           = "tcpconn_retransmit"
+	tcpconnProgTcpconnRetransmitBackup     = "tcpconn_retransmit_backup"
+	tcpconnProgTcpconnRetransmitSent       = "tcpconn_retransmit_sent"
+	tcpconnProgTcpconnRetransmitSentBackup = "tcpconn_retransmit_sent_backup"
+	tcpconnVarHandshakeSets                = "handshake_sets"
+	tcpconnVarHandshakeWays                = "handshake_ways"
+	tcpconnVarIdSecret                     = "id_secret"
+	tcpconnVarUnusedShared                 = "unused_shared"
+	tcpconnVarWakeupBytes                  = "wakeup_bytes"
 )
 
 // loadTcpconn returns the embedded CollectionSpec for tcpconn.
@@ -215,14 +218,16 @@ type tcpconnSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpconnProgramSpecs struct {
-	TcpconnBtf            *ebpf.ProgramSpec `ebpf:"tcpconn_btf"`
-	TcpconnBtfBackup      *ebpf.ProgramSpec `ebpf:"tcpconn_btf_backup"`
-	TcpconnRaw            *ebpf.ProgramSpec `ebpf:"tcpconn_raw"`
-	TcpconnRawBackup      *ebpf.ProgramSpec `ebpf:"tcpconn_raw_backup"`
-	TcpconnReport         *ebpf.ProgramSpec `ebpf:"tcpconn_report"`
-	TcpconnReset          *ebpf.ProgramSpec `ebpf:"tcpconn_reset"`
-	TcpconnRetransmit     *ebpf.ProgramSpec `ebpf:"tcpconn_retransmit"`
-	TcpconnRetransmitSent *ebpf.ProgramSpec `ebpf:"tcpconn_retransmit_sent"`
+	TcpconnBtf                  *ebpf.ProgramSpec `ebpf:"tcpconn_btf"`
+	TcpconnBtfBackup            *ebpf.ProgramSpec `ebpf:"tcpconn_btf_backup"`
+	TcpconnRaw                  *ebpf.ProgramSpec `ebpf:"tcpconn_raw"`
+	TcpconnRawBackup            *ebpf.ProgramSpec `ebpf:"tcpconn_raw_backup"`
+	TcpconnReport               *ebpf.ProgramSpec `ebpf:"tcpconn_report"`
+	TcpconnReset                *ebpf.ProgramSpec `ebpf:"tcpconn_reset"`
+	TcpconnRetransmit           *ebpf.ProgramSpec `ebpf:"tcpconn_retransmit"`
+	TcpconnRetransmitBackup     *ebpf.ProgramSpec `ebpf:"tcpconn_retransmit_backup"`
+	TcpconnRetransmitSent       *ebpf.ProgramSpec `ebpf:"tcpconn_retransmit_sent"`
+	TcpconnRetransmitSentBackup *ebpf.ProgramSpec `ebpf:"tcpconn_retransmit_sent_backup"`
 }
 
 // tcpconnMapSpecs contains maps before they are loaded into the kernel.
@@ -305,14 +310,16 @@ type tcpconnVariables struct {
 //
 // It can be passed to loadTcpconnObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpconnPrograms struct {
-	TcpconnBtf            *ebpf.Program `ebpf:"tcpconn_btf"`
-	TcpconnBtfBackup      *ebpf.Program `ebpf:"tcpconn_btf_backup"`
-	TcpconnRaw            *ebpf.Program `ebpf:"tcpconn_raw"`
-	TcpconnRawBackup      *ebpf.Program `ebpf:"tcpconn_raw_backup"`
-	TcpconnReport         *ebpf.Program `ebpf:"tcpconn_report"`
-	TcpconnReset          *ebpf.Program `ebpf:"tcpconn_reset"`
-	TcpconnRetransmit     *ebpf.Program `ebpf:"tcpconn_retransmit"`
-	TcpconnRetransmitSent *ebpf.Program `ebpf:"tcpconn_retransmit_sent"`
+	TcpconnBtf                  *ebpf.Program `ebpf:"tcpconn_btf"`
+	TcpconnBtfBackup            *ebpf.Program `ebpf:"tcpconn_btf_backup"`
+	TcpconnRaw                  *ebpf.Program `ebpf:"tcpconn_raw"`
+	TcpconnRawBackup            *ebpf.Program `ebpf:"tcpconn_raw_backup"`
+	TcpconnReport               *ebpf.Program `ebpf:"tcpconn_report"`
+	TcpconnReset                *ebpf.Program `ebpf:"tcpconn_reset"`
+	TcpconnRetransmit           *ebpf.Program `ebpf:"tcpconn_retransmit"`
+	TcpconnRetransmitBackup     *ebpf.Program `ebpf:"tcpconn_retransmit_backup"`
+	TcpconnRetransmitSent       *ebpf.Program `ebpf:"tcpconn_retransmit_sent"`
+	TcpconnRetransmitSentBackup *ebpf.Program `ebpf:"tcpconn_retransmit_sent_backup"`
 }
 
 func (p *tcpconnPrograms) Close() error {
@@ -324,7 +331,9 @@ func (p *tcpconnPrograms) Close() error {
 		p.TcpconnReport,
 		p.TcpconnReset,
 		p.TcpconnRetransmit,
+		p.TcpconnRetransmitBackup,
 		p.TcpconnRetransmitSent,
+		p.TcpconnRetransmitSentBackup,
 	)
 }
 
