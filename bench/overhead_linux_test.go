@@ -46,7 +46,7 @@ var (
 	// API server, conntrack lookups off and on), and their
 	// collector-metrics-* variants without access logs, send every mode's
 	// storm through a ClusterIP; they are not in the default run.
-	modesFlag  = flag.String("overhead.modes", "baseline,attach-only,probe,probe-nobackup,collector-metrics,collector,tcplife", "modes to alternate; the baseline is always run")
+	modesFlag  = flag.String("overhead.modes", "baseline,attach-only,probe,probe-nobackup,collector-metrics,collector,collector-otlp,tcplife", "modes to alternate; the baseline is always run")
 	roundsFlag = flag.Int("overhead.rounds", 20, "rounds, each running every mode once")
 	connsFlag  = flag.Int("overhead.conns", 2000, "connections per client per round")
 	// The probe's cost is per connection, not per byte: a connection that
@@ -198,6 +198,9 @@ type stormNet struct {
 	// (KUBECONFIG).
 	collector string
 	env       []string
+	// sink is the second collector the collector-otlp mode exports to,
+	// started at its first round; its CPU is not counted.
+	sink *sink
 }
 
 // serviceMode: a mode that needs the storm to go through a Service.
@@ -280,6 +283,18 @@ func start(b *testing.B, mode string, sn *stormNet) observer {
 	case "collector":
 		cmd, _ := collectorCmd(b, true, "")
 		return startProcess(b, cmd, time.Second)
+	case "collector-otlp":
+		if sn.sink == nil {
+			sn.sink = startSink(b)
+		}
+		o := startProcess(b, otlpCollectorCmd(b, sn.sink.endpoint), time.Second)
+		o.(*processObserver).check = func() {
+			// What reached the second collector: every close record, both
+			// ends, or the storm's numbers are not the pipeline's.
+			logs, points := sn.sink.delivered(b)
+			b.Logf("collector-otlp: the second collector received %d log records and %d metric points this round", logs, points)
+		}
+		return o
 	case "collector-metrics":
 		cmd, _ := collectorCmd(b, false, "")
 		return startProcess(b, cmd, time.Second)
@@ -301,7 +316,7 @@ func start(b *testing.B, mode string, sn *stormNet) observer {
 	case "baseline":
 		return nil
 	}
-	b.Fatalf("unknown overhead mode %q (baseline, probe, probe-nobackup, probe-raw, attach-only, collector, collector-metrics, collector-kube, collector-nat, collector-metrics-kube, collector-metrics-nat, tcplife)", mode)
+	b.Fatalf("unknown overhead mode %q (baseline, probe, probe-nobackup, probe-raw, attach-only, collector, collector-otlp, collector-metrics, collector-kube, collector-nat, collector-metrics-kube, collector-metrics-nat, tcplife)", mode)
 	return nil
 }
 
@@ -458,13 +473,7 @@ func lastSum(b *testing.B, path, name string) int64 {
 // configuration, lines indented by four spaces. It returns the command and
 // the file the metrics and access logs go to.
 func collectorCmd(b *testing.B, logs bool, extra string) (*exec.Cmd, string) {
-	bin, err := filepath.Abs(filepath.Join("..", "bin", "otelcol-tcpconn"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := os.Stat(bin); err != nil {
-		netnstest.Unavailable(b, "bin/otelcol-tcpconn (run `make build`)")
-	}
+	bin := collectorBin(b)
 	dir := b.TempDir()
 	cfg := filepath.Join(dir, "collector.yaml")
 	logsPipeline := ""
@@ -487,6 +496,18 @@ service:
 		b.Fatal(err)
 	}
 	return exec.Command(bin, "--config", cfg), filepath.Join(dir, "out.json")
+}
+
+// collectorBin is the ocb-built collector, bin/otelcol-tcpconn.
+func collectorBin(b *testing.B) string {
+	bin, err := filepath.Abs(filepath.Join("..", "bin", "otelcol-tcpconn"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		netnstest.Unavailable(b, "bin/otelcol-tcpconn (run `make build`)")
+	}
+	return bin
 }
 
 // procCPU is a process's CPU time in nanoseconds: the sum of its threads'

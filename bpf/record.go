@@ -158,7 +158,9 @@ type Record struct {
 	// all zero in raw_tp mode): the segments the kernel sent again, counted
 	// at each retransmit from the kernel's tcp_retransmit_skb tracepoint
 	// (SYN-ACKs: the request's count, which the server's socket inherits).
-	// Their sum is Retransmits.
+	// Their sum is Retransmits, but for those of a connection open before
+	// the probe, and a last retransmit the kernel kept both retransmit
+	// programs from.
 	RetransmitsByType [RetransmitTypes]uint32
 
 	SRTT   time.Duration

@@ -1,0 +1,129 @@
+package bench
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// sink is a second collector on loopback that takes OTLP over gRPC and
+// only counts it (the debug exporter's basic line per batch): where the
+// collector-otlp mode sends what it observes, as an agent sends to its
+// gateway.
+type sink struct {
+	endpoint string
+	out      string
+	read     int // bytes of out already counted
+}
+
+// startSink starts the second collector, stopped when the benchmark ends.
+func startSink(b *testing.B) *sink {
+	bin := collectorBin(b)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	endpoint := l.Addr().String()
+	l.Close()
+	dir := b.TempDir()
+	cfg := filepath.Join(dir, "sink.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`receivers:
+  otlp:
+    protocols:
+      grpc: {endpoint: %q, max_recv_msg_size_mib: 16}
+exporters:
+  debug: {verbosity: basic}
+service:
+  telemetry: {metrics: {level: none}}
+  pipelines:
+    metrics: {receivers: [otlp], exporters: [debug]}
+    logs: {receivers: [otlp], exporters: [debug]}
+`, endpoint)), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	s := &sink{endpoint: endpoint, out: filepath.Join(dir, "sink.log")}
+	f, err := os.Create(s.out)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(bin, "--config", cfg)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		f.Close()
+	})
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if c, err := net.Dial("tcp", endpoint); err == nil {
+			c.Close()
+			return s
+		}
+		if time.Now().After(deadline) {
+			raw, _ := os.ReadFile(s.out)
+			b.Fatalf("the second collector does not listen on %s: %s", endpoint, raw)
+		}
+	}
+}
+
+var (
+	sinkLogRecords = regexp.MustCompile(`"log records": (\d+)`)
+	sinkDataPoints = regexp.MustCompile(`"data points": (\d+)`)
+)
+
+// delivered counts the log records and metric points the sink received
+// since the last call.
+func (s *sink) delivered(b *testing.B) (logs, points int) {
+	raw, err := os.ReadFile(s.out)
+	if err != nil {
+		b.Fatal(err)
+	}
+	fresh := raw[min(s.read, len(raw)):]
+	s.read = len(raw)
+	sum := func(re *regexp.Regexp) (n int) {
+		for _, m := range re.FindAllSubmatch(fresh, -1) {
+			v, _ := strconv.Atoi(string(m[1]))
+			n += v
+		}
+		return n
+	}
+	return sum(sinkLogRecords), sum(sinkDataPoints)
+}
+
+// otlpCollectorCmd runs bin/otelcol-tcpconn as the agent manifest
+// configures it (deploy/agent/agent.yaml: memory_limiter, batch, batch/logs
+// of 2048 records, OTLP over gRPC with its default gzip), exporting metrics
+// and access logs to endpoint.
+func otlpCollectorCmd(b *testing.B, endpoint string) *exec.Cmd {
+	dir := b.TempDir()
+	cfg := filepath.Join(dir, "collector.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`receivers:
+  tcpconn:
+    probe: {lock_file: %s/lock}
+processors:
+  memory_limiter: {check_interval: 1s, limit_percentage: 80, spike_limit_percentage: 20}
+  batch: {}
+  batch/logs: {send_batch_size: 2048, send_batch_max_size: 2048}
+exporters:
+  otlp:
+    endpoint: %q
+    tls: {insecure: true}
+service:
+  telemetry: {metrics: {level: none}}
+  pipelines:
+    metrics: {receivers: [tcpconn], processors: [memory_limiter, batch], exporters: [otlp]}
+    logs: {receivers: [tcpconn], processors: [memory_limiter, batch/logs], exporters: [otlp]}
+`, dir, endpoint)), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return exec.Command(collectorBin(b), "--config", cfg)
+}
