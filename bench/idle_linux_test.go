@@ -43,16 +43,38 @@ func BenchmarkCollectorIdle(b *testing.B) {
 		{name: "logs=off", logs: false},
 		{name: "quiet", logs: false, probe: ", poll_interval: 1s", extra: "    report_interval: 0s\n    flush_interval: 1h\n    series_expiry: 0s\n"},
 	} {
-		b.Run(c.name, func(b *testing.B) { benchCollectorIdle(b, c.logs, c.probe, c.extra) })
+		b.Run(c.name, func(b *testing.B) {
+			benchCollectorIdle(b, func(b *testing.B) (*exec.Cmd, string, string) {
+				cmd, logPath := idleCollectorCmd(b, c.logs, c.probe, c.extra)
+				return cmd, logPath, filepath.Join(filepath.Dir(logPath), "out.json")
+			})
+		})
 	}
+	// The agent manifest's pipeline: memory_limiter, batch, OTLP over gRPC
+	// (zstd) to a second collector, whose CPU is not counted.
+	b.Run("otlp", func(b *testing.B) {
+		benchCollectorIdle(b, func(b *testing.B) (*exec.Cmd, string, string) {
+			sk := startSink(b)
+			cmd := otlpCollectorCmd(b, sk.endpoint, "zstd")
+			out, err := os.Create(filepath.Join(b.TempDir(), "collector.log"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { out.Close() })
+			cmd.Stdout, cmd.Stderr = out, out
+			return cmd, out.Name(), sk.metrics
+		})
+	})
 }
 
-func benchCollectorIdle(b *testing.B, logs bool, probe, extra string) {
+// benchCollectorIdle measures the collector that collector starts: it
+// returns the command, where the collector's own output goes and the file
+// its metrics reach (JSON lines, tcpconn.probe.records among them).
+func benchCollectorIdle(b *testing.B, collector func(*testing.B) (cmd *exec.Cmd, logPath, outPath string)) {
 	netnstest.RequireRoot(b)
 	pair := netnstest.NewPair(b, 207)
 	netnstest.HoldInChildren(b, pair, *idleConns)
-	cmd, logPath := idleCollectorCmd(b, logs, probe, extra)
-	outPath := filepath.Join(filepath.Dir(logPath), "out.json")
+	cmd, logPath, outPath := collector(b)
 	// The start-up walk and the first flush (5s) are not idle.
 	o := startProcess(b, cmd, 6*time.Second).(*processObserver)
 	recs0 := lastProbeRecords(outPath)

@@ -2,10 +2,6 @@ package bench
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -42,17 +38,4 @@ func benchCollectorMemory(b *testing.B, conns int) {
 }
 
 // rss is a process's resident set from /proc/<pid>/status.
-func rss(b *testing.B, pid int) int64 {
-	raw, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	b.Fatal("no VmRSS")
-	return 0
-}
+func rss(b *testing.B, pid int) int64 { return procStatus(b, pid, "VmRSS:") }

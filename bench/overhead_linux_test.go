@@ -46,7 +46,7 @@ var (
 	// API server, conntrack lookups off and on), and their
 	// collector-metrics-* variants without access logs, send every mode's
 	// storm through a ClusterIP; they are not in the default run.
-	modesFlag  = flag.String("overhead.modes", "baseline,attach-only,probe,probe-nobackup,collector-metrics,collector,collector-otlp,tcplife", "modes to alternate; the baseline is always run")
+	modesFlag  = flag.String("overhead.modes", "baseline,attach-only,probe,probe-nobackup,collector-metrics,collector,collector-otlp,collector-otlp-zstd,tcplife", "modes to alternate; the baseline is always run")
 	roundsFlag = flag.Int("overhead.rounds", 20, "rounds, each running every mode once")
 	connsFlag  = flag.Int("overhead.conns", 2000, "connections per client per round")
 	// The probe's cost is per connection, not per byte: a connection that
@@ -283,16 +283,19 @@ func start(b *testing.B, mode string, sn *stormNet) observer {
 	case "collector":
 		cmd, _ := collectorCmd(b, true, "")
 		return startProcess(b, cmd, time.Second)
-	case "collector-otlp":
+	case "collector-otlp", "collector-otlp-none", "collector-otlp-snappy", "collector-otlp-zstd", "collector-otlp-gzip":
 		if sn.sink == nil {
 			sn.sink = startSink(b)
 		}
-		o := startProcess(b, otlpCollectorCmd(b, sn.sink.endpoint), time.Second)
+		// The OTLP exporter's default compression (gzip), or the one the
+		// mode names.
+		compression := strings.TrimPrefix(strings.TrimPrefix(mode, "collector-otlp"), "-")
+		o := startProcess(b, otlpCollectorCmd(b, sn.sink.endpoint, compression), time.Second)
 		o.(*processObserver).check = func() {
-			// What reached the second collector: every close record, both
-			// ends, or the storm's numbers are not the pipeline's.
+			// What reached the second collector: both ends' close records
+			// of every connection, if the pipeline kept up.
 			logs, points := sn.sink.delivered(b)
-			b.Logf("collector-otlp: the second collector received %d log records and %d metric points this round", logs, points)
+			b.Logf("%s: the second collector received %d log records and %d metric points this round", mode, logs, points)
 		}
 		return o
 	case "collector-metrics":
@@ -316,7 +319,7 @@ func start(b *testing.B, mode string, sn *stormNet) observer {
 	case "baseline":
 		return nil
 	}
-	b.Fatalf("unknown overhead mode %q (baseline, probe, probe-nobackup, probe-raw, attach-only, collector, collector-otlp, collector-metrics, collector-kube, collector-nat, collector-metrics-kube, collector-metrics-nat, tcplife)", mode)
+	b.Fatalf("unknown overhead mode %q (baseline, probe, probe-nobackup, probe-raw, attach-only, collector, collector-otlp[-none|-snappy|-zstd|-gzip], collector-metrics, collector-kube, collector-nat, collector-metrics-kube, collector-metrics-nat, tcplife)", mode)
 	return nil
 }
 
@@ -409,8 +412,10 @@ func startProcess(b *testing.B, cmd *exec.Cmd, ready time.Duration) observer {
 	if cmd.Stdout == nil {
 		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
+	if cmd.Process == nil { // not started by the caller
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
 	}
 	time.Sleep(ready)
 	return &processObserver{cmd: cmd, cpu0: procCPU(cmd.Process.Pid)}

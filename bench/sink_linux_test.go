@@ -20,6 +20,9 @@ import (
 type sink struct {
 	endpoint string
 	out      string
+	// metrics is the file the metrics it received are written to (JSON
+	// lines), the receiver's own counters among them.
+	metrics string
 	read     int // bytes of out already counted
 }
 
@@ -40,15 +43,16 @@ func startSink(b *testing.B) *sink {
       grpc: {endpoint: %q, max_recv_msg_size_mib: 16}
 exporters:
   debug: {verbosity: basic}
+  file: {path: %q}
 service:
   telemetry: {metrics: {level: none}}
   pipelines:
-    metrics: {receivers: [otlp], exporters: [debug]}
+    metrics: {receivers: [otlp], exporters: [debug, file]}
     logs: {receivers: [otlp], exporters: [debug]}
-`, endpoint)), 0o644); err != nil {
+`, endpoint, filepath.Join(dir, "metrics.json"))), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	s := &sink{endpoint: endpoint, out: filepath.Join(dir, "sink.log")}
+	s := &sink{endpoint: endpoint, out: filepath.Join(dir, "sink.log"), metrics: filepath.Join(dir, "metrics.json")}
 	f, err := os.Create(s.out)
 	if err != nil {
 		b.Fatal(err)
@@ -101,9 +105,12 @@ func (s *sink) delivered(b *testing.B) (logs, points int) {
 
 // otlpCollectorCmd runs bin/otelcol-tcpconn as the agent manifest
 // configures it (deploy/agent/agent.yaml: memory_limiter, batch, batch/logs
-// of 2048 records, OTLP over gRPC with its default gzip), exporting metrics
-// and access logs to endpoint.
-func otlpCollectorCmd(b *testing.B, endpoint string) *exec.Cmd {
+// of 2048 records, OTLP over gRPC), exporting metrics and access logs to
+// endpoint with compression (empty: the exporter's default, gzip).
+func otlpCollectorCmd(b *testing.B, endpoint, compression string) *exec.Cmd {
+	if compression != "" {
+		compression = fmt.Sprintf("\n    compression: %s", compression)
+	}
 	dir := b.TempDir()
 	cfg := filepath.Join(dir, "collector.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`receivers:
@@ -116,13 +123,13 @@ processors:
 exporters:
   otlp:
     endpoint: %q
-    tls: {insecure: true}
+    tls: {insecure: true}%s
 service:
   telemetry: {metrics: {level: none}}
   pipelines:
     metrics: {receivers: [tcpconn], processors: [memory_limiter, batch], exporters: [otlp]}
     logs: {receivers: [tcpconn], processors: [memory_limiter, batch/logs], exporters: [otlp]}
-`, dir, endpoint)), 0o644); err != nil {
+`, dir, endpoint, compression)), 0o644); err != nil {
 		b.Fatal(err)
 	}
 	return exec.Command(collectorBin(b), "--config", cfg)
