@@ -290,12 +290,32 @@ func start(b *testing.B, mode string, sn *stormNet) observer {
 		// The OTLP exporter's default compression (gzip), or the one the
 		// mode names.
 		compression := strings.TrimPrefix(strings.TrimPrefix(mode, "collector-otlp"), "-")
-		o := startProcess(b, otlpCollectorCmd(b, sn.sink.endpoint, compression), time.Second)
+		cmd := otlpCollectorCmd(b, sn.sink.endpoint, compression)
+		out, err := os.Create(filepath.Join(b.TempDir(), "collector.log"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		cmd.Stdout, cmd.Stderr = out, out
+		o := startProcess(b, cmd, time.Second)
 		o.(*processObserver).check = func() {
 			// What reached the second collector: both ends' close records
 			// of every connection, if the pipeline kept up.
+			out.Close()
+			// The second collector may still be writing what it received.
 			logs, points := sn.sink.delivered(b)
-			b.Logf("%s: the second collector received %d log records and %d metric points this round", mode, logs, points)
+			for range 10 {
+				time.Sleep(200 * time.Millisecond)
+				l, p := sn.sink.delivered(b)
+				if l == 0 && p == 0 {
+					break
+				}
+				logs, points = logs+l, points+p
+			}
+			c := sn.sink.counters(b, "tcpconn.probe.records", "tcpconn.logs.dropped", "tcpconn.probe.records.dropped")
+			b.Logf("%s: the second collector received %d log records and %d metric points this round; the receiver read %d records, dropped %d access-log records (tcpconn.logs.dropped), the ring buffer %d", mode, logs, points, c[0], c[1], c[2])
+			if raw, _ := os.ReadFile(out.Name()); bytes.Contains(raw, []byte("\terror\t")) || bytes.Contains(raw, []byte("\twarn\t")) {
+				b.Logf("%s: the collector's own log: %s", mode, raw)
+			}
 		}
 		return o
 	case "collector-metrics":
@@ -448,6 +468,12 @@ func lastSum(b *testing.B, path, name string) int64 {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return largestSum(raw, name)
+}
+
+// largestSum is the largest value a Sum metric of that name took in raw,
+// the file exporter's JSON lines.
+func largestSum(raw []byte, name string) int64 {
 	var most int64
 	for _, line := range bytes.Split(raw, []byte("\n")) {
 		md, err := (&pmetric.JSONUnmarshaler{}).UnmarshalMetrics(line)

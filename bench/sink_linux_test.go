@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -23,7 +24,9 @@ type sink struct {
 	// metrics is the file the metrics it received are written to (JSON
 	// lines), the receiver's own counters among them.
 	metrics string
-	read     int // bytes of out already counted
+	read    int // bytes of out already counted
+	// metricsRead: bytes of metrics already read by counters.
+	metricsRead int
 }
 
 // startSink starts the second collector, stopped when the benchmark ends.
@@ -45,7 +48,9 @@ exporters:
   debug: {verbosity: basic}
   file: {path: %q}
 service:
-  telemetry: {metrics: {level: none}}
+  # Every debug line counts: no sampling of the collector's own logs (by
+  # default only the first 10 of a message in 10 s, then every 100th).
+  telemetry: {metrics: {level: none}, logs: {sampling: {enabled: false}}}
   pipelines:
     metrics: {receivers: [otlp], exporters: [debug, file]}
     logs: {receivers: [otlp], exporters: [debug]}
@@ -100,6 +105,10 @@ func (s *sink) delivered(b *testing.B) (logs, points int) {
 		}
 		return n
 	}
+	if i := bytes.Index(fresh, []byte("\terror\t")); i >= 0 {
+		line, _, _ := bytes.Cut(fresh[i:], []byte("\n"))
+		b.Logf("the second collector logged an error: %s", line)
+	}
 	return sum(sinkLogRecords), sum(sinkDataPoints)
 }
 
@@ -121,16 +130,33 @@ processors:
   batch: {}
   batch/logs: {send_batch_size: 2048, send_batch_max_size: 2048}
 exporters:
-  otlp:
+  otlp_grpc:
     endpoint: %q
     tls: {insecure: true}%s
 service:
   telemetry: {metrics: {level: none}}
   pipelines:
-    metrics: {receivers: [tcpconn], processors: [memory_limiter, batch], exporters: [otlp]}
-    logs: {receivers: [tcpconn], processors: [memory_limiter, batch/logs], exporters: [otlp]}
+    metrics: {receivers: [tcpconn], processors: [memory_limiter, batch], exporters: [otlp_grpc]}
+    logs: {receivers: [tcpconn], processors: [memory_limiter, batch/logs], exporters: [otlp_grpc]}
 `, dir, endpoint, compression)), 0o644); err != nil {
 		b.Fatal(err)
 	}
 	return exec.Command(collectorBin(b), "--config", cfg)
+}
+
+// counters gives the largest value each named Sum metric took in the
+// metrics received since the last call: the receiver's own counters of the
+// collector that last exported (they are cumulative from its start).
+func (s *sink) counters(b *testing.B, names ...string) []int64 {
+	raw, err := os.ReadFile(s.metrics)
+	if err != nil {
+		b.Fatal(err)
+	}
+	fresh := raw[min(s.metricsRead, len(raw)):]
+	s.metricsRead = len(raw)
+	v := make([]int64, len(names))
+	for i, name := range names {
+		v[i] = largestSum(fresh, name)
+	}
+	return v
 }
