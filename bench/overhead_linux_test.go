@@ -254,6 +254,12 @@ func newServiceNet(b *testing.B) stormNet {
 
 // start begins observing in a mode; nil for the baseline.
 func start(b *testing.B, mode string, sn *stormNet) observer {
+	// A collector-otlp mode may name environment variables for the
+	// collector after a "+" each: collector-otlp-zstd+GOGC=200.
+	mode, env, _ := strings.Cut(mode, "+")
+	if env != "" && !strings.HasPrefix(mode, "collector-otlp") {
+		b.Fatalf("overhead mode %s+%s: only the collector-otlp modes take environment variables", mode, env)
+	}
 	switch mode {
 	case "collector-metrics-kube", "collector-metrics-nat":
 		cmd, _ := collectorCmd(b, false, fmt.Sprintf(sn.collector, mode == "collector-metrics-nat"))
@@ -291,6 +297,9 @@ func start(b *testing.B, mode string, sn *stormNet) observer {
 		// mode names.
 		compression := strings.TrimPrefix(strings.TrimPrefix(mode, "collector-otlp"), "-")
 		cmd := otlpCollectorCmd(b, sn.sink.endpoint, compression)
+		if env != "" {
+			cmd.Env = append(os.Environ(), strings.Split(env, "+")...)
+		}
 		out, err := os.Create(filepath.Join(b.TempDir(), "collector.log"))
 		if err != nil {
 			b.Fatal(err)

@@ -132,7 +132,8 @@ processors:
 exporters:
   otlp_grpc:
     endpoint: %q
-    tls: {insecure: true}%s
+    tls: {insecure: true}
+    sending_queue: {num_consumers: 1} # in order, as the manifest's load_balancing%s
 service:
   telemetry: {metrics: {level: none}}
   pipelines:
