@@ -50,21 +50,29 @@ func BenchmarkCollectorIdle(b *testing.B) {
 			})
 		})
 	}
-	// The agent manifest's pipeline: memory_limiter, batch, OTLP over gRPC
-	// (zstd) to a second collector, whose CPU is not counted.
-	b.Run("otlp", func(b *testing.B) {
-		benchCollectorIdle(b, func(b *testing.B) (*exec.Cmd, string, string) {
-			sk := startSink(b)
-			cmd := otlpCollectorCmd(b, sk.endpoint, "zstd")
-			out, err := os.Create(filepath.Join(b.TempDir(), "collector.log"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { out.Close() })
-			cmd.Stdout, cmd.Stderr = out, out
-			return cmd, out.Name(), sk.metrics
+	// The agent manifest's pipeline: memory_limiter, batch (timeout 1s),
+	// OTLP over gRPC (zstd) to a second collector, whose CPU is not
+	// counted; and the same with the batch processor's default timeout,
+	// which fires every 200ms in each pipeline whether or not anything
+	// waits.
+	for _, c := range []struct {
+		name  string
+		batch time.Duration
+	}{{"otlp", time.Second}, {"otlp-batch=200ms", 200 * time.Millisecond}} {
+		b.Run(c.name, func(b *testing.B) {
+			benchCollectorIdle(b, func(b *testing.B) (*exec.Cmd, string, string) {
+				sk := startSink(b)
+				cmd := otlpCollectorCmd(b, sk.endpoint, "zstd", c.batch)
+				out, err := os.Create(filepath.Join(b.TempDir(), "collector.log"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { out.Close() })
+				cmd.Stdout, cmd.Stderr = out, out
+				return cmd, out.Name(), sk.metrics
+			})
 		})
-	})
+	}
 }
 
 // benchCollectorIdle measures the collector that collector starts: it

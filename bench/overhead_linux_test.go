@@ -296,7 +296,7 @@ func start(b *testing.B, mode string, sn *stormNet) observer {
 		// The OTLP exporter's default compression (gzip), or the one the
 		// mode names.
 		compression := strings.TrimPrefix(strings.TrimPrefix(mode, "collector-otlp"), "-")
-		cmd := otlpCollectorCmd(b, sn.sink.endpoint, compression)
+		cmd := otlpCollectorCmd(b, sn.sink.endpoint, compression, time.Second)
 		if env != "" {
 			cmd.Env = append(os.Environ(), strings.Split(env, "+")...)
 		}

@@ -116,7 +116,9 @@ func (s *sink) delivered(b *testing.B) (logs, points int) {
 // configures it (deploy/agent/agent.yaml: memory_limiter, batch, batch/logs
 // of 2048 records, OTLP over gRPC), exporting metrics and access logs to
 // endpoint with compression (empty: the exporter's default, gzip).
-func otlpCollectorCmd(b *testing.B, endpoint, compression string) *exec.Cmd {
+// batchTimeout is both batch processors' timeout (the manifest's 1s;
+// the processor's default is 200ms).
+func otlpCollectorCmd(b *testing.B, endpoint, compression string, batchTimeout time.Duration) *exec.Cmd {
 	if compression != "" {
 		compression = fmt.Sprintf("\n    compression: %s", compression)
 	}
@@ -127,8 +129,8 @@ func otlpCollectorCmd(b *testing.B, endpoint, compression string) *exec.Cmd {
     probe: {lock_file: %s/lock}
 processors:
   memory_limiter: {check_interval: 1s, limit_percentage: 80, spike_limit_percentage: 20}
-  batch: {}
-  batch/logs: {send_batch_size: 2048, send_batch_max_size: 2048}
+  batch: {timeout: %v}
+  batch/logs: {send_batch_size: 2048, send_batch_max_size: 2048, timeout: %v}
 exporters:
   otlp_grpc:
     endpoint: %q
@@ -139,7 +141,7 @@ service:
   pipelines:
     metrics: {receivers: [tcpconn], processors: [memory_limiter, batch], exporters: [otlp_grpc]}
     logs: {receivers: [tcpconn], processors: [memory_limiter, batch/logs], exporters: [otlp_grpc]}
-`, dir, endpoint, compression)), 0o644); err != nil {
+`, dir, batchTimeout, batchTimeout, endpoint, compression)), 0o644); err != nil {
 		b.Fatal(err)
 	}
 	return exec.Command(collectorBin(b), "--config", cfg)
