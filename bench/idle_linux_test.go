@@ -51,7 +51,7 @@ func BenchmarkCollectorIdle(b *testing.B) {
 		})
 	}
 	// The agent manifest's pipeline: memory_limiter, batch (timeout 1s),
-	// OTLP over gRPC (zstd) to a second collector, whose CPU is not
+	// OTLP over gRPC (snappy) to a second collector, whose CPU is not
 	// counted; and the same with the batch processor's default timeout,
 	// which fires every 200ms in each pipeline whether or not anything
 	// waits.
@@ -62,7 +62,7 @@ func BenchmarkCollectorIdle(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			benchCollectorIdle(b, func(b *testing.B) (*exec.Cmd, string, string) {
 				sk := startSink(b)
-				cmd := otlpCollectorCmd(b, sk.endpoint, "zstd", c.batch)
+				cmd := otlpCollectorCmd(b, sk.endpoint, "snappy", c.batch)
 				out, err := os.Create(filepath.Join(b.TempDir(), "collector.log"))
 				if err != nil {
 					b.Fatal(err)

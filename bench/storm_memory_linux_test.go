@@ -35,7 +35,7 @@ func BenchmarkCollectorMemoryStorm(b *testing.B) {
 	pair := netnstest.NewPair(b, 207)
 	pair.Client.Exec(b, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1")
 	sk := startSink(b)
-	cmd := otlpCollectorCmd(b, sk.endpoint, "zstd", time.Second) // as the agent manifest
+	cmd := otlpCollectorCmd(b, sk.endpoint, "snappy", time.Second) // as the agent manifest
 	cmd.Env = append(os.Environ(), "GOMEMLIMIT=200MiB")          // deploy/agent/daemonset.yaml
 	join := memoryCgroup(b, 256<<20)                             // the manifest's limit
 	out, err := os.Create(filepath.Join(b.TempDir(), "collector.log"))
