@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/snappy"
+
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/tcpconn/tcpconn/bpf"
@@ -63,8 +65,8 @@ func scaleNode(peers int) (staticResolver, []bpf.Record) {
 }
 
 // BenchmarkScaleFlush is one node's flush in the capacity model: series
-// per profile (both views), data points, and OTLP bytes per flush, raw and
-// gzip (what the agent's exporter sends every flush_interval).
+// per profile (both views), data points, and OTLP bytes per flush, raw,
+// gzip and snappy (the agent's exporter sends snappy every flush_interval).
 func BenchmarkScaleFlush(b *testing.B) {
 	for _, name := range []string{ProfileOTel, ProfileIstio, ProfileKmesh} {
 		for _, peers := range []int{5, 20} {
@@ -101,6 +103,7 @@ func BenchmarkScaleFlush(b *testing.B) {
 				b.ReportMetric(float64(md.DataPointCount()), "points/flush")
 				b.ReportMetric(float64(len(raw)), "otlp-B/flush")
 				b.ReportMetric(float64(z.Len()), "gzip-B/flush")
+				b.ReportMetric(float64(len(snappy.Encode(nil, raw))), "snappy-B/flush")
 			})
 		}
 	}

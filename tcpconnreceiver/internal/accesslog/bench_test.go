@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/snappy"
+
 	"go.opentelemetry.io/collector/pdata/plog"
 
 	"github.com/tcpconn/tcpconn/bpf"
@@ -67,7 +69,8 @@ func benchBatches(b *testing.B, fill func(lr plog.LogRecord, i int)) {
 }
 
 // BenchmarkBatchBytes is what the capacity model (docs/scale.md) needs of
-// access logs: OTLP bytes per record in a batch of 1000, raw and gzip.
+// access logs: OTLP bytes per record in a batch of 1000, raw, gzip and
+// snappy (what the agent's exporter sends).
 func BenchmarkBatchBytes(b *testing.B) {
 	recs, obs := observed()
 	var conv Converter
@@ -98,6 +101,7 @@ func BenchmarkBatchBytes(b *testing.B) {
 	_ = zw.Close()
 	b.ReportMetric(float64(len(raw))/1000, "otlp-B/record")
 	b.ReportMetric(float64(z.Len())/1000, "gzip-B/record")
+	b.ReportMetric(float64(len(snappy.Encode(nil, raw)))/1000, "snappy-B/record")
 }
 
 // observed is the fixture's records with what the connection table made of
