@@ -147,6 +147,6 @@ bench-scale: build
 bench-idle: build
 	$(GO) test -run '^$$' -bench CollectorIdle -benchtime 1x -v ./bench/
 
-## bench-memory: collector RSS idle and with 10k and 100k open connections (as root)
+## bench-memory: collector RSS idle, with 10k and 100k open connections, and on a 5k/s storm in the agent manifest's memory limit (as root)
 bench-memory: build
 	$(GO) test -run '^$$' -bench CollectorMemory -benchtime 1x -v ./bench/

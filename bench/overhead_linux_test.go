@@ -46,7 +46,7 @@ var (
 	// API server, conntrack lookups off and on), and their
 	// collector-metrics-* variants without access logs, send every mode's
 	// storm through a ClusterIP; they are not in the default run.
-	modesFlag  = flag.String("overhead.modes", "baseline,attach-only,probe,probe-nobackup,collector-metrics,collector,collector-otlp,collector-otlp-zstd,tcplife", "modes to alternate; the baseline is always run")
+	modesFlag  = flag.String("overhead.modes", "baseline,attach-only,probe,probe-nobackup,collector-metrics,collector,collector-otlp,collector-otlp-snappy,tcplife", "modes to alternate; the baseline is always run")
 	roundsFlag = flag.Int("overhead.rounds", 20, "rounds, each running every mode once")
 	connsFlag  = flag.Int("overhead.conns", 2000, "connections per client per round")
 	// The probe's cost is per connection, not per byte: a connection that
