@@ -2,7 +2,6 @@ package bench
 
 import (
 	"errors"
-	"io"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -86,21 +85,7 @@ func BenchmarkProbeCloseAccounting(b *testing.B) {
 		}
 	})
 
-	target := netip.AddrPortFrom(pair.ServerIP, 9410).String()
-	l, err := pair.Server.Listen(target)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { _, _ = io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
+	target := drainServer(b, pair.Server, netip.AddrPortFrom(pair.ServerIP, 9410))
 	conns, wall, err := pacedStorm(pair.Client, target, *stormRate, *stormFor)
 	if err != nil {
 		b.Fatal(err)

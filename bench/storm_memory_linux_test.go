@@ -55,20 +55,7 @@ func BenchmarkCollectorMemoryStorm(b *testing.B) {
 	idle := rss(b, o.cmd.Process.Pid)
 	_, _ = sk.delivered(b) // the start-up's
 
-	l, err := pair.Server.Listen(netip.AddrPortFrom(pair.ServerIP, 9400).String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { _, _ = io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
+	target := drainServer(b, pair.Server, netip.AddrPortFrom(pair.ServerIP, 9400))
 
 	var peak atomic.Int64
 	sampled := make(chan struct{})
@@ -84,7 +71,7 @@ func BenchmarkCollectorMemoryStorm(b *testing.B) {
 			}
 		}
 	}()
-	conns, wall, err := pacedStorm(pair.Client, netip.AddrPortFrom(pair.ServerIP, 9400).String(), *stormRate, *stormFor)
+	conns, wall, err := pacedStorm(pair.Client, target, *stormRate, *stormFor)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -113,6 +100,27 @@ func BenchmarkCollectorMemoryStorm(b *testing.B) {
 	if short := int64(2*conns - logs); short > dropped+ring+lost {
 		b.Errorf("%d close records neither delivered nor counted as dropped or lost", short-dropped-ring-lost)
 	}
+}
+
+// drainServer listens at addr in ns, until the benchmark ends, and closes
+// each connection once its client has (the storms' server). It returns
+// the address to dial.
+func drainServer(b *testing.B, ns *netnstest.NS, addr netip.AddrPort) string {
+	l, err := ns.Listen(addr.String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	return addr.String()
 }
 
 // pacedStorm opens and closes connections to target from ns at rate per
