@@ -289,6 +289,10 @@ func start(b *testing.B, mode string, sn *stormNet) observer {
 	case "collector":
 		cmd, _ := collectorCmd(b, true, "")
 		return startProcess(b, cmd, time.Second)
+	case "collector-file-proto":
+		// The file exporter writing OTLP protobuf instead of JSON.
+		cmd, _ := collectorCmd(b, true, "", "format: proto")
+		return startProcess(b, cmd, time.Second)
 	case "collector-otlp", "collector-otlp-none", "collector-otlp-snappy", "collector-otlp-zstd", "collector-otlp-gzip":
 		if sn.sink == nil {
 			sn.sink = startSink(b)
@@ -348,7 +352,7 @@ func start(b *testing.B, mode string, sn *stormNet) observer {
 	case "baseline":
 		return nil
 	}
-	b.Fatalf("unknown overhead mode %q (baseline, probe, probe-nobackup, probe-raw, attach-only, collector, collector-otlp[-none|-snappy|-zstd|-gzip], collector-metrics, collector-kube, collector-nat, collector-metrics-kube, collector-metrics-nat, tcplife)", mode)
+	b.Fatalf("unknown overhead mode %q (baseline, probe, probe-nobackup, probe-raw, attach-only, collector, collector-file-proto, collector-otlp[-none|-snappy|-zstd|-gzip], collector-metrics, collector-kube, collector-nat, collector-metrics-kube, collector-metrics-nat, tcplife)", mode)
 	return nil
 }
 
@@ -510,9 +514,14 @@ func largestSum(raw []byte, name string) int64 {
 // collectorCmd runs bin/otelcol-tcpconn: probe, receiver, batch and the
 // file exporter, metrics and, with logs, access logs (one per closed
 // connection end, the default); extra is more of the receiver's
-// configuration, lines indented by four spaces. It returns the command and
-// the file the metrics and access logs go to.
-func collectorCmd(b *testing.B, logs bool, extra string) (*exec.Cmd, string) {
+// configuration, lines indented by four spaces; fileOpts, more of both
+// file exporters' (one flow-style entry, e.g. "format: proto"). It returns
+// the command and the file the metrics and access logs go to.
+func collectorCmd(b *testing.B, logs bool, extra string, fileOpts ...string) (*exec.Cmd, string) {
+	opts := ""
+	for _, o := range fileOpts {
+		opts += ", " + o
+	}
 	bin := collectorBin(b)
 	dir := b.TempDir()
 	cfg := filepath.Join(dir, "collector.yaml")
@@ -526,13 +535,13 @@ func collectorCmd(b *testing.B, logs bool, extra string) (*exec.Cmd, string) {
 %sprocessors:
   batch: {}
 exporters:
-  file: {path: %s/out.json}
-  file/logs: {path: %s/out.json.logs}
+  file: {path: %s/out.json%s}
+  file/logs: {path: %s/out.json.logs%s}
 service:
   telemetry: {metrics: {level: none}}
   pipelines:
     metrics: {receivers: [tcpconn], processors: [batch], exporters: [file]}
-%s`, dir, extra, dir, dir, logsPipeline)), 0o644); err != nil {
+%s`, dir, extra, dir, opts, dir, opts, logsPipeline)), 0o644); err != nil {
 		b.Fatal(err)
 	}
 	return exec.Command(bin, "--config", cfg), filepath.Join(dir, "out.json")
