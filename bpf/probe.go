@@ -207,7 +207,6 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 	if opts.tracepoint != "" {
 		tp = opts.tracepoint
 	}
-	links := make([]link.Link, 0, 2)
 	attach := []*ebpf.Program{objs.prog, objs.backup}
 	switch {
 	case opts.noAttach:
@@ -217,35 +216,31 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 	case opts.NoBackup:
 		attach = attach[:1]
 	}
-	for _, prog := range attach {
-		l, err := attachTracepoint(prog, mode, tp)
-		if err != nil {
-			_ = closeLinks(links)
-			_ = objs.Close()
-			return fmt.Errorf("attach %s %s: %w", mode, tp, err)
-		}
-		links = append(links, l)
+	links, err := attachInOrder(func(prog *ebpf.Program) (link.Link, error) { return attachTracepoint(prog, mode, tp) }, attach...)
+	if err != nil {
+		_ = objs.Close()
+		return fmt.Errorf("attach %s %s: %w", mode, tp, err)
 	}
-	if objs.reset != nil && !opts.noAttach {
-		l, err := link.AttachTracing(link.TracingOptions{Program: objs.reset, AttachType: ebpf.AttachTraceRawTp})
+	// The tp_btf programs of other tracepoints go before the state-change
+	// programs, so that they are detached last: tcp_send_reset's, and
+	// tcp_retransmit_skb's with its backup after it.
+	for _, other := range []struct {
+		tracepoint string
+		progs      []*ebpf.Program
+	}{
+		{"tcp_send_reset", []*ebpf.Program{objs.reset}},
+		{"tcp_retransmit_skb", []*ebpf.Program{objs.retransmit, objs.retransmitBackup}},
+	} {
+		if other.progs[0] == nil || opts.noAttach {
+			continue
+		}
+		l, err := attachInOrder(attachBTF, other.progs...)
 		if err != nil {
 			_ = closeLinks(links)
 			_ = objs.Close()
-			return fmt.Errorf("attach %s tcp_send_reset: %w", mode, err)
+			return fmt.Errorf("attach %s %s: %w", mode, other.tracepoint, err)
 		}
-		// Before the state-change programs, so that it is detached last.
-		links = append([]link.Link{l}, links...)
-	}
-	if objs.retransmit != nil && !opts.noAttach {
-		// The program, then its backup (the order the tracepoint calls
-		// them in), both before the state-change programs.
-		retransmit, err := attachRetransmit(objs.retransmit, objs.retransmitBackup)
-		if err != nil {
-			_ = closeLinks(links)
-			_ = objs.Close()
-			return fmt.Errorf("attach %s tcp_retransmit_skb: %w", mode, err)
-		}
-		links = append(retransmit, links...)
+		links = append(l, links...)
 	}
 	p.objs, p.links, p.mode = objs, links, mode
 	if objs.report != nil {
@@ -256,17 +251,24 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 	return nil
 }
 
-// attachRetransmit attaches the retransmit programs in order.
-func attachRetransmit(progs ...*ebpf.Program) ([]link.Link, error) {
+// attachInOrder attaches progs with attach, in order: a tracepoint calls
+// its programs in the order they were attached. On a failure it detaches
+// those it attached.
+func attachInOrder(attach func(*ebpf.Program) (link.Link, error), progs ...*ebpf.Program) ([]link.Link, error) {
 	links := make([]link.Link, 0, len(progs))
 	for _, prog := range progs {
-		l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+		l, err := attach(prog)
 		if err != nil {
 			return nil, errors.Join(err, closeLinks(links))
 		}
 		links = append(links, l)
 	}
 	return links, nil
+}
+
+// attachBTF attaches a tp_btf program to the tracepoint its section names.
+func attachBTF(prog *ebpf.Program) (link.Link, error) {
+	return link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
 }
 
 // retransmitHasErr says whether the kernel's tcp_retransmit_skb
@@ -295,7 +297,7 @@ func attachTracepoint(prog *ebpf.Program, mode AttachMode, tp string) (link.Link
 	if mode == AttachRawTP {
 		return link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: prog})
 	}
-	return link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+	return attachBTF(prog)
 }
 
 // closeLinks detaches in the reverse order of attaching: the backup first.

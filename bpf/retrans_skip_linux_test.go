@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -31,7 +30,7 @@ func detach(t *testing.T, p *Probe, prog *ebpf.Program) (reattach func()) {
 		require.NoError(t, l.Close())
 		return func() {
 			t.Helper()
-			l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+			l, err := attachBTF(prog)
 			require.NoError(t, err)
 			p.links[i] = l
 		}
