@@ -89,7 +89,7 @@ func BenchmarkCollectorMemoryStorm(b *testing.B) {
 	b.ReportMetric(float64(logs)/float64(2*conns), "records-delivered/2conns")
 	b.Logf("%d connections in %v (%.0f/s): collector RSS %.1f MiB before, peak %.1f MiB sampled every 250 ms (VmHWM %.1f MiB); the second collector received %d log records (%d close records expected, two ends a connection)",
 		conns, wall.Round(time.Millisecond), float64(conns)/wall.Seconds(), float64(idle)/(1<<20), float64(top)/(1<<20), float64(hwm)/(1<<20), logs, 2*conns)
-	overflows, drops := listenDrops(b, pair.Server)
+	overflows, drops := pair.Server.Nstat(b, "TcpExtListenOverflows"), pair.Server.Nstat(b, "TcpExtListenDrops")
 	b.Logf("the server's namespace: TcpExtListenOverflows %d, TcpExtListenDrops %d (handshakes whose server socket was never made: no server records)", overflows, drops)
 	dropped, ring, lost := lastSum(b, sk.metrics, "tcpconn.logs.dropped"), lastSum(b, sk.metrics, "tcpconn.probe.records.dropped"), lastSum(b, sk.metrics, "tcpconn.connections.lost")
 	b.Logf("the receiver's other counters: tcpconn.probe.records %d, tcpconn.probe.events.missed %d, tcpconn.logs.filtered %d (largest reason)",
@@ -201,32 +201,4 @@ func procStatus(b *testing.B, pid int, field string) int64 {
 	}
 	b.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
-}
-
-// listenDrops reads ns's TcpExt ListenOverflows and ListenDrops.
-func listenDrops(b *testing.B, ns *netnstest.NS) (overflows, drops int64) {
-	var raw []byte
-	if err := ns.Do(func() (err error) {
-		raw, err = os.ReadFile("/proc/thread-self/net/netstat")
-		return err
-	}); err != nil {
-		b.Fatal(err)
-	}
-	lines := strings.Split(string(raw), "\n")
-	for i := 0; i+1 < len(lines); i += 2 {
-		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
-		if len(names) == 0 || names[0] != "TcpExt:" || len(values) != len(names) {
-			continue
-		}
-		for j, n := range names {
-			v, _ := strconv.ParseInt(values[j], 10, 64)
-			switch n {
-			case "ListenOverflows":
-				overflows = v
-			case "ListenDrops":
-				drops = v
-			}
-		}
-	}
-	return overflows, drops
 }

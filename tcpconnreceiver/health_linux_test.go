@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -365,23 +364,6 @@ func TestKernelRTTWhileLive(t *testing.T) {
 	assert.Equal(t, uint64(samples), count, "one RTT sample per update and close record")
 }
 
-// nstatValue reads one absolute counter of ns with nstat.
-func nstatValue(t *testing.T, ns *netnstest.NS, name string) int64 {
-	t.Helper()
-	out, err := exec.Command("ip", "netns", "exec", ns.Name, "nstat", "-saz", name).CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	for _, line := range strings.Split(string(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 2 && f[0] == name {
-			v, err := strconv.ParseInt(f[1], 10, 64)
-			require.NoError(t, err)
-			return v
-		}
-	}
-	t.Fatalf("nstat: no %s in %s", name, out)
-	return 0
-}
-
 // TestKernelListenOverflows: a listener with a backlog of 1 that never
 // accepts, and clients that keep connecting. The server pod's
 // system.network.tcp.accept_queue.overflows and .listen.drops equal its
@@ -423,8 +405,8 @@ func overflow(t *testing.T, pair *netnstest.Pair, lfd int, target netip.AddrPort
 			c.Close()
 		}
 	}
-	overflows = nstatValue(t, pair.Server, "TcpExtListenOverflows")
-	drops = nstatValue(t, pair.Server, "TcpExtListenDrops")
+	overflows = pair.Server.Nstat(t, "TcpExtListenOverflows")
+	drops = pair.Server.Nstat(t, "TcpExtListenDrops")
 	require.Positive(t, overflows, "the backlog-1 listener overflowed")
 	t.Logf("nstat: ListenOverflows %d, ListenDrops %d", overflows, drops)
 	time.Sleep(400 * time.Millisecond) // report walks read them

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -136,6 +137,29 @@ func newNS(tb testing.TB, name string) *NS {
 func (ns *NS) Exec(tb testing.TB, args ...string) {
 	tb.Helper()
 	run(tb, append([]string{"ip", "netns", "exec", ns.Name}, args...)...)
+}
+
+// Nstat reads one of the namespace's absolute kernel counters with nstat
+// (iproute2), e.g. TcpExtListenOverflows: the kernel's own count, read by
+// a tool of its own, to check ours against.
+func (ns *NS) Nstat(tb testing.TB, name string) int64 {
+	tb.Helper()
+	out, err := exec.Command("ip", "netns", "exec", ns.Name, "nstat", "-saz", name).CombinedOutput()
+	if err != nil {
+		tb.Fatalf("nstat %s: %v: %s", name, err, out)
+	}
+	for line := range strings.Lines(string(out)) {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == name {
+			v, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				tb.Fatalf("nstat %s: %v", name, err)
+			}
+			return v
+		}
+	}
+	tb.Fatalf("nstat: no %s in %s", name, out)
+	return 0
 }
 
 // Inode is the namespace's inode number, as the probe reports it.
