@@ -62,14 +62,8 @@ func BenchmarkCollectorIdle(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			benchCollectorIdle(b, func(b *testing.B) (*exec.Cmd, string, string) {
 				sk := startSink(b)
-				cmd := otlpCollectorCmd(b, sk.endpoint, "snappy", c.batch)
-				out, err := os.Create(filepath.Join(b.TempDir(), "collector.log"))
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.Cleanup(func() { out.Close() })
-				cmd.Stdout, cmd.Stderr = out, out
-				return cmd, out.Name(), sk.metrics
+				cmd, logPath := otlpCollectorCmd(b, sk.endpoint, "snappy", c.batch)
+				return cmd, logPath, sk.metrics
 			})
 		})
 	}
@@ -150,12 +144,6 @@ service:
 %s`, dir, probe, extra, dir, dir, logsPipeline)), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	out, err := os.Create(filepath.Join(dir, "collector.log"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { out.Close() })
 	cmd := exec.Command(bin, "--config", cfg)
-	cmd.Stdout, cmd.Stderr = out, out
-	return cmd, out.Name()
+	return cmd, logTo(b, cmd)
 }

@@ -300,20 +300,14 @@ func start(b *testing.B, mode string, sn *stormNet) observer {
 		// The OTLP exporter's default compression (gzip), or the one the
 		// mode names.
 		compression := strings.TrimPrefix(strings.TrimPrefix(mode, "collector-otlp"), "-")
-		cmd := otlpCollectorCmd(b, sn.sink.endpoint, compression, time.Second)
+		cmd, logPath := otlpCollectorCmd(b, sn.sink.endpoint, compression, time.Second)
 		if env != "" {
 			cmd.Env = append(os.Environ(), strings.Split(env, "+")...)
 		}
-		out, err := os.Create(filepath.Join(b.TempDir(), "collector.log"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		cmd.Stdout, cmd.Stderr = out, out
 		o := startProcess(b, cmd, time.Second)
 		o.(*processObserver).check = func() {
 			// What reached the second collector: both ends' close records
 			// of every connection, if the pipeline kept up.
-			out.Close()
 			// The second collector may still be writing what it received.
 			logs, points := sn.sink.delivered(b)
 			for range 10 {
@@ -326,7 +320,7 @@ func start(b *testing.B, mode string, sn *stormNet) observer {
 			}
 			c := sn.sink.counters(b, "tcpconn.probe.records", "tcpconn.logs.dropped", "tcpconn.probe.records.dropped")
 			b.Logf("%s: the second collector received %d log records and %d metric points this round; the receiver read %d records, dropped %d access-log records (tcpconn.logs.dropped), the ring buffer %d", mode, logs, points, c[0], c[1], c[2])
-			if raw, _ := os.ReadFile(out.Name()); bytes.Contains(raw, []byte("\terror\t")) || bytes.Contains(raw, []byte("\twarn\t")) {
+			if raw, _ := os.ReadFile(logPath); bytes.Contains(raw, []byte("\terror\t")) || bytes.Contains(raw, []byte("\twarn\t")) {
 				b.Logf("%s: the collector's own log: %s", mode, raw)
 			}
 		}

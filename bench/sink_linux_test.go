@@ -57,20 +57,14 @@ service:
 `, endpoint, filepath.Join(dir, "metrics.json"))), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	s := &sink{endpoint: endpoint, out: filepath.Join(dir, "sink.log"), metrics: filepath.Join(dir, "metrics.json")}
-	f, err := os.Create(s.out)
-	if err != nil {
-		b.Fatal(err)
-	}
 	cmd := exec.Command(bin, "--config", cfg)
-	cmd.Stdout, cmd.Stderr = f, f
+	s := &sink{endpoint: endpoint, out: logTo(b, cmd), metrics: filepath.Join(dir, "metrics.json")}
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		_ = cmd.Wait()
-		f.Close()
 	})
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if c, err := net.Dial("tcp", endpoint); err == nil {
@@ -117,8 +111,9 @@ func (s *sink) delivered(b *testing.B) (logs, points int) {
 // of 2048 records, OTLP over gRPC), exporting metrics and access logs to
 // endpoint with compression (empty: the exporter's default, gzip).
 // batchTimeout is both batch processors' timeout (the manifest's 1s;
-// the processor's default is 200ms).
-func otlpCollectorCmd(b *testing.B, endpoint, compression string, batchTimeout time.Duration) *exec.Cmd {
+// the processor's default is 200ms). It returns the command and the file
+// the collector's own output goes to.
+func otlpCollectorCmd(b *testing.B, endpoint, compression string, batchTimeout time.Duration) (*exec.Cmd, string) {
 	if compression != "" {
 		compression = fmt.Sprintf("\n    compression: %s", compression)
 	}
@@ -144,7 +139,20 @@ service:
 `, dir, batchTimeout, batchTimeout, endpoint, compression)), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	return exec.Command(collectorBin(b), "--config", cfg)
+	cmd := exec.Command(collectorBin(b), "--config", cfg)
+	return cmd, logTo(b, cmd)
+}
+
+// logTo sends cmd's output to a file of the benchmark's, closed when it
+// ends, and returns the file's path.
+func logTo(b *testing.B, cmd *exec.Cmd) string {
+	f, err := os.Create(filepath.Join(b.TempDir(), "collector.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() })
+	cmd.Stdout, cmd.Stderr = f, f
+	return f.Name()
 }
 
 // counters gives the largest value each named Sum metric took in the

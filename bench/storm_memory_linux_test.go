@@ -35,15 +35,9 @@ func BenchmarkCollectorMemoryStorm(b *testing.B) {
 	pair := netnstest.NewPair(b, 207)
 	pair.Client.Exec(b, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1")
 	sk := startSink(b)
-	cmd := otlpCollectorCmd(b, sk.endpoint, "snappy", time.Second) // as the agent manifest
-	cmd.Env = append(os.Environ(), "GOMEMLIMIT=200MiB")            // deploy/agent/daemonset.yaml
-	join := memoryCgroup(b, 256<<20)                               // the manifest's limit
-	out, err := os.Create(filepath.Join(b.TempDir(), "collector.log"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer out.Close()
-	cmd.Stdout, cmd.Stderr = out, out
+	cmd, _ := otlpCollectorCmd(b, sk.endpoint, "snappy", time.Second) // as the agent manifest
+	cmd.Env = append(os.Environ(), "GOMEMLIMIT=200MiB")               // deploy/agent/daemonset.yaml
+	join := memoryCgroup(b, 256<<20)                                  // the manifest's limit
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
