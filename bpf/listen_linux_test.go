@@ -49,7 +49,7 @@ func TestWalkBacklogs(t *testing.T) {
 	require.NoError(t, err)
 
 	_, err = p.Walk(func(r *Record) {
-		assert.NotEqual(t, KindListen, r.Kind, "listeners are not visited")
+		assert.NotEqual(t, StateListen, r.NewState, "listeners are not visited")
 	})
 	require.NoError(t, err)
 	var got []Backlog

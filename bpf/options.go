@@ -38,6 +38,12 @@ type Options struct {
 	// handshakes, when set, sizes the table of outbound handshakes in
 	// flight, in slots, a power of two (tests of a full table).
 	handshakes uint32
+	// trackedSlots, when set, sizes the table of established sockets the
+	// walk reads, in slots, a power of two (tests of a full table).
+	trackedSlots uint32
+	// noTrackedWalk leaves the tracked table's walk out, as on kernels
+	// before 6.2: every walk runs in each namespace.
+	noTrackedWalk bool
 	// NoBackup leaves out the backup program that takes the state changes
 	// the kernel skips the probe for (see Stats.Missed): about 1 µs less
 	// CPU per connection, and those records are lost, counted in Missed.
@@ -102,15 +108,25 @@ type Stats struct {
 	// Skipped is every state change the kernel kept the probe from (its
 	// recursion misses): rescued, known to make no record, or missed.
 	Skipped uint64
+	// Untracked counts established sockets the probe's table of them had
+	// no room for: the walks after run in each network namespace, which
+	// costs more but misses none, until they find room.
+	Untracked uint64
+	// Stale counts slots of that table the walk found naming a socket gone
+	// without its close (a close the kernel kept both state-change
+	// programs from, counted in Missed): freed.
+	Stale uint64
 }
 
 // Stat keys: the probe's enum tcpconn_stat, as bpf2go generates it.
 const (
-	statEmitted  = uint32(tcpconnTcpconnStatTCPCONN_STAT_EMITTED)
-	statDropped  = uint32(tcpconnTcpconnStatTCPCONN_STAT_DROPPED)
-	statNoState  = uint32(tcpconnTcpconnStatTCPCONN_STAT_NO_STATE)
-	statRescued  = uint32(tcpconnTcpconnStatTCPCONN_STAT_RESCUED)
-	statNoRecord = uint32(tcpconnTcpconnStatTCPCONN_STAT_SKIPPED_NO_RECORD)
+	statEmitted   = uint32(tcpconnTcpconnStatTCPCONN_STAT_EMITTED)
+	statDropped   = uint32(tcpconnTcpconnStatTCPCONN_STAT_DROPPED)
+	statNoState   = uint32(tcpconnTcpconnStatTCPCONN_STAT_NO_STATE)
+	statRescued   = uint32(tcpconnTcpconnStatTCPCONN_STAT_RESCUED)
+	statNoRecord  = uint32(tcpconnTcpconnStatTCPCONN_STAT_SKIPPED_NO_RECORD)
+	statUntracked = uint32(tcpconnTcpconnStatTCPCONN_STAT_UNTRACKED)
+	statStale     = uint32(tcpconnTcpconnStatTCPCONN_STAT_STALE)
 	// statCount is the number of counters, the size of the stats map.
 	statCount = int(tcpconnTcpconnStatTCPCONN_STAT_MAX)
 )
@@ -120,10 +136,12 @@ const (
 // checks there is none).
 func statCounters(s *Stats, skippedNoRecord *uint64) [statCount]*uint64 {
 	return [statCount]*uint64{
-		statEmitted:  &s.Emitted,
-		statDropped:  &s.Dropped,
-		statNoState:  &s.NoState,
-		statRescued:  &s.Rescued,
-		statNoRecord: skippedNoRecord,
+		statEmitted:   &s.Emitted,
+		statDropped:   &s.Dropped,
+		statNoState:   &s.NoState,
+		statRescued:   &s.Rescued,
+		statNoRecord:  skippedNoRecord,
+		statUntracked: &s.Untracked,
+		statStale:     &s.Stale,
 	}
 }

@@ -44,9 +44,19 @@ type Probe struct {
 
 	report  *link.Iter
 	iterErr error
-	lock    *nodeLock
-	walkBuf []byte
-	walkRec Record
+	// reportTracked walks the tracked table; nil where the kernel cannot
+	// (Walk then runs report in each namespace).
+	reportTracked *link.Iter
+	// untracked: Stats.Untracked when the last walk began; walkedNetns:
+	// whether a walk ran report in each namespace, lastPerNetns whether
+	// the last did.
+	untracked    uint64
+	walkedNetns  bool
+	lastPerNetns bool
+	diagBuf      []byte
+	lock         *nodeLock
+	walkBuf      []byte
+	walkRec      Record
 	// listen: each namespace's listener counters, as the last walk read
 	// them; listenErr what it failed to read.
 	listen    []ListenStats
@@ -116,8 +126,10 @@ var modeObjects = map[AttachMode]struct {
 	// backup runs after prog on the same tracepoint and handles the state
 	// changes the kernel kept prog from (see the program's comment).
 	backup string
-	// report is the walk's iterator; none in raw_tp mode.
-	report string
+	// report is the walk's iterator of each namespace's sockets; none in
+	// raw_tp mode. reportTracked walks the tracked table; left out where
+	// the kernel has no bpf_rdonly_cast.
+	report, reportTracked string
 	// reset marks sockets that send a reset while open (tcp_send_reset),
 	// for their close record; none in raw_tp mode (no sk_storage there).
 	reset string
@@ -126,7 +138,7 @@ var modeObjects = map[AttachMode]struct {
 	// after it, types those the kernel kept it from. None in raw_tp mode.
 	retransmit, retransmitBackup string
 }{
-	AttachTPBTF: {prog: tcpconnProgTcpconnBtf, backup: tcpconnProgTcpconnBtfBackup, report: tcpconnProgTcpconnReport, reset: tcpconnProgTcpconnReset, retransmit: tcpconnProgTcpconnRetransmit, retransmitBackup: tcpconnProgTcpconnRetransmitBackup},
+	AttachTPBTF: {prog: tcpconnProgTcpconnBtf, backup: tcpconnProgTcpconnBtfBackup, report: tcpconnProgTcpconnReport, reportTracked: tcpconnProgTcpconnReportTracked, reset: tcpconnProgTcpconnReset, retransmit: tcpconnProgTcpconnRetransmit, retransmitBackup: tcpconnProgTcpconnRetransmitBackup},
 	AttachRawTP: {prog: tcpconnProgTcpconnRaw, backup: tcpconnProgTcpconnRawBackup},
 }
 
@@ -136,12 +148,13 @@ type probeObjects struct {
 	tcpconnMaps
 	prog, backup                 *ebpf.Program
 	report                       *ebpf.Program // nil in raw_tp mode
+	reportTracked                *ebpf.Program // nil in raw_tp mode and before Linux 6.2
 	reset                        *ebpf.Program // nil in raw_tp mode
 	retransmit, retransmitBackup *ebpf.Program // nil in raw_tp mode
 }
 
 func (o *probeObjects) Close() error {
-	return errors.Join(o.tcpconnMaps.Close(), o.prog.Close(), o.backup.Close(), o.report.Close(), o.reset.Close(), o.retransmit.Close(), o.retransmitBackup.Close())
+	return errors.Join(o.tcpconnMaps.Close(), o.prog.Close(), o.backup.Close(), o.report.Close(), o.reportTracked.Close(), o.reset.Close(), o.retransmit.Close(), o.retransmitBackup.Close())
 }
 
 func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
@@ -157,14 +170,22 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 	if names.retransmit != "" && !retransmitHasErr() {
 		names.retransmit, names.retransmitBackup = tcpconnProgTcpconnRetransmitSent, tcpconnProgTcpconnRetransmitSentBackup
 	}
+	if names.reportTracked != "" && (opts.noTrackedWalk || !kernelHasFunc("bpf_rdonly_cast")) {
+		names.reportTracked = ""
+	}
 	for name := range spec.Programs {
-		if name != names.prog && name != names.backup && name != names.report && name != names.reset && name != names.retransmit && name != names.retransmitBackup {
+		if name != names.prog && name != names.backup && name != names.report && name != names.reportTracked && name != names.reset && name != names.retransmit && name != names.retransmitBackup {
 			delete(spec.Programs, name)
 		}
 	}
 	specs.Events.MaxEntries = opts.RingBufferBytes
 	if opts.handshakes > 0 {
 		if err := shapeHandshakes(&specs, opts.handshakes); err != nil {
+			return err
+		}
+	}
+	if opts.trackedSlots > 0 {
+		if err := shapeTracked(&specs, opts.trackedSlots); err != nil {
 			return err
 		}
 	}
@@ -195,6 +216,7 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 	objs.prog = coll.DetachProgram(names.prog)
 	objs.backup = coll.DetachProgram(names.backup)
 	objs.report = coll.DetachProgram(names.report)
+	objs.reportTracked = coll.DetachProgram(names.reportTracked)
 	objs.reset = coll.DetachProgram(names.reset)
 	objs.retransmit = coll.DetachProgram(names.retransmit)
 	objs.retransmitBackup = coll.DetachProgram(names.retransmitBackup)
@@ -289,6 +311,17 @@ func retransmitHasErr() bool {
 	}
 	proto, ok := ptr.Target.(*btf.FuncProto)
 	return ok && len(proto.Params) == 4
+}
+
+// kernelHasFunc says whether the running kernel's BTF has the function (a
+// kfunc the probe may call).
+func kernelHasFunc(name string) bool {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return false
+	}
+	var fn *btf.Func
+	return spec.TypeByName(name, &fn) == nil
 }
 
 // attachTracepoint attaches one program to the state-change tracepoint
@@ -425,7 +458,7 @@ func (p *Probe) Close() error {
 	if p.reader != nil {
 		err = errors.Join(err, p.reader.Close())
 	}
-	for _, it := range []*link.Iter{p.report} {
+	for _, it := range []*link.Iter{p.report, p.reportTracked} {
 		if it != nil {
 			err = errors.Join(err, it.Close())
 		}
@@ -449,11 +482,8 @@ func (p *Probe) Stats() (Stats, error) {
 	var s Stats
 	var skippedNoRecord uint64
 	for key, dst := range statCounters(&s, &skippedNoRecord) {
-		if err := p.objs.Stats.Lookup(uint32(key), &p.perCPU); err != nil {
-			return Stats{}, fmt.Errorf("read probe stats: %w", err)
-		}
-		for _, v := range p.perCPU {
-			*dst += v
+		if *dst, err = p.sumStat(uint32(key)); err != nil {
+			return Stats{}, err
 		}
 	}
 	// What the backup took, or found to make no record, was not missed.
@@ -462,6 +492,25 @@ func (p *Probe) Stats() (Stats, error) {
 	s.Skipped = ps.RecursionMisses
 	s.Missed = s.Skipped - min(s.Rescued+skippedNoRecord, s.Skipped)
 	return s, nil
+}
+
+// stat reads one of the probe's counters.
+func (p *Probe) stat(key uint32) (uint64, error) {
+	p.statsMu.Lock()
+	defer p.statsMu.Unlock()
+	return p.sumStat(key)
+}
+
+// sumStat sums a counter over the CPUs; statsMu held.
+func (p *Probe) sumStat(key uint32) (uint64, error) {
+	if err := p.objs.Stats.Lookup(key, &p.perCPU); err != nil {
+		return 0, fmt.Errorf("read probe stats: %w", err)
+	}
+	var n uint64
+	for _, v := range p.perCPU {
+		n += v
+	}
+	return n, nil
 }
 
 // Refused calls fn with every local address's count of refused connects
@@ -506,16 +555,27 @@ func bootToWallOffset() (int64, error) {
 // shapeHandshakes makes the probe's handshake table slots entries long: sets
 // of up to the program's TCPCONN_HANDSHAKE_WAYS slots, slots a power of two.
 func shapeHandshakes(specs *tcpconnSpecs, slots uint32) error {
+	return shapeTable("handshake", specs.Connecting, specs.HandshakeSets, specs.HandshakeWays, slots, uint32(tcpconnTcpconnGeometryTCPCONN_HANDSHAKE_WAYS))
+}
+
+// shapeTracked does the same for the tracked table.
+func shapeTracked(specs *tcpconnSpecs, slots uint32) error {
+	return shapeTable("tracked", specs.Tracked, specs.TrackedSets, specs.TrackedWays, slots, uint32(tcpconnTcpconnGeometryTCPCONN_TRACKED_WAYS))
+}
+
+// shapeTable makes a set-associative table of the probe slots entries long:
+// sets of up to maxWays slots, slots a power of two.
+func shapeTable(name string, m *ebpf.MapSpec, sets, ways *ebpf.VariableSpec, slots, maxWays uint32) error {
 	if slots&(slots-1) != 0 {
-		return fmt.Errorf("handshake table of %d slots: not a power of two", slots)
+		return fmt.Errorf("%s table of %d slots: not a power of two", name, slots)
 	}
-	ways := min(slots, uint32(tcpconnTcpconnGeometryTCPCONN_HANDSHAKE_WAYS))
-	specs.Connecting.MaxEntries = slots
-	if err := specs.HandshakeWays.Set(ways); err != nil {
-		return fmt.Errorf("set handshake_ways: %w", err)
+	w := min(slots, maxWays)
+	m.MaxEntries = slots
+	if err := ways.Set(w); err != nil {
+		return fmt.Errorf("set %s_ways: %w", name, err)
 	}
-	if err := specs.HandshakeSets.Set(slots / ways); err != nil {
-		return fmt.Errorf("set handshake_sets: %w", err)
+	if err := sets.Set(slots / w); err != nil {
+		return fmt.Errorf("set %s_sets: %w", name, err)
 	}
 	return nil
 }

@@ -15,9 +15,6 @@ const (
 	KindClose   = Kind(tcpconnTcpconnKindTCPCONN_KIND_CLOSE)
 	KindFailure = Kind(tcpconnTcpconnKindTCPCONN_KIND_FAILURE)
 	KindUpdate  = Kind(tcpconnTcpconnKindTCPCONN_KIND_UPDATE)
-	// KindListen: a listening socket, from the walk (see Probe.Backlogs):
-	// never handed to Walk's visitor.
-	KindListen = Kind(tcpconnTcpconnKindTCPCONN_KIND_LISTEN)
 )
 
 // String returns the kind as used in event names (tcp.connection.<kind>).
@@ -31,8 +28,6 @@ func (k Kind) String() string {
 		return "failure"
 	case KindUpdate:
 		return "update"
-	case KindListen:
-		return "listen"
 	}
 	return "unknown"
 }
@@ -184,11 +179,6 @@ type Record struct {
 	// unknown on failures and on connections adopted without it. See UID.
 	ClientISN, ServerISN uint32
 	ISNKnown             bool
-
-	// AcceptQueue and AcceptQueueLimit: listen records, the connections
-	// waiting in the accept queue (sk_ack_backlog) and its limit, the
-	// listen() backlog (sk_max_ack_backlog).
-	AcceptQueue, AcceptQueueLimit uint32
 
 	NetNS uint32
 	PID   uint32
@@ -396,7 +386,6 @@ func (d *decoder) decode(raw []byte, rec *Record) bool {
 	rec.SegsIn = ev.SegsIn
 	rec.SegsOut = ev.SegsOut
 	rec.RetransmitsByType = ev.Retrans
-	rec.AcceptQueue, rec.AcceptQueueLimit = ev.AckBacklog, ev.MaxAckBacklog
 	rec.SRTT = time.Duration(ev.SrttUs) * time.Microsecond
 	rec.RTTMin = 0
 	if ev.RttMinUs != noRTTSample {

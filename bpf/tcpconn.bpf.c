@@ -203,6 +203,99 @@ struct {
 	__type(value, struct retrans);
 } retrans SEC(".maps");
 
+/* The established sockets, for the report walk: a walk of this table
+ * visits them all, of every network namespace, at once, where iter/tcp
+ * runs once per namespace and scans the host's whole socket hash in each
+ * (the kernel's hash is shared by the namespaces, and the iterator shows
+ * only its own namespace's sockets).
+ *
+ * A set-associative table in an array, like connecting: a slot is claimed
+ * with a compare-and-swap when a socket reaches ESTABLISHED and given back
+ * when it closes, no allocation, no lock (a hash map's update and delete,
+ * or a socket-local storage created per connection, measured 0.7 and 1.3
+ * us more per connection on a connection storm). A slot holds the
+ * socket's address, which the walk reads through bpf_rdonly_cast: the
+ * socket's cookie, read there, tells whether the address still names the
+ * socket the slot was claimed for (TCP sockets are freed by RCU into a
+ * cache of sockets, and a new socket gets a new cookie). A socket with no
+ * free slot in its set is counted in TCPCONN_STAT_UNTRACKED, and the
+ * loader walks the namespaces instead until a walk finds room for it.
+ * The slot also keeps a copy of the socket's retransmits by type, which
+ * the walk cannot read from sk_storage through an untrusted pointer. */
+struct tracked {
+	__u64 cookie; /* the socket's cookie; 0 while the slot is free */
+	__u64 sk;     /* the socket's address */
+	__u32 n[TCPCONN_RETRANS_TYPES];
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TCPCONN_TRACKED_SLOTS);
+	__type(key, __u32);
+	__type(value, struct tracked);
+} tracked SEC(".maps");
+
+/* The tracked table's shape, set by the loader like the handshake
+ * table's. */
+volatile const __u32 tracked_sets = TCPCONN_TRACKED_SLOTS / TCPCONN_TRACKED_WAYS;
+volatile const __u32 tracked_ways = TCPCONN_TRACKED_WAYS;
+
+/* tracked_slot is slot i of the set cookie picks, or NULL past the set. */
+static __always_inline struct tracked *tracked_slot(__u64 cookie, __u32 i)
+{
+	if (i >= tracked_ways)
+		return NULL;
+	__u32 set = (__u32)((cookie * 0x9e3779b97f4a7c15ULL) >> 40) & (tracked_sets - 1);
+	__u32 slot = set * tracked_ways + i;
+	return bpf_map_lookup_elem(&tracked, &slot);
+}
+
+/* tracked_find is the slot of the socket cookie names, or NULL. */
+static __always_inline struct tracked *tracked_find(__u64 cookie)
+{
+	for (__u32 i = 0; i < TCPCONN_TRACKED_WAYS; i++) {
+		struct tracked *t = tracked_slot(cookie, i);
+		if (!t)
+			break;
+		if (t->cookie == cookie)
+			return t;
+	}
+	return NULL;
+}
+
+/* track claims a free slot for the socket, with its retransmits by type
+ * so far (n, or none). */
+static __always_inline void track(struct sock *sk, __u64 cookie, const __u32 *n)
+{
+	for (__u32 i = 0; i < TCPCONN_TRACKED_WAYS; i++) {
+		struct tracked *t = tracked_slot(cookie, i);
+		if (!t)
+			break;
+		if (t->cookie != 0 || __sync_val_compare_and_swap(&t->cookie, 0, cookie) != 0)
+			continue;
+		/* The slot is this socket's; the walk ignores it until sk is
+		 * set (it reads sk after cookie, and checks the cookie). */
+		if (n)
+			__builtin_memcpy(t->n, n, sizeof(t->n));
+		else
+			__builtin_memset(t->n, 0, sizeof(t->n));
+		t->sk = (__u64)sk;
+		return;
+	}
+	stat_inc(TCPCONN_STAT_UNTRACKED);
+}
+
+/* untrack gives the socket's slot back, at its close. */
+static __always_inline void untrack(__u64 cookie)
+{
+	struct tracked *t = tracked_find(cookie);
+	if (t) {
+		t->sk = 0;
+		__sync_lock_test_and_set(&t->cookie, 0);
+	}
+}
+
 static __always_inline void copy_addr(bool btf, __u8 *dst, const void *src, __u32 len)
 {
 	if (btf) {
@@ -215,9 +308,12 @@ static __always_inline void copy_addr(bool btf, __u8 *dst, const void *src, __u3
 	}
 }
 
-/* fill writes one record of the socket's current counters into e. */
+/* fill writes one record of the socket's current counters into e. The
+ * tracked walk passes the socket's slot t: its cookie and retransmits by
+ * type, which the walk's untrusted socket pointer cannot ask helpers for. */
 static __always_inline void fill(bool btf, struct tcpconn_event *e, struct sock *sk, struct tcp_sock *tp,
-				 __u8 kind, int oldstate, int newstate, __u16 family, __u64 now)
+				 __u8 kind, int oldstate, int newstate, __u16 family, __u64 now,
+				 const struct tracked *t)
 {
 	e->ts_ns = now;
 	e->kind = kind;
@@ -252,7 +348,7 @@ static __always_inline void fill(bool btf, struct tcpconn_event *e, struct sock 
 	/* skc_num is 0 once the socket is unhashed at close: use inet_sport. */
 	e->sport = bpf_ntohs(RD(btf, tp, inet_conn.icsk_inet.inet_sport));
 	e->dport = bpf_ntohs(RD(btf, sk, __sk_common.skc_dport));
-	e->conn_id = conn_id(btf, sk, e);
+	e->conn_id = t ? t->cookie : conn_id(btf, sk, e);
 
 	/* Payload sent is the sequence space the peer acknowledged
 	 * (bytes_acked, which a segment dropped on the local egress and sent
@@ -319,9 +415,9 @@ static __always_inline void fill(bool btf, struct tcpconn_event *e, struct sock 
 	e->rttvar_us = RD(btf, tp, mdev_us) >> 2;
 	e->rtt_min_us = RD(btf, tp, rtt_min.s[0].v);
 	__builtin_memset(e->retrans, 0, sizeof(e->retrans));
-	e->ack_backlog = 0;
-	e->max_ack_backlog = 0;
-	if (btf && sk->sk_bpf_storage) {
+	if (t) {
+		__builtin_memcpy(e->retrans, t->n, sizeof(e->retrans));
+	} else if (btf && sk->sk_bpf_storage) {
 		struct retrans *r = bpf_sk_storage_get(&retrans, sk, 0, 0);
 		if (r)
 			__builtin_memcpy(e->retrans, r->n, sizeof(e->retrans));
@@ -475,6 +571,12 @@ static __always_inline void handle(bool btf, struct sock *sk, struct tcp_sock *t
 	__u16 family = RD(btf, sk, __sk_common.skc_family);
 	if (family != TCPCONN_AF_INET && family != TCPCONN_AF_INET6)
 		return;
+	/* A closing socket leaves the tracked table before its close record
+	 * takes its time: a walk that still found it there read it earlier
+	 * (see tcpconn_report_tracked), so its update is older than the
+	 * close. */
+	if (btf && newstate == TCP_CLOSE && oldstate != TCP_SYN_SENT && oldstate != TCP_SYN_RECV)
+		untrack(bpf_get_socket_cookie(sk));
 	__u64 now = bpf_ktime_get_boot_ns();
 
 	if (newstate == TCP_SYN_SENT) {
@@ -494,9 +596,12 @@ static __always_inline void handle(bool btf, struct sock *sk, struct tcp_sock *t
 		/* The record is lost, counted; the handshake's entry must go. */
 		if (oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV)
 			handshake_forget(btf, sk);
+		/* The walk still reports the connection. */
+		if (btf && kind == TCPCONN_KIND_OPEN)
+			track(sk, bpf_get_socket_cookie(sk), NULL);
 		return;
 	}
-	fill(btf, e, sk, tp, kind, oldstate, newstate, family, now);
+	fill(btf, e, sk, tp, kind, oldstate, newstate, family, now, NULL);
 	if (oldstate == TCP_SYN_SENT) {
 		if (!connected(btf, e, sk)) {
 			e->direction = TCPCONN_DIR_OUTBOUND;
@@ -523,6 +628,8 @@ static __always_inline void handle(bool btf, struct sock *sk, struct tcp_sock *t
 	} else if (kind == TCPCONN_KIND_OPEN) {
 		e->flags |= TCPCONN_F_ADOPTED; /* not from a handshake we saw */
 	}
+	if (btf && kind == TCPCONN_KIND_OPEN)
+		track(sk, e->conn_id, e->retrans);
 	submit(e);
 }
 
@@ -787,6 +894,11 @@ static __always_inline void count_retransmit(const struct sock *sk, const struct
 	if (type < TCPCONN_RETRANS_TYPES)
 		r->n[type] += grew;
 	r->typed = total;
+	/* The walk's copy (a socket still in its handshake has no slot yet:
+	 * track copies its types at ESTABLISHED). */
+	struct tracked *t = tracked_find(bpf_get_socket_cookie((struct sock *)sk));
+	if (t)
+		__builtin_memcpy(t->n, r->n, sizeof(t->n));
 }
 
 /* retransmit_counted says whether a retransmit that ended with err was
@@ -847,8 +959,8 @@ int BPF_PROG(tcpconn_retransmit_sent_backup, const struct sock *sk, const struct
 	return 0;
 }
 
-/* Every report_interval the loader runs this over the TCP sockets of every
- * network namespace: one update record per established connection, idle or
+/* At start, and when the tracked table was full, the loader runs this over
+ * the TCP sockets of every network namespace: one update record per established connection, idle or
  * not, written to the iterator's seq_file rather than the ring buffer. The
  * iterator holds each socket's lock while the program reads it, so an
  * update and the close of the same connection cannot interleave: a socket
@@ -869,20 +981,67 @@ int tcpconn_report(struct bpf_iter__tcp *ctx)
 		return 0; /* request and time-wait sockets */
 	struct sock *sk = &tp->inet_conn.icsk_inet.sk;
 	int state = skc->skc_state;
-	/* Handshakes in progress are reported by their open or failure. */
-	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_CLOSE)
+	/* Handshakes in progress are reported by their open or failure;
+	 * listeners are read through sock_diag. */
+	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_CLOSE || state == TCP_LISTEN)
 		return 0;
 	__u16 family = skc->skc_family;
 	if (family != TCPCONN_AF_INET && family != TCPCONN_AF_INET6)
 		return 0;
-	__u8 kind = state == TCP_LISTEN ? TCPCONN_KIND_LISTEN : TCPCONN_KIND_UPDATE;
-	fill(true, &e, sk, tp, kind, state, state, family, bpf_ktime_get_boot_ns());
-	e.ack_backlog = 0;
-	e.max_ack_backlog = 0;
-	if (kind == TCPCONN_KIND_LISTEN) {
-		e.ack_backlog = sk->sk_ack_backlog;
-		e.max_ack_backlog = sk->sk_max_ack_backlog;
+	fill(true, &e, sk, tp, TCPCONN_KIND_UPDATE, state, state, family, bpf_ktime_get_boot_ns(), NULL);
+	/* A connection open before the probe, or one the table had no room
+	 * for then, is tracked from now on. */
+	if (!tracked_find(e.conn_id))
+		track(sk, e.conn_id, e.retrans);
+	bpf_seq_write(ctx->meta->seq, &e, sizeof(e));
+	return 0;
+}
+
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+
+/* Every report_interval the loader runs this over the tracked table: one
+ * update record per established connection, idle or not, of every network
+ * namespace, written to the iterator's seq_file (an array's iterator
+ * resumes each read at its index). The socket is not locked here, unlike
+ * iter/tcp's: its counters are read as they are, and a close meanwhile is
+ * ordered by the slot. The close gives the slot back before its record
+ * takes its time, so a socket whose slot still holds its cookie after the
+ * reads was read before its close record's time. A slot whose socket's
+ * cookie differs names a socket gone without its close (a close the
+ * kernel kept both state-change programs from): it is freed, counted. */
+SEC("iter/bpf_map_elem")
+int tcpconn_report_tracked(struct bpf_iter__bpf_map_elem *ctx)
+{
+	__u32 *key = ctx->key;
+	if (!key)
+		return 0;
+	__u32 k = *key;
+	struct tracked *t = bpf_map_lookup_elem(&tracked, &k);
+	if (!t)
+		return 0;
+	__u64 cookie = *(volatile __u64 *)&t->cookie;
+	__u64 addr = *(volatile __u64 *)&t->sk;
+	if (!cookie || !addr || !bpf_rdonly_cast) /* a kernel before 6.2: Walk uses iter/tcp */
+		return 0;
+	struct sock *sk = bpf_rdonly_cast((void *)addr, bpf_core_type_id_kernel(struct sock));
+	struct tcp_sock *tp = bpf_rdonly_cast((void *)addr, bpf_core_type_id_kernel(struct tcp_sock));
+	__u64 now = bpf_ktime_get_boot_ns();
+	if (sk->__sk_common.skc_cookie.counter != cookie) {
+		if (*(volatile __u64 *)&t->cookie == cookie &&
+		    __sync_val_compare_and_swap(&t->cookie, cookie, 0) == cookie)
+			stat_inc(TCPCONN_STAT_STALE);
+		return 0;
 	}
+	int state = sk->__sk_common.skc_state;
+	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_CLOSE || state == TCP_LISTEN)
+		return 0;
+	__u16 family = sk->__sk_common.skc_family;
+	if (family != TCPCONN_AF_INET && family != TCPCONN_AF_INET6)
+		return 0;
+	struct tcpconn_event e;
+	fill(true, &e, sk, tp, TCPCONN_KIND_UPDATE, state, state, family, now, t);
+	if (*(volatile __u64 *)&t->cookie != cookie)
+		return 0; /* closed meanwhile: its close record has it */
 	bpf_seq_write(ctx->meta->seq, &e, sizeof(e));
 	return 0;
 }

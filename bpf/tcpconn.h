@@ -21,7 +21,6 @@ enum tcpconn_kind {
 	TCPCONN_KIND_CLOSE = 2,   /* an established connection ended (-> CLOSE) */
 	TCPCONN_KIND_FAILURE = 3, /* a handshake never completed (SYN_SENT/SYN_RECV -> CLOSE) */
 	TCPCONN_KIND_UPDATE = 4,  /* periodic report of a live connection */
-	TCPCONN_KIND_LISTEN = 5,  /* the walk's report of a listening socket: its accept queue */
 };
 
 /* Direction, seen from the local end. */
@@ -66,7 +65,9 @@ enum tcpconn_stat {
 	TCPCONN_STAT_NO_STATE = 2,        /* an outbound handshake could not be remembered: table full */
 	TCPCONN_STAT_RESCUED = 3,         /* state changes the probe was kept from, taken by its backup */
 	TCPCONN_STAT_SKIPPED_NO_RECORD = 4, /* the same, that interesting() drops */
-	TCPCONN_STAT_MAX = 5,
+	TCPCONN_STAT_UNTRACKED = 5,       /* established sockets the tracked table had no slot for */
+	TCPCONN_STAT_STALE = 6,           /* tracked slots the walk found naming a socket gone */
+	TCPCONN_STAT_MAX = 7,
 };
 
 /* The shape of the probe's tables (see tcpconn.bpf.c). */
@@ -75,6 +76,8 @@ enum tcpconn_geometry {
 	TCPCONN_HANDSHAKE_SLOTS = 65536, /* its default size, a power of two */
 	TCPCONN_NOTES = 8,               /* the per-CPU note stack, a power of two */
 	TCPCONN_REFUSED_KEYS = 4096,     /* local addresses whose refused connects are counted */
+	TCPCONN_TRACKED_WAYS = 8,        /* slots per set of the tracked table */
+	TCPCONN_TRACKED_SLOTS = 262144,  /* its default size, a power of two */
 };
 
 struct tcpconn_event {
@@ -98,8 +101,6 @@ struct tcpconn_event {
 	__u32 snd_base;    /* snd_una - bytes_acked: the local ISN, + 1 for a listener's child */
 	__u32 rcv_base;    /* rcv_nxt - bytes_received: the peer's ISN + 1 */
 	__u32 retrans[TCPCONN_RETRANS_TYPES]; /* segments retransmitted, by enum tcpconn_retrans_type (tp_btf) */
-	__u32 ack_backlog;     /* listen records: connections in the accept queue (sk_ack_backlog) */
-	__u32 max_ack_backlog; /* listen records: its limit, the listen() backlog (sk_max_ack_backlog) */
 	__u8 saddr[16];    /* local address: 4 bytes for AF_INET, 16 for AF_INET6 */
 	__u8 daddr[16];    /* peer address */
 	__u16 sport;       /* local port, host order */

@@ -66,8 +66,6 @@ type tcpconnTcpconnEvent struct {
 	SndBase       uint32
 	RcvBase       uint32
 	Retrans       [5]uint32
-	AckBacklog    uint32
-	MaxAckBacklog uint32
 	Saddr         [16]uint8
 	Daddr         [16]uint8
 	Sport         uint16
@@ -106,6 +104,8 @@ const (
 	tcpconnTcpconnGeometryTCPCONN_HANDSHAKE_SLOTS tcpconnTcpconnGeometry = 65536
 	tcpconnTcpconnGeometryTCPCONN_NOTES           tcpconnTcpconnGeometry = 8
 	tcpconnTcpconnGeometryTCPCONN_REFUSED_KEYS    tcpconnTcpconnGeometry = 4096
+	tcpconnTcpconnGeometryTCPCONN_TRACKED_WAYS    tcpconnTcpconnGeometry = 8
+	tcpconnTcpconnGeometryTCPCONN_TRACKED_SLOTS   tcpconnTcpconnGeometry = 262144
 )
 
 type tcpconnTcpconnKind uint32
@@ -115,7 +115,6 @@ const (
 	tcpconnTcpconnKindTCPCONN_KIND_CLOSE   tcpconnTcpconnKind = 2
 	tcpconnTcpconnKindTCPCONN_KIND_FAILURE tcpconnTcpconnKind = 3
 	tcpconnTcpconnKindTCPCONN_KIND_UPDATE  tcpconnTcpconnKind = 4
-	tcpconnTcpconnKindTCPCONN_KIND_LISTEN  tcpconnTcpconnKind = 5
 )
 
 type tcpconnTcpconnRefusedKey struct {
@@ -145,8 +144,18 @@ const (
 	tcpconnTcpconnStatTCPCONN_STAT_NO_STATE          tcpconnTcpconnStat = 2
 	tcpconnTcpconnStatTCPCONN_STAT_RESCUED           tcpconnTcpconnStat = 3
 	tcpconnTcpconnStatTCPCONN_STAT_SKIPPED_NO_RECORD tcpconnTcpconnStat = 4
-	tcpconnTcpconnStatTCPCONN_STAT_MAX               tcpconnTcpconnStat = 5
+	tcpconnTcpconnStatTCPCONN_STAT_UNTRACKED         tcpconnTcpconnStat = 5
+	tcpconnTcpconnStatTCPCONN_STAT_STALE             tcpconnTcpconnStat = 6
+	tcpconnTcpconnStatTCPCONN_STAT_MAX               tcpconnTcpconnStat = 7
 )
+
+type tcpconnTracked struct {
+	_      structs.HostLayout
+	Cookie uint64
+	Sk     uint64
+	N      [5]uint32
+	Pad    uint32
+}
 
 // Names of all BPF objects in the ELF.
 //
@@ -159,11 +168,13 @@ const (
 	tcpconnMapRetrans                      = "retrans"
 	tcpconnMapSeen                         = "seen"
 	tcpconnMapStats                        = "stats"
+	tcpconnMapTracked                      = "tracked"
 	tcpconnProgTcpconnBtf                  = "tcpconn_btf"
 	tcpconnProgTcpconnBtfBackup            = "tcpconn_btf_backup"
 	tcpconnProgTcpconnRaw                  = "tcpconn_raw"
 	tcpconnProgTcpconnRawBackup            = "tcpconn_raw_backup"
 	tcpconnProgTcpconnReport               = "tcpconn_report"
+	tcpconnProgTcpconnReportTracked        = "tcpconn_report_tracked"
 	tcpconnProgTcpconnReset                = "tcpconn_reset"
 	tcpconnProgTcpconnRetransmit           = "tcpconn_retransmit"
 	tcpconnProgTcpconnRetransmitBackup     = "tcpconn_retransmit_backup"
@@ -172,6 +183,8 @@ const (
 	tcpconnVarHandshakeSets                = "handshake_sets"
 	tcpconnVarHandshakeWays                = "handshake_ways"
 	tcpconnVarIdSecret                     = "id_secret"
+	tcpconnVarTrackedSets                  = "tracked_sets"
+	tcpconnVarTrackedWays                  = "tracked_ways"
 	tcpconnVarUnusedShared                 = "unused_shared"
 	tcpconnVarWakeupBytes                  = "wakeup_bytes"
 )
@@ -223,6 +236,7 @@ type tcpconnProgramSpecs struct {
 	TcpconnRaw                  *ebpf.ProgramSpec `ebpf:"tcpconn_raw"`
 	TcpconnRawBackup            *ebpf.ProgramSpec `ebpf:"tcpconn_raw_backup"`
 	TcpconnReport               *ebpf.ProgramSpec `ebpf:"tcpconn_report"`
+	TcpconnReportTracked        *ebpf.ProgramSpec `ebpf:"tcpconn_report_tracked"`
 	TcpconnReset                *ebpf.ProgramSpec `ebpf:"tcpconn_reset"`
 	TcpconnRetransmit           *ebpf.ProgramSpec `ebpf:"tcpconn_retransmit"`
 	TcpconnRetransmitBackup     *ebpf.ProgramSpec `ebpf:"tcpconn_retransmit_backup"`
@@ -241,6 +255,7 @@ type tcpconnMapSpecs struct {
 	Retrans    *ebpf.MapSpec `ebpf:"retrans"`
 	Seen       *ebpf.MapSpec `ebpf:"seen"`
 	Stats      *ebpf.MapSpec `ebpf:"stats"`
+	Tracked    *ebpf.MapSpec `ebpf:"tracked"`
 }
 
 // tcpconnVariableSpecs contains global variables before they are loaded into the kernel.
@@ -250,6 +265,8 @@ type tcpconnVariableSpecs struct {
 	HandshakeSets *ebpf.VariableSpec `ebpf:"handshake_sets"`
 	HandshakeWays *ebpf.VariableSpec `ebpf:"handshake_ways"`
 	IdSecret      *ebpf.VariableSpec `ebpf:"id_secret"`
+	TrackedSets   *ebpf.VariableSpec `ebpf:"tracked_sets"`
+	TrackedWays   *ebpf.VariableSpec `ebpf:"tracked_ways"`
 	UnusedShared  *ebpf.VariableSpec `ebpf:"unused_shared"`
 	WakeupBytes   *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
@@ -281,6 +298,7 @@ type tcpconnMaps struct {
 	Retrans    *ebpf.Map `ebpf:"retrans"`
 	Seen       *ebpf.Map `ebpf:"seen"`
 	Stats      *ebpf.Map `ebpf:"stats"`
+	Tracked    *ebpf.Map `ebpf:"tracked"`
 }
 
 func (m *tcpconnMaps) Close() error {
@@ -292,6 +310,7 @@ func (m *tcpconnMaps) Close() error {
 		m.Retrans,
 		m.Seen,
 		m.Stats,
+		m.Tracked,
 	)
 }
 
@@ -302,6 +321,8 @@ type tcpconnVariables struct {
 	HandshakeSets *ebpf.Variable `ebpf:"handshake_sets"`
 	HandshakeWays *ebpf.Variable `ebpf:"handshake_ways"`
 	IdSecret      *ebpf.Variable `ebpf:"id_secret"`
+	TrackedSets   *ebpf.Variable `ebpf:"tracked_sets"`
+	TrackedWays   *ebpf.Variable `ebpf:"tracked_ways"`
 	UnusedShared  *ebpf.Variable `ebpf:"unused_shared"`
 	WakeupBytes   *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
@@ -315,6 +336,7 @@ type tcpconnPrograms struct {
 	TcpconnRaw                  *ebpf.Program `ebpf:"tcpconn_raw"`
 	TcpconnRawBackup            *ebpf.Program `ebpf:"tcpconn_raw_backup"`
 	TcpconnReport               *ebpf.Program `ebpf:"tcpconn_report"`
+	TcpconnReportTracked        *ebpf.Program `ebpf:"tcpconn_report_tracked"`
 	TcpconnReset                *ebpf.Program `ebpf:"tcpconn_reset"`
 	TcpconnRetransmit           *ebpf.Program `ebpf:"tcpconn_retransmit"`
 	TcpconnRetransmitBackup     *ebpf.Program `ebpf:"tcpconn_retransmit_backup"`
@@ -329,6 +351,7 @@ func (p *tcpconnPrograms) Close() error {
 		p.TcpconnRaw,
 		p.TcpconnRawBackup,
 		p.TcpconnReport,
+		p.TcpconnReportTracked,
 		p.TcpconnReset,
 		p.TcpconnRetransmit,
 		p.TcpconnRetransmitBackup,

@@ -23,6 +23,13 @@ func (p *Probe) attachIterators() error {
 		return fmt.Errorf("attach iter/tcp (report): %w", err)
 	}
 	p.report = report
+	if p.objs.reportTracked != nil {
+		tracked, err := link.AttachIter(link.IterOptions{Program: p.objs.reportTracked, Map: p.objs.Tracked})
+		if err != nil {
+			return fmt.Errorf("attach iter/bpf_map_elem (tracked report): %w", err)
+		}
+		p.reportTracked = tracked
+	}
 	return nil
 }
 
@@ -37,8 +44,14 @@ func (p *Probe) CanWalk() error { return p.iterErr }
 // the probe never saw it open (it opened before the probe, or its open
 // record was dropped).
 //
-// The iterator reads each socket under its lock and skips closed ones, so
-// a connection's update is produced before its close record. Read may run
+// Walk reads the probe's table of established sockets, all namespaces at
+// once (see tcpconn_report_tracked), and each namespace's listeners
+// through sock_diag; it runs iter/tcp in each namespace instead at start,
+// on kernels before 6.2 (no bpf_rdonly_cast), and after the table had no
+// room for a socket (Stats.Untracked grew), which that walk then tracks
+// where it finds room.
+//
+// A connection's update is produced before its close record. Read may run
 // on another goroutine meanwhile (see Probe): a reader that takes the
 // walk's records as they come, between Reads, may read a close before the
 // update the walk made of that connection just before it closed, and must
@@ -61,7 +74,10 @@ func (p *Probe) walk(visit func(*Record), directions bool) (int, error) {
 	}
 	if p.walkBuf == nil {
 		p.walkBuf = make([]byte, walkBufRecords*rawEventSize)
+		p.diagBuf = make([]byte, diagBuf)
 	}
+	perNetns := directions || !p.canWalkTracked()
+	p.walkedNetns, p.lastPerNetns = p.walkedNetns || perNetns, perNetns
 	n := 0
 	p.listen, p.listenErr, p.backlogs, p.walkSkipped = p.listen[:0], nil, p.backlogs[:0], p.walkSkipped[:0]
 	err := inEachNetns(func(ns string) error {
@@ -72,6 +88,14 @@ func (p *Probe) walk(visit func(*Record), directions bool) (int, error) {
 			p.listen = append(p.listen, ls)
 		}
 		p.nsAddr = ls.Local
+		if err := readBacklogs(p.diagBuf, func(local netip.Addr, port uint16, queued, limit uint32) {
+			p.addBacklog(Backlog{NetNS: ls.NetNS, Local: local, Port: port, Queued: queued, Limit: limit})
+		}); err != nil {
+			p.listenErr = errors.Join(p.listenErr, fmt.Errorf("%s: %w", ns, err))
+		}
+		if !perNetns {
+			return nil
+		}
 		if inUse, err := tcpInUse(); err == nil && inUse == 0 {
 			// No TCP socket, listening or not: nothing to report, where
 			// the iterator would still scan every socket of every
@@ -94,7 +118,32 @@ func (p *Probe) walk(visit func(*Record), directions bool) (int, error) {
 		}
 		return nil
 	})
+	if !perNetns {
+		m, terr := p.readIter(p.reportTracked, visit, nil)
+		n += m
+		if terr != nil {
+			err = errors.Join(err, fmt.Errorf("report walk of the tracked table: %w", terr))
+		}
+	}
 	return n, err
+}
+
+// canWalkTracked says whether the tracked table holds every established
+// socket: the kernel can walk it, and it has not lacked room for a socket
+// since the last walk of the namespaces (which tracks what it visits), and
+// such a walk ran: the first finds the connections open before the probe.
+func (p *Probe) canWalkTracked() bool {
+	if p.reportTracked == nil {
+		return false
+	}
+	untracked, err := p.stat(statUntracked)
+	if err != nil || untracked != p.untracked || !p.walkedNetns {
+		// Counted from now: sockets the next walk of the namespaces cannot
+		// track either make it walk them again.
+		p.untracked = untracked
+		return false
+	}
+	return true
 }
 
 // walkBufRecords sizes the walk's read buffer: the walk streams through
@@ -105,7 +154,13 @@ const walkBufRecords = 512
 // namespace and visits its records as they are read; with l, records
 // without a direction get the one l tells.
 func (p *Probe) walkNetns(visit func(*Record), l *Listeners) (int, error) {
-	rd, err := p.report.Open()
+	return p.readIter(p.report, visit, l)
+}
+
+// readIter runs an iterator of update records and visits them as they
+// are read; with l, records without a direction get the one l tells.
+func (p *Probe) readIter(it *link.Iter, visit func(*Record), l *Listeners) (int, error) {
+	rd, err := it.Open()
 	if err != nil {
 		return 0, err
 	}
@@ -117,10 +172,6 @@ func (p *Probe) walkNetns(visit func(*Record), l *Listeners) (int, error) {
 		off := 0
 		for ; off+rawEventSize <= pending; off += rawEventSize {
 			if p.dec.decode(buf[off:off+rawEventSize], &p.walkRec) {
-				if p.walkRec.Kind == KindListen {
-					p.addBacklog(&p.walkRec)
-					continue
-				}
 				if l != nil && p.walkRec.Direction == DirectionUnknown {
 					p.walkRec.SetDirection(l.Direction(p.walkRec.LocalAddr, p.walkRec.LocalPort))
 				}
@@ -139,8 +190,7 @@ func (p *Probe) walkNetns(visit func(*Record), l *Listeners) (int, error) {
 }
 
 // addBacklog keeps a listening socket's accept queue for Backlogs.
-func (p *Probe) addBacklog(r *Record) {
-	b := Backlog{NetNS: r.NetNS, Local: r.LocalAddr, Port: r.LocalPort, Queued: r.AcceptQueue, Limit: r.AcceptQueueLimit}
+func (p *Probe) addBacklog(b Backlog) {
 	if b.Local.IsUnspecified() && p.nsAddr.IsValid() {
 		b.Local = p.nsAddr
 	}
