@@ -42,7 +42,7 @@ type Options struct {
 	// walk reads, in slots, a power of two (tests of a full table).
 	trackedSlots uint32
 	// noTrackedWalk leaves the tracked table's walk out, as on kernels
-	// before 6.2: every walk runs in each namespace.
+	// before 6.4: every walk runs in each namespace.
 	noTrackedWalk bool
 	// NoBackup leaves out the backup program that takes the state changes
 	// the kernel skips the probe for (see Stats.Missed): about 1 µs less

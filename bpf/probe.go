@@ -148,7 +148,7 @@ type probeObjects struct {
 	tcpconnMaps
 	prog, backup                 *ebpf.Program
 	report                       *ebpf.Program // nil in raw_tp mode
-	reportTracked                *ebpf.Program // nil in raw_tp mode and before Linux 6.2
+	reportTracked                *ebpf.Program // nil in raw_tp mode and before Linux 6.4
 	reset                        *ebpf.Program // nil in raw_tp mode
 	retransmit, retransmitBackup *ebpf.Program // nil in raw_tp mode
 }
@@ -170,7 +170,7 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 	if names.retransmit != "" && !retransmitHasErr() {
 		names.retransmit, names.retransmitBackup = tcpconnProgTcpconnRetransmitSent, tcpconnProgTcpconnRetransmitSentBackup
 	}
-	if names.reportTracked != "" && (opts.noTrackedWalk || !kernelHasFunc("bpf_rdonly_cast")) {
+	if names.reportTracked != "" && (opts.noTrackedWalk || !kernelHasFunc("bpf_rdonly_cast") || !kernelHasFunc("bpf_iter_num_new")) {
 		names.reportTracked = ""
 	}
 	for name := range spec.Programs {
@@ -558,8 +558,10 @@ func shapeHandshakes(specs *tcpconnSpecs, slots uint32) error {
 	return shapeTable("handshake", specs.Connecting, specs.HandshakeSets, specs.HandshakeWays, slots, uint32(tcpconnTcpconnGeometryTCPCONN_HANDSHAKE_WAYS))
 }
 
-// shapeTracked does the same for the tracked table.
+// shapeTracked does the same for the tracked table, and sizes the walk's
+// chunks of it.
 func shapeTracked(specs *tcpconnSpecs, slots uint32) error {
+	specs.TrackedChunks.MaxEntries = max(1, slots/uint32(tcpconnTcpconnGeometryTCPCONN_TRACKED_CHUNK))
 	return shapeTable("tracked", specs.Tracked, specs.TrackedSets, specs.TrackedWays, slots, uint32(tcpconnTcpconnGeometryTCPCONN_TRACKED_WAYS))
 }
 

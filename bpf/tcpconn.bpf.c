@@ -998,31 +998,39 @@ int tcpconn_report(struct bpf_iter__tcp *ctx)
 }
 
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+extern int bpf_iter_num_new(struct bpf_iter_num *it, int start, int end) __ksym __weak;
+extern int *bpf_iter_num_next(struct bpf_iter_num *it) __ksym __weak;
+extern void bpf_iter_num_destroy(struct bpf_iter_num *it) __ksym __weak;
 
-/* Every report_interval the loader runs this over the tracked table: one
- * update record per established connection, idle or not, of every network
- * namespace, written to the iterator's seq_file (an array's iterator
- * resumes each read at its index). The socket is not locked here, unlike
- * iter/tcp's: its counters are read as they are, and a close meanwhile is
- * ordered by the slot. The close gives the slot back before its record
- * takes its time, so a socket whose slot still holds its cookie after the
- * reads was read before its close record's time. A slot whose socket's
- * cookie differs names a socket gone without its close (a close the
- * kernel kept both state-change programs from): it is freed, counted. */
-SEC("iter/bpf_map_elem")
-int tcpconn_report_tracked(struct bpf_iter__bpf_map_elem *ctx)
+/* The walk iterates over chunks of the tracked table, TCPCONN_TRACKED_CHUNK
+ * slots each: an iterator's run per element costs about 0.1 us, which per
+ * slot made the walk of an empty table 25 ms. A chunk's records always fit
+ * the seq_file's buffer (32 KiB), where a chunk that overflows it would be
+ * retried whole. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TCPCONN_TRACKED_SLOTS / TCPCONN_TRACKED_CHUNK);
+	__type(key, __u32);
+	__type(value, __u8);
+} tracked_chunks SEC(".maps");
+
+/* report_slot writes the update record of the socket in slot k, if any.
+ * The socket is not locked here, unlike iter/tcp's: its counters are read
+ * as they are, and a close meanwhile is ordered by the slot. The close
+ * gives the slot back before its record takes its time, so a socket whose
+ * slot still holds its cookie after the reads was read before its close
+ * record's time. A slot whose socket's cookie differs names a socket gone
+ * without its close (a close the kernel kept both state-change programs
+ * from): it is freed, counted. */
+static __always_inline void report_slot(struct seq_file *seq, __u32 k)
 {
-	__u32 *key = ctx->key;
-	if (!key)
-		return 0;
-	__u32 k = *key;
 	struct tracked *t = bpf_map_lookup_elem(&tracked, &k);
 	if (!t)
-		return 0;
+		return;
 	__u64 cookie = *(volatile __u64 *)&t->cookie;
 	__u64 addr = *(volatile __u64 *)&t->sk;
-	if (!cookie || !addr || !bpf_rdonly_cast) /* a kernel before 6.2: Walk uses iter/tcp */
-		return 0;
+	if (!cookie || !addr)
+		return;
 	struct sock *sk = bpf_rdonly_cast((void *)addr, bpf_core_type_id_kernel(struct sock));
 	struct tcp_sock *tp = bpf_rdonly_cast((void *)addr, bpf_core_type_id_kernel(struct tcp_sock));
 	__u64 now = bpf_ktime_get_boot_ns();
@@ -1030,18 +1038,39 @@ int tcpconn_report_tracked(struct bpf_iter__bpf_map_elem *ctx)
 		if (*(volatile __u64 *)&t->cookie == cookie &&
 		    __sync_val_compare_and_swap(&t->cookie, cookie, 0) == cookie)
 			stat_inc(TCPCONN_STAT_STALE);
-		return 0;
+		return;
 	}
 	int state = sk->__sk_common.skc_state;
 	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_CLOSE || state == TCP_LISTEN)
-		return 0;
+		return;
 	__u16 family = sk->__sk_common.skc_family;
 	if (family != TCPCONN_AF_INET && family != TCPCONN_AF_INET6)
-		return 0;
+		return;
 	struct tcpconn_event e;
 	fill(true, &e, sk, tp, TCPCONN_KIND_UPDATE, state, state, family, now, t);
 	if (*(volatile __u64 *)&t->cookie != cookie)
-		return 0; /* closed meanwhile: its close record has it */
-	bpf_seq_write(ctx->meta->seq, &e, sizeof(e));
+		return; /* closed meanwhile: its close record has it */
+	bpf_seq_write(seq, &e, sizeof(e));
+}
+
+/* Every report_interval the loader runs this over the tracked table's
+ * chunks: one update record per established connection, idle or not, of
+ * every network namespace, written to the iterator's seq_file (an array's
+ * iterator resumes each read at its index). Loaded where the kernel has
+ * bpf_rdonly_cast and open-coded iterators (6.4). */
+SEC("iter/bpf_map_elem")
+int tcpconn_report_tracked(struct bpf_iter__bpf_map_elem *ctx)
+{
+	__u32 *key = ctx->key;
+	if (!key)
+		return 0;
+	struct seq_file *seq = ctx->meta->seq;
+	__u32 first = *key * TCPCONN_TRACKED_CHUNK;
+	struct bpf_iter_num it;
+	int *i;
+	bpf_iter_num_new(&it, 0, TCPCONN_TRACKED_CHUNK);
+	while ((i = bpf_iter_num_next(&it)))
+		report_slot(seq, first + *i);
+	bpf_iter_num_destroy(&it);
 	return 0;
 }

@@ -106,6 +106,7 @@ const (
 	tcpconnTcpconnGeometryTCPCONN_REFUSED_KEYS    tcpconnTcpconnGeometry = 4096
 	tcpconnTcpconnGeometryTCPCONN_TRACKED_WAYS    tcpconnTcpconnGeometry = 8
 	tcpconnTcpconnGeometryTCPCONN_TRACKED_SLOTS   tcpconnTcpconnGeometry = 262144
+	tcpconnTcpconnGeometryTCPCONN_TRACKED_CHUNK   tcpconnTcpconnGeometry = 128
 )
 
 type tcpconnTcpconnKind uint32
@@ -169,6 +170,7 @@ const (
 	tcpconnMapSeen                         = "seen"
 	tcpconnMapStats                        = "stats"
 	tcpconnMapTracked                      = "tracked"
+	tcpconnMapTrackedChunks                = "tracked_chunks"
 	tcpconnProgTcpconnBtf                  = "tcpconn_btf"
 	tcpconnProgTcpconnBtfBackup            = "tcpconn_btf_backup"
 	tcpconnProgTcpconnRaw                  = "tcpconn_raw"
@@ -248,14 +250,15 @@ type tcpconnProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpconnMapSpecs struct {
-	Connecting *ebpf.MapSpec `ebpf:"connecting"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	Refused    *ebpf.MapSpec `ebpf:"refused"`
-	ResetSent  *ebpf.MapSpec `ebpf:"reset_sent"`
-	Retrans    *ebpf.MapSpec `ebpf:"retrans"`
-	Seen       *ebpf.MapSpec `ebpf:"seen"`
-	Stats      *ebpf.MapSpec `ebpf:"stats"`
-	Tracked    *ebpf.MapSpec `ebpf:"tracked"`
+	Connecting    *ebpf.MapSpec `ebpf:"connecting"`
+	Events        *ebpf.MapSpec `ebpf:"events"`
+	Refused       *ebpf.MapSpec `ebpf:"refused"`
+	ResetSent     *ebpf.MapSpec `ebpf:"reset_sent"`
+	Retrans       *ebpf.MapSpec `ebpf:"retrans"`
+	Seen          *ebpf.MapSpec `ebpf:"seen"`
+	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	Tracked       *ebpf.MapSpec `ebpf:"tracked"`
+	TrackedChunks *ebpf.MapSpec `ebpf:"tracked_chunks"`
 }
 
 // tcpconnVariableSpecs contains global variables before they are loaded into the kernel.
@@ -291,14 +294,15 @@ func (o *tcpconnObjects) Close() error {
 //
 // It can be passed to loadTcpconnObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpconnMaps struct {
-	Connecting *ebpf.Map `ebpf:"connecting"`
-	Events     *ebpf.Map `ebpf:"events"`
-	Refused    *ebpf.Map `ebpf:"refused"`
-	ResetSent  *ebpf.Map `ebpf:"reset_sent"`
-	Retrans    *ebpf.Map `ebpf:"retrans"`
-	Seen       *ebpf.Map `ebpf:"seen"`
-	Stats      *ebpf.Map `ebpf:"stats"`
-	Tracked    *ebpf.Map `ebpf:"tracked"`
+	Connecting    *ebpf.Map `ebpf:"connecting"`
+	Events        *ebpf.Map `ebpf:"events"`
+	Refused       *ebpf.Map `ebpf:"refused"`
+	ResetSent     *ebpf.Map `ebpf:"reset_sent"`
+	Retrans       *ebpf.Map `ebpf:"retrans"`
+	Seen          *ebpf.Map `ebpf:"seen"`
+	Stats         *ebpf.Map `ebpf:"stats"`
+	Tracked       *ebpf.Map `ebpf:"tracked"`
+	TrackedChunks *ebpf.Map `ebpf:"tracked_chunks"`
 }
 
 func (m *tcpconnMaps) Close() error {
@@ -311,6 +315,7 @@ func (m *tcpconnMaps) Close() error {
 		m.Seen,
 		m.Stats,
 		m.Tracked,
+		m.TrackedChunks,
 	)
 }
 

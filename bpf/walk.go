@@ -24,7 +24,7 @@ func (p *Probe) attachIterators() error {
 	}
 	p.report = report
 	if p.objs.reportTracked != nil {
-		tracked, err := link.AttachIter(link.IterOptions{Program: p.objs.reportTracked, Map: p.objs.Tracked})
+		tracked, err := link.AttachIter(link.IterOptions{Program: p.objs.reportTracked, Map: p.objs.TrackedChunks})
 		if err != nil {
 			return fmt.Errorf("attach iter/bpf_map_elem (tracked report): %w", err)
 		}
@@ -47,7 +47,7 @@ func (p *Probe) CanWalk() error { return p.iterErr }
 // Walk reads the probe's table of established sockets, all namespaces at
 // once (see tcpconn_report_tracked), and each namespace's listeners
 // through sock_diag; it runs iter/tcp in each namespace instead at start,
-// on kernels before 6.2 (no bpf_rdonly_cast), and after the table had no
+// on kernels before 6.4 (no bpf_rdonly_cast or open-coded iterators), and after the table had no
 // room for a socket (Stats.Untracked grew), which that walk then tracks
 // where it finds room.
 //
