@@ -184,8 +184,8 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 			return err
 		}
 	}
-	if opts.trackedSlots > 0 {
-		if err := shapeTracked(&specs, opts.trackedSlots); err != nil {
+	if opts.TrackedSockets > 0 {
+		if err := shapeTracked(&specs, opts.TrackedSockets); err != nil {
 			return err
 		}
 	}

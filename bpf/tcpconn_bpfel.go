@@ -105,7 +105,7 @@ const (
 	tcpconnTcpconnGeometryTCPCONN_NOTES           tcpconnTcpconnGeometry = 8
 	tcpconnTcpconnGeometryTCPCONN_REFUSED_KEYS    tcpconnTcpconnGeometry = 4096
 	tcpconnTcpconnGeometryTCPCONN_TRACKED_WAYS    tcpconnTcpconnGeometry = 8
-	tcpconnTcpconnGeometryTCPCONN_TRACKED_SLOTS   tcpconnTcpconnGeometry = 262144
+	tcpconnTcpconnGeometryTCPCONN_TRACKED_SLOTS   tcpconnTcpconnGeometry = 131072
 	tcpconnTcpconnGeometryTCPCONN_TRACKED_CHUNK   tcpconnTcpconnGeometry = 128
 )
 

@@ -139,7 +139,7 @@ func TestWalkTrackedTableFull(t *testing.T) {
 	pair := netnstest.NewPair(t, testOctet)
 	target := sink(t, pair, "7011")
 	// Two sets of eight slots, for 24 sockets and the host's others.
-	p := loadProbe(t, Options{Mode: AttachTPBTF, trackedSlots: 16})
+	p := loadProbe(t, Options{Mode: AttachTPBTF, TrackedSockets: 16})
 	conns := dialMany(t, pair, target, 12)
 	s, err := p.Stats()
 	require.NoError(t, err)

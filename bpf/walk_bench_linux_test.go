@@ -30,7 +30,8 @@ func benchWalk(b *testing.B, conns int) {
 func holdForWalk(b *testing.B, conns int) *Probe {
 	netnstest.RequireRoot(b)
 	pair := netnstest.NewPair(b, 209)
-	p, err := Load(Options{Mode: AttachTPBTF, RingBufferBytes: 64 << 20})
+	// A table with room for the 200k sockets.
+	p, err := Load(Options{Mode: AttachTPBTF, RingBufferBytes: 64 << 20, TrackedSockets: 256 << 10})
 	if err != nil {
 		b.Fatal(err)
 	}
