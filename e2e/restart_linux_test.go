@@ -84,7 +84,7 @@ func TestRestartUnderLoad(t *testing.T) {
 
 	first := startCollector(t, filepath.Join("testdata", "pipeline.yaml"), env("first.json", freePort(t)))
 	held := progIDs(t, first.cmd.Process.Pid)
-	require.Len(t, held, 6, "the report iterator, the tracepoint program, its backup, the reset marker (tcp_send_reset) and the retransmit counter (tcp_retransmit_skb) with its backup")
+	require.Len(t, held, 7, "the two report iterators (each namespace's sockets, the tracked table), the tracepoint program, its backup, the reset marker (tcp_send_reset) and the retransmit counter (tcp_retransmit_skb) with its backup")
 	long, err := pair.Client.Dial(context.Background(), pair.ServerIP.String()+":8090")
 	require.NoError(t, err)
 	_, err = long.Write(make([]byte, 7000))
