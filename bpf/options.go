@@ -66,7 +66,10 @@ type Options struct {
 // Default option values.
 const (
 	DefaultRingBufferBytes = 4 << 20
-	DefaultPollInterval    = 50 * time.Millisecond
+	// DefaultTrackedSockets is the tracked table's default size, the
+	// program's own (TCPCONN_TRACKED_SLOTS).
+	DefaultTrackedSockets = int(tcpconnTcpconnGeometryTCPCONN_TRACKED_SLOTS)
+	DefaultPollInterval   = 50 * time.Millisecond
 	// WakeupFraction of the ring buffer is the default WakeupBytes: on a
 	// connection storm waking the reader every 512 KiB of a 4 MiB ring cost
 	// it half the CPU of waking it every 64 KiB (0.25 against 0.5 µs per

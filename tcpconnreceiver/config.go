@@ -116,6 +116,13 @@ type ProbeConfig struct {
 	// connection. Off, those records are lost and counted in
 	// tcpconn.probe.events.missed.
 	BackupProgram bool `mapstructure:"backup_program"`
+	// TrackedSockets sizes the probe's table of established sockets, which
+	// the report walk reads (every network namespace at once): a power of
+	// two, 40 bytes a slot, room for about 70 % of it. Sockets beyond it
+	// are counted in tcpconn.probe.sockets.untracked, and the walks run in
+	// each namespace instead (more CPU per pod, nothing missed). A larger
+	// table costs the probe more per connection.
+	TrackedSockets int `mapstructure:"tracked_sockets"`
 }
 
 // NATConfig turns the conntrack lookup of translated Service
@@ -211,6 +218,7 @@ func createDefaultConfig() *Config {
 		Probe: ProbeConfig{
 			AttachMode:       string(bpf.AttachAuto),
 			RingBufferSize:   bpf.DefaultRingBufferBytes,
+			TrackedSockets:   bpf.DefaultTrackedSockets,
 			PollInterval:     bpf.DefaultPollInterval,
 			IdlePollInterval: DefaultIdlePollInterval,
 			LockFile:         DefaultLockFile,
@@ -260,6 +268,9 @@ func (c *Config) Validate() error {
 	if n := c.Probe.RingBufferSize; n < 4096 || n&(n-1) != 0 || n > 1<<30 {
 		errs = append(errs, fmt.Errorf("probe.ring_buffer_size: must be a power of two between 4096 and 1073741824, got %d", n))
 	}
+	if n := c.Probe.TrackedSockets; n < 1024 || n&(n-1) != 0 || n > 1<<24 {
+		errs = append(errs, fmt.Errorf("probe.tracked_sockets: must be a power of two between 1024 and 16777216, got %d", n))
+	}
 	if c.Probe.WakeupBytes < 0 || c.Probe.WakeupBytes > c.Probe.RingBufferSize {
 		errs = append(errs, fmt.Errorf("probe.wakeup_bytes: must be at most probe.ring_buffer_size (0: an eighth of it), got %d", c.Probe.WakeupBytes))
 	}
@@ -303,6 +314,7 @@ func (c *Config) probeOptions() bpf.Options {
 		NoBackup:        !c.Probe.BackupProgram,
 		Mode:            bpf.AttachMode(c.Probe.AttachMode),
 		RingBufferBytes: uint32(c.Probe.RingBufferSize),
+		TrackedSockets:  uint32(c.Probe.TrackedSockets),
 		WakeupBytes:     uint64(c.Probe.WakeupBytes),
 		PollInterval:    c.Probe.PollInterval,
 	}

@@ -24,7 +24,7 @@ func TestLoadConfig(t *testing.T) {
 	custom.Profile, custom.Views, custom.Temporality = ProfileIstio, ViewsConfig{Service: true}, TemporalityDelta
 	custom.SeriesLimit, custom.SeriesExpiry, custom.Histograms = 500, time.Hour, false
 	custom.ReportInterval, custom.AdoptExisting, custom.CountAdoptedBytes = 30*time.Second, false, true
-	custom.Probe = ProbeConfig{AttachMode: "raw_tp", RingBufferSize: 1 << 20, WakeupBytes: 4096, PollInterval: 20 * time.Millisecond, IdlePollInterval: 500 * time.Millisecond, LockFile: "/run/custom.lock", BackupProgram: false}
+	custom.Probe = ProbeConfig{AttachMode: "raw_tp", RingBufferSize: 1 << 20, WakeupBytes: 4096, PollInterval: 20 * time.Millisecond, IdlePollInterval: 500 * time.Millisecond, LockFile: "/run/custom.lock", BackupProgram: false, TrackedSockets: 1 << 18}
 	custom.Logs = LogsConfig{Open: true, Close: true, Failure: false, Update: true, MaxBatchSize: 50, FlushInterval: 200 * time.Millisecond, Body: "none", QueueSize: 8,
 		SamplingRatio: 0.25, Filter: LogFilterConfig{IncludeNamespaces: []string{"shop"}, ExcludeNamespaces: []string{"kube-system"},
 			FailuresOnly: true, MinDuration: time.Second, MinBytes: 100}}
@@ -72,6 +72,7 @@ func TestLoadConfig(t *testing.T) {
 		{id: component.NewIDWithName(metadata.Type, "bad_flush_interval"), errs: []string{"flush_interval: must be positive"}},
 		{id: component.NewIDWithName(metadata.Type, "bad_attach_mode"), errs: []string{`probe.attach_mode: must be auto, tp_btf or raw_tp, got "kprobe"`}},
 		{id: component.NewIDWithName(metadata.Type, "bad_ring_buffer_size"), errs: []string{"probe.ring_buffer_size: must be a power of two"}},
+		{id: component.NewIDWithName(metadata.Type, "bad_tracked_sockets"), errs: []string{"probe.tracked_sockets: must be a power of two between 1024 and 16777216, got 100000"}},
 		{id: component.NewIDWithName(metadata.Type, "bad_wakeup_bytes"), errs: []string{"probe.wakeup_bytes: must be at most probe.ring_buffer_size"}},
 		{id: component.NewIDWithName(metadata.Type, "bad_poll_interval"), errs: []string{"probe.poll_interval: must be between 1ms and 1m"}},
 		{id: component.NewIDWithName(metadata.Type, "bad_idle_poll_interval"), errs: []string{"probe.idle_poll_interval: must be between 0 (no back-off) and 1m"}},

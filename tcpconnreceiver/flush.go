@@ -72,6 +72,8 @@ func (r *tcpconnReceiver) recordSelfMetrics(mb *metadata.MetricsBuilder, now pco
 		mb.RecordTcpconnProbeRecordsDroppedDataPoint(now, int64(st.Dropped))
 		mb.RecordTcpconnProbeHandshakesUntrackedDataPoint(now, int64(st.NoState))
 		mb.RecordTcpconnProbeEventsMissedDataPoint(now, int64(st.Missed))
+		mb.RecordTcpconnProbeSocketsUntrackedDataPoint(now, int64(st.Untracked))
+		mb.RecordTcpconnProbeSocketsStaleDataPoint(now, int64(st.Stale))
 	} else {
 		r.set.Logger.Warn("read probe stats", zap.Error(err))
 	}

@@ -46,6 +46,7 @@ func testGolden(t *testing.T, suffix string, resolver identity.Resolver) {
 	p.src.stats.Dropped = 3
 	p.src.stats.NoState = 1
 	p.src.stats.Missed = 2
+	p.src.stats.Untracked, p.src.stats.Stale = 4, 5
 	p.shutdown(t)
 
 	require.Len(t, p.metrics.AllMetrics(), 1, "one flush, at shutdown")

@@ -2417,6 +2417,46 @@ func (ms *TcpconnProbeRecordsDroppedMetricConfig) Unmarshal(parser *confmap.Conf
 	return nil
 }
 
+// TcpconnProbeSocketsStaleMetricConfig provides config for the tcpconn.probe.sockets.stale metric.
+type TcpconnProbeSocketsStaleMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *TcpconnProbeSocketsStaleMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+// TcpconnProbeSocketsUntrackedMetricConfig provides config for the tcpconn.probe.sockets.untracked metric.
+type TcpconnProbeSocketsUntrackedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *TcpconnProbeSocketsUntrackedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
 // TcpconnRecordsFilteredMetricConfig provides config for the tcpconn.records.filtered metric.
 type TcpconnRecordsFilteredMetricConfig struct {
 	Enabled          bool `mapstructure:"enabled"`
@@ -2533,6 +2573,8 @@ type MetricsConfig struct {
 	TcpconnProbeHandshakesUntracked      TcpconnProbeHandshakesUntrackedMetricConfig      `mapstructure:"tcpconn.probe.handshakes.untracked"`
 	TcpconnProbeRecords                  TcpconnProbeRecordsMetricConfig                  `mapstructure:"tcpconn.probe.records"`
 	TcpconnProbeRecordsDropped           TcpconnProbeRecordsDroppedMetricConfig           `mapstructure:"tcpconn.probe.records.dropped"`
+	TcpconnProbeSocketsStale             TcpconnProbeSocketsStaleMetricConfig             `mapstructure:"tcpconn.probe.sockets.stale"`
+	TcpconnProbeSocketsUntracked         TcpconnProbeSocketsUntrackedMetricConfig         `mapstructure:"tcpconn.probe.sockets.untracked"`
 	TcpconnRecordsFiltered               TcpconnRecordsFilteredMetricConfig               `mapstructure:"tcpconn.records.filtered"`
 	TcpconnSeriesOverflow                TcpconnSeriesOverflowMetricConfig                `mapstructure:"tcpconn.series.overflow"`
 }
@@ -2749,6 +2791,12 @@ func DefaultMetricsConfig() MetricsConfig {
 			Enabled: true,
 		},
 		TcpconnProbeRecordsDropped: TcpconnProbeRecordsDroppedMetricConfig{
+			Enabled: true,
+		},
+		TcpconnProbeSocketsStale: TcpconnProbeSocketsStaleMetricConfig{
+			Enabled: true,
+		},
+		TcpconnProbeSocketsUntracked: TcpconnProbeSocketsUntrackedMetricConfig{
 			Enabled: true,
 		},
 		TcpconnRecordsFiltered: TcpconnRecordsFilteredMetricConfig{

@@ -515,6 +515,12 @@ var MetricsInfo = metricsInfo{
 	TcpconnProbeRecordsDropped: metricInfo{
 		Name: "tcpconn.probe.records.dropped",
 	},
+	TcpconnProbeSocketsStale: metricInfo{
+		Name: "tcpconn.probe.sockets.stale",
+	},
+	TcpconnProbeSocketsUntracked: metricInfo{
+		Name: "tcpconn.probe.sockets.untracked",
+	},
 	TcpconnRecordsFiltered: metricInfo{
 		Name: "tcpconn.records.filtered",
 	},
@@ -571,6 +577,8 @@ type metricsInfo struct {
 	TcpconnProbeHandshakesUntracked      metricInfo
 	TcpconnProbeRecords                  metricInfo
 	TcpconnProbeRecordsDropped           metricInfo
+	TcpconnProbeSocketsStale             metricInfo
+	TcpconnProbeSocketsUntracked         metricInfo
 	TcpconnRecordsFiltered               metricInfo
 	TcpconnSeriesOverflow                metricInfo
 }
@@ -5765,6 +5773,110 @@ func newMetricTcpconnProbeRecordsDropped(cfg TcpconnProbeRecordsDroppedMetricCon
 	return m
 }
 
+type metricTcpconnProbeSocketsStale struct {
+	data     pmetric.Metric                       // data buffer for generated metric.
+	config   TcpconnProbeSocketsStaleMetricConfig // metric config provided by user.
+	capacity int                                  // max observed number of data points added to the metric.
+}
+
+// init fills tcpconn.probe.sockets.stale metric with initial data.
+func (m *metricTcpconnProbeSocketsStale) init() {
+	m.data.SetName("tcpconn.probe.sockets.stale")
+	m.data.SetDescription("Slots of the probe's table of established sockets that a report walk found naming a socket gone without its close (a close the kernel kept both state-change programs from, also counted in tcpconn.probe.events.missed): freed.")
+	m.data.SetUnit("{socket}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+}
+
+func (m *metricTcpconnProbeSocketsStale) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Sum().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricTcpconnProbeSocketsStale) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricTcpconnProbeSocketsStale) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricTcpconnProbeSocketsStale(cfg TcpconnProbeSocketsStaleMetricConfig) metricTcpconnProbeSocketsStale {
+	m := metricTcpconnProbeSocketsStale{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricTcpconnProbeSocketsUntracked struct {
+	data     pmetric.Metric                           // data buffer for generated metric.
+	config   TcpconnProbeSocketsUntrackedMetricConfig // metric config provided by user.
+	capacity int                                      // max observed number of data points added to the metric.
+}
+
+// init fills tcpconn.probe.sockets.untracked metric with initial data.
+func (m *metricTcpconnProbeSocketsUntracked) init() {
+	m.data.SetName("tcpconn.probe.sockets.untracked")
+	m.data.SetDescription("Established sockets the probe's table of them had no room for (probe.tracked_sockets). While it grows, report walks run in each network namespace instead of reading the table: nothing is missed, but each namespace costs a scan of every socket on the host.")
+	m.data.SetUnit("{socket}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+}
+
+func (m *metricTcpconnProbeSocketsUntracked) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Sum().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricTcpconnProbeSocketsUntracked) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricTcpconnProbeSocketsUntracked) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricTcpconnProbeSocketsUntracked(cfg TcpconnProbeSocketsUntrackedMetricConfig) metricTcpconnProbeSocketsUntracked {
+	m := metricTcpconnProbeSocketsUntracked{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricTcpconnRecordsFiltered struct {
 	data     pmetric.Metric                     // data buffer for generated metric.
 	config   TcpconnRecordsFilteredMetricConfig // metric config provided by user.
@@ -5964,6 +6076,8 @@ type MetricsBuilder struct {
 	metricTcpconnProbeHandshakesUntracked      metricTcpconnProbeHandshakesUntracked
 	metricTcpconnProbeRecords                  metricTcpconnProbeRecords
 	metricTcpconnProbeRecordsDropped           metricTcpconnProbeRecordsDropped
+	metricTcpconnProbeSocketsStale             metricTcpconnProbeSocketsStale
+	metricTcpconnProbeSocketsUntracked         metricTcpconnProbeSocketsUntracked
 	metricTcpconnRecordsFiltered               metricTcpconnRecordsFiltered
 	metricTcpconnSeriesOverflow                metricTcpconnSeriesOverflow
 }
@@ -6037,6 +6151,8 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricTcpconnProbeHandshakesUntracked:      newMetricTcpconnProbeHandshakesUntracked(mbc.Metrics.TcpconnProbeHandshakesUntracked),
 		metricTcpconnProbeRecords:                  newMetricTcpconnProbeRecords(mbc.Metrics.TcpconnProbeRecords),
 		metricTcpconnProbeRecordsDropped:           newMetricTcpconnProbeRecordsDropped(mbc.Metrics.TcpconnProbeRecordsDropped),
+		metricTcpconnProbeSocketsStale:             newMetricTcpconnProbeSocketsStale(mbc.Metrics.TcpconnProbeSocketsStale),
+		metricTcpconnProbeSocketsUntracked:         newMetricTcpconnProbeSocketsUntracked(mbc.Metrics.TcpconnProbeSocketsUntracked),
 		metricTcpconnRecordsFiltered:               newMetricTcpconnRecordsFiltered(mbc.Metrics.TcpconnRecordsFiltered),
 		metricTcpconnSeriesOverflow:                newMetricTcpconnSeriesOverflow(mbc.Metrics.TcpconnSeriesOverflow),
 		resourceAttributeIncludeFilter:             make(map[string]filter.Filter),
@@ -6253,6 +6369,8 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricTcpconnProbeHandshakesUntracked.emit(ils.Metrics())
 	mb.metricTcpconnProbeRecords.emit(ils.Metrics())
 	mb.metricTcpconnProbeRecordsDropped.emit(ils.Metrics())
+	mb.metricTcpconnProbeSocketsStale.emit(ils.Metrics())
+	mb.metricTcpconnProbeSocketsUntracked.emit(ils.Metrics())
 	mb.metricTcpconnRecordsFiltered.emit(ils.Metrics())
 	mb.metricTcpconnSeriesOverflow.emit(ils.Metrics())
 
@@ -6514,6 +6632,16 @@ func (mb *MetricsBuilder) RecordTcpconnProbeRecordsDataPoint(ts pcommon.Timestam
 // RecordTcpconnProbeRecordsDroppedDataPoint adds a data point to tcpconn.probe.records.dropped metric.
 func (mb *MetricsBuilder) RecordTcpconnProbeRecordsDroppedDataPoint(ts pcommon.Timestamp, val int64) {
 	mb.metricTcpconnProbeRecordsDropped.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordTcpconnProbeSocketsStaleDataPoint adds a data point to tcpconn.probe.sockets.stale metric.
+func (mb *MetricsBuilder) RecordTcpconnProbeSocketsStaleDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricTcpconnProbeSocketsStale.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordTcpconnProbeSocketsUntrackedDataPoint adds a data point to tcpconn.probe.sockets.untracked metric.
+func (mb *MetricsBuilder) RecordTcpconnProbeSocketsUntrackedDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricTcpconnProbeSocketsUntracked.recordDataPoint(mb.startTime, ts, val)
 }
 
 // RecordTcpconnRecordsFilteredDataPoint adds a data point to tcpconn.records.filtered metric.

@@ -364,6 +364,12 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordTcpconnProbeRecordsDroppedDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordTcpconnProbeSocketsStaleDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordTcpconnProbeSocketsUntrackedDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordTcpconnRecordsFilteredDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
@@ -4392,6 +4398,34 @@ func TestMetricsBuilder(t *testing.T) {
 					assert.Equal(t, 1, mi.Sum().DataPoints().Len())
 					assert.Equal(t, "Records the probe could not write because the ring buffer was full. Non-zero means lost connection events; raise probe.ring_buffer_size.", mi.Description())
 					assert.Equal(t, "{record}", mi.Unit())
+					assert.True(t, mi.Sum().IsMonotonic())
+					assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+					dp := mi.Sum().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
+				case "tcpconn.probe.sockets.stale":
+					assert.False(t, validatedMetrics["tcpconn.probe.sockets.stale"], "Found a duplicate in the metrics slice: tcpconn.probe.sockets.stale")
+					validatedMetrics["tcpconn.probe.sockets.stale"] = true
+					assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+					assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+					assert.Equal(t, "Slots of the probe's table of established sockets that a report walk found naming a socket gone without its close (a close the kernel kept both state-change programs from, also counted in tcpconn.probe.events.missed): freed.", mi.Description())
+					assert.Equal(t, "{socket}", mi.Unit())
+					assert.True(t, mi.Sum().IsMonotonic())
+					assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+					dp := mi.Sum().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
+				case "tcpconn.probe.sockets.untracked":
+					assert.False(t, validatedMetrics["tcpconn.probe.sockets.untracked"], "Found a duplicate in the metrics slice: tcpconn.probe.sockets.untracked")
+					validatedMetrics["tcpconn.probe.sockets.untracked"] = true
+					assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+					assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+					assert.Equal(t, "Established sockets the probe's table of them had no room for (probe.tracked_sockets). While it grows, report walks run in each network namespace instead of reading the table: nothing is missed, but each namespace costs a scan of every socket on the host.", mi.Description())
+					assert.Equal(t, "{socket}", mi.Unit())
 					assert.True(t, mi.Sum().IsMonotonic())
 					assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
 					dp := mi.Sum().DataPoints().At(0)
