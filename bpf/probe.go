@@ -562,6 +562,7 @@ func shapeHandshakes(specs *tcpconnSpecs, slots uint32) error {
 // chunks of it.
 func shapeTracked(specs *tcpconnSpecs, slots uint32) error {
 	specs.TrackedChunks.MaxEntries = max(1, slots/uint32(tcpconnTcpconnGeometryTCPCONN_TRACKED_CHUNK))
+	specs.TrackedTypes.MaxEntries = slots
 	return shapeTable("tracked", specs.Tracked, specs.TrackedSets, specs.TrackedWays, slots, uint32(tcpconnTcpconnGeometryTCPCONN_TRACKED_WAYS))
 }
 

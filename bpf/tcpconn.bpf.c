@@ -220,13 +220,13 @@ struct {
  * cache of sockets, and a new socket gets a new cookie). A socket with no
  * free slot in its set is counted in TCPCONN_STAT_UNTRACKED, and the
  * loader walks the namespaces instead until a walk finds room for it.
- * The slot also keeps a copy of the socket's retransmits by type, which
- * the walk cannot read from sk_storage through an untrusted pointer. */
+ * A slot is 16 bytes, so that a set of eight is two cache lines: the
+ * program's cost per connection grew with the table's size (a line
+ * farther away), +0.6 us at 131,072 slots of 40 bytes, when the slot held
+ * the types below too. */
 struct tracked {
 	__u64 cookie; /* the socket's cookie; 0 while the slot is free */
 	__u64 sk;     /* the socket's address */
-	__u32 n[TCPCONN_RETRANS_TYPES];
-	__u32 pad;
 };
 
 struct {
@@ -236,32 +236,63 @@ struct {
 	__type(value, struct tracked);
 } tracked SEC(".maps");
 
+/* A tracked socket's retransmits by type, for the walk, which cannot read
+ * sk_storage through its untrusted socket pointer: the retransmit program
+ * copies them here, at the socket's slot's index. Only sockets that
+ * retransmit write here; an entry is the slot's socket's while it holds
+ * that socket's cookie (a later socket in the slot finds another, and
+ * reads no types). */
+struct tracked_types {
+	__u64 cookie;
+	__u32 n[TCPCONN_RETRANS_TYPES];
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TCPCONN_TRACKED_SLOTS);
+	__type(key, __u32);
+	__type(value, struct tracked_types);
+} tracked_types SEC(".maps");
+
 /* The tracked table's shape, set by the loader like the handshake
  * table's. */
 volatile const __u32 tracked_sets = TCPCONN_TRACKED_SLOTS / TCPCONN_TRACKED_WAYS;
 volatile const __u32 tracked_ways = TCPCONN_TRACKED_WAYS;
 
-/* tracked_slot is slot i of the set cookie picks, or NULL past the set. */
-static __always_inline struct tracked *tracked_slot(__u64 cookie, __u32 i)
+/* tracked_index is the index of slot i of the set cookie picks; past the
+ * set, past the table. */
+static __always_inline __u32 tracked_index(__u64 cookie, __u32 i)
 {
 	if (i >= tracked_ways)
-		return NULL;
+		return TCPCONN_TRACKED_NONE;
 	__u32 set = (__u32)((cookie * 0x9e3779b97f4a7c15ULL) >> 40) & (tracked_sets - 1);
-	__u32 slot = set * tracked_ways + i;
-	return bpf_map_lookup_elem(&tracked, &slot);
+	return set * tracked_ways + i;
 }
 
-/* tracked_find is the slot of the socket cookie names, or NULL. */
-static __always_inline struct tracked *tracked_find(__u64 cookie)
+/* tracked_find is the index of the slot of the socket cookie names, or
+ * TCPCONN_TRACKED_NONE. */
+static __always_inline __u32 tracked_find(__u64 cookie)
 {
 	for (__u32 i = 0; i < TCPCONN_TRACKED_WAYS; i++) {
-		struct tracked *t = tracked_slot(cookie, i);
+		__u32 k = tracked_index(cookie, i);
+		struct tracked *t = bpf_map_lookup_elem(&tracked, &k);
 		if (!t)
 			break;
 		if (t->cookie == cookie)
-			return t;
+			return k;
 	}
-	return NULL;
+	return TCPCONN_TRACKED_NONE;
+}
+
+/* set_types copies a socket's retransmits by type beside its slot k. */
+static __always_inline void set_types(__u32 k, __u64 cookie, const __u32 *n)
+{
+	struct tracked_types *ty = bpf_map_lookup_elem(&tracked_types, &k);
+	if (!ty)
+		return;
+	__builtin_memcpy(ty->n, n, sizeof(ty->n));
+	ty->cookie = cookie;
 }
 
 /* track claims a free slot for the socket, with its retransmits by type
@@ -269,17 +300,16 @@ static __always_inline struct tracked *tracked_find(__u64 cookie)
 static __always_inline void track(struct sock *sk, __u64 cookie, const __u32 *n)
 {
 	for (__u32 i = 0; i < TCPCONN_TRACKED_WAYS; i++) {
-		struct tracked *t = tracked_slot(cookie, i);
+		__u32 k = tracked_index(cookie, i);
+		struct tracked *t = bpf_map_lookup_elem(&tracked, &k);
 		if (!t)
 			break;
 		if (t->cookie != 0 || __sync_val_compare_and_swap(&t->cookie, 0, cookie) != 0)
 			continue;
 		/* The slot is this socket's; the walk ignores it until sk is
 		 * set (it reads sk after cookie, and checks the cookie). */
-		if (n)
-			__builtin_memcpy(t->n, n, sizeof(t->n));
-		else
-			__builtin_memset(t->n, 0, sizeof(t->n));
+		if (n && (n[0] | n[1] | n[2] | n[3] | n[4]))
+			set_types(k, cookie, n);
 		t->sk = (__u64)sk;
 		return;
 	}
@@ -289,7 +319,8 @@ static __always_inline void track(struct sock *sk, __u64 cookie, const __u32 *n)
 /* untrack gives the socket's slot back, at its close. */
 static __always_inline void untrack(__u64 cookie)
 {
-	struct tracked *t = tracked_find(cookie);
+	__u32 k = tracked_find(cookie);
+	struct tracked *t = bpf_map_lookup_elem(&tracked, &k);
 	if (t) {
 		t->sk = 0;
 		__sync_lock_test_and_set(&t->cookie, 0);
@@ -309,11 +340,12 @@ static __always_inline void copy_addr(bool btf, __u8 *dst, const void *src, __u3
 }
 
 /* fill writes one record of the socket's current counters into e. The
- * tracked walk passes the socket's slot t: its cookie and retransmits by
- * type, which the walk's untrusted socket pointer cannot ask helpers for. */
+ * tracked walk passes the socket's cookie and retransmits by type (types,
+ * or none), which its untrusted socket pointer cannot ask helpers for;
+ * cookie is 0 elsewhere. */
 static __always_inline void fill(bool btf, struct tcpconn_event *e, struct sock *sk, struct tcp_sock *tp,
 				 __u8 kind, int oldstate, int newstate, __u16 family, __u64 now,
-				 const struct tracked *t)
+				 __u64 cookie, const __u32 *types)
 {
 	e->ts_ns = now;
 	e->kind = kind;
@@ -348,7 +380,7 @@ static __always_inline void fill(bool btf, struct tcpconn_event *e, struct sock 
 	/* skc_num is 0 once the socket is unhashed at close: use inet_sport. */
 	e->sport = bpf_ntohs(RD(btf, tp, inet_conn.icsk_inet.inet_sport));
 	e->dport = bpf_ntohs(RD(btf, sk, __sk_common.skc_dport));
-	e->conn_id = t ? t->cookie : conn_id(btf, sk, e);
+	e->conn_id = cookie ? cookie : conn_id(btf, sk, e);
 
 	/* Payload sent is the sequence space the peer acknowledged
 	 * (bytes_acked, which a segment dropped on the local egress and sent
@@ -415,8 +447,9 @@ static __always_inline void fill(bool btf, struct tcpconn_event *e, struct sock 
 	e->rttvar_us = RD(btf, tp, mdev_us) >> 2;
 	e->rtt_min_us = RD(btf, tp, rtt_min.s[0].v);
 	__builtin_memset(e->retrans, 0, sizeof(e->retrans));
-	if (t) {
-		__builtin_memcpy(e->retrans, t->n, sizeof(e->retrans));
+	if (cookie) {
+		if (types)
+			__builtin_memcpy(e->retrans, types, sizeof(e->retrans));
 	} else if (btf && sk->sk_bpf_storage) {
 		struct retrans *r = bpf_sk_storage_get(&retrans, sk, 0, 0);
 		if (r)
@@ -601,7 +634,7 @@ static __always_inline void handle(bool btf, struct sock *sk, struct tcp_sock *t
 			track(sk, bpf_get_socket_cookie(sk), NULL);
 		return;
 	}
-	fill(btf, e, sk, tp, kind, oldstate, newstate, family, now, NULL);
+	fill(btf, e, sk, tp, kind, oldstate, newstate, family, now, 0, NULL);
 	if (oldstate == TCP_SYN_SENT) {
 		if (!connected(btf, e, sk)) {
 			e->direction = TCPCONN_DIR_OUTBOUND;
@@ -896,9 +929,10 @@ static __always_inline void count_retransmit(const struct sock *sk, const struct
 	r->typed = total;
 	/* The walk's copy (a socket still in its handshake has no slot yet:
 	 * track copies its types at ESTABLISHED). */
-	struct tracked *t = tracked_find(bpf_get_socket_cookie((struct sock *)sk));
-	if (t)
-		__builtin_memcpy(t->n, r->n, sizeof(t->n));
+	__u64 cookie = bpf_get_socket_cookie((struct sock *)sk);
+	__u32 k = tracked_find(cookie);
+	if (k != TCPCONN_TRACKED_NONE)
+		set_types(k, cookie, r->n);
 }
 
 /* retransmit_counted says whether a retransmit that ended with err was
@@ -988,10 +1022,10 @@ int tcpconn_report(struct bpf_iter__tcp *ctx)
 	__u16 family = skc->skc_family;
 	if (family != TCPCONN_AF_INET && family != TCPCONN_AF_INET6)
 		return 0;
-	fill(true, &e, sk, tp, TCPCONN_KIND_UPDATE, state, state, family, bpf_ktime_get_boot_ns(), NULL);
+	fill(true, &e, sk, tp, TCPCONN_KIND_UPDATE, state, state, family, bpf_ktime_get_boot_ns(), 0, NULL);
 	/* A connection open before the probe, or one the table had no room
 	 * for then, is tracked from now on. */
-	if (!tracked_find(e.conn_id))
+	if (tracked_find(e.conn_id) == TCPCONN_TRACKED_NONE)
 		track(sk, e.conn_id, e.retrans);
 	bpf_seq_write(ctx->meta->seq, &e, sizeof(e));
 	return 0;
@@ -1046,8 +1080,10 @@ static __always_inline void report_slot(struct seq_file *seq, __u32 k)
 	__u16 family = sk->__sk_common.skc_family;
 	if (family != TCPCONN_AF_INET && family != TCPCONN_AF_INET6)
 		return;
+	struct tracked_types *ty = bpf_map_lookup_elem(&tracked_types, &k);
+	const __u32 *types = ty && ty->cookie == cookie ? ty->n : NULL;
 	struct tcpconn_event e;
-	fill(true, &e, sk, tp, TCPCONN_KIND_UPDATE, state, state, family, now, t);
+	fill(true, &e, sk, tp, TCPCONN_KIND_UPDATE, state, state, family, now, cookie, types);
 	if (*(volatile __u64 *)&t->cookie != cookie)
 		return; /* closed meanwhile: its close record has it */
 	bpf_seq_write(seq, &e, sizeof(e));

@@ -78,6 +78,7 @@ enum tcpconn_geometry {
 	TCPCONN_REFUSED_KEYS = 4096,     /* local addresses whose refused connects are counted */
 	TCPCONN_TRACKED_WAYS = 8,        /* slots per set of the tracked table */
 	TCPCONN_TRACKED_SLOTS = 131072,  /* its default size, a power of two */
+	TCPCONN_TRACKED_NONE = 0xffffffff, /* no slot of the tracked table */
 	TCPCONN_TRACKED_CHUNK = 128,     /* slots the walk's program reads per run: their records fit the iterator's buffer */
 };
 

@@ -106,6 +106,7 @@ const (
 	tcpconnTcpconnGeometryTCPCONN_REFUSED_KEYS    tcpconnTcpconnGeometry = 4096
 	tcpconnTcpconnGeometryTCPCONN_TRACKED_WAYS    tcpconnTcpconnGeometry = 8
 	tcpconnTcpconnGeometryTCPCONN_TRACKED_SLOTS   tcpconnTcpconnGeometry = 131072
+	tcpconnTcpconnGeometryTCPCONN_TRACKED_NONE    tcpconnTcpconnGeometry = 4294967295
 	tcpconnTcpconnGeometryTCPCONN_TRACKED_CHUNK   tcpconnTcpconnGeometry = 128
 )
 
@@ -154,6 +155,11 @@ type tcpconnTracked struct {
 	_      structs.HostLayout
 	Cookie uint64
 	Sk     uint64
+}
+
+type tcpconnTrackedTypes struct {
+	_      structs.HostLayout
+	Cookie uint64
 	N      [5]uint32
 	Pad    uint32
 }
@@ -171,6 +177,7 @@ const (
 	tcpconnMapStats                        = "stats"
 	tcpconnMapTracked                      = "tracked"
 	tcpconnMapTrackedChunks                = "tracked_chunks"
+	tcpconnMapTrackedTypes                 = "tracked_types"
 	tcpconnProgTcpconnBtf                  = "tcpconn_btf"
 	tcpconnProgTcpconnBtfBackup            = "tcpconn_btf_backup"
 	tcpconnProgTcpconnRaw                  = "tcpconn_raw"
@@ -259,6 +266,7 @@ type tcpconnMapSpecs struct {
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
 	Tracked       *ebpf.MapSpec `ebpf:"tracked"`
 	TrackedChunks *ebpf.MapSpec `ebpf:"tracked_chunks"`
+	TrackedTypes  *ebpf.MapSpec `ebpf:"tracked_types"`
 }
 
 // tcpconnVariableSpecs contains global variables before they are loaded into the kernel.
@@ -303,6 +311,7 @@ type tcpconnMaps struct {
 	Stats         *ebpf.Map `ebpf:"stats"`
 	Tracked       *ebpf.Map `ebpf:"tracked"`
 	TrackedChunks *ebpf.Map `ebpf:"tracked_chunks"`
+	TrackedTypes  *ebpf.Map `ebpf:"tracked_types"`
 }
 
 func (m *tcpconnMaps) Close() error {
@@ -316,6 +325,7 @@ func (m *tcpconnMaps) Close() error {
 		m.Stats,
 		m.Tracked,
 		m.TrackedChunks,
+		m.TrackedTypes,
 	)
 }
 

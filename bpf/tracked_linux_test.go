@@ -15,8 +15,6 @@ import (
 // trackedSlot is the Go image of struct tracked (tcpconn.bpf.c).
 type trackedSlot struct {
 	Cookie, Sk uint64
-	N          [5]uint32
-	_          uint32
 }
 
 // trackedOf returns the occupied slots of the tracked table by cookie.

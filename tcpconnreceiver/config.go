@@ -118,7 +118,7 @@ type ProbeConfig struct {
 	BackupProgram bool `mapstructure:"backup_program"`
 	// TrackedSockets sizes the probe's table of established sockets, which
 	// the report walk reads (every network namespace at once): a power of
-	// two, 40 bytes a slot, room for about 70 % of it. Sockets beyond it
+	// two, 48 bytes a slot, room for about 70 % of it. Sockets beyond it
 	// are counted in tcpconn.probe.sockets.untracked, and the walks run in
 	// each namespace instead (more CPU per pod, nothing missed). A larger
 	// table costs the probe more per connection.
