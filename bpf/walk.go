@@ -46,10 +46,11 @@ func (p *Probe) CanWalk() error { return p.iterErr }
 //
 // Walk reads the probe's table of established sockets, all namespaces at
 // once (see tcpconn_report_tracked), and each namespace's listeners
-// through sock_diag; it runs iter/tcp in each namespace instead at start,
-// on kernels before 6.4 (no bpf_rdonly_cast or open-coded iterators), and after the table had no
-// room for a socket (Stats.Untracked grew), which that walk then tracks
-// where it finds room.
+// through sock_diag. It runs iter/tcp in each namespace instead at the
+// first walk (connections open before the probe), on kernels before 6.4
+// (no bpf_rdonly_cast or open-coded iterators), and after the table had
+// no room for a socket (Stats.Untracked grew); that walk tracks what it
+// finds where there is room.
 //
 // A connection's update is produced before its close record. Read may run
 // on another goroutine meanwhile (see Probe): a reader that takes the

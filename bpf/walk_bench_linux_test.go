@@ -1,7 +1,9 @@
 package bpf
 
 import (
+	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"testing"
 	"time"
@@ -72,16 +74,19 @@ func measureWalk(b *testing.B, p *Probe, conns int) {
 	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/walk")
 }
 
+var walkNamespaces = flag.Int("walk.namespaces", 10, "network namespaces BenchmarkWalkNamespaces adds to the host's (pods)")
+
 // BenchmarkWalkNamespaces is BenchmarkWalk at 100k connections with ten
-// network namespaces more: idle ones (no TCP socket, which the walk
+// network namespaces more (-walk.namespaces): idle ones (no TCP socket, which the walk
 // skips), then the same each with a listener, as pods have (the kernel's
 // socket hash is the host's: the iterator scans all of it in each).
 func BenchmarkWalkNamespaces(b *testing.B) {
-	const conns, extra = 100_000, 10
+	const conns = 100_000
+	extra := *walkNamespaces
 	p := holdForWalk(b, conns)
 	var nss []*netnstest.NS
 	for i := range extra {
-		nss = append(nss, netnstest.NewNS(b, fmt.Sprintf("tcw%d%d", os.Getpid()%100000, i)))
+		nss = append(nss, netnstest.NewNS(b, fmt.Sprintf("tcw%d-%d", os.Getpid()%100000, i)))
 	}
 	b.Run(fmt.Sprintf("idle=%d", extra), func(b *testing.B) { measureWalk(b, p, conns) })
 	for _, ns := range nss {
@@ -108,6 +113,19 @@ func BenchmarkReadListenStats(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := readListenStats(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkReadBacklogs: what each report walk adds per network namespace
+// to read its listeners' accept queues through sock_diag, in the calling
+// namespace.
+func BenchmarkReadBacklogs(b *testing.B) {
+	b.ReportAllocs()
+	buf := make([]byte, diagBuf)
+	for b.Loop() {
+		if err := readBacklogs(buf, func(netip.Addr, uint16, uint32, uint32) {}); err != nil {
 			b.Fatal(err)
 		}
 	}
