@@ -172,23 +172,28 @@ func (c *cluster) server(ns, name string, replicas int32, svcType string, reques
 	require.NoError(c.t, err)
 	pods := c.waitPods(ns, "app="+name, int(replicas))
 	if svcType != "None" {
-		c.waitProgrammed(svc.Spec.ClusterIP)
+		var backends []string
+		for _, p := range pods {
+			backends = append(backends, p.Status.PodIP)
+		}
+		c.waitProgrammed(svc.Spec.ClusterIP, backends...)
 	}
 	return svc, pods
 }
 
-// waitProgrammed waits until kube-proxy has a rule for the ClusterIP, so
-// a client's first connect is translated.
-func (c *cluster) waitProgrammed(ip string) {
+// waitProgrammed waits until kube-proxy has a rule for the ClusterIP and
+// translates it to each of backends, so that a client's first connect is
+// translated, and connections spread over every backend.
+func (c *cluster) waitProgrammed(ip string, backends ...string) {
 	c.t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
-		if c.node.Programmed(ip) {
+		if c.node.Programmed(ip, backends...) {
 			return
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	c.t.Fatalf("kube-proxy did not program %s", ip)
+	c.t.Fatalf("kube-proxy did not program %s to %v", ip, backends)
 }
 
 // clientSpec is one testapp client pod.

@@ -166,15 +166,27 @@ func Up(ctx context.Context, opts Options) (n *Node, err error) {
 
 // Programmed says whether kube-proxy has written a rule for the Service
 // address ip (the kubernetes Service's is 10.211.0.1), in the tables of
-// its mode.
-func (n *Node) Programmed(ip string) bool {
+// its mode, and a translation to each of backends (endpoint addresses)
+// when given: the Service's rule can come before all its endpoints are in
+// it, and a client connecting then reaches the first ones only.
+func (n *Node) Programmed(ip string, backends ...string) bool {
 	var out []byte
 	if n.ProxyMode == "nftables" {
 		out, _ = exec.Command("nft", "list", "table", "ip", "kube-proxy").Output()
 	} else {
-		out, _ = exec.Command("iptables", "-t", "nat", "-S", "KUBE-SERVICES").Output()
+		out, _ = exec.Command("iptables", "-t", "nat", "-S").Output()
 	}
-	return bytes.Contains(out, []byte(ip))
+	if !bytes.Contains(out, []byte(ip)) {
+		return false
+	}
+	for _, b := range backends {
+		// "--to-destination 10.x.y.z:port" (iptables), "dnat ip to
+		// 10.x.y.z:port" (nftables).
+		if !bytes.Contains(out, []byte(b+":")) {
+			return false
+		}
+	}
+	return true
 }
 
 // MissingError says what a node needs that this machine lacks.
