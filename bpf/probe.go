@@ -61,10 +61,8 @@ type Probe struct {
 	// them; listenErr what it failed to read.
 	listen    []ListenStats
 	listenErr error
-	// backlogs: the listening sockets' accept queues the last walk saw;
-	// nsAddr the address of the namespace being walked.
+	// backlogs: the listening sockets' accept queues the last walk saw.
 	backlogs []Backlog
-	nsAddr   netip.Addr
 	// walkSkipped: the namespaces the last walk found without a TCP
 	// socket, and did not run the iterator in.
 	walkSkipped []uint32

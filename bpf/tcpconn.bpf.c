@@ -260,14 +260,21 @@ struct {
 volatile const __u32 tracked_sets = TCPCONN_TRACKED_SLOTS / TCPCONN_TRACKED_WAYS;
 volatile const __u32 tracked_ways = TCPCONN_TRACKED_WAYS;
 
+/* set_of is the set of a set-associative table (of sets sets, a power of
+ * two) that key picks: Fibonacci hashing, since both slab addresses and
+ * cookies share or repeat their low bits. */
+static __always_inline __u32 set_of(__u64 key, __u32 sets)
+{
+	return (__u32)((key * 0x9e3779b97f4a7c15ULL) >> 40) & (sets - 1);
+}
+
 /* tracked_index is the index of slot i of the set cookie picks; past the
  * set, past the table. */
 static __always_inline __u32 tracked_index(__u64 cookie, __u32 i)
 {
 	if (i >= tracked_ways)
 		return TCPCONN_TRACKED_NONE;
-	__u32 set = (__u32)((cookie * 0x9e3779b97f4a7c15ULL) >> 40) & (tracked_sets - 1);
-	return set * tracked_ways + i;
+	return set_of(cookie, tracked_sets) * tracked_ways + i;
 }
 
 /* tracked_find is the index of the slot of the socket cookie names, or
@@ -492,15 +499,13 @@ static __always_inline __u64 handshake_key(bool btf, struct sock *sk)
 	return (__u64)sk;
 }
 
-/* handshake_slot is slot i of the set key picks (Fibonacci hashing: both
- * slab addresses and cookies share or repeat their low bits), or NULL past
+/* handshake_slot is slot i of the set key picks (set_of), or NULL past
  * the set. */
 static __always_inline struct handshake *handshake_slot(__u64 key, __u32 i)
 {
 	if (i >= handshake_ways)
 		return NULL;
-	__u32 set = (__u32)((key * 0x9e3779b97f4a7c15ULL) >> 40) & (handshake_sets - 1);
-	__u32 slot = set * handshake_ways + i;
+	__u32 slot = set_of(key, handshake_sets) * handshake_ways + i;
 	return bpf_map_lookup_elem(&connecting, &slot);
 }
 
@@ -1002,6 +1007,16 @@ int BPF_PROG(tcpconn_retransmit_sent_backup, const struct sock *sk, const struct
  * read after the walk. (A walk of an sk_storage map instead is quadratic
  * on hosts with few CPUs: its hash has one bucket per CPU, and every read
  * of the seq_file restarts the bucket from its head.) */
+/* reportable says whether a walk reports a socket in this state and
+ * family: handshakes in progress are reported by their open or failure,
+ * listeners are read through sock_diag. */
+static __always_inline bool reportable(int state, __u16 family)
+{
+	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_CLOSE || state == TCP_LISTEN)
+		return false;
+	return family == TCPCONN_AF_INET || family == TCPCONN_AF_INET6;
+}
+
 SEC("iter/tcp")
 int tcpconn_report(struct bpf_iter__tcp *ctx)
 {
@@ -1015,12 +1030,8 @@ int tcpconn_report(struct bpf_iter__tcp *ctx)
 		return 0; /* request and time-wait sockets */
 	struct sock *sk = &tp->inet_conn.icsk_inet.sk;
 	int state = skc->skc_state;
-	/* Handshakes in progress are reported by their open or failure;
-	 * listeners are read through sock_diag. */
-	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_CLOSE || state == TCP_LISTEN)
-		return 0;
 	__u16 family = skc->skc_family;
-	if (family != TCPCONN_AF_INET && family != TCPCONN_AF_INET6)
+	if (!reportable(state, family))
 		return 0;
 	fill(true, &e, sk, tp, TCPCONN_KIND_UPDATE, state, state, family, bpf_ktime_get_boot_ns(), 0, NULL);
 	/* A connection open before the probe, or one the table had no room
@@ -1075,10 +1086,8 @@ static __always_inline void report_slot(struct seq_file *seq, __u32 k)
 		return;
 	}
 	int state = sk->__sk_common.skc_state;
-	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_CLOSE || state == TCP_LISTEN)
-		return;
 	__u16 family = sk->__sk_common.skc_family;
-	if (family != TCPCONN_AF_INET && family != TCPCONN_AF_INET6)
+	if (!reportable(state, family))
 		return;
 	struct tracked_types *ty = bpf_map_lookup_elem(&tracked_types, &k);
 	const __u32 *types = ty && ty->cookie == cookie ? ty->n : NULL;

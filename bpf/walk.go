@@ -88,9 +88,8 @@ func (p *Probe) walk(visit func(*Record), directions bool) (int, error) {
 		} else {
 			p.listen = append(p.listen, ls)
 		}
-		p.nsAddr = ls.Local
 		if err := readBacklogs(p.diagBuf, func(local netip.Addr, port uint16, queued, limit uint32) {
-			p.addBacklog(Backlog{NetNS: ls.NetNS, Local: local, Port: port, Queued: queued, Limit: limit})
+			p.addBacklog(Backlog{NetNS: ls.NetNS, Local: local, Port: port, Queued: queued, Limit: limit}, ls.Local)
 		}); err != nil {
 			p.listenErr = errors.Join(p.listenErr, fmt.Errorf("%s: %w", ns, err))
 		}
@@ -112,7 +111,7 @@ func (p *Probe) walk(visit func(*Record), directions bool) (int, error) {
 			// of unknown direction; the walk goes on.
 			l, _ = readListeners()
 		}
-		m, err := p.walkNetns(visit, l)
+		m, err := p.readIter(p.report, visit, l)
 		n += m
 		if err != nil {
 			return fmt.Errorf("report walk in %s: %w", ns, err)
@@ -151,14 +150,8 @@ func (p *Probe) canWalkTracked() bool {
 // it, so its memory does not grow with the number of connections.
 const walkBufRecords = 512
 
-// walkNetns runs the report iterator in the calling thread's network
-// namespace and visits its records as they are read; with l, records
-// without a direction get the one l tells.
-func (p *Probe) walkNetns(visit func(*Record), l *Listeners) (int, error) {
-	return p.readIter(p.report, visit, l)
-}
-
-// readIter runs an iterator of update records and visits them as they
+// readIter runs an iterator of update records (report, in the calling
+// thread's network namespace, or reportTracked) and visits them as they
 // are read; with l, records without a direction get the one l tells.
 func (p *Probe) readIter(it *link.Iter, visit func(*Record), l *Listeners) (int, error) {
 	rd, err := it.Open()
@@ -190,10 +183,11 @@ func (p *Probe) readIter(it *link.Iter, visit func(*Record), l *Listeners) (int,
 	}
 }
 
-// addBacklog keeps a listening socket's accept queue for Backlogs.
-func (p *Probe) addBacklog(b Backlog) {
-	if b.Local.IsUnspecified() && p.nsAddr.IsValid() {
-		b.Local = p.nsAddr
+// addBacklog keeps a listening socket's accept queue for Backlogs; one
+// listening on any address is named by nsAddr, its namespace's address.
+func (p *Probe) addBacklog(b Backlog, nsAddr netip.Addr) {
+	if b.Local.IsUnspecified() && nsAddr.IsValid() {
+		b.Local = nsAddr
 	}
 	p.backlogs = append(p.backlogs, b)
 }
