@@ -226,8 +226,14 @@ struct {
  * the types below too. */
 struct tracked {
 	__u64 cookie; /* the socket's cookie; 0 while the slot is free */
-	__u64 sk;     /* the socket's address */
+	__u64 sk;     /* the socket's address, + TRACKED_CLIENT */
 };
+
+/* TRACKED_CLIENT marks a slot's socket as the client end, in the low bit
+ * of its address (a socket is aligned): the walk's records say so
+ * (TCPCONN_F_CONNECTED) without reading the socket's bind bucket, one more
+ * cold line for each socket. */
+#define TRACKED_CLIENT 1ULL
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -303,8 +309,8 @@ static __always_inline void set_types(__u32 k, __u64 cookie, const __u32 *n)
 }
 
 /* track claims a free slot for the socket, with its retransmits by type
- * so far (n, or none). */
-static __always_inline void track(struct sock *sk, __u64 cookie, const __u32 *n)
+ * so far (n, or none), and whether it is the client end. */
+static __always_inline void track(struct sock *sk, __u64 cookie, const __u32 *n, bool client)
 {
 	for (__u32 i = 0; i < TCPCONN_TRACKED_WAYS; i++) {
 		__u32 k = tracked_index(cookie, i);
@@ -317,7 +323,12 @@ static __always_inline void track(struct sock *sk, __u64 cookie, const __u32 *n)
 		 * set (it reads sk after cookie, and checks the cookie). */
 		if (n && (n[0] | n[1] | n[2] | n[3] | n[4]))
 			set_types(k, cookie, n);
-		t->sk = (__u64)sk;
+		/* (The verifier takes no "|" on a pointer: sk is aligned, so
+		 * adding the bit is the same.) */
+		if (client)
+			t->sk = (__u64)sk + TRACKED_CLIENT;
+		else
+			t->sk = (__u64)sk;
 		return;
 	}
 	stat_inc(TCPCONN_STAT_UNTRACKED);
@@ -332,6 +343,15 @@ static __always_inline void untrack(__u64 cookie)
 		t->sk = 0;
 		__sync_lock_test_and_set(&t->cookie, 0);
 	}
+}
+
+/* bound_by_connect says whether connect() picked the socket's local port:
+ * its bind bucket is of connect()'s own kind (fastreuse -1, set only by
+ * inet_hash_connect). */
+static __always_inline bool bound_by_connect(bool btf, struct tcp_sock *tp)
+{
+	struct inet_bind_bucket *tb = RD(btf, tp, inet_conn.icsk_bind_hash);
+	return tb && RD(btf, tb, fastreuse) == -1;
 }
 
 static __always_inline void copy_addr(bool btf, __u8 *dst, const void *src, __u32 len)
@@ -437,12 +457,10 @@ static __always_inline void fill(bool btf, struct tcpconn_event *e, struct sock 
 	 * picked is in a bind bucket of its own kind (fastreuse -1, set only
 	 * by inet_hash_connect): that end is the client. (At close the bucket
 	 * is already released.) A client that bind()s its port first, and
-	 * every server, stay unknown here. */
-	if (kind == TCPCONN_KIND_UPDATE) {
-		struct inet_bind_bucket *tb = RD(btf, tp, inet_conn.icsk_bind_hash);
-		if (tb && RD(btf, tb, fastreuse) == -1)
-			e->flags |= TCPCONN_F_CONNECTED;
-	}
+	 * every server, stay unknown here. The tracked walk has it from the
+	 * slot instead (TRACKED_CLIENT). */
+	if (kind == TCPCONN_KIND_UPDATE && !cookie && bound_by_connect(btf, tp))
+		e->flags |= TCPCONN_F_CONNECTED;
 	e->bytes_sent = acked;
 	e->bytes_received = received;
 	e->bytes_retrans = RD(btf, tp, bytes_retrans);
@@ -636,7 +654,7 @@ static __always_inline void handle(bool btf, struct sock *sk, struct tcp_sock *t
 			handshake_forget(btf, sk);
 		/* The walk still reports the connection. */
 		if (btf && kind == TCPCONN_KIND_OPEN)
-			track(sk, bpf_get_socket_cookie(sk), NULL);
+			track(sk, bpf_get_socket_cookie(sk), NULL, oldstate == TCP_SYN_SENT || bound_by_connect(btf, tp));
 		return;
 	}
 	fill(btf, e, sk, tp, kind, oldstate, newstate, family, now, 0, NULL);
@@ -667,7 +685,7 @@ static __always_inline void handle(bool btf, struct sock *sk, struct tcp_sock *t
 		e->flags |= TCPCONN_F_ADOPTED; /* not from a handshake we saw */
 	}
 	if (btf && kind == TCPCONN_KIND_OPEN)
-		track(sk, e->conn_id, e->retrans);
+		track(sk, e->conn_id, e->retrans, e->direction == TCPCONN_DIR_OUTBOUND);
 	submit(e);
 }
 
@@ -1037,7 +1055,7 @@ int tcpconn_report(struct bpf_iter__tcp *ctx)
 	/* A connection open before the probe, or one the table had no room
 	 * for then, is tracked from now on. */
 	if (tracked_find(e.conn_id) == TCPCONN_TRACKED_NONE)
-		track(sk, e.conn_id, e.retrans);
+		track(sk, e.conn_id, e.retrans, e.flags & TCPCONN_F_CONNECTED);
 	bpf_seq_write(ctx->meta->seq, &e, sizeof(e));
 	return 0;
 }
@@ -1067,18 +1085,18 @@ struct {
  * record's time. A slot whose socket's cookie differs names a socket gone
  * without its close (a close the kernel kept both state-change programs
  * from): it is freed, counted. */
-static __always_inline void report_slot(struct seq_file *seq, __u32 k)
+static __always_inline void report_slot(struct seq_file *seq, __u32 k, __u64 now)
 {
 	struct tracked *t = bpf_map_lookup_elem(&tracked, &k);
 	if (!t)
 		return;
 	__u64 cookie = *(volatile __u64 *)&t->cookie;
-	__u64 addr = *(volatile __u64 *)&t->sk;
+	__u64 slot_sk = *(volatile __u64 *)&t->sk;
+	__u64 addr = slot_sk & ~TRACKED_CLIENT;
 	if (!cookie || !addr)
 		return;
 	struct sock *sk = bpf_rdonly_cast((void *)addr, bpf_core_type_id_kernel(struct sock));
 	struct tcp_sock *tp = bpf_rdonly_cast((void *)addr, bpf_core_type_id_kernel(struct tcp_sock));
-	__u64 now = bpf_ktime_get_boot_ns();
 	if (sk->__sk_common.skc_cookie.counter != cookie) {
 		if (*(volatile __u64 *)&t->cookie == cookie &&
 		    __sync_val_compare_and_swap(&t->cookie, cookie, 0) == cookie)
@@ -1093,9 +1111,37 @@ static __always_inline void report_slot(struct seq_file *seq, __u32 k)
 	const __u32 *types = ty && ty->cookie == cookie ? ty->n : NULL;
 	struct tcpconn_event e;
 	fill(true, &e, sk, tp, TCPCONN_KIND_UPDATE, state, state, family, now, cookie, types);
+	if (slot_sk & TRACKED_CLIENT)
+		e.flags |= TCPCONN_F_CONNECTED;
 	if (*(volatile __u64 *)&t->cookie != cookie)
 		return; /* closed meanwhile: its close record has it */
 	bpf_seq_write(seq, &e, sizeof(e));
+}
+
+/* touch_slot reads one word of each cache line of the socket in slot k
+ * that fill will read, and returns them folded together. The walk's cost
+ * was the first read of each line of a socket nothing touched for a
+ * while (about half of it the socket's cookie): done one socket after
+ * the other, each waits out its misses alone. A pass of touch_slot over a
+ * chunk first asks for them all, independent loads the processor keeps
+ * in flight together, so report_slot then finds them cached. (The
+ * namespace is shared by many sockets.) */
+static __always_inline __u64 touch_slot(__u32 k)
+{
+	struct tracked *t = bpf_map_lookup_elem(&tracked, &k);
+	if (!t)
+		return 0;
+	__u64 addr = *(volatile __u64 *)&t->sk & ~TRACKED_CLIENT;
+	if (!addr)
+		return 0;
+	struct sock *sk = bpf_rdonly_cast((void *)addr, bpf_core_type_id_kernel(struct sock));
+	struct tcp_sock *tp = bpf_rdonly_cast((void *)addr, bpf_core_type_id_kernel(struct tcp_sock));
+	__u64 x = sk->__sk_common.skc_cookie.counter ^ sk->sk_err ^ sk->__sk_common.skc_dport;
+	x ^= tp->inet_conn.icsk_inet.inet_sport;
+	x ^= tp->bytes_acked ^ tp->snd_una ^ tp->write_seq ^ tp->bytes_received ^ tp->rcv_nxt;
+	x ^= tp->bytes_retrans ^ tp->total_retrans ^ tp->lost ^ tp->segs_in ^ tp->segs_out;
+	x ^= tp->srtt_us ^ tp->mdev_us ^ tp->rtt_min.s[0].v;
+	return x;
 }
 
 /* Every report_interval the loader runs this over the tracked table's
@@ -1113,9 +1159,16 @@ int tcpconn_report_tracked(struct bpf_iter__bpf_map_elem *ctx)
 	__u32 first = *key * TCPCONN_TRACKED_CHUNK;
 	struct bpf_iter_num it;
 	int *i;
+	__u64 touched = 0;
 	bpf_iter_num_new(&it, 0, TCPCONN_TRACKED_CHUNK);
 	while ((i = bpf_iter_num_next(&it)))
-		report_slot(seq, first + *i);
+		touched ^= touch_slot(first + *i);
+	bpf_iter_num_destroy(&it);
+	barrier_var(touched); /* the loads are wanted for their side effect */
+	__u64 now = bpf_ktime_get_boot_ns();
+	bpf_iter_num_new(&it, 0, TCPCONN_TRACKED_CHUNK);
+	while ((i = bpf_iter_num_next(&it)))
+		report_slot(seq, first + *i, now);
 	bpf_iter_num_destroy(&it);
 	return 0;
 }
