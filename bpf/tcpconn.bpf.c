@@ -1077,7 +1077,28 @@ struct {
 	__type(value, __u8);
 } tracked_chunks SEC(".maps");
 
-/* report_slot writes the update record of the socket in slot k, if any.
+/* walk_out gathers a chunk's records, written to the seq_file at once: a
+ * bpf_seq_write per record cost more than the copy itself. The walk runs
+ * on one CPU at a time, with migration disabled. */
+struct walk_out {
+	__u32 n;
+	__u32 pad;
+	struct tcpconn_event e[TCPCONN_TRACKED_CHUNK];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct walk_out);
+} walk_out SEC(".maps");
+
+/* A chunk's records fit the iterator's seq_file buffer (8 pages), and a
+ * per-CPU value (32 KiB). */
+_Static_assert(sizeof(struct walk_out) <= 8 * 4096, "a chunk's records must fit the seq_file's buffer");
+
+/* report_slot adds the update record of the socket in slot k, if any, to
+ * out.
  * The socket is not locked here, unlike iter/tcp's: its counters are read
  * as they are, and a close meanwhile is ordered by the slot. The close
  * gives the slot back before its record takes its time, so a socket whose
@@ -1085,11 +1106,15 @@ struct {
  * record's time. A slot whose socket's cookie differs names a socket gone
  * without its close (a close the kernel kept both state-change programs
  * from): it is freed, counted. */
-static __always_inline void report_slot(struct seq_file *seq, __u32 k, __u64 now)
+static __always_inline void report_slot(struct walk_out *out, __u32 k, __u64 now)
 {
 	struct tracked *t = bpf_map_lookup_elem(&tracked, &k);
 	if (!t)
 		return;
+	__u32 n = out->n;
+	if (n >= TCPCONN_TRACKED_CHUNK)
+		return;
+	struct tcpconn_event *e = &out->e[n];
 	__u64 cookie = *(volatile __u64 *)&t->cookie;
 	__u64 slot_sk = *(volatile __u64 *)&t->sk;
 	__u64 addr = slot_sk & ~TRACKED_CLIENT;
@@ -1109,13 +1134,12 @@ static __always_inline void report_slot(struct seq_file *seq, __u32 k, __u64 now
 		return;
 	struct tracked_types *ty = bpf_map_lookup_elem(&tracked_types, &k);
 	const __u32 *types = ty && ty->cookie == cookie ? ty->n : NULL;
-	struct tcpconn_event e;
-	fill(true, &e, sk, tp, TCPCONN_KIND_UPDATE, state, state, family, now, cookie, types);
+	fill(true, e, sk, tp, TCPCONN_KIND_UPDATE, state, state, family, now, cookie, types);
 	if (slot_sk & TRACKED_CLIENT)
-		e.flags |= TCPCONN_F_CONNECTED;
+		e->flags |= TCPCONN_F_CONNECTED;
 	if (*(volatile __u64 *)&t->cookie != cookie)
 		return; /* closed meanwhile: its close record has it */
-	bpf_seq_write(seq, &e, sizeof(e));
+	out->n = n + 1;
 }
 
 /* touch_slot reads one word of each cache line of the socket in slot k
@@ -1136,11 +1160,11 @@ static __always_inline __u64 touch_slot(__u32 k)
 		return 0;
 	struct sock *sk = bpf_rdonly_cast((void *)addr, bpf_core_type_id_kernel(struct sock));
 	struct tcp_sock *tp = bpf_rdonly_cast((void *)addr, bpf_core_type_id_kernel(struct tcp_sock));
-	__u64 x = sk->__sk_common.skc_cookie.counter ^ sk->sk_err ^ sk->__sk_common.skc_dport;
-	x ^= tp->inet_conn.icsk_inet.inet_sport;
-	x ^= tp->bytes_acked ^ tp->snd_una ^ tp->write_seq ^ tp->bytes_received ^ tp->rcv_nxt;
-	x ^= tp->bytes_retrans ^ tp->total_retrans ^ tp->lost ^ tp->segs_in ^ tp->segs_out;
-	x ^= tp->srtt_us ^ tp->mdev_us ^ tp->rtt_min.s[0].v;
+	/* One field of each line (Linux 6.18 x86-64's layout; elsewhere a
+	 * line missed here is only read later, as before). */
+	__u64 x = sk->__sk_common.skc_cookie.counter ^ sk->__sk_common.skc_dport ^ sk->sk_err;
+	x ^= tp->inet_conn.icsk_inet.inet_sport ^ tp->lost ^ tp->write_seq ^ tp->snd_una;
+	x ^= tp->bytes_received ^ tp->bytes_acked ^ tp->total_retrans;
 	return x;
 }
 
@@ -1157,6 +1181,10 @@ int tcpconn_report_tracked(struct bpf_iter__bpf_map_elem *ctx)
 		return 0;
 	struct seq_file *seq = ctx->meta->seq;
 	__u32 first = *key * TCPCONN_TRACKED_CHUNK;
+	__u32 zero = 0;
+	struct walk_out *out = bpf_map_lookup_elem(&walk_out, &zero);
+	if (!out)
+		return 0;
 	struct bpf_iter_num it;
 	int *i;
 	__u64 touched = 0;
@@ -1166,9 +1194,15 @@ int tcpconn_report_tracked(struct bpf_iter__bpf_map_elem *ctx)
 	bpf_iter_num_destroy(&it);
 	barrier_var(touched); /* the loads are wanted for their side effect */
 	__u64 now = bpf_ktime_get_boot_ns();
+	out->n = 0;
 	bpf_iter_num_new(&it, 0, TCPCONN_TRACKED_CHUNK);
 	while ((i = bpf_iter_num_next(&it)))
-		report_slot(seq, first + *i, now);
+		report_slot(out, first + *i, now);
 	bpf_iter_num_destroy(&it);
+	__u32 n = out->n;
+	if (n > TCPCONN_TRACKED_CHUNK)
+		n = TCPCONN_TRACKED_CHUNK;
+	if (n)
+		bpf_seq_write(seq, out->e, n * sizeof(struct tcpconn_event));
 	return 0;
 }

@@ -164,6 +164,13 @@ type tcpconnTrackedTypes struct {
 	Pad    uint32
 }
 
+type tcpconnWalkOut struct {
+	_   structs.HostLayout
+	N   uint32
+	Pad uint32
+	E   [128]tcpconnTcpconnEvent
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -178,6 +185,7 @@ const (
 	tcpconnMapTracked                      = "tracked"
 	tcpconnMapTrackedChunks                = "tracked_chunks"
 	tcpconnMapTrackedTypes                 = "tracked_types"
+	tcpconnMapWalkOut                      = "walk_out"
 	tcpconnProgTcpconnBtf                  = "tcpconn_btf"
 	tcpconnProgTcpconnBtfBackup            = "tcpconn_btf_backup"
 	tcpconnProgTcpconnRaw                  = "tcpconn_raw"
@@ -267,6 +275,7 @@ type tcpconnMapSpecs struct {
 	Tracked       *ebpf.MapSpec `ebpf:"tracked"`
 	TrackedChunks *ebpf.MapSpec `ebpf:"tracked_chunks"`
 	TrackedTypes  *ebpf.MapSpec `ebpf:"tracked_types"`
+	WalkOut       *ebpf.MapSpec `ebpf:"walk_out"`
 }
 
 // tcpconnVariableSpecs contains global variables before they are loaded into the kernel.
@@ -312,6 +321,7 @@ type tcpconnMaps struct {
 	Tracked       *ebpf.Map `ebpf:"tracked"`
 	TrackedChunks *ebpf.Map `ebpf:"tracked_chunks"`
 	TrackedTypes  *ebpf.Map `ebpf:"tracked_types"`
+	WalkOut       *ebpf.Map `ebpf:"walk_out"`
 }
 
 func (m *tcpconnMaps) Close() error {
@@ -326,6 +336,7 @@ func (m *tcpconnMaps) Close() error {
 		m.Tracked,
 		m.TrackedChunks,
 		m.TrackedTypes,
+		m.WalkOut,
 	)
 }
 
