@@ -30,12 +30,16 @@ type Probe struct {
 	mode    AttachMode
 	objs    probeObjects
 	links   []link.Link
-	reader  *ringbuf.Reader
-	raw     ringbuf.Record
-	dec     decoder
-	poll    time.Duration
-	noWait  bool // ReadNow set the deadline in the past; Read sets it back
-	stopped atomic.Bool
+	reader *ringbuf.Reader
+	raw    ringbuf.Record
+	dec    decoder
+	// waiter is where Read waits for records, until deadline: the reader's
+	// own deadline stays in the past, so that it never blocks.
+	waiter   *ringWait
+	deadline time.Time
+	poll     time.Duration
+	noWait   bool // ReadNow read without waiting; Read sets the deadline back
+	stopped  atomic.Bool
 	stopMu  sync.Mutex
 	statsMu sync.Mutex
 	perCPU  []uint64
@@ -112,7 +116,13 @@ func Load(opts Options) (*Probe, error) {
 		_ = p.Close()
 		return nil, fmt.Errorf("open ring buffer reader: %w", err)
 	}
-	p.reader.SetDeadline(time.Now().Add(p.poll))
+	p.reader.SetDeadline(time.Unix(0, 1))
+	p.waiter, err = newRingWait(p.objs.Events, func() bool { return p.stopped.Load() || p.reader.AvailableBytes() > 0 })
+	if err != nil {
+		_ = p.Close()
+		return nil, err
+	}
+	p.deadline = time.Now().Add(p.poll)
 	p.perCPU = make([]uint64, 0, 64)
 	return p, nil
 }
@@ -354,9 +364,9 @@ func (p *Probe) FallbackReason() error { return p.fallback }
 func (p *Probe) Read(rec *Record) error {
 	if p.noWait {
 		p.noWait = false
-		p.reader.SetDeadline(time.Now().Add(p.poll))
+		p.deadline = time.Now().Add(p.poll)
 	}
-	return p.read(rec)
+	return p.read(rec, true)
 }
 
 // ReadNow is Read without the wait: ErrNoData at once when the ring buffer
@@ -372,19 +382,16 @@ func (p *Probe) ReadNow(rec *Record) error {
 	if p.reader.AvailableBytes() == 0 {
 		return ErrNoData
 	}
-	if !p.noWait {
-		// Below wakeup_bytes records come without a wakeup, and the
-		// reader would wait for its deadline even with records there: a
-		// deadline already past reads what is there.
-		p.noWait = true
-		p.reader.SetDeadline(time.Unix(0, 1))
-	}
-	return p.read(rec)
+	p.noWait = true
+	return p.read(rec, false)
 }
 
-func (p *Probe) read(rec *Record) error {
+// read reads the next record; with wait, an empty ring buffer is waited
+// on until the deadline (records below wakeup_bytes come without a
+// wakeup: the deadline reads them).
+func (p *Probe) read(rec *Record, wait bool) error {
 	for {
-		err := p.reader.ReadInto(&p.raw)
+		err := p.reader.ReadInto(&p.raw) // never blocks: its deadline is past
 		switch {
 		case err == nil:
 			if p.dec.decode(p.raw.RawSample, rec) {
@@ -392,10 +399,25 @@ func (p *Probe) read(rec *Record) error {
 			}
 			continue // not a full record: never written by this probe
 		case errors.Is(err, os.ErrDeadlineExceeded):
+			if p.stopped.Load() {
+				return ErrStopped
+			}
+			if wait && time.Now().Before(p.deadline) {
+				ready, err := p.waiter.wait(p.deadline)
+				if errors.Is(err, os.ErrClosed) {
+					return ErrStopped // Close while Read waited
+				}
+				if err != nil {
+					return fmt.Errorf("wait for the ring buffer: %w", err)
+				}
+				if ready {
+					continue
+				}
+			}
 			// The deadline only matters when the ring is empty: refresh it
 			// here, not per record.
 			p.noWait = false
-			p.reader.SetDeadline(time.Now().Add(p.poll))
+			p.deadline = time.Now().Add(p.poll)
 			if p.stopped.Load() {
 				return ErrStopped
 			}
@@ -424,7 +446,7 @@ func (p *Probe) SetPollInterval(d time.Duration) {
 	}
 	p.poll = d
 	p.noWait = false
-	p.reader.SetDeadline(time.Now().Add(d))
+	p.deadline = time.Now().Add(d)
 }
 
 // Stop detaches the program, so no new records are produced, and wakes the
@@ -441,9 +463,9 @@ func (p *Probe) Stop() error {
 		errs = append(errs, fmt.Errorf("detach inet_sock_set_state: %w", err))
 	}
 	p.links = nil
-	if p.reader != nil {
-		if err := p.reader.Flush(); err != nil {
-			errs = append(errs, fmt.Errorf("flush ring buffer: %w", err))
+	if p.waiter != nil {
+		if err := p.waiter.wake(); err != nil {
+			errs = append(errs, fmt.Errorf("wake the ring buffer's reader: %w", err))
 		}
 	}
 	return errors.Join(errs...)
@@ -453,6 +475,9 @@ func (p *Probe) Stop() error {
 // read are lost: call Stop and drain Read first.
 func (p *Probe) Close() error {
 	err := p.Stop()
+	if p.waiter != nil {
+		err = errors.Join(err, p.waiter.close())
+	}
 	if p.reader != nil {
 		err = errors.Join(err, p.reader.Close())
 	}
