@@ -293,14 +293,21 @@ func start(b *testing.B, mode string, sn *stormNet) observer {
 		// The file exporter writing OTLP protobuf instead of JSON.
 		cmd, _ := collectorCmd(b, true, "", "format: proto")
 		return startProcess(b, cmd, time.Second)
-	case "collector-otlp", "collector-otlp-none", "collector-otlp-snappy", "collector-otlp-zstd", "collector-otlp-gzip":
+	case "collector-otlp", "collector-otlp-none", "collector-otlp-snappy", "collector-otlp-zstd", "collector-otlp-gzip",
+		"collector-otlp-batch", "collector-otlp-none-batch", "collector-otlp-snappy-batch", "collector-otlp-zstd-batch", "collector-otlp-gzip-batch":
 		if sn.sink == nil {
 			sn.sink = startSink(b)
 		}
 		// The OTLP exporter's default compression (gzip), or the one the
-		// mode names.
-		compression := strings.TrimPrefix(strings.TrimPrefix(mode, "collector-otlp"), "-")
-		cmd, logPath := otlpCollectorCmd(b, sn.sink.endpoint, compression, time.Second)
+		// mode names; -batch: with the batch processors (timeout 1s) the
+		// agent manifest had.
+		name, withBatch := strings.CutSuffix(mode, "-batch")
+		var batchTimeout time.Duration
+		if withBatch {
+			batchTimeout = time.Second
+		}
+		compression := strings.TrimPrefix(strings.TrimPrefix(name, "collector-otlp"), "-")
+		cmd, logPath := otlpCollectorCmd(b, sn.sink.endpoint, compression, batchTimeout)
 		if env != "" {
 			cmd.Env = append(os.Environ(), strings.Split(env, "+")...)
 		}
@@ -346,7 +353,7 @@ func start(b *testing.B, mode string, sn *stormNet) observer {
 	case "baseline":
 		return nil
 	}
-	b.Fatalf("unknown overhead mode %q (baseline, probe, probe-nobackup, probe-raw, attach-only, collector, collector-file-proto, collector-otlp[-none|-snappy|-zstd|-gzip], collector-metrics, collector-kube, collector-nat, collector-metrics-kube, collector-metrics-nat, tcplife)", mode)
+	b.Fatalf("unknown overhead mode %q (baseline, probe, probe-nobackup, probe-raw, attach-only, collector, collector-file-proto, collector-otlp[-none|-snappy|-zstd|-gzip][-batch], collector-metrics, collector-kube, collector-nat, collector-metrics-kube, collector-metrics-nat, tcplife)", mode)
 	return nil
 }
 

@@ -107,26 +107,30 @@ func (s *sink) delivered(b *testing.B) (logs, points int) {
 }
 
 // otlpCollectorCmd runs bin/otelcol-tcpconn as the agent manifest
-// configures it (deploy/agent/agent.yaml: memory_limiter, batch, batch/logs
-// of 2048 records, OTLP over gRPC), exporting metrics and access logs to
-// endpoint with compression (empty: the exporter's default, gzip).
-// batchTimeout is both batch processors' timeout (the manifest's 1s;
-// the processor's default is 200ms). It returns the command and the file
-// the collector's own output goes to.
+// configures it (deploy/agent/agent.yaml: memory_limiter, the receiver's
+// access-log batches of 2048 records, OTLP over gRPC), exporting metrics
+// and access logs to endpoint with compression (empty: the exporter's
+// default, gzip). A batchTimeout puts the batch processors back as the
+// manifest had them (batch, and batch/logs of 2048 records, with that
+// timeout; the processor's default is 200ms); 0 leaves them out. It
+// returns the command and the file the collector's own output goes to.
 func otlpCollectorCmd(b *testing.B, endpoint, compression string, batchTimeout time.Duration) (*exec.Cmd, string) {
 	if compression != "" {
 		compression = fmt.Sprintf("\n    compression: %s", compression)
+	}
+	metricsProcs, logsProcs, batch, receiverLogs := "[memory_limiter]", "[memory_limiter]", "", "\n    logs: {max_batch_size: 2048}"
+	if batchTimeout > 0 {
+		metricsProcs, logsProcs, receiverLogs = "[memory_limiter, batch]", "[memory_limiter, batch/logs]", ""
+		batch = fmt.Sprintf("  batch: {timeout: %v}\n  batch/logs: {send_batch_size: 2048, send_batch_max_size: 2048, timeout: %v}\n", batchTimeout, batchTimeout)
 	}
 	dir := b.TempDir()
 	cfg := filepath.Join(dir, "collector.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`receivers:
   tcpconn:
-    probe: {lock_file: %s/lock}
+    probe: {lock_file: %s/lock}%s
 processors:
   memory_limiter: {check_interval: 1s, limit_percentage: 80, spike_limit_percentage: 20}
-  batch: {timeout: %v}
-  batch/logs: {send_batch_size: 2048, send_batch_max_size: 2048, timeout: %v}
-exporters:
+%sexporters:
   otlp_grpc:
     endpoint: %q
     tls: {insecure: true}
@@ -134,9 +138,9 @@ exporters:
 service:
   telemetry: {metrics: {level: none}}
   pipelines:
-    metrics: {receivers: [tcpconn], processors: [memory_limiter, batch], exporters: [otlp_grpc]}
-    logs: {receivers: [tcpconn], processors: [memory_limiter, batch/logs], exporters: [otlp_grpc]}
-`, dir, batchTimeout, batchTimeout, endpoint, compression)), 0o644); err != nil {
+    metrics: {receivers: [tcpconn], processors: %s, exporters: [otlp_grpc]}
+    logs: {receivers: [tcpconn], processors: %s, exporters: [otlp_grpc]}
+`, dir, receiverLogs, batch, endpoint, compression, metricsProcs, logsProcs)), 0o644); err != nil {
 		b.Fatal(err)
 	}
 	cmd := exec.Command(collectorBin(b), "--config", cfg)

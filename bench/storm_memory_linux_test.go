@@ -35,7 +35,7 @@ func BenchmarkCollectorMemoryStorm(b *testing.B) {
 	pair := netnstest.NewPair(b, 207)
 	pair.Client.Exec(b, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1")
 	sk := startSink(b)
-	cmd, _ := otlpCollectorCmd(b, sk.endpoint, "snappy", time.Second) // as the agent manifest
+	cmd, _ := otlpCollectorCmd(b, sk.endpoint, "snappy", 0) // as the agent manifest
 	cmd.Env = append(os.Environ(), "GOMEMLIMIT=200MiB")               // deploy/agent/daemonset.yaml
 	join := memoryCgroup(b, 256<<20)                                  // the manifest's limit
 	if err := cmd.Start(); err != nil {
