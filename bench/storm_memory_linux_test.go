@@ -36,8 +36,8 @@ func BenchmarkCollectorMemoryStorm(b *testing.B) {
 	pair.Client.Exec(b, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1")
 	sk := startSink(b)
 	cmd, _ := otlpCollectorCmd(b, sk.endpoint, "snappy", 0) // as the agent manifest
-	cmd.Env = append(os.Environ(), "GOMEMLIMIT=200MiB")               // deploy/agent/daemonset.yaml
-	join := memoryCgroup(b, 256<<20)                                  // the manifest's limit
+	cmd.Env = append(os.Environ(), "GOMEMLIMIT=200MiB")     // deploy/agent/daemonset.yaml
+	join := memoryCgroup(b, 256<<20)                        // the manifest's limit
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}

@@ -27,9 +27,9 @@ import (
 // at a time, which may be another than Read's while Read runs: the two
 // share nothing but the decoder, which only reads.
 type Probe struct {
-	mode    AttachMode
-	objs    probeObjects
-	links   []link.Link
+	mode   AttachMode
+	objs   probeObjects
+	links  []link.Link
 	reader *ringbuf.Reader
 	raw    ringbuf.Record
 	dec    decoder
@@ -40,9 +40,9 @@ type Probe struct {
 	poll     time.Duration
 	noWait   bool // ReadNow read without waiting; Read sets the deadline back
 	stopped  atomic.Bool
-	stopMu  sync.Mutex
-	statsMu sync.Mutex
-	perCPU  []uint64
+	stopMu   sync.Mutex
+	statsMu  sync.Mutex
+	perCPU   []uint64
 	// fallback is why tp_btf was not used in auto mode.
 	fallback error
 
