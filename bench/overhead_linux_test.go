@@ -560,25 +560,20 @@ func collectorBin(b *testing.B) string {
 	return bin
 }
 
-// procCPU is a process's CPU time in nanoseconds: the sum of its threads'
-// run time from /proc/<pid>/task/*/schedstat. (/proc/<pid>/stat counts in
-// 10 ms ticks, 1.25 µs per connection of a round of 8000.) Threads that
-// exited are not counted; Go keeps its threads.
+// procCPU is a process's CPU time: its thread group's CPU clock
+// (clock_gettime on the process's CPUCLOCK_SCHED clock id), the run time
+// of every thread, exited ones included, to the nanosecond. (The sum of
+// /proc/<pid>/task/*/schedstat left out exited threads, and the
+// receiver's walk ends its thread after each walk: it entered other
+// network namespaces. /proc/<pid>/stat counts in 10 ms ticks.) 0 when
+// the process is gone.
 func procCPU(pid int) time.Duration {
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
+	const cpuclockSched = 2
+	var ts unix.Timespec
+	if err := unix.ClockGettime(int32((^pid)<<3|cpuclockSched), &ts); err != nil {
 		return 0
 	}
-	var sum time.Duration
-	for _, t := range tasks {
-		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
-		if err != nil {
-			continue // exited meanwhile
-		}
-		ns, _ := strconv.ParseInt(strings.Fields(string(raw))[0], 10, 64)
-		sum += time.Duration(ns)
-	}
-	return sum
+	return time.Duration(ts.Nano())
 }
 
 // ensureTracefs mounts tracefs where tcplife looks up tracepoints.
