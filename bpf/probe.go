@@ -58,6 +58,7 @@ type Probe struct {
 	walkedNetns  bool
 	lastPerNetns bool
 	diagBuf      []byte
+	netns        netnsFinder // the walk's
 	lock         *nodeLock
 	walkBuf      []byte
 	walkRec      Record

@@ -81,7 +81,7 @@ func (p *Probe) walk(visit func(*Record), directions bool) (int, error) {
 	p.walkedNetns, p.lastPerNetns = p.walkedNetns || perNetns, perNetns
 	n := 0
 	p.listen, p.listenErr, p.backlogs, p.walkSkipped = p.listen[:0], nil, p.backlogs[:0], p.walkSkipped[:0]
-	err := inEachNetns(func(ns string) error {
+	err := inEachNetns(&p.netns, func(ns string) error {
 		ls, err := readListenStats()
 		if err != nil {
 			p.listenErr = errors.Join(p.listenErr, fmt.Errorf("%s: %w", ns, err))
@@ -297,14 +297,15 @@ func readListeners() (*Listeners, error) {
 }
 
 // inEachNetns calls fn once inside every network namespace on the host
-// (found through /proc/*/ns/net and /run/netns), on one OS thread that is
-// discarded afterwards. A namespace that vanishes meanwhile is skipped.
-func inEachNetns(fn func(ns string) error) error {
+// (found by f, through /proc/*/ns/net and /run/netns), on one OS thread
+// that is discarded afterwards. A namespace that vanishes meanwhile is
+// skipped.
+func inEachNetns(f *netnsFinder, fn func(ns string) error) error {
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
 		var errs []error
-		for _, path := range netnsPaths() {
+		for _, path := range f.list() {
 			fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 			if err != nil {
 				continue // the process or namespace is gone
@@ -324,29 +325,81 @@ func inEachNetns(fn func(ns string) error) error {
 	return <-done
 }
 
-// netnsPaths lists one path per distinct network namespace.
-func netnsPaths() []string {
-	seen := map[uint64]bool{}
-	var out []string
-	add := func(path string) {
-		var st unix.Stat_t
-		if unix.Stat(path, &st) != nil || seen[st.Ino] {
-			return
-		}
-		seen[st.Ino] = true
-		out = append(out, path)
+// netnsFinder lists one path per distinct network namespace, walk after
+// walk. A stat of /proc/<pid>/ns/net costs about 8 us (procfs lookups), the
+// largest item of an idle node's walk: it remembers each process's
+// namespace and stats only processes it has not seen, and every process
+// once every netnsFullScan walks, for one that changed its namespace
+// after it was seen (a container's init joins its pod's namespace just
+// after it starts; its pod's other processes are new).
+type netnsFinder struct {
+	byPid map[string]uint64
+	walks int
+	seen  map[uint64]bool
+	paths []string
+	dirs  []string
+}
+
+// netnsFullScan: every this many walks, every process's namespace is read
+// again.
+const netnsFullScan = 30
+
+func (f *netnsFinder) list() []string {
+	full := f.byPid == nil || f.walks%netnsFullScan == 0
+	f.walks++
+	if f.byPid == nil {
+		f.byPid, f.seen = map[string]uint64{}, map[uint64]bool{}
 	}
-	add("/proc/self/ns/net")
+	clear(f.seen)
+	f.paths = f.paths[:0]
+	add := func(path string, ino uint64) {
+		if !f.seen[ino] {
+			f.seen[ino] = true
+			f.paths = append(f.paths, path)
+		}
+	}
+	stat := func(path string) (uint64, bool) {
+		var st unix.Stat_t
+		if unix.Stat(path, &st) != nil {
+			return 0, false
+		}
+		return st.Ino, true
+	}
+	if ino, ok := stat("/proc/self/ns/net"); ok {
+		add("/proc/self/ns/net", ino)
+	}
 	if named, err := filepath.Glob("/run/netns/*"); err == nil {
 		for _, n := range named {
-			add(n)
+			if ino, ok := stat(n); ok {
+				add(n, ino)
+			}
 		}
 	}
 	procs, _ := os.ReadDir("/proc")
+	live := make(map[string]bool, len(procs))
 	for _, d := range procs {
-		if d.IsDir() && strings.Trim(d.Name(), "0123456789") == "" {
-			add(filepath.Join("/proc", d.Name(), "ns", "net"))
+		pid := d.Name()
+		if !d.IsDir() || strings.Trim(pid, "0123456789") != "" {
+			continue
+		}
+		live[pid] = true
+		ino, known := f.byPid[pid]
+		if full || !known {
+			var ok bool
+			if ino, ok = stat("/proc/" + pid + "/ns/net"); !ok {
+				delete(f.byPid, pid) // exited, or a kernel thread's namespace we may not read
+				continue
+			}
+			f.byPid[pid] = ino
+		}
+		if !f.seen[ino] {
+			add("/proc/"+pid+"/ns/net", ino)
 		}
 	}
-	return out
+	for pid := range f.byPid {
+		if !live[pid] {
+			delete(f.byPid, pid) // exited: its pid may come back in another namespace
+		}
+	}
+	return f.paths
 }

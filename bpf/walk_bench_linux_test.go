@@ -131,3 +131,28 @@ func BenchmarkReadBacklogs(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkNetnsFinder: what each walk spends finding the host's network
+// namespaces, reading every process's (a walk in netnsFullScan, and the
+// first) or only new processes' (the others).
+func BenchmarkNetnsFinder(b *testing.B) {
+	netnstest.RequireRoot(b)
+	b.Run("every-process", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var f netnsFinder
+			f.list()
+		}
+	})
+	b.Run("new-processes", func(b *testing.B) {
+		b.ReportAllocs()
+		var f netnsFinder
+		f.list()
+		for b.Loop() {
+			if f.walks%netnsFullScan == 0 {
+				f.walks++ // measure the walks between full scans
+			}
+			f.list()
+		}
+	})
+}
