@@ -44,25 +44,35 @@ func BenchmarkCollectorIdle(b *testing.B) {
 		{name: "quiet", logs: false, probe: ", poll_interval: 1s", extra: "    report_interval: 0s\n    flush_interval: 1h\n    series_expiry: 0s\n"},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			benchCollectorIdle(b, func(b *testing.B) (*exec.Cmd, string, string) {
+			benchCollectorIdle(b, 6*time.Second, func(b *testing.B) (*exec.Cmd, string, string) {
 				cmd, logPath := idleCollectorCmd(b, c.logs, c.probe, c.extra)
 				return cmd, logPath, filepath.Join(filepath.Dir(logPath), "out.json")
 			})
 		})
 	}
 	// The agent manifest's pipeline: memory_limiter, OTLP over gRPC
-	// (snappy) to a second collector, whose CPU is not counted; and the
-	// same with the batch processors the manifest had (timeout 1s, and the
-	// processor's default 200ms): their timers fire every timeout in each
-	// pipeline whether or not anything waits.
+	// (snappy) to a second collector, whose CPU is not counted, with the
+	// receiver's default flush_interval (5s); agent: the manifest's
+	// flush_interval, 30s (measured after the first flush, so that the
+	// records read meanwhile are known); and the otlp pipeline with the
+	// batch processors the manifest had (timeout 1s, and the processor's
+	// default 200ms): their timers fire every timeout in each pipeline
+	// whether or not anything waits.
 	for _, c := range []struct {
-		name  string
-		batch time.Duration
-	}{{"otlp", 0}, {"otlp-batch=1s", time.Second}, {"otlp-batch=200ms", 200 * time.Millisecond}} {
+		name     string
+		batch    time.Duration
+		receiver string
+		warmup   time.Duration
+	}{
+		{"otlp", 0, "", 6 * time.Second},
+		{"agent", 0, "flush_interval: 30s", 31 * time.Second},
+		{"otlp-batch=1s", time.Second, "", 6 * time.Second},
+		{"otlp-batch=200ms", 200 * time.Millisecond, "", 6 * time.Second},
+	} {
 		b.Run(c.name, func(b *testing.B) {
-			benchCollectorIdle(b, func(b *testing.B) (*exec.Cmd, string, string) {
+			benchCollectorIdle(b, c.warmup, func(b *testing.B) (*exec.Cmd, string, string) {
 				sk := startSink(b)
-				cmd, logPath := otlpCollectorCmd(b, sk.endpoint, "snappy", c.batch)
+				cmd, logPath := otlpCollectorCmd(b, sk.endpoint, "snappy", c.batch, c.receiver)
 				return cmd, logPath, sk.metrics
 			})
 		})
@@ -72,13 +82,14 @@ func BenchmarkCollectorIdle(b *testing.B) {
 // benchCollectorIdle measures the collector that collector starts: it
 // returns the command, where the collector's own output goes and the file
 // its metrics reach (JSON lines, tcpconn.probe.records among them).
-func benchCollectorIdle(b *testing.B, collector func(*testing.B) (cmd *exec.Cmd, logPath, outPath string)) {
+func benchCollectorIdle(b *testing.B, warmup time.Duration, collector func(*testing.B) (cmd *exec.Cmd, logPath, outPath string)) {
 	netnstest.RequireRoot(b)
 	pair := netnstest.NewPair(b, 207)
 	netnstest.HoldInChildren(b, pair, *idleConns)
 	cmd, logPath, outPath := collector(b)
-	// The start-up walk and the first flush (5s) are not idle.
-	o := startProcess(b, cmd, 6*time.Second).(*processObserver)
+	// The start-up walk and the first flush are not idle: warmup is past
+	// the first flush.
+	o := startProcess(b, cmd, warmup).(*processObserver)
 	recs0 := lastProbeRecords(outPath)
 	start := time.Now()
 	time.Sleep(*idleFor)

@@ -112,16 +112,20 @@ func (s *sink) delivered(b *testing.B) (logs, points int) {
 // and access logs to endpoint with compression (empty: the exporter's
 // default, gzip). A batchTimeout puts the batch processors back as the
 // manifest had them (batch, and batch/logs of 2048 records, with that
-// timeout; the processor's default is 200ms); 0 leaves them out. It
-// returns the command and the file the collector's own output goes to.
-func otlpCollectorCmd(b *testing.B, endpoint, compression string, batchTimeout time.Duration) (*exec.Cmd, string) {
+// timeout; the processor's default is 200ms); 0 leaves them out.
+// receiver lines are more of the receiver's configuration. It returns the
+// command and the file the collector's own output goes to.
+func otlpCollectorCmd(b *testing.B, endpoint, compression string, batchTimeout time.Duration, receiver ...string) (*exec.Cmd, string) {
 	if compression != "" {
 		compression = fmt.Sprintf("\n    compression: %s", compression)
 	}
-	metricsProcs, logsProcs, batch, receiverLogs := "[memory_limiter]", "[memory_limiter]", "", "\n    logs: {max_batch_size: 2048}"
+	metricsProcs, logsProcs, batch, receiverCfg := "[memory_limiter]", "[memory_limiter]", "", "\n    logs: {max_batch_size: 2048}"
 	if batchTimeout > 0 {
-		metricsProcs, logsProcs, receiverLogs = "[memory_limiter, batch]", "[memory_limiter, batch/logs]", ""
+		metricsProcs, logsProcs, receiverCfg = "[memory_limiter, batch]", "[memory_limiter, batch/logs]", ""
 		batch = fmt.Sprintf("  batch: {timeout: %v}\n  batch/logs: {send_batch_size: 2048, send_batch_max_size: 2048, timeout: %v}\n", batchTimeout, batchTimeout)
+	}
+	for _, line := range receiver {
+		receiverCfg += "\n    " + line
 	}
 	dir := b.TempDir()
 	cfg := filepath.Join(dir, "collector.yaml")
@@ -140,7 +144,7 @@ service:
   pipelines:
     metrics: {receivers: [tcpconn], processors: %s, exporters: [otlp_grpc]}
     logs: {receivers: [tcpconn], processors: %s, exporters: [otlp_grpc]}
-`, dir, receiverLogs, batch, endpoint, compression, metricsProcs, logsProcs)), 0o644); err != nil {
+`, dir, receiverCfg, batch, endpoint, compression, metricsProcs, logsProcs)), 0o644); err != nil {
 		b.Fatal(err)
 	}
 	cmd := exec.Command(collectorBin(b), "--config", cfg)
