@@ -118,7 +118,7 @@ func Load(opts Options) (*Probe, error) {
 		return nil, fmt.Errorf("open ring buffer reader: %w", err)
 	}
 	p.reader.SetDeadline(time.Unix(0, 1))
-	p.waiter, err = newRingWait(p.objs.Events, func() bool { return p.stopped.Load() || p.reader.AvailableBytes() > 0 })
+	p.waiter, err = newRingWait(p.objs.Events, p.stopped.Load)
 	if err != nil {
 		_ = p.Close()
 		return nil, err
@@ -400,28 +400,27 @@ func (p *Probe) read(rec *Record, wait bool) error {
 			}
 			continue // not a full record: never written by this probe
 		case errors.Is(err, os.ErrDeadlineExceeded):
+			// The ring buffer is empty: once the probe stopped, drained.
 			if p.stopped.Load() {
 				return ErrStopped
 			}
 			if wait && time.Now().Before(p.deadline) {
 				ready, err := p.waiter.wait(p.deadline)
-				if errors.Is(err, os.ErrClosed) {
+				if err != nil && p.stopped.Load() {
 					return ErrStopped // Close while Read waited
 				}
 				if err != nil {
 					return fmt.Errorf("wait for the ring buffer: %w", err)
 				}
-				if ready {
-					continue
-				}
+				// At the deadline, or woken by Stop: read once more what
+				// came meanwhile below wakeup_bytes, without waiting.
+				wait = ready
+				continue
 			}
 			// The deadline only matters when the ring is empty: refresh it
 			// here, not per record.
 			p.noWait = false
 			p.deadline = time.Now().Add(p.poll)
-			if p.stopped.Load() {
-				return ErrStopped
-			}
 			return ErrNoData
 		case errors.Is(err, ringbuf.ErrFlushed):
 			if p.stopped.Load() {

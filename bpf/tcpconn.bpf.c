@@ -1078,8 +1078,10 @@ struct {
 } tracked_chunks SEC(".maps");
 
 /* walk_out gathers a chunk's records, written to the seq_file at once: a
- * bpf_seq_write per record cost more than the copy itself. The walk runs
- * on one CPU at a time, with migration disabled. */
+ * bpf_seq_write per record cost more than the copy itself. A run of the
+ * iterator stays on its CPU (migration is disabled), and only the
+ * loader's one walk at a time reads this iterator, so no other run can
+ * take the CPU's buffer meanwhile. */
 struct walk_out {
 	__u32 n;
 	__u32 pad;

@@ -23,14 +23,16 @@ type ringWait struct {
 	f  *os.File
 	rc syscall.RawConn
 	// done is the poller's test, made once (a closure per wait would be
-	// an allocation per wait).
-	done func(uintptr) bool
+	// an allocation per wait): before waiting, whether the probe stopped;
+	// after, true (the descriptor was ready, or the wait was woken).
+	// It never reads the ring buffer: Close may be freeing it meanwhile.
+	done   func(uintptr) bool
+	waited bool
 }
 
 // newRingWait registers a duplicate of the ring buffer's descriptor with
-// the poller; ready says whether a wait is over (records to read, or the
-// probe stopped).
-func newRingWait(events *ebpf.Map, ready func() bool) (*ringWait, error) {
+// the poller; stopped says whether a wait need not start.
+func newRingWait(events *ebpf.Map, stopped func() bool) (*ringWait, error) {
 	fd, err := unix.FcntlInt(uintptr(events.FD()), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("duplicate the ring buffer's descriptor: %w", err)
@@ -45,7 +47,14 @@ func newRingWait(events *ebpf.Map, ready func() bool) (*ringWait, error) {
 		f.Close()
 		return nil, fmt.Errorf("ring buffer descriptor: %w", err)
 	}
-	w := &ringWait{f: f, rc: rc, done: func(uintptr) bool { return ready() }}
+	w := &ringWait{f: f, rc: rc}
+	w.done = func(uintptr) bool {
+		if w.waited {
+			return true
+		}
+		w.waited = true
+		return stopped()
+	}
 	// A descriptor the poller did not take has no deadlines.
 	if err := f.SetReadDeadline(time.Time{}); err != nil {
 		f.Close()
@@ -54,11 +63,15 @@ func newRingWait(events *ebpf.Map, ready func() bool) (*ringWait, error) {
 	return w, nil
 }
 
-// wait returns true once ready holds, false at the deadline.
+// wait returns true when the ring buffer's descriptor is ready (the kernel
+// woke its readers: records past wakeup_bytes), the probe stopped, or wake
+// was called; false at the deadline. The caller looks at the ring buffer
+// again: a ready descriptor may find it already read.
 func (w *ringWait) wait(deadline time.Time) (bool, error) {
 	if err := w.f.SetReadDeadline(deadline); err != nil {
 		return false, err
 	}
+	w.waited = false
 	err := w.rc.Read(w.done)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return false, nil
@@ -66,8 +79,8 @@ func (w *ringWait) wait(deadline time.Time) (bool, error) {
 	return err == nil, err
 }
 
-// wake ends a wait now (from any goroutine): it returns false, or true if
-// ready holds by then.
+// wake ends a wait now, from any goroutine: wait returns false, or true
+// if it had not started waiting.
 func (w *ringWait) wake() error { return w.f.SetReadDeadline(time.Unix(1, 0)) }
 
 func (w *ringWait) close() error { return w.f.Close() }

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tcpconn/tcpconn/internal/netnstest"
@@ -27,11 +28,7 @@ func TestReadWakesPastWakeupBytes(t *testing.T) {
 	p := loadProbe(t, Options{Mode: AttachTPBTF, PollInterval: time.Minute, RingBufferBytes: 64 << 10, WakeupBytes: 4 << 10})
 	target := sink(t, pair, "7030")
 	var rec Record
-	for { // what the probe saw before: read without waiting
-		if err := p.ReadNow(&rec); errors.Is(err, ErrNoData) {
-			break
-		}
-	}
+	readAllNow(p, &rec) // what the probe saw before
 	// Four records a connection, ~200 bytes each: 20 connections are
 	// about four times wakeup_bytes.
 	done := make(chan error, 1)
@@ -45,20 +42,24 @@ func TestReadWakesPastWakeupBytes(t *testing.T) {
 // TestReadWaitsInPoller: a Read waiting for its poll interval (a minute)
 // waits in the runtime's poller, not in a thread blocked on the ring
 // buffer reader's own epoll descriptor (which kept the runtime's monitor
-// polling), and returns ErrStopped as soon as Stop is called, from another
-// goroutine.
+// polling). Records that come meanwhile below wakeup_bytes wake nobody;
+// Stop, from another goroutine, ends the wait at once, and Read still
+// hands them out before ErrStopped.
 func TestReadWaitsInPoller(t *testing.T) {
+	pair := netnstest.NewPair(t, testOctet)
+	target := sink(t, pair, "7031")
 	p := loadProbe(t, Options{Mode: AttachTPBTF, PollInterval: time.Minute})
 	var rec Record
-	for {
-		if err := p.ReadNow(&rec); errors.Is(err, ErrNoData) {
-			break
-		}
-	}
+	readAllNow(p, &rec)
 	done := make(chan error, 1)
+	ours := 0
 	go func() {
 		for {
-			if err := p.Read(&rec); err != nil && !errors.Is(err, ErrNoData) {
+			err := p.Read(&rec)
+			if err == nil && (rec.LocalAddr == pair.ClientIP || rec.LocalAddr == pair.ServerIP) {
+				ours++
+			}
+			if err != nil && !errors.Is(err, ErrNoData) {
 				done <- err
 				return
 			}
@@ -68,12 +69,19 @@ func TestReadWaitsInPoller(t *testing.T) {
 	readerEpoll := epollWatching(t, p.objs.Events.FD())
 	require.Positive(t, readerEpoll, "the ring buffer reader's epoll descriptor")
 	require.Empty(t, threadsWaitingOn(t, readerEpoll), "a thread blocked in epoll_wait on the reader's descriptor")
+
+	// An open and a close on each end of each connection: far below
+	// wakeup_bytes (an eighth of the ring).
+	const conns = 3
+	require.NoError(t, openAndClose(pair, target, conns))
+	time.Sleep(200 * time.Millisecond) // the servers' closes
 	start := time.Now()
 	require.NoError(t, p.Stop())
 	select {
 	case err := <-done:
 		require.ErrorIs(t, err, ErrStopped)
 		require.Less(t, time.Since(start), 5*time.Second)
+		assert.Equal(t, 4*conns, ours, "the records that came while Read waited")
 	case <-time.After(10 * time.Second):
 		t.Fatal("Read still waits after Stop")
 	}
@@ -136,4 +144,36 @@ func threadsWaitingOn(t *testing.T, epfd int) []string {
 		}
 	}
 	return waiting
+}
+
+// readAllNow reads what the ring buffer holds, without waiting.
+func readAllNow(p *Probe, rec *Record) {
+	for p.ReadNow(rec) == nil {
+	}
+}
+
+// TestCloseWakesWaitingRead: Close, which calls Stop, ends a Read that
+// waits for its poll interval with ErrStopped, and frees the ring buffer
+// only once that Read is done with it (under -race: no race).
+func TestCloseWakesWaitingRead(t *testing.T) {
+	p := loadProbe(t, Options{Mode: AttachTPBTF, PollInterval: time.Minute})
+	var rec Record
+	readAllNow(p, &rec)
+	done := make(chan error, 1)
+	go func() {
+		for {
+			if err := p.Read(&rec); err != nil && !errors.Is(err, ErrNoData) {
+				done <- err
+				return
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond) // let Read wait
+	require.NoError(t, p.Close())
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, ErrStopped)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Read still waits after Close")
+	}
 }
