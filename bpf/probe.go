@@ -457,12 +457,15 @@ func (p *Probe) Stop() error {
 	if p.stopped.Load() {
 		return nil
 	}
-	p.stopped.Store(true)
 	var errs []error
 	if err := closeLinks(p.links); err != nil {
 		errs = append(errs, fmt.Errorf("detach inet_sock_set_state: %w", err))
 	}
 	p.links = nil
+	// Stopped only once detached: a reader that then finds the ring buffer
+	// empty has read every record (one produced while the programs were
+	// being detached is not left behind).
+	p.stopped.Store(true)
 	if p.waiter != nil {
 		if err := p.waiter.wake(); err != nil {
 			errs = append(errs, fmt.Errorf("wake the ring buffer's reader: %w", err))
