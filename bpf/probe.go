@@ -176,10 +176,16 @@ func (p *Probe) loadAndAttach(opts Options, mode AttachMode) error {
 		return fmt.Errorf("parse embedded probe: %w", err)
 	}
 	names := modeObjects[mode]
-	if names.retransmit != "" && !retransmitHasErr() {
+	// The kernel's BTF, parsed once (about 10 ms) for the choices below;
+	// nil, they take the programs older kernels have.
+	var kernel *btf.Spec
+	if names.retransmit != "" || names.reportTracked != "" {
+		kernel, _ = btf.LoadKernelSpec()
+	}
+	if names.retransmit != "" && !retransmitHasErr(kernel) {
 		names.retransmit, names.retransmitBackup = tcpconnProgTcpconnRetransmitSent, tcpconnProgTcpconnRetransmitSentBackup
 	}
-	if names.reportTracked != "" && (opts.noTrackedWalk || !kernelHasFunc("bpf_rdonly_cast") || !kernelHasFunc("bpf_iter_num_new")) {
+	if names.reportTracked != "" && (opts.noTrackedWalk || !kernelHasFunc(kernel, "bpf_rdonly_cast") || !kernelHasFunc(kernel, "bpf_iter_num_new")) {
 		names.reportTracked = ""
 	}
 	for name := range spec.Programs {
@@ -305,13 +311,13 @@ func attachBTF(prog *ebpf.Program) (link.Link, error) {
 // retransmitHasErr says whether the kernel's tcp_retransmit_skb
 // tracepoint passes the retransmit's error (and fires on failures too):
 // its btf_trace_ typedef has the sk, skb, err arguments after the context.
-func retransmitHasErr() bool {
-	spec, err := btf.LoadKernelSpec()
-	if err != nil {
+// kernel is the kernel's BTF (nil: unknown, false).
+func retransmitHasErr(kernel *btf.Spec) bool {
+	if kernel == nil {
 		return false
 	}
 	var td *btf.Typedef
-	if err := spec.TypeByName("btf_trace_tcp_retransmit_skb", &td); err != nil {
+	if err := kernel.TypeByName("btf_trace_tcp_retransmit_skb", &td); err != nil {
 		return false
 	}
 	ptr, ok := td.Type.(*btf.Pointer)
@@ -322,15 +328,14 @@ func retransmitHasErr() bool {
 	return ok && len(proto.Params) == 4
 }
 
-// kernelHasFunc says whether the running kernel's BTF has the function (a
-// kfunc the probe may call).
-func kernelHasFunc(name string) bool {
-	spec, err := btf.LoadKernelSpec()
-	if err != nil {
+// kernelHasFunc says whether the kernel's BTF (nil: unknown) has the
+// function (a kfunc the probe may call).
+func kernelHasFunc(kernel *btf.Spec, name string) bool {
+	if kernel == nil {
 		return false
 	}
 	var fn *btf.Func
-	return spec.TypeByName(name, &fn) == nil
+	return kernel.TypeByName(name, &fn) == nil
 }
 
 // attachTracepoint attaches one program to the state-change tracepoint
@@ -422,11 +427,6 @@ func (p *Probe) read(rec *Record, wait bool) error {
 			p.noWait = false
 			p.deadline = time.Now().Add(p.poll)
 			return ErrNoData
-		case errors.Is(err, ringbuf.ErrFlushed):
-			if p.stopped.Load() {
-				return ErrStopped
-			}
-			continue
 		case errors.Is(err, ringbuf.ErrClosed):
 			return ErrStopped
 		default:
