@@ -1016,15 +1016,6 @@ int BPF_PROG(tcpconn_retransmit_sent_backup, const struct sock *sk, const struct
 	return 0;
 }
 
-/* At start, and when the tracked table was full, the loader runs this over
- * the TCP sockets of every network namespace: one update record per established connection, idle or
- * not, written to the iterator's seq_file rather than the ring buffer. The
- * iterator holds each socket's lock while the program reads it, so an
- * update and the close of the same connection cannot interleave: a socket
- * already closed is not visited, one closing later has its close record
- * read after the walk. (A walk of an sk_storage map instead is quadratic
- * on hosts with few CPUs: its hash has one bucket per CPU, and every read
- * of the seq_file restarts the bucket from its head.) */
 /* reportable says whether a walk reports a socket in this state and
  * family: handshakes in progress are reported by their open or failure,
  * listeners are read through sock_diag. */
@@ -1035,6 +1026,15 @@ static __always_inline bool reportable(int state, __u16 family)
 	return family == TCPCONN_AF_INET || family == TCPCONN_AF_INET6;
 }
 
+/* At start, and when the tracked table was full, the loader runs this over
+ * the TCP sockets of every network namespace: one update record per established connection, idle or
+ * not, written to the iterator's seq_file rather than the ring buffer. The
+ * iterator holds each socket's lock while the program reads it, so an
+ * update and the close of the same connection cannot interleave: a socket
+ * already closed is not visited, one closing later has its close record
+ * read after the walk. (A walk of an sk_storage map instead is quadratic
+ * on hosts with few CPUs: its hash has one bucket per CPU, and every read
+ * of the seq_file restarts the bucket from its head.) */
 SEC("iter/tcp")
 int tcpconn_report(struct bpf_iter__tcp *ctx)
 {
@@ -1100,8 +1100,7 @@ struct {
 _Static_assert(sizeof(struct walk_out) <= 8 * 4096, "a chunk's records must fit the seq_file's buffer");
 
 /* report_slot adds the update record of the socket in slot k, if any, to
- * out.
- * The socket is not locked here, unlike iter/tcp's: its counters are read
+ * out. The socket is not locked here, unlike iter/tcp's: its counters are read
  * as they are, and a close meanwhile is ordered by the slot. The close
  * gives the slot back before its record takes its time, so a socket whose
  * slot still holds its cookie after the reads was read before its close
@@ -1146,9 +1145,8 @@ static __always_inline void report_slot(struct walk_out *out, __u32 k, __u64 now
 
 /* touch_slot reads one word of each cache line of the socket in slot k
  * that fill will read, and returns them folded together, never 0; 0 for a
- * free slot. The walk's cost
- * was the first read of each line of a socket nothing touched for a
- * while (about half of it the socket's cookie): done one socket after
+ * free slot. The walk's cost was the first read of each line of a socket
+ * nothing touched for a while (about half of it the socket's cookie): done one socket after
  * the other, each waits out its misses alone. A pass of touch_slot over a
  * chunk first asks for them all, independent loads the processor keeps
  * in flight together, so report_slot then finds them cached. (The

@@ -337,7 +337,6 @@ type netnsFinder struct {
 	walks int
 	seen  map[uint64]bool
 	paths []string
-	dirs  []string
 }
 
 // netnsFullScan: every this many walks, every process's namespace is read
