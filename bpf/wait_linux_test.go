@@ -51,20 +51,12 @@ func TestReadWaitsInPoller(t *testing.T) {
 	p := loadProbe(t, Options{Mode: AttachTPBTF, PollInterval: time.Minute})
 	var rec Record
 	readAllNow(p, &rec)
-	done := make(chan error, 1)
 	ours := 0
-	go func() {
-		for {
-			err := p.Read(&rec)
-			if err == nil && (rec.LocalAddr == pair.ClientIP || rec.LocalAddr == pair.ServerIP) {
-				ours++
-			}
-			if err != nil && !errors.Is(err, ErrNoData) {
-				done <- err
-				return
-			}
+	done := readInBackground(p, &rec, func() {
+		if rec.LocalAddr == pair.ClientIP || rec.LocalAddr == pair.ServerIP {
+			ours++
 		}
-	}()
+	})
 	time.Sleep(200 * time.Millisecond) // let Read wait
 	readerEpoll := epollWatching(t, p.objs.Events.FD())
 	require.Positive(t, readerEpoll, "the ring buffer reader's epoll descriptor")
@@ -146,6 +138,25 @@ func threadsWaitingOn(t *testing.T, epfd int) []string {
 	return waiting
 }
 
+// readInBackground calls Read into rec on a goroutine of its own, and got
+// after each record, until Read fails otherwise than with ErrNoData: the
+// channel gets that error.
+func readInBackground(p *Probe, rec *Record, got func()) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		for {
+			err := p.Read(rec)
+			if err == nil {
+				got()
+			} else if !errors.Is(err, ErrNoData) {
+				done <- err
+				return
+			}
+		}
+	}()
+	return done
+}
+
 // readAllNow reads what the ring buffer holds, without waiting.
 func readAllNow(p *Probe, rec *Record) {
 	for p.ReadNow(rec) == nil {
@@ -159,15 +170,7 @@ func TestCloseWakesWaitingRead(t *testing.T) {
 	p := loadProbe(t, Options{Mode: AttachTPBTF, PollInterval: time.Minute})
 	var rec Record
 	readAllNow(p, &rec)
-	done := make(chan error, 1)
-	go func() {
-		for {
-			if err := p.Read(&rec); err != nil && !errors.Is(err, ErrNoData) {
-				done <- err
-				return
-			}
-		}
-	}()
+	done := readInBackground(p, &rec, func() {})
 	time.Sleep(200 * time.Millisecond) // let Read wait
 	require.NoError(t, p.Close())
 	select {
